@@ -1,0 +1,77 @@
+//! Instants as whole milliseconds since the Unix epoch: exact, ordered, and portable across
+//! SQLite and PostgreSQL. Rendered as RFC 3339 for people and for the API.
+
+use std::fmt;
+
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub fn from_unix_millis(millis: i64) -> Self {
+        Self(millis)
+    }
+
+    /// Reads the system clock. Kept here so that the rest of the domain takes time as input.
+    pub fn now() -> Self {
+        let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        Self(i64::try_from(nanos / 1_000_000).expect("the clock is within i64 milliseconds"))
+    }
+
+    pub fn unix_millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn plus_millis(self, millis: i64) -> Self {
+        Self(self.0.saturating_add(millis))
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1_000_000;
+        match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            Ok(at) => at.format(&Rfc3339).unwrap_or_else(|_| self.0.to_string()),
+            Err(_) => self.0.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({})", self.to_rfc3339())
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let at = time::OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)?;
+        let millis = at.unix_timestamp_nanos() / 1_000_000;
+        i64::try_from(millis).map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_rfc3339_with_milliseconds_and_reads_it_back() {
+        let at = Timestamp::from_unix_millis(1_700_000_000_123);
+        let json = serde_json::to_string(&at).unwrap();
+        assert_eq!(json, "\"2023-11-14T22:13:20.123Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), at);
+    }
+}
