@@ -71,31 +71,46 @@ impl AllowRule {
             return Err(bad("empty entry; write a host such as `api.example.com` or a domain such as `.example.com`".into()));
         }
         if entry.contains("://") {
-            return Err(bad(format!("`{entry}` has a scheme; write the host name alone, such as `api.example.com`")));
+            return Err(bad(format!(
+                "`{entry}` has a scheme; write the host name alone, such as `api.example.com`"
+            )));
         }
         if entry.contains('/') {
-            return Err(bad(format!("`{entry}` has a path; the allow-list matches host names only")));
+            return Err(bad(format!(
+                "`{entry}` has a path; the allow-list matches host names only"
+            )));
         }
         if let Some(rest) = entry.strip_prefix("*.") {
-            return Err(bad(format!("`{entry}` uses a wildcard; write `.{rest}` for a domain and all its subdomains")));
+            return Err(bad(format!(
+                "`{entry}` uses a wildcard; write `.{rest}` for a domain and all its subdomains"
+            )));
         }
         let bracketless = entry.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bracketless.parse::<IpAddr>() {
             return Ok(AllowRule::Host(ip.to_string()));
         }
         if entry.contains(':') {
-            return Err(bad(format!("`{entry}` has a port; the allow-list matches host names on any port")));
+            return Err(bad(format!(
+                "`{entry}` has a port; the allow-list matches host names on any port"
+            )));
         }
         let (domain, name) = match entry.strip_prefix('.') {
             Some(name) => (true, name),
             None => (false, entry),
         };
         let name = name.to_ascii_lowercase();
-        validate_host_name(&name).map_err(|why| bad(format!("`{entry}` is not a host name: {why}")))?;
+        validate_host_name(&name)
+            .map_err(|why| bad(format!("`{entry}` is not a host name: {why}")))?;
         if domain && !name.contains('.') {
-            return Err(bad(format!("`{entry}` would allow a whole top-level domain; name a registered domain such as `.example.com`")));
+            return Err(bad(format!(
+                "`{entry}` would allow a whole top-level domain; name a registered domain such as `.example.com`"
+            )));
         }
-        Ok(if domain { AllowRule::Domain(name) } else { AllowRule::Host(name) })
+        Ok(if domain {
+            AllowRule::Domain(name)
+        } else {
+            AllowRule::Host(name)
+        })
     }
 
     /// Whether a connection to `host` is allowed by this rule.
@@ -133,8 +148,13 @@ fn validate_host_name(name: &str) -> Result<(), String> {
         if label.len() > 63 {
             return Err(format!("the label `{label}` is longer than 63 characters"));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(format!("the label `{label}` may hold only letters, digits and `-`"));
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(format!(
+                "the label `{label}` may hold only letters, digits and `-`"
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("the label `{label}` starts or ends with `-`"));
@@ -153,7 +173,10 @@ pub struct NetworkPolicy {
 
 impl Default for NetworkPolicy {
     fn default() -> Self {
-        NetworkPolicy { level: NetworkLevel::Connections, allow: Vec::new() }
+        NetworkPolicy {
+            level: NetworkLevel::Connections,
+            allow: Vec::new(),
+        }
     }
 }
 
@@ -268,7 +291,9 @@ impl McpConfig {
         for (name, server) in servers {
             let field = format!("mcp.mcpServers.{name}");
             validate_server_name(name, &field)?;
-            config.servers.insert(name.clone(), parse_server(server, &field)?);
+            config
+                .servers
+                .insert(name.clone(), parse_server(server, &field)?);
         }
         Ok(config)
     }
@@ -278,7 +303,10 @@ impl McpConfig {
             .servers
             .iter()
             .map(|(name, server)| {
-                (name.clone(), serde_json::to_value(server).expect("plain strings serialize"))
+                (
+                    name.clone(),
+                    serde_json::to_value(server).expect("plain strings serialize"),
+                )
             })
             .collect();
         serde_json::json!({ "mcpServers": servers })
@@ -289,7 +317,9 @@ fn validate_server_name(name: &str, field: &str) -> Result<(), ValidationError> 
     // Tools are offered as `mcp__SERVER__TOOL`, so a name with `__` would be ambiguous.
     let valid = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && !name.contains("__");
     if valid {
         Ok(())
@@ -388,7 +418,11 @@ mod tests {
         let got = AllowRule::parse(entry, "network.allow[0]")
             .map(|rule| rule.to_string())
             .map_err(|error| error.to_string());
-        assert_eq!(got.as_deref().map_err(String::as_str), expect, "entry {entry:?}");
+        assert_eq!(
+            got.as_deref().map_err(String::as_str),
+            expect,
+            "entry {entry:?}"
+        );
     }
 
     #[test]
@@ -400,31 +434,45 @@ mod tests {
         check_rule("[::1]", Ok("::1"));
         check_rule(
             "https://api.example.com",
-            Err("network.allow[0]: `https://api.example.com` has a scheme; write the host name alone, such as `api.example.com`"),
+            Err(
+                "network.allow[0]: `https://api.example.com` has a scheme; write the host name alone, such as `api.example.com`",
+            ),
         );
         check_rule(
             "*.example.com",
-            Err("network.allow[0]: `*.example.com` uses a wildcard; write `.example.com` for a domain and all its subdomains"),
+            Err(
+                "network.allow[0]: `*.example.com` uses a wildcard; write `.example.com` for a domain and all its subdomains",
+            ),
         );
         check_rule(
             "example.com:443",
-            Err("network.allow[0]: `example.com:443` has a port; the allow-list matches host names on any port"),
+            Err(
+                "network.allow[0]: `example.com:443` has a port; the allow-list matches host names on any port",
+            ),
         );
         check_rule(
             "exa mple.com",
-            Err("network.allow[0]: `exa mple.com` is not a host name: the label `exa mple` may hold only letters, digits and `-`"),
+            Err(
+                "network.allow[0]: `exa mple.com` is not a host name: the label `exa mple` may hold only letters, digits and `-`",
+            ),
         );
         check_rule(
             "a..b",
-            Err("network.allow[0]: `a..b` is not a host name: it has an empty label (two dots in a row, or a trailing dot)"),
+            Err(
+                "network.allow[0]: `a..b` is not a host name: it has an empty label (two dots in a row, or a trailing dot)",
+            ),
         );
         check_rule(
             ".com",
-            Err("network.allow[0]: `.com` would allow a whole top-level domain; name a registered domain such as `.example.com`"),
+            Err(
+                "network.allow[0]: `.com` would allow a whole top-level domain; name a registered domain such as `.example.com`",
+            ),
         );
         check_rule(
             "",
-            Err("network.allow[0]: empty entry; write a host such as `api.example.com` or a domain such as `.example.com`"),
+            Err(
+                "network.allow[0]: empty entry; write a host such as `api.example.com` or a domain such as `.example.com`",
+            ),
         );
     }
 
@@ -464,31 +512,45 @@ mod tests {
         assert!(validate_env_name("DATABASE_URL", "env").is_ok());
         assert!(validate_env_name("_x1", "env").is_ok());
         for bad in ["", "1ABC", "A-B", "A B", "Ä"] {
-            assert!(validate_env_name(bad, "env").is_err(), "{bad:?} should be refused");
+            assert!(
+                validate_env_name(bad, "env").is_err(),
+                "{bad:?} should be refused"
+            );
         }
         let vars = BTreeMap::from([("OK".to_owned(), "a\0b".to_owned())]);
         assert_eq!(EnvVars::new(vars).unwrap_err().field, "env.OK");
     }
 
     fn check_mcp(config: Value, expect: Result<Value, &str>) {
-        let got = McpConfig::from_json(&config).map(|c| c.to_json()).map_err(|e| e.to_string());
-        assert_eq!(got.as_ref().map_err(String::as_str), expect.as_ref().map_err(|e| *e));
+        let got = McpConfig::from_json(&config)
+            .map(|c| c.to_json())
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            got.as_ref().map_err(String::as_str),
+            expect.as_ref().map_err(|e| *e)
+        );
     }
 
     #[test]
     fn mcp_configuration_of_the_seed_shape() {
         check_mcp(
             json!({"mcpServers": {"aws-knowledge": {"command": "uvx", "args": ["fastmcp", "run"], "env": {}}}}),
-            Ok(json!({"mcpServers": {"aws-knowledge": {"command": "uvx", "args": ["fastmcp", "run"], "env": {}}}})),
+            Ok(
+                json!({"mcpServers": {"aws-knowledge": {"command": "uvx", "args": ["fastmcp", "run"], "env": {}}}}),
+            ),
         );
         check_mcp(
             json!({"mcpServers": {"s": {"command": "x", "env": {"SECRET_KEY": "${my_secret_key}"}}}}),
-            Ok(json!({"mcpServers": {"s": {"command": "x", "args": [], "env": {"SECRET_KEY": "${my_secret_key}"}}}})),
+            Ok(
+                json!({"mcpServers": {"s": {"command": "x", "args": [], "env": {"SECRET_KEY": "${my_secret_key}"}}}}),
+            ),
         );
         check_mcp(json!({}), Ok(json!({"mcpServers": {}})));
         check_mcp(
             json!({"mcpServers": {"github": {"args": []}}}),
-            Err("mcp.mcpServers.github.command: is missing; name the program that starts the server, such as `npx`"),
+            Err(
+                "mcp.mcpServers.github.command: is missing; name the program that starts the server, such as `npx`",
+            ),
         );
         check_mcp(
             json!({"mcpServers": {"github": {"command": "x", "arg": []}}}),
@@ -496,7 +558,9 @@ mod tests {
         );
         check_mcp(
             json!({"mcpServers": {"remote": {"url": "https://mcp.example.com"}}}),
-            Err("mcp.mcpServers.remote.url: remote MCP servers are not supported yet; only local servers started with a `command` are"),
+            Err(
+                "mcp.mcpServers.remote.url: remote MCP servers are not supported yet; only local servers started with a `command` are",
+            ),
         );
         check_mcp(
             json!({"servers": {}}),
@@ -504,12 +568,17 @@ mod tests {
         );
         check_mcp(
             json!({"mcpServers": {"a__b": {"command": "x"}}}),
-            Err("mcp.mcpServers.a__b: server name `a__b` must be 1-64 letters, digits, `-` or `_`, without `__`"),
+            Err(
+                "mcp.mcpServers.a__b: server name `a__b` must be 1-64 letters, digits, `-` or `_`, without `__`",
+            ),
         );
         check_mcp(
             json!({"mcpServers": {"s": {"command": "x", "args": ["ok", 3]}}}),
             Err("mcp.mcpServers.s.args[1]: must be a string"),
         );
-        check_mcp(json!([]), Err("mcp: must be an object such as `{\"mcpServers\": {}}`"));
+        check_mcp(
+            json!([]),
+            Err("mcp: must be an object such as `{\"mcpServers\": {}}`"),
+        );
     }
 }

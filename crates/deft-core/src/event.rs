@@ -64,7 +64,9 @@ impl EventKind {
     }
 
     pub fn parse(text: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 }
 

@@ -39,7 +39,9 @@ impl TaskState {
     }
 
     pub fn parse(text: &str) -> Option<TaskState> {
-        TaskState::ALL.into_iter().find(|state| state.as_str() == text)
+        TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 }
 
@@ -85,7 +87,9 @@ impl AttentionKind {
     }
 
     pub fn parse(text: &str) -> Option<AttentionKind> {
-        AttentionKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+        AttentionKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 }
 
@@ -222,12 +226,16 @@ impl TaskStatus {
             (S::InProgress, T::Requeue) => Ok(S::Queued),
 
             (S::NeedsAttention(_), T::Answer) => Ok(S::Queued),
-            (S::NeedsAttention(Attention { kind: AttentionKind::PlanApproval, .. }), T::Approve) => {
-                Ok(S::Queued)
-            }
-            (S::NeedsAttention(_), T::Approve) => {
-                Err(refuse("; only a plan waiting for approval can be approved, answer instead"))
-            }
+            (
+                S::NeedsAttention(Attention {
+                    kind: AttentionKind::PlanApproval,
+                    ..
+                }),
+                T::Approve,
+            ) => Ok(S::Queued),
+            (S::NeedsAttention(_), T::Approve) => Err(refuse(
+                "; only a plan waiting for approval can be approved, answer instead",
+            )),
             (S::Completed, T::Feedback) => Ok(S::Queued),
             (S::NeedsAttention(_) | S::Completed, T::Steer) => Ok(S::Queued),
             (S::Queued | S::InProgress, T::Steer) => Ok(self.clone()),
@@ -235,9 +243,9 @@ impl TaskStatus {
             (S::Queued | S::InProgress, T::Answer | T::Approve) => {
                 Err(refuse("; only a task that needs attention takes an answer"))
             }
-            (S::Queued | S::InProgress | S::NeedsAttention(_), T::Feedback) => {
-                Err(refuse("; feedback is for completed tasks, answer or steer it instead"))
-            }
+            (S::Queued | S::InProgress | S::NeedsAttention(_), T::Feedback) => Err(refuse(
+                "; feedback is for completed tasks, answer or steer it instead",
+            )),
             _ => Err(refuse("")),
         }
     }
@@ -249,11 +257,17 @@ mod tests {
     use proptest::prelude::*;
 
     fn question() -> Attention {
-        Attention { kind: AttentionKind::Question, message: "which database?".into() }
+        Attention {
+            kind: AttentionKind::Question,
+            message: "which database?".into(),
+        }
     }
 
     fn plan_approval() -> Attention {
-        Attention { kind: AttentionKind::PlanApproval, message: "approve the plan".into() }
+        Attention {
+            kind: AttentionKind::PlanApproval,
+            message: "approve the plan".into(),
+        }
     }
 
     /// The edges of the SPEC §2 diagram, written independently of `apply`, as (from, to).
@@ -284,27 +298,63 @@ mod tests {
 
     #[test]
     fn every_spec_edge_is_allowed() {
-        check(TaskStatus::Queued, Transition::Start, Ok(TaskState::InProgress));
-        check(TaskStatus::InProgress, Transition::Complete, Ok(TaskState::Completed));
+        check(
+            TaskStatus::Queued,
+            Transition::Start,
+            Ok(TaskState::InProgress),
+        );
+        check(
+            TaskStatus::InProgress,
+            Transition::Complete,
+            Ok(TaskState::Completed),
+        );
         check(
             TaskStatus::InProgress,
             Transition::NeedAttention(question()),
             Ok(TaskState::NeedsAttention),
         );
-        check(TaskStatus::NeedsAttention(question()), Transition::Answer, Ok(TaskState::Queued));
+        check(
+            TaskStatus::NeedsAttention(question()),
+            Transition::Answer,
+            Ok(TaskState::Queued),
+        );
         check(
             TaskStatus::NeedsAttention(plan_approval()),
             Transition::Approve,
             Ok(TaskState::Queued),
         );
-        check(TaskStatus::Completed, Transition::Feedback, Ok(TaskState::Queued));
-        check(TaskStatus::Completed, Transition::Steer, Ok(TaskState::Queued));
-        check(TaskStatus::InProgress, Transition::Steer, Ok(TaskState::InProgress));
-        check(TaskStatus::InProgress, Transition::Requeue, Ok(TaskState::Queued));
-        for from in [TaskStatus::Queued, TaskStatus::InProgress, TaskStatus::Completed] {
+        check(
+            TaskStatus::Completed,
+            Transition::Feedback,
+            Ok(TaskState::Queued),
+        );
+        check(
+            TaskStatus::Completed,
+            Transition::Steer,
+            Ok(TaskState::Queued),
+        );
+        check(
+            TaskStatus::InProgress,
+            Transition::Steer,
+            Ok(TaskState::InProgress),
+        );
+        check(
+            TaskStatus::InProgress,
+            Transition::Requeue,
+            Ok(TaskState::Queued),
+        );
+        for from in [
+            TaskStatus::Queued,
+            TaskStatus::InProgress,
+            TaskStatus::Completed,
+        ] {
             check(from, Transition::Cancel, Ok(TaskState::Cancelled));
         }
-        check(TaskStatus::NeedsAttention(question()), Transition::Cancel, Ok(TaskState::Cancelled));
+        check(
+            TaskStatus::NeedsAttention(question()),
+            Transition::Cancel,
+            Ok(TaskState::Cancelled),
+        );
     }
 
     #[test]
@@ -312,25 +362,41 @@ mod tests {
         check(
             TaskStatus::Cancelled,
             Transition::Cancel,
-            Err("cannot cancel a task that is cancelled; a cancelled task is final, create a new task"),
+            Err(
+                "cannot cancel a task that is cancelled; a cancelled task is final, create a new task",
+            ),
         );
         check(
             TaskStatus::Queued,
             Transition::Answer,
-            Err("cannot answer a task that is queued; only a task that needs attention takes an answer"),
+            Err(
+                "cannot answer a task that is queued; only a task that needs attention takes an answer",
+            ),
         );
         check(
             TaskStatus::InProgress,
             Transition::Feedback,
-            Err("cannot give feedback on a task that is in_progress; feedback is for completed tasks, answer or steer it instead"),
+            Err(
+                "cannot give feedback on a task that is in_progress; feedback is for completed tasks, answer or steer it instead",
+            ),
         );
         check(
             TaskStatus::NeedsAttention(question()),
             Transition::Approve,
-            Err("cannot approve the plan of a task that is needs_attention; only a plan waiting for approval can be approved, answer instead"),
+            Err(
+                "cannot approve the plan of a task that is needs_attention; only a plan waiting for approval can be approved, answer instead",
+            ),
         );
-        check(TaskStatus::Completed, Transition::Start, Err("cannot start a task that is completed"));
-        check(TaskStatus::Queued, Transition::Complete, Err("cannot complete a task that is queued"));
+        check(
+            TaskStatus::Completed,
+            Transition::Start,
+            Err("cannot start a task that is completed"),
+        );
+        check(
+            TaskStatus::Queued,
+            Transition::Complete,
+            Err("cannot complete a task that is queued"),
+        );
     }
 
     #[test]
@@ -341,13 +407,22 @@ mod tests {
             Some(waiting)
         );
         assert_eq!(TaskStatus::from_parts("needs_attention", None, None), None);
-        assert_eq!(TaskStatus::from_parts("queued", Some("question"), Some("x")), None);
+        assert_eq!(
+            TaskStatus::from_parts("queued", Some("question"), Some("x")),
+            None
+        );
         assert_eq!(TaskStatus::from_parts("paused", None, None), None);
-        assert_eq!(TaskStatus::from_parts("needs_attention", Some("nope"), Some("x")), None);
+        assert_eq!(
+            TaskStatus::from_parts("needs_attention", Some("nope"), Some("x")),
+            None
+        );
     }
 
     fn any_attention() -> impl Strategy<Value = Attention> {
-        (prop::sample::select(AttentionKind::ALL.to_vec()), "[a-z ]{0,12}")
+        (
+            prop::sample::select(AttentionKind::ALL.to_vec()),
+            "[a-z ]{0,12}",
+        )
             .prop_map(|(kind, message)| Attention { kind, message })
     }
 

@@ -59,7 +59,9 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
         let text = String::deserialize(deserializer)?;
         let at = time::OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)?;
         let millis = at.unix_timestamp_nanos() / 1_000_000;
-        i64::try_from(millis).map(Self).map_err(serde::de::Error::custom)
+        i64::try_from(millis)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
     }
 }
 

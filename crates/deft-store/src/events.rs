@@ -1,0 +1,143 @@
+//! The append-only event log of each task.
+//!
+//! An event's number comes from `tasks.last_seq`, bumped in the same transaction that inserts
+//! the event: numbers are gap-free (a rolled-back write takes its number with it) and, because
+//! the bump locks the task's row until commit, events of one task commit in number order. A
+//! reader that asks for "everything after N" therefore never misses one that commits later
+//! with a smaller number, which is what lets live streams promise exactly-once delivery.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use deft_core::{Event, EventKind, TaskId, Timestamp, UserId};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use tokio::sync::watch;
+
+use crate::{Store, StoreError, from_json};
+
+/// Tells live readers in this process that a task has new events. It carries only the newest
+/// number; readers fetch the events themselves, so a slow reader never makes a writer wait.
+#[derive(Clone, Default)]
+pub struct EventBus {
+    senders: Arc<Mutex<HashMap<TaskId, watch::Sender<i64>>>>,
+}
+
+impl EventBus {
+    /// A receiver whose value changes whenever this process commits an event of `task`.
+    pub fn subscribe(&self, task: &TaskId) -> watch::Receiver<i64> {
+        let mut senders = self
+            .senders
+            .lock()
+            .expect("event bus lock is never held across a panic");
+        senders
+            .entry(task.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn published(&self, task: &TaskId, seq: i64) {
+        let mut senders = self
+            .senders
+            .lock()
+            .expect("event bus lock is never held across a panic");
+        if let Some(sender) = senders.get(task) {
+            if sender.receiver_count() == 0 {
+                senders.remove(task);
+            } else {
+                sender.send_replace(seq);
+            }
+        }
+    }
+}
+
+pub(crate) fn event_from_row(row: &AnyRow) -> Result<Event, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let data: String = row.try_get("data")?;
+    Ok(Event {
+        seq: row.try_get("seq")?,
+        task_id: TaskId::from_stored(row.try_get("task_id")?),
+        at: Timestamp::from_unix_millis(row.try_get("at")?),
+        kind: EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+            what: format!("event kind `{kind}`"),
+        })?,
+        data: from_json(&data, "event data")?,
+    })
+}
+
+/// Appends one event inside the caller's transaction. The caller publishes it after commit.
+pub(crate) async fn append_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    task: &TaskId,
+    kind: EventKind,
+    data: serde_json::Value,
+    at: Timestamp,
+) -> Result<Event, StoreError> {
+    let seq: i64 = sqlx::query(
+        "UPDATE tasks SET last_seq = last_seq + 1, updated_at = $2 WHERE id = $1 RETURNING last_seq",
+    )
+    .bind(task.as_str())
+    .bind(at.unix_millis())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound { what: "task" })?
+    .try_get("last_seq")?;
+    sqlx::query("INSERT INTO events (task_id, seq, at, kind, data) VALUES ($1, $2, $3, $4, $5)")
+        .bind(task.as_str())
+        .bind(seq)
+        .bind(at.unix_millis())
+        .bind(kind.as_str())
+        .bind(data.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(Event {
+        seq,
+        task_id: task.clone(),
+        at,
+        kind,
+        data,
+    })
+}
+
+impl Store {
+    /// Appends an event to a task's log on behalf of deft itself (the agent, the scheduler).
+    pub async fn append_event(
+        &self,
+        task: &TaskId,
+        kind: EventKind,
+        data: serde_json::Value,
+    ) -> Result<Event, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let event = append_in(&mut tx, task, kind, data, Timestamp::now()).await?;
+        tx.commit().await?;
+        self.published(&event);
+        Ok(event)
+    }
+
+    pub(crate) fn published(&self, event: &Event) {
+        self.events.published(&event.task_id, event.seq);
+    }
+
+    /// Up to `limit` events of the user's task numbered after `after`, in order. An unknown
+    /// task, or another user's, has no events: check the task exists to tell the two apart.
+    pub async fn events_after(
+        &self,
+        user: &UserId,
+        task: &TaskId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.task_id, e.seq, e.at, e.kind, e.data FROM events e \
+             JOIN tasks t ON t.id = e.task_id \
+             WHERE t.user_id = $1 AND e.task_id = $2 AND e.seq > $3 ORDER BY e.seq LIMIT $4",
+        )
+        .bind(user.as_str())
+        .bind(task.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}

@@ -1,0 +1,236 @@
+//! A user's environment (network policy, env vars, MCP configuration), secrets and learnings.
+
+use std::collections::BTreeMap;
+
+use deft_core::{
+    EnvVars, Learning, LearningId, McpConfig, NetworkLevel, NetworkPolicy, SecretInfo, Timestamp,
+    UserId, ValidationError, validate_env_name,
+};
+use sqlx::Row as _;
+
+use crate::{Store, StoreError, from_json};
+
+/// Everything a user's sandboxes are set up with, but the secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environment {
+    pub network: NetworkPolicy,
+    pub env: EnvVars,
+    pub mcp: McpConfig,
+}
+
+fn corrupt(what: &str, error: ValidationError) -> StoreError {
+    StoreError::Corrupt {
+        what: format!("{what}: {error}"),
+    }
+}
+
+/// Secrets are bound to their owner and name: a sealed value moved elsewhere will not open.
+fn secret_context(user: &UserId, name: &str) -> String {
+    format!("deft-secret\0{user}\0{name}")
+}
+
+impl Store {
+    /// The user's environment; the defaults (`connections`, nothing else) until first saved.
+    pub async fn environment(&self, user: &UserId) -> Result<Environment, StoreError> {
+        let row = sqlx::query(
+            "SELECT network_level, network_allow, env, mcp FROM environments WHERE user_id = $1",
+        )
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Environment::default());
+        };
+        let level: String = row.try_get("network_level")?;
+        let allow: String = row.try_get("network_allow")?;
+        let env: String = row.try_get("env")?;
+        let mcp: String = row.try_get("mcp")?;
+        let level = NetworkLevel::parse(&level, "network.level")
+            .map_err(|e| corrupt("network level", e))?;
+        let allow: Vec<String> = from_json(&allow, "allow-list")?;
+        Ok(Environment {
+            network: NetworkPolicy::new(level, &allow).map_err(|e| corrupt("allow-list", e))?,
+            env: EnvVars::new(from_json::<BTreeMap<String, String>>(&env, "env vars")?)
+                .map_err(|e| corrupt("env vars", e))?,
+            mcp: McpConfig::from_json(&from_json(&mcp, "MCP configuration")?)
+                .map_err(|e| corrupt("MCP configuration", e))?,
+        })
+    }
+
+    pub async fn put_environment(
+        &self,
+        user: &UserId,
+        environment: &Environment,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO environments (user_id, network_level, network_allow, env, mcp, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET \
+             network_level = excluded.network_level, network_allow = excluded.network_allow, \
+             env = excluded.env, mcp = excluded.mcp, updated_at = excluded.updated_at",
+        )
+        .bind(user.as_str())
+        .bind(environment.network.level.as_str())
+        .bind(serde_json::to_string(&environment.network.allow_strings()).expect("strings serialize"))
+        .bind(serde_json::to_string(environment.env.as_map()).expect("strings serialize"))
+        .bind(environment.mcp.to_json().to_string())
+        .bind(Timestamp::now().unix_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Seals and stores a secret, replacing any value it had.
+    pub async fn put_secret(
+        &self,
+        user: &UserId,
+        name: &str,
+        value: &str,
+    ) -> Result<SecretInfo, StoreError> {
+        validate_env_name(name, "name")?;
+        if value.is_empty() {
+            return Err(ValidationError::new(
+                "value",
+                "is empty; give the secret's value, or delete the secret",
+            )
+            .into());
+        }
+        if value.contains('\0') {
+            return Err(ValidationError::new(
+                "value",
+                "contains a NUL byte, which no process environment can hold",
+            )
+            .into());
+        }
+        let (nonce, sealed) = self.key.seal(&secret_context(user, name), value.as_bytes());
+        let now = Timestamp::now().unix_millis();
+        sqlx::query(
+            "INSERT INTO secrets (user_id, name, nonce, ciphertext, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id, name) DO UPDATE SET \
+             nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+        )
+        .bind(user.as_str())
+        .bind(name)
+        .bind(nonce)
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.list_secrets(user)
+            .await?
+            .into_iter()
+            .find(|secret| secret.name == name)
+            .ok_or(StoreError::NotFound { what: "secret" })
+    }
+
+    /// Names and dates only: values never leave the store except through [`Store::secret_values`].
+    pub async fn list_secrets(&self, user: &UserId) -> Result<Vec<SecretInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, created_at, updated_at FROM secrets WHERE user_id = $1 ORDER BY name",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SecretInfo {
+                    name: row.try_get("name")?,
+                    created_at: Timestamp::from_unix_millis(row.try_get("created_at")?),
+                    updated_at: Timestamp::from_unix_millis(row.try_get("updated_at")?),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn delete_secret(&self, user: &UserId, name: &str) -> Result<(), StoreError> {
+        let deleted = sqlx::query("DELETE FROM secrets WHERE user_id = $1 AND name = $2")
+            .bind(user.as_str())
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound { what: "secret" });
+        }
+        Ok(())
+    }
+
+    /// The user's secrets, opened: only for setting up a sandbox, never for a response.
+    pub async fn secret_values(
+        &self,
+        user: &UserId,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let rows = sqlx::query("SELECT name, nonce, ciphertext FROM secrets WHERE user_id = $1")
+            .bind(user.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut values = BTreeMap::new();
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let nonce: String = row.try_get("nonce")?;
+            let sealed: String = row.try_get("ciphertext")?;
+            let plain = self
+                .key
+                .open(&secret_context(user, &name), &nonce, &sealed)?;
+            let value = String::from_utf8(plain).map_err(|_| StoreError::Corrupt {
+                what: format!("secret {name} is not UTF-8"),
+            })?;
+            values.insert(name, value);
+        }
+        Ok(values)
+    }
+
+    pub async fn add_learning(
+        &self,
+        user: &UserId,
+        text: &str,
+        source: &str,
+    ) -> Result<Learning, StoreError> {
+        let learning = Learning {
+            id: LearningId::generate(),
+            text: text.to_owned(),
+            source: source.to_owned(),
+            created_at: Timestamp::now(),
+        };
+        sqlx::query("INSERT INTO learnings (id, user_id, text, source, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(learning.id.as_str())
+            .bind(user.as_str())
+            .bind(&learning.text)
+            .bind(&learning.source)
+            .bind(learning.created_at.unix_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(learning)
+    }
+
+    pub async fn list_learnings(&self, user: &UserId) -> Result<Vec<Learning>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, text, source, created_at FROM learnings WHERE user_id = $1 ORDER BY id",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Learning {
+                    id: LearningId::from_stored(row.try_get("id")?),
+                    text: row.try_get("text")?,
+                    source: row.try_get("source")?,
+                    created_at: Timestamp::from_unix_millis(row.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn delete_learning(&self, user: &UserId, id: &str) -> Result<(), StoreError> {
+        let deleted = sqlx::query("DELETE FROM learnings WHERE user_id = $1 AND id = $2")
+            .bind(user.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound { what: "learning" });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,474 @@
+//! Tasks: creation (alone or from a chat), listing, reading, and every change of state.
+//!
+//! A change of state is read, checked by [`TaskStatus::apply`] and written in one write
+//! transaction, together with the events that record it, so that the log and the task never
+//! disagree and two concurrent changes cannot both succeed from the same state.
+
+use deft_core::{
+    ChatId, Event, EventKind, Plan, PullRequest, PullRequestStatus, RepoId, Task, TaskId,
+    TaskState, TaskStatus, Timestamp, Transition, Usage, UserId, ValidationError,
+};
+use serde_json::json;
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use crate::events::append_in;
+use crate::{Store, StoreError, bool_column, from_json};
+
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub description: String,
+    pub repos: Vec<RepoId>,
+    pub chat_id: Option<ChatId>,
+    pub approve_plan: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub state: Option<TaskState>,
+    /// Only tasks created before this one (the previous page's `next_before`).
+    pub before: Option<TaskId>,
+    pub limit: i64,
+}
+
+/// One page of tasks, newest first.
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    /// Pass as `before` for the next page; `None` on the last page.
+    pub next_before: Option<TaskId>,
+}
+
+/// Who changes a task: its owner through the API, or deft itself (the scheduler, the agent).
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    Owner(&'a UserId),
+    Deft,
+}
+
+const COLUMNS: &str = "id, user_id, state, attention_kind, attention_message, description, repos, \
+    chat_id, approve_plan, plan, queued_at, input_tokens, output_tokens, cached_tokens, \
+    created_at, updated_at";
+
+fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
+    let id: String = row.try_get("id")?;
+    let state: String = row.try_get("state")?;
+    let kind: Option<String> = row.try_get("attention_kind")?;
+    let message: Option<String> = row.try_get("attention_message")?;
+    let status =
+        TaskStatus::from_parts(&state, kind.as_deref(), message.as_deref()).ok_or_else(|| {
+            StoreError::Corrupt {
+                what: format!("state of task {id}"),
+            }
+        })?;
+    let repos: String = row.try_get("repos")?;
+    let plan: Option<String> = row.try_get("plan")?;
+    let chat_id: Option<String> = row.try_get("chat_id")?;
+    Ok(Task {
+        id: TaskId::from_stored(id),
+        owner: UserId::from_stored(row.try_get("user_id")?),
+        status,
+        description: row.try_get("description")?,
+        repos: from_json::<Vec<RepoId>>(&repos, "task repositories")?,
+        chat_id: chat_id.map(ChatId::from_stored),
+        approve_plan: bool_column(row.try_get("approve_plan")?),
+        plan: plan
+            .as_deref()
+            .map(|plan| from_json::<Plan>(plan, "task plan"))
+            .transpose()?,
+        pull_requests: Vec::new(),
+        usage: Usage {
+            input_tokens: row.try_get("input_tokens")?,
+            output_tokens: row.try_get("output_tokens")?,
+            cached_tokens: row.try_get("cached_tokens")?,
+        },
+        created_at: Timestamp::from_unix_millis(row.try_get("created_at")?),
+        updated_at: Timestamp::from_unix_millis(row.try_get("updated_at")?),
+        queue_position: None,
+    })
+}
+
+fn pull_request_from_row(row: &AnyRow) -> Result<(TaskId, PullRequest), StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok((
+        TaskId::from_stored(row.try_get("task_id")?),
+        PullRequest {
+            repo: RepoId::from_stored(row.try_get("repo_id")?),
+            base: row.try_get("base")?,
+            head: row.try_get("head")?,
+            title: row.try_get("title")?,
+            body: row.try_get("body")?,
+            status: PullRequestStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                what: format!("pull request status `{status}`"),
+            })?,
+            url: row.try_get("url")?,
+        },
+    ))
+}
+
+const PR_COLUMNS: &str = "task_id, repo_id, base, head, title, body, status, url";
+
+impl Store {
+    /// Creates a `queued` task and its first event. With a chat, the chat must be the user's
+    /// and have no task yet.
+    pub async fn create_task(&self, user: &UserId, new: NewTask) -> Result<Task, StoreError> {
+        if new.description.trim().is_empty() {
+            return Err(ValidationError::new(
+                "description",
+                "is empty; describe what the agent should do",
+            )
+            .into());
+        }
+        if new.repos.is_empty() {
+            return Err(ValidationError::new(
+                "repos",
+                "is empty; name at least one repository (its id, or a path for the local forge)",
+            )
+            .into());
+        }
+        self.check_repositories(user, &new.repos).await?;
+        let mut tx = self.begin_write().await?;
+        let id = TaskId::generate();
+        let now = Timestamp::now();
+        if let Some(chat) = &new.chat_id {
+            claim_chat(&mut tx, user, chat, &id, now).await?;
+        }
+        sqlx::query(
+            "INSERT INTO tasks (id, user_id, state, description, repos, chat_id, approve_plan, \
+             queued_at, created_at, updated_at) VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $7, $7)",
+        )
+        .bind(id.as_str())
+        .bind(user.as_str())
+        .bind(&new.description)
+        .bind(serde_json::to_string(&new.repos).expect("ids serialize"))
+        .bind(new.chat_id.as_ref().map(ChatId::as_str))
+        .bind(i64::from(new.approve_plan))
+        .bind(now.unix_millis())
+        .execute(&mut *tx)
+        .await?;
+        let data = json!({
+            "description": new.description,
+            "repos": new.repos,
+            "chat_id": new.chat_id,
+            "approve_plan": new.approve_plan,
+            "state": TaskState::Queued,
+        });
+        let event = append_in(&mut tx, &id, EventKind::TaskCreated, data, now).await?;
+        tx.commit().await?;
+        self.published(&event);
+        self.task(user, &id).await
+    }
+
+    /// One task of the user's, with its pull requests and, while queued, its queue position.
+    pub async fn task(&self, user: &UserId, id: &TaskId) -> Result<Task, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"
+        )))
+        .bind(id.as_str())
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound { what: "task" })?;
+        let mut task = task_from_row(&row)?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PR_COLUMNS} FROM pull_requests WHERE task_id = $1 ORDER BY created_at, repo_id"
+        )))
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            task.pull_requests.push(pull_request_from_row(row)?.1);
+        }
+        if task.state() == TaskState::Queued {
+            let queued_at: i64 = row.try_get::<Option<i64>, _>("queued_at")?.unwrap_or(0);
+            let ahead: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM tasks WHERE user_id = $1 AND state = 'queued' \
+                 AND (queued_at < $2 OR (queued_at = $2 AND id < $3))",
+            )
+            .bind(user.as_str())
+            .bind(queued_at)
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+            task.queue_position = Some(ahead + 1);
+        }
+        Ok(task)
+    }
+
+    /// A page of the user's tasks, newest first.
+    pub async fn list_tasks(
+        &self,
+        user: &UserId,
+        filter: &TaskFilter,
+    ) -> Result<TaskPage, StoreError> {
+        let limit = filter.limit.clamp(1, 500);
+        let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1");
+        let mut binds = vec![user.as_str().to_owned()];
+        if let Some(state) = filter.state {
+            binds.push(state.as_str().to_owned());
+            sql.push_str(&format!(" AND state = ${}", binds.len()));
+        }
+        if let Some(before) = &filter.before {
+            binds.push(before.as_str().to_owned());
+            sql.push_str(&format!(" AND id < ${}", binds.len()));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", binds.len() + 1));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        let rows = query.bind(limit + 1).fetch_all(&self.pool).await?;
+        let mut tasks = rows
+            .iter()
+            .take(limit as usize)
+            .map(task_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_before = (rows.len() as i64 > limit)
+            .then(|| tasks.last().map(|t| t.id.clone()))
+            .flatten();
+        if let (Some(newest), Some(oldest)) = (tasks.first(), tasks.last()) {
+            // Ids are ordered, so one range read fetches every pull request of the page.
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {PR_COLUMNS} FROM pull_requests WHERE user_id = $1 AND task_id >= $2 \
+                 AND task_id <= $3 ORDER BY created_at, repo_id"
+            )))
+            .bind(user.as_str())
+            .bind(oldest.id.as_str())
+            .bind(newest.id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                let (task_id, pull_request) = pull_request_from_row(row)?;
+                if let Some(task) = tasks.iter_mut().find(|task| task.id == task_id) {
+                    task.pull_requests.push(pull_request);
+                }
+            }
+        }
+        Ok(TaskPage { tasks, next_before })
+    }
+
+    /// Applies `transition` to the task and records it. `note` is an event written first (the
+    /// owner's answer or feedback), so that the log reads as cause, then effect. A transition
+    /// that leaves the state as it is writes only the note.
+    pub async fn transition(
+        &self,
+        actor: Actor<'_>,
+        id: &TaskId,
+        transition: Transition,
+        note: Option<(EventKind, serde_json::Value)>,
+    ) -> Result<Task, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let (owner, events) = transition_in(&mut tx, actor, id, transition, note).await?;
+        tx.commit().await?;
+        for event in &events {
+            self.published(event);
+        }
+        self.task(&owner, id).await
+    }
+
+    /// Records the plan and shows it in the log.
+    pub async fn set_plan(&self, id: &TaskId, plan: &Plan) -> Result<Event, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let text = serde_json::to_string(plan).expect("plans serialize");
+        sqlx::query("UPDATE tasks SET plan = $2 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(text)
+            .execute(&mut *tx)
+            .await?;
+        let data = serde_json::to_value(plan).expect("plans serialize");
+        let event = append_in(&mut tx, id, EventKind::Plan, data, Timestamp::now()).await?;
+        tx.commit().await?;
+        self.published(&event);
+        Ok(event)
+    }
+
+    /// Opens or updates the task's pull request for one repository (one per repository).
+    pub async fn upsert_pull_request(
+        &self,
+        id: &TaskId,
+        pull_request: &PullRequest,
+    ) -> Result<Event, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let now = Timestamp::now().unix_millis();
+        sqlx::query(
+            "INSERT INTO pull_requests (task_id, repo_id, user_id, base, head, title, body, status, url, created_at, updated_at) \
+             SELECT id, $2, user_id, $3, $4, $5, $6, $7, $8, $9, $9 FROM tasks WHERE id = $1 \
+             ON CONFLICT (task_id, repo_id) DO UPDATE SET base = excluded.base, head = excluded.head, \
+             title = excluded.title, body = excluded.body, status = excluded.status, url = excluded.url, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(id.as_str())
+        .bind(pull_request.repo.as_str())
+        .bind(&pull_request.base)
+        .bind(&pull_request.head)
+        .bind(&pull_request.title)
+        .bind(&pull_request.body)
+        .bind(pull_request.status.as_str())
+        .bind(pull_request.url.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let data = serde_json::to_value(pull_request).expect("pull requests serialize");
+        let event = append_in(&mut tx, id, EventKind::PullRequest, data, Timestamp::now()).await?;
+        tx.commit().await?;
+        self.published(&event);
+        Ok(event)
+    }
+
+    /// Adds the tokens of one model call to the task and to its owner's usage.
+    pub async fn record_usage(
+        &self,
+        id: &TaskId,
+        model: &str,
+        usage: Usage,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let owner: String = sqlx::query(
+            "UPDATE tasks SET input_tokens = input_tokens + $2, output_tokens = output_tokens + $3, \
+             cached_tokens = cached_tokens + $4 WHERE id = $1 RETURNING user_id",
+        )
+        .bind(id.as_str())
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.cached_tokens)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound { what: "task" })?
+        .try_get("user_id")?;
+        sqlx::query(
+            "INSERT INTO usage_records (id, user_id, task_id, model, input_tokens, output_tokens, cached_tokens, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(TaskId::generate().as_str())
+        .bind(owner)
+        .bind(id.as_str())
+        .bind(model)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.cached_tokens)
+        .bind(Timestamp::now().unix_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The user's tokens spent since `since` (for weekly limits).
+    pub async fn usage_since(&self, user: &UserId, since: Timestamp) -> Result<Usage, StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS i, \
+             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS o, \
+             CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS c \
+             FROM usage_records WHERE user_id = $1 AND at >= $2",
+        )
+        .bind(user.as_str())
+        .bind(since.unix_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Usage {
+            input_tokens: row.try_get("i")?,
+            output_tokens: row.try_get("o")?,
+            cached_tokens: row.try_get("c")?,
+        })
+    }
+}
+
+/// Links a chat to its one task, or says why it cannot be.
+async fn claim_chat(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user: &UserId,
+    chat: &ChatId,
+    task: &TaskId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let claimed = sqlx::query(
+        "UPDATE chats SET task_id = $1, updated_at = $2 WHERE id = $3 AND user_id = $4 AND task_id IS NULL",
+    )
+    .bind(task.as_str())
+    .bind(now.unix_millis())
+    .bind(chat.as_str())
+    .bind(user.as_str())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if claimed == 1 {
+        return Ok(());
+    }
+    let existing = sqlx::query("SELECT task_id FROM chats WHERE id = $1 AND user_id = $2")
+        .bind(chat.as_str())
+        .bind(user.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    match existing {
+        None => Err(StoreError::NotFound { what: "chat" }),
+        Some(row) => {
+            let task: Option<String> = row.try_get("task_id")?;
+            Err(StoreError::Conflict {
+                message: format!(
+                    "this chat already created task {}; a chat creates one task, so start a new chat for another",
+                    task.unwrap_or_default()
+                ),
+            })
+        }
+    }
+}
+
+/// The body of [`Store::transition`], inside the caller's write transaction. Returns the task's
+/// owner and the events written, for the caller to publish after commit.
+pub(crate) async fn transition_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    actor: Actor<'_>,
+    id: &TaskId,
+    transition: Transition,
+    note: Option<(EventKind, serde_json::Value)>,
+) -> Result<(UserId, Vec<Event>), StoreError> {
+    let row = match actor {
+        Actor::Owner(user) => sqlx::query(
+            "SELECT user_id, state, attention_kind, attention_message FROM tasks WHERE id = $1 AND user_id = $2",
+        )
+        .bind(id.as_str())
+        .bind(user.as_str()),
+        Actor::Deft => sqlx::query(
+            "SELECT user_id, state, attention_kind, attention_message FROM tasks WHERE id = $1",
+        )
+        .bind(id.as_str()),
+    }
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound { what: "task" })?;
+    let owner = UserId::from_stored(row.try_get("user_id")?);
+    let state: String = row.try_get("state")?;
+    let kind: Option<String> = row.try_get("attention_kind")?;
+    let message: Option<String> = row.try_get("attention_message")?;
+    let before =
+        TaskStatus::from_parts(&state, kind.as_deref(), message.as_deref()).ok_or_else(|| {
+            StoreError::Corrupt {
+                what: format!("state of task {id}"),
+            }
+        })?;
+    let after = before.apply(transition)?;
+    let now = Timestamp::now();
+    let mut events = Vec::new();
+    if let Some((kind, data)) = note {
+        events.push(append_in(tx, id, kind, data, now).await?);
+    }
+    if after != before {
+        let attention = after.attention();
+        sqlx::query(
+            "UPDATE tasks SET state = $2, attention_kind = $3, attention_message = $4, \
+             queued_at = CASE WHEN $2 = 'queued' THEN $5 ELSE queued_at END, updated_at = $5 \
+             WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(after.state().as_str())
+        .bind(attention.map(|a| a.kind.as_str()))
+        .bind(attention.map(|a| a.message.clone()))
+        .bind(now.unix_millis())
+        .execute(&mut **tx)
+        .await?;
+        let data = json!({ "from": before.state(), "to": after.state(), "attention": attention });
+        events.push(append_in(tx, id, EventKind::StateChanged, data, now).await?);
+    }
+    Ok((owner, events))
+}

@@ -1,0 +1,757 @@
+//! The store's whole suite, run once on SQLite and once on PostgreSQL: every case is an async
+//! function taking a fresh store, and `on_both!` makes a test of it for each database.
+
+use std::collections::BTreeMap;
+
+use deft_core::{
+    Attention, AttentionKind, EnvVars, EventKind, ForgeKind, McpConfig, NetworkLevel,
+    NetworkPolicy, Plan, PullRequest, PullRequestStatus, RepoId, TaskId, TaskState, Transition,
+    Usage, User,
+};
+use deft_store::{
+    Actor, Environment, MasterKey, NewRepository, NewTask, Store, StoreError, TaskFilter,
+};
+use deft_testkit::TestDatabase;
+use serde_json::json;
+
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let db = deft_testkit::TestDatabase::sqlite();
+                super::$case(super::open(&db).await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let db = deft_testkit::TestDatabase::postgres().await;
+                super::$case(super::open(&db).await).await;
+            })*
+        }
+    };
+}
+
+on_both!(
+    users_have_unique_names_and_tokens_find_their_user,
+    the_first_start_makes_one_admin,
+    a_new_task_is_queued_with_its_first_event,
+    another_users_objects_are_not_found,
+    a_refused_transition_changes_nothing,
+    the_lifecycle_follows_the_spec,
+    listing_filters_by_state_and_pages_newest_first,
+    a_chat_creates_one_task_and_later_messages_steer_it,
+    event_numbers_are_gap_free_under_concurrent_writers,
+    environment_round_trips_and_defaults_to_connections,
+    secrets_are_sealed_listed_by_name_and_deleted,
+    learnings_are_listed_and_deleted_by_their_owner,
+    usage_adds_up_per_task_and_per_user,
+    pull_requests_are_one_per_repository,
+);
+
+async fn open(db: &TestDatabase) -> Store {
+    Store::open(&db.url, MasterKey::generate())
+        .await
+        .expect("the test database opens")
+}
+
+async fn user_with_repo(store: &Store, name: &str) -> (User, RepoId) {
+    let user = store.create_user(name, false).await.unwrap();
+    let repo = store
+        .add_repository(
+            &user.id,
+            NewRepository {
+                name: "widgets".into(),
+                forge: ForgeKind::Local,
+                location: format!("/srv/git/{name}/widgets"),
+                default_branch: "main".into(),
+            },
+        )
+        .await
+        .unwrap();
+    (user, repo.id)
+}
+
+fn new_task(description: &str, repo: &RepoId) -> NewTask {
+    NewTask {
+        description: description.into(),
+        repos: vec![repo.clone()],
+        chat_id: None,
+        approve_plan: false,
+    }
+}
+
+fn question() -> Attention {
+    Attention {
+        kind: AttentionKind::Question,
+        message: "Which database?".into(),
+    }
+}
+
+async fn users_have_unique_names_and_tokens_find_their_user(store: Store) {
+    let ada = store.create_user("ada", false).await.unwrap();
+    let error = store.create_user("ada", true).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "a user named `ada` already exists; pick another name"
+    );
+    let error = store.create_user("no spaces", false).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::Invalid(ref e) if e.field == "name"),
+        "{error}"
+    );
+    let token = store.create_token(&ada, "laptop").await.unwrap();
+    assert!(token.token.starts_with("deft_") && token.token.len() > 40);
+    assert_eq!(
+        store.user_for_token(&token.token).await.unwrap(),
+        Some(ada.clone())
+    );
+    assert_eq!(store.user_for_token("deft_wrong").await.unwrap(), None);
+    assert_eq!(store.user_for_token("").await.unwrap(), None);
+    assert_eq!(store.user_by_name("ada").await.unwrap(), ada);
+}
+
+async fn the_first_start_makes_one_admin(store: Store) {
+    let token = store
+        .bootstrap_admin()
+        .await
+        .unwrap()
+        .expect("an empty store makes the admin");
+    assert_eq!(token.user.name, "admin");
+    assert!(token.user.is_admin);
+    assert!(store.bootstrap_admin().await.unwrap().is_none());
+    assert_eq!(store.user_count().await.unwrap(), 1);
+    assert_eq!(
+        store
+            .user_for_token(&token.token)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "admin"
+    );
+}
+
+async fn a_new_task_is_queued_with_its_first_event(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("Add a health check", &repo))
+        .await
+        .unwrap();
+    assert_eq!(task.state(), TaskState::Queued);
+    assert_eq!(task.repos, vec![repo.clone()]);
+    assert_eq!(task.queue_position, Some(1));
+    let events = store.events_after(&ada.id, &task.id, 0, 100).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].seq, events[0].kind), (1, EventKind::TaskCreated));
+    assert_eq!(events[0].data["description"], "Add a health check");
+
+    let error = store
+        .create_task(&ada.id, new_task("  ", &repo))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::Invalid(ref e) if e.field == "description"),
+        "{error}"
+    );
+    let unknown = RepoId::from_stored("nope".into());
+    let error = store
+        .create_task(&ada.id, new_task("x", &unknown))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "repos[0]: unknown repository `nope`; list yours with `GET /api/v1/repos`"
+    );
+    let second = store
+        .create_task(&ada.id, new_task("Second", &repo))
+        .await
+        .unwrap();
+    assert_eq!(second.queue_position, Some(2));
+}
+
+async fn another_users_objects_are_not_found(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let (bob, _) = user_with_repo(&store, "bob").await;
+    let task = store
+        .create_task(&ada.id, new_task("Ada's", &repo))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.task(&bob.id, &task.id).await,
+        Err(StoreError::NotFound { what: "task" })
+    ));
+    assert!(
+        store
+            .events_after(&bob.id, &task.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let error = store
+        .transition(Actor::Owner(&bob.id), &task.id, Transition::Cancel, None)
+        .await;
+    assert!(matches!(error, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.repository(&bob.id, repo.as_str()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let error = store
+        .create_task(&bob.id, new_task("steal", &repo))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Invalid(ref e) if e.field == "repos[0]"));
+    assert!(
+        store
+            .list_tasks(
+                &bob.id,
+                &TaskFilter {
+                    limit: 50,
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+    assert_eq!(
+        store.task(&ada.id, &task.id).await.unwrap().state(),
+        TaskState::Queued
+    );
+}
+
+async fn a_refused_transition_changes_nothing(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("x", &repo))
+        .await
+        .unwrap();
+    let note = Some((EventKind::UserMessage, json!({"message": "here you go"})));
+    let error = store
+        .transition(Actor::Owner(&ada.id), &task.id, Transition::Answer, note)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cannot answer a task that is queued; only a task that needs attention takes an answer"
+    );
+    let after = store.task(&ada.id, &task.id).await.unwrap();
+    assert_eq!(
+        (after.state(), after.updated_at),
+        (TaskState::Queued, task.updated_at)
+    );
+    assert_eq!(
+        store
+            .events_after(&ada.id, &task.id, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn the_lifecycle_follows_the_spec(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("x", &repo))
+        .await
+        .unwrap();
+    let id = task.id;
+    let step = |transition: Transition| store.transition(Actor::Deft, &id, transition, None);
+    assert_eq!(
+        step(Transition::Start).await.unwrap().state(),
+        TaskState::InProgress
+    );
+    let waiting = step(Transition::NeedAttention(question())).await.unwrap();
+    assert_eq!(waiting.attention(), Some(&question()));
+    assert_eq!(waiting.queue_position, None);
+    let note = Some((
+        EventKind::UserMessage,
+        json!({"kind": "answer", "message": "PostgreSQL"}),
+    ));
+    let answered = store
+        .transition(Actor::Owner(&ada.id), &id, Transition::Answer, note)
+        .await
+        .unwrap();
+    assert_eq!(
+        (answered.state(), answered.attention()),
+        (TaskState::Queued, None)
+    );
+    step(Transition::Start).await.unwrap();
+    assert_eq!(
+        step(Transition::Complete).await.unwrap().state(),
+        TaskState::Completed
+    );
+    let feedback = Some((
+        EventKind::UserMessage,
+        json!({"kind": "feedback", "message": "rename it"}),
+    ));
+    let requeued = store
+        .transition(Actor::Owner(&ada.id), &id, Transition::Feedback, feedback)
+        .await
+        .unwrap();
+    assert_eq!(requeued.state(), TaskState::Queued);
+    let cancelled = store
+        .transition(Actor::Owner(&ada.id), &id, Transition::Cancel, None)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.state(), TaskState::Cancelled);
+    let error = store
+        .transition(Actor::Owner(&ada.id), &id, Transition::Cancel, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Transition(_)));
+
+    let events = store.events_after(&ada.id, &id, 0, 100).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+    let states: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::StateChanged)
+        .map(|e| e.data["to"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "in_progress",
+            "needs_attention",
+            "queued",
+            "in_progress",
+            "completed",
+            "queued",
+            "cancelled"
+        ]
+    );
+    let answer = events
+        .iter()
+        .position(|e| e.kind == EventKind::UserMessage)
+        .unwrap();
+    assert_eq!(
+        events[answer + 1].data["to"],
+        "queued",
+        "the answer is logged before its effect"
+    );
+    assert_eq!(
+        store
+            .events_after(&ada.id, &id, 5, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        [6, 7]
+    );
+}
+
+async fn listing_filters_by_state_and_pages_newest_first(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        ids.push(
+            store
+                .create_task(&ada.id, new_task(&format!("task {n}"), &repo))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    for id in &ids[..3] {
+        store
+            .transition(Actor::Owner(&ada.id), id, Transition::Cancel, None)
+            .await
+            .unwrap();
+    }
+    let page = |state: Option<TaskState>, before: Option<TaskId>| {
+        let filter = TaskFilter {
+            state,
+            before,
+            limit: 3,
+        };
+        let store = store.clone();
+        let ada = ada.id.clone();
+        async move { store.list_tasks(&ada, &filter).await.unwrap() }
+    };
+    let first = page(None, None).await;
+    assert_eq!(
+        first.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        [ids[6].clone(), ids[5].clone(), ids[4].clone()]
+    );
+    let second = page(None, first.next_before.clone()).await;
+    assert_eq!(second.tasks.len(), 3);
+    let third = page(None, second.next_before.clone()).await;
+    assert_eq!(
+        third.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        [ids[0].clone()]
+    );
+    assert_eq!(third.next_before, None);
+    let cancelled = page(Some(TaskState::Cancelled), None).await;
+    assert_eq!(
+        cancelled
+            .tasks
+            .iter()
+            .map(|t| t.id.clone())
+            .collect::<Vec<_>>(),
+        [ids[2].clone(), ids[1].clone(), ids[0].clone()]
+    );
+    assert!(
+        cancelled
+            .tasks
+            .iter()
+            .all(|t| t.state() == TaskState::Cancelled)
+    );
+    assert!(
+        page(Some(TaskState::Completed), None)
+            .await
+            .tasks
+            .is_empty()
+    );
+}
+
+async fn a_chat_creates_one_task_and_later_messages_steer_it(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let chat = store
+        .create_chat(&ada.id, vec![repo.clone()])
+        .await
+        .unwrap();
+    store
+        .post_chat_message(&ada.id, &chat.id, "ada", "Add a /version route")
+        .await
+        .unwrap();
+    let new = NewTask {
+        chat_id: Some(chat.id.clone()),
+        ..new_task("Add a /version route", &repo)
+    };
+    let task = store.create_task(&ada.id, new.clone()).await.unwrap();
+    assert_eq!(task.chat_id.as_ref(), Some(&chat.id));
+    let error = store.create_task(&ada.id, new).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict { .. }), "{error}");
+    assert_eq!(
+        store
+            .list_tasks(
+                &ada.id,
+                &TaskFilter {
+                    limit: 10,
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap()
+            .tasks
+            .len(),
+        1
+    );
+
+    store
+        .transition(Actor::Deft, &task.id, Transition::Start, None)
+        .await
+        .unwrap();
+    store
+        .post_chat_message(&ada.id, &chat.id, "ada", "Use JSON")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.task(&ada.id, &task.id).await.unwrap().state(),
+        TaskState::InProgress
+    );
+    store
+        .transition(Actor::Deft, &task.id, Transition::Complete, None)
+        .await
+        .unwrap();
+    store
+        .post_chat_message(&ada.id, &chat.id, "ada", "Also add a test")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.task(&ada.id, &task.id).await.unwrap().state(),
+        TaskState::Queued
+    );
+
+    store
+        .transition(Actor::Owner(&ada.id), &task.id, Transition::Cancel, None)
+        .await
+        .unwrap();
+    let error = store
+        .post_chat_message(&ada.id, &chat.id, "ada", "one more")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Transition(_)), "{error}");
+    let chat = store.chat(&ada.id, &chat.id).await.unwrap();
+    let said: Vec<&str> = chat.messages.iter().map(|m| m.message.as_str()).collect();
+    assert_eq!(
+        said,
+        ["Add a /version route", "Use JSON", "Also add a test"]
+    );
+    let steering = store
+        .events_after(&ada.id, &task.id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::UserMessage)
+        .count();
+    assert_eq!(steering, 2);
+    let (bob, _) = user_with_repo(&store, "bob").await;
+    assert!(matches!(
+        store.chat(&bob.id, &chat.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn event_numbers_are_gap_free_under_concurrent_writers(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("busy", &repo))
+        .await
+        .unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let store = store.clone();
+            let task = task.id.clone();
+            tokio::spawn(async move {
+                for n in 0..50 {
+                    store
+                        .append_event(
+                            &task,
+                            EventKind::ToolCall,
+                            json!({"writer": writer, "n": n}),
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let events = store
+        .events_after(&ada.id, &task.id, 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=201).collect::<Vec<_>>()
+    );
+    for writer in 0..4 {
+        let ns: Vec<i64> = events
+            .iter()
+            .filter(|e| e.data["writer"] == writer)
+            .map(|e| e.data["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            ns,
+            (0..50).collect::<Vec<_>>(),
+            "each writer's events keep their order"
+        );
+    }
+}
+
+async fn environment_round_trips_and_defaults_to_connections(store: Store) {
+    let (ada, _) = user_with_repo(&store, "ada").await;
+    let empty = store.environment(&ada.id).await.unwrap();
+    assert_eq!(empty.network.level, NetworkLevel::Connections);
+    let environment = Environment {
+        network: NetworkPolicy::new(
+            NetworkLevel::Custom,
+            &["api.example.com".into(), ".example.org".into()],
+        )
+        .unwrap(),
+        env: EnvVars::new(BTreeMap::from([(
+            "RUST_LOG".to_owned(),
+            "debug".to_owned(),
+        )]))
+        .unwrap(),
+        mcp: McpConfig::from_json(
+            &json!({"mcpServers": {"everything": {"command": "mcp-server-everything"}}}),
+        )
+        .unwrap(),
+    };
+    store.put_environment(&ada.id, &environment).await.unwrap();
+    assert_eq!(store.environment(&ada.id).await.unwrap(), environment);
+    let (bob, _) = user_with_repo(&store, "bob").await;
+    assert_eq!(
+        store.environment(&bob.id).await.unwrap(),
+        Environment::default()
+    );
+}
+
+async fn secrets_are_sealed_listed_by_name_and_deleted(store: Store) {
+    let (ada, _) = user_with_repo(&store, "ada").await;
+    let (bob, _) = user_with_repo(&store, "bob").await;
+    store
+        .put_secret(&ada.id, "NPM_TOKEN", "s3cr3t-value")
+        .await
+        .unwrap();
+    store
+        .put_secret(&ada.id, "NPM_TOKEN", "rotated-value")
+        .await
+        .unwrap();
+    store
+        .put_secret(&ada.id, "db_password", "pw")
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_secrets(&ada.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["NPM_TOKEN", "db_password"]);
+    assert!(store.list_secrets(&bob.id).await.unwrap().is_empty());
+    let values = store.secret_values(&ada.id).await.unwrap();
+    assert_eq!(values["NPM_TOKEN"], "rotated-value");
+    let error = store
+        .put_secret(&ada.id, "BAD-NAME", "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Invalid(ref e) if e.field == "name"));
+    assert!(matches!(
+        store.delete_secret(&bob.id, "NPM_TOKEN").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store.delete_secret(&ada.id, "NPM_TOKEN").await.unwrap();
+    assert_eq!(store.list_secrets(&ada.id).await.unwrap().len(), 1);
+}
+
+async fn learnings_are_listed_and_deleted_by_their_owner(store: Store) {
+    let (ada, _) = user_with_repo(&store, "ada").await;
+    let (bob, _) = user_with_repo(&store, "bob").await;
+    let learning = store
+        .add_learning(&ada.id, "Use our error helper", "review on PR 3")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_learnings(&ada.id).await.unwrap(),
+        vec![learning.clone()]
+    );
+    assert!(store.list_learnings(&bob.id).await.unwrap().is_empty());
+    assert!(matches!(
+        store.delete_learning(&bob.id, learning.id.as_str()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store
+        .delete_learning(&ada.id, learning.id.as_str())
+        .await
+        .unwrap();
+    assert!(store.list_learnings(&ada.id).await.unwrap().is_empty());
+}
+
+async fn usage_adds_up_per_task_and_per_user(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("x", &repo))
+        .await
+        .unwrap();
+    let call = Usage {
+        input_tokens: 1000,
+        output_tokens: 200,
+        cached_tokens: 800,
+    };
+    store
+        .record_usage(&task.id, "anthropic/claude", call)
+        .await
+        .unwrap();
+    store
+        .record_usage(&task.id, "anthropic/claude", call)
+        .await
+        .unwrap();
+    let task = store.task(&ada.id, &task.id).await.unwrap();
+    assert_eq!(
+        task.usage,
+        Usage {
+            input_tokens: 2000,
+            output_tokens: 400,
+            cached_tokens: 1600
+        }
+    );
+    let week = store
+        .usage_since(&ada.id, deft_core::Timestamp::from_unix_millis(0))
+        .await
+        .unwrap();
+    assert_eq!(week, task.usage);
+    let later = deft_core::Timestamp::now().plus_millis(60_000);
+    assert_eq!(
+        store.usage_since(&ada.id, later).await.unwrap(),
+        Usage::default()
+    );
+}
+
+async fn pull_requests_are_one_per_repository(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("x", &repo))
+        .await
+        .unwrap();
+    store
+        .set_plan(
+            &task.id,
+            &Plan {
+                requirements: vec!["r".into()],
+                acceptance_criteria: vec!["a".into()],
+                steps: vec!["s".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let mut pr = PullRequest {
+        repo: repo.clone(),
+        base: "main".into(),
+        head: "deft/0190-x".into(),
+        title: "Add x".into(),
+        body: "body".into(),
+        status: PullRequestStatus::Open,
+        url: None,
+    };
+    store.upsert_pull_request(&task.id, &pr).await.unwrap();
+    pr.title = "Add x, reviewed".into();
+    store.upsert_pull_request(&task.id, &pr).await.unwrap();
+    let shown = store.task(&ada.id, &task.id).await.unwrap();
+    assert_eq!(shown.pull_requests, vec![pr.clone()]);
+    assert_eq!(shown.plan.unwrap().steps, ["s"]);
+    let listed = store
+        .list_tasks(
+            &ada.id,
+            &TaskFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.tasks[0].pull_requests, vec![pr]);
+}
+
+async fn reopen_keeps_everything(db: TestDatabase) {
+    // Migrations run at every start; on a migrated database they must change nothing.
+    let store = open(&db).await;
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    store
+        .create_task(&ada.id, new_task("x", &repo))
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open(&db).await;
+    let page = store
+        .list_tasks(
+            &ada.id,
+            &TaskFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.tasks.len(), 1);
+}
+
+#[tokio::test]
+async fn reopening_sqlite_keeps_everything() {
+    reopen_keeps_everything(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test]
+async fn reopening_postgres_keeps_everything() {
+    reopen_keeps_everything(TestDatabase::postgres().await).await;
+}
