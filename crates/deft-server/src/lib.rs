@@ -1,1 +1,68 @@
-//! placeholder
+//! deft's HTTP API (SPEC §5): JSON under `/api/v1`, `/healthz`, and live event streams.
+//!
+//! Only this crate knows HTTP and JSON shapes. Every handler takes the caller as a
+//! [`auth::CurrentUser`] and passes the user's id to the store, which filters by it, so another
+//! user's object is a 404 by construction. Every failure leaves through [`ApiError`], the one
+//! error envelope of SPEC §5.
+
+mod auth;
+mod error;
+mod extract;
+mod routes;
+mod views;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use deft_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    /// Cancelled when the server stops: live streams end so that shutdown does not wait on them.
+    pub shutdown: CancellationToken,
+    /// How often a live stream looks for events written by other processes (workers on a
+    /// shared PostgreSQL); events written in this process wake it at once.
+    pub stream_poll: Duration,
+}
+
+impl AppState {
+    pub fn new(store: Store, shutdown: CancellationToken) -> AppState {
+        AppState {
+            store,
+            shutdown,
+            stream_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The largest request body accepted: descriptions and MCP configurations are small.
+const BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", routes::api())
+        .merge(routes::health())
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            routes::panicked,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `state.shutdown` is cancelled, then finishes the requests
+/// in flight.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

@@ -22,7 +22,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
-pub use cipher::{MasterKey, MasterKeyError};
+pub use cipher::{MASTER_KEY_FILE, MasterKey, MasterKeyError, write_private_file};
 pub use error::StoreError;
 pub use events::EventBus;
 pub use repos::NewRepository;

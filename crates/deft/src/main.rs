@@ -1,1 +1,42 @@
-fn main() {}
+//! The `deft` binary: parse the command line, run the command, and turn the outcome into an
+//! exit code. The exit-code policy lives here and nowhere else.
+
+mod cli;
+mod client;
+mod doctor;
+mod env_vars;
+mod local;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report(&anyhow::anyhow!(error).context("cannot start the async runtime"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            report(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(
+    clippy::print_stderr,
+    reason = "the binary's one place that reports a failed command"
+)]
+fn report(error: &anyhow::Error) {
+    eprintln!("error: {error:#}");
+}

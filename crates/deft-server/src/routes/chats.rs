@@ -1,0 +1,120 @@
+//! Chats: talk first, then create the one task of the chat; later messages steer that task.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use deft_core::ChatId;
+use deft_store::NewTask;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::CurrentUser;
+use crate::extract::ApiJson;
+use crate::routes::repos;
+use crate::views::{self, TaskView};
+use crate::{ApiError, AppState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChat {
+    #[serde(default)]
+    repos: Vec<String>,
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<CreateChat>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let repos = repos::resolve(&app, &user.id, &body.repos, "repos").await?;
+    let chat = app.store.create_chat(&user.id, repos).await?;
+    Ok((StatusCode::CREATED, Json(views::chat(&chat))))
+}
+
+pub async fn show(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(views::chat(
+        &app.store.chat(&user.id, &ChatId::from_stored(id)).await?,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostMessage {
+    message: String,
+}
+
+pub async fn message(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PostMessage>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let chat = ChatId::from_stored(id);
+    let message = app
+        .store
+        .post_chat_message(&user.id, &chat, &user.name, &body.message)
+        .await?;
+    Ok((StatusCode::CREATED, Json(views::chat_message(&message))))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatTask {
+    /// Repositories chosen now, when the chat was started without them.
+    repos: Option<Vec<String>>,
+    #[serde(default)]
+    approve_plan: bool,
+}
+
+pub async fn create_task(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ChatTask>,
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    let chat = app.store.chat(&user.id, &ChatId::from_stored(id)).await?;
+    if let Some(task) = &chat.task_id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "this chat already created task {task}; a chat creates one task, so start a new chat for another"
+            ),
+        ));
+    }
+    let description = chat
+        .messages
+        .iter()
+        .map(|m| m.message.as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    if description.trim().is_empty() {
+        return Err(ApiError::field(
+            "message",
+            "the chat has no messages yet; say what you want done first",
+        ));
+    }
+    let repos = match body.repos {
+        Some(items) => repos::resolve(&app, &user.id, &items, "repos").await?,
+        None => chat.repos.clone(),
+    };
+    if repos.is_empty() {
+        return Err(ApiError::field(
+            "repos",
+            "the chat has no repositories; choose at least one with `repos`",
+        ));
+    }
+    let new = NewTask {
+        description,
+        repos,
+        chat_id: Some(chat.id),
+        approve_plan: body.approve_plan,
+    };
+    let task = app.store.create_task(&user.id, new).await?;
+    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
+    Ok((StatusCode::CREATED, Json(views::task(task, &names))))
+}

@@ -1,0 +1,91 @@
+//! The routes of SPEC §5, one module per resource.
+
+mod chats;
+mod repos;
+mod settings;
+mod stream;
+mod tasks;
+
+use std::any::Any;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, extract::State};
+use serde_json::json;
+
+use crate::auth::CurrentUser;
+use crate::{ApiError, AppState};
+
+pub fn api() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/tasks", post(tasks::create).get(tasks::list))
+        .route("/tasks/{id}", get(tasks::show))
+        .route("/tasks/{id}/events", get(tasks::events))
+        .route("/tasks/{id}/events/stream", get(stream::events))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/answer", post(tasks::answer))
+        .route("/tasks/{id}/approve", post(tasks::approve))
+        .route("/tasks/{id}/feedback", post(tasks::feedback))
+        .route("/chats", post(chats::create))
+        .route("/chats/{id}", get(chats::show))
+        .route("/chats/{id}/messages", post(chats::message))
+        .route("/chats/{id}/task", post(chats::create_task))
+        .route(
+            "/settings/environment",
+            get(settings::environment).put(settings::put_environment),
+        )
+        .route("/secrets", get(settings::secrets))
+        .route(
+            "/secrets/{name}",
+            put(settings::put_secret).delete(settings::delete_secret),
+        )
+        .route("/repos", get(repos::list).post(repos::add))
+        .route("/learnings", get(settings::learnings))
+        .route("/learnings/{id}", delete(settings::delete_learning))
+}
+
+pub fn health() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// Liveness that means it: the database answers.
+async fn healthz(State(app): State<AppState>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Err(error) => {
+            tracing::error!(error = %error, "health check failed");
+            let message = "the database does not answer; see the server log";
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).into_response()
+        }
+    }
+}
+
+async fn me(CurrentUser(user): CurrentUser) -> Json<serde_json::Value> {
+    Json(json!({ "id": user.id, "name": user.name, "is_admin": user.is_admin }))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see the HTTP API in the SPEC",
+    )
+}
+
+/// A panic in one handler becomes a 500 for that request; the server goes on.
+pub fn panicked(_: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server could not complete the request; see its log for the cause",
+    )
+    .into_response()
+}

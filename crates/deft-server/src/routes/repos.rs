@@ -1,0 +1,126 @@
+//! Repositories: the local forge for now. A repository in a request is its id, a local path
+//! (registered on first use), or a name the user has registered.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use deft_core::{ForgeKind, RepoId, UserId};
+use deft_store::NewRepository;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::CurrentUser;
+use crate::extract::ApiJson;
+use crate::{ApiError, AppState, views};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddRepo {
+    path: Option<String>,
+    github: Option<String>,
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Value>, ApiError> {
+    let repos = app.store.list_repositories(&user.id).await?;
+    Ok(Json(
+        json!({ "repos": repos.iter().map(views::repository).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn add(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<AddRepo>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let repo = match (body.path, body.github) {
+        (Some(path), None) => register_local(&app, &user.id, &path, "path").await?,
+        (None, Some(_)) => return Err(github_not_yet("github")),
+        _ => {
+            return Err(ApiError::field(
+                "path",
+                "give exactly one of `path` (a git repository on the server) or `github` (`owner/name`)",
+            ));
+        }
+    };
+    let repo = app.store.repository(&user.id, repo.as_str()).await?;
+    Ok((StatusCode::CREATED, Json(views::repository(&repo))))
+}
+
+fn github_not_yet(field: &str) -> ApiError {
+    let mut error = ApiError::not_implemented(
+        "GitHub repositories are not supported yet; register a local git repository with `path`",
+    );
+    error.field = Some(field.to_owned());
+    error
+}
+
+async fn register_local(
+    app: &AppState,
+    user: &UserId,
+    path: &str,
+    field: &str,
+) -> Result<RepoId, ApiError> {
+    let local = deft_forge::inspect_local(path)
+        .await
+        .map_err(|error| ApiError::field(field, error.to_string()))?;
+    let repo = app
+        .store
+        .add_repository(
+            user,
+            NewRepository {
+                name: local.name,
+                forge: ForgeKind::Local,
+                location: local.path.to_string_lossy().into_owned(),
+                default_branch: local.default_branch,
+            },
+        )
+        .await?;
+    Ok(repo.id)
+}
+
+/// Turns what the user wrote for each repository into the ids of their repositories.
+pub async fn resolve(
+    app: &AppState,
+    user: &UserId,
+    items: &[String],
+    field: &str,
+) -> Result<Vec<RepoId>, ApiError> {
+    let known = app.store.list_repositories(user).await?;
+    let mut ids: Vec<RepoId> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let field = format!("{field}[{index}]");
+        let item = item.trim();
+        let id = if let Some(repo) = known.iter().find(|repo| repo.id.as_str() == item) {
+            repo.id.clone()
+        } else if item.starts_with('/') {
+            register_local(app, user, item, &field).await?
+        } else {
+            let named: Vec<_> = known.iter().filter(|repo| repo.name == item).collect();
+            match named.as_slice() {
+                [repo] => repo.id.clone(),
+                [] if item.contains('/') => return Err(github_not_yet(&field)),
+                [] => {
+                    return Err(ApiError::field(
+                        &field,
+                        format!(
+                            "unknown repository `{item}`; give its id, a name from `GET /api/v1/repos`, or an absolute path"
+                        ),
+                    ));
+                }
+                _ => {
+                    return Err(ApiError::field(
+                        &field,
+                        format!("`{item}` names several of your repositories; give its id instead"),
+                    ));
+                }
+            }
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}

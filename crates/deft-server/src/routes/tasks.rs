@@ -1,0 +1,260 @@
+//! Tasks: create, list, show, read events, and the owner's lifecycle actions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use deft_core::{EventKind, Plan, TaskId, TaskState, Transition};
+use deft_store::{Actor, NewTask, TaskFilter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::CurrentUser;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::routes::repos;
+use crate::views::{self, TaskView};
+use crate::{ApiError, AppState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    description: String,
+    #[serde(default)]
+    repos: Vec<String>,
+    chat_id: Option<String>,
+    #[serde(default)]
+    approve_plan: bool,
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<CreateTask>,
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    let repos = repos::resolve(&app, &user.id, &body.repos, "repos").await?;
+    let chat_id = body.chat_id.map(deft_core::ChatId::from_stored);
+    let new = NewTask {
+        description: body.description,
+        repos,
+        chat_id,
+        approve_plan: body.approve_plan,
+    };
+    let task = app.store.create_task(&user.id, new).await?;
+    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
+    Ok((StatusCode::CREATED, Json(views::task(task, &names))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+    before: Option<String>,
+}
+
+/// Tasks per page unless `?limit=` says otherwise (at most 500).
+const PAGE: i64 = 50;
+
+pub async fn list(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let state = query
+        .state
+        .map(|text| {
+            TaskState::parse(&text).ok_or_else(|| {
+                ApiError::field(
+                    "state",
+                    format!("unknown state `{text}`; use queued, in_progress, needs_attention, completed or cancelled"),
+                )
+            })
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(PAGE);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 500"));
+    }
+    let filter = TaskFilter {
+        state,
+        before: query.before.map(TaskId::from_stored),
+        limit,
+    };
+    let page = app.store.list_tasks(&user.id, &filter).await?;
+    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
+    let tasks: Vec<TaskView> = page
+        .tasks
+        .into_iter()
+        .map(|task| views::task(task, &names))
+        .collect();
+    Ok(Json(
+        json!({ "tasks": tasks, "next_before": page.next_before }),
+    ))
+}
+
+pub async fn show(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    let task = app.store.task(&user.id, &TaskId::from_stored(id)).await?;
+    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
+    Ok(Json(views::task(task, &names)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub async fn events(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = TaskId::from_stored(id);
+    // Tells "no events yet" from "no such task".
+    app.store.task(&user.id, &id).await?;
+    let limit = query.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 10000"));
+    }
+    let events = app
+        .store
+        .events_after(&user.id, &id, query.after.unwrap_or(0), limit)
+        .await?;
+    Ok(Json(
+        json!({ "events": events.iter().map(views::event).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn act(
+    app: &AppState,
+    user: &deft_core::User,
+    id: String,
+    transition: Transition,
+    note: Option<(EventKind, Value)>,
+) -> Result<Json<TaskView>, ApiError> {
+    let task = app
+        .store
+        .transition(
+            Actor::Owner(&user.id),
+            &TaskId::from_stored(id),
+            transition,
+            note,
+        )
+        .await?;
+    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
+    Ok(Json(views::task(task, &names)))
+}
+
+pub async fn cancel(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    act(&app, &user, id, Transition::Cancel, None).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    message: String,
+}
+
+fn owner_message(
+    user: &deft_core::User,
+    kind: &str,
+    message: &str,
+) -> Result<(EventKind, Value), ApiError> {
+    if message.trim().is_empty() {
+        return Err(ApiError::field(
+            "message",
+            "is empty; write your answer or feedback",
+        ));
+    }
+    Ok((
+        EventKind::UserMessage,
+        json!({ "kind": kind, "author": user.name, "message": message }),
+    ))
+}
+
+pub async fn answer(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<MessageBody>,
+) -> Result<Json<TaskView>, ApiError> {
+    let note = owner_message(&user, "answer", &body.message)?;
+    act(&app, &user, id, Transition::Answer, Some(note)).await
+}
+
+pub async fn feedback(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<MessageBody>,
+) -> Result<Json<TaskView>, ApiError> {
+    let note = owner_message(&user, "feedback", &body.message)?;
+    act(&app, &user, id, Transition::Feedback, Some(note)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    plan: Option<Plan>,
+}
+
+pub async fn approve(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<TaskView>, ApiError> {
+    // The body is optional: an empty one approves the plan as it stands.
+    let plan = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<ApproveBody>(&body)
+            .map_err(|error| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    if error.is_data() {
+                        "invalid_input"
+                    } else {
+                        "malformed_json"
+                    },
+                    format!(
+                        "the body is not an approval (`{{\"plan\": {{...}}}}` or empty): {error}"
+                    ),
+                )
+            })?
+            .plan
+    };
+    if let Some(plan) = &plan
+        && plan.steps.is_empty()
+    {
+        return Err(ApiError::field(
+            "plan.steps",
+            "is empty; an edited plan needs at least one step",
+        ));
+    }
+    let note = (
+        EventKind::UserMessage,
+        json!({ "kind": "approval", "author": user.name, "plan": plan }),
+    );
+    let view = act(&app, &user, id.clone(), Transition::Approve, Some(note)).await?;
+    match plan {
+        Some(plan) => {
+            app.store
+                .set_plan(&TaskId::from_stored(id.clone()), &plan)
+                .await?;
+            let task = app.store.task(&user.id, &TaskId::from_stored(id)).await?;
+            let names = views::repo_names(app.store.list_repositories(&user.id).await?);
+            Ok(Json(views::task(task, &names)))
+        }
+        None => Ok(view),
+    }
+}

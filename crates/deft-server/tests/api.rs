@@ -1,0 +1,892 @@
+//! The HTTP API against a real server on a loopback port, with a real SQLite store in a temp dir.
+
+use std::time::Duration;
+
+use deft_core::{EventKind, TaskId, Transition};
+use deft_server::AppState;
+use deft_store::{Actor, MasterKey, Store};
+use eventsource_stream::Eventsource as _;
+use futures_util::StreamExt as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+struct TestApp {
+    base: String,
+    store: Store,
+    http: reqwest::Client,
+    admin: String,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestApp {
+    async fn start() -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path(), MasterKey::generate())
+            .await
+            .unwrap();
+        let admin = store.bootstrap_admin().await.unwrap().unwrap().token;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let mut state = AppState::new(store.clone(), shutdown.clone());
+        state.stream_poll = Duration::from_millis(200);
+        tokio::spawn(deft_server::serve(listener, state));
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        TestApp {
+            base,
+            store,
+            http,
+            admin,
+            dir,
+            shutdown,
+        }
+    }
+
+    /// A second, ordinary user and their token.
+    async fn user(&self, name: &str) -> String {
+        let user = self.store.create_user(name, false).await.unwrap();
+        self.store.create_token(&user, "test").await.unwrap().token
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        )
+    }
+
+    async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(token, Method::POST, &format!("/api/v1{path}"), Some(body))
+            .await
+    }
+
+    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        self.call(token, Method::GET, &format!("/api/v1{path}"), None)
+            .await
+    }
+
+    /// A git repository in the temp dir, with one commit on `main`.
+    fn git_repo(&self, name: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init")
+            .current_dir(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        path.display().to_string()
+    }
+
+    async fn task(&self, token: &str, repo: &str) -> String {
+        let (status, task) = self
+            .post(
+                token,
+                "/tasks",
+                json!({"description": "Add a health check", "repos": [repo]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        task["id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn check_error(got: (StatusCode, Value), status: StatusCode, code: &str, message_part: &str) {
+    let (got_status, body) = got;
+    assert_eq!(got_status, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(message_part),
+        "{message:?} should contain {message_part:?}"
+    );
+}
+
+#[tokio::test]
+async fn create_list_show_and_filter_tasks() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let (status, task) = app
+        .post(
+            &app.admin,
+            "/tasks",
+            json!({"description": "Add a health check", "repos": [repo]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(task["state"], "queued");
+    assert_eq!(task["repos"][0]["name"], "widgets");
+    assert_eq!(task["queue_position"], 1);
+    assert_eq!(
+        task["usage"],
+        json!({"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0})
+    );
+    assert_eq!(task["pull_requests"], json!([]));
+    let id = task["id"].as_str().unwrap();
+
+    let (status, shown) = app.get(&app.admin, &format!("/tasks/{id}")).await;
+    assert_eq!(
+        (status, &shown["description"]),
+        (StatusCode::OK, &json!("Add a health check"))
+    );
+    let (_, list) = app.get(&app.admin, "/tasks").await;
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 1);
+    let (_, queued) = app.get(&app.admin, "/tasks?state=queued").await;
+    assert_eq!(queued["tasks"][0]["id"], *id);
+    let (_, done) = app.get(&app.admin, "/tasks?state=completed").await;
+    assert_eq!(done["tasks"], json!([]));
+    check_error(
+        app.get(&app.admin, "/tasks?state=done").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "unknown state `done`",
+    );
+    check_error(
+        app.get(&app.admin, "/tasks?limit=0").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "between 1 and 500",
+    );
+
+    // The repository given by path was registered once and is now usable by name and id.
+    let (_, repos) = app.get(&app.admin, "/repos").await;
+    let repo_id = repos["repos"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(repos["repos"].as_array().unwrap().len(), 1);
+    let (status, _) = app
+        .post(
+            &app.admin,
+            "/tasks",
+            json!({"description": "x", "repos": ["widgets", repo_id]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_error_shape_and_stores_nothing() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let url = format!("{}/api/v1/tasks", app.base);
+    let send = |body: &'static str, content_type: &'static str| {
+        app.http
+            .post(&url)
+            .bearer_auth(&app.admin)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let response = send("{\"description\": ", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "malformed_json");
+    let response = send("{\"repos\": []}", "application/json").await.unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_input");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("description"),
+        "{body}"
+    );
+    let response = send("{}", "text/plain").await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    check_error(
+        app.post(
+            &app.admin,
+            "/tasks",
+            json!({"description": "x", "repos": [repo], "colour": "red"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "unknown field `colour`",
+    );
+    check_error(
+        app.post(
+            &app.admin,
+            "/tasks",
+            json!({"description": "x", "repos": []}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "repos: is empty",
+    );
+    let (status, body) = app
+        .post(
+            &app.admin,
+            "/tasks",
+            json!({"description": "x", "repos": ["/nope/missing"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("repos[0]"))
+    );
+    check_error(
+        app.post(
+            &app.admin,
+            "/tasks",
+            json!({"description": "x", "repos": ["acme/widgets"]}),
+        )
+        .await,
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "GitHub repositories are not supported yet",
+    );
+    let (_, list) = app.get(&app.admin, "/tasks").await;
+    assert_eq!(list["tasks"], json!([]), "no bad request stored a task");
+
+    check_error(
+        app.get(&app.admin, "/nowhere").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "route not found",
+    );
+    check_error(
+        app.call(&app.admin, Method::DELETE, "/api/v1/tasks", None)
+            .await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "does not take that method",
+    );
+}
+
+#[tokio::test]
+async fn credentials_are_required_and_checked() {
+    let app = TestApp::start().await;
+    let response = app
+        .http
+        .get(format!("{}/api/v1/tasks", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deft token create")
+    );
+    check_error(
+        app.get("deft_forged", "/tasks").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "not valid",
+    );
+    let (status, me) = app.get(&app.admin, "/me").await;
+    assert_eq!(
+        (status, &me["name"], &me["is_admin"]),
+        (StatusCode::OK, &json!("admin"), &json!(true))
+    );
+    let response = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "health needs no token");
+}
+
+#[tokio::test]
+async fn another_users_objects_are_404() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let id = app.task(&app.admin, &repo).await;
+    let bob = app.user("bob").await;
+    for path in [
+        format!("/tasks/{id}"),
+        format!("/tasks/{id}/events"),
+        format!("/tasks/{id}/events/stream"),
+    ] {
+        check_error(
+            app.get(&bob, &path).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "task not found",
+        );
+    }
+    check_error(
+        app.post(&bob, &format!("/tasks/{id}/cancel"), json!({}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "task not found",
+    );
+    let (_, list) = app.get(&bob, "/tasks").await;
+    assert_eq!(list["tasks"], json!([]));
+    let (_, repos) = app.get(&app.admin, "/repos").await;
+    let repo_id = repos["repos"][0]["id"].as_str().unwrap();
+    let (status, body) = app
+        .post(
+            &bob,
+            "/tasks",
+            json!({"description": "x", "repos": [repo_id]}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("repos[0]"))
+    );
+    let learning = app
+        .store
+        .add_learning(
+            &app.store.user_by_name("admin").await.unwrap().id,
+            "Use our error helper",
+            "PR 1",
+        )
+        .await
+        .unwrap();
+    check_error(
+        app.call(
+            &bob,
+            Method::DELETE,
+            &format!("/api/v1/learnings/{}", learning.id),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "learning not found",
+    );
+    let (_, learnings) = app.get(&app.admin, "/learnings").await;
+    assert_eq!(learnings["learnings"][0]["text"], "Use our error helper");
+    let (status, _) = app
+        .call(
+            &app.admin,
+            Method::DELETE,
+            &format!("/api/v1/learnings/{}", learning.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, learnings) = app.get(&app.admin, "/learnings").await;
+    assert_eq!(learnings["learnings"], json!([]));
+    let (_, task) = app.get(&app.admin, &format!("/tasks/{id}")).await;
+    assert_eq!(task["state"], "queued");
+}
+
+#[tokio::test]
+async fn lifecycle_actions_follow_the_state_machine() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let id = app.task(&app.admin, &repo).await;
+    check_error(
+        app.post(
+            &app.admin,
+            &format!("/tasks/{id}/answer"),
+            json!({"message": "yes"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_transition",
+        "cannot answer a task that is queued",
+    );
+    check_error(
+        app.post(
+            &app.admin,
+            &format!("/tasks/{id}/feedback"),
+            json!({"message": "more"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_transition",
+        "feedback is for completed tasks",
+    );
+    check_error(
+        app.post(
+            &app.admin,
+            &format!("/tasks/{id}/answer"),
+            json!({"message": "  "}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "message: is empty",
+    );
+
+    // The worker side is not built yet: drive it through the store, as the scheduler will.
+    let task = TaskId::from_stored(id.clone());
+    app.store
+        .transition(Actor::Deft, &task, Transition::Start, None)
+        .await
+        .unwrap();
+    let question = deft_core::Attention {
+        kind: deft_core::AttentionKind::Question,
+        message: "Which port?".into(),
+    };
+    app.store
+        .transition(
+            Actor::Deft,
+            &task,
+            Transition::NeedAttention(question),
+            None,
+        )
+        .await
+        .unwrap();
+    let (_, waiting) = app.get(&app.admin, &format!("/tasks/{id}")).await;
+    assert_eq!(
+        waiting["attention"],
+        json!({"kind": "question", "message": "Which port?"})
+    );
+    let (status, answered) = app
+        .post(
+            &app.admin,
+            &format!("/tasks/{id}/answer"),
+            json!({"message": "8080"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &answered["state"]),
+        (StatusCode::OK, &json!("queued"))
+    );
+    assert!(answered.get("attention").is_none());
+    app.store
+        .transition(Actor::Deft, &task, Transition::Start, None)
+        .await
+        .unwrap();
+    app.store
+        .transition(Actor::Deft, &task, Transition::Complete, None)
+        .await
+        .unwrap();
+    let (_, fed) = app
+        .post(
+            &app.admin,
+            &format!("/tasks/{id}/feedback"),
+            json!({"message": "rename it"}),
+        )
+        .await;
+    assert_eq!(fed["state"], "queued");
+
+    let (status, cancelled) = app
+        .post(&app.admin, &format!("/tasks/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, &cancelled["state"]),
+        (StatusCode::OK, &json!("cancelled"))
+    );
+    check_error(
+        app.post(&app.admin, &format!("/tasks/{id}/cancel"), json!({}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_transition",
+        "cannot cancel a task that is cancelled",
+    );
+    let (_, events) = app.get(&app.admin, &format!("/tasks/{id}/events")).await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"task_created"));
+    assert_eq!(kinds.iter().filter(|k| **k == "user_message").count(), 2);
+    let (_, after) = app
+        .get(&app.admin, &format!("/tasks/{id}/events?after=3"))
+        .await;
+    assert_eq!(after["events"][0]["seq"], 4);
+}
+
+#[tokio::test]
+async fn plan_approval_with_an_edited_plan() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let id = app.task(&app.admin, &repo).await;
+    let task = TaskId::from_stored(id.clone());
+    app.store
+        .transition(Actor::Deft, &task, Transition::Start, None)
+        .await
+        .unwrap();
+    let approval = deft_core::Attention {
+        kind: deft_core::AttentionKind::PlanApproval,
+        message: "Approve the plan".into(),
+    };
+    app.store
+        .transition(
+            Actor::Deft,
+            &task,
+            Transition::NeedAttention(approval),
+            None,
+        )
+        .await
+        .unwrap();
+    let edited =
+        json!({"requirements": ["r"], "acceptance_criteria": ["a"], "steps": ["one", "two"]});
+    check_error(
+        app.post(
+            &app.admin,
+            &format!("/tasks/{id}/approve"),
+            json!({"plan": {"steps": []}}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "missing field",
+    );
+    let (status, approved) = app
+        .post(
+            &app.admin,
+            &format!("/tasks/{id}/approve"),
+            json!({"plan": edited}),
+        )
+        .await;
+    assert_eq!(
+        (status, &approved["state"], &approved["plan"]),
+        (StatusCode::OK, &json!("queued"), &edited)
+    );
+}
+
+#[tokio::test]
+async fn a_chat_creates_one_task() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let (status, chat) = app
+        .post(&app.admin, "/chats", json!({"repos": [repo]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let chat_id = chat["id"].as_str().unwrap();
+    check_error(
+        app.post(&app.admin, &format!("/chats/{chat_id}/task"), json!({}))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "the chat has no messages yet",
+    );
+    let (status, _) = app
+        .post(
+            &app.admin,
+            &format!("/chats/{chat_id}/messages"),
+            json!({"message": "Add a /version route"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, task) = app
+        .post(&app.admin, &format!("/chats/{chat_id}/task"), json!({}))
+        .await;
+    assert_eq!(
+        (status, &task["description"]),
+        (StatusCode::CREATED, &json!("Add a /version route"))
+    );
+    check_error(
+        app.post(&app.admin, &format!("/chats/{chat_id}/task"), json!({}))
+            .await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "start a new chat",
+    );
+    check_error(
+        app.post(
+            &app.admin,
+            "/tasks",
+            json!({"description": "again", "repos": [repo], "chat_id": chat_id}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "already created task",
+    );
+    let (_, shown) = app.get(&app.admin, &format!("/chats/{chat_id}")).await;
+    assert_eq!(shown["task_id"], task["id"]);
+    let (_, list) = app.get(&app.admin, "/tasks").await;
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 1);
+    let bob = app.user("bob").await;
+    check_error(
+        app.get(&bob, &format!("/chats/{chat_id}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "chat not found",
+    );
+}
+
+#[tokio::test]
+async fn secrets_are_write_only_and_sealed_in_the_database_file() {
+    let app = TestApp::start().await;
+    let value = "s3cr3t-4f8a9c1e-value";
+    let (status, info) = app
+        .call(
+            &app.admin,
+            Method::PUT,
+            "/api/v1/secrets/NPM_TOKEN",
+            Some(json!({"value": value})),
+        )
+        .await;
+    assert_eq!(
+        (status, &info["name"]),
+        (StatusCode::OK, &json!("NPM_TOKEN"))
+    );
+    let (_, list) = app.get(&app.admin, "/secrets").await;
+    assert_eq!(list["secrets"][0]["name"], "NPM_TOKEN");
+    assert!(!list.to_string().contains(value));
+    check_error(
+        app.call(
+            &app.admin,
+            Method::PUT,
+            "/api/v1/secrets/BAD-NAME",
+            Some(json!({"value": "x"})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "not a valid variable name",
+    );
+    // Every file of the database, the write-ahead log included, holds only the sealed value.
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if bytes.windows(value.len()).any(|w| w == value.as_bytes()) {
+            found.push(path);
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the secret's value is in plain text in {found:?}"
+    );
+    let admin = app.store.user_by_name("admin").await.unwrap();
+    assert_eq!(
+        app.store.secret_values(&admin.id).await.unwrap()["NPM_TOKEN"],
+        value
+    );
+    let (status, _) = app
+        .call(
+            &app.admin,
+            Method::DELETE,
+            "/api/v1/secrets/NPM_TOKEN",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    check_error(
+        app.call(
+            &app.admin,
+            Method::DELETE,
+            "/api/v1/secrets/NPM_TOKEN",
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "secret",
+    );
+}
+
+#[tokio::test]
+async fn environment_settings_are_validated_and_partial() {
+    let app = TestApp::start().await;
+    let (_, initial) = app.get(&app.admin, "/settings/environment").await;
+    assert_eq!(
+        initial,
+        json!({"network": {"level": "connections", "allow": []}, "env": {}, "mcp": {"mcpServers": {}}})
+    );
+    let put = |body: Value| {
+        app.call(
+            &app.admin,
+            Method::PUT,
+            "/api/v1/settings/environment",
+            Some(body),
+        )
+    };
+    let (status, saved) = put(json!({
+        "network": {"level": "custom", "allow": ["api.example.com", ".example.org"]},
+        "env": {"RUST_LOG": "debug"},
+        "mcp": {"mcpServers": {"everything": {"command": "mcp-server-everything", "args": [], "env": {"KEY": "${API_KEY}"}}}}
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    let (status, body) = put(json!({"network": {"level": "custom", "allow": ["ok.example.com", "https://bad.example.com"]}, "env": {"A": "b"}})).await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("network.allow[1]"))
+    );
+    let (status, body) = put(json!({"mcp": {"mcpServers": {"github": {"args": ["x"]}}}})).await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (
+            StatusCode::BAD_REQUEST,
+            &json!("mcp.mcpServers.github.command")
+        )
+    );
+    let (status, body) = put(json!({"network": {"level": "internet"}})).await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("network.level"))
+    );
+    let (status, body) = put(json!({"env": {"1BAD": "x"}})).await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("env.1BAD"))
+    );
+    let (_, now) = app.get(&app.admin, "/settings/environment").await;
+    assert_eq!(now, saved, "refused updates changed nothing");
+    let (_, changed) = put(json!({"env": {}})).await;
+    assert_eq!(
+        (&changed["env"], &changed["network"]),
+        (&json!({}), &saved["network"])
+    );
+}
+
+#[tokio::test]
+async fn repositories_are_registered_by_path() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let (status, added) = app.post(&app.admin, "/repos", json!({"path": repo})).await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    assert_eq!(
+        (&added["name"], &added["forge"], &added["default_branch"]),
+        (&json!("widgets"), &json!("local"), &json!("main"))
+    );
+    let (_, again) = app.post(&app.admin, "/repos", json!({"path": repo})).await;
+    assert_eq!(
+        again["id"], added["id"],
+        "registering twice gives the same repository"
+    );
+    let (status, body) = app
+        .post(&app.admin, "/repos", json!({"path": "relative/dir"}))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("path"))
+    );
+    check_error(
+        app.post(&app.admin, "/repos", json!({"github": "acme/widgets"}))
+            .await,
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "local git repository",
+    );
+    check_error(
+        app.post(&app.admin, "/repos", json!({})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "exactly one of",
+    );
+}
+
+/// Reads a task's stream until it has `until` events, reconnecting with `Last-Event-ID` after
+/// `drop_after` events when given. Returns the sequence numbers received.
+async fn read_stream(app: &TestApp, id: &str, until: i64, drop_after: Option<usize>) -> Vec<i64> {
+    let mut seqs: Vec<i64> = Vec::new();
+    let mut reconnected = false;
+    loop {
+        let mut request = app
+            .http
+            .get(format!("{}/api/v1/tasks/{id}/events/stream", app.base))
+            .bearer_auth(&app.admin);
+        if let Some(last) = seqs.last() {
+            request = request.header("Last-Event-ID", last.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(message) = events.next().await {
+            let message = message.unwrap();
+            let event: Value = serde_json::from_str(&message.data).unwrap();
+            assert_eq!(message.id, event["seq"].to_string());
+            seqs.push(event["seq"].as_i64().unwrap());
+            if *seqs.last().unwrap() == until {
+                return seqs;
+            }
+            if !reconnected && Some(seqs.len()) == drop_after {
+                reconnected = true;
+                break;
+            }
+        }
+        assert!(
+            reconnected || drop_after.is_none(),
+            "the stream ended before {until} events"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_deliver_every_event_exactly_once_in_order() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let id = app.task(&app.admin, &repo).await;
+    let task = TaskId::from_stored(id.clone());
+    let total = 1 + 1000;
+    let app = std::sync::Arc::new(app);
+
+    // One reader from the start; one that arrives mid-stream and drops its connection once.
+    let early = tokio::spawn({
+        let app = app.clone();
+        let id = id.clone();
+        async move { read_stream(&app, &id, total, None).await }
+    });
+    let writer = tokio::spawn({
+        let store = app.store.clone();
+        async move {
+            for n in 0..1000 {
+                store
+                    .append_event(&task, EventKind::ToolCall, json!({"n": n}))
+                    .await
+                    .unwrap();
+                if n % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    });
+    while app
+        .store
+        .events_after(
+            &app.store.user_by_name("admin").await.unwrap().id,
+            &TaskId::from_stored(id.clone()),
+            300,
+            1,
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !writer.is_finished(),
+        "the late reader must arrive while events are being written"
+    );
+    let late = read_stream(&app, &id, total, Some(250)).await;
+    writer.await.unwrap();
+    let early = tokio::time::timeout(Duration::from_secs(30), early)
+        .await
+        .unwrap()
+        .unwrap();
+    let expected: Vec<i64> = (1..=total).collect();
+    assert_eq!(early, expected);
+    assert_eq!(late, expected);
+}

@@ -1,0 +1,296 @@
+//! The command line of SPEC §5. Each command is a thin call into `serve`, `local` (commands that
+//! work on the data dir directly) or `client` (commands that talk to a running server).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::env_vars::*;
+use crate::{client, doctor, local, serve};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deft",
+    version,
+    about = "A self-hostable autonomous coding agent"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the data dir and database are, for commands that open them directly.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// The data dir: database, master key, admin token [default: $DEFT_HOME, else ~/.local/share/deft]
+    #[arg(long, env = DEFT_HOME, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The database [default: SQLite in the data dir]
+    #[arg(long, env = DEFT_DATABASE_URL, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// How to reach a running server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The deft server
+    #[arg(long, env = DEFT_SERVER, default_value = "http://127.0.0.1:7878", value_name = "URL")]
+    pub server: String,
+    /// An API token [default: the data dir's admin-token file]
+    #[arg(long, env = DEFT_TOKEN, hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Where to find admin-token when no token is given
+    #[arg(long, env = DEFT_HOME, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print the server's JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API, web app, webhooks, scheduler and workers in one process
+    Serve {
+        /// The address to listen on
+        #[arg(long, env = DEFT_LISTEN, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+        listen: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Run workers only, against a shared PostgreSQL database
+    Worker {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Run one task in the foreground, without a server
+    Run {
+        /// A repository: a local path or `owner/name` (repeatable)
+        #[arg(long = "repo", required = true)]
+        repos: Vec<String>,
+        /// What to do
+        description: String,
+    },
+    /// Tasks on a running server
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Accounts (on the data dir directly)
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API tokens (on the data dir directly)
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Secrets for your tasks' sandboxes (write-only: values are never shown)
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Environment variables for your tasks' sandboxes
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Network access of your tasks' sandboxes
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Run one command in a fresh sandbox, exactly as a task's would run
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Check everything deft needs and say how to fix what is missing
+    Doctor {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Create a task
+    Create {
+        /// What the agent should do
+        #[arg(required = true)]
+        description: Vec<String>,
+        /// A repository: its id, name, or a local path (repeatable)
+        #[arg(long = "repo", required = true)]
+        repos: Vec<String>,
+        /// Wait for your approval after planning
+        #[arg(long)]
+        approve_plan: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List your tasks, newest first
+    List {
+        /// Only tasks in this state
+        #[arg(long)]
+        state: Option<String>,
+        /// How many
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show one task
+    Show {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print a task's events
+    Logs {
+        id: String,
+        /// Keep streaming until the task completes, is cancelled, or needs your attention
+        #[arg(long, short)]
+        follow: bool,
+        /// Only events after this number
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Cancel a task (final)
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Answer a task's question
+    Answer {
+        id: String,
+        #[arg(required = true)]
+        message: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Approve a task's plan
+    Approve {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Give feedback on a completed task
+    Feedback {
+        id: String,
+        #[arg(required = true)]
+        message: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user
+    Create {
+        name: String,
+        /// Make the user an administrator
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; the token is the last line printed
+    Create {
+        /// Whose token
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// What the token is for
+        #[arg(long, default_value = "cli")]
+        label: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret; its value is read from standard input, never from the command line
+    Set {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List secret names
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a secret
+    Rm {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Set an environment variable
+    Set {
+        name: String,
+        value: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List environment variables
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Remove an environment variable
+    Rm {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Set the network level: connections, common, open or custom
+    Set {
+        level: String,
+        /// With `custom`: a host (`api.example.com`) or domain (`.example.com`); repeatable or comma-separated
+        #[arg(long = "allow", value_delimiter = ',')]
+        allow: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Run CMD in a fresh sandbox and exit with its status
+    Run {
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+fn not_yet(what: &str, issue: &str) -> anyhow::Error {
+    anyhow::anyhow!("`deft {what}` is not implemented yet: it comes with {issue}")
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { listen, data } => serve::run(&listen, &data).await,
+        Command::Worker { .. } => Err(not_yet("worker", "the scheduler")),
+        Command::Run { .. } => Err(not_yet("run", "the agent")),
+        Command::Sandbox(_) => Err(not_yet("sandbox run", "the sandbox")),
+        Command::Task(command) => client::task(command).await,
+        Command::User(UserCommand::Create { name, admin, data }) => {
+            local::create_user(&data, &name, admin).await
+        }
+        Command::Token(TokenCommand::Create { user, label, data }) => {
+            local::create_token(&data, &user, &label).await
+        }
+        Command::Secret(command) => client::secret(command).await,
+        Command::Env(command) => client::env(command).await,
+        Command::Network(command) => client::network(command).await,
+        Command::Doctor { data } => doctor::run(&data).await,
+    }
+}

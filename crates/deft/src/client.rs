@@ -1,0 +1,507 @@
+//! Commands that talk to a running server over the HTTP API: tasks, secrets, env vars and the
+//! network level. Data goes to stdout (text, or the server's JSON with `--json`).
+
+#![allow(clippy::print_stdout, reason = "these commands print their results")]
+
+use std::io::Read as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use eventsource_stream::Eventsource as _;
+use futures_util::StreamExt as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cli::{EnvCommand, NetworkCommand, SecretCommand, ServerArgs, TaskCommand};
+use crate::local;
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    json: bool,
+}
+
+impl Client {
+    fn new(args: &ServerArgs) -> anyhow::Result<Client> {
+        let token = match &args.token {
+            Some(token) => token.trim().to_owned(),
+            None => {
+                let path = local::data_dir(args.data_dir.as_deref())?.join(local::ADMIN_TOKEN_FILE);
+                fs_err::read_to_string(&path)
+                    .with_context(|| "no token: pass `--token`, set DEFT_TOKEN, or run on the server's machine where `deft serve` wrote admin-token".to_string())?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        let base = args.server.trim_end_matches('/').to_owned();
+        let url = reqwest::Url::parse(&base).with_context(|| {
+            format!("`--server {base}` is not a URL; use e.g. http://127.0.0.1:7878")
+        })?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        // A proxy from the environment has no business relaying traffic to this machine.
+        if matches!(
+            url.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        ) {
+            builder = builder.no_proxy();
+        }
+        Ok(Client {
+            http: builder.build()?,
+            base,
+            token,
+            json: args.json,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends a request and returns the JSON answer, or the server's error as the error.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self.request(method, path).timeout(Duration::from_secs(30));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|error| self.unreachable(error))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if status.is_success() {
+            return Ok(if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text)?
+            });
+        }
+        let envelope: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match envelope["error"]["message"].as_str() {
+            Some(message) => bail!(
+                "{message} (HTTP {status}, {})",
+                envelope["error"]["code"].as_str().unwrap_or("error")
+            ),
+            None => bail!("the server answered HTTP {status}: {text}"),
+        }
+    }
+
+    fn unreachable(&self, error: reqwest::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "cannot reach the deft server at {} ({error}); start it with `deft serve`, or pass `--server URL`",
+            self.base
+        )
+    }
+
+    fn print_json(&self, value: &Value) -> bool {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        }
+        self.json
+    }
+}
+
+pub async fn task(command: TaskCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TaskCommand::Create {
+            description,
+            repos,
+            approve_plan,
+            server,
+        } => {
+            let client = Client::new(&server)?;
+            let body = json!({ "description": description.join(" "), "repos": repos, "approve_plan": approve_plan });
+            let task = client.call(Method::POST, "/tasks", Some(body)).await?;
+            if !client.print_json(&task) {
+                println!("created task, {}:", task["state"].as_str().unwrap_or("?"));
+                println!("{}", task["id"].as_str().unwrap_or("?"));
+            }
+        }
+        TaskCommand::List {
+            state,
+            limit,
+            server,
+        } => {
+            let client = Client::new(&server)?;
+            let mut path = format!("/tasks?limit={limit}");
+            if let Some(state) = state {
+                path.push_str(&format!("&state={state}"));
+            }
+            let page = client.call(Method::GET, &path, None).await?;
+            if !client.print_json(&page) {
+                let tasks = page["tasks"].as_array().cloned().unwrap_or_default();
+                if tasks.is_empty() {
+                    println!("no tasks");
+                }
+                for task in tasks {
+                    println!(
+                        "{:36}  {:15}  {}",
+                        task["id"].as_str().unwrap_or(""),
+                        task["state"].as_str().unwrap_or(""),
+                        one_line(task["description"].as_str().unwrap_or(""), 70)
+                    );
+                }
+            }
+        }
+        TaskCommand::Show { id, server } => {
+            let client = Client::new(&server)?;
+            let task = client
+                .call(Method::GET, &format!("/tasks/{id}"), None)
+                .await?;
+            if !client.print_json(&task) {
+                print_task(&task);
+            }
+        }
+        TaskCommand::Logs {
+            id,
+            follow,
+            after,
+            server,
+        } => {
+            let client = Client::new(&server)?;
+            return logs(&client, &id, after, follow).await;
+        }
+        TaskCommand::Cancel { id, server } => lifecycle(&server, &id, "cancel", None).await?,
+        TaskCommand::Answer {
+            id,
+            message,
+            server,
+        } => {
+            lifecycle(
+                &server,
+                &id,
+                "answer",
+                Some(json!({ "message": message.join(" ") })),
+            )
+            .await?
+        }
+        TaskCommand::Approve { id, server } => lifecycle(&server, &id, "approve", None).await?,
+        TaskCommand::Feedback {
+            id,
+            message,
+            server,
+        } => {
+            lifecycle(
+                &server,
+                &id,
+                "feedback",
+                Some(json!({ "message": message.join(" ") })),
+            )
+            .await?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn lifecycle(
+    server: &ServerArgs,
+    id: &str,
+    action: &str,
+    body: Option<Value>,
+) -> anyhow::Result<()> {
+    let client = Client::new(server)?;
+    let task = client
+        .call(
+            Method::POST,
+            &format!("/tasks/{id}/{action}"),
+            body.or(Some(json!({}))),
+        )
+        .await?;
+    if !client.print_json(&task) {
+        println!(
+            "task {} is now {}",
+            task["id"].as_str().unwrap_or(id),
+            task["state"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn print_task(task: &Value) {
+    println!("task      {}", task["id"].as_str().unwrap_or(""));
+    println!("state     {}", task["state"].as_str().unwrap_or(""));
+    if let Some(position) = task["queue_position"].as_i64() {
+        println!("queue     #{position} of your queued tasks");
+    }
+    if let Some(attention) = task.get("attention") {
+        println!(
+            "waiting   {}: {}",
+            attention["kind"].as_str().unwrap_or(""),
+            attention["message"].as_str().unwrap_or("")
+        );
+    }
+    let repos: Vec<&str> = task["repos"]
+        .as_array()
+        .map(|repos| {
+            repos
+                .iter()
+                .map(|r| r["name"].as_str().or(r["id"].as_str()).unwrap_or("?"))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("repos     {}", repos.join(", "));
+    println!("created   {}", task["created_at"].as_str().unwrap_or(""));
+    println!("updated   {}", task["updated_at"].as_str().unwrap_or(""));
+    println!(
+        "usage     {} input, {} output tokens",
+        task["usage"]["input_tokens"].as_i64().unwrap_or(0),
+        task["usage"]["output_tokens"].as_i64().unwrap_or(0)
+    );
+    for pr in task["pull_requests"].as_array().into_iter().flatten() {
+        println!(
+            "pr        {} ({} ← {}) {}",
+            pr["title"].as_str().unwrap_or(""),
+            pr["base"].as_str().unwrap_or(""),
+            pr["head"].as_str().unwrap_or(""),
+            pr["status"].as_str().unwrap_or("")
+        );
+    }
+    println!();
+    println!("{}", task["description"].as_str().unwrap_or(""));
+}
+
+/// The state changes after which following a task's log stops: it is done, or waits for you.
+fn ends_follow(event: &Value) -> bool {
+    event["kind"] == "state_changed"
+        && matches!(
+            event["data"]["to"].as_str(),
+            Some("completed" | "cancelled" | "needs_attention")
+        )
+}
+
+async fn logs(client: &Client, id: &str, after: i64, follow: bool) -> anyhow::Result<ExitCode> {
+    let page = client
+        .call(
+            Method::GET,
+            &format!("/tasks/{id}/events?after={after}"),
+            None,
+        )
+        .await?;
+    let mut last = after;
+    for event in page["events"].as_array().into_iter().flatten() {
+        print_event(client, event);
+        last = event["seq"].as_i64().unwrap_or(last);
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let task = client
+        .call(Method::GET, &format!("/tasks/{id}"), None)
+        .await?;
+    if matches!(
+        task["state"].as_str(),
+        Some("completed" | "cancelled" | "needs_attention")
+    ) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let response = client
+            .request(Method::GET, &format!("/tasks/{id}/events/stream"))
+            .header("Last-Event-ID", last.to_string())
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().is_success() => {
+                backoff = Duration::from_millis(250);
+                let mut events = response.bytes_stream().eventsource();
+                while let Some(message) = events.next().await {
+                    let Ok(message) = message else { break };
+                    let event: Value = serde_json::from_str(&message.data)
+                        .context("the server sent an event that is not JSON")?;
+                    print_event(client, &event);
+                    last = event["seq"].as_i64().unwrap_or(last);
+                    if ends_follow(&event) {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            }
+            Ok(response) => {
+                let status = response.status();
+                bail!(
+                    "the server refused the event stream: HTTP {status}: {}",
+                    response.text().await.unwrap_or_default()
+                );
+            }
+            Err(error) => tracing::warn!(error = %error, "event stream lost; reconnecting"),
+        }
+        // The stream ended (server restart, network): pick up after the last event printed.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn print_event(client: &Client, event: &Value) {
+    if client.json {
+        println!("{event}");
+        return;
+    }
+    let data = &event["data"];
+    let summary = match event["kind"].as_str() {
+        Some("task_created") => one_line(data["description"].as_str().unwrap_or(""), 100),
+        Some("state_changed") => {
+            let mut line = format!(
+                "{} → {}",
+                data["from"].as_str().unwrap_or("?"),
+                data["to"].as_str().unwrap_or("?")
+            );
+            if let Some(message) = data["attention"]["message"].as_str() {
+                line.push_str(&format!(": {message}"));
+            }
+            line
+        }
+        Some("user_message") => format!(
+            "{} from {}: {}",
+            data["kind"].as_str().unwrap_or("message"),
+            data["author"].as_str().unwrap_or("?"),
+            one_line(data["message"].as_str().unwrap_or(""), 100)
+        ),
+        _ => one_line(&data.to_string(), 100),
+    };
+    println!(
+        "#{:<4} {}  {:14} {}",
+        event["seq"].as_i64().unwrap_or(0),
+        event["at"].as_str().unwrap_or(""),
+        event["kind"].as_str().unwrap_or(""),
+        summary
+    );
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(max - 1).collect::<String>())
+    }
+}
+
+pub async fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SecretCommand::Set { name, server } => {
+            let client = Client::new(&server)?;
+            let mut value = String::new();
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .context("cannot read the secret's value from standard input")?;
+            let value = value
+                .strip_suffix('\n')
+                .map(|v| v.strip_suffix('\r').unwrap_or(v))
+                .unwrap_or(&value);
+            let info = client
+                .call(
+                    Method::PUT,
+                    &format!("/secrets/{name}"),
+                    Some(json!({ "value": value })),
+                )
+                .await?;
+            if !client.print_json(&info) {
+                println!("secret {name} is set");
+            }
+        }
+        SecretCommand::List { server } => {
+            let client = Client::new(&server)?;
+            let list = client.call(Method::GET, "/secrets", None).await?;
+            if !client.print_json(&list) {
+                for secret in list["secrets"].as_array().into_iter().flatten() {
+                    println!("{}", secret["name"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        SecretCommand::Rm { name, server } => {
+            let client = Client::new(&server)?;
+            client
+                .call(Method::DELETE, &format!("/secrets/{name}"), None)
+                .await?;
+            println!("secret {name} is deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
+    let (server, change) = match &command {
+        EnvCommand::Set {
+            name,
+            value,
+            server,
+        } => (server, Some((name.clone(), Some(value.clone())))),
+        EnvCommand::Rm { name, server } => (server, Some((name.clone(), None))),
+        EnvCommand::List { server } => (server, None),
+    };
+    let client = Client::new(server)?;
+    let environment = client
+        .call(Method::GET, "/settings/environment", None)
+        .await?;
+    let mut env = environment["env"].as_object().cloned().unwrap_or_default();
+    if let Some((name, value)) = change {
+        match value {
+            Some(value) => {
+                env.insert(name.clone(), Value::String(value));
+            }
+            None => {
+                if env.remove(&name).is_none() {
+                    bail!("no environment variable named `{name}`; see them with `deft env list`");
+                }
+            }
+        }
+        let saved = client
+            .call(
+                Method::PUT,
+                "/settings/environment",
+                Some(json!({ "env": env })),
+            )
+            .await?;
+        env = saved["env"].as_object().cloned().unwrap_or_default();
+    }
+    if !client.print_json(&Value::Object(env.clone())) {
+        for (name, value) in &env {
+            println!("{name}={}", value.as_str().unwrap_or(""));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn network(command: NetworkCommand) -> anyhow::Result<ExitCode> {
+    let NetworkCommand::Set {
+        level,
+        allow,
+        server,
+    } = command;
+    let client = Client::new(&server)?;
+    let allow: Vec<String> = allow
+        .into_iter()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    let saved = client
+        .call(
+            Method::PUT,
+            "/settings/environment",
+            Some(json!({ "network": { "level": level, "allow": allow } })),
+        )
+        .await?;
+    if !client.print_json(&saved["network"]) {
+        let allow: Vec<&str> = saved["network"]["allow"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "network level: {}",
+            saved["network"]["level"].as_str().unwrap_or("?")
+        );
+        if !allow.is_empty() {
+            println!("allowed: {}", allow.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

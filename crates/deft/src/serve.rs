@@ -1,0 +1,69 @@
+//! `deft serve`: open the data dir, make the first admin on an empty one, and serve until told
+//! to stop (Ctrl-C or SIGTERM), finishing the requests in flight.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use deft_server::AppState;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::DataArgs;
+use crate::env_vars::DEFT_LOG;
+use crate::local;
+
+#[allow(
+    clippy::print_stderr,
+    reason = "what a person starting the server needs to read"
+)]
+pub async fn run(listen: &str, data: &DataArgs) -> anyhow::Result<ExitCode> {
+    init_logging("info");
+    let (dir, store) = local::open_store(data).await?;
+    if let Some(admin) = store.bootstrap_admin().await? {
+        let path = local::write_admin_token(&dir, &admin.token)?;
+        eprintln!(
+            "first start: created the user `admin`; its API token is in {}",
+            path.display()
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen}; pass `--listen ADDR` with a free port")
+        })?;
+    let address = listener.local_addr()?;
+    eprintln!(
+        "deft is serving the API on http://{address}/api/v1 (data dir {})",
+        dir.display()
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    deft_server::serve(listener, AppState::new(store.clone(), shutdown)).await?;
+    store.close().await;
+    eprintln!("deft stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        tracing::warn!("cannot listen for SIGTERM; stop the server with Ctrl-C");
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping: finishing the requests in flight");
+    shutdown.cancel();
+}
+
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(DEFT_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
