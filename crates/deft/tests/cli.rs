@@ -1,0 +1,237 @@
+//! The real `deft` binary, run as a person would: `deft serve` on an empty data dir, and the
+//! CLI against it.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DEFT: &str = env!("CARGO_BIN_EXE_deft");
+
+/// A `deft serve` process, stopped when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    started: Instant,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let started = Instant::now();
+        let mut child = Command::new(DEFT)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("DEFT_DATABASE_URL")
+            .env_remove("DEFT_MASTER_KEY")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("deft serve exited before it was serving").unwrap();
+            if let Some(rest) = line.split("serving the API on ").nth(1) {
+                break rest.split("/api/v1").next().unwrap().to_owned();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url, started }
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Runs `deft ARGS` against `server` with the data dir's admin token.
+fn deft(server: &Server, data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(DEFT)
+        .args(args)
+        .env("DEFT_SERVER", &server.url)
+        .env("DEFT_HOME", data_dir)
+        .env_remove("DEFT_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn succeeded(output: &Output) -> String {
+    assert!(output.status.success(), "failed: {}\n{}", stdout(output), stderr(output));
+    stdout(output)
+}
+
+fn git_repo(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init")
+        .current_dir(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+#[test]
+fn serve_on_an_empty_data_dir_is_healthy_within_a_second_with_a_private_admin_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let server = Server::start(&data_dir);
+    let client = http();
+    let healthy = loop {
+        if let Ok(response) = client.get(format!("{}/healthz", server.url)).send()
+            && response.status().is_success()
+        {
+            break server.started.elapsed();
+        }
+        assert!(server.started.elapsed() < Duration::from_secs(10), "never became healthy");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(healthy < Duration::from_secs(1), "healthy after {healthy:?}");
+    let token_file = data_dir.join("admin-token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let me: serde_json::Value =
+        client.get(format!("{}/api/v1/me", server.url)).bearer_auth(token.trim()).send().unwrap().json().unwrap();
+    assert_eq!(me["name"], "admin");
+    let data_mode = std::fs::metadata(&data_dir).unwrap().permissions().mode();
+    assert_eq!(data_mode & 0o777, 0o700, "the data dir is private");
+}
+
+#[test]
+fn the_cli_drives_tasks_secrets_and_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let repo = git_repo(dir.path(), "widgets");
+    let run = |args: &[&str]| deft(&server, &data, args, None);
+
+    let created = succeeded(&run(&["task", "create", "--repo", repo.to_str().unwrap(), "Add", "a", "health", "check"]));
+    let id = created.lines().last().unwrap().trim().to_owned();
+    assert!(created.contains("queued"), "{created}");
+    let list = succeeded(&run(&["task", "list"]));
+    assert!(list.contains(&id) && list.contains("Add a health check"), "{list}");
+    let shown = succeeded(&run(&["task", "show", &id]));
+    assert!(shown.contains("repos     widgets") && shown.contains("queue     #1"), "{shown}");
+    let json: serde_json::Value = serde_json::from_str(&succeeded(&run(&["task", "show", &id, "--json"]))).unwrap();
+    assert_eq!(json["state"], "queued");
+
+    // A follower started now ends when the task is cancelled, having printed the change.
+    let follower = Command::new(DEFT)
+        .args(["task", "logs", "--follow", &id])
+        .env("DEFT_SERVER", &server.url)
+        .env("DEFT_HOME", &data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(succeeded(&run(&["task", "cancel", &id])).contains("is now cancelled"));
+    let followed = follower.wait_with_output().unwrap();
+    let followed_text = succeeded(&followed);
+    assert!(followed_text.contains("queued → cancelled"), "{followed_text}");
+
+    let again = run(&["task", "cancel", &id]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("cannot cancel a task that is cancelled"), "{}", stderr(&again));
+    let logs = succeeded(&run(&["task", "logs", &id]));
+    assert_eq!(logs.lines().count(), 2, "{logs}");
+
+    let set = deft(&server, &data, &["secret", "set", "NPM_TOKEN"], Some("s3cr3t\n"));
+    succeeded(&set);
+    assert_eq!(succeeded(&run(&["secret", "list"])).trim(), "NPM_TOKEN");
+    succeeded(&run(&["secret", "rm", "NPM_TOKEN"]));
+    assert_eq!(succeeded(&run(&["secret", "list"])).trim(), "");
+
+    succeeded(&run(&["env", "set", "RUST_LOG", "debug"]));
+    assert_eq!(succeeded(&run(&["env", "list"])).trim(), "RUST_LOG=debug");
+    succeeded(&run(&["env", "rm", "RUST_LOG"]));
+    let missing = run(&["env", "rm", "RUST_LOG"]);
+    assert!(stderr(&missing).contains("no environment variable named `RUST_LOG`"));
+
+    let network = succeeded(&run(&["network", "set", "custom", "--allow", "api.example.com,.example.org"]));
+    assert!(network.contains("allowed: api.example.com, .example.org"), "{network}");
+    let bad = run(&["network", "set", "custom", "--allow", "https://example.com"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("network.allow[0]") && stderr(&bad).contains("has a scheme"), "{}", stderr(&bad));
+}
+
+#[test]
+fn accounts_and_tokens_are_made_on_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let local = |args: &[&str]| Command::new(DEFT).args(args).arg("--data-dir").arg(&data).output().unwrap();
+    succeeded(&local(&["user", "create", "ada"]));
+    let duplicate = local(&["user", "create", "ada"]);
+    assert!(stderr(&duplicate).contains("a user named `ada` already exists"), "{}", stderr(&duplicate));
+    let output = succeeded(&local(&["token", "create", "--user", "ada"]));
+    let token = output.lines().last().unwrap().trim().to_owned();
+    let unknown = local(&["token", "create", "--user", "nobody"]);
+    assert!(stderr(&unknown).contains("deft user create nobody"), "{}", stderr(&unknown));
+
+    let server = Server::start(&data);
+    let me: serde_json::Value =
+        http().get(format!("{}/api/v1/me", server.url)).bearer_auth(&token).send().unwrap().json().unwrap();
+    assert_eq!((me["name"].as_str(), me["is_admin"].as_bool()), (Some("ada"), Some(false)));
+    assert!(!data.join("admin-token").exists(), "a data dir that has users gets no new admin");
+}
+
+#[test]
+fn commands_of_later_stages_say_they_are_not_built() {
+    for args in [&["worker"][..], &["run", "--repo", "/tmp", "x"], &["sandbox", "run", "--", "true"]] {
+        let output = Command::new(DEFT).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        assert!(stderr(&output).contains("is not implemented yet"), "{}", stderr(&output));
+    }
+}
+
+#[test]
+fn doctor_checks_the_machine_and_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(DEFT).args(["doctor", "--data-dir"]).arg(dir.path()).env_remove("DEFT_DATABASE_URL").output().unwrap();
+    let report = succeeded(&output);
+    for line in ["ok    git", "ok    bubblewrap", "ok    database    Sqlite database answers"] {
+        assert!(report.contains(line), "{line:?} missing from:\n{report}");
+    }
+    let bad = Command::new(DEFT).args(["doctor", "--database-url", "mysql://nope"]).arg("--data-dir").arg(dir.path()).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stdout(&bad).contains("FAIL  database"), "{}", stdout(&bad));
+}
+
+#[test]
+fn an_unreachable_server_is_reported_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(DEFT)
+        .args(["task", "list", "--server", "http://127.0.0.1:9", "--token", "deft_x"])
+        .env("DEFT_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("cannot reach the deft server at http://127.0.0.1:9"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("deft serve"));
+}

@@ -1,0 +1,66 @@
+//! Checks on the shape of the workspace that code review would otherwise have to remember:
+//! dependencies point one way (ARCHITECTURE.md), test support stays out of the product, and
+//! every source file says why it exists.
+
+use xtask::{crates, rust_files, workspace_root};
+
+/// The layers of ARCHITECTURE.md: each crate and the workspace crates it may depend on.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("deft-core", &[]),
+    ("deft-store", &["deft-core"]),
+    ("deft-forge", &["deft-core"]),
+    ("deft-server", &["deft-core", "deft-store", "deft-forge"]),
+    ("deft", &["deft-core", "deft-store", "deft-forge", "deft-server"]),
+    ("deft-testkit", &[]),
+    ("xtask", &[]),
+];
+
+#[test]
+fn dependencies_point_one_way() {
+    let mut problems = Vec::new();
+    for krate in crates() {
+        let Some((_, allowed)) = ALLOWED.iter().find(|(name, _)| *name == krate.name) else {
+            problems.push(format!("{} is not in the layer table of tidy.rs and ARCHITECTURE.md", krate.name));
+            continue;
+        };
+        for dependency in krate.deft_dependencies("dependencies") {
+            if !allowed.contains(&dependency.as_str()) {
+                problems.push(format!("{} depends on {dependency}, against the layering", krate.name));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn test_support_is_only_a_dev_dependency() {
+    for krate in crates() {
+        assert!(
+            !krate.deft_dependencies("dependencies").contains(&"deft-testkit".to_owned()),
+            "{} depends on deft-testkit outside [dev-dependencies]",
+            krate.name
+        );
+    }
+}
+
+#[test]
+fn every_source_file_opens_with_why_it_exists() {
+    let mut missing = Vec::new();
+    for krate in crates() {
+        for file in rust_files(&krate.dir) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            if !text.trim_start().starts_with("//!") {
+                missing.push(file.strip_prefix(workspace_root()).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(missing.is_empty(), "files without a `//!` header:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn every_crate_is_in_the_architecture_document() {
+    let architecture = std::fs::read_to_string(workspace_root().join("ARCHITECTURE.md")).unwrap();
+    for krate in crates() {
+        assert!(architecture.contains(&format!("`{}`", krate.name)), "ARCHITECTURE.md does not describe {}", krate.name);
+    }
+}
