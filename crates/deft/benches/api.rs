@@ -18,8 +18,14 @@ const TASKS: usize = 10_000;
 const RATE_PER_SECOND: u64 = 100;
 
 fn main() {
-    let seconds: u64 = std::env::var("DEFT_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let seconds: u64 = std::env::var("DEFT_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let token = runtime.block_on(seed(dir.path()));
 
@@ -39,8 +45,15 @@ fn main() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let client = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
-    while !client.get(format!("{base}/healthz")).send().is_ok_and(|r| r.status().is_success()) {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    while !client
+        .get(format!("{base}/healthz"))
+        .send()
+        .is_ok_and(|r| r.status().is_success())
+    {
         std::thread::sleep(Duration::from_millis(2));
     }
     let healthy = started.elapsed();
@@ -57,17 +70,31 @@ fn main() {
         let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
         latencies[index].as_secs_f64() * 1000.0
     };
-    println!("deft api benchmark: {TASKS} tasks in SQLite, GET /api/v1/tasks (first page of 50) at {RATE_PER_SECOND}/s for {seconds}s");
+    println!(
+        "deft api benchmark: {TASKS} tasks in SQLite, GET /api/v1/tasks (first page of 50) at {RATE_PER_SECOND}/s for {seconds}s"
+    );
     println!("| measure | value |");
     println!("| --- | --- |");
-    println!("| start to healthy | {:.0} ms |", healthy.as_secs_f64() * 1000.0);
-    println!("| RSS idle after start | {:.1} MB |", idle_rss as f64 / 1024.0);
-    println!("| RSS idle after the load | {:.1} MB |", after_rss as f64 / 1024.0);
+    println!(
+        "| start to healthy | {:.0} ms |",
+        healthy.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| RSS idle after start | {:.1} MB |",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "| RSS idle after the load | {:.1} MB |",
+        after_rss as f64 / 1024.0
+    );
     println!("| requests | {} |", latencies.len());
     println!("| p50 | {:.2} ms |", pct(0.50));
     println!("| p90 | {:.2} ms |", pct(0.90));
     println!("| p99 | {:.2} ms |", pct(0.99));
-    println!("| max | {:.2} ms |", latencies.last().unwrap().as_secs_f64() * 1000.0);
+    println!(
+        "| max | {:.2} ms |",
+        latencies.last().unwrap().as_secs_f64() * 1000.0
+    );
 }
 
 /// Fills a fresh data dir with 10,000 tasks of one user (a tenth cancelled) and returns a token.
@@ -78,7 +105,12 @@ async fn seed(dir: &std::path::Path) -> String {
     let repo = store
         .add_repository(
             &admin.user.id,
-            NewRepository { name: "widgets".into(), forge: ForgeKind::Local, location: "/srv/git/widgets".into(), default_branch: "main".into() },
+            NewRepository {
+                name: "widgets".into(),
+                forge: ForgeKind::Local,
+                location: "/srv/git/widgets".into(),
+                default_branch: "main".into(),
+            },
         )
         .await
         .unwrap();
@@ -86,12 +118,25 @@ async fn seed(dir: &std::path::Path) -> String {
         let task = store
             .create_task(
                 &admin.user.id,
-                NewTask { description: format!("Task number {n}: add a health check endpoint with tests"), repos: vec![repo.id.clone()], chat_id: None, approve_plan: false },
+                NewTask {
+                    description: format!("Task number {n}: add a health check endpoint with tests"),
+                    repos: vec![repo.id.clone()],
+                    chat_id: None,
+                    approve_plan: false,
+                },
             )
             .await
             .unwrap();
         if n % 10 == 0 {
-            store.transition(Actor::Owner(&admin.user.id), &task.id, Transition::Cancel, None).await.unwrap();
+            store
+                .transition(
+                    Actor::Owner(&admin.user.id),
+                    &task.id,
+                    Transition::Cancel,
+                    None,
+                )
+                .await
+                .unwrap();
         }
     }
     store.close().await;
@@ -101,7 +146,11 @@ async fn seed(dir: &std::path::Path) -> String {
 /// Sends requests on a fixed schedule (open loop: a slow answer does not delay the next
 /// request) and returns every latency, sorted.
 async fn load(base: &str, token: &str, seconds: u64) -> Vec<Duration> {
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(64).build().unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
     let url = format!("{base}/api/v1/tasks");
     let total = RATE_PER_SECOND * seconds;
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SECOND));

@@ -36,19 +36,29 @@ impl Server {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let url = loop {
-            let line = lines.next().expect("deft serve exited before it was serving").unwrap();
+            let line = lines
+                .next()
+                .expect("deft serve exited before it was serving")
+                .unwrap();
             if let Some(rest) = line.split("serving the API on ").nth(1) {
                 break rest.split("/api/v1").next().unwrap().to_owned();
             }
         };
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, url, started }
+        Server {
+            child,
+            url,
+            started,
+        }
     }
 }
 
 fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().no_proxy().build().unwrap()
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
 }
 
 /// Runs `deft ARGS` against `server` with the data dir's admin token.
@@ -78,7 +88,12 @@ fn stderr(output: &Output) -> String {
 }
 
 fn succeeded(output: &Output) -> String {
-    assert!(output.status.success(), "failed: {}\n{}", stdout(output), stderr(output));
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        stdout(output),
+        stderr(output)
+    );
     stdout(output)
 }
 
@@ -108,16 +123,27 @@ fn serve_on_an_empty_data_dir_is_healthy_within_a_second_with_a_private_admin_to
         {
             break server.started.elapsed();
         }
-        assert!(server.started.elapsed() < Duration::from_secs(10), "never became healthy");
+        assert!(
+            server.started.elapsed() < Duration::from_secs(10),
+            "never became healthy"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert!(healthy < Duration::from_secs(1), "healthy after {healthy:?}");
+    assert!(
+        healthy < Duration::from_secs(1),
+        "healthy after {healthy:?}"
+    );
     let token_file = data_dir.join("admin-token");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let token = std::fs::read_to_string(&token_file).unwrap();
-    let me: serde_json::Value =
-        client.get(format!("{}/api/v1/me", server.url)).bearer_auth(token.trim()).send().unwrap().json().unwrap();
+    let me: serde_json::Value = client
+        .get(format!("{}/api/v1/me", server.url))
+        .bearer_auth(token.trim())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(me["name"], "admin");
     let data_mode = std::fs::metadata(&data_dir).unwrap().permissions().mode();
     assert_eq!(data_mode & 0o777, 0o700, "the data dir is private");
@@ -131,14 +157,30 @@ fn the_cli_drives_tasks_secrets_and_settings() {
     let repo = git_repo(dir.path(), "widgets");
     let run = |args: &[&str]| deft(&server, &data, args, None);
 
-    let created = succeeded(&run(&["task", "create", "--repo", repo.to_str().unwrap(), "Add", "a", "health", "check"]));
+    let created = succeeded(&run(&[
+        "task",
+        "create",
+        "--repo",
+        repo.to_str().unwrap(),
+        "Add",
+        "a",
+        "health",
+        "check",
+    ]));
     let id = created.lines().last().unwrap().trim().to_owned();
     assert!(created.contains("queued"), "{created}");
     let list = succeeded(&run(&["task", "list"]));
-    assert!(list.contains(&id) && list.contains("Add a health check"), "{list}");
+    assert!(
+        list.contains(&id) && list.contains("Add a health check"),
+        "{list}"
+    );
     let shown = succeeded(&run(&["task", "show", &id]));
-    assert!(shown.contains("repos     widgets") && shown.contains("queue     #1"), "{shown}");
-    let json: serde_json::Value = serde_json::from_str(&succeeded(&run(&["task", "show", &id, "--json"]))).unwrap();
+    assert!(
+        shown.contains("repos     widgets") && shown.contains("queue     #1"),
+        "{shown}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&succeeded(&run(&["task", "show", &id, "--json"]))).unwrap();
     assert_eq!(json["state"], "queued");
 
     // A follower started now ends when the task is cancelled, having printed the change.
@@ -154,15 +196,27 @@ fn the_cli_drives_tasks_secrets_and_settings() {
     assert!(succeeded(&run(&["task", "cancel", &id])).contains("is now cancelled"));
     let followed = follower.wait_with_output().unwrap();
     let followed_text = succeeded(&followed);
-    assert!(followed_text.contains("queued → cancelled"), "{followed_text}");
+    assert!(
+        followed_text.contains("queued → cancelled"),
+        "{followed_text}"
+    );
 
     let again = run(&["task", "cancel", &id]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("cannot cancel a task that is cancelled"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("cannot cancel a task that is cancelled"),
+        "{}",
+        stderr(&again)
+    );
     let logs = succeeded(&run(&["task", "logs", &id]));
     assert_eq!(logs.lines().count(), 2, "{logs}");
 
-    let set = deft(&server, &data, &["secret", "set", "NPM_TOKEN"], Some("s3cr3t\n"));
+    let set = deft(
+        &server,
+        &data,
+        &["secret", "set", "NPM_TOKEN"],
+        Some("s3cr3t\n"),
+    );
     succeeded(&set);
     assert_eq!(succeeded(&run(&["secret", "list"])).trim(), "NPM_TOKEN");
     succeeded(&run(&["secret", "rm", "NPM_TOKEN"]));
@@ -174,51 +228,112 @@ fn the_cli_drives_tasks_secrets_and_settings() {
     let missing = run(&["env", "rm", "RUST_LOG"]);
     assert!(stderr(&missing).contains("no environment variable named `RUST_LOG`"));
 
-    let network = succeeded(&run(&["network", "set", "custom", "--allow", "api.example.com,.example.org"]));
-    assert!(network.contains("allowed: api.example.com, .example.org"), "{network}");
+    let network = succeeded(&run(&[
+        "network",
+        "set",
+        "custom",
+        "--allow",
+        "api.example.com,.example.org",
+    ]));
+    assert!(
+        network.contains("allowed: api.example.com, .example.org"),
+        "{network}"
+    );
     let bad = run(&["network", "set", "custom", "--allow", "https://example.com"]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("network.allow[0]") && stderr(&bad).contains("has a scheme"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("network.allow[0]") && stderr(&bad).contains("has a scheme"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
 fn accounts_and_tokens_are_made_on_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let local = |args: &[&str]| Command::new(DEFT).args(args).arg("--data-dir").arg(&data).output().unwrap();
+    let local = |args: &[&str]| {
+        Command::new(DEFT)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
     succeeded(&local(&["user", "create", "ada"]));
     let duplicate = local(&["user", "create", "ada"]);
-    assert!(stderr(&duplicate).contains("a user named `ada` already exists"), "{}", stderr(&duplicate));
+    assert!(
+        stderr(&duplicate).contains("a user named `ada` already exists"),
+        "{}",
+        stderr(&duplicate)
+    );
     let output = succeeded(&local(&["token", "create", "--user", "ada"]));
     let token = output.lines().last().unwrap().trim().to_owned();
     let unknown = local(&["token", "create", "--user", "nobody"]);
-    assert!(stderr(&unknown).contains("deft user create nobody"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("deft user create nobody"),
+        "{}",
+        stderr(&unknown)
+    );
 
     let server = Server::start(&data);
-    let me: serde_json::Value =
-        http().get(format!("{}/api/v1/me", server.url)).bearer_auth(&token).send().unwrap().json().unwrap();
-    assert_eq!((me["name"].as_str(), me["is_admin"].as_bool()), (Some("ada"), Some(false)));
-    assert!(!data.join("admin-token").exists(), "a data dir that has users gets no new admin");
+    let me: serde_json::Value = http()
+        .get(format!("{}/api/v1/me", server.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (me["name"].as_str(), me["is_admin"].as_bool()),
+        (Some("ada"), Some(false))
+    );
+    assert!(
+        !data.join("admin-token").exists(),
+        "a data dir that has users gets no new admin"
+    );
 }
 
 #[test]
 fn commands_of_later_stages_say_they_are_not_built() {
-    for args in [&["worker"][..], &["run", "--repo", "/tmp", "x"], &["sandbox", "run", "--", "true"]] {
+    for args in [
+        &["worker"][..],
+        &["run", "--repo", "/tmp", "x"],
+        &["sandbox", "run", "--", "true"],
+    ] {
         let output = Command::new(DEFT).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(1));
-        assert!(stderr(&output).contains("is not implemented yet"), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("is not implemented yet"),
+            "{}",
+            stderr(&output)
+        );
     }
 }
 
 #[test]
 fn doctor_checks_the_machine_and_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(DEFT).args(["doctor", "--data-dir"]).arg(dir.path()).env_remove("DEFT_DATABASE_URL").output().unwrap();
+    let output = Command::new(DEFT)
+        .args(["doctor", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("DEFT_DATABASE_URL")
+        .output()
+        .unwrap();
     let report = succeeded(&output);
-    for line in ["ok    git", "ok    bubblewrap", "ok    database    Sqlite database answers"] {
+    for line in [
+        "ok    git",
+        "ok    bubblewrap",
+        "ok    database    Sqlite database answers",
+    ] {
         assert!(report.contains(line), "{line:?} missing from:\n{report}");
     }
-    let bad = Command::new(DEFT).args(["doctor", "--database-url", "mysql://nope"]).arg("--data-dir").arg(dir.path()).output().unwrap();
+    let bad = Command::new(DEFT)
+        .args(["doctor", "--database-url", "mysql://nope"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(stdout(&bad).contains("FAIL  database"), "{}", stdout(&bad));
 }
@@ -227,11 +342,22 @@ fn doctor_checks_the_machine_and_the_database() {
 fn an_unreachable_server_is_reported_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(DEFT)
-        .args(["task", "list", "--server", "http://127.0.0.1:9", "--token", "deft_x"])
+        .args([
+            "task",
+            "list",
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "deft_x",
+        ])
         .env("DEFT_HOME", dir.path())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("cannot reach the deft server at http://127.0.0.1:9"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot reach the deft server at http://127.0.0.1:9"),
+        "{}",
+        stderr(&output)
+    );
     assert!(stderr(&output).contains("deft serve"));
 }

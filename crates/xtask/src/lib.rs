@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("xtask lives in crates/xtask").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("xtask lives in crates/xtask")
+        .to_owned()
 }
 
 /// One crate of the workspace: its name and manifest.
@@ -22,7 +26,12 @@ impl Crate {
         self.manifest
             .get(section)
             .and_then(toml::Value::as_table)
-            .map(|deps| deps.keys().filter(|name| name.starts_with("deft")).cloned().collect())
+            .map(|deps| {
+                deps.keys()
+                    .filter(|name| name.starts_with("deft"))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -33,10 +42,18 @@ pub fn crates() -> Vec<Crate> {
         .map(|entry| entry.expect("a directory entry").path())
         .filter(|dir| dir.join("Cargo.toml").is_file())
         .map(|dir| {
-            let text = std::fs::read_to_string(dir.join("Cargo.toml")).expect("a manifest is readable");
+            let text =
+                std::fs::read_to_string(dir.join("Cargo.toml")).expect("a manifest is readable");
             let manifest: toml::Table = text.parse().expect("a manifest is valid TOML");
-            let name = manifest["package"]["name"].as_str().expect("a package name").to_owned();
-            Crate { name, dir, manifest }
+            let name = manifest["package"]["name"]
+                .as_str()
+                .expect("a package name")
+                .to_owned();
+            Crate {
+                name,
+                dir,
+                manifest,
+            }
         })
         .collect();
     crates.sort_by(|a, b| a.name.cmp(&b.name));

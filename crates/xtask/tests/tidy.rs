@@ -10,7 +10,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-store", &["deft-core"]),
     ("deft-forge", &["deft-core"]),
     ("deft-server", &["deft-core", "deft-store", "deft-forge"]),
-    ("deft", &["deft-core", "deft-store", "deft-forge", "deft-server"]),
+    (
+        "deft",
+        &["deft-core", "deft-store", "deft-forge", "deft-server"],
+    ),
     ("deft-testkit", &[]),
     ("xtask", &[]),
 ];
@@ -20,12 +23,18 @@ fn dependencies_point_one_way() {
     let mut problems = Vec::new();
     for krate in crates() {
         let Some((_, allowed)) = ALLOWED.iter().find(|(name, _)| *name == krate.name) else {
-            problems.push(format!("{} is not in the layer table of tidy.rs and ARCHITECTURE.md", krate.name));
+            problems.push(format!(
+                "{} is not in the layer table of tidy.rs and ARCHITECTURE.md",
+                krate.name
+            ));
             continue;
         };
         for dependency in krate.deft_dependencies("dependencies") {
             if !allowed.contains(&dependency.as_str()) {
-                problems.push(format!("{} depends on {dependency}, against the layering", krate.name));
+                problems.push(format!(
+                    "{} depends on {dependency}, against the layering",
+                    krate.name
+                ));
             }
         }
     }
@@ -36,7 +45,9 @@ fn dependencies_point_one_way() {
 fn test_support_is_only_a_dev_dependency() {
     for krate in crates() {
         assert!(
-            !krate.deft_dependencies("dependencies").contains(&"deft-testkit".to_owned()),
+            !krate
+                .deft_dependencies("dependencies")
+                .contains(&"deft-testkit".to_owned()),
             "{} depends on deft-testkit outside [dev-dependencies]",
             krate.name
         );
@@ -50,17 +61,30 @@ fn every_source_file_opens_with_why_it_exists() {
         for file in rust_files(&krate.dir) {
             let text = std::fs::read_to_string(&file).unwrap();
             if !text.trim_start().starts_with("//!") {
-                missing.push(file.strip_prefix(workspace_root()).unwrap().display().to_string());
+                missing.push(
+                    file.strip_prefix(workspace_root())
+                        .unwrap()
+                        .display()
+                        .to_string(),
+                );
             }
         }
     }
-    assert!(missing.is_empty(), "files without a `//!` header:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` header:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
 fn every_crate_is_in_the_architecture_document() {
     let architecture = std::fs::read_to_string(workspace_root().join("ARCHITECTURE.md")).unwrap();
     for krate in crates() {
-        assert!(architecture.contains(&format!("`{}`", krate.name)), "ARCHITECTURE.md does not describe {}", krate.name);
+        assert!(
+            architecture.contains(&format!("`{}`", krate.name)),
+            "ARCHITECTURE.md does not describe {}",
+            krate.name
+        );
     }
 }
