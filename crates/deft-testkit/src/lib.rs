@@ -1,8 +1,11 @@
-//! Test support for deft's own tests: a fresh database per test, on SQLite or PostgreSQL.
+//! Test support for deft's own tests: a fresh database per test, on SQLite or PostgreSQL, and
+//! a scripted model server ([`model_server`]) that speaks the providers' wire protocols.
 //!
 //! Only a dev-dependency. PostgreSQL tests take the server from `DEFT_TEST_DATABASE_URL` (the
 //! README's test command starts one and sets it) and give each test its own schema, so that
 //! tests run in parallel on one server without seeing each other's rows.
+
+pub mod model_server;
 
 use sqlx::Connection as _;
 

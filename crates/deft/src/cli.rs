@@ -31,6 +31,17 @@ pub struct DataArgs {
     pub database_url: Option<String>,
 }
 
+/// Which model to use, over the environment and the config file (SPEC §4).
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// The model, as PROVIDER/NAME (anthropic, openai, openai-compatible) [default: DEFT_MODEL, then the config file, then the provider keys, then Ollama]
+    #[arg(long, value_name = "PROVIDER/NAME")]
+    pub model: Option<String>,
+    /// The config file [default: DATA_DIR/config.toml when it exists]
+    #[arg(long, env = DEFT_CONFIG, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 /// How to reach a running server.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
@@ -57,6 +68,8 @@ enum Command {
         listen: String,
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Run workers only, against a shared PostgreSQL database
     Worker {
@@ -96,6 +109,8 @@ enum Command {
     Doctor {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        model: ModelArgs,
     },
 }
 
@@ -277,7 +292,11 @@ fn not_yet(what: &str, issue: &str) -> anyhow::Error {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen, data } => serve::run(&listen, &data).await,
+        Command::Serve {
+            listen,
+            data,
+            model,
+        } => serve::run(&listen, &data, &model).await,
         Command::Worker { .. } => Err(not_yet("worker", "the scheduler")),
         Command::Run { .. } => Err(not_yet("run", "the agent")),
         Command::Sandbox(_) => Err(not_yet("sandbox run", "the sandbox")),
@@ -291,6 +310,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(command) => client::secret(command).await,
         Command::Env(command) => client::env(command).await,
         Command::Network(command) => client::network(command).await,
-        Command::Doctor { data } => doctor::run(&data).await,
+        Command::Doctor { data, model } => doctor::run(&data, &model).await,
     }
 }

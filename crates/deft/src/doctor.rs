@@ -3,10 +3,13 @@
 #![allow(clippy::print_stdout, reason = "the report is the command's output")]
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::cli::DataArgs;
-use crate::env_vars::DEFT_MODEL;
-use crate::local;
+use deft_llm::{Message, ModelClient, ModelError, Request};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{DataArgs, ModelArgs};
+use crate::{config, local};
 
 enum Check {
     Ok(String),
@@ -16,7 +19,7 @@ enum Check {
     Fail(String),
 }
 
-pub async fn run(data: &DataArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(data: &DataArgs, model_args: &ModelArgs) -> anyhow::Result<ExitCode> {
     let checks = [
         (
             "git",
@@ -32,7 +35,7 @@ pub async fn run(data: &DataArgs) -> anyhow::Result<ExitCode> {
             .await,
         ),
         ("database", database(data).await),
-        ("model", model()),
+        ("model", model(data, model_args).await),
     ];
     let mut failed = false;
     for (name, check) in checks {
@@ -86,17 +89,42 @@ async fn database(data: &DataArgs) -> Check {
     }
 }
 
-fn model() -> Check {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
-    if set(DEFT_MODEL) {
-        Check::Ok(format!("{DEFT_MODEL} is set"))
-    } else if set("ANTHROPIC_API_KEY") {
-        Check::Ok("ANTHROPIC_API_KEY is set: anthropic".into())
-    } else if set("OPENAI_API_KEY") {
-        Check::Ok("OPENAI_API_KEY is set: openai".into())
-    } else {
-        Check::Warn(format!(
-            "no model configured; set {DEFT_MODEL}=PROVIDER/NAME with DEFT_MODEL_API_KEY, or ANTHROPIC_API_KEY or OPENAI_API_KEY"
-        ))
+/// Which model deft would use and why, and whether it answers a one-line prompt.
+async fn model(data: &DataArgs, args: &ModelArgs) -> Check {
+    let dir = match local::data_dir(data.data_dir.as_deref()) {
+        Ok(dir) => dir,
+        Err(error) => return Check::Fail(format!("{error:#}")),
+    };
+    let config = match config::load(args.config.as_deref(), &dir) {
+        Ok(config) => config,
+        Err(error) => return Check::Fail(format!("{error:#}")),
+    };
+    let models = match config::models(args, &config).await {
+        Ok(models) => models,
+        Err(error @ ModelError::NotConfigured { .. }) => return Check::Warn(error.to_string()),
+        Err(error) => return Check::Fail(error.to_string()),
+    };
+    let chosen = &models.default;
+    let what = format!(
+        "{} (because {}) at {}",
+        chosen.label(),
+        chosen.source,
+        chosen.base_url
+    );
+    let mut client = match ModelClient::new(chosen.clone()) {
+        Ok(client) => client,
+        Err(error) => return Check::Fail(format!("{what}: {error}")),
+    };
+    client.policy.stream = false;
+    client.policy.max_retries = 0;
+    client.policy.call_timeout = Duration::from_secs(30);
+    let mut request = Request::new(
+        "You are a health check. Reply with the single word: ok",
+        vec![Message::user("ping")],
+    );
+    request.max_tokens = 16;
+    match client.complete(&request, &CancellationToken::new()).await {
+        Ok(done) => Check::Ok(format!("{what} answers ({} ms)", done.duration.as_millis())),
+        Err(error) => Check::Fail(format!("{what} does not answer: {error}")),
     }
 }

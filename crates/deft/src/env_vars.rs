@@ -15,5 +15,9 @@ pub const DEFT_SERVER: &str = "DEFT_SERVER";
 pub const DEFT_TOKEN: &str = "DEFT_TOKEN";
 /// Log filter, in `tracing`'s `EnvFilter` syntax (`info`, `deft_server=debug`).
 pub const DEFT_LOG: &str = "DEFT_LOG";
-/// The model, as `PROVIDER/NAME` (read by `deft doctor` until the model layer lands).
-pub const DEFT_MODEL: &str = "DEFT_MODEL";
+// The model variables (DEFT_MODEL, DEFT_MODEL_BASE_URL, DEFT_MODEL_API_KEY, ANTHROPIC_API_KEY,
+// OPENAI_API_KEY) are declared with their resolution order in `deft_llm::config`.
+/// The config file when `--config` is not given [default: `DATA_DIR/config.toml`, if present].
+pub const DEFT_CONFIG: &str = "DEFT_CONFIG";
+/// Where to look for an Ollama server when no model is configured [default: http://127.0.0.1:11434].
+pub const DEFT_OLLAMA_URL: &str = "DEFT_OLLAMA_URL";

@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod config;
 mod doctor;
 mod env_vars;
 mod local;

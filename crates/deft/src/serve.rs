@@ -7,17 +7,31 @@ use anyhow::Context as _;
 use deft_server::AppState;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::DataArgs;
+use crate::cli::{DataArgs, ModelArgs};
 use crate::env_vars::DEFT_LOG;
-use crate::local;
+use crate::{config, local};
 
 #[allow(
     clippy::print_stderr,
     reason = "what a person starting the server needs to read"
 )]
-pub async fn run(listen: &str, data: &DataArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(listen: &str, data: &DataArgs, model: &ModelArgs) -> anyhow::Result<ExitCode> {
     init_logging("info");
     let (dir, store) = local::open_store(data).await?;
+    let config = config::load(model.config.as_deref(), &dir)?;
+    // No model is not a crash: the server runs, and says what to set.
+    match config::models(model, &config).await {
+        Ok(models) => {
+            let default = &models.default;
+            eprintln!(
+                "model: {} (because {}) at {}",
+                default.label(),
+                default.source,
+                default.base_url
+            );
+        }
+        Err(error) => eprintln!("model: none usable yet: {error}"),
+    }
     if let Some(admin) = store.bootstrap_admin().await? {
         let path = local::write_admin_token(&dir, &admin.token)?;
         eprintln!(

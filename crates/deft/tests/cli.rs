@@ -311,27 +311,42 @@ fn commands_of_later_stages_say_they_are_not_built() {
     }
 }
 
+/// `deft doctor` with no model settings from the developer's own environment.
+fn doctor(data_dir: &Path) -> Command {
+    let mut command = Command::new(DEFT);
+    command
+        .args(["doctor", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("DEFT_DATABASE_URL")
+        .env_remove("DEFT_CONFIG");
+    for name in [
+        "DEFT_MODEL",
+        "DEFT_MODEL_BASE_URL",
+        "DEFT_MODEL_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+    ] {
+        command.env_remove(name);
+    }
+    // Nothing listens here, so the Ollama probe finds nothing.
+    command.env("DEFT_OLLAMA_URL", "http://127.0.0.1:9");
+    command
+}
+
 #[test]
 fn doctor_checks_the_machine_and_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(DEFT)
-        .args(["doctor", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("DEFT_DATABASE_URL")
-        .output()
-        .unwrap();
-    let report = succeeded(&output);
+    let report = succeeded(&doctor(dir.path()).output().unwrap());
     for line in [
         "ok    git",
         "ok    bubblewrap",
         "ok    database    Sqlite database answers",
+        "warn  model       no model is configured; set DEFT_MODEL=PROVIDER/NAME",
     ] {
         assert!(report.contains(line), "{line:?} missing from:\n{report}");
     }
-    let bad = Command::new(DEFT)
-        .args(["doctor", "--database-url", "mysql://nope"])
-        .arg("--data-dir")
-        .arg(dir.path())
+    let bad = doctor(dir.path())
+        .args(["--database-url", "mysql://nope"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
@@ -360,4 +375,83 @@ fn an_unreachable_server_is_reported_with_the_fix() {
         stderr(&output)
     );
     assert!(stderr(&output).contains("deft serve"));
+}
+
+/// `deft doctor` against the scripted model server: which model, why, and whether it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_says_which_model_and_whether_it_answers() {
+    use deft_testkit::model_server::{ScriptedModel, Step, Turn};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ScriptedModel::start(vec![Step::Reply(Turn::text("ok"))]).await;
+    let run = |key: &'static str| {
+        let mut command = tokio::process::Command::from(doctor(dir.path()));
+        command
+            .env("DEFT_MODEL", "anthropic/scripted-model")
+            .env("DEFT_MODEL_BASE_URL", &server.url)
+            .env("DEFT_MODEL_API_KEY", key);
+        async move { command.output().await.unwrap() }
+    };
+    let output = run("test-key").await;
+    let report = succeeded(&output);
+    let line = format!(
+        "ok    model       anthropic/scripted-model (because DEFT_MODEL) at {} answers",
+        server.url
+    );
+    assert!(report.contains(&line), "{line:?} missing from:\n{report}");
+
+    let output = run("wrong-key-value").await;
+    assert_eq!(output.status.code(), Some(1));
+    let report = stdout(&output);
+    assert!(
+        report.contains("FAIL  model       anthropic/scripted-model (because DEFT_MODEL)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("refused the API key")
+            && report.contains("set DEFT_MODEL_API_KEY to a valid key"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("wrong-key-value") && !stderr(&output).contains("wrong-key-value"),
+        "the key must never be printed"
+    );
+
+    // Nothing but an Ollama server: deft finds it and says so.
+    server.set_ollama_models(&["qwen2.5-coder:7b"]);
+    server.expect_api_key(None);
+    server.push(Step::Reply(Turn::text("ok")));
+    let mut command = tokio::process::Command::from(doctor(dir.path()));
+    command.env("DEFT_OLLAMA_URL", &server.url);
+    let report = succeeded(&command.output().await.unwrap());
+    let line = format!(
+        "ok    model       openai-compatible/qwen2.5-coder:7b (because an Ollama server answers at {0}) at {0}/v1 answers",
+        server.url
+    );
+    assert!(report.contains(&line), "{line:?} missing from:\n{report}");
+}
+
+#[test]
+fn a_bad_model_setting_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = doctor(dir.path())
+        .env("DEFT_MODEL", "claude")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("FAIL  model       DEFT_MODEL: `claude` is not PROVIDER/NAME"),
+        "{}",
+        stdout(&output)
+    );
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[limits]\ntask_tokens = 1\n",
+    )
+    .unwrap();
+    let output = doctor(dir.path()).output().unwrap();
+    assert!(
+        stdout(&output).contains("unknown setting `limits`"),
+        "{}",
+        stdout(&output)
+    );
 }

@@ -9,6 +9,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-core", &[]),
     ("deft-store", &["deft-core"]),
     ("deft-forge", &["deft-core"]),
+    ("deft-llm", &["deft-core"]),
     ("deft-server", &["deft-core", "deft-store", "deft-forge"]),
     (
         "deft",

@@ -1,0 +1,120 @@
+//! The config file (`--config`, `DEFT_CONFIG`, or `DATA_DIR/config.toml` when present) and the
+//! model resolution that reads it together with the flags and the environment.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use deft_llm::{ModelFile, ModelInputs, Models};
+
+use crate::cli::ModelArgs;
+use crate::env_vars::DEFT_OLLAMA_URL;
+
+/// The file name looked for in the data dir.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// The sections deft reads today; anything else is refused rather than silently ignored.
+const KNOWN_SECTIONS: [&str; 1] = ["model"];
+
+#[derive(Debug, Default)]
+pub struct ConfigFile {
+    /// Where it was read from, for messages; `None` when there is no file.
+    pub path: Option<PathBuf>,
+    pub model: Option<ModelFile>,
+}
+
+/// Reads the config file. An explicit path must exist; the data dir's is optional.
+pub fn load(explicit: Option<&Path>, data_dir: &Path) -> anyhow::Result<ConfigFile> {
+    let path = match explicit {
+        Some(path) => path.to_owned(),
+        None => {
+            let path = data_dir.join(CONFIG_FILE);
+            if !path.exists() {
+                return Ok(ConfigFile::default());
+            }
+            path
+        }
+    };
+    let text = fs_err::read_to_string(&path)
+        .context("cannot read the config file; check `--config` or DEFT_CONFIG")?;
+    parse(&text, &path)
+}
+
+fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    for key in table.keys() {
+        if !KNOWN_SECTIONS.contains(&key.as_str()) {
+            bail!(
+                "{}: unknown setting `{key}`; the file may hold: {}",
+                path.display(),
+                KNOWN_SECTIONS.join(", ")
+            );
+        }
+    }
+    let model = match table.get("model") {
+        Some(value) => Some(
+            value
+                .clone()
+                .try_into::<ModelFile>()
+                .with_context(|| format!("{}: bad [model] section (keys: name, base_url, api_key, [model.planner], [model.executor])", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(ConfigFile {
+        path: Some(path.to_owned()),
+        model,
+    })
+}
+
+/// Resolves the models from the flag, the environment and the config file, probing Ollama
+/// last (SPEC §4).
+pub async fn models(args: &ModelArgs, config: &ConfigFile) -> Result<Models, deft_llm::ModelError> {
+    let inputs = ModelInputs {
+        flag: args.model.clone(),
+        env: ModelInputs::env_from_process(),
+        file: config.model.clone(),
+        file_label: config
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| CONFIG_FILE.into()),
+        ollama: None,
+    };
+    let ollama = std::env::var(DEFT_OLLAMA_URL).ok();
+    deft_llm::resolve_with_probe(inputs, ollama.as_deref()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_section_is_read_and_unknown_settings_are_refused() {
+        let path = Path::new("deft.toml");
+        let config = parse(
+            "[model]\nname = \"anthropic/x\"\n[model.planner]\nname = \"anthropic/y\"\n",
+            path,
+        )
+        .unwrap();
+        let model = config.model.unwrap();
+        assert_eq!(model.name.as_deref(), Some("anthropic/x"));
+        assert_eq!(model.planner.unwrap().name.as_deref(), Some("anthropic/y"));
+        let error = parse("[limits]\ntask_tokens = 5\n", path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "deft.toml: unknown setting `limits`; the file may hold: model"
+        );
+        let error = parse("[model]\nnmae = \"x\"\n", path).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("unknown field `nmae`"),
+            "{error:#}"
+        );
+        assert!(
+            parse("[model", path)
+                .unwrap_err()
+                .to_string()
+                .contains("is not valid TOML")
+        );
+    }
+}
