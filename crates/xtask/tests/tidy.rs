@@ -13,7 +13,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-server", &["deft-core", "deft-store", "deft-forge"]),
     (
         "deft",
-        &["deft-core", "deft-store", "deft-forge", "deft-server"],
+        &[
+            "deft-core",
+            "deft-store",
+            "deft-forge",
+            "deft-llm",
+            "deft-server",
+        ],
     ),
     ("deft-testkit", &[]),
     ("xtask", &[]),
