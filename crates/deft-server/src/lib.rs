@@ -20,10 +20,21 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 
+/// Whether a model is configured, decided at start (SPEC §4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelReadiness {
+    /// `PROVIDER/NAME` of the model tasks will use.
+    Ready { label: String },
+    /// No usable model: new tasks wait in `needs_attention` with this message, which says
+    /// what to set.
+    Missing { message: String },
+}
+
 /// What every handler shares.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
+    pub model: ModelReadiness,
     /// Cancelled when the server stops: live streams end so that shutdown does not wait on them.
     pub shutdown: CancellationToken,
     /// How often a live stream looks for events written by other processes (workers on a
@@ -32,9 +43,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, shutdown: CancellationToken) -> AppState {
+    pub fn new(store: Store, model: ModelReadiness, shutdown: CancellationToken) -> AppState {
         AppState {
             store,
+            model,
             shutdown,
             stream_poll: Duration::from_secs(1),
         }

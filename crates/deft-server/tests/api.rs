@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use deft_core::{EventKind, TaskId, Transition};
-use deft_server::AppState;
+use deft_server::{AppState, ModelReadiness};
 use deft_store::{Actor, MasterKey, Store};
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
@@ -28,6 +28,13 @@ impl Drop for TestApp {
 
 impl TestApp {
     async fn start() -> TestApp {
+        TestApp::start_with(ModelReadiness::Ready {
+            label: "anthropic/scripted".into(),
+        })
+        .await
+    }
+
+    async fn start_with(model: ModelReadiness) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_data_dir(dir.path(), MasterKey::generate())
             .await
@@ -36,7 +43,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let mut state = AppState::new(store.clone(), shutdown.clone());
+        let mut state = AppState::new(store.clone(), model, shutdown.clone());
         state.stream_poll = Duration::from_millis(200);
         tokio::spawn(deft_server::serve(listener, state));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -889,4 +896,47 @@ async fn live_streams_deliver_every_event_exactly_once_in_order() {
     let expected: Vec<i64> = (1..=total).collect();
     assert_eq!(early, expected);
     assert_eq!(late, expected);
+}
+
+#[tokio::test]
+async fn without_a_model_a_new_task_says_what_to_set() {
+    let message = "no model is configured; set DEFT_MODEL=PROVIDER/NAME";
+    let app = TestApp::start_with(ModelReadiness::Missing {
+        message: message.into(),
+    })
+    .await;
+    let repo = app.git_repo("widgets");
+    let (status, task) = app
+        .post(
+            &app.admin,
+            "/tasks",
+            json!({"description": "x", "repos": [repo]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(task["state"], "needs_attention");
+    assert_eq!(
+        task["attention"],
+        json!({"kind": "error", "message": message})
+    );
+    let health: Value = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["model"], json!({"ready": false, "message": message}));
+    // Once the owner has set the model, answering puts the task back in the queue.
+    let id = task["id"].as_str().unwrap();
+    let (_, answered) = app
+        .post(
+            &app.admin,
+            &format!("/tasks/{id}/answer"),
+            json!({"message": "model set"}),
+        )
+        .await;
+    assert_eq!(answered["state"], "queued");
 }

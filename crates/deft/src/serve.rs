@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use deft_server::AppState;
+use deft_server::{AppState, ModelReadiness};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DataArgs, ModelArgs};
@@ -19,8 +19,8 @@ pub async fn run(listen: &str, data: &DataArgs, model: &ModelArgs) -> anyhow::Re
     init_logging("info");
     let (dir, store) = local::open_store(data).await?;
     let config = config::load(model.config.as_deref(), &dir)?;
-    // No model is not a crash: the server runs, and says what to set.
-    match config::models(model, &config).await {
+    // No model is not a crash: the server runs, and new tasks say what to set.
+    let readiness = match config::models(model, &config).await {
         Ok(models) => {
             let default = &models.default;
             eprintln!(
@@ -29,9 +29,17 @@ pub async fn run(listen: &str, data: &DataArgs, model: &ModelArgs) -> anyhow::Re
                 default.source,
                 default.base_url
             );
+            ModelReadiness::Ready {
+                label: default.label(),
+            }
         }
-        Err(error) => eprintln!("model: none usable yet: {error}"),
-    }
+        Err(error) => {
+            eprintln!("model: none usable: {error}");
+            ModelReadiness::Missing {
+                message: format!("{error}; then restart `deft serve` and answer this task"),
+            }
+        }
+    };
     if let Some(admin) = store.bootstrap_admin().await? {
         let path = local::write_admin_token(&dir, &admin.token)?;
         eprintln!(
@@ -51,7 +59,7 @@ pub async fn run(listen: &str, data: &DataArgs, model: &ModelArgs) -> anyhow::Re
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    deft_server::serve(listener, AppState::new(store.clone(), shutdown)).await?;
+    deft_server::serve(listener, AppState::new(store.clone(), readiness, shutdown)).await?;
     store.close().await;
     eprintln!("deft stopped");
     Ok(ExitCode::SUCCESS)

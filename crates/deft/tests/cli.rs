@@ -30,6 +30,10 @@ impl Server {
             .arg(data_dir)
             .env_remove("DEFT_DATABASE_URL")
             .env_remove("DEFT_MASTER_KEY")
+            .env_remove("DEFT_CONFIG")
+            // A model is configured (never called: nothing runs tasks yet), so new tasks queue.
+            .env("DEFT_MODEL", "openai-compatible/scripted")
+            .env("DEFT_MODEL_BASE_URL", "http://127.0.0.1:9/v1")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -114,7 +114,8 @@ pub async fn create_task(
         chat_id: Some(chat.id),
         approve_plan: body.approve_plan,
     };
-    let task = app.store.create_task(&user.id, new).await?;
+    let task =
+        crate::routes::tasks::created(&app, app.store.create_task(&user.id, new).await?).await?;
     let names = views::repo_names(app.store.list_repositories(&user.id).await?);
     Ok((StatusCode::CREATED, Json(views::task(task, &names))))
 }

@@ -51,10 +51,14 @@ pub fn health() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz))
 }
 
-/// Liveness that means it: the database answers.
+/// Liveness that means it: the database answers. It also says which model tasks will use.
 async fn healthz(State(app): State<AppState>) -> Response {
+    let model = match &app.model {
+        crate::ModelReadiness::Ready { label } => json!({ "ready": true, "name": label }),
+        crate::ModelReadiness::Missing { message } => json!({ "ready": false, "message": message }),
+    };
     match app.store.ping().await {
-        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Ok(()) => Json(json!({ "status": "ok", "model": model })).into_response(),
         Err(error) => {
             tracing::error!(error = %error, "health check failed");
             let message = "the database does not answer; see the server log";

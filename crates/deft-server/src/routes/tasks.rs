@@ -38,9 +38,30 @@ pub async fn create(
         chat_id,
         approve_plan: body.approve_plan,
     };
-    let task = app.store.create_task(&user.id, new).await?;
+    let task = created(&app, app.store.create_task(&user.id, new).await?).await?;
     let names = views::repo_names(app.store.list_repositories(&user.id).await?);
     Ok((StatusCode::CREATED, Json(views::task(task, &names))))
+}
+
+/// A new task cannot start without a model: say so on the task at once, with what to set,
+/// rather than leave it queued for nothing (SPEC §4).
+pub async fn created(app: &AppState, task: deft_core::Task) -> Result<deft_core::Task, ApiError> {
+    let crate::ModelReadiness::Missing { message } = &app.model else {
+        return Ok(task);
+    };
+    let attention = deft_core::Attention {
+        kind: deft_core::AttentionKind::Error,
+        message: message.clone(),
+    };
+    Ok(app
+        .store
+        .transition(
+            Actor::Deft,
+            &task.id,
+            Transition::NeedAttention(attention),
+            None,
+        )
+        .await?)
 }
 
 #[derive(Debug, Deserialize)]
