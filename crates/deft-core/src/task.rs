@@ -357,6 +357,101 @@ mod tests {
         );
     }
 
+    /// Every state against every transition: the whole table, written out, so that an
+    /// added or missing rule anywhere shows up here.
+    #[test]
+    fn the_whole_transition_table() {
+        use TaskState::*;
+        let states = [
+            TaskStatus::Queued,
+            TaskStatus::InProgress,
+            TaskStatus::NeedsAttention(question()),
+            TaskStatus::NeedsAttention(plan_approval()),
+            TaskStatus::Completed,
+            TaskStatus::Cancelled,
+        ];
+        let transitions = [
+            Transition::Start,
+            Transition::Complete,
+            Transition::NeedAttention(question()),
+            Transition::Answer,
+            Transition::Approve,
+            Transition::Feedback,
+            Transition::Steer,
+            Transition::Requeue,
+            Transition::Cancel,
+        ];
+        // Rows follow `states`, columns follow `transitions`; `None` is a refusal.
+        let expected: [[Option<TaskState>; 9]; 6] = [
+            // start        complete         attention             answer        approve       feedback      steer              requeue       cancel
+            [
+                Some(InProgress),
+                None,
+                Some(NeedsAttention),
+                None,
+                None,
+                None,
+                Some(Queued),
+                None,
+                Some(Cancelled),
+            ],
+            [
+                None,
+                Some(Completed),
+                Some(NeedsAttention),
+                None,
+                None,
+                None,
+                Some(InProgress),
+                Some(Queued),
+                Some(Cancelled),
+            ],
+            [
+                None,
+                None,
+                None,
+                Some(Queued),
+                None,
+                None,
+                Some(Queued),
+                None,
+                Some(Cancelled),
+            ],
+            [
+                None,
+                None,
+                None,
+                Some(Queued),
+                Some(Queued),
+                None,
+                Some(Queued),
+                None,
+                Some(Cancelled),
+            ],
+            [
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some(Queued),
+                Some(Queued),
+                None,
+                Some(Cancelled),
+            ],
+            [None, None, None, None, None, None, None, None, None],
+        ];
+        for (row, from) in states.iter().enumerate() {
+            for (column, transition) in transitions.iter().enumerate() {
+                let got = from
+                    .apply(transition.clone())
+                    .ok()
+                    .map(|status| status.state());
+                assert_eq!(got, expected[row][column], "{from:?} --{transition:?}-->");
+            }
+        }
+    }
+
     #[test]
     fn refusals_say_why_and_what_to_do() {
         check(

@@ -18,8 +18,40 @@ pub struct LocalRepository {
     pub default_branch: String,
 }
 
+/// Where local repositories may be registered from. A server shared by several people names
+/// its repository directories, so that nobody registers (and later pushes to) a repository
+/// elsewhere on the machine, someone else's included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalRoots(Option<Vec<PathBuf>>);
+
+impl LocalRoots {
+    /// No restriction (the caller decides who may use that).
+    pub fn unrestricted() -> LocalRoots {
+        LocalRoots(None)
+    }
+
+    pub fn only(roots: Vec<PathBuf>) -> LocalRoots {
+        LocalRoots(Some(roots))
+    }
+
+    pub fn is_restricted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn admits(&self, path: &Path) -> bool {
+        match &self.0 {
+            None => true,
+            Some(roots) => roots.iter().any(|root| path.starts_with(root)),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {
+    #[error(
+        "`{path}` is not under the directories this server allows for local repositories; ask its administrator, who sets them with `[forge] local_roots`"
+    )]
+    OutsideRoots { path: String },
     #[error("`{path}` is not an absolute path; give the repository's full path on the server")]
     NotAbsolute { path: String },
     #[error("`{path}` does not exist on the server ({source}); check the path")]
@@ -38,6 +70,32 @@ pub enum ForgeError {
     NoDefaultBranch { path: String },
     #[error("cannot run `git` ({0}); install git (`apt-get install git`)")]
     GitMissing(#[source] std::io::Error),
+}
+
+/// [`inspect_local`] for a path that must lie under `roots`: checked on the path as written,
+/// before the file system is touched (so a refused path reveals nothing about what exists),
+/// and again after symlinks are resolved.
+pub async fn inspect_local_within(
+    path: &str,
+    roots: &LocalRoots,
+) -> Result<LocalRepository, ForgeError> {
+    let outside = || ForgeError::OutsideRoots {
+        path: path.to_owned(),
+    };
+    let written = Path::new(path);
+    if roots.is_restricted()
+        && (written
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+            || !roots.admits(written))
+    {
+        return Err(outside());
+    }
+    let repo = inspect_local(path).await?;
+    if !roots.admits(&repo.path) {
+        return Err(outside());
+    }
+    Ok(repo)
 }
 
 /// Checks that `path` is the top of a git repository (work tree or bare) and reads its name and
@@ -163,6 +221,43 @@ mod tests {
         assert_eq!(
             (bare.name.as_str(), bare.default_branch.as_str()),
             ("gadgets", "trunk")
+        );
+    }
+
+    #[tokio::test]
+    async fn roots_admit_only_what_lies_under_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("git");
+        let inside = root.join("widgets");
+        let outside = dir.path().join("elsewhere");
+        for repo in [&inside, &outside] {
+            std::fs::create_dir_all(repo).unwrap();
+            sh(repo, INIT);
+        }
+        std::os::unix::fs::symlink(&outside, root.join("sneaky")).unwrap();
+        let roots = LocalRoots::only(vec![root.canonicalize().unwrap()]);
+        let root = root.canonicalize().unwrap();
+        assert!(
+            inspect_local_within(root.join("widgets").to_str().unwrap(), &roots)
+                .await
+                .is_ok()
+        );
+        for refused in [
+            outside.display().to_string(),
+            root.join("sneaky").display().to_string(),
+            format!("{}/../elsewhere", root.display()),
+            "/nonexistent/anything".to_owned(),
+        ] {
+            let error = inspect_local_within(&refused, &roots).await.unwrap_err();
+            assert!(
+                matches!(error, ForgeError::OutsideRoots { .. }),
+                "{refused}: {error}"
+            );
+        }
+        assert!(
+            inspect_local_within(outside.to_str().unwrap(), &LocalRoots::unrestricted())
+                .await
+                .is_ok()
         );
     }
 

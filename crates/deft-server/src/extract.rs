@@ -1,6 +1,6 @@
 //! Request extractors whose rejections speak the API's error envelope instead of plain text.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -46,6 +46,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send the body as JSON with `Content-Type: application/json`",
         ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is larger than 1 MiB; send less",
+        ),
         other => ApiError::new(
             other.status(),
             "bad_request",
@@ -70,6 +75,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
                     StatusCode::BAD_REQUEST,
                     "invalid_input",
                     format!("bad query parameters: {}", rejection.body_text()),
+                )
+            })
+    }
+}
+
+/// Path parameters. One that is not valid (bad UTF-8, say) is a 400 in the API's shape.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection: PathRejection| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_input",
+                    format!(
+                        "bad path: {}; ids are the strings the API returned",
+                        rejection.body_text()
+                    ),
                 )
             })
     }

@@ -35,6 +35,8 @@ pub enum ModelReadiness {
 pub struct AppState {
     pub store: Store,
     pub model: ModelReadiness,
+    /// Where local repositories may be registered from; unrestricted means admins only.
+    pub local_roots: deft_forge::LocalRoots,
     /// Cancelled when the server stops: live streams end so that shutdown does not wait on them.
     pub shutdown: CancellationToken,
     /// How often a live stream looks for events written by other processes (workers on a
@@ -47,6 +49,7 @@ impl AppState {
         AppState {
             store,
             model,
+            local_roots: deft_forge::LocalRoots::unrestricted(),
             shutdown,
             stream_poll: Duration::from_secs(1),
         }

@@ -72,6 +72,15 @@ impl MasterKey {
         }
     }
 
+    /// Names the key without revealing it: stored in the database to catch a wrong key.
+    pub(crate) fn fingerprint(&self) -> String {
+        use sha2::{Digest as _, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"deft master key fingerprint v1\0");
+        hasher.update(self.0);
+        hex::encode(hasher.finalize())
+    }
+
     pub(crate) fn seal(&self, context: &str, plaintext: &[u8]) -> (String, String) {
         let cipher = Aes256Gcm::new((&self.0).into());
         let mut nonce = [0u8; 12];

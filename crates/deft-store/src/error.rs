@@ -34,6 +34,10 @@ pub enum StoreError {
     #[error("cannot apply the database migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error(
+        "this database's secrets were sealed with another master key; set `DEFT_MASTER_KEY` to that key (every machine sharing one database needs the same one), or restore the data dir's `master-key`"
+    )]
+    MasterKeyMismatch,
+    #[error(
         "a secret cannot be opened with this master key; set `DEFT_MASTER_KEY` to the key it was sealed with"
     )]
     SecretKeyMismatch,

@@ -36,6 +36,29 @@ impl EventBus {
             .subscribe()
     }
 
+    /// Called by a subscriber about to drop its receiver: forgets the task when that receiver
+    /// is the last, so that tasks streamed once do not stay in the map.
+    pub fn release(&self, task: &TaskId) {
+        let mut senders = self
+            .senders
+            .lock()
+            .expect("event bus lock is never held across a panic");
+        if senders
+            .get(task)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            senders.remove(task);
+        }
+    }
+
+    /// How many tasks have live subscribers (for tests and metrics).
+    pub fn watched_tasks(&self) -> usize {
+        self.senders
+            .lock()
+            .expect("event bus lock is never held across a panic")
+            .len()
+    }
+
     fn published(&self, task: &TaskId, seq: i64) {
         let mut senders = self
             .senders

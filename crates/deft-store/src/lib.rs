@@ -20,7 +20,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Executor, Row as _};
 
 pub use cipher::{MASTER_KEY_FILE, MasterKey, MasterKeyError, write_private_file};
 pub use error::StoreError;
@@ -131,6 +131,7 @@ impl Store {
             events: EventBus::default(),
         };
         store.migrate().await?;
+        store.check_master_key().await?;
         Ok(store)
     }
 
@@ -155,18 +156,51 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         use sqlx::migrate::{Migration, MigrationType, Migrator};
-        let migrations = vec![Migration::new(
-            1,
-            "initial".into(),
-            MigrationType::Simple,
-            sqlx::AssertSqlSafe(include_str!("../migrations/0001_initial.sql")).into_sql_str(),
-            false,
-        )];
+        let migrations = [
+            (1, "initial", include_str!("../migrations/0001_initial.sql")),
+            (
+                2,
+                "settings",
+                include_str!("../migrations/0002_settings.sql"),
+            ),
+        ]
+        .into_iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                version,
+                description.into(),
+                MigrationType::Simple,
+                sqlx::AssertSqlSafe(sql).into_sql_str(),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
         let migrator = Migrator {
             migrations: std::borrow::Cow::Owned(migrations),
             ..Migrator::DEFAULT
         };
         migrator.run(&self.pool).await.map_err(StoreError::Migrate)
+    }
+
+    /// Records the master key's fingerprint on first use and refuses any other key after.
+    async fn check_master_key(&self) -> Result<(), StoreError> {
+        let fingerprint = self.key.fingerprint();
+        sqlx::query(
+            "INSERT INTO deft_settings (name, value) VALUES ('master_key_fingerprint', $1) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&fingerprint)
+        .execute(&self.pool)
+        .await?;
+        let stored: String =
+            sqlx::query("SELECT value FROM deft_settings WHERE name = 'master_key_fingerprint'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("value")?;
+        if stored != fingerprint {
+            return Err(StoreError::MasterKeyMismatch);
+        }
+        Ok(())
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {

@@ -24,6 +24,23 @@ fn corrupt(what: &str, error: ValidationError) -> StoreError {
     }
 }
 
+fn environment_from_row(row: &sqlx::any::AnyRow) -> Result<Environment, StoreError> {
+    let level: String = row.try_get("network_level")?;
+    let allow: String = row.try_get("network_allow")?;
+    let env: String = row.try_get("env")?;
+    let mcp: String = row.try_get("mcp")?;
+    let level =
+        NetworkLevel::parse(&level, "network.level").map_err(|e| corrupt("network level", e))?;
+    let allow: Vec<String> = from_json(&allow, "allow-list")?;
+    Ok(Environment {
+        network: NetworkPolicy::new(level, &allow).map_err(|e| corrupt("allow-list", e))?,
+        env: EnvVars::new(from_json::<BTreeMap<String, String>>(&env, "env vars")?)
+            .map_err(|e| corrupt("env vars", e))?,
+        mcp: McpConfig::from_json(&from_json(&mcp, "MCP configuration")?)
+            .map_err(|e| corrupt("MCP configuration", e))?,
+    })
+}
+
 /// Secrets are bound to their owner and name: a sealed value moved elsewhere will not open.
 fn secret_context(user: &UserId, name: &str) -> String {
     format!("deft-secret\0{user}\0{name}")
@@ -38,45 +55,77 @@ impl Store {
         .bind(user.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Ok(Environment::default());
-        };
-        let level: String = row.try_get("network_level")?;
-        let allow: String = row.try_get("network_allow")?;
-        let env: String = row.try_get("env")?;
-        let mcp: String = row.try_get("mcp")?;
-        let level = NetworkLevel::parse(&level, "network.level")
-            .map_err(|e| corrupt("network level", e))?;
-        let allow: Vec<String> = from_json(&allow, "allow-list")?;
-        Ok(Environment {
-            network: NetworkPolicy::new(level, &allow).map_err(|e| corrupt("allow-list", e))?,
-            env: EnvVars::new(from_json::<BTreeMap<String, String>>(&env, "env vars")?)
-                .map_err(|e| corrupt("env vars", e))?,
-            mcp: McpConfig::from_json(&from_json(&mcp, "MCP configuration")?)
-                .map_err(|e| corrupt("MCP configuration", e))?,
-        })
+        match row {
+            Some(row) => environment_from_row(&row),
+            None => Ok(Environment::default()),
+        }
     }
 
+    /// Replaces the user's environment.
     pub async fn put_environment(
         &self,
         user: &UserId,
         environment: &Environment,
     ) -> Result<(), StoreError> {
+        self.update_environment(user, |current| {
+            *current = environment.clone();
+            Ok(())
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Changes the user's environment with `change`, in one write transaction holding the
+    /// row, so that two concurrent partial updates (the network from one client, an env var
+    /// from another) both land. An error from `change` stores nothing.
+    pub async fn update_environment<F>(
+        &self,
+        user: &UserId,
+        change: F,
+    ) -> Result<Environment, StoreError>
+    where
+        F: FnOnce(&mut Environment) -> Result<(), StoreError>,
+    {
+        let mut tx = self.begin_write().await?;
+        let now = Timestamp::now().unix_millis();
+        let defaults = Environment::default();
         sqlx::query(
             "INSERT INTO environments (user_id, network_level, network_allow, env, mcp, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET \
-             network_level = excluded.network_level, network_allow = excluded.network_allow, \
-             env = excluded.env, mcp = excluded.mcp, updated_at = excluded.updated_at",
+             VALUES ($1, $2, '[]', '{}', $3, $4) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user.as_str())
+        .bind(defaults.network.level.as_str())
+        .bind(defaults.mcp.to_json().to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // A no-op UPDATE to read the row under its write lock (PostgreSQL); SQLite's
+        // `BEGIN IMMEDIATE` already serialises writers.
+        let row = sqlx::query(
+            "UPDATE environments SET updated_at = updated_at WHERE user_id = $1 \
+             RETURNING network_level, network_allow, env, mcp",
+        )
+        .bind(user.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut environment = environment_from_row(&row)?;
+        change(&mut environment)?;
+        sqlx::query(
+            "UPDATE environments SET network_level = $2, network_allow = $3, env = $4, mcp = $5, \
+             updated_at = $6 WHERE user_id = $1",
         )
         .bind(user.as_str())
         .bind(environment.network.level.as_str())
-        .bind(serde_json::to_string(&environment.network.allow_strings()).expect("strings serialize"))
+        .bind(
+            serde_json::to_string(&environment.network.allow_strings()).expect("strings serialize"),
+        )
         .bind(serde_json::to_string(environment.env.as_map()).expect("strings serialize"))
         .bind(environment.mcp.to_json().to_string())
-        .bind(Timestamp::now().unix_millis())
-        .execute(&self.pool)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(environment)
     }
 
     /// Seals and stores a secret, replacing any value it had.

@@ -270,17 +270,38 @@ impl Store {
     /// Records the plan and shows it in the log.
     pub async fn set_plan(&self, id: &TaskId, plan: &Plan) -> Result<Event, StoreError> {
         let mut tx = self.begin_write().await?;
-        let text = serde_json::to_string(plan).expect("plans serialize");
-        sqlx::query("UPDATE tasks SET plan = $2 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(text)
-            .execute(&mut *tx)
-            .await?;
-        let data = serde_json::to_value(plan).expect("plans serialize");
-        let event = append_in(&mut tx, id, EventKind::Plan, data, Timestamp::now()).await?;
+        let event = set_plan_in(&mut tx, id, plan).await?;
         tx.commit().await?;
         self.published(&event);
         Ok(event)
+    }
+
+    /// The owner approves the plan waiting for approval, edited or not, in one transaction:
+    /// no worker can pick the task up between the approval and the edited plan.
+    pub async fn approve_plan(
+        &self,
+        user: &UserId,
+        id: &TaskId,
+        edited: Option<&Plan>,
+        note: (EventKind, serde_json::Value),
+    ) -> Result<Task, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let (owner, mut events) = transition_in(
+            &mut tx,
+            Actor::Owner(user),
+            id,
+            Transition::Approve,
+            Some(note),
+        )
+        .await?;
+        if let Some(plan) = edited {
+            events.push(set_plan_in(&mut tx, id, plan).await?);
+        }
+        tx.commit().await?;
+        for event in &events {
+            self.published(event);
+        }
+        self.task(&owner, id).await
     }
 
     /// Opens or updates the task's pull request for one repository (one per repository).
@@ -423,14 +444,19 @@ pub(crate) async fn transition_in(
     transition: Transition,
     note: Option<(EventKind, serde_json::Value)>,
 ) -> Result<(UserId, Vec<Event>), StoreError> {
+    // A no-op UPDATE rather than a SELECT: it takes the row's write lock on PostgreSQL (and
+    // re-reads the row if another transaction changed it meanwhile), so two transitions of one
+    // task never both start from the same state. SQLite's `BEGIN IMMEDIATE` already serialises.
     let row = match actor {
         Actor::Owner(user) => sqlx::query(
-            "SELECT user_id, state, attention_kind, attention_message FROM tasks WHERE id = $1 AND user_id = $2",
+            "UPDATE tasks SET last_seq = last_seq WHERE id = $1 AND user_id = $2 \
+             RETURNING user_id, state, attention_kind, attention_message",
         )
         .bind(id.as_str())
         .bind(user.as_str()),
         Actor::Deft => sqlx::query(
-            "SELECT user_id, state, attention_kind, attention_message FROM tasks WHERE id = $1",
+            "UPDATE tasks SET last_seq = last_seq WHERE id = $1 \
+             RETURNING user_id, state, attention_kind, attention_message",
         )
         .bind(id.as_str()),
     }
@@ -471,4 +497,18 @@ pub(crate) async fn transition_in(
         events.push(append_in(tx, id, EventKind::StateChanged, data, now).await?);
     }
     Ok((owner, events))
+}
+
+async fn set_plan_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &TaskId,
+    plan: &Plan,
+) -> Result<Event, StoreError> {
+    sqlx::query("UPDATE tasks SET plan = $2 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(serde_json::to_string(plan).expect("plans serialize"))
+        .execute(&mut **tx)
+        .await?;
+    let data = serde_json::to_value(plan).expect("plans serialize");
+    append_in(tx, id, EventKind::Plan, data, Timestamp::now()).await
 }

@@ -65,29 +65,10 @@ pub fn validate_user_name(name: &str) -> Result<(), ValidationError> {
 
 impl Store {
     pub async fn create_user(&self, name: &str, is_admin: bool) -> Result<User, StoreError> {
-        validate_user_name(name)?;
-        let user = User {
-            id: UserId::generate(),
-            name: name.to_owned(),
-            is_admin,
-            created_at: Timestamp::now(),
-        };
-        let result = sqlx::query(
-            "INSERT INTO users (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(user.id.as_str())
-        .bind(&user.name)
-        .bind(i64::from(is_admin))
-        .bind(user.created_at.unix_millis())
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(user),
-            Err(error) if StoreError::is_unique_violation(&error) => Err(StoreError::Conflict {
-                message: format!("a user named `{name}` already exists; pick another name"),
-            }),
-            Err(error) => Err(error.into()),
-        }
+        let mut tx = self.begin_write().await?;
+        let user = insert_user(&mut tx, name, is_admin).await?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     pub async fn user_by_name(&self, name: &str) -> Result<User, StoreError> {
@@ -109,39 +90,32 @@ impl Store {
     /// On an empty database, creates the `admin` user and a token for it. Returns the token
     /// only when it made one: a later start leaves the existing accounts alone.
     pub async fn bootstrap_admin(&self) -> Result<Option<NewToken>, StoreError> {
-        if self.user_count().await? > 0 {
+        // One transaction: an admin without its token would lock the owner out, since later
+        // starts see users and make no new admin.
+        let mut tx = self.begin_write().await?;
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if count > 0 {
             return Ok(None);
         }
-        let admin = match self.create_user("admin", true).await {
+        let admin = match insert_user(&mut tx, "admin", true).await {
             Ok(admin) => admin,
             // Another process bootstrapped the same database a moment ago.
             Err(StoreError::Conflict { .. }) => return Ok(None),
             Err(error) => return Err(error),
         };
-        self.create_token(&admin, "first start").await.map(Some)
+        let token = insert_token(&mut tx, &admin, "first start").await?;
+        tx.commit().await?;
+        Ok(Some(token))
     }
 
     pub async fn create_token(&self, user: &User, label: &str) -> Result<NewToken, StoreError> {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
-        let id = TokenId::generate();
-        sqlx::query(
-            "INSERT INTO api_tokens (id, user_id, token_hash, label, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id.as_str())
-        .bind(user.id.as_str())
-        .bind(hash_token(&token))
-        .bind(label)
-        .bind(Timestamp::now().unix_millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(NewToken {
-            id,
-            user: user.clone(),
-            token,
-        })
+        let mut tx = self.begin_write().await?;
+        let token = insert_token(&mut tx, user, label).await?;
+        tx.commit().await?;
+        Ok(token)
     }
 
     /// The user a bearer token belongs to, or `None` for an unknown token.
@@ -158,4 +132,60 @@ impl Store {
         .await?;
         row.as_ref().map(user_from_row).transpose()
     }
+}
+
+async fn insert_user(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    name: &str,
+    is_admin: bool,
+) -> Result<User, StoreError> {
+    validate_user_name(name)?;
+    let user = User {
+        id: UserId::generate(),
+        name: name.to_owned(),
+        is_admin,
+        created_at: Timestamp::now(),
+    };
+    let result =
+        sqlx::query("INSERT INTO users (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(user.id.as_str())
+            .bind(&user.name)
+            .bind(i64::from(is_admin))
+            .bind(user.created_at.unix_millis())
+            .execute(&mut **tx)
+            .await;
+    match result {
+        Ok(_) => Ok(user),
+        Err(error) if StoreError::is_unique_violation(&error) => Err(StoreError::Conflict {
+            message: format!("a user named `{name}` already exists; pick another name"),
+        }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn insert_token(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user: &User,
+    label: &str,
+) -> Result<NewToken, StoreError> {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
+    let id = TokenId::generate();
+    sqlx::query(
+        "INSERT INTO api_tokens (id, user_id, token_hash, label, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id.as_str())
+    .bind(user.id.as_str())
+    .bind(hash_token(&token))
+    .bind(label)
+    .bind(Timestamp::now().unix_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(NewToken {
+        id,
+        user: user.clone(),
+        token,
+    })
 }

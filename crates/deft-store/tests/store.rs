@@ -48,10 +48,15 @@ on_both!(
     learnings_are_listed_and_deleted_by_their_owner,
     usage_adds_up_per_task_and_per_user,
     pull_requests_are_one_per_repository,
+    concurrent_transitions_of_one_task_never_both_win,
+    concurrent_partial_environment_updates_all_land,
+    approval_and_the_edited_plan_land_together,
 );
 
 async fn open(db: &TestDatabase) -> Store {
-    Store::open(&db.url, MasterKey::generate())
+    // One fixed key, so that a test can reopen its database.
+    let key = MasterKey::from_hex(&"11".repeat(32)).unwrap();
+    Store::open(&db.url, key)
         .await
         .expect("the test database opens")
 }
@@ -754,4 +759,171 @@ async fn reopening_sqlite_keeps_everything() {
 #[tokio::test]
 async fn reopening_postgres_keeps_everything() {
     reopen_keeps_everything(TestDatabase::postgres().await).await;
+}
+
+async fn concurrent_transitions_of_one_task_never_both_win(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        tasks.push(
+            store
+                .create_task(&ada.id, new_task(&format!("t{n}"), &repo))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // Three cancels and three starts race on every task.
+    let mut racers = Vec::new();
+    for task in &tasks {
+        for n in 0..6 {
+            let store = store.clone();
+            let task = task.clone();
+            let ada = ada.id.clone();
+            racers.push(tokio::spawn(async move {
+                let (transition, actor) = if n % 2 == 0 {
+                    (Transition::Cancel, Actor::Owner(&ada))
+                } else {
+                    (Transition::Start, Actor::Deft)
+                };
+                let won = store
+                    .transition(actor, &task, transition, None)
+                    .await
+                    .is_ok();
+                (n % 2 == 0, won)
+            }));
+        }
+    }
+    let (mut cancels, mut starts) = (0, 0);
+    for racer in racers {
+        match racer.await.unwrap() {
+            (true, true) => cancels += 1,
+            (false, true) => starts += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(cancels, tasks.len(), "exactly one cancel per task wins");
+    assert!(
+        starts <= tasks.len(),
+        "at most one start per task wins, {starts} did"
+    );
+    for task in &tasks {
+        let shown = store.task(&ada.id, task).await.unwrap();
+        assert_eq!(
+            shown.state(),
+            TaskState::Cancelled,
+            "a start never undoes a cancel"
+        );
+        let states: Vec<String> = store
+            .events_after(&ada.id, task, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == EventKind::StateChanged)
+            .map(|e| format!("{}>{}", e.data["from"], e.data["to"]))
+            .collect();
+        assert!(
+            states.len() <= 2 && states.last().unwrap().ends_with("\"cancelled\""),
+            "{states:?}"
+        );
+    }
+}
+
+async fn concurrent_partial_environment_updates_all_land(store: Store) {
+    let (ada, _) = user_with_repo(&store, "ada").await;
+    let writers: Vec<_> = (0..8)
+        .map(|n| {
+            let store = store.clone();
+            let ada = ada.id.clone();
+            tokio::spawn(async move {
+                store
+                    .update_environment(&ada, |environment| {
+                        let mut vars = environment.env.as_map().clone();
+                        vars.insert(format!("VAR_{n}"), n.to_string());
+                        environment.env = EnvVars::new(vars)?;
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(
+        store.environment(&ada.id).await.unwrap().env.as_map().len(),
+        8
+    );
+    // A refused change stores nothing.
+    let error = store
+        .update_environment(&ada.id, |environment| {
+            environment.env = EnvVars::new(BTreeMap::new())?;
+            Err(deft_core::ValidationError::new("env.X", "refused").into())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Invalid(_)));
+    assert_eq!(
+        store.environment(&ada.id).await.unwrap().env.as_map().len(),
+        8
+    );
+}
+
+async fn approval_and_the_edited_plan_land_together(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("x", &repo))
+        .await
+        .unwrap()
+        .id;
+    let plan = Plan {
+        requirements: vec!["r".into()],
+        acceptance_criteria: vec!["a".into()],
+        steps: vec!["edited".into()],
+    };
+    let note = (EventKind::UserMessage, json!({"kind": "approval"}));
+    // Not waiting for approval: refused, and the plan is not stored either.
+    let error = store
+        .approve_plan(&ada.id, &task, Some(&plan), note.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Transition(_)));
+    assert_eq!(store.task(&ada.id, &task).await.unwrap().plan, None);
+    store
+        .transition(Actor::Deft, &task, Transition::Start, None)
+        .await
+        .unwrap();
+    let waiting = Attention {
+        kind: AttentionKind::PlanApproval,
+        message: "approve?".into(),
+    };
+    store
+        .transition(Actor::Deft, &task, Transition::NeedAttention(waiting), None)
+        .await
+        .unwrap();
+    let approved = store
+        .approve_plan(&ada.id, &task, Some(&plan), note)
+        .await
+        .unwrap();
+    assert_eq!(
+        (approved.state(), approved.plan),
+        (TaskState::Queued, Some(plan))
+    );
+}
+
+#[tokio::test]
+async fn another_master_key_is_refused_at_open() {
+    let db = TestDatabase::sqlite();
+    let store = open(&db).await;
+    store.close().await;
+    let error = Store::open(&db.url, MasterKey::generate())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::MasterKeyMismatch), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("set `DEFT_MASTER_KEY` to that key")
+    );
 }

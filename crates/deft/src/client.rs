@@ -269,36 +269,53 @@ fn print_task(task: &Value) {
 
 /// The state changes after which following a task's log stops: it is done, or waits for you.
 fn ends_follow(event: &Value) -> bool {
-    event["kind"] == "state_changed"
-        && matches!(
-            event["data"]["to"].as_str(),
-            Some("completed" | "cancelled" | "needs_attention")
-        )
+    event["kind"] == "state_changed" && is_final_for_follow(event["data"]["to"].as_str())
+}
+
+/// Events per page when reading the backlog.
+const LOG_PAGE: i64 = 1000;
+
+/// Prints every event after `last`, page by page, moving `last` on. Returns the destination of
+/// the last state change printed, if any.
+async fn print_backlog(
+    client: &Client,
+    id: &str,
+    last: &mut i64,
+) -> anyhow::Result<Option<String>> {
+    let mut state = None;
+    loop {
+        let path = format!("/tasks/{id}/events?after={last}&limit={LOG_PAGE}");
+        let page = client.call(Method::GET, &path, None).await?;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        for event in &events {
+            print_event(client, event);
+            *last = event["seq"].as_i64().unwrap_or(*last);
+            if event["kind"] == "state_changed" {
+                state = event["data"]["to"].as_str().map(str::to_owned);
+            }
+        }
+        if (events.len() as i64) < LOG_PAGE {
+            return Ok(state);
+        }
+    }
+}
+
+fn is_final_for_follow(state: Option<&str>) -> bool {
+    matches!(state, Some("completed" | "cancelled" | "needs_attention"))
 }
 
 async fn logs(client: &Client, id: &str, after: i64, follow: bool) -> anyhow::Result<ExitCode> {
-    let page = client
-        .call(
-            Method::GET,
-            &format!("/tasks/{id}/events?after={after}"),
-            None,
-        )
-        .await?;
     let mut last = after;
-    for event in page["events"].as_array().into_iter().flatten() {
-        print_event(client, event);
-        last = event["seq"].as_i64().unwrap_or(last);
-    }
-    if !follow {
+    let seen = print_backlog(client, id, &mut last).await?;
+    if !follow || is_final_for_follow(seen.as_deref()) {
         return Ok(ExitCode::SUCCESS);
     }
     let task = client
         .call(Method::GET, &format!("/tasks/{id}"), None)
         .await?;
-    if matches!(
-        task["state"].as_str(),
-        Some("completed" | "cancelled" | "needs_attention")
-    ) {
+    if is_final_for_follow(task["state"].as_str()) {
+        // It ended while the backlog was read: print what came after it, then stop.
+        print_backlog(client, id, &mut last).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut backoff = Duration::from_millis(250);
@@ -427,40 +444,50 @@ pub async fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
-    let (server, change) = match &command {
+    // One variable at a time on the server, so two people changing different variables at
+    // once do not undo each other.
+    let (client, environment) = match &command {
         EnvCommand::Set {
             name,
             value,
             server,
-        } => (server, Some((name.clone(), Some(value.clone())))),
-        EnvCommand::Rm { name, server } => (server, Some((name.clone(), None))),
-        EnvCommand::List { server } => (server, None),
-    };
-    let client = Client::new(server)?;
-    let environment = client
-        .call(Method::GET, "/settings/environment", None)
-        .await?;
-    let mut env = environment["env"].as_object().cloned().unwrap_or_default();
-    if let Some((name, value)) = change {
-        match value {
-            Some(value) => {
-                env.insert(name.clone(), Value::String(value));
-            }
-            None => {
-                if env.remove(&name).is_none() {
-                    bail!("no environment variable named `{name}`; see them with `deft env list`");
-                }
-            }
+        } => {
+            let client = Client::new(server)?;
+            let path = format!("/settings/environment/env/{name}");
+            let saved = client
+                .call(Method::PUT, &path, Some(json!({ "value": value })))
+                .await?;
+            (client, saved)
         }
-        let saved = client
-            .call(
-                Method::PUT,
-                "/settings/environment",
-                Some(json!({ "env": env })),
-            )
-            .await?;
-        env = saved["env"].as_object().cloned().unwrap_or_default();
-    }
+        EnvCommand::Rm { name, server } => {
+            let client = Client::new(server)?;
+            let path = format!("/settings/environment/env/{name}");
+            client
+                .call(Method::DELETE, &path, None)
+                .await
+                .map_err(|error| {
+                    if error.to_string().contains("not_found") {
+                        anyhow::anyhow!(
+                            "no environment variable named `{name}`; see them with `deft env list`"
+                        )
+                    } else {
+                        error
+                    }
+                })?;
+            let saved = client
+                .call(Method::GET, "/settings/environment", None)
+                .await?;
+            (client, saved)
+        }
+        EnvCommand::List { server } => {
+            let client = Client::new(server)?;
+            let saved = client
+                .call(Method::GET, "/settings/environment", None)
+                .await?;
+            (client, saved)
+        }
+    };
+    let env = environment["env"].as_object().cloned().unwrap_or_default();
     if !client.print_json(&Value::Object(env.clone())) {
         for (name, value) in &env {
             println!("{name}={}", value.as_str().unwrap_or(""));

@@ -7,19 +7,29 @@ use anyhow::{Context as _, bail};
 use deft_llm::{ModelFile, ModelInputs, Models};
 
 use crate::cli::ModelArgs;
-use crate::env_vars::DEFT_OLLAMA_URL;
+use crate::env_vars::{DEFT_LOCAL_ROOTS, DEFT_OLLAMA_URL};
 
 /// The file name looked for in the data dir.
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// The sections deft reads today; anything else is refused rather than silently ignored.
-const KNOWN_SECTIONS: [&str; 1] = ["model"];
+const KNOWN_SECTIONS: [&str; 2] = ["model", "forge"];
 
 #[derive(Debug, Default)]
 pub struct ConfigFile {
     /// Where it was read from, for messages; `None` when there is no file.
     pub path: Option<PathBuf>,
     pub model: Option<ModelFile>,
+    pub forge: ForgeFile,
+}
+
+/// `[forge]`: where repositories come from.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeFile {
+    /// Directories under which users may register local repositories. Unset: only
+    /// administrators may register them, from anywhere.
+    pub local_roots: Option<Vec<PathBuf>>,
 }
 
 /// Reads the config file. An explicit path must exist; the data dir's is optional.
@@ -61,10 +71,53 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         ),
         None => None,
     };
+    let forge = match table.get("forge") {
+        Some(value) => value.clone().try_into::<ForgeFile>().with_context(|| {
+            format!(
+                "{}: bad [forge] section (keys: local_roots)",
+                path.display()
+            )
+        })?,
+        None => ForgeFile::default(),
+    };
     Ok(ConfigFile {
         path: Some(path.to_owned()),
         model,
+        forge,
     })
+}
+
+/// The local forge's roots: `DEFT_LOCAL_ROOTS` (colon-separated), else `[forge] local_roots`.
+/// Each must be an existing absolute directory; symlinks are resolved so that checks compare
+/// real paths.
+pub fn local_roots(config: &ConfigFile) -> anyhow::Result<deft_forge::LocalRoots> {
+    let (roots, setting) = match std::env::var(DEFT_LOCAL_ROOTS) {
+        Ok(value) if !value.is_empty() => (
+            value
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            DEFT_LOCAL_ROOTS.to_owned(),
+        ),
+        _ => match &config.forge.local_roots {
+            Some(roots) => (roots.clone(), "[forge] local_roots".to_owned()),
+            None => return Ok(deft_forge::LocalRoots::unrestricted()),
+        },
+    };
+    let mut canonical = Vec::with_capacity(roots.len());
+    for root in roots {
+        if !root.is_absolute() {
+            bail!("{setting}: `{}` is not an absolute path", root.display());
+        }
+        canonical.push(fs_err::canonicalize(&root).with_context(|| {
+            format!(
+                "{setting}: `{}` must be an existing directory",
+                root.display()
+            )
+        })?);
+    }
+    Ok(deft_forge::LocalRoots::only(canonical))
 }
 
 /// Resolves the models from the flag, the environment and the config file, probing Ollama
@@ -103,7 +156,12 @@ mod tests {
         let error = parse("[limits]\ntask_tokens = 5\n", path).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "deft.toml: unknown setting `limits`; the file may hold: model"
+            "deft.toml: unknown setting `limits`; the file may hold: model, forge"
+        );
+        let config = parse("[forge]\nlocal_roots = [\"/srv/git\"]\n", path).unwrap();
+        assert_eq!(
+            config.forge.local_roots,
+            Some(vec![PathBuf::from("/srv/git")])
         );
         let error = parse("[model]\nnmae = \"x\"\n", path).unwrap_err();
         assert!(

@@ -21,3 +21,6 @@ pub const DEFT_LOG: &str = "DEFT_LOG";
 pub const DEFT_CONFIG: &str = "DEFT_CONFIG";
 /// Where to look for an Ollama server when no model is configured [default: http://127.0.0.1:11434].
 pub const DEFT_OLLAMA_URL: &str = "DEFT_OLLAMA_URL";
+/// Directories (colon-separated) under which users may register local repositories; overrides
+/// `[forge] local_roots`. Unset: only administrators may register local repositories.
+pub const DEFT_LOCAL_ROOTS: &str = "DEFT_LOCAL_ROOTS";

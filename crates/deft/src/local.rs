@@ -46,6 +46,9 @@ fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Opens (creating when needed) the data dir and its database, with migrations applied.
 pub async fn open_store(args: &DataArgs) -> anyhow::Result<(PathBuf, Store)> {
+    // Everything deft writes from here on (the database and its journal, keys, tokens) is
+    // its owner's alone, even in a data dir that others can read.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let dir = data_dir(args.data_dir.as_deref())?;
     ensure_data_dir(&dir)?;
     let env_key = std::env::var(DEFT_MASTER_KEY).ok();

@@ -19,6 +19,7 @@ pub async fn run(listen: &str, data: &DataArgs, model: &ModelArgs) -> anyhow::Re
     init_logging("info");
     let (dir, store) = local::open_store(data).await?;
     let config = config::load(model.config.as_deref(), &dir)?;
+    let local_roots = config::local_roots(&config)?;
     // No model is not a crash: the server runs, and new tasks say what to set.
     let readiness = match config::models(model, &config).await {
         Ok(models) => {
@@ -59,7 +60,9 @@ pub async fn run(listen: &str, data: &DataArgs, model: &ModelArgs) -> anyhow::Re
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    deft_server::serve(listener, AppState::new(store.clone(), readiness, shutdown)).await?;
+    let mut state = AppState::new(store.clone(), readiness, shutdown);
+    state.local_roots = local_roots;
+    deft_server::serve(listener, state).await?;
     store.close().await;
     eprintln!("deft stopped");
     Ok(ExitCode::SUCCESS)

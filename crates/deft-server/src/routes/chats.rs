@@ -1,7 +1,7 @@
 //! Chats: talk first, then create the one task of the chat; later messages steer that task.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use deft_core::ChatId;
 use deft_store::NewTask;
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::CurrentUser;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::routes::repos;
 use crate::views::{self, TaskView};
 use crate::{ApiError, AppState};
@@ -26,7 +26,7 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<CreateChat>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let repos = repos::resolve(&app, &user.id, &body.repos, "repos").await?;
+    let repos = repos::resolve(&app, &user, &body.repos, "repos").await?;
     let chat = app.store.create_chat(&user.id, repos).await?;
     Ok((StatusCode::CREATED, Json(views::chat(&chat))))
 }
@@ -34,7 +34,7 @@ pub async fn create(
 pub async fn show(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(views::chat(
         &app.store.chat(&user.id, &ChatId::from_stored(id)).await?,
@@ -50,7 +50,7 @@ pub struct PostMessage {
 pub async fn message(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let chat = ChatId::from_stored(id);
@@ -73,7 +73,7 @@ pub struct ChatTask {
 pub async fn create_task(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ChatTask>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     let chat = app.store.chat(&user.id, &ChatId::from_stored(id)).await?;
@@ -99,7 +99,7 @@ pub async fn create_task(
         ));
     }
     let repos = match body.repos {
-        Some(items) => repos::resolve(&app, &user.id, &items, "repos").await?,
+        Some(items) => repos::resolve(&app, &user, &items, "repos").await?,
         None => chat.repos.clone(),
     };
     if repos.is_empty() {

@@ -37,6 +37,10 @@ pub fn api() -> Router<AppState> {
             "/settings/environment",
             get(settings::environment).put(settings::put_environment),
         )
+        .route(
+            "/settings/environment/env/{name}",
+            put(settings::put_env_var).delete(settings::delete_env_var),
+        )
         .route("/secrets", get(settings::secrets))
         .route(
             "/secrets/{name}",

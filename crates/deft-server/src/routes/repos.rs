@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use deft_core::{ForgeKind, RepoId, UserId};
+use deft_core::{ForgeKind, RepoId, User};
 use deft_store::NewRepository;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,7 +36,7 @@ pub async fn add(
     ApiJson(body): ApiJson<AddRepo>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let repo = match (body.path, body.github) {
-        (Some(path), None) => register_local(&app, &user.id, &path, "path").await?,
+        (Some(path), None) => register_local(&app, &user, &path, "path").await?,
         (None, Some(_)) => return Err(github_not_yet("github")),
         _ => {
             return Err(ApiError::field(
@@ -57,19 +57,30 @@ fn github_not_yet(field: &str) -> ApiError {
     error
 }
 
+/// Registers a local repository for `user`. Without configured roots, only an administrator
+/// may: otherwise anyone could register, and later push to, any repository on the machine.
 async fn register_local(
     app: &AppState,
-    user: &UserId,
+    user: &User,
     path: &str,
     field: &str,
 ) -> Result<RepoId, ApiError> {
-    let local = deft_forge::inspect_local(path)
+    if !app.local_roots.is_restricted() && !user.is_admin {
+        let mut error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an administrator may register local repositories until the server names where they live (`[forge] local_roots` or DEFT_LOCAL_ROOTS)",
+        );
+        error.field = Some(field.to_owned());
+        return Err(error);
+    }
+    let local = deft_forge::inspect_local_within(path, &app.local_roots)
         .await
         .map_err(|error| ApiError::field(field, error.to_string()))?;
     let repo = app
         .store
         .add_repository(
-            user,
+            &user.id,
             NewRepository {
                 name: local.name,
                 forge: ForgeKind::Local,
@@ -84,11 +95,11 @@ async fn register_local(
 /// Turns what the user wrote for each repository into the ids of their repositories.
 pub async fn resolve(
     app: &AppState,
-    user: &UserId,
+    user: &User,
     items: &[String],
     field: &str,
 ) -> Result<Vec<RepoId>, ApiError> {
-    let known = app.store.list_repositories(user).await?;
+    let known = app.store.list_repositories(&user.id).await?;
     let mut ids: Vec<RepoId> = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let field = format!("{field}[{index}]");

@@ -3,14 +3,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use deft_core::{EnvVars, McpConfig, NetworkLevel, NetworkPolicy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::CurrentUser;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, AppState, views};
 
 pub async fn environment(
@@ -45,19 +45,69 @@ pub async fn put_environment(
     ApiJson(body): ApiJson<PutEnvironment>,
 ) -> Result<Json<Value>, ApiError> {
     // Everything is validated before anything is written: a bad part stores nothing.
-    let mut environment = app.store.environment(&user.id).await?;
-    if let Some(network) = body.network {
-        let level = NetworkLevel::parse(&network.level, "network.level")?;
-        environment.network = NetworkPolicy::new(level, &network.allow)?;
-    }
-    if let Some(env) = body.env {
-        environment.env = EnvVars::new(env)?;
-    }
-    if let Some(mcp) = body.mcp {
-        environment.mcp = McpConfig::from_json(&mcp)?;
-    }
-    app.store.put_environment(&user.id, &environment).await?;
+    let environment = app
+        .store
+        .update_environment(&user.id, |environment| {
+            if let Some(network) = body.network {
+                let level = NetworkLevel::parse(&network.level, "network.level")?;
+                environment.network = NetworkPolicy::new(level, &network.allow)?;
+            }
+            if let Some(env) = body.env {
+                environment.env = EnvVars::new(env)?;
+            }
+            if let Some(mcp) = body.mcp {
+                environment.mcp = McpConfig::from_json(&mcp)?;
+            }
+            Ok(())
+        })
+        .await?;
     Ok(Json(views::environment(&environment)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutEnvVar {
+    value: String,
+}
+
+/// Sets one environment variable, leaving the others as they are.
+pub async fn put_env_var(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<PutEnvVar>,
+) -> Result<Json<Value>, ApiError> {
+    let environment = app
+        .store
+        .update_environment(&user.id, |environment| {
+            let mut vars = environment.env.as_map().clone();
+            vars.insert(name, body.value);
+            environment.env = EnvVars::new(vars)?;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(views::environment(&environment)))
+}
+
+/// Removes one environment variable.
+pub async fn delete_env_var(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    app.store
+        .update_environment(&user.id, |environment| {
+            let mut vars = environment.env.as_map().clone();
+            if vars.remove(&name).is_none() {
+                return Err(deft_store::StoreError::NotFound {
+                    what: "environment variable",
+                });
+            }
+            environment.env = EnvVars::new(vars)?;
+            Ok(())
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn secrets(
@@ -71,22 +121,31 @@ pub async fn secrets(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PutSecret {
+struct PutSecret {
     value: String,
-}
-
-impl std::fmt::Debug for PutSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PutSecret { value: [redacted] }")
-    }
 }
 
 pub async fn put_secret(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(name): Path<String>,
-    ApiJson(body): ApiJson<PutSecret>,
+    ApiPath(name): ApiPath<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    // Parsed by hand: serde's messages quote the offending value, and this one is a secret.
+    let body: PutSecret = serde_json::from_slice(&body).map_err(|error| {
+        let code = if error.is_syntax() || error.is_eof() {
+            "malformed_json"
+        } else {
+            "invalid_input"
+        };
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            "the body must be `{\"value\": \"...\"}` with the secret's value as a string",
+        );
+        error.field = Some("value".into());
+        error
+    })?;
     let info = app.store.put_secret(&user.id, &name, &body.value).await?;
     Ok(Json(json!(info)))
 }
@@ -94,7 +153,7 @@ pub async fn put_secret(
 pub async fn delete_secret(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.store.delete_secret(&user.id, &name).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -112,7 +171,7 @@ pub async fn learnings(
 pub async fn delete_learning(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.store.delete_learning(&user.id, &id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use deft_core::{Event, TaskId, UserId};
@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::auth::CurrentUser;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::{ApiError, AppState, views};
 
 #[derive(Debug, Deserialize)]
@@ -33,7 +33,7 @@ const BATCH: i64 = 500;
 pub async fn events(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -74,6 +74,12 @@ struct Reader {
     after: i64,
     pending: VecDeque<Event>,
     wake: watch::Receiver<i64>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.app.store.events().release(&self.task);
+    }
 }
 
 impl Reader {

@@ -1,7 +1,7 @@
 //! Tasks: create, list, show, read events, and the owner's lifecycle actions.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use deft_core::{EventKind, Plan, TaskId, TaskState, Transition};
 use deft_store::{Actor, NewTask, TaskFilter};
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::CurrentUser;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::repos;
 use crate::views::{self, TaskView};
 use crate::{ApiError, AppState};
@@ -30,7 +30,14 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
-    let repos = repos::resolve(&app, &user.id, &body.repos, "repos").await?;
+    // Checked before the repositories, which a path registers: a refused task registers nothing.
+    if body.description.trim().is_empty() {
+        return Err(ApiError::field(
+            "description",
+            "is empty; describe what the agent should do",
+        ));
+    }
+    let repos = repos::resolve(&app, &user, &body.repos, "repos").await?;
     let chat_id = body.chat_id.map(deft_core::ChatId::from_stored);
     let new = NewTask {
         description: body.description,
@@ -115,7 +122,7 @@ pub async fn list(
 pub async fn show(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskView>, ApiError> {
     let task = app.store.task(&user.id, &TaskId::from_stored(id)).await?;
     let names = views::repo_names(app.store.list_repositories(&user.id).await?);
@@ -132,7 +139,7 @@ pub struct EventsQuery {
 pub async fn events(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = TaskId::from_stored(id);
@@ -174,7 +181,7 @@ async fn act(
 pub async fn cancel(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskView>, ApiError> {
     act(&app, &user, id, Transition::Cancel, None).await
 }
@@ -205,7 +212,7 @@ fn owner_message(
 pub async fn answer(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> Result<Json<TaskView>, ApiError> {
     let note = owner_message(&user, "answer", &body.message)?;
@@ -215,7 +222,7 @@ pub async fn answer(
 pub async fn feedback(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> Result<Json<TaskView>, ApiError> {
     let note = owner_message(&user, "feedback", &body.message)?;
@@ -231,7 +238,7 @@ pub struct ApproveBody {
 pub async fn approve(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<TaskView>, ApiError> {
     // The body is optional: an empty one approves the plan as it stands.
@@ -266,16 +273,10 @@ pub async fn approve(
         EventKind::UserMessage,
         json!({ "kind": "approval", "author": user.name, "plan": plan }),
     );
-    let view = act(&app, &user, id.clone(), Transition::Approve, Some(note)).await?;
-    match plan {
-        Some(plan) => {
-            app.store
-                .set_plan(&TaskId::from_stored(id.clone()), &plan)
-                .await?;
-            let task = app.store.task(&user.id, &TaskId::from_stored(id)).await?;
-            let names = views::repo_names(app.store.list_repositories(&user.id).await?);
-            Ok(Json(views::task(task, &names)))
-        }
-        None => Ok(view),
-    }
+    let task = app
+        .store
+        .approve_plan(&user.id, &TaskId::from_stored(id), plan.as_ref(), note)
+        .await?;
+    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
+    Ok(Json(views::task(task, &names)))
 }
