@@ -1,5 +1,7 @@
 //! The HTTP API against a real server on a loopback port, with a real SQLite store in a temp dir.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use deft_core::{EventKind, TaskId, Transition};
@@ -20,6 +22,31 @@ struct TestApp {
     shutdown: CancellationToken,
 }
 
+/// How a test server is set up.
+struct Setup {
+    model: ModelReadiness,
+    local_roots: deft_forge::LocalRoots,
+    /// A database other than a fresh SQLite file (a PostgreSQL schema).
+    database_url: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            model: ModelReadiness::Ready {
+                label: "anthropic/scripted".into(),
+            },
+            local_roots: deft_forge::LocalRoots::unrestricted(),
+            database_url: None,
+        }
+    }
+}
+
+/// One key for every store of a test, so that two stores can share a database.
+fn test_key() -> MasterKey {
+    MasterKey::from_hex(&"22".repeat(32)).unwrap()
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -35,16 +62,26 @@ impl TestApp {
     }
 
     async fn start_with(model: ModelReadiness) -> TestApp {
+        TestApp::start_on(Setup {
+            model,
+            ..Setup::default()
+        })
+        .await
+    }
+
+    async fn start_on(setup: Setup) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_data_dir(dir.path(), MasterKey::generate())
-            .await
-            .unwrap();
+        let url = setup.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", dir.path().join("deft.db").display())
+        });
+        let store = Store::open(&url, test_key()).await.unwrap();
         let admin = store.bootstrap_admin().await.unwrap().unwrap().token;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let mut state = AppState::new(store.clone(), model, shutdown.clone());
+        let mut state = AppState::new(store.clone(), setup.model, shutdown.clone());
         state.stream_poll = Duration::from_millis(200);
+        state.local_roots = setup.local_roots;
         tokio::spawn(deft_server::serve(listener, state));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         TestApp {
@@ -804,9 +841,24 @@ async fn repositories_are_registered_by_path() {
     );
 }
 
-/// Reads a task's stream until it has `until` events, reconnecting with `Last-Event-ID` after
-/// `drop_after` events when given. Returns the sequence numbers received.
-async fn read_stream(app: &TestApp, id: &str, until: i64, drop_after: Option<usize>) -> Vec<i64> {
+/// How a stream reader behaves.
+#[derive(Clone, Copy)]
+enum Reconnect {
+    Never,
+    /// Drop the connection once caught up with the writer (at the live edge, while it is
+    /// still writing), then reconnect with `Last-Event-ID`.
+    AtTheLiveEdge,
+}
+
+/// Reads a task's stream until it has `until` events; returns the sequence numbers received.
+async fn read_stream(
+    app: &TestApp,
+    id: &str,
+    until: i64,
+    reconnect: Reconnect,
+    written: &AtomicI64,
+    writer_done: &std::sync::atomic::AtomicBool,
+) -> Vec<i64> {
     let mut seqs: Vec<i64> = Vec::new();
     let mut reconnected = false;
     loop {
@@ -824,78 +876,107 @@ async fn read_stream(app: &TestApp, id: &str, until: i64, drop_after: Option<usi
             let message = message.unwrap();
             let event: Value = serde_json::from_str(&message.data).unwrap();
             assert_eq!(message.id, event["seq"].to_string());
-            seqs.push(event["seq"].as_i64().unwrap());
-            if *seqs.last().unwrap() == until {
+            let seq = event["seq"].as_i64().unwrap();
+            seqs.push(seq);
+            if seq == until {
                 return seqs;
             }
-            if !reconnected && Some(seqs.len()) == drop_after {
+            let caught_up = seq + 1 >= written.load(Ordering::SeqCst);
+            if matches!(reconnect, Reconnect::AtTheLiveEdge)
+                && !reconnected
+                && caught_up
+                && seq > 100
+            {
+                assert!(
+                    !writer_done.load(Ordering::SeqCst),
+                    "the reader must reconnect while events are being written"
+                );
                 reconnected = true;
                 break;
             }
         }
-        assert!(
-            reconnected || drop_after.is_none(),
-            "the stream ended before {until} events"
-        );
+        assert!(reconnected, "the stream ended before {until} events");
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_streams_deliver_every_event_exactly_once_in_order() {
-    let app = TestApp::start().await;
+/// One writer appends 1,000 events through `writer` while two clients read: one from the
+/// start, one that connects mid-stream and reconnects with `Last-Event-ID` at the live edge.
+/// Both must receive every event exactly once, in order.
+async fn streams_deliver_every_event_once(app: TestApp, writer: Store) {
     let repo = app.git_repo("widgets");
     let id = app.task(&app.admin, &repo).await;
     let task = TaskId::from_stored(id.clone());
     let total = 1 + 1000;
-    let app = std::sync::Arc::new(app);
-
-    // One reader from the start; one that arrives mid-stream and drops its connection once.
-    let early = tokio::spawn({
-        let app = app.clone();
-        let id = id.clone();
-        async move { read_stream(&app, &id, total, None).await }
-    });
-    let writer = tokio::spawn({
-        let store = app.store.clone();
+    let app = Arc::new(app);
+    let written = Arc::new(AtomicI64::new(1));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = |reconnect| {
+        let (app, id, written, done) = (app.clone(), id.clone(), written.clone(), done.clone());
+        tokio::spawn(async move { read_stream(&app, &id, total, reconnect, &written, &done).await })
+    };
+    let early = reader(Reconnect::Never);
+    let writing = tokio::spawn({
+        let (written, done) = (written.clone(), done.clone());
         async move {
             for n in 0..1000 {
-                store
+                let event = writer
                     .append_event(&task, EventKind::ToolCall, json!({"n": n}))
                     .await
                     .unwrap();
-                if n % 10 == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                written.store(event.seq, Ordering::SeqCst);
+                if n % 5 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             }
+            done.store(true, Ordering::SeqCst);
         }
     });
-    while app
-        .store
-        .events_after(
-            &app.store.user_by_name("admin").await.unwrap().id,
-            &TaskId::from_stored(id.clone()),
-            300,
-            1,
-        )
-        .await
-        .unwrap()
-        .is_empty()
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    while written.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert!(
-        !writer.is_finished(),
-        "the late reader must arrive while events are being written"
+        !done.load(Ordering::SeqCst),
+        "the late reader must arrive mid-stream"
     );
-    let late = read_stream(&app, &id, total, Some(250)).await;
-    writer.await.unwrap();
-    let early = tokio::time::timeout(Duration::from_secs(30), early)
+    let late = reader(Reconnect::AtTheLiveEdge);
+    let within = Duration::from_secs(60);
+    let late = tokio::time::timeout(within, late)
         .await
-        .unwrap()
+        .expect("the late reader finishes")
         .unwrap();
+    let early = tokio::time::timeout(within, early)
+        .await
+        .expect("the early reader finishes")
+        .unwrap();
+    writing.await.unwrap();
     let expected: Vec<i64> = (1..=total).collect();
     assert_eq!(early, expected);
     assert_eq!(late, expected);
+    // The streams are gone, and so is their wake-up entry.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.store.events().watched_tasks(), 0);
+}
+
+/// SQLite, with events written by the server's own store: streams wake on each write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_deliver_every_event_exactly_once_in_order() {
+    let app = TestApp::start().await;
+    let writer = app.store.clone();
+    streams_deliver_every_event_once(app, writer).await;
+}
+
+/// PostgreSQL, with events written by another store (as a worker on another machine would):
+/// nothing wakes the streams but their poll, and they still miss and repeat nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_on_postgres_see_other_writers_exactly_once() {
+    let db = deft_testkit::TestDatabase::postgres().await;
+    let app = TestApp::start_on(Setup {
+        database_url: Some(db.url.clone()),
+        ..Setup::default()
+    })
+    .await;
+    let writer = Store::open(&db.url, test_key()).await.unwrap();
+    streams_deliver_every_event_once(app, writer).await;
 }
 
 #[tokio::test]
@@ -939,4 +1020,175 @@ async fn without_a_model_a_new_task_says_what_to_set() {
         )
         .await;
     assert_eq!(answered["state"], "queued");
+}
+
+#[tokio::test]
+async fn every_refusal_keeps_the_error_shape_and_never_echoes_a_secret() {
+    let app = TestApp::start().await;
+    check_error(
+        app.get(&app.admin, "/tasks/%FF").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "bad path",
+    );
+    let (status, body) = app
+        .call(
+            &app.admin,
+            Method::PUT,
+            "/api/v1/secrets/TOKEN",
+            Some(json!({"value": 987654321})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("value"))
+    );
+    assert!(
+        !body.to_string().contains("987654321"),
+        "the value leaked: {body}"
+    );
+    let big = "x".repeat(2 * 1024 * 1024);
+    check_error(
+        app.post(
+            &app.admin,
+            "/tasks",
+            json!({"description": big, "repos": []}),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "larger than 1 MiB",
+    );
+}
+
+#[tokio::test]
+async fn a_refused_task_registers_no_repository() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    check_error(
+        app.post(
+            &app.admin,
+            "/tasks",
+            json!({"description": " ", "repos": [repo]}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "description: is empty",
+    );
+    let (_, repos) = app.get(&app.admin, "/repos").await;
+    assert_eq!(repos["repos"], json!([]));
+}
+
+#[tokio::test]
+async fn env_vars_change_one_at_a_time() {
+    let app = TestApp::start().await;
+    let put = |name: &'static str, value: &'static str| {
+        let path = format!("/api/v1/settings/environment/env/{name}");
+        let app = &app;
+        async move {
+            app.call(
+                &app.admin,
+                Method::PUT,
+                &path,
+                Some(json!({"value": value})),
+            )
+            .await
+        }
+    };
+    let (a, b) = tokio::join!(put("A", "1"), put("B", "2"));
+    assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+    let (_, environment) = app.get(&app.admin, "/settings/environment").await;
+    assert_eq!(
+        environment["env"],
+        json!({"A": "1", "B": "2"}),
+        "neither write undid the other"
+    );
+    let (status, _) = app
+        .call(
+            &app.admin,
+            Method::DELETE,
+            "/api/v1/settings/environment/env/A",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    check_error(
+        app.call(
+            &app.admin,
+            Method::DELETE,
+            "/api/v1/settings/environment/env/A",
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "environment variable not found",
+    );
+    let (status, body) = put("1BAD", "x").await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("env.1BAD"))
+    );
+}
+
+#[tokio::test]
+async fn local_repositories_come_only_from_where_the_server_allows() {
+    // No roots configured: administrators only.
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let bob = app.user("bob").await;
+    check_error(
+        app.post(&bob, "/repos", json!({"path": repo})).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "only an administrator may register local repositories",
+    );
+    let (status, _) = app.post(&app.admin, "/repos", json!({"path": repo})).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Roots configured: anyone, from inside them only, and outside reveals nothing.
+    let outside = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        local_roots: deft_forge::LocalRoots::only(vec![root.path().canonicalize().unwrap()]),
+        ..Setup::default()
+    };
+    let app = TestApp::start_on(setup).await;
+    let bob = app.user("bob").await;
+    let inside = root.path().join("widgets");
+    std::fs::create_dir(&inside).unwrap();
+    let init = "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init";
+    assert!(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(init)
+            .current_dir(&inside)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, added) = app
+        .post(
+            &bob,
+            "/repos",
+            json!({"path": inside.canonicalize().unwrap()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    for path in [
+        outside.path().display().to_string(),
+        "/etc".into(),
+        "/no/such/dir".into(),
+    ] {
+        let (status, body) = app.post(&bob, "/repos", json!({"path": path})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is not under the directories this server allows"),
+            "{body}"
+        );
+    }
 }

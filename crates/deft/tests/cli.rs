@@ -114,12 +114,11 @@ fn git_repo(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-#[test]
-fn serve_on_an_empty_data_dir_is_healthy_within_a_second_with_a_private_admin_token() {
+/// Starts `deft serve` on `data_dir` and checks the first start: healthy within a second, the
+/// admin token private and working, and everything written private to its owner.
+fn check_first_start(data_dir: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let server = Server::start(&data_dir);
+    let server = Server::start(data_dir);
     let client = http();
     let healthy = loop {
         if let Ok(response) = client.get(format!("{}/healthz", server.url)).send()
@@ -137,10 +136,7 @@ fn serve_on_an_empty_data_dir_is_healthy_within_a_second_with_a_private_admin_to
         healthy < Duration::from_secs(1),
         "healthy after {healthy:?}"
     );
-    let token_file = data_dir.join("admin-token");
-    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600);
-    let token = std::fs::read_to_string(&token_file).unwrap();
+    let token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
     let me: serde_json::Value = client
         .get(format!("{}/api/v1/me", server.url))
         .bearer_auth(token.trim())
@@ -149,8 +145,89 @@ fn serve_on_an_empty_data_dir_is_healthy_within_a_second_with_a_private_admin_to
         .json()
         .unwrap();
     assert_eq!(me["name"], "admin");
-    let data_mode = std::fs::metadata(&data_dir).unwrap().permissions().mode();
-    assert_eq!(data_mode & 0o777, 0o700, "the data dir is private");
+    for entry in std::fs::read_dir(data_dir).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is readable by others ({mode:o})",
+            entry.path().display()
+        );
+    }
+    let names: Vec<String> = std::fs::read_dir(data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for expected in ["admin-token", "master-key", "deft.db"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+}
+
+#[test]
+fn serve_on_an_empty_data_dir_is_healthy_within_a_second_with_a_private_admin_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // An existing, empty directory, as `mktemp -d` makes it.
+    let dir = tempfile::tempdir().unwrap();
+    check_first_start(dir.path());
+    // One that others can read: deft's files in it are still private.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    check_first_start(shared.path());
+    // One that does not exist yet: made private.
+    let parent = tempfile::tempdir().unwrap();
+    let fresh = parent.path().join("data");
+    check_first_start(&fresh);
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "a data dir deft makes is private");
+}
+
+#[test]
+fn logs_print_the_whole_of_a_long_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let repo = git_repo(dir.path(), "widgets");
+    let created = succeeded(&deft(
+        &server,
+        &data,
+        &["task", "create", "--repo", repo.to_str().unwrap(), "long"],
+        None,
+    ));
+    let id = created.lines().last().unwrap().trim().to_owned();
+    // Write 1,100 events straight into the server's database, as a worker would.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let key = deft_store::MasterKey::load(None, &data).unwrap();
+        let store = deft_store::Store::open_data_dir(&data, key).await.unwrap();
+        let task = deft_core::TaskId::from_stored(id.clone());
+        for n in 0..1100 {
+            store
+                .append_event(
+                    &task,
+                    deft_core::EventKind::ToolCall,
+                    serde_json::json!({"n": n}),
+                )
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    });
+    let logs = succeeded(&deft(&server, &data, &["task", "logs", &id], None));
+    assert_eq!(logs.lines().count(), 1101, "every event, across pages");
+    let tail = succeeded(&deft(
+        &server,
+        &data,
+        &["task", "logs", &id, "--after", "1090"],
+        None,
+    ));
+    assert_eq!(tail.lines().count(), 11);
 }
 
 #[test]
