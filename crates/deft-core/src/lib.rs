@@ -8,6 +8,7 @@ mod environment;
 mod event;
 mod ids;
 mod model;
+mod redact;
 mod task;
 mod time;
 mod validate;
@@ -21,6 +22,7 @@ pub use model::{
     Chat, ChatMessage, ForgeKind, Learning, Plan, PullRequest, PullRequestStatus, Repository,
     SecretInfo, Task, Usage, User,
 };
+pub use redact::{Redactor, StreamRedactor};
 pub use task::{Attention, AttentionKind, TaskState, TaskStatus, Transition, TransitionError};
 pub use time::Timestamp;
 pub use validate::ValidationError;

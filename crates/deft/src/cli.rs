@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::env_vars::*;
-use crate::{client, doctor, local, serve};
+use crate::{client, doctor, local, sandbox_run, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -275,12 +275,25 @@ pub enum NetworkCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
-    /// Run CMD in a fresh sandbox and exit with its status
+    /// Run CMD in a fresh sandbox, as a task's command would run, and exit with its status
     Run {
+        /// The network level [default: the user's setting]
         #[arg(long)]
         network: Option<String>,
-        #[arg(long = "allow")]
+        /// With `--network custom`: a host or `.domain` (repeatable or comma-separated)
+        #[arg(long = "allow", value_delimiter = ',')]
         allow: Vec<String>,
+        /// The directory mounted at /workspace [default: a new empty one]
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Whose env vars and secrets to use
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Seconds before the command and all its children are killed
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[command(flatten)]
+        data: DataArgs,
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
@@ -299,7 +312,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => serve::run(&listen, &data, &model).await,
         Command::Worker { .. } => Err(not_yet("worker", "the scheduler")),
         Command::Run { .. } => Err(not_yet("run", "the agent")),
-        Command::Sandbox(_) => Err(not_yet("sandbox run", "the sandbox")),
+        Command::Sandbox(command) => sandbox_run::run(command).await,
         Command::Task(command) => client::task(command).await,
         Command::User(UserCommand::Create { name, admin, data }) => {
             local::create_user(&data, &name, admin).await

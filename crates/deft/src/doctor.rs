@@ -25,15 +25,7 @@ pub async fn run(data: &DataArgs, model_args: &ModelArgs) -> anyhow::Result<Exit
             "git",
             program("git", &["--version"], "install it: `apt-get install git`").await,
         ),
-        (
-            "bubblewrap",
-            program(
-                "bwrap",
-                &["--version"],
-                "the sandbox needs it: `apt-get install bubblewrap`",
-            )
-            .await,
-        ),
+        ("sandbox", sandbox().await),
         ("database", database(data).await),
         ("model", model(data, model_args).await),
     ];
@@ -68,6 +60,15 @@ async fn program(name: &str, args: &[&str], fix: &str) -> Check {
         ),
         Ok(output) => Check::Fail(format!("`{name}` fails ({}); {fix}", output.status)),
         Err(_) => Check::Fail(format!("`{name}` is not installed; {fix}")),
+    }
+}
+
+/// Whether bubblewrap runs here, and what the sandbox can enforce.
+async fn sandbox() -> Check {
+    let support = deft_sandbox::HostSupport::probe().await;
+    match support.refusal(&deft_sandbox::Limits::default()) {
+        None => Check::Ok(support.describe()),
+        Some(why) => Check::Fail(why),
     }
 }
 

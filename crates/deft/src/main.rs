@@ -7,6 +7,7 @@ mod config;
 mod doctor;
 mod env_vars;
 mod local;
+mod sandbox_run;
 mod serve;
 
 use std::process::ExitCode;
@@ -14,6 +15,23 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // The sandbox's launcher and init are this same binary, started with a verb of their own,
+    // before any runtime exists (see `deft_sandbox::inner`).
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some(deft_sandbox::inner::LAUNCH) => {
+            report(
+                &anyhow::anyhow!(deft_sandbox::inner::launch())
+                    .context("the sandbox launcher failed"),
+            );
+            return ExitCode::from(125);
+        }
+        Some(deft_sandbox::inner::INIT) => {
+            let code = deft_sandbox::inner::init(&args[2..]);
+            return ExitCode::from(u8::try_from(code).unwrap_or(125));
+        }
+        _ => {}
+    }
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

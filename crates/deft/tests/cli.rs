@@ -377,11 +377,7 @@ fn accounts_and_tokens_are_made_on_the_data_dir() {
 
 #[test]
 fn commands_of_later_stages_say_they_are_not_built() {
-    for args in [
-        &["worker"][..],
-        &["run", "--repo", "/tmp", "x"],
-        &["sandbox", "run", "--", "true"],
-    ] {
+    for args in [&["worker"][..], &["run", "--repo", "/tmp", "x"]] {
         let output = Command::new(DEFT).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(1));
         assert!(
@@ -420,7 +416,7 @@ fn doctor_checks_the_machine_and_the_database() {
     let report = succeeded(&doctor(dir.path()).output().unwrap());
     for line in [
         "ok    git",
-        "ok    bubblewrap",
+        "ok    sandbox     bubblewrap",
         "ok    database    Sqlite database answers",
         "warn  model       no model is configured; set DEFT_MODEL=PROVIDER/NAME",
     ] {
@@ -534,5 +530,69 @@ fn a_bad_model_setting_is_named() {
         stdout(&output).contains("unknown setting `limits`"),
         "{}",
         stdout(&output)
+    );
+}
+
+#[test]
+fn sandbox_run_runs_a_command_as_a_task_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        Command::new(DEFT)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    succeeded(&run(&["user", "create", "admin", "--admin"]));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let key = deft_store::MasterKey::load(None, &data).unwrap();
+        let store = deft_store::Store::open_data_dir(&data, key).await.unwrap();
+        let admin = store.user_by_name("admin").await.unwrap();
+        store
+            .put_secret(&admin.id, "API_KEY", "sk-cli-7a6b5c4d3e")
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let output = Command::new(DEFT)
+        .args(["sandbox", "run", "--data-dir"])
+        .arg(&data)
+        .args(["--", "sh", "-c", "echo key=$API_KEY; id -u; exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "key=[secret:API_KEY]\n1000\n");
+    let denied = Command::new(DEFT)
+        .args([
+            "sandbox",
+            "run",
+            "--network",
+            "custom",
+            "--allow",
+            ".example.com",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args([
+            "--",
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "https://denied.test/",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(denied.status.code(), Some(0));
+    assert!(
+        stderr(&denied).contains("deft: network denied denied.test:443"),
+        "{}",
+        stderr(&denied)
     );
 }

@@ -10,6 +10,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-store", &["deft-core"]),
     ("deft-forge", &["deft-core"]),
     ("deft-llm", &["deft-core"]),
+    ("deft-egress", &["deft-core"]),
+    ("deft-sandbox", &["deft-core", "deft-egress"]),
     ("deft-server", &["deft-core", "deft-store", "deft-forge"]),
     (
         "deft",
@@ -18,6 +20,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-store",
             "deft-forge",
             "deft-llm",
+            "deft-egress",
+            "deft-sandbox",
             "deft-server",
         ],
     ),

@@ -1,0 +1,15 @@
+//! Egress for sandboxes (SPEC §3): the policy that decides a host by name, and the proxy that
+//! enforces it. The sandbox has no network interface but loopback; this proxy, reached through
+//! a unix socket bridged inside, is its only way out.
+//!
+//! Guarantees: a connection goes out only to a host the policy allows, to an address resolved
+//! here (not by the sandbox), and never to an address of this machine or its private networks
+//! unless a rule names the host. Limits: it decides by the name the client gives (`CONNECT`
+//! host or URL host); it does not look inside TLS, so an allowed host is trusted with whatever
+//! is sent to it.
+
+mod policy;
+mod proxy;
+
+pub use policy::{COMMON_DOMAINS, Decision, DomainSet, EgressPolicy};
+pub use proxy::{EgressProxy, ProxyEvent, Resolver, is_internal};

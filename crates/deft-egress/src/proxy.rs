@@ -1,0 +1,499 @@
+//! The egress proxy: an HTTP forward proxy (`CONNECT` for TLS, absolute-form requests for plain
+//! HTTP) on a unix socket that is bridged into the sandbox, the sandbox's only way out.
+//!
+//! Each connection is decided by host name against the task's [`EgressPolicy`], then the name is
+//! resolved here and the connection is made to the address resolved, so a name cannot be
+//! re-pointed between the check and the connect (DNS rebinding). Addresses that reach this
+//! machine or its network (loopback, private, link-local, cloud metadata, ...) are refused
+//! unless a rule names the host itself. Every decision is reported as a [`ProxyEvent`].
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::policy::EgressPolicy;
+
+/// One decision of the proxy, for the task's event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyEvent {
+    pub host: String,
+    pub port: u16,
+    pub allowed: bool,
+    /// The rule that allowed it, or why it was refused.
+    pub rule: String,
+}
+
+/// How the proxy turns names into addresses.
+#[derive(Debug, Clone, Default)]
+pub enum Resolver {
+    /// The host's resolver.
+    #[default]
+    System,
+    /// Fixed answers, for tests that must not send a DNS query anywhere.
+    Fixed(std::collections::HashMap<String, Vec<IpAddr>>),
+}
+
+impl Resolver {
+    async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        match self {
+            Resolver::System => Ok(tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::lookup_host((host, port)),
+            )
+            .await
+            .map_err(|_| format!("resolving {host} took too long"))?
+            .map_err(|error| format!("cannot resolve {host}: {error}"))?
+            .collect()),
+            Resolver::Fixed(answers) => answers
+                .get(host)
+                .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+                .ok_or_else(|| format!("cannot resolve {host}: no such name")),
+        }
+    }
+}
+
+/// The largest request head read before deciding.
+const MAX_HEAD: usize = 16 * 1024;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running proxy; it stops, and removes its socket, when dropped.
+#[derive(Debug)]
+pub struct EgressProxy {
+    path: PathBuf,
+    stop: CancellationToken,
+}
+
+impl Drop for EgressProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl EgressProxy {
+    /// Listens on a unix socket at `path` and decides every connection with `policy`.
+    pub fn start(
+        path: &Path,
+        policy: EgressPolicy,
+        events: mpsc::UnboundedSender<ProxyEvent>,
+    ) -> std::io::Result<EgressProxy> {
+        EgressProxy::start_with(path, policy, events, Resolver::System)
+    }
+
+    /// [`EgressProxy::start`] with a resolver of the caller's.
+    pub fn start_with(
+        path: &Path,
+        policy: EgressPolicy,
+        events: mpsc::UnboundedSender<ProxyEvent>,
+        resolver: Resolver,
+    ) -> std::io::Result<EgressProxy> {
+        let listener = UnixListener::bind(path)?;
+        let stop = CancellationToken::new();
+        let accept_stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = accept_stop.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((client, _)) = accepted else { continue };
+                let policy = policy.clone();
+                let events = events.clone();
+                let resolver = resolver.clone();
+                let stop = accept_stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = serve(client, &policy, &resolver, &events) => {}
+                    }
+                });
+            }
+        });
+        Ok(EgressProxy {
+            path: path.to_owned(),
+            stop,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What the client asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// `CONNECT host:port`: a tunnel.
+    Tunnel { host: String, port: u16 },
+    /// `GET http://host:port/path`: one plain HTTP request, with the head rewritten.
+    Forward {
+        host: String,
+        port: u16,
+        head: Vec<u8>,
+    },
+}
+
+async fn serve(
+    mut client: UnixStream,
+    policy: &EgressPolicy,
+    resolver: &Resolver,
+    events: &mpsc::UnboundedSender<ProxyEvent>,
+) {
+    let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
+        Ok(Ok(read)) => read,
+        _ => return,
+    };
+    let target = match parse(&head) {
+        Ok(target) => target,
+        Err(why) => {
+            let _ = refuse(&mut client, 400, &why).await;
+            return;
+        }
+    };
+    let (host, port) = match &target {
+        Target::Tunnel { host, port } | Target::Forward { host, port, .. } => (host.clone(), *port),
+    };
+    let decision = policy.decide(&host);
+    let report = |allowed: bool, rule: String| {
+        let _ = events.send(ProxyEvent {
+            host: host.clone(),
+            port,
+            allowed,
+            rule,
+        });
+    };
+    if !decision.allowed {
+        report(false, decision.rule.clone());
+        let _ = refuse(
+            &mut client,
+            403,
+            &format!(
+                "deft egress: {host}:{port} is not allowed ({})",
+                decision.rule
+            ),
+        )
+        .await;
+        return;
+    }
+    let address = match resolve(resolver, &host, port, decision.named).await {
+        Ok(address) => address,
+        Err(why) => {
+            report(false, why.clone());
+            let _ = refuse(
+                &mut client,
+                403,
+                &format!("deft egress: {host}:{port} refused: {why}"),
+            )
+            .await;
+            return;
+        }
+    };
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(error)) => {
+            report(true, decision.rule.clone());
+            let _ = refuse(
+                &mut client,
+                502,
+                &format!("deft egress: cannot connect to {host}:{port}: {error}"),
+            )
+            .await;
+            return;
+        }
+        Err(_) => {
+            report(true, decision.rule.clone());
+            let _ = refuse(
+                &mut client,
+                504,
+                &format!("deft egress: {host}:{port} did not answer"),
+            )
+            .await;
+            return;
+        }
+    };
+    report(true, decision.rule);
+    let mut upstream = upstream;
+    match target {
+        Target::Tunnel { .. } => {
+            if client
+                .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if !rest.is_empty() && upstream.write_all(&rest).await.is_err() {
+                return;
+            }
+        }
+        Target::Forward { head, .. } => {
+            if upstream.write_all(&head).await.is_err() || upstream.write_all(&rest).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// Reads up to the end of the request head; returns the head and any bytes read past it.
+async fn read_head(client: &mut UnixStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let read = client.read(&mut chunk).await?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buffer.split_off(end + 4);
+            return Ok((buffer, rest));
+        }
+        if buffer.len() > MAX_HEAD {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+    }
+}
+
+fn parse(head: &[u8]) -> Result<Target, String> {
+    let text = std::str::from_utf8(head).map_err(|_| "the request head is not UTF-8".to_owned())?;
+    let mut lines = text.split("\r\n");
+    let request = lines.next().unwrap_or("");
+    let mut parts = request.split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not an HTTP request".into());
+    };
+    if method == "CONNECT" {
+        let (host, port) = split_authority(target, None)?;
+        return Ok(Target::Tunnel { host, port });
+    }
+    let rest = target.strip_prefix("http://").ok_or_else(|| {
+        "only http:// URLs are forwarded; use CONNECT (an https:// URL through the proxy) for TLS".to_owned()
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = split_authority(authority, Some(80))?;
+    let mut rewritten = format!("{method} {path} {version}\r\n");
+    for line in lines.filter(|line| !line.is_empty()) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "proxy-connection" | "proxy-authorization" | "connection" | "keep-alive"
+        ) {
+            continue;
+        }
+        rewritten.push_str(line);
+        rewritten.push_str("\r\n");
+    }
+    // One request per connection: the next one is decided afresh.
+    rewritten.push_str("Connection: close\r\n\r\n");
+    Ok(Target::Forward {
+        host,
+        port,
+        head: rewritten.into_bytes(),
+    })
+}
+
+fn split_authority(authority: &str, default_port: Option<u16>) -> Result<(String, u16), String> {
+    if authority.contains('@') {
+        return Err("credentials in the URL are not forwarded".into());
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("an IPv6 address without its `]`")?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port = match (port, default_port) {
+        (Some(port), _) => port
+            .parse::<u16>()
+            .map_err(|_| format!("`{port}` is not a port"))?,
+        (None, Some(default)) => default,
+        (None, None) => return Err("CONNECT needs host:port".into()),
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    Ok((host.to_ascii_lowercase(), port))
+}
+
+/// Resolves `host` and picks an address it may reach.
+async fn resolve(
+    resolver: &Resolver,
+    host: &str,
+    port: u16,
+    named: bool,
+) -> Result<SocketAddr, String> {
+    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => resolver.lookup(host, port).await?,
+    };
+    if named {
+        return addresses
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{host} has no address"));
+    }
+    match addresses.iter().find(|address| !is_internal(address.ip())) {
+        Some(address) => Ok(*address),
+        None => match addresses.first() {
+            Some(address) => Err(format!(
+                "{host} resolves to {}, an address of this machine or its private network; only a rule naming {host} itself may reach it",
+                address.ip()
+            )),
+            None => Err(format!("{host} has no address")),
+        },
+    }
+}
+
+/// Addresses a sandbox must not reach unless a rule names the host: this machine, private and
+/// link-local networks (cloud metadata lives at 169.254.169.254 and fd00:ec2::254), shared
+/// carrier space, and addresses that are not unicast at all.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_internal_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal_v4(v4);
+            }
+            let segments = v6.segments();
+            // NAT64 (64:ff9b::/96) carries an IPv4 address too.
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = segments[6].to_be_bytes();
+                let [c, d] = segments[7].to_be_bytes();
+                return is_internal_v4(Ipv4Addr::new(a, b, c, d));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (segments[0] & 0xfe00) == 0xfc00
+                || (segments[0] & 0xffc0) == 0xfe80
+                || v6 == Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1)
+        }
+    }
+}
+
+fn is_internal_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, _, _] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b))
+        || a >= 240
+        || (a == 192 && b == 0 && ip.octets()[2] == 0)
+        || (a == 198 && (18..20).contains(&b))
+}
+
+async fn refuse(client: &mut UnixStream, status: u16, message: &str) -> std::io::Result<()> {
+    let reason = match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        502 => "Bad Gateway",
+        _ => "Gateway Timeout",
+    };
+    let body = format!("{message}\n");
+    let answer = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(answer.as_bytes()).await?;
+    client.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_parsed_and_rewritten() {
+        assert_eq!(
+            parse(b"CONNECT index.crates.io:443 HTTP/1.1\r\nHost: index.crates.io:443\r\n\r\n")
+                .unwrap(),
+            Target::Tunnel {
+                host: "index.crates.io".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            parse(b"CONNECT [::1]:8443 HTTP/1.1\r\n\r\n").unwrap(),
+            Target::Tunnel {
+                host: "::1".into(),
+                port: 8443
+            }
+        );
+        let Target::Forward { host, port, head } =
+            parse(b"GET http://Example.com/a?b=1 HTTP/1.1\r\nHost: example.com\r\nProxy-Connection: keep-alive\r\n\r\n").unwrap()
+        else {
+            panic!("a forward")
+        };
+        assert_eq!((host.as_str(), port), ("example.com", 80));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+        );
+        assert!(
+            parse(b"GET https://example.com/ HTTP/1.1\r\n\r\n")
+                .unwrap_err()
+                .contains("use CONNECT")
+        );
+        assert!(parse(b"CONNECT example.com HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse(b"GET http://user:pw@example.com/ HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.100.100.200",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(
+                is_internal(internal.parse().unwrap()),
+                "{internal} is internal"
+            );
+        }
+        for external in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:2800:220:1:248:1893:25c8:1946",
+        ] {
+            assert!(
+                !is_internal(external.parse().unwrap()),
+                "{external} is not internal"
+            );
+        }
+    }
+}

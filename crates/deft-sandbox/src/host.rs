@@ -1,0 +1,131 @@
+//! The `host` backend: commands run directly on this machine, in the workspace, with no
+//! isolation at all. It exists for developing deft on machines without bubblewrap and is only
+//! ever used when named explicitly; it cannot enforce a network level, so it accepts only
+//! `open`.
+
+use std::time::Instant;
+
+use deft_core::{NetworkLevel, Redactor};
+use tokio::io::AsyncReadExt as _;
+
+use crate::output::{CappedOutput, OutputText};
+use crate::{Ending, ExecOutcome, ExecRequest, Sandbox, SandboxError, SandboxSpec, workspace};
+
+#[derive(Debug)]
+pub struct HostSandbox {
+    spec: SandboxSpec,
+    redactor: Redactor,
+}
+
+impl HostSandbox {
+    pub fn create(spec: SandboxSpec) -> Result<HostSandbox, SandboxError> {
+        if spec.network.level != NetworkLevel::Open {
+            return Err(SandboxError::Unsupported(format!(
+                "the host backend cannot enforce the `{}` network level; use the bwrap backend, or the `open` level",
+                spec.network.level.as_str()
+            )));
+        }
+        let redactor = Redactor::new(&spec.secrets);
+        Ok(HostSandbox { spec, redactor })
+    }
+}
+
+impl Sandbox for HostSandbox {
+    async fn exec(
+        &self,
+        request: &ExecRequest,
+        on_output: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ExecOutcome, SandboxError> {
+        let started = Instant::now();
+        let cwd = match &request.cwd {
+            Some(cwd) => self.spec.workspace.join(workspace::relative(cwd)?),
+            None => self.spec.workspace.clone(),
+        };
+        let mut child = tokio::process::Command::new(&request.argv[0])
+            .args(&request.argv[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&self.spec.secrets)
+            .envs(&self.spec.env)
+            .current_dir(cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0)
+            .spawn()
+            .map_err(|error| SandboxError::Start(format!("{}: {error}", request.argv[0])))?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let mut text = OutputText::new(self.redactor.stream());
+        let mut kept = CappedOutput::new(request.output_cap);
+        let run = async {
+            let (mut out, mut err) = (vec![0u8; 8192], vec![0u8; 8192]);
+            let (mut out_open, mut err_open) = (true, true);
+            while out_open || err_open {
+                let read = tokio::select! {
+                    read = stdout.read(&mut out), if out_open => (true, read),
+                    read = stderr.read(&mut err), if err_open => (false, read),
+                };
+                match read {
+                    (is_out, Ok(0) | Err(_)) => {
+                        if is_out {
+                            out_open = false
+                        } else {
+                            err_open = false
+                        }
+                    }
+                    (is_out, Ok(n)) => {
+                        let clean = text.push(if is_out { &out[..n] } else { &err[..n] });
+                        kept.push(&clean);
+                        on_output(&String::from_utf8_lossy(&clean));
+                    }
+                }
+            }
+            child.wait().await
+        };
+        let ending = match tokio::time::timeout(request.timeout, run).await {
+            Ok(Ok(status)) => {
+                use std::os::unix::process::ExitStatusExt as _;
+                status
+                    .code()
+                    .map(Ending::Exited)
+                    .or(status.signal().map(Ending::Signaled))
+                    .unwrap_or(Ending::Exited(-1))
+            }
+            Ok(Err(error)) => return Err(SandboxError::io("waiting for the command")(error)),
+            Err(_) => {
+                if let Some(pid) = child
+                    .id()
+                    .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+                {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+                let _ = child.wait().await;
+                Ending::TimedOut
+            }
+        };
+        let rest = text.finish();
+        kept.push(&rest);
+        let (output, truncated) = kept.finish();
+        Ok(ExecOutcome {
+            ending,
+            output,
+            truncated,
+            duration: started.elapsed(),
+            limits_hit: Vec::new(),
+        })
+    }
+
+    async fn copy_in(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+        workspace::write(&self.spec.workspace, path, contents)
+    }
+
+    async fn copy_out(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+        workspace::read(&self.spec.workspace, path)
+    }
+
+    async fn destroy(self) -> Result<(), SandboxError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! Where the agent's commands run (SPEC §3): a sandbox per task, with the task's workspace at
+//! `/workspace`, no network but the egress proxy, limits on what it may use, and output that
+//! never carries a secret's value.
+//!
+//! [`Sandbox`] is what every backend offers: exec with streaming output, a timeout and an
+//! output cap; copy in and out; destroy. Two backends exist: [`bwrap`] (the default on Linux)
+//! and [`host`] (no isolation at all, only when named explicitly, for development). Nothing
+//! falls back from one to the other.
+//!
+//! Guarantees of the `bwrap` backend, each tested as an attack that must fail (tests/):
+//! - no network interface but loopback; the only way out is the egress proxy;
+//! - the host's system directories read-only, homes, `/run`, `/srv`, `/mnt` and the like absent;
+//! - a private pid namespace: host processes and their environments are invisible;
+//! - commands run without capabilities, as uid 1000 of a user namespace of their own, with
+//!   nested user namespaces disabled; what only the host's owner may read under `/etc` and
+//!   `/opt` is hidden;
+//! - seccomp refuses `io_uring`, `ptrace`, `TIOCSTI` and new `AF_UNIX` sockets;
+//! - memory and processes limited by cgroups (v2, or v1), CPU time and file size by rlimits;
+//! - a timeout kills the whole process tree; the sandbox dies with deft.
+//!
+//! Limits: the workspace's disk use is measured after each command, not prevented while it
+//! runs; the sandbox shares the host kernel, so a kernel exploit escapes it.
+
+pub mod bwrap;
+mod cgroup;
+pub mod host;
+pub mod inner;
+mod output;
+mod plan;
+pub mod probe;
+mod seccomp;
+mod workspace;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use output::CappedOutput;
+pub use probe::HostSupport;
+
+/// How much a sandbox may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub processes: u64,
+    pub cpu_seconds: u64,
+    pub file_size_bytes: u64,
+    /// The size of the private `/tmp` and home.
+    pub tmp_bytes: u64,
+    /// The workspace's size, checked after each command.
+    pub disk_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        Limits {
+            memory_bytes: 4 * GIB,
+            processes: 512,
+            cpu_seconds: 3600,
+            file_size_bytes: 2 * GIB,
+            tmp_bytes: GIB,
+            disk_bytes: 20 * GIB,
+        }
+    }
+}
+
+/// What a sandbox is made with.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The task's workspace on the host, mounted read-write at `/workspace`.
+    pub workspace: PathBuf,
+    /// Where the sandbox keeps its own files on the host (the proxy socket); made if missing.
+    pub state_dir: PathBuf,
+    /// The user's environment variables; they win over secrets of the same name.
+    pub env: BTreeMap<String, String>,
+    /// The user's secrets, set in the environment and redacted from all output.
+    pub secrets: BTreeMap<String, String>,
+    pub network: deft_egress::EgressPolicy,
+    /// How the egress proxy resolves names (the system's, or fixed answers in tests).
+    pub resolver: deft_egress::Resolver,
+    pub limits: Limits,
+}
+
+/// One command to run.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// Relative to `/workspace`.
+    pub cwd: Option<String>,
+    pub timeout: Duration,
+    /// The most output kept, head and tail.
+    pub output_cap: usize,
+}
+
+impl ExecRequest {
+    /// `sh -c SCRIPT` with the defaults of the agent's `bash` tool.
+    pub fn shell(script: &str) -> ExecRequest {
+        ExecRequest {
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            cwd: None,
+            timeout: Duration::from_secs(600),
+            output_cap: 64 * 1024,
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    Signaled(i32),
+    /// Killed, with all its children, at the timeout.
+    TimedOut,
+    /// Killed for using more memory than the limit.
+    OutOfMemory,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    pub ending: Ending,
+    /// stdout and stderr together, redacted, capped.
+    pub output: String,
+    pub truncated: bool,
+    pub duration: Duration,
+    /// Limits the command ran into (the process limit, the disk limit), in words.
+    pub limits_hit: Vec<String>,
+}
+
+impl ExecOutcome {
+    /// The exit code a shell would report.
+    pub fn exit_code(&self) -> i32 {
+        match self.ending {
+            Ending::Exited(code) => code,
+            Ending::Signaled(signal) => 128 + signal,
+            Ending::TimedOut => 124,
+            Ending::OutOfMemory => 137,
+        }
+    }
+}
+
+/// A network connection the egress proxy decided, for the task's events.
+pub use deft_egress::ProxyEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the sandbox cannot run here: {0}")]
+    Unsupported(String),
+    #[error("`{path}` is outside the workspace; use a path under /workspace")]
+    OutsideWorkspace { path: String },
+    #[error("cannot start the sandbox: {0}")]
+    Start(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SandboxError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+        let context = context.into();
+        move |source| SandboxError::Io { context, source }
+    }
+}
+
+/// What every backend offers.
+pub trait Sandbox: Send + Sync {
+    /// Runs a command, passing each piece of its (redacted) output to `on_output`.
+    fn exec(
+        &self,
+        request: &ExecRequest,
+        on_output: &mut (dyn FnMut(&str) + Send),
+    ) -> impl Future<Output = Result<ExecOutcome, SandboxError>> + Send;
+
+    /// Writes a file of the workspace (`path` relative to `/workspace`, or absolute inside it).
+    fn copy_in(
+        &self,
+        path: &str,
+        contents: &[u8],
+    ) -> impl Future<Output = Result<(), SandboxError>> + Send;
+
+    /// Reads a file of the workspace.
+    fn copy_out(&self, path: &str) -> impl Future<Output = Result<Vec<u8>, SandboxError>> + Send;
+
+    /// Stops everything still running and removes what the sandbox made (not the workspace).
+    fn destroy(self) -> impl Future<Output = Result<(), SandboxError>> + Send;
+}

@@ -1,0 +1,52 @@
+//! What the host-side launcher is told, on its standard input, so that nothing secret is ever
+//! on a command line.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LaunchPlan {
+    pub bwrap: PathBuf,
+    /// `cgroup.procs` files to join before starting bubblewrap.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// bubblewrap's arguments, the init and the command included.
+    pub args: Vec<String>,
+    /// The command's environment, secrets included; passed to the init on its standard input.
+    pub env: Vec<(String, String)>,
+}
+
+/// The environment as the init reads it: `KEY=VALUE` entries separated by NUL bytes.
+pub fn encode_env(env: &[(String, String)]) -> Vec<u8> {
+    let mut blob = Vec::new();
+    for (key, value) in env {
+        blob.extend_from_slice(key.as_bytes());
+        blob.push(b'=');
+        blob.extend_from_slice(value.as_bytes());
+        blob.push(0);
+    }
+    blob
+}
+
+pub fn decode_env(blob: &[u8]) -> Vec<(String, String)> {
+    blob.split(|byte| *byte == 0)
+        .filter(|entry| !entry.is_empty())
+        .filter_map(|entry| {
+            let text = String::from_utf8_lossy(entry);
+            let (key, value) = text.split_once('=')?;
+            Some((key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_round_trips_with_any_value() {
+        let env = vec![
+            ("A".to_owned(), "x=y z".to_owned()),
+            ("B".to_owned(), "line\nnext".to_owned()),
+        ];
+        assert_eq!(decode_env(&encode_env(&env)), env);
+    }
+}

@@ -1,0 +1,588 @@
+//! The sandbox under attack: each test is something a hostile repository would try, run in a
+//! real bubblewrap sandbox, and must fail.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use deft_core::{AllowRule, NetworkLevel};
+use deft_egress::{DomainSet, EgressPolicy, ProxyEvent};
+use deft_sandbox::bwrap::{BwrapBackend, BwrapSandbox};
+use deft_sandbox::{Ending, ExecOutcome, ExecRequest, HostSupport, Limits, Sandbox, SandboxSpec};
+use tokio::sync::mpsc;
+
+const HELPER: &str = env!("CARGO_BIN_EXE_deft-sandbox-helper");
+
+struct Fixture {
+    sandbox: BwrapSandbox,
+    events: mpsc::UnboundedReceiver<ProxyEvent>,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn workspace(&self) -> PathBuf {
+        self.dir.path().join("workspace")
+    }
+
+    async fn run(&self, script: &str) -> ExecOutcome {
+        self.run_with(ExecRequest {
+            timeout: Duration::from_secs(30),
+            ..ExecRequest::shell(script)
+        })
+        .await
+    }
+
+    async fn run_with(&self, request: ExecRequest) -> ExecOutcome {
+        let mut streamed = String::new();
+        let outcome = self
+            .sandbox
+            .exec(&request, &mut |piece| streamed.push_str(piece))
+            .await
+            .unwrap();
+        assert!(
+            outcome.truncated || streamed.trim_end() == outcome.output.trim_end(),
+            "streamed and kept output agree"
+        );
+        outcome
+    }
+
+    fn events(&mut self) -> Vec<ProxyEvent> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            events.push(event);
+        }
+        events
+    }
+}
+
+struct Options {
+    /// What the proxy resolves names to: no DNS query leaves the test.
+    names: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
+    level: NetworkLevel,
+    allow: Vec<&'static str>,
+    secrets: BTreeMap<String, String>,
+    limits: Limits,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            names: Default::default(),
+            level: NetworkLevel::Connections,
+            allow: vec![],
+            secrets: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+async fn sandbox(options: Options) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let support = HostSupport::probe().await;
+    let backend = BwrapBackend::new(support, PathBuf::from(HELPER)).expect("bubblewrap works here");
+    let allow = options
+        .allow
+        .iter()
+        .map(|a| AllowRule::parse(a, "allow").unwrap())
+        .collect();
+    let spec = SandboxSpec {
+        workspace,
+        state_dir: dir.path().join("state"),
+        env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+        secrets: options.secrets,
+        network: EgressPolicy::new(options.level, allow, DomainSet::default()),
+        resolver: deft_egress::Resolver::Fixed(options.names),
+        limits: options.limits,
+    };
+    let (sender, events) = mpsc::unbounded_channel();
+    let sandbox = backend
+        .create(spec, sender)
+        .await
+        .expect("the sandbox starts");
+    Fixture {
+        sandbox,
+        events,
+        dir,
+    }
+}
+
+#[tokio::test]
+async fn a_command_runs_in_the_workspace_with_its_environment() {
+    let fixture = sandbox(Options::default()).await;
+    let outcome = fixture
+        .run("echo $GREETING; pwd; id -u; echo made > file.txt; echo err >&2")
+        .await;
+    assert_eq!(outcome.ending, Ending::Exited(0), "{}", outcome.output);
+    assert_eq!(outcome.output, "hello\n/workspace\n1000\nerr\n");
+    assert_eq!(
+        std::fs::read_to_string(fixture.workspace().join("file.txt")).unwrap(),
+        "made\n"
+    );
+    let failed = fixture.run("exit 3").await;
+    assert_eq!(failed.ending, Ending::Exited(3));
+    let missing = fixture
+        .run_with(ExecRequest {
+            argv: vec!["no-such-program".into()],
+            ..ExecRequest::shell("")
+        })
+        .await;
+    assert_eq!(missing.exit_code(), 127, "{}", missing.output);
+}
+
+/// A plain HTTP server on the host's loopback that answers `host-says-hello` and counts the
+/// connections it gets.
+async fn host_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 16\r\nconnection: close\r\n\r\nhost-says-hello\n").await;
+            });
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test]
+async fn no_network_but_the_proxy() {
+    let (port, connections) = host_server().await;
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let fixture = sandbox(Options::default()).await;
+    // The host's loopback is not the sandbox's: a direct connection reaches nothing.
+    let tcp = fixture
+        .run(&format!(
+            "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo connected"
+        ))
+        .await;
+    assert_ne!(tcp.exit_code(), 0, "{}", tcp.output);
+    assert!(!tcp.output.contains("connected"));
+    let udp_out = fixture
+        .run(&format!(
+            "bash -c 'echo probe > /dev/udp/127.0.0.1/{udp_port}'; echo sent"
+        ))
+        .await;
+    assert!(udp_out.output.contains("sent"), "{}", udp_out.output);
+    let dns = fixture.run("getent hosts example.com || echo no-dns").await;
+    assert!(dns.output.contains("no-dns"), "{}", dns.output);
+    let interfaces = fixture
+        .run("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
+        .await;
+    assert_eq!(
+        interfaces.output.trim(),
+        "lo",
+        "loopback is the only interface"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the host's TCP server"
+    );
+    let mut buffer = [0u8; 64];
+    assert!(
+        udp.recv(&mut buffer).is_err(),
+        "nothing reached the host's UDP socket"
+    );
+}
+
+#[tokio::test]
+async fn the_proxy_lets_through_only_what_the_rules_allow() {
+    let (port, connections) = host_server().await;
+    let names = std::collections::HashMap::from([
+        (
+            "a.b.example.com".to_owned(),
+            vec!["127.0.0.1".parse().unwrap()],
+        ),
+        ("example.com".to_owned(), vec!["127.0.0.1".parse().unwrap()]),
+        (
+            "example.com.evil.test".to_owned(),
+            vec!["127.0.0.1".parse().unwrap()],
+        ),
+    ]);
+    let mut fixture = sandbox(Options {
+        level: NetworkLevel::Custom,
+        allow: vec!["127.0.0.1", ".example.com"],
+        names,
+        ..Options::default()
+    })
+    .await;
+    let via_proxy = |url: &str| {
+        format!(
+            "curl -sS --max-time 10 --noproxy '' -x http://127.0.0.1:3128 {url}; echo \" exit=$?\""
+        )
+    };
+    // A loopback server named by a rule of its own is reached.
+    let allowed = fixture
+        .run(&via_proxy(&format!("http://127.0.0.1:{port}/")))
+        .await;
+    assert!(
+        allowed.output.contains("host-says-hello"),
+        "{}",
+        allowed.output
+    );
+    // A host no rule names is refused, over TLS (CONNECT) as over plain HTTP.
+    let denied = fixture.run(&via_proxy("https://denied.test/")).await;
+    assert!(denied.output.contains("403"), "{}", denied.output);
+    let denied_plain = fixture.run(&via_proxy("http://denied.test/")).await;
+    assert!(
+        denied_plain.output.contains("is not allowed"),
+        "{}",
+        denied_plain.output
+    );
+    // `.example.com` covers the domain and its subdomains, not a name that merely starts with
+    // it; and a covered name that resolves to loopback is still refused (DNS rebinding).
+    for url in [
+        "http://a.b.example.com/",
+        "http://example.com/",
+        "http://example.com.evil.test/",
+    ] {
+        fixture.run(&via_proxy(url)).await;
+    }
+    let events = fixture.events();
+    let find = |host: &str| {
+        events
+            .iter()
+            .find(|e| e.host == host)
+            .unwrap_or_else(|| panic!("no event for {host}: {events:?}"))
+            .clone()
+    };
+    let reached = find("127.0.0.1");
+    assert!(
+        reached.allowed && reached.rule == "custom 127.0.0.1",
+        "{reached:?}"
+    );
+    let refused = find("denied.test");
+    assert!(
+        !refused.allowed && refused.rule.contains("no rule of the `custom` level"),
+        "{refused:?}"
+    );
+    for covered in ["a.b.example.com", "example.com"] {
+        let event = find(covered);
+        assert!(
+            !event.allowed && event.rule.contains("resolves to 127.0.0.1"),
+            "{event:?}"
+        );
+    }
+    let evil = find("example.com.evil.test");
+    assert!(!evil.allowed && evil.rule.contains("no rule"), "{evil:?}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the allowed request arrived"
+    );
+}
+
+#[tokio::test]
+async fn open_still_refuses_names_that_resolve_to_this_machine() {
+    let names = std::collections::HashMap::from([
+        ("rebind.test".to_owned(), vec!["127.0.0.1".parse().unwrap()]),
+        (
+            "metadata.test".to_owned(),
+            vec!["169.254.169.254".parse().unwrap()],
+        ),
+    ]);
+    let mut fixture = sandbox(Options {
+        level: NetworkLevel::Open,
+        names,
+        ..Options::default()
+    })
+    .await;
+    for host in ["rebind.test", "metadata.test"] {
+        let out = fixture
+            .run(&format!(
+                "curl -sS --max-time 5 http://{host}/latest/meta-data/; echo \" exit=$?\""
+            ))
+            .await;
+        assert!(out.output.contains("refused"), "{host}: {}", out.output);
+    }
+    let events = fixture.events();
+    assert!(events.iter().all(|e| !e.allowed), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.rule.contains("169.254.169.254")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_host_file_system_is_out_of_reach() {
+    let fixture = sandbox(Options::default()).await;
+    let host_file = fixture.dir.path().join("host-secret.txt");
+    std::fs::write(&host_file, "host-only").unwrap();
+    std::os::unix::fs::symlink(&host_file, fixture.workspace().join("link")).unwrap();
+    let writes = fixture
+        .run("for p in /etc/x /usr/x /x /root/x /.deft/x; do (echo x > $p) 2>/dev/null && echo wrote:$p; done; echo ok > /tmp/t && echo tmp-ok; echo ok > ~/h && echo home-ok")
+        .await;
+    assert!(!writes.output.contains("wrote:"), "{}", writes.output);
+    assert!(
+        writes.output.contains("tmp-ok") && writes.output.contains("home-ok"),
+        "{}",
+        writes.output
+    );
+    let through_link = fixture
+        .run("cat link; echo overwritten > link; cat link")
+        .await;
+    assert!(
+        !through_link.output.contains("host-only"),
+        "{}",
+        through_link.output
+    );
+    assert_eq!(
+        std::fs::read_to_string(&host_file).unwrap(),
+        "host-only",
+        "the host file is untouched"
+    );
+    assert!(matches!(
+        fixture.sandbox.copy_out("link").await,
+        Err(deft_sandbox::SandboxError::OutsideWorkspace { .. })
+    ));
+    let homes = fixture
+        .run("ls -A /root /home /run /srv /mnt /var 2>&1")
+        .await;
+    let shadow = fixture
+        .run("cat /etc/shadow 2>/dev/null | head -c 20")
+        .await;
+    assert_eq!(shadow.output, "", "what only root may read is hidden");
+    for hidden in [".ssh", ".aws", ".docker", ".config"] {
+        assert!(
+            !homes.output.contains(hidden),
+            "{hidden} is visible: {}",
+            homes.output
+        );
+    }
+}
+
+#[tokio::test]
+async fn host_processes_and_their_environments_are_invisible() {
+    let marker = format!("deft-marker-{}", std::process::id());
+    let mut host = std::process::Command::new("sleep")
+        .arg("30")
+        .env("DEFT_TEST_MARKER", &marker)
+        .spawn()
+        .unwrap();
+    let fixture = sandbox(Options::default()).await;
+    let out = fixture.run(&format!("ls /proc | grep -c '^[0-9]'; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c {marker}")).await;
+    host.kill().unwrap();
+    let _ = host.wait();
+    let counts: Vec<&str> = out.output.lines().collect();
+    assert!(
+        counts[0].parse::<u32>().unwrap() < 10,
+        "only the sandbox's processes: {}",
+        out.output
+    );
+    assert_eq!(counts.get(1), Some(&"0"), "{}", out.output);
+}
+
+#[tokio::test]
+async fn bombs_are_contained_and_reported() {
+    let limits = Limits {
+        memory_bytes: 128 * 1024 * 1024,
+        processes: 64,
+        ..Limits::default()
+    };
+    let fixture = sandbox(Options {
+        limits,
+        ..Options::default()
+    })
+    .await;
+    let fork = fixture
+        .run_with(ExecRequest {
+            timeout: Duration::from_secs(5),
+            ..ExecRequest::shell("bash -c 'b(){ b|b& }; b' 2>/dev/null; sleep 1; echo survived")
+        })
+        .await;
+    assert!(
+        fork.limits_hit
+            .iter()
+            .any(|hit| hit.contains("process limit")),
+        "{fork:?}"
+    );
+    let memory = fixture
+        .run("python3 -c 'a=[]\nwhile True: a.append(bytearray(10**7))'")
+        .await;
+    assert_eq!(memory.ending, Ending::OutOfMemory, "{memory:?}");
+    assert!(
+        memory
+            .limits_hit
+            .iter()
+            .any(|hit| hit.contains("memory limit")),
+        "{memory:?}"
+    );
+    // The sandbox still works afterwards.
+    assert_eq!(fixture.run("echo fine").await.output, "fine\n");
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_tree() {
+    let fixture = sandbox(Options::default()).await;
+    let started = std::time::Instant::now();
+    let request = ExecRequest {
+        timeout: Duration::from_secs(1),
+        ..ExecRequest::shell("sleep 4321 & (sleep 4322 &) ; sleep 4323")
+    };
+    let outcome = fixture.run_with(request).await;
+    assert_eq!(outcome.ending, Ending::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 432[123]"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_leave_in_output_or_proc() {
+    let secret = "sk-live-4f8a9c1e2b7d";
+    let fixture = sandbox(Options {
+        secrets: BTreeMap::from([("API_KEY".to_owned(), secret.to_owned())]),
+        ..Options::default()
+    })
+    .await;
+    let mut pieces = Vec::new();
+    let script = "echo whole=$API_KEY; printf 'split=%s' \"${API_KEY%%4f8a*}\"; sleep 0.2; printf '%s\\n' \"4f8a${API_KEY#*4f8a}\"; echo b64=$(printf %s \"$API_KEY\" | base64)";
+    let outcome = fixture
+        .sandbox
+        .exec(&ExecRequest::shell(script), &mut |piece| {
+            pieces.push(piece.to_owned())
+        })
+        .await
+        .unwrap();
+    assert!(pieces.len() >= 2, "the output came in pieces: {pieces:?}");
+    for text in pieces.iter().chain([&outcome.output]) {
+        assert!(
+            !text.contains(secret) && !text.contains("c2stbGl2ZS00ZjhhOWMxZTJiN2"),
+            "leaked: {text}"
+        );
+    }
+    assert!(
+        outcome.output.contains("whole=[secret:API_KEY]"),
+        "{}",
+        outcome.output
+    );
+    assert!(
+        outcome.output.contains("split=[secret:API_KEY]"),
+        "{}",
+        outcome.output
+    );
+    assert!(
+        outcome.output.contains("b64=[secret:API_KEY]"),
+        "{}",
+        outcome.output
+    );
+
+    // Inside: the init (pid 1) holds no secret where /proc shows it, nor does any command line.
+    let inside = fixture
+        .run("cat /proc/1/environ 2>&1 | tr '\\0' ' '; cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+        .await;
+    assert!(
+        !inside.output.contains("[secret:API_KEY]"),
+        "{}",
+        inside.output
+    );
+    // Outside, while a command runs: the secret is in no command line, and in no environment
+    // but the sandboxed command's own, which no other host user can read.
+    let running = ExecRequest::shell("sleep 2");
+    let mut ignore = |_: &str| {};
+    let (done, scan) = tokio::join!(fixture.sandbox.exec(&running, &mut ignore), async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        scan_host_proc(secret)
+    });
+    done.unwrap();
+    let (in_cmdlines, holders) = scan;
+    assert!(in_cmdlines.is_empty(), "in command lines: {in_cmdlines:?}");
+    assert!(!holders.is_empty(), "the sandboxed command has its secret");
+    let own_ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    for pid in &holders {
+        // A process may have ended since the scan.
+        let Ok(namespace) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+            continue;
+        };
+        assert_ne!(
+            namespace, own_ns,
+            "pid {pid} outside the sandbox holds the secret"
+        );
+        let other_user = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "cat",
+                &format!("/proc/{pid}/environ"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&other_user.stdout).contains(secret),
+            "another host user read it"
+        );
+    }
+}
+
+/// Pids whose command line holds `secret`, and pids whose environment does.
+fn scan_host_proc(secret: &str) -> (Vec<String>, Vec<String>) {
+    let (mut cmdlines, mut environs) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let has = |file: &str| {
+            std::fs::read(format!("/proc/{pid}/{file}"))
+                .is_ok_and(|bytes| bytes.windows(secret.len()).any(|w| w == secret.as_bytes()))
+        };
+        if has("cmdline") {
+            cmdlines.push(pid.clone());
+        }
+        if has("environ") {
+            environs.push(pid);
+        }
+    }
+    (cmdlines, environs)
+}
+
+#[tokio::test]
+async fn host_sockets_and_new_user_namespaces_are_refused() {
+    let path = format!("/run/deft-test-{}.sock", std::process::id());
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let fixture = sandbox(Options::default()).await;
+    let out = fixture
+        .run(&format!(
+            "test -e {path} && echo visible; python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.connect(\"{path}\")' 2>&1 | tail -1; unshare -U true 2>/dev/null || echo no-userns"
+        ))
+        .await;
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.output.contains("visible"), "{}", out.output);
+    assert!(
+        out.output.contains("PermissionError") || out.output.contains("Operation not permitted"),
+        "{}",
+        out.output
+    );
+    assert!(out.output.contains("no-userns"), "{}", out.output);
+    assert!(
+        listener.accept().is_err(),
+        "nothing connected to the host socket"
+    );
+}

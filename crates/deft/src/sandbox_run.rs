@@ -1,0 +1,103 @@
+//! `deft sandbox run`: one command in a fresh sandbox, exactly as a task's would run (the same
+//! backend, the user's env vars and secrets, the egress proxy), for debugging an environment
+//! and for timing the sandbox.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deft_core::{NetworkLevel, NetworkPolicy};
+use deft_egress::{DomainSet, EgressPolicy, Resolver};
+use deft_sandbox::bwrap::BwrapBackend;
+use deft_sandbox::{ExecRequest, HostSupport, Limits, Sandbox as _, SandboxSpec};
+
+use crate::cli::SandboxCommand;
+use crate::local;
+
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command's output and its network log"
+)]
+pub async fn run(command: SandboxCommand) -> anyhow::Result<ExitCode> {
+    let SandboxCommand::Run {
+        network,
+        allow,
+        workspace,
+        user,
+        timeout,
+        data,
+        command,
+    } = command;
+    let (_, store) = local::open_store(&data).await?;
+    let owner = store
+        .user_by_name(&user)
+        .await
+        .with_context(|| format!("no user named `{user}`; pass `--user NAME`"))?;
+    let environment = store.environment(&owner.id).await?;
+    let secrets = store.secret_values(&owner.id).await?;
+    store.close().await;
+    let policy = match network {
+        Some(level) => NetworkPolicy::new(NetworkLevel::parse(&level, "--network")?, &allow)?,
+        None if allow.is_empty() => environment.network.clone(),
+        None => anyhow::bail!("--allow needs `--network custom`"),
+    };
+    let support = HostSupport::probe().await;
+    let helper = std::env::current_exe().context("cannot find deft's own executable")?;
+    let backend = BwrapBackend::new(support, helper)?;
+    let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
+    let workspace = match workspace {
+        Some(dir) => fs_err::canonicalize(dir)?,
+        None => {
+            let dir = scratch.path().join("workspace");
+            fs_err::create_dir(&dir)?;
+            dir
+        }
+    };
+    let spec = SandboxSpec {
+        workspace,
+        state_dir: scratch.path().join("state"),
+        env: environment.env.as_map().clone(),
+        secrets,
+        network: EgressPolicy::new(policy.level, policy.allow.clone(), DomainSet::default()),
+        resolver: Resolver::System,
+        limits: Limits::default(),
+    };
+    let (events, mut decisions) = tokio::sync::mpsc::unbounded_channel();
+    let sandbox = backend.create(spec, events).await?;
+    let network_log = tokio::spawn(async move {
+        while let Some(event) = decisions.recv().await {
+            let verdict = if event.allowed { "allowed" } else { "denied" };
+            eprintln!(
+                "deft: network {verdict} {}:{} ({})",
+                event.host, event.port, event.rule
+            );
+        }
+    });
+    let request = ExecRequest {
+        argv: command,
+        cwd: None,
+        timeout: Duration::from_secs(timeout),
+        output_cap: 1024 * 1024,
+    };
+    let outcome = sandbox
+        .exec(&request, &mut |piece| {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout();
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        })
+        .await;
+    sandbox.destroy().await?;
+    network_log.abort();
+    let outcome = outcome?;
+    for hit in &outcome.limits_hit {
+        eprintln!("deft: {hit}");
+    }
+    if outcome.ending == deft_sandbox::Ending::TimedOut {
+        eprintln!("deft: killed after {timeout} s, with all its children");
+    }
+    Ok(ExitCode::from(
+        u8::try_from(outcome.exit_code()).unwrap_or(1),
+    ))
+}
