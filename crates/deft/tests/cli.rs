@@ -596,3 +596,49 @@ fn sandbox_run_runs_a_command_as_a_task_would() {
         stderr(&denied)
     );
 }
+
+#[test]
+fn a_sandbox_dies_with_deft() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    succeeded(
+        &Command::new(DEFT)
+            .args(["user", "create", "admin", "--admin", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap(),
+    );
+    let mut deft = Command::new(DEFT)
+        .args(["sandbox", "run", "--data-dir"])
+        .arg(&data)
+        .args(["--", "sh", "-c", "sleep 4567 & sleep 4568"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = || {
+        let found = Command::new("pgrep")
+            .args(["-f", "sleep 456[78]"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&found.stdout).lines().count()
+    };
+    let started = std::time::Instant::now();
+    while running() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sandbox never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    deft.kill().unwrap();
+    let _ = deft.wait();
+    let killed = std::time::Instant::now();
+    while running() > 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "the sandbox outlived deft"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
