@@ -91,6 +91,7 @@ impl Store {
             let note = json!({ "kind": "steering", "author": author, "message": message });
             let (_, written) = transition_in(
                 &mut tx,
+                &self.key,
                 Actor::Owner(user),
                 &task,
                 Transition::Steer,

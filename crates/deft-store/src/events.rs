@@ -91,20 +91,27 @@ pub(crate) fn event_from_row(row: &AnyRow) -> Result<Event, StoreError> {
 /// Appends one event inside the caller's transaction. The caller publishes it after commit.
 pub(crate) async fn append_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &crate::MasterKey,
     task: &TaskId,
     kind: EventKind,
     data: serde_json::Value,
     at: Timestamp,
 ) -> Result<Event, StoreError> {
-    let seq: i64 = sqlx::query(
-        "UPDATE tasks SET last_seq = last_seq + 1, updated_at = $2 WHERE id = $1 RETURNING last_seq",
+    let row = sqlx::query(
+        "UPDATE tasks SET last_seq = last_seq + 1, updated_at = $2 WHERE id = $1 \
+         RETURNING last_seq, user_id",
     )
     .bind(task.as_str())
     .bind(at.unix_millis())
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or(StoreError::NotFound { what: "task" })?
-    .try_get("last_seq")?;
+    .ok_or(StoreError::NotFound { what: "task" })?;
+    let seq: i64 = row.try_get("last_seq")?;
+    let owner = UserId::from_stored(row.try_get("user_id")?);
+    // Whatever writes an event, the owner's secret values never reach the log (SPEC §3).
+    let data = crate::settings::redactor_in(tx, key, &owner)
+        .await?
+        .redact_json(&data);
     sqlx::query("INSERT INTO events (task_id, seq, at, kind, data) VALUES ($1, $2, $3, $4, $5)")
         .bind(task.as_str())
         .bind(seq)
@@ -131,7 +138,7 @@ impl Store {
         data: serde_json::Value,
     ) -> Result<Event, StoreError> {
         let mut tx = self.begin_write().await?;
-        let event = append_in(&mut tx, task, kind, data, Timestamp::now()).await?;
+        let event = append_in(&mut tx, &self.key, task, kind, data, Timestamp::now()).await?;
         tx.commit().await?;
         self.published(&event);
         Ok(event)

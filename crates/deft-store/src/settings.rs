@@ -283,3 +283,24 @@ impl Store {
         Ok(())
     }
 }
+
+/// The owner's secrets as a redactor, read inside the caller's transaction.
+pub(crate) async fn redactor_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &crate::MasterKey,
+    user: &UserId,
+) -> Result<deft_core::Redactor, StoreError> {
+    let rows = sqlx::query("SELECT name, nonce, ciphertext FROM secrets WHERE user_id = $1")
+        .bind(user.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut values = BTreeMap::new();
+    for row in rows {
+        let name: String = row.try_get("name")?;
+        let nonce: String = row.try_get("nonce")?;
+        let sealed: String = row.try_get("ciphertext")?;
+        let plain = key.open(&secret_context(user, &name), &nonce, &sealed)?;
+        values.insert(name, String::from_utf8_lossy(&plain).into_owned());
+    }
+    Ok(deft_core::Redactor::new(&values))
+}

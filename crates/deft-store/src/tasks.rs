@@ -153,7 +153,7 @@ impl Store {
             "approve_plan": new.approve_plan,
             "state": TaskState::Queued,
         });
-        let event = append_in(&mut tx, &id, EventKind::TaskCreated, data, now).await?;
+        let event = append_in(&mut tx, &self.key, &id, EventKind::TaskCreated, data, now).await?;
         tx.commit().await?;
         self.published(&event);
         self.task(user, &id).await
@@ -259,7 +259,8 @@ impl Store {
         note: Option<(EventKind, serde_json::Value)>,
     ) -> Result<Task, StoreError> {
         let mut tx = self.begin_write().await?;
-        let (owner, events) = transition_in(&mut tx, actor, id, transition, note).await?;
+        let (owner, events) =
+            transition_in(&mut tx, &self.key, actor, id, transition, note).await?;
         tx.commit().await?;
         for event in &events {
             self.published(event);
@@ -270,7 +271,7 @@ impl Store {
     /// Records the plan and shows it in the log.
     pub async fn set_plan(&self, id: &TaskId, plan: &Plan) -> Result<Event, StoreError> {
         let mut tx = self.begin_write().await?;
-        let event = set_plan_in(&mut tx, id, plan).await?;
+        let event = set_plan_in(&mut tx, &self.key, id, plan).await?;
         tx.commit().await?;
         self.published(&event);
         Ok(event)
@@ -288,6 +289,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let (owner, mut events) = transition_in(
             &mut tx,
+            &self.key,
             Actor::Owner(user),
             id,
             Transition::Approve,
@@ -295,7 +297,7 @@ impl Store {
         )
         .await?;
         if let Some(plan) = edited {
-            events.push(set_plan_in(&mut tx, id, plan).await?);
+            events.push(set_plan_in(&mut tx, &self.key, id, plan).await?);
         }
         tx.commit().await?;
         for event in &events {
@@ -331,7 +333,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let data = serde_json::to_value(pull_request).expect("pull requests serialize");
-        let event = append_in(&mut tx, id, EventKind::PullRequest, data, Timestamp::now()).await?;
+        let event = append_in(
+            &mut tx,
+            &self.key,
+            id,
+            EventKind::PullRequest,
+            data,
+            Timestamp::now(),
+        )
+        .await?;
         tx.commit().await?;
         self.published(&event);
         Ok(event)
@@ -439,6 +449,7 @@ async fn claim_chat(
 /// owner and the events written, for the caller to publish after commit.
 pub(crate) async fn transition_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &crate::MasterKey,
     actor: Actor<'_>,
     id: &TaskId,
     transition: Transition,
@@ -477,7 +488,7 @@ pub(crate) async fn transition_in(
     let now = Timestamp::now();
     let mut events = Vec::new();
     if let Some((kind, data)) = note {
-        events.push(append_in(tx, id, kind, data, now).await?);
+        events.push(append_in(tx, key, id, kind, data, now).await?);
     }
     if after != before {
         let attention = after.attention();
@@ -494,13 +505,14 @@ pub(crate) async fn transition_in(
         .execute(&mut **tx)
         .await?;
         let data = json!({ "from": before.state(), "to": after.state(), "attention": attention });
-        events.push(append_in(tx, id, EventKind::StateChanged, data, now).await?);
+        events.push(append_in(tx, key, id, EventKind::StateChanged, data, now).await?);
     }
     Ok((owner, events))
 }
 
 async fn set_plan_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &crate::MasterKey,
     id: &TaskId,
     plan: &Plan,
 ) -> Result<Event, StoreError> {
@@ -510,5 +522,5 @@ async fn set_plan_in(
         .execute(&mut **tx)
         .await?;
     let data = serde_json::to_value(plan).expect("plans serialize");
-    append_in(tx, id, EventKind::Plan, data, Timestamp::now()).await
+    append_in(tx, key, id, EventKind::Plan, data, Timestamp::now()).await
 }

@@ -51,6 +51,7 @@ on_both!(
     concurrent_transitions_of_one_task_never_both_win,
     concurrent_partial_environment_updates_all_land,
     approval_and_the_edited_plan_land_together,
+    no_event_records_a_secret_value,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -926,4 +927,38 @@ async fn another_master_key_is_refused_at_open() {
             .to_string()
             .contains("set `DEFT_MASTER_KEY` to that key")
     );
+}
+
+async fn no_event_records_a_secret_value(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let secret = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
+    store
+        .put_secret(&ada.id, "GITHUB_TOKEN", secret)
+        .await
+        .unwrap();
+    let task = store
+        .create_task(&ada.id, new_task(&format!("use {secret} to push"), &repo))
+        .await
+        .unwrap();
+    store
+        .append_event(
+            &task.id,
+            EventKind::ToolResult,
+            json!({"output": format!("token={secret}\n"), "nested": [secret]}),
+        )
+        .await
+        .unwrap();
+    let note = Some((
+        EventKind::UserMessage,
+        json!({"message": format!("here: {secret}")}),
+    ));
+    store
+        .transition(Actor::Owner(&ada.id), &task.id, Transition::Cancel, note)
+        .await
+        .unwrap();
+    let events = store.events_after(&ada.id, &task.id, 0, 100).await.unwrap();
+    let text =
+        serde_json::to_string(&events.iter().map(|e| e.data.clone()).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains(secret), "{text}");
+    assert_eq!(text.matches("[secret:GITHUB_TOKEN]").count(), 4, "{text}");
 }
