@@ -212,20 +212,7 @@ impl Store {
             .bind(user.as_str())
             .fetch_all(&self.pool)
             .await?;
-        let mut values = BTreeMap::new();
-        for row in rows {
-            let name: String = row.try_get("name")?;
-            let nonce: String = row.try_get("nonce")?;
-            let sealed: String = row.try_get("ciphertext")?;
-            let plain = self
-                .key
-                .open(&secret_context(user, &name), &nonce, &sealed)?;
-            let value = String::from_utf8(plain).map_err(|_| StoreError::Corrupt {
-                what: format!("secret {name} is not UTF-8"),
-            })?;
-            values.insert(name, value);
-        }
-        Ok(values)
+        open_secrets(&self.key, user, &rows)
     }
 
     pub async fn add_learning(
@@ -294,13 +281,25 @@ pub(crate) async fn redactor_in(
         .bind(user.as_str())
         .fetch_all(&mut **tx)
         .await?;
+    Ok(deft_core::Redactor::new(&open_secrets(key, user, &rows)?))
+}
+
+/// Opens sealed secret rows (`name`, `nonce`, `ciphertext`) of `user`.
+fn open_secrets(
+    key: &crate::MasterKey,
+    user: &UserId,
+    rows: &[sqlx::any::AnyRow],
+) -> Result<BTreeMap<String, String>, StoreError> {
     let mut values = BTreeMap::new();
     for row in rows {
         let name: String = row.try_get("name")?;
         let nonce: String = row.try_get("nonce")?;
         let sealed: String = row.try_get("ciphertext")?;
         let plain = key.open(&secret_context(user, &name), &nonce, &sealed)?;
-        values.insert(name, String::from_utf8_lossy(&plain).into_owned());
+        let value = String::from_utf8(plain).map_err(|_| StoreError::Corrupt {
+            what: format!("secret {name} is not UTF-8"),
+        })?;
+        values.insert(name, value);
     }
-    Ok(deft_core::Redactor::new(&values))
+    Ok(values)
 }
