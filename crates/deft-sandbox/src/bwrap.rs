@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use deft_core::Redactor;
 use deft_egress::{EgressProxy, ProxyEvent};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
 use crate::cgroup::SandboxCgroup;
-use crate::output::{CappedOutput, OutputText};
+use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
 use crate::plan::LaunchPlan;
 use crate::{
     Ending, ExecOutcome, ExecRequest, HostSupport, Sandbox, SandboxError, SandboxSpec, inner,
@@ -364,32 +364,21 @@ impl Sandbox for BwrapSandbox {
             .await
             .map_err(SandboxError::io("sending the plan to the launcher"))?;
         drop(stdin);
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
         let mut text = OutputText::new(self.redactor.stream());
         let mut kept = CappedOutput::new(request.output_cap);
         let mut diagnostics = Vec::new();
         let read_all = async {
-            let mut out_buf = vec![0u8; 16 * 1024];
-            let mut err_buf = vec![0u8; 4 * 1024];
-            let (mut out_open, mut err_open) = (true, true);
-            while out_open || err_open {
-                tokio::select! {
-                    read = stdout.read(&mut out_buf), if out_open => match read {
-                        Ok(0) | Err(_) => out_open = false,
-                        Ok(n) => {
-                            let clean = text.push(&out_buf[..n]);
-                            kept.push(&clean);
-                            on_output(&String::from_utf8_lossy(&clean));
-                        }
-                    },
-                    read = stderr.read(&mut err_buf), if err_open => match read {
-                        Ok(0) | Err(_) => err_open = false,
-                        Ok(n) => diagnostics.extend_from_slice(&err_buf[..n]),
-                    },
-                }
-            }
+            diagnostics = read_streams(
+                stdout,
+                stderr,
+                Stderr::Aside,
+                &mut text,
+                &mut kept,
+                on_output,
+            )
+            .await;
             child.wait().await
         };
         let waited = tokio::time::timeout(request.timeout, read_all).await;

@@ -6,9 +6,8 @@
 use std::time::Instant;
 
 use deft_core::{NetworkLevel, Redactor};
-use tokio::io::AsyncReadExt as _;
 
-use crate::output::{CappedOutput, OutputText};
+use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
 use crate::{Ending, ExecOutcome, ExecRequest, Sandbox, SandboxError, SandboxSpec, workspace};
 
 #[derive(Debug)]
@@ -55,33 +54,20 @@ impl Sandbox for HostSandbox {
             .process_group(0)
             .spawn()
             .map_err(|error| SandboxError::Start(format!("{}: {error}", request.argv[0])))?;
-        let mut stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
         let mut text = OutputText::new(self.redactor.stream());
         let mut kept = CappedOutput::new(request.output_cap);
         let run = async {
-            let (mut out, mut err) = (vec![0u8; 8192], vec![0u8; 8192]);
-            let (mut out_open, mut err_open) = (true, true);
-            while out_open || err_open {
-                let read = tokio::select! {
-                    read = stdout.read(&mut out), if out_open => (true, read),
-                    read = stderr.read(&mut err), if err_open => (false, read),
-                };
-                match read {
-                    (is_out, Ok(0) | Err(_)) => {
-                        if is_out {
-                            out_open = false
-                        } else {
-                            err_open = false
-                        }
-                    }
-                    (is_out, Ok(n)) => {
-                        let clean = text.push(if is_out { &out[..n] } else { &err[..n] });
-                        kept.push(&clean);
-                        on_output(&String::from_utf8_lossy(&clean));
-                    }
-                }
-            }
+            read_streams(
+                stdout,
+                stderr,
+                Stderr::Output,
+                &mut text,
+                &mut kept,
+                on_output,
+            )
+            .await;
             child.wait().await
         };
         let ending = match tokio::time::timeout(request.timeout, run).await {

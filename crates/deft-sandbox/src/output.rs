@@ -2,6 +2,7 @@
 //! head and the tail with a marker that says how much was cut.
 
 use deft_core::StreamRedactor;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 /// Collects a command's output under a cap.
 #[derive(Debug)]
@@ -84,6 +85,60 @@ impl<'a> OutputText<'a> {
         rest.extend(self.redactor.finish());
         rest
     }
+}
+
+/// Where a process's stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stderr {
+    /// Into the output, as it arrives.
+    Output,
+    /// Aside, returned at the end (the sandbox's own diagnostics).
+    Aside,
+}
+
+/// Reads a process's stdout and stderr to their ends: output redacted, kept under the cap and
+/// passed on piece by piece. Returns what stderr said when it is kept aside.
+pub async fn read_streams(
+    mut stdout: impl AsyncRead + Unpin,
+    mut stderr: impl AsyncRead + Unpin,
+    stderr_to: Stderr,
+    text: &mut OutputText<'_>,
+    kept: &mut CappedOutput,
+    on_output: &mut (dyn FnMut(&str) + Send),
+) -> Vec<u8> {
+    let mut aside = Vec::new();
+    let (mut out_buf, mut err_buf) = (vec![0u8; 16 * 1024], vec![0u8; 4 * 1024]);
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        let (from_stdout, read) = tokio::select! {
+            read = stdout.read(&mut out_buf), if out_open => (true, read),
+            read = stderr.read(&mut err_buf), if err_open => (false, read),
+        };
+        let n = match read {
+            Ok(0) | Err(_) => {
+                if from_stdout {
+                    out_open = false
+                } else {
+                    err_open = false
+                }
+                continue;
+            }
+            Ok(n) => n,
+        };
+        let bytes = if from_stdout {
+            &out_buf[..n]
+        } else {
+            &err_buf[..n]
+        };
+        if !from_stdout && stderr_to == Stderr::Aside {
+            aside.extend_from_slice(bytes);
+            continue;
+        }
+        let clean = text.push(bytes);
+        kept.push(&clean);
+        on_output(&String::from_utf8_lossy(&clean));
+    }
+    aside
 }
 
 /// The length of the longest prefix that does not end inside a UTF-8 character.

@@ -1,0 +1,60 @@
+//! The `host` backend: no isolation, so it refuses any network level it cannot enforce, and it
+//! still redacts what commands print.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use deft_core::NetworkLevel;
+use deft_egress::{DomainSet, EgressPolicy, Resolver};
+use deft_sandbox::host::HostSandbox;
+use deft_sandbox::{Ending, ExecRequest, Limits, Sandbox as _, SandboxError, SandboxSpec};
+
+fn spec(level: NetworkLevel, workspace: std::path::PathBuf) -> SandboxSpec {
+    SandboxSpec {
+        state_dir: workspace.join(".state"),
+        workspace,
+        env: BTreeMap::new(),
+        secrets: BTreeMap::from([("TOKEN".to_owned(), "host-secret-9f8e7d".to_owned())]),
+        network: EgressPolicy::new(level, vec![], DomainSet::default()),
+        resolver: Resolver::System,
+        limits: Limits::default(),
+    }
+}
+
+#[tokio::test]
+async fn the_host_backend_refuses_what_it_cannot_enforce_and_redacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused =
+        HostSandbox::create(spec(NetworkLevel::Connections, dir.path().to_owned())).unwrap_err();
+    assert!(
+        matches!(refused, SandboxError::Unsupported(ref why) if why.contains("cannot enforce")),
+        "{refused}"
+    );
+    let sandbox = HostSandbox::create(spec(NetworkLevel::Open, dir.path().to_owned())).unwrap();
+    let outcome = sandbox
+        .exec(
+            &ExecRequest::shell("echo $TOKEN; echo err >&2; exit 4"),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.ending, Ending::Exited(4));
+    assert!(
+        outcome.output.contains("[secret:TOKEN]") && outcome.output.contains("err"),
+        "{}",
+        outcome.output
+    );
+    let slow = ExecRequest {
+        timeout: Duration::from_millis(300),
+        ..ExecRequest::shell("sleep 5")
+    };
+    assert_eq!(
+        sandbox.exec(&slow, &mut |_| {}).await.unwrap().ending,
+        Ending::TimedOut
+    );
+    sandbox.copy_in("note.txt", b"hello").await.unwrap();
+    assert_eq!(
+        sandbox.copy_out("/workspace/note.txt").await.unwrap(),
+        b"hello"
+    );
+}
