@@ -259,13 +259,13 @@ mod tests {
 
     #[test]
     fn the_common_list_is_the_seed_documents() {
-        // The seed lives beside the project (shared/seed), as on every machine it is built on.
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/seed/kiro-autonomous-agent-docs.txt"
-        );
-        let seed = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("cannot read the seed document at {path}: {e}"));
+        // The seed lives beside the project (`shared/seed`), on every machine that builds it.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("shared/seed/kiro-autonomous-agent-docs.txt"))
+            .find(|path| path.is_file())
+            .expect("the seed document shared/seed/kiro-autonomous-agent-docs.txt lies beside the project");
+        let seed = std::fs::read_to_string(&path).unwrap();
         let start = seed
             .find("org.alpinelinux")
             .expect("the list starts with alpinelinux");
