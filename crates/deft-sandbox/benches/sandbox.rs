@@ -1,6 +1,8 @@
 //! The cost of a sandbox, measured three ways in one run: create + exec `true` + destroy of a
 //! bubblewrap sandbox, a bare `sh -c true`, and `podman run --rm` of a local image when podman
-//! and the image `deft-bench` are present.
+//! and the image `deft-bench` are present. That image is a busybox made locally:
+//! `mkdir -p r/bin && cp /usr/bin/busybox r/bin && ln -s busybox r/bin/true &&
+//! tar -C r -cf r.tar . && podman import r.tar deft-bench` (Debian's `busybox-static`).
 //!
 //! Run with `cargo bench -p deft-sandbox --bench sandbox`; `DEFT_BENCH_RUNS` sets the number of
 //! runs of each (default 50). Targets: within 3x a bare exec; at least 20x faster than podman.
@@ -138,7 +140,22 @@ async fn podman_runs(runs: usize) -> Option<Vec<Duration>> {
     for _ in 0..runs {
         let started = Instant::now();
         let status = tokio::process::Command::new("podman")
-            .args(["run", "--rm", "--network=none", "deft-bench", "true"])
+            // runc and explicit ulimits: what makes podman run on a host with hybrid cgroups.
+            .args([
+                "run",
+                "--rm",
+                "--runtime",
+                "runc",
+                "--ulimit",
+                "nofile=1024:1024",
+            ])
+            .args([
+                "--ulimit",
+                "nproc=1024:1024",
+                "--network=none",
+                "deft-bench",
+                "true",
+            ])
             .status()
             .await
             .ok()?;

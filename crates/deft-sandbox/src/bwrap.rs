@@ -49,6 +49,8 @@ impl BwrapBackend {
             return Err(SandboxError::Unsupported(why.clone()));
         }
         let masks = std::sync::Arc::new(private_entries(&["/etc", "/opt"]));
+        // A deft that was killed outright left its sandboxes' cgroups: end what is in them.
+        support.cgroups.sweep_stale("deft-sandbox-");
         Ok(BwrapBackend {
             support,
             helper,
@@ -338,6 +340,15 @@ fn private_entries(roots: &[&str]) -> Vec<(PathBuf, bool)> {
     found
 }
 
+impl Drop for BwrapSandbox {
+    fn drop(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
+        let _ = std::fs::remove_dir_all(&self.spec.state_dir);
+    }
+}
+
 impl Sandbox for BwrapSandbox {
     async fn exec(
         &self,
@@ -459,11 +470,8 @@ impl Sandbox for BwrapSandbox {
     }
 
     async fn destroy(self) -> Result<(), SandboxError> {
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.remove();
-        }
-        drop(self.proxy);
-        let _ = std::fs::remove_dir_all(&self.spec.state_dir);
+        // Dropping does the work, so that a sandbox that is merely dropped is cleaned up too.
+        drop(self);
         Ok(())
     }
 }

@@ -65,6 +65,37 @@ impl Cgroups {
         }
     }
 
+    /// Kills and removes the cgroups named `PREFIX<pid>-…` whose deft process is gone.
+    pub fn sweep_stale(&self, prefix: &str) {
+        let parents: Vec<&PathBuf> = match self {
+            Cgroups::None(_) => return,
+            Cgroups::V2 { base } => vec![base],
+            Cgroups::V1 { memory, pids } => vec![memory, pids],
+        };
+        for parent in parents {
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.split('-').next())
+                else {
+                    continue;
+                };
+                if Path::new("/proc").join(pid).exists() {
+                    continue;
+                }
+                let stale = SandboxCgroup {
+                    v2: matches!(self, Cgroups::V2 { .. }),
+                    dirs: vec![entry.path()],
+                };
+                stale.remove();
+            }
+        }
+    }
+
     /// Makes the cgroup(s) of one sandbox with its limits.
     pub fn create(
         &self,

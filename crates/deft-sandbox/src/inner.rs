@@ -124,10 +124,15 @@ fn try_init(args: &[String]) -> Result<i32, String> {
     drop(blob);
     let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     rustix::stdio::dup2_stdin(&null).map_err(|e| format!("replacing stdin: {e}"))?;
+    // bubblewrap asks for this too, but only once its child runs; a deft killed in between
+    // would leave the sandbox behind.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("prctl: {e}"))?;
     // The init holds the environment in memory; no process of the sandbox may read it.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| format!("prctl: {e}"))?;
 
+    watch_for_deft()?;
     if let Some(socket) = options.proxy_socket.clone() {
         start_bridge(options.proxy_port, socket)?;
     }
@@ -198,6 +203,32 @@ fn set_limits(options: &InitOptions) -> Result<(), String> {
     if options.nproc > 0 {
         limit(Resource::Nproc, options.nproc)?;
     }
+    Ok(())
+}
+
+/// Ends the sandbox when deft is gone. The init's stdout is a pipe whose only reader is deft;
+/// when deft dies, that pipe reports an error to a poll, and the init exits, which ends the
+/// pid namespace and everything in it. (The parent-death signal alone misses a deft killed
+/// while bubblewrap is still starting.)
+fn watch_for_deft() -> Result<(), String> {
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("stdout: {e}"))?;
+    std::thread::Builder::new()
+        .name("deft-lifeline".into())
+        .spawn(move || {
+            use rustix::event::{PollFd, PollFlags, poll};
+            loop {
+                let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+                if poll(&mut fds, None).is_ok()
+                    && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+                {
+                    std::process::exit(137);
+                }
+            }
+        })
+        .map_err(|e| format!("lifeline thread: {e}"))?;
     Ok(())
 }
 

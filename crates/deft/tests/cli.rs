@@ -618,7 +618,8 @@ fn a_sandbox_dies_with_deft() {
         .unwrap();
     let running = || {
         let found = Command::new("pgrep")
-            .args(["-f", "sleep 456[78]"])
+            // The sleeps themselves: deft's and bwrap's command lines mention them too.
+            .args(["-f", "^sleep 456[78]$"])
             .output()
             .unwrap();
         String::from_utf8_lossy(&found.stdout).lines().count()
@@ -640,5 +641,41 @@ fn a_sandbox_dies_with_deft() {
             "the sandbox outlived deft"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_sandbox_still_starting_dies_with_deft() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    succeeded(
+        &Command::new(DEFT)
+            .args(["user", "create", "admin", "--admin", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap(),
+    );
+    for delay in [5, 15, 30, 60] {
+        let mut deft = Command::new(DEFT)
+            .args(["sandbox", "run", "--data-dir"])
+            .arg(&data)
+            .args(["--", "sh", "-c", "sleep 4577 & sleep 4578"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        deft.kill().unwrap();
+        let _ = deft.wait();
+        std::thread::sleep(Duration::from_millis(1500));
+        let found = Command::new("pgrep")
+            .args(["-f", "^sleep 457[78]$"])
+            .output()
+            .unwrap();
+        assert!(
+            found.stdout.is_empty(),
+            "killed after {delay} ms, the sandbox lived on: {}",
+            String::from_utf8_lossy(&found.stdout)
+        );
     }
 }
