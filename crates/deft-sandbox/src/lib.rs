@@ -29,7 +29,7 @@ mod output;
 mod plan;
 pub mod probe;
 mod seccomp;
-mod workspace;
+pub mod workspace;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -62,6 +62,105 @@ fn open_beneath(
     }
 }
 
+/// Makes the directories above `path` that do not exist yet, each resolved beneath the root.
+pub fn create_parents(root: &Path, path: &str) -> Result<(), SandboxError> {
+    let relative = relative(path)?;
+    let Some(parent) = Path::new(&relative).parent() else {
+        return Ok(());
+    };
+    let mut so_far = std::path::PathBuf::new();
+    for component in parent.components() {
+        so_far.push(component);
+        let text = so_far.to_string_lossy().into_owned();
+        match open_beneath(root, &text, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()) {
+            Ok(_) => continue,
+            Err(SandboxError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        let (dir, name) = match so_far.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(dir) => (
+                open_beneath(
+                    root,
+                    &dir.to_string_lossy(),
+                    OFlags::PATH | OFlags::DIRECTORY,
+                    Mode::empty(),
+                )?,
+                so_far.file_name().unwrap_or_default().to_owned(),
+            ),
+            None => (
+                std::fs::File::from(
+                    rustix::fs::open(
+                        root,
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| SandboxError::io(root.display().to_string())(e.into()))?,
+                ),
+                so_far.as_os_str().to_owned(),
+            ),
+        };
+        rustix::fs::mkdirat(&dir, name.as_os_str(), Mode::from_raw_mode(0o755))
+            .map_err(|e| SandboxError::io(text.clone())(e.into()))?;
+    }
+    Ok(())
+}
+
+/// The entries of a directory beneath the root: (name, is a directory), sorted.
+pub fn list(root: &Path, path: &str) -> Result<Vec<(String, bool)>, SandboxError> {
+    let dir = if path.trim_end_matches('/') == "/workspace" || path.is_empty() || path == "." {
+        std::fs::File::from(
+            rustix::fs::open(
+                root,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| SandboxError::io(root.display().to_string())(e.into()))?,
+        )
+    } else {
+        open_beneath(
+            root,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )?
+    };
+    let mut entries = Vec::new();
+    let reader = rustix::fs::Dir::read_from(&dir)
+        .map_err(|e| SandboxError::io(path.to_owned())(e.into()))?;
+    for entry in reader {
+        let entry = entry.map_err(|e| SandboxError::io(path.to_owned())(e.into()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        entries.push((name, entry.file_type() == rustix::fs::FileType::Directory));
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+/// Whether `path` beneath the root is a directory (`None`: it does not exist).
+pub fn is_dir(root: &Path, path: &str) -> Result<Option<bool>, SandboxError> {
+    if path.trim_end_matches('/') == "/workspace" || path.is_empty() || path == "." {
+        return Ok(Some(true));
+    }
+    match open_beneath(root, path, OFlags::PATH, Mode::empty()) {
+        Ok(file) => {
+            let stat = rustix::fs::fstat(&file)
+                .map_err(|e| SandboxError::io(path.to_owned())(e.into()))?;
+            Ok(Some(
+                rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                    == rustix::fs::FileType::Directory,
+            ))
+        }
+        Err(SandboxError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 pub fn read(root: &Path, path: &str) -> Result<Vec<u8>, SandboxError> {
     let mut file = open_beneath(root, path, OFlags::RDONLY, Mode::empty())?;
     let mut contents = Vec::new();
@@ -137,5 +236,33 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret");
         write(&workspace, "inside.txt", b"ok").unwrap();
         assert_eq!(read(&workspace, "/workspace/inside.txt").unwrap(), b"ok");
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_made_and_listed_beneath_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        create_parents(dir.path(), "a/b/c.txt").unwrap();
+        write(dir.path(), "a/b/c.txt", b"x").unwrap();
+        assert_eq!(list(dir.path(), "a").unwrap(), vec![("b".to_owned(), true)]);
+        assert_eq!(
+            list(dir.path(), "/workspace").unwrap(),
+            vec![("a".to_owned(), true)]
+        );
+        assert_eq!(is_dir(dir.path(), "a/b/c.txt").unwrap(), Some(false));
+        assert_eq!(is_dir(dir.path(), "nope").unwrap(), None);
+        std::os::unix::fs::symlink("/etc", dir.path().join("out")).unwrap();
+        assert!(matches!(
+            create_parents(dir.path(), "out/x/y"),
+            Err(SandboxError::OutsideWorkspace { .. })
+        ));
+        assert!(matches!(
+            list(dir.path(), "out"),
+            Err(SandboxError::OutsideWorkspace { .. })
+        ));
     }
 }

@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-llm", &["deft-core"]),
     ("deft-egress", &["deft-core"]),
     ("deft-sandbox", &["deft-core", "deft-egress"]),
+    ("deft-agent", &["deft-core", "deft-llm", "deft-sandbox"]),
     ("deft-server", &["deft-core", "deft-store", "deft-forge"]),
     (
         "deft",
