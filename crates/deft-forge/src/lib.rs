@@ -68,6 +68,10 @@ pub enum ForgeError {
         "`{path}` has no branch checked out (HEAD is detached or unborn); commit to a branch first"
     )]
     NoDefaultBranch { path: String },
+    #[error("`git {command}` failed: {message}")]
+    Git { command: String, message: String },
+    #[error("refused {what}")]
+    Refused { what: String },
     #[error("cannot run `git` ({0}); install git (`apt-get install git`)")]
     GitMissing(#[source] std::io::Error),
 }
@@ -157,6 +161,172 @@ pub async fn inspect_local(path: &str) -> Result<LocalRepository, ForgeError> {
     })
 }
 
+/// Who a commit is by, or with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+impl Identity {
+    fn trailer(&self) -> String {
+        format!("Co-authored-by: {} <{}>", self.name, self.email)
+    }
+}
+
+/// A task's branch (SPEC §5): `deft/<task-id-prefix>-<slug-of-description>`.
+pub fn branch_name(task_id: &str, description: &str) -> String {
+    let prefix: String = task_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    let mut slug = String::new();
+    for word in description
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if slug.len() + word.len() + 1 > 40 {
+            break;
+        }
+        if !slug.is_empty() {
+            slug.push('-');
+        }
+        slug.push_str(&word.to_ascii_lowercase());
+    }
+    if slug.is_empty() {
+        format!("deft/{prefix}")
+    } else {
+        format!("deft/{prefix}-{slug}")
+    }
+}
+
+/// Clones a local repository into `dest`, copying its objects: with hardlinks, a command in
+/// the sandbox could rewrite the original repository's objects through the clone.
+pub async fn clone_local(source: &Path, dest: &Path) -> Result<(), ForgeError> {
+    let parent = dest.parent().unwrap_or(dest);
+    let source_text = source.to_string_lossy().into_owned();
+    let dest_text = dest.to_string_lossy().into_owned();
+    git_checked(
+        parent,
+        &[
+            "clone",
+            "--quiet",
+            "--no-hardlinks",
+            &source_text,
+            &dest_text,
+        ],
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Puts `dir` on `branch`: the remote's branch when it exists (feedback on the same pull
+/// request), else a new branch from `base`.
+pub async fn checkout_branch(dir: &Path, branch: &str, base: &str) -> Result<(), ForgeError> {
+    let remote = format!("refs/remotes/origin/{branch}");
+    let exists = git(dir, &["rev-parse", "--verify", "--quiet", &remote])
+        .await?
+        .is_some();
+    let start = if exists {
+        format!("origin/{branch}")
+    } else {
+        format!("origin/{base}")
+    };
+    git_checked(dir, &["checkout", "--quiet", "-B", branch, &start], &[]).await?;
+    Ok(())
+}
+
+/// Commits every change in `dir` by `author`, with a `Co-authored-by:` trailer for each of
+/// `with`. `None` when there was nothing to commit.
+pub async fn commit_all(
+    dir: &Path,
+    message: &str,
+    author: &Identity,
+    with: &[Identity],
+) -> Result<Option<String>, ForgeError> {
+    git_checked(dir, &["add", "--all"], &[]).await?;
+    if git(dir, &["diff", "--cached", "--quiet"]).await?.is_some() {
+        return Ok(None);
+    }
+    let mut full = message.trim_end().to_owned();
+    full.push_str("\n\n");
+    full.push_str(
+        &with
+            .iter()
+            .map(Identity::trailer)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let env = [
+        ("GIT_AUTHOR_NAME", author.name.as_str()),
+        ("GIT_AUTHOR_EMAIL", author.email.as_str()),
+        ("GIT_COMMITTER_NAME", author.name.as_str()),
+        ("GIT_COMMITTER_EMAIL", author.email.as_str()),
+    ];
+    git_checked(
+        dir,
+        &["commit", "--quiet", "--no-verify", "-m", &full],
+        &env,
+    )
+    .await?;
+    let sha = git_checked(dir, &["rev-parse", "HEAD"], &[]).await?;
+    Ok(Some(sha.trim().to_owned()))
+}
+
+/// Pushes `branch` to the repository it was cloned from. Never forces, and never pushes to
+/// the default branch.
+pub async fn push_branch(dir: &Path, branch: &str, default_branch: &str) -> Result<(), ForgeError> {
+    if branch == default_branch || !branch.starts_with("deft/") {
+        return Err(ForgeError::Refused {
+            what: format!("pushing to `{branch}`: deft pushes only its own `deft/…` branches"),
+        });
+    }
+    let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
+    git_checked(dir, &["push", "--quiet", "origin", &refspec], &[]).await?;
+    Ok(())
+}
+
+/// The changes of `head` against `base` in a repository, as a unified diff.
+pub async fn diff(repo: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
+    git_checked(repo, &["diff", &format!("{base}...{head}")], &[]).await
+}
+
+/// Runs a git command that must succeed, with the same protections as [`git`].
+async fn git_checked(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, ForgeError> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "safe.directory=*",
+        ])
+        .args(args)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(ForgeError::GitMissing)?;
+    if !output.status.success() {
+        return Err(ForgeError::Git {
+            command: args.first().copied().unwrap_or("").to_owned(),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// Runs a read-only git command in `dir`: `Ok(None)` when git says no, its stdout otherwise.
 async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
     let output = Command::new("git")
@@ -221,6 +391,105 @@ mod tests {
         assert_eq!(
             (bare.name.as_str(), bare.default_branch.as_str()),
             ("gadgets", "trunk")
+        );
+    }
+
+    #[test]
+    fn branch_names_follow_the_spec() {
+        assert_eq!(
+            branch_name("01a2286b-c52c-702c", "Add a /healthz route!"),
+            "deft/01a2286b-add-a-healthz-route"
+        );
+        assert_eq!(branch_name("01a2286b", "???"), "deft/01a2286b");
+        let long = branch_name(
+            "01a2286b",
+            "make the frobnicator handle every single edge case we can think of",
+        );
+        assert!(long.len() <= "deft/01a2286b-".len() + 40, "{long}");
+    }
+
+    #[tokio::test]
+    async fn a_branch_is_committed_with_trailers_and_pushed_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        sh(
+            &origin,
+            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+        );
+        let work = dir.path().join("work");
+        clone_local(&origin, &work).await.unwrap();
+        let branch = branch_name("0123abcd", "greeting file");
+        checkout_branch(&work, &branch, "main").await.unwrap();
+        let ada = Identity {
+            name: "ada".into(),
+            email: "ada@example.test".into(),
+        };
+        let deft = Identity {
+            name: "deft".into(),
+            email: "deft@localhost".into(),
+        };
+        assert_eq!(
+            commit_all(&work, "Nothing", &deft, &[ada.clone()])
+                .await
+                .unwrap(),
+            None
+        );
+        std::fs::write(work.join("greeting.txt"), "hello\n").unwrap();
+        let sha = commit_all(
+            &work,
+            "Add greeting.txt",
+            &deft,
+            &[ada.clone(), deft.clone()],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        push_branch(&work, &branch, "main").await.unwrap();
+        let log = std::process::Command::new("git")
+            .args(["-C"])
+            .arg(&origin)
+            .args(["log", "-1", "--format=%H%n%an%n%B", &branch])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&log.stdout).into_owned();
+        assert!(log.starts_with(&sha), "{log}");
+        assert!(
+            log.contains("Co-authored-by: ada <ada@example.test>")
+                && log.contains("Co-authored-by: deft <deft@localhost>"),
+            "{log}"
+        );
+        let diff = diff(&origin, "main", &branch).await.unwrap();
+        assert!(diff.contains("+hello"), "{diff}");
+        assert!(matches!(
+            push_branch(&work, "main", "main").await,
+            Err(ForgeError::Refused { .. })
+        ));
+        // Feedback: a fresh clone continues the same branch.
+        let again = dir.path().join("again");
+        clone_local(&origin, &again).await.unwrap();
+        checkout_branch(&again, &branch, "main").await.unwrap();
+        assert!(again.join("greeting.txt").exists());
+        // The clone shares no object file with the original.
+        let objects = |root: &Path| -> Vec<u64> {
+            use std::os::unix::fs::MetadataExt as _;
+            let mut inodes = Vec::new();
+            let mut pending = vec![root.join(".git/objects")];
+            while let Some(path) = pending.pop() {
+                for entry in std::fs::read_dir(path).unwrap().flatten() {
+                    if entry.file_type().unwrap().is_dir() {
+                        pending.push(entry.path())
+                    } else {
+                        inodes.push(entry.metadata().unwrap().ino())
+                    }
+                }
+            }
+            inodes
+        };
+        let original = objects(&origin);
+        assert!(
+            objects(&work).iter().all(|inode| !original.contains(inode)),
+            "objects are hardlinked"
         );
     }
 
