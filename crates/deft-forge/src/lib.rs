@@ -430,7 +430,7 @@ mod tests {
             email: "deft@localhost".into(),
         };
         assert_eq!(
-            commit_all(&work, "Nothing", &deft, &[ada.clone()])
+            commit_all(&work, "Nothing", &deft, std::slice::from_ref(&ada))
                 .await
                 .unwrap(),
             None
