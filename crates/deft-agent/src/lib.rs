@@ -1,7 +1,10 @@
-//! The agent (SPEC §2 work steps, §5 tools). Today: the tools, with exactly the names and
-//! arguments of SPEC §5, each a function from a model's tool call to a tool result. The loop
-//! that plans, executes and verifies with them comes next.
+//! The agent (SPEC §2 work steps, §5 tools): the tools, with exactly the names and arguments
+//! of SPEC §5, and the engine that takes a task through analysis, planning, verified
+//! execution and completion with them.
 
+pub mod analysis;
+pub mod engine;
 pub mod tools;
 
+pub use engine::{Engine, EngineError, RunLimits, RunOutcome};
 pub use tools::{Effect, ToolOutput, Tools, specs};

@@ -173,6 +173,10 @@ fn numbered(text: &str, first: usize) -> String {
 }
 
 impl<'a, S: Sandbox> Tools<'a, S> {
+    pub fn sandbox(&self) -> &'a S {
+        self.sandbox
+    }
+
     pub fn new(sandbox: &'a S, workspace: &Path) -> Tools<'a, S> {
         Tools {
             sandbox,

@@ -14,6 +14,8 @@ pub enum EventKind {
     StateChanged,
     /// The owner said something to the task: an answer, feedback or a steering message.
     UserMessage,
+    /// A work step of SPEC §2 began or ended: `{step, status, ...}`.
+    Step,
     /// The plan: requirements, acceptance criteria, steps.
     Plan,
     /// A call to the model, summarised: model, tokens, duration.
@@ -33,10 +35,11 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::TaskCreated,
         EventKind::StateChanged,
         EventKind::UserMessage,
+        EventKind::Step,
         EventKind::Plan,
         EventKind::ModelCall,
         EventKind::ToolCall,
@@ -52,6 +55,7 @@ impl EventKind {
             EventKind::TaskCreated => "task_created",
             EventKind::StateChanged => "state_changed",
             EventKind::UserMessage => "user_message",
+            EventKind::Step => "step",
             EventKind::Plan => "plan",
             EventKind::ModelCall => "model_call",
             EventKind::ToolCall => "tool_call",

@@ -163,6 +163,11 @@ impl Store {
                 "settings",
                 include_str!("../migrations/0002_settings.sql"),
             ),
+            (
+                3,
+                "progress",
+                include_str!("../migrations/0003_progress.sql"),
+            ),
         ]
         .into_iter()
         .map(|(version, description, sql)| {

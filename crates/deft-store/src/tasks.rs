@@ -268,6 +268,42 @@ impl Store {
         self.task(&owner, id).await
     }
 
+    /// A task read by deft itself (the engine, the scheduler), whoever owns it.
+    pub async fn task_by_id(&self, id: &TaskId) -> Result<Task, StoreError> {
+        let owner: String = sqlx::query("SELECT user_id FROM tasks WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "task" })?
+            .try_get("user_id")?;
+        self.task(&UserId::from_stored(owner), id).await
+    }
+
+    /// Where the task's run stands, as the engine last wrote it.
+    pub async fn progress(&self, id: &TaskId) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> = sqlx::query("SELECT progress FROM tasks WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "task" })?
+            .try_get("progress")?;
+        text.map(|text| from_json(&text, "task progress"))
+            .transpose()
+    }
+
+    pub async fn set_progress(
+        &self,
+        id: &TaskId,
+        progress: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tasks SET progress = $2 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(progress.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records the plan and shows it in the log.
     pub async fn set_plan(&self, id: &TaskId, plan: &Plan) -> Result<Event, StoreError> {
         let mut tx = self.begin_write().await?;

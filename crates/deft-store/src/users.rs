@@ -80,6 +80,15 @@ impl Store {
         user_from_row(&row)
     }
 
+    pub async fn user_by_id(&self, id: &UserId) -> Result<User, StoreError> {
+        let row = sqlx::query("SELECT id, name, is_admin, created_at FROM users WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "user" })?;
+        user_from_row(&row)
+    }
+
     pub async fn user_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
             .fetch_one(&self.pool)

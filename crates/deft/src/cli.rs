@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::env_vars::*;
-use crate::{client, doctor, local, sandbox_run, serve};
+use crate::{client, doctor, local, run, sandbox_run, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,11 +78,19 @@ enum Command {
     },
     /// Run one task in the foreground, without a server
     Run {
-        /// A repository: a local path or `owner/name` (repeatable)
+        /// A repository: a local path (repeatable)
         #[arg(long = "repo", required = true)]
         repos: Vec<String>,
+        /// Wait for approval after planning (exit 3 with the plan)
+        #[arg(long)]
+        approve_plan: bool,
         /// What to do
-        description: String,
+        #[arg(required = true)]
+        description: Vec<String>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Tasks on a running server
     #[command(subcommand)]
@@ -311,7 +319,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
         } => serve::run(&listen, &data, &model).await,
         Command::Worker { .. } => Err(not_yet("worker", "the scheduler")),
-        Command::Run { .. } => Err(not_yet("run", "the agent")),
+        Command::Run {
+            repos,
+            approve_plan,
+            description,
+            data,
+            model,
+        } => run::run(&repos, approve_plan, &description.join(" "), &data, &model).await,
         Command::Sandbox(command) => sandbox_run::run(command).await,
         Command::Task(command) => client::task(command).await,
         Command::User(UserCommand::Create { name, admin, data }) => {

@@ -7,6 +7,7 @@ mod config;
 mod doctor;
 mod env_vars;
 mod local;
+mod run;
 mod sandbox_run;
 mod serve;
 

@@ -12,7 +12,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-llm", &["deft-core"]),
     ("deft-egress", &["deft-core"]),
     ("deft-sandbox", &["deft-core", "deft-egress"]),
-    ("deft-agent", &["deft-core", "deft-llm", "deft-sandbox"]),
+    (
+        "deft-agent",
+        &[
+            "deft-core",
+            "deft-store",
+            "deft-forge",
+            "deft-llm",
+            "deft-egress",
+            "deft-sandbox",
+        ],
+    ),
     ("deft-server", &["deft-core", "deft-store", "deft-forge"]),
     (
         "deft",
@@ -23,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-llm",
             "deft-egress",
             "deft-sandbox",
+            "deft-agent",
             "deft-server",
         ],
     ),

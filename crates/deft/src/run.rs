@@ -1,0 +1,251 @@
+//! `deft run`: one task in the foreground, on the data dir, with the same engine as the
+//! server, its events printed as they happen. Exit codes (SPEC §5): 0 completed, 3 needs
+//! attention (the question or error printed last), 1 anything else.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command's live log and its verdict"
+)]
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use deft_agent::{Engine, RunLimits, RunOutcome};
+use deft_core::{Attention, AttentionKind, Event, EventKind, ForgeKind, Transition};
+use deft_llm::{ModelClient, ModelRole};
+use deft_sandbox::HostSupport;
+use deft_sandbox::bwrap::BwrapBackend;
+use deft_store::{Actor, NewRepository, NewTask, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{DataArgs, ModelArgs};
+use crate::{config, local, serve};
+
+pub async fn run(
+    paths: &[String],
+    approve_plan: bool,
+    description: &str,
+    data: &DataArgs,
+    model: &ModelArgs,
+) -> anyhow::Result<ExitCode> {
+    serve::init_logging("warn");
+    let (dir, store) = local::open_store(data).await?;
+    if let Some(admin) = store.bootstrap_admin().await? {
+        local::write_admin_token(&dir, &admin.token)?;
+    }
+    let user = store
+        .user_by_name("admin")
+        .await
+        .context("no `admin` user in this data dir")?;
+    let mut repos = Vec::new();
+    for path in paths {
+        let local = deft_forge::inspect_local(path)
+            .await
+            .with_context(|| format!("--repo {path}"))?;
+        let repo = store
+            .add_repository(
+                &user.id,
+                NewRepository {
+                    name: local.name,
+                    forge: ForgeKind::Local,
+                    location: local.path.to_string_lossy().into_owned(),
+                    default_branch: local.default_branch,
+                },
+            )
+            .await?;
+        repos.push(repo.id);
+    }
+    let task = store
+        .create_task(
+            &user.id,
+            NewTask {
+                description: description.to_owned(),
+                repos,
+                chat_id: None,
+                approve_plan,
+            },
+        )
+        .await?;
+    println!("task {}", task.id);
+
+    let config = config::load(model.config.as_deref(), &dir)?;
+    let models = match config::models(model, &config).await {
+        Ok(models) => models,
+        Err(error) => {
+            let attention = Attention {
+                kind: AttentionKind::Error,
+                message: error.to_string(),
+            };
+            store
+                .transition(
+                    Actor::Deft,
+                    &task.id,
+                    Transition::NeedAttention(attention),
+                    None,
+                )
+                .await?;
+            return Ok(verdict(
+                &store,
+                &task.id,
+                RunOutcome::NeedsAttention(Attention {
+                    kind: AttentionKind::Error,
+                    message: error.to_string(),
+                }),
+            )
+            .await);
+        }
+    };
+    let helper = std::env::current_exe().context("cannot find deft's own executable")?;
+    let engine = Engine {
+        store: store.clone(),
+        planner: ModelClient::new(models.for_role(ModelRole::Planner).clone())?,
+        executor: ModelClient::new(models.for_role(ModelRole::Executor).clone())?,
+        sandboxes: BwrapBackend::new(HostSupport::probe().await, helper)?,
+        workspaces: dir.join("workspaces"),
+        limits: RunLimits::default(),
+    };
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stop.cancel();
+        }
+    });
+    let printer = tokio::spawn(print_events(
+        store.clone(),
+        user.id.clone(),
+        task.id.clone(),
+    ));
+    let outcome = engine.run(&task.id, &cancel).await?;
+    // Let the printer catch up with the last events, then stop it.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    printer.abort();
+    let _ = printer.await;
+    print_backlog(&store, &user.id, &task.id, &mut last_printed()).await;
+    Ok(verdict(&store, &task.id, outcome).await)
+}
+
+fn last_printed() -> i64 {
+    PRINTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+static PRINTED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+async fn print_events(store: Store, user: deft_core::UserId, task: deft_core::TaskId) {
+    let mut wake = store.events().subscribe(&task);
+    loop {
+        wake.borrow_and_update();
+        let mut last = last_printed();
+        print_backlog(&store, &user, &task, &mut last).await;
+        tokio::select! {
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+async fn print_backlog(
+    store: &Store,
+    user: &deft_core::UserId,
+    task: &deft_core::TaskId,
+    last: &mut i64,
+) {
+    let Ok(events) = store.events_after(user, task, *last, 1000).await else {
+        return;
+    };
+    for event in events {
+        println!("{}", describe(&event));
+        *last = event.seq;
+        PRINTED.store(event.seq, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn describe(event: &Event) -> String {
+    let data = &event.data;
+    let text = |key: &str| data[key].as_str().unwrap_or("").to_owned();
+    let line = match event.kind {
+        EventKind::TaskCreated => format!("created: {}", text("description")),
+        EventKind::StateChanged => format!("{} → {}", text("from"), text("to")),
+        EventKind::Step => format!("{} {}", text("step"), text("status")),
+        EventKind::Plan => format!(
+            "plan: {} steps",
+            data["steps"].as_array().map_or(0, Vec::len)
+        ),
+        EventKind::ModelCall => format!(
+            "{} {} ({} in, {} out)",
+            text("role"),
+            text("model"),
+            data["input_tokens"],
+            data["output_tokens"]
+        ),
+        EventKind::ToolCall => format!(
+            "{} {}",
+            text("name"),
+            one_line(&data["arguments"].to_string(), 100)
+        ),
+        EventKind::ToolResult => format!(
+            "{}{}",
+            if data["is_error"] == true {
+                "error: "
+            } else {
+                ""
+            },
+            one_line(&text("content"), 100)
+        ),
+        EventKind::PullRequest => format!(
+            "pull request {} ← {}: {}",
+            text("base"),
+            text("head"),
+            text("title")
+        ),
+        EventKind::Network => format!(
+            "network {} {}:{} ({})",
+            if data["allowed"] == true {
+                "allowed"
+            } else {
+                "denied"
+            },
+            text("host"),
+            data["port"],
+            text("rule")
+        ),
+        _ => one_line(&data.to_string(), 100),
+    };
+    format!("#{:<4} {:12} {line}", event.seq, event.kind.as_str())
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(max - 1).collect::<String>())
+    }
+}
+
+async fn verdict(store: &Store, task: &deft_core::TaskId, outcome: RunOutcome) -> ExitCode {
+    match outcome {
+        RunOutcome::Completed => {
+            if let Ok(task) = store.task_by_id(task).await {
+                for pr in &task.pull_requests {
+                    println!("pull request: {} ← {} ({})", pr.base, pr.head, pr.title);
+                }
+            }
+            println!("completed");
+            ExitCode::SUCCESS
+        }
+        RunOutcome::NeedsAttention(attention) => {
+            eprintln!(
+                "needs attention ({}): {}",
+                attention.kind.as_str(),
+                attention.message
+            );
+            ExitCode::from(3)
+        }
+        RunOutcome::Cancelled => {
+            eprintln!("cancelled");
+            ExitCode::FAILURE
+        }
+    }
+}

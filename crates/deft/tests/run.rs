@@ -1,0 +1,261 @@
+//! `deft run` end to end: the real binary, a real git repository, real bubblewrap sandboxes,
+//! and the scripted model server in place of a hosted model.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
+
+const DEFT: &str = env!("CARGO_BIN_EXE_deft");
+
+fn sh(dir: &Path, script: &str) -> String {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A repository whose `./test.sh` passes once greeting.txt says hello.
+fn greeting_repo(dir: &Path) -> PathBuf {
+    let repo = dir.join("greeter");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("test.sh"), "#!/bin/sh\ntest \"$(cat greeting.txt 2>/dev/null)\" = hello || { echo 'greeting.txt must say hello'; exit 1; }\n").unwrap();
+    std::fs::write(
+        repo.join("AGENTS.md"),
+        "Steering: keep every file under ten lines.\n",
+    )
+    .unwrap();
+    sh(
+        &repo,
+        "chmod +x test.sh && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    repo
+}
+
+fn plan_turn() -> Step {
+    Step::Reply(Turn::calls(vec![ScriptedCall::new(
+        "p1",
+        "submit_plan",
+        r#"{"requirements": ["greeting.txt contains hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Create greeting.txt saying hello"]}"#,
+    )]))
+}
+
+fn create_turn() -> Step {
+    Step::Reply(Turn::calls(vec![ScriptedCall::new(
+        "e1",
+        "str_replace_based_edit_tool",
+        r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
+    )]))
+}
+
+fn finish_turn(id: &str) -> Step {
+    Step::Reply(Turn::calls(vec![ScriptedCall::new(
+        id,
+        "finish",
+        r#"{"summary": "Created greeting.txt saying hello"}"#,
+    )]))
+}
+
+async fn deft_run(
+    server: &ScriptedModel,
+    data: &Path,
+    repo: &Path,
+    description: &str,
+) -> std::process::Output {
+    tokio::process::Command::new(DEFT)
+        .args(["run", "--data-dir"])
+        .arg(data)
+        .arg("--repo")
+        .arg(repo)
+        .arg(description)
+        .env("DEFT_MODEL", "anthropic/scripted-model")
+        .env("DEFT_MODEL_BASE_URL", &server.url)
+        .env("DEFT_MODEL_API_KEY", "test-key")
+        .env_remove("DEFT_CONFIG")
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_goes_from_description_to_a_pull_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let server = ScriptedModel::start(vec![plan_turn(), create_turn(), finish_turn("e2")]).await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello, and make ./test.sh pass",
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("completed") && stdout.contains("pull request: main ← deft/"),
+        "{stdout}"
+    );
+    assert_eq!(server.violations(), Vec::<String>::new());
+
+    let branch = sh(
+        &repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    )
+    .trim()
+    .to_owned();
+    assert!(
+        branch.contains("-create-greeting-txt-containing-hello"),
+        "{branch}"
+    );
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:greeting.txt")),
+        "hello\n"
+    );
+    let message = sh(&repo, &format!("git log -1 --format=%B {branch}"));
+    assert!(
+        message.contains("Co-authored-by: admin <admin@deft.invalid>")
+            && message.contains("Co-authored-by: deft <deft@deft.invalid>"),
+        "{message}"
+    );
+    assert_eq!(
+        sh(&repo, "git rev-parse --abbrev-ref HEAD").trim(),
+        "main",
+        "the original's checkout is untouched"
+    );
+
+    // The steering file reached the model, fenced as data.
+    let requests = server.requests();
+    let system = requests[0].body["system"].to_string();
+    assert!(
+        system.contains("keep every file under ten lines") && system.contains("<data source="),
+        "{system}"
+    );
+    assert!(
+        stdout.contains("plan: 1 steps") && stdout.contains("execution verified"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_verification_goes_back_to_the_model_then_a_stuck_step_asks_for_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    // Finishes too early once, is told why, then does the work.
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        finish_turn("e0"),
+        create_turn(),
+        finish_turn("e2"),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let told = server.requests().iter().any(|r| {
+        r.body.to_string().contains("The checks failed")
+            && r.body.to_string().contains("greeting.txt must say hello")
+    });
+    assert!(told, "the failure was shown to the model");
+
+    // Never does the work: after the allowed retries, the task needs attention.
+    let repo = {
+        let other = dir.path().join("again");
+        std::fs::create_dir(&other).unwrap();
+        greeting_repo(&other)
+    };
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        finish_turn("f1"),
+        finish_turn("f2"),
+        finish_turn("f3"),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data2"),
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    // The reason is printed last, with the failure that keeps coming back.
+    let reason =
+        stderr.rfind("needs attention (error): step 1 keeps failing its checks after 3 attempts");
+    assert!(
+        reason.is_some_and(|at| stderr[at..].contains("greeting.txt must say hello")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_stops_the_run_with_exit_code_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let ask = Step::Reply(Turn::calls(vec![ScriptedCall::new(
+        "q1",
+        "ask_user",
+        r#"{"question": "Should the greeting be in English?"}"#,
+    )]));
+    let server = ScriptedModel::start(vec![ask]).await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create a greeting",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("needs attention (question): Should the greeting be in English?"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_model_run_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let output = tokio::process::Command::new(DEFT)
+        .args(["run", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--repo")
+        .arg(&repo)
+        .arg("anything")
+        .env_remove("DEFT_MODEL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("DEFT_MODEL_API_KEY")
+        .env("DEFT_OLLAMA_URL", "http://127.0.0.1:9")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no model is configured; set DEFT_MODEL")
+    );
+}
