@@ -225,7 +225,18 @@ impl Engine {
         let mut repos = Vec::new();
         for repo_id in &task.repos {
             let repo = self.store.repository(&owner.id, repo_id.as_str()).await?;
-            let dir = workspace.join(&repo.name);
+            // One directory per repository, named after it; two of one name get a suffix.
+            let mut name = repo.name.clone();
+            let mut n = 2;
+            while repos.iter().any(
+                |(_, dir, _): &(deft_core::Repository, PathBuf, RepoFacts)| {
+                    dir.file_name() == Some(std::ffi::OsStr::new(&name))
+                },
+            ) {
+                name = format!("{}-{n}", repo.name);
+                n += 1;
+            }
+            let dir = workspace.join(&name);
             // Cloned once; a resumed task continues in the clone it has.
             if !dir.exists()
                 && let Err(error) =
@@ -246,7 +257,7 @@ impl Engine {
                     format!("cannot check out {branch} in {}: {error}", repo.name),
                 )));
             }
-            let facts = analyse(&dir, &repo.name);
+            let facts = analyse(&dir, &name);
             repos.push((repo, dir, facts));
         }
         let summary: Vec<Value> = repos
@@ -368,9 +379,9 @@ impl Engine {
             .flatten()
             .filter_map(|s| s.as_str().map(str::to_owned))
             .collect();
-        let mut opened = 0;
+        let title = first_line(&context.task.description, 72);
+        let mut changed = Vec::new();
         for (repo, dir, _) in &context.repos {
-            let title = first_line(&context.task.description, 72);
             let message = format!("{title}\n\n{}", summaries.join("\n"));
             let with = [owner_identity(&context.owner), agent()];
             let committed = match deft_forge::commit_all(dir, &message, &agent(), &with).await {
@@ -392,21 +403,64 @@ impl Engine {
             if committed.is_none() && !existing {
                 continue;
             }
-            if committed.is_some()
-                && let Err(error) =
+            if let Some(commit) = &committed {
+                // Recorded before and after: a run resumed in between sees what was done.
+                self.step(
+                    id,
+                    "push",
+                    "started",
+                    json!({"repo": repo.name, "branch": context.branch, "commit": commit}),
+                )
+                .await?;
+                if let Err(error) =
                     deft_forge::push_branch(dir, &context.branch, &repo.default_branch).await
-            {
-                return Ok(RunOutcome::NeedsAttention(attention(
-                    AttentionKind::Error,
-                    format!("cannot push {}: {error}", context.branch),
-                )));
+                {
+                    return Ok(RunOutcome::NeedsAttention(attention(
+                        AttentionKind::Error,
+                        format!("cannot push {}: {error}", context.branch),
+                    )));
+                }
+                self.step(
+                    id,
+                    "push",
+                    "done",
+                    json!({"repo": repo.name, "branch": context.branch, "commit": commit}),
+                )
+                .await?;
+            }
+            changed.push(repo);
+        }
+        // One pull request per changed repository, each naming the others and the order in
+        // which to merge them (the order of the task's repositories).
+        let order: Vec<String> = changed
+            .iter()
+            .enumerate()
+            .map(|(index, repo)| {
+                format!(
+                    "{}. {} (`{}` into `{}`)",
+                    index + 1,
+                    repo.name,
+                    context.branch,
+                    repo.default_branch
+                )
+            })
+            .collect();
+        let mut opened = 0;
+        for repo in &changed {
+            let mut body = pull_request_body(&context.task.description, &plan, &summaries);
+            if changed.len() > 1 {
+                body.push_str(&format!(
+                    "\n\n## Related pull requests\nThis task changed {} repositories; merge in this order:\n{}",
+                    changed.len(),
+                    order.join("\n")
+                ));
             }
             let pull_request = PullRequest {
                 repo: repo.id.clone(),
                 base: repo.default_branch.clone(),
                 head: context.branch.clone(),
                 title: title.clone(),
-                body: pull_request_body(&context.task.description, &plan, &summaries),
+                body,
                 status: PullRequestStatus::Open,
                 url: None,
             };
@@ -632,7 +686,7 @@ impl Engine {
         for (repo, _, facts) in &context.repos {
             for check in &facts.checks {
                 let request = ExecRequest {
-                    cwd: Some(repo.name.clone()),
+                    cwd: Some(facts.name.clone()),
                     ..ExecRequest::shell(check)
                 };
                 match sandbox.exec(&request, &mut |_| {}).await {
@@ -770,7 +824,7 @@ impl Engine {
             stable.push_str(&format!(
                 "\n\nRepository `{}` at /workspace/{}; its checks: {}.\n",
                 repo.name,
-                repo.name,
+                facts.name,
                 if facts.checks.is_empty() {
                     "none found".to_owned()
                 } else {

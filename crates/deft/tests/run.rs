@@ -259,3 +259,172 @@ async fn without_a_model_run_says_what_to_set() {
         String::from_utf8_lossy(&output.stderr).contains("no model is configured; set DEFT_MODEL")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_repositories_get_two_branches_and_two_pull_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = greeting_repo(dir.path());
+    let second = dir.path().join("welcomer");
+    std::fs::create_dir(&second).unwrap();
+    sh(
+        &second,
+        &format!(
+            "cp {}/test.sh . && git init -q -b trunk && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+            first.display()
+        ),
+    );
+    let create = |id: &str, path: &str| {
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            id,
+            "str_replace_based_edit_tool",
+            &format!(r#"{{"command": "create", "path": "{path}", "file_text": "hello\n"}}"#),
+        )]))
+    };
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        create("c1", "greeter/greeting.txt"),
+        create("c2", "/workspace/welcomer/greeting.txt"),
+        finish_turn("c3"),
+    ])
+    .await;
+    let data = dir.path().join("data");
+    let output = tokio::process::Command::new(DEFT)
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .arg("--repo")
+        .arg(&first)
+        .arg("--repo")
+        .arg(&second)
+        .arg("greet in both")
+        .env("DEFT_MODEL", "anthropic/scripted-model")
+        .env("DEFT_MODEL_BASE_URL", &server.url)
+        .env("DEFT_MODEL_API_KEY", "test-key")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.matches("pull request: ").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("pull request: main ← deft/")
+            && stdout.contains("pull request: trunk ← deft/"),
+        "{stdout}"
+    );
+    for (repo, base) in [(&first, "main"), (&second, "trunk")] {
+        let branch = sh(
+            repo,
+            "git branch --list 'deft/*' --format='%(refname:short)'",
+        )
+        .trim()
+        .to_owned();
+        assert_eq!(
+            sh(repo, &format!("git show {branch}:greeting.txt")),
+            "hello\n"
+        );
+        assert!(
+            sh(
+                repo,
+                &format!("git merge-base --is-ancestor {base} {branch} && echo ok")
+            )
+            .contains("ok")
+        );
+    }
+    let runtime_store =
+        deft_store::Store::open_data_dir(&data, deft_store::MasterKey::load(None, &data).unwrap())
+            .await
+            .unwrap();
+    let admin = runtime_store.user_by_name("admin").await.unwrap();
+    let page = runtime_store
+        .list_tasks(
+            &admin.id,
+            &deft_store::TaskFilter {
+                limit: 5,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = page.tasks[0]
+        .pull_requests
+        .iter()
+        .map(|pr| pr.body.as_str())
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    for body in bodies {
+        assert!(
+            body.contains("merge in this order:\n1. greeter") && body.contains("2. welcomer"),
+            "{body}"
+        );
+        assert!(
+            body.contains("- [x] ./test.sh passes"),
+            "the acceptance criteria are a checklist: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_failing_command_again_and_again_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let failing = |id: &str| {
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            id,
+            "bash",
+            r#"{"command": "cat missing.txt"}"#,
+        )]))
+    };
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        failing("l1"),
+        failing("l2"),
+        failing("l3"),
+        failing("l4"),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("repeated the same failing `bash` call 3 times"),
+        "{stderr}"
+    );
+    assert_eq!(
+        server.remaining_steps(),
+        1,
+        "it stopped before spending the rest"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_plan_waits_after_planning() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let server = ScriptedModel::start(vec![plan_turn()]).await;
+    let output = tokio::process::Command::new(DEFT)
+        .args(["run", "--approve-plan", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--repo")
+        .arg(&repo)
+        .arg("create greeting.txt containing hello")
+        .env("DEFT_MODEL", "anthropic/scripted-model")
+        .env("DEFT_MODEL_BASE_URL", &server.url)
+        .env("DEFT_MODEL_API_KEY", "test-key")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("plan: 1 steps"), "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs attention (plan_approval)"));
+}
