@@ -48,6 +48,11 @@ pub struct RunLimits {
     pub turns_per_step: u32,
     /// The same failing tool call, in a row, before the task stops to ask.
     pub repeats: u32,
+    /// Tokens (input and output) the whole task may spend (`limits.task_tokens`).
+    pub task_tokens: Option<i64>,
+    /// The most a single request may hold, in estimated tokens: older tool output is elided
+    /// before the window fills.
+    pub context_tokens: usize,
 }
 
 impl Default for RunLimits {
@@ -56,6 +61,8 @@ impl Default for RunLimits {
             verify_retries: 2,
             turns_per_step: 40,
             repeats: 3,
+            task_tokens: None,
+            context_tokens: 150_000,
         }
     }
 }
@@ -745,6 +752,24 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Phase<Completion>, EngineError> {
         let started = Instant::now();
+        crate::context::fit(request, self.limits.context_tokens);
+        if let Some(budget) = self.limits.task_tokens {
+            let usage = self.store.task_by_id(id).await?.usage;
+            let spent = usage.input_tokens + usage.output_tokens;
+            let needed = crate::context::estimate(request) as i64 + 256;
+            if spent + needed > budget {
+                return Ok(Phase::Stop(attention(
+                    AttentionKind::TokenBudget,
+                    format!(
+                        "the task's token budget is spent: {spent} of {budget} tokens used, and the next call could need {needed}; raise limits.task_tokens and answer to continue"
+                    ),
+                )));
+            }
+            // The answer may use what is left, and no more.
+            request.max_tokens = request
+                .max_tokens
+                .min((budget - spent - needed + 256) as u32);
+        }
         match deft_llm::complete_with_usable_tool_calls(client, request, cancel).await {
             Ok(completion) => {
                 let usage = completion.response.usage;

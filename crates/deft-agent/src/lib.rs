@@ -3,6 +3,7 @@
 //! execution and completion with them.
 
 pub mod analysis;
+pub mod context;
 pub mod engine;
 pub mod tools;
 

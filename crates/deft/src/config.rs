@@ -13,7 +13,7 @@ use crate::env_vars::{DEFT_LOCAL_ROOTS, DEFT_OLLAMA_URL};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// The sections deft reads today; anything else is refused rather than silently ignored.
-const KNOWN_SECTIONS: [&str; 2] = ["model", "forge"];
+const KNOWN_SECTIONS: [&str; 3] = ["model", "forge", "limits"];
 
 #[derive(Debug, Default)]
 pub struct ConfigFile {
@@ -21,6 +21,16 @@ pub struct ConfigFile {
     pub path: Option<PathBuf>,
     pub model: Option<ModelFile>,
     pub forge: ForgeFile,
+    pub limits: LimitsFile,
+}
+
+/// `[limits]`: what a task may spend.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Tokens (input and output) one task may spend; it stops in `needs_attention` at the
+    /// limit, never over it.
+    pub task_tokens: Option<i64>,
 }
 
 /// `[forge]`: where repositories come from.
@@ -80,10 +90,25 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         })?,
         None => ForgeFile::default(),
     };
+    let limits = match table.get("limits") {
+        Some(value) => value.clone().try_into::<LimitsFile>().with_context(|| {
+            format!(
+                "{}: bad [limits] section (keys: task_tokens)",
+                path.display()
+            )
+        })?,
+        None => LimitsFile::default(),
+    };
+    if let Some(tokens) = limits.task_tokens
+        && tokens <= 0
+    {
+        bail!("{}: [limits] task_tokens must be positive", path.display());
+    }
     Ok(ConfigFile {
         path: Some(path.to_owned()),
         model,
         forge,
+        limits,
     })
 }
 
@@ -153,11 +178,19 @@ mod tests {
         let model = config.model.unwrap();
         assert_eq!(model.name.as_deref(), Some("anthropic/x"));
         assert_eq!(model.planner.unwrap().name.as_deref(), Some("anthropic/y"));
-        let error = parse("[limits]\ntask_tokens = 5\n", path).unwrap_err();
+        let error = parse("[limit]\ntask_tokens = 5\n", path).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "deft.toml: unknown setting `limits`; the file may hold: model, forge"
+            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits"
         );
+        assert_eq!(
+            parse("[limits]\ntask_tokens = 5\n", path)
+                .unwrap()
+                .limits
+                .task_tokens,
+            Some(5)
+        );
+        assert!(parse("[limits]\ntask_tokens = 0\n", path).is_err());
         let config = parse("[forge]\nlocal_roots = [\"/srv/git\"]\n", path).unwrap();
         assert_eq!(
             config.forge.local_roots,

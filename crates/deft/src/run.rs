@@ -103,7 +103,10 @@ pub async fn run(
         executor: ModelClient::new(models.for_role(ModelRole::Executor).clone())?,
         sandboxes: BwrapBackend::new(HostSupport::probe().await, helper)?,
         workspaces: dir.join("workspaces"),
-        limits: RunLimits::default(),
+        limits: RunLimits {
+            task_tokens: config.limits.task_tokens,
+            ..RunLimits::default()
+        },
     };
     let cancel = CancellationToken::new();
     let stop = cancel.clone();

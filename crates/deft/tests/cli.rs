@@ -518,14 +518,10 @@ fn a_bad_model_setting_is_named() {
         "{}",
         stdout(&output)
     );
-    std::fs::write(
-        dir.path().join("config.toml"),
-        "[limits]\ntask_tokens = 1\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[limit]\ntask_tokens = 1\n").unwrap();
     let output = doctor(dir.path()).output().unwrap();
     assert!(
-        stdout(&output).contains("unknown setting `limits`"),
+        stdout(&output).contains("unknown setting `limit`"),
         "{}",
         stdout(&output)
     );

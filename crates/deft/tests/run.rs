@@ -428,3 +428,74 @@ async fn approve_plan_waits_after_planning() {
     assert!(stdout.contains("plan: 1 steps"), "{stdout}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("needs attention (plan_approval)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_stops_at_its_token_budget_never_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let budget = 6000;
+    std::fs::write(
+        data.join("config.toml"),
+        format!("[limits]\ntask_tokens = {budget}\n"),
+    )
+    .unwrap();
+    let expensive = |step: Step| match step {
+        Step::Reply(turn) => Step::Reply(turn.with_usage(1500, 500, 0)),
+        other => other,
+    };
+    let wander = |id: &str| {
+        expensive(Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            id,
+            "bash",
+            &format!(r#"{{"command": "echo {id}"}}"#),
+        )])))
+    };
+    let server = ScriptedModel::start(vec![
+        expensive(plan_turn()),
+        wander("w1"),
+        wander("w2"),
+        wander("w3"),
+        wander("w4"),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &data,
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("needs attention (token_budget): the task's token budget is spent"),
+        "{stderr}"
+    );
+    let store =
+        deft_store::Store::open_data_dir(&data, deft_store::MasterKey::load(None, &data).unwrap())
+            .await
+            .unwrap();
+    let admin = store.user_by_name("admin").await.unwrap();
+    let task = &store
+        .list_tasks(
+            &admin.id,
+            &deft_store::TaskFilter {
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .tasks[0];
+    let spent = task.usage.input_tokens + task.usage.output_tokens;
+    assert!(spent > 0 && spent <= budget, "spent {spent} of {budget}");
+    assert!(
+        server.remaining_steps() > 0,
+        "it stopped before the script ran out"
+    );
+    for request in server.requests() {
+        assert!(request.body["max_tokens"].as_u64().unwrap() <= budget as u64);
+    }
+}
