@@ -176,6 +176,12 @@ impl Engine {
             .progress(id)
             .await?
             .unwrap_or_else(|| json!({"phase": "planning", "step": 0, "summaries": []}));
+        // New input on a completed task: a new round in the same branch and pull request.
+        if progress["phase"] == "done" {
+            let round = progress["round"].as_u64().unwrap_or(1) + 1;
+            progress = json!({"phase": "planning", "step": 0, "summaries": [], "round": round});
+            self.store.set_progress(id, &progress).await?;
+        }
 
         // Environment setup.
         self.step(id, "environment", "started", json!({})).await?;

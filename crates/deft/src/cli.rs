@@ -66,6 +66,9 @@ enum Command {
         /// The address to listen on
         #[arg(long, env = DEFT_LISTEN, default_value = "127.0.0.1:7878", value_name = "ADDR")]
         listen: String,
+        /// Tasks run at once in this process (0: only serve the API)
+        #[arg(long, env = "DEFT_WORKERS", default_value_t = 1)]
+        workers: usize,
         #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
@@ -315,9 +318,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
             listen,
+            workers,
             data,
             model,
-        } => serve::run(&listen, &data, &model).await,
+        } => serve::run(&listen, workers, &data, &model).await,
         Command::Worker { .. } => Err(not_yet("worker", "the scheduler")),
         Command::Run {
             repos,

@@ -96,18 +96,7 @@ pub async fn run(
             .await);
         }
     };
-    let helper = std::env::current_exe().context("cannot find deft's own executable")?;
-    let engine = Engine {
-        store: store.clone(),
-        planner: ModelClient::new(models.for_role(ModelRole::Planner).clone())?,
-        executor: ModelClient::new(models.for_role(ModelRole::Executor).clone())?,
-        sandboxes: BwrapBackend::new(HostSupport::probe().await, helper)?,
-        workspaces: dir.join("workspaces"),
-        limits: RunLimits {
-            task_tokens: config.limits.task_tokens,
-            ..RunLimits::default()
-        },
-    };
+    let engine = engine(&store, &dir, &models, &config).await?;
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -134,6 +123,27 @@ fn last_printed() -> i64 {
 }
 
 static PRINTED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// The engine both `deft run` and `deft serve`'s workers use.
+pub async fn engine(
+    store: &Store,
+    dir: &std::path::Path,
+    models: &deft_llm::Models,
+    config: &config::ConfigFile,
+) -> anyhow::Result<Engine> {
+    let helper = std::env::current_exe().context("cannot find deft's own executable")?;
+    Ok(Engine {
+        store: store.clone(),
+        planner: ModelClient::new(models.for_role(ModelRole::Planner).clone())?,
+        executor: ModelClient::new(models.for_role(ModelRole::Executor).clone())?,
+        sandboxes: BwrapBackend::new(HostSupport::probe().await, helper)?,
+        workspaces: dir.join("workspaces"),
+        limits: RunLimits {
+            task_tokens: config.limits.task_tokens,
+            ..RunLimits::default()
+        },
+    })
+}
 
 async fn print_events(store: Store, user: deft_core::UserId, task: deft_core::TaskId) {
     let mut wake = store.events().subscribe(&task);

@@ -15,13 +15,19 @@ use crate::{config, local};
     clippy::print_stderr,
     reason = "what a person starting the server needs to read"
 )]
-pub async fn run(listen: &str, data: &DataArgs, model: &ModelArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    listen: &str,
+    workers: usize,
+    data: &DataArgs,
+    model: &ModelArgs,
+) -> anyhow::Result<ExitCode> {
     init_logging("info");
     let (dir, store) = local::open_store(data).await?;
     let config = config::load(model.config.as_deref(), &dir)?;
     let local_roots = config::local_roots(&config)?;
     // No model is not a crash: the server runs, and new tasks say what to set.
-    let readiness = match config::models(model, &config).await {
+    let models = config::models(model, &config).await;
+    let readiness = match &models {
         Ok(models) => {
             let default = &models.default;
             eprintln!(
@@ -60,12 +66,64 @@ pub async fn run(listen: &str, data: &DataArgs, model: &ModelArgs) -> anyhow::Re
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    let mut runners = Vec::new();
+    if let Ok(models) = &models
+        && workers > 0
+    {
+        let engine = std::sync::Arc::new(crate::run::engine(&store, &dir, models, &config).await?);
+        for _ in 0..workers {
+            runners.push(tokio::spawn(work(engine.clone(), shutdown.clone())));
+        }
+    }
     let mut state = AppState::new(store.clone(), readiness, shutdown);
     state.local_roots = local_roots;
     deft_server::serve(listener, state).await?;
+    for runner in runners {
+        let _ = runner.await;
+    }
     store.close().await;
     eprintln!("deft stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A worker: takes the oldest queued task, runs it, and looks again. (The scheduler's leases,
+/// per-user limits and fairness come with their own issue.)
+async fn work(engine: std::sync::Arc<deft_agent::Engine>, shutdown: CancellationToken) {
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let next = match engine.store.next_queued().await {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot read the queue");
+                None
+            }
+        };
+        let Some(task) = next else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => continue,
+            }
+        };
+        // Claiming is the transition itself: of two workers, one wins and one is refused.
+        let claimed = engine
+            .store
+            .transition(
+                deft_store::Actor::Deft,
+                &task,
+                deft_core::Transition::Start,
+                None,
+            )
+            .await;
+        if claimed.is_err() {
+            continue;
+        }
+        tracing::info!(task.id = %task, "running task");
+        if let Err(error) = engine.run(&task, &shutdown.child_token()).await {
+            tracing::error!(task.id = %task, error = %error, "the run failed");
+        }
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -26,7 +26,14 @@ impl Server {
     fn start(data_dir: &Path) -> Server {
         let started = Instant::now();
         let mut child = Command::new(DEFT)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--workers",
+                "0",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env_remove("DEFT_DATABASE_URL")
             .env_remove("DEFT_MASTER_KEY")

@@ -1,0 +1,206 @@
+//! `deft serve` running tasks: created through the API, asked a question, answered, completed,
+//! then given feedback that lands on the same branch and pull request.
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
+use serde_json::{Value, json};
+
+const DEFT: &str = env!("CARGO_BIN_EXE_deft");
+
+struct Server {
+    child: std::process::Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path, model: &ScriptedModel) -> Server {
+    let mut child = Command::new(DEFT)
+        .args([
+            "serve",
+            "--workers",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("DEFT_MODEL", "anthropic/scripted-model")
+        .env("DEFT_MODEL_BASE_URL", &model.url)
+        .env("DEFT_MODEL_API_KEY", "test-key")
+        .env_remove("DEFT_CONFIG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("deft serve exited").unwrap();
+        if let Some(rest) = line.split("serving the API on ").nth(1) {
+            break rest.split("/api/v1").next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    Server { child, url, token }
+}
+
+impl Server {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut request = client
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Waits for the task to reach `state`.
+    async fn until(&self, id: &str, state: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let task = self
+                .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
+                .await;
+            if task["state"] == state {
+                return task;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the task never became {state}: {task}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn call(id: &str, name: &str, arguments: &str) -> Step {
+    Step::Reply(Turn::calls(vec![ScriptedCall::new(id, name, arguments)]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_asks_is_answered_completes_and_takes_feedback() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("greeter");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "echo '#!/bin/sh' > test.sh && echo 'test -s greeting.txt' >> test.sh && chmod +x test.sh && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#;
+    let model = ScriptedModel::start(vec![
+        call("q1", "ask_user", r#"{"question": "Which language should the greeting be in?"}"#),
+        call("p1", "submit_plan", plan),
+        call("e1", "str_replace_based_edit_tool", r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#),
+        call("e2", "finish", r#"{"summary": "Wrote an English greeting"}"#),
+        // The feedback round: plan again, edit, finish.
+        call("p2", "submit_plan", plan),
+        call("e3", "str_replace_based_edit_tool", r#"{"command": "str_replace", "path": "greeter/greeting.txt", "old_str": "hello", "new_str": "hello, world"}"#),
+        call("e4", "finish", r#"{"summary": "Made the greeting friendlier"}"#),
+    ])
+    .await;
+    let data = dir.path().join("data");
+    let server = start(&data, &model);
+
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Add a greeting file", "repos": [repo]})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let waiting = server.until(&id, "needs_attention").await;
+    assert_eq!(
+        waiting["attention"],
+        json!({"kind": "question", "message": "Which language should the greeting be in?"})
+    );
+
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/tasks/{id}/answer"),
+            Some(json!({"message": "English, please"})),
+        )
+        .await;
+    let done = server.until(&id, "completed").await;
+    assert_eq!(done["pull_requests"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(
+        done["plan"]["acceptance_criteria"],
+        json!(["./test.sh passes"])
+    );
+    let head = done["pull_requests"][0]["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sh(&repo, &format!("git show {head}:greeting.txt")),
+        "hello\n"
+    );
+    let planning_after_answer = model
+        .requests()
+        .iter()
+        .any(|r| r.body.to_string().contains("answer: English, please"));
+    assert!(planning_after_answer, "the answer reached the model");
+
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/tasks/{id}/feedback"),
+            Some(json!({"message": "Make it friendlier"})),
+        )
+        .await;
+    server.until(&id, "in_progress").await;
+    let again = server.until(&id, "completed").await;
+    assert_eq!(
+        again["pull_requests"].as_array().unwrap().len(),
+        1,
+        "the same pull request: {again}"
+    );
+    assert_eq!(
+        again["pull_requests"][0]["head"],
+        json!(head),
+        "the same branch"
+    );
+    assert_eq!(
+        sh(&repo, &format!("git show {head}:greeting.txt")),
+        "hello, world\n"
+    );
+    assert_eq!(
+        sh(&repo, &format!("git rev-list --count main..{head}")).trim(),
+        "2",
+        "a new commit on top, no force-push"
+    );
+    assert_eq!(model.violations(), Vec::<String>::new());
+    assert_eq!(model.remaining_steps(), 0);
+}
