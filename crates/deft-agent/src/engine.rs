@@ -179,7 +179,15 @@ impl Engine {
         // New input on a completed task: a new round in the same branch and pull request.
         if progress["phase"] == "done" {
             let round = progress["round"].as_u64().unwrap_or(1) + 1;
-            progress = json!({"phase": "planning", "step": 0, "summaries": [], "round": round});
+            progress = json!({"phase": "learning", "step": 0, "summaries": [], "round": round});
+            self.store.set_progress(id, &progress).await?;
+        }
+        // The owner's feedback may state a convention worth keeping for every later task.
+        if progress["phase"] == "learning" {
+            if let Some(stop) = self.learn(&task, &owner, cancel).await? {
+                return Ok(RunOutcome::NeedsAttention(stop));
+            }
+            progress["phase"] = json!("planning");
             self.store.set_progress(id, &progress).await?;
         }
 
@@ -719,6 +727,79 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Records the conventions the owner's latest feedback states, as learnings.
+    async fn learn(
+        &self,
+        task: &Task,
+        owner: &User,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Attention>, EngineError> {
+        let events = self
+            .store
+            .events_after(&owner.id, &task.id, 0, 10_000)
+            .await?;
+        let Some(feedback) = events
+            .iter()
+            .rev()
+            .find(|e| e.kind == EventKind::UserMessage && e.data["kind"] == "feedback")
+            .and_then(|e| e.data["message"].as_str().map(str::to_owned))
+        else {
+            return Ok(None);
+        };
+        let system = "You read a code review comment from the owner of a task and pick out the conventions it states that should apply to the owner's future work in any repository (\"always use our error helper\", \"name tests after the behaviour\"). Answer with a JSON array of short imperative sentences, and nothing else; answer [] when the comment states no general convention.".to_owned();
+        let mut request = Request {
+            system: vec![system],
+            messages: vec![Message::user(fence("owner feedback", &feedback))],
+            tools: Vec::new(),
+            max_tokens: 1024,
+        };
+        let completion = match self
+            .call(&self.planner, "learner", &task.id, &mut request, cancel)
+            .await?
+        {
+            Phase::Done(completion) => completion,
+            Phase::Stop(attention) => return Ok(Some(attention)),
+        };
+        let text = completion.response.text();
+        let learned: Vec<String> = text
+            .find('[')
+            .and_then(|start| text.rfind(']').map(|end| &text[start..=end]))
+            .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
+            .unwrap_or_default();
+        let existing: Vec<String> = self
+            .store
+            .list_learnings(&owner.id)
+            .await?
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        for convention in learned
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty() && c.len() <= 500)
+        {
+            if existing.iter().any(|e| e == convention) {
+                continue;
+            }
+            let learning = self
+                .store
+                .add_learning(
+                    &owner.id,
+                    convention,
+                    &format!("feedback on task {}", task.id),
+                )
+                .await?;
+            self.store
+                .append_event(
+                    &task.id,
+                    EventKind::Step,
+                    json!({"step": "learning", "status": "recorded", "learning": learning.text}),
+                )
+                .await?;
+        }
+        Ok(None)
     }
 
     async fn ask<T>(&self, id: &TaskId, question: &str) -> Result<Phase<T>, EngineError> {

@@ -39,6 +39,8 @@ fn start(data: &Path, model: &ScriptedModel) -> Server {
         .env("DEFT_MODEL_BASE_URL", &model.url)
         .env("DEFT_MODEL_API_KEY", "test-key")
         .env_remove("DEFT_CONFIG")
+        // Ordinary users may register repositories from here.
+        .env("DEFT_LOCAL_ROOTS", data.parent().unwrap())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -123,7 +125,8 @@ async fn a_task_asks_is_answered_completes_and_takes_feedback() {
         call("p1", "submit_plan", plan),
         call("e1", "str_replace_based_edit_tool", r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#),
         call("e2", "finish", r#"{"summary": "Wrote an English greeting"}"#),
-        // The feedback round: plan again, edit, finish.
+        // The feedback round: what it teaches, then plan again, edit, finish.
+        Step::Reply(Turn::text(r#"["Greet the whole world, not only hello"]"#)),
         call("p2", "submit_plan", plan),
         call("e3", "str_replace_based_edit_tool", r#"{"command": "str_replace", "path": "greeter/greeting.txt", "old_str": "hello", "new_str": "hello, world"}"#),
         call("e4", "finish", r#"{"summary": "Made the greeting friendlier"}"#),
@@ -203,4 +206,79 @@ async fn a_task_asks_is_answered_completes_and_takes_feedback() {
     );
     assert_eq!(model.violations(), Vec::<String>::new());
     assert_eq!(model.remaining_steps(), 0);
+
+    // The feedback taught a convention: listed, and in the next task's prompt, in another
+    // repository; not in another user's.
+    let learnings = server.call(reqwest::Method::GET, "/learnings", None).await;
+    assert_eq!(
+        learnings["learnings"][0]["text"], "Greet the whole world, not only hello",
+        "{learnings}"
+    );
+    let other = dir.path().join("farewell");
+    std::fs::create_dir(&other).unwrap();
+    sh(
+        &other,
+        "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+    );
+    let question = || call("q", "ask_user", r#"{"question": "Which farewell?"}"#);
+    model.push(question());
+    let second = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Add a farewell", "repos": [other]})),
+        )
+        .await;
+    server
+        .until(second["id"].as_str().unwrap(), "needs_attention")
+        .await;
+    let prompt = model.requests().last().unwrap().body["system"].to_string();
+    assert!(
+        prompt.contains("Greet the whole world, not only hello"),
+        "{prompt}"
+    );
+
+    let run = |args: &[&str]| {
+        Command::new(DEFT)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["user", "create", "bob"]).status.success());
+    let bob = String::from_utf8_lossy(&run(&["token", "create", "--user", "bob"]).stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    model.push(question());
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let created: Value = client
+        .post(format!("{}/api/v1/tasks", server.url))
+        .bearer_auth(&bob)
+        .json(&json!({"description": "Add a farewell", "repos": [other]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bob_task = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let started = Instant::now();
+    while model.remaining_steps() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "bob's task never reached the model"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let prompt = model.requests().last().unwrap().body["system"].to_string();
+    assert!(
+        !prompt.contains("Greet the whole world"),
+        "another user's learning leaked: {bob_task}"
+    );
 }
