@@ -379,14 +379,10 @@ impl Engine {
                     .as_array_mut()
                     .expect("summaries is an array")
                     .push(json!(summary));
-                self.store.set_progress(id, progress).await?;
-                self.step(
-                    id,
-                    "execution",
-                    "verified",
-                    json!({"index": index, "summary": summary}),
-                )
-                .await?;
+                let data = json!({"step": "execution", "status": "verified", "index": index, "summary": summary});
+                self.store
+                    .set_progress_with(id, progress, EventKind::Step, data)
+                    .await?;
             }
             progress["phase"] = json!("completion");
             self.store.set_progress(id, progress).await?;
@@ -860,15 +856,13 @@ impl Engine {
         match deft_llm::complete_with_usable_tool_calls(client, request, cancel).await {
             Ok(completion) => {
                 let usage = completion.response.usage;
+                let data = json!({
+                    "role": role, "model": client.config().label(), "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens, "cached_tokens": usage.cached_tokens,
+                    "attempts": completion.attempts, "duration_ms": started.elapsed().as_millis() as u64,
+                });
                 self.store
-                    .record_usage(id, &client.config().label(), usage)
-                    .await?;
-                self.store
-                    .append_event(id, EventKind::ModelCall, json!({
-                        "role": role, "model": client.config().label(), "input_tokens": usage.input_tokens,
-                        "output_tokens": usage.output_tokens, "cached_tokens": usage.cached_tokens,
-                        "attempts": completion.attempts, "duration_ms": started.elapsed().as_millis() as u64,
-                    }))
+                    .record_model_call(id, &client.config().label(), usage, Some(data))
                     .await?;
                 Ok(Phase::Done(completion))
             }

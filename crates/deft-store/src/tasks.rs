@@ -403,6 +403,20 @@ impl Store {
         model: &str,
         usage: Usage,
     ) -> Result<(), StoreError> {
+        self.record_model_call(id, model, usage, None)
+            .await
+            .map(drop)
+    }
+
+    /// Adds the tokens of one model call and, in the same transaction, the event that tells
+    /// of it: one write instead of two on the agent's hot path.
+    pub async fn record_model_call(
+        &self,
+        id: &TaskId,
+        model: &str,
+        usage: Usage,
+        event: Option<serde_json::Value>,
+    ) -> Result<Option<Event>, StoreError> {
         let mut tx = self.begin_write().await?;
         let owner: String = sqlx::query(
             "UPDATE tasks SET input_tokens = input_tokens + $2, output_tokens = output_tokens + $3, \
@@ -430,8 +444,45 @@ impl Store {
         .bind(Timestamp::now().unix_millis())
         .execute(&mut *tx)
         .await?;
+        let event = match event {
+            Some(data) => Some(
+                append_in(
+                    &mut tx,
+                    &self.key,
+                    id,
+                    EventKind::ModelCall,
+                    data,
+                    Timestamp::now(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         tx.commit().await?;
-        Ok(())
+        if let Some(event) = &event {
+            self.published(event);
+        }
+        Ok(event)
+    }
+
+    /// Saves where the run stands and logs why, in one transaction.
+    pub async fn set_progress_with(
+        &self,
+        id: &TaskId,
+        progress: &serde_json::Value,
+        kind: EventKind,
+        data: serde_json::Value,
+    ) -> Result<Event, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE tasks SET progress = $2 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(progress.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let event = append_in(&mut tx, &self.key, id, kind, data, Timestamp::now()).await?;
+        tx.commit().await?;
+        self.published(&event);
+        Ok(event)
     }
 
     /// The user's tokens spent since `since` (for weekly limits).
