@@ -860,6 +860,7 @@ impl Engine {
                     "role": role, "model": client.config().label(), "input_tokens": usage.input_tokens,
                     "output_tokens": usage.output_tokens, "cached_tokens": usage.cached_tokens,
                     "attempts": completion.attempts, "duration_ms": started.elapsed().as_millis() as u64,
+                    "duration_us": started.elapsed().as_micros() as u64,
                 });
                 self.store
                     .record_model_call(id, &client.config().label(), usage, Some(data))

@@ -143,7 +143,7 @@ async fn run() -> (Duration, Duration, usize) {
     let model: u64 = events
         .iter()
         .filter(|e| e.kind == EventKind::ModelCall)
-        .map(|e| e.data["duration_ms"].as_u64().unwrap_or(0))
+        .map(|e| e.data["duration_us"].as_u64().unwrap_or(0))
         .sum();
-    (total, Duration::from_millis(model), STEPS)
+    (total, Duration::from_micros(model), STEPS)
 }
