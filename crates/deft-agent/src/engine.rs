@@ -48,6 +48,8 @@ pub struct RunLimits {
     pub turns_per_step: u32,
     /// The same failing tool call, in a row, before the task stops to ask.
     pub repeats: u32,
+    /// Times the self-review may send fixes back to execution.
+    pub review_rounds: u32,
     /// Tokens (input and output) the whole task may spend (`limits.task_tokens`).
     pub task_tokens: Option<i64>,
     /// The most a single request may hold, in estimated tokens: older tool output is elided
@@ -61,6 +63,7 @@ impl Default for RunLimits {
             verify_retries: 2,
             turns_per_step: 40,
             repeats: 3,
+            review_rounds: 2,
             task_tokens: None,
             context_tokens: 150_000,
         }
@@ -384,6 +387,60 @@ impl Engine {
                     .set_progress_with(id, progress, EventKind::Step, data)
                     .await?;
             }
+            progress["phase"] = json!("review");
+            self.store.set_progress(id, progress).await?;
+        }
+
+        // Self-review: a fresh reviewer reads the whole diff against the plan; fixes it asks
+        // for go back to execution, a bounded number of times.
+        if progress["phase"] == "review" {
+            let mut rounds = 0;
+            let verdict = loop {
+                let review = match self.review(context, &plan, cancel).await? {
+                    Phase::Done(review) => review,
+                    Phase::Stop(attention) => return Ok(RunOutcome::NeedsAttention(attention)),
+                };
+                self.step(
+                    id,
+                    "review",
+                    "done",
+                    json!({"verdict": review.verdict, "fixes": review.fixes}),
+                )
+                .await?;
+                if review.verdict != "fix"
+                    || review.fixes.is_empty()
+                    || rounds >= self.limits.review_rounds
+                {
+                    break review;
+                }
+                rounds += 1;
+                let mut fixing = plan.clone();
+                fixing.steps.push(format!(
+                    "Address the self-review: {}",
+                    review.fixes.join("; ")
+                ));
+                let index = fixing.steps.len() - 1;
+                self.step(
+                    id,
+                    "execution",
+                    "started",
+                    json!({"index": index, "step": fixing.steps[index]}),
+                )
+                .await?;
+                match self
+                    .execute(context, &fixing, index, &mut tools, cancel)
+                    .await?
+                {
+                    Phase::Done(summary) => {
+                        progress["summaries"]
+                            .as_array_mut()
+                            .expect("summaries is an array")
+                            .push(json!(summary));
+                    }
+                    Phase::Stop(attention) => return Ok(RunOutcome::NeedsAttention(attention)),
+                }
+            };
+            progress["review"] = json!({"verdict": verdict.verdict, "fixes": verdict.fixes});
             progress["phase"] = json!("completion");
             self.store.set_progress(id, progress).await?;
         }
@@ -465,6 +522,7 @@ impl Engine {
         let mut opened = 0;
         for repo in &changed {
             let mut body = pull_request_body(&context.task.description, &plan, &summaries);
+            body.push_str(&review_section(&progress["review"]));
             if changed.len() > 1 {
                 body.push_str(&format!(
                     "\n\n## Related pull requests\nThis task changed {} repositories; merge in this order:\n{}",
@@ -798,6 +856,80 @@ impl Engine {
         Ok(None)
     }
 
+    /// The reviewer's verdict on the whole change.
+    async fn review(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<Review>, EngineError> {
+        let mut diffs = String::new();
+        for (repo, dir, _) in &context.repos {
+            match deft_forge::worktree_diff(dir, &repo.default_branch).await {
+                Ok(diff) if !diff.trim().is_empty() => {
+                    diffs.push_str(&fence(&format!("{} diff", repo.name), &tail(&diff, 60_000)))
+                }
+                Ok(_) => {}
+                Err(error) => diffs.push_str(&format!("(no diff of {}: {error})\n", repo.name)),
+            }
+        }
+        let system = "You review a change made by another agent, with a fresh eye. Read the whole diff against the requirements and the acceptance criteria. Answer with JSON and nothing else: {\"verdict\": \"pass\"} when the change meets them, or {\"verdict\": \"fix\", \"fixes\": [\"concrete fix\", ...]} naming what must change.".to_owned();
+        let user = format!(
+            "{}\n\nRequirements:\n{}\nAcceptance criteria:\n{}\n\nThe change:\n{}",
+            self.task_message(context),
+            list(&plan.requirements),
+            list(&plan.acceptance_criteria),
+            if diffs.is_empty() {
+                "(no changes)".to_owned()
+            } else {
+                diffs
+            }
+        );
+        let mut request = Request {
+            system: vec![system],
+            messages: vec![Message::user(user)],
+            tools: Vec::new(),
+            max_tokens: 2048,
+        };
+        let completion = match self
+            .call(
+                &self.planner,
+                "reviewer",
+                &context.task.id,
+                &mut request,
+                cancel,
+            )
+            .await?
+        {
+            Phase::Done(completion) => completion,
+            Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+        };
+        let text = completion.response.text();
+        let parsed = text
+            .find('{')
+            .and_then(|start| text.rfind('}').map(|end| &text[start..=end]))
+            .and_then(|json| serde_json::from_str::<Value>(json).ok());
+        let review = match parsed {
+            Some(value) => Review {
+                verdict: value["verdict"].as_str().unwrap_or("pass").to_owned(),
+                fixes: value["fixes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect(),
+            },
+            None => Review {
+                verdict: "unclear".into(),
+                fixes: vec![format!(
+                    "the reviewer gave no verdict: {}",
+                    tail(&text, 300)
+                )],
+            },
+        };
+        Ok(Phase::Done(review))
+    }
+
     async fn ask<T>(&self, id: &TaskId, question: &str) -> Result<Phase<T>, EngineError> {
         self.store
             .append_event(id, EventKind::Question, json!({"question": question}))
@@ -959,6 +1091,28 @@ impl Engine {
         }
         parts
     }
+}
+
+/// What the self-review said.
+struct Review {
+    /// `pass`, `fix`, or `unclear` when the reviewer's answer could not be read.
+    verdict: String,
+    fixes: Vec<String>,
+}
+
+fn review_section(review: &Value) -> String {
+    let verdict = review["verdict"].as_str().unwrap_or("none");
+    let fixes: Vec<String> = review["fixes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect();
+    let mut section = format!("\n\n## Self-review\nVerdict: {verdict}.");
+    if !fixes.is_empty() {
+        section.push_str(&format!(" Notes left open:\n{}", list(&fixes)));
+    }
+    section
 }
 
 fn list(items: &[String]) -> String {

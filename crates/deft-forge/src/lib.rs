@@ -288,6 +288,13 @@ pub async fn push_branch(dir: &Path, branch: &str, default_branch: &str) -> Resu
     Ok(())
 }
 
+/// Everything changed in a clone's work tree against the remote's `base`, new files included
+/// (they are staged, which committing does anyway).
+pub async fn worktree_diff(dir: &Path, base: &str) -> Result<String, ForgeError> {
+    git_checked(dir, &["add", "--all"], &[]).await?;
+    git_checked(dir, &["diff", "--cached", &format!("origin/{base}")], &[]).await
+}
+
 /// The changes of `head` against `base` in a repository, as a unified diff.
 pub async fn diff(repo: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
     git_checked(repo, &["diff", &format!("{base}...{head}")], &[]).await

@@ -107,6 +107,7 @@ async fn run() -> (Duration, Duration, usize) {
             r#"{"summary": "done"}"#,
         )])));
     }
+    script.push(Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)));
     let server = ScriptedModel::start(script).await;
     let config = ModelConfig {
         provider: Provider::Anthropic,

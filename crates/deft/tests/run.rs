@@ -56,6 +56,15 @@ fn create_turn() -> Step {
     )]))
 }
 
+/// The self-review's verdict.
+fn review(verdict: &str) -> Step {
+    Step::Reply(Turn::text(verdict))
+}
+
+fn review_pass() -> Step {
+    review(r#"{"verdict": "pass"}"#)
+}
+
 fn finish_turn(id: &str) -> Step {
     Step::Reply(Turn::calls(vec![ScriptedCall::new(
         id,
@@ -89,7 +98,13 @@ async fn deft_run(
 async fn a_task_goes_from_description_to_a_pull_request() {
     let dir = tempfile::tempdir().unwrap();
     let repo = greeting_repo(dir.path());
-    let server = ScriptedModel::start(vec![plan_turn(), create_turn(), finish_turn("e2")]).await;
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        create_turn(),
+        finish_turn("e2"),
+        review_pass(),
+    ])
+    .await;
     let output = deft_run(
         &server,
         &dir.path().join("data"),
@@ -159,6 +174,7 @@ async fn a_failed_verification_goes_back_to_the_model_then_a_stuck_step_asks_for
         finish_turn("e0"),
         create_turn(),
         finish_turn("e2"),
+        review_pass(),
     ])
     .await;
     let output = deft_run(
@@ -285,6 +301,7 @@ async fn two_repositories_get_two_branches_and_two_pull_requests() {
         create("c1", "greeter/greeting.txt"),
         create("c2", "/workspace/welcomer/greeting.txt"),
         finish_turn("c3"),
+        review_pass(),
     ])
     .await;
     let data = dir.path().join("data");
@@ -498,4 +515,87 @@ async fn a_task_stops_at_its_token_budget_never_over() {
     for request in server.requests() {
         assert!(request.body["max_tokens"].as_u64().unwrap() <= budget as u64);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_review_sends_fixes_back_before_the_pull_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let fix = Step::Reply(Turn::calls(vec![ScriptedCall::new(
+        "x1",
+        "str_replace_based_edit_tool",
+        r#"{"command": "create", "path": "greeter/NOTES.md", "file_text": "Says hello.\n"}"#,
+    )]));
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        create_turn(),
+        finish_turn("e2"),
+        review(r#"{"verdict": "fix", "fixes": ["Add NOTES.md saying what the greeting is"]}"#),
+        fix,
+        finish_turn("x2"),
+        review_pass(),
+    ])
+    .await;
+    let data = dir.path().join("data");
+    let output = deft_run(
+        &server,
+        &data,
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let requests = server.requests();
+    let reviewed = requests
+        .iter()
+        .find(|r| r.body["system"].to_string().contains("You review a change"))
+        .unwrap();
+    assert!(
+        reviewed.body.to_string().contains("+hello"),
+        "the reviewer saw the diff"
+    );
+    let fixing = requests.iter().any(|r| {
+        r.body
+            .to_string()
+            .contains("Address the self-review: Add NOTES.md")
+    });
+    assert!(fixing, "the fixes went back to execution");
+    let branch = sh(
+        &repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    )
+    .trim()
+    .to_owned();
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:NOTES.md")),
+        "Says hello.\n"
+    );
+    let store =
+        deft_store::Store::open_data_dir(&data, deft_store::MasterKey::load(None, &data).unwrap())
+            .await
+            .unwrap();
+    let admin = store.user_by_name("admin").await.unwrap();
+    let task = &store
+        .list_tasks(
+            &admin.id,
+            &deft_store::TaskFilter {
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .tasks[0];
+    assert!(
+        task.pull_requests[0]
+            .body
+            .contains("## Self-review\nVerdict: pass."),
+        "{}",
+        task.pull_requests[0].body
+    );
 }

@@ -125,11 +125,13 @@ async fn a_task_asks_is_answered_completes_and_takes_feedback() {
         call("p1", "submit_plan", plan),
         call("e1", "str_replace_based_edit_tool", r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#),
         call("e2", "finish", r#"{"summary": "Wrote an English greeting"}"#),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
         // The feedback round: what it teaches, then plan again, edit, finish.
         Step::Reply(Turn::text(r#"["Greet the whole world, not only hello"]"#)),
         call("p2", "submit_plan", plan),
         call("e3", "str_replace_based_edit_tool", r#"{"command": "str_replace", "path": "greeter/greeting.txt", "old_str": "hello", "new_str": "hello, world"}"#),
         call("e4", "finish", r#"{"summary": "Made the greeting friendlier"}"#),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
     ])
     .await;
     let data = dir.path().join("data");
