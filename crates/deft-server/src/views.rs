@@ -114,5 +114,6 @@ pub fn environment(environment: &Environment) -> Value {
         },
         "env": environment.env.as_map(),
         "mcp": environment.mcp.to_json(),
+        "approve_plan": environment.approve_plan,
     })
 }

@@ -755,7 +755,7 @@ async fn environment_settings_are_validated_and_partial() {
     let (_, initial) = app.get(&app.admin, "/settings/environment").await;
     assert_eq!(
         initial,
-        json!({"network": {"level": "connections", "allow": []}, "env": {}, "mcp": {"mcpServers": {}}})
+        json!({"network": {"level": "connections", "allow": []}, "env": {}, "mcp": {"mcpServers": {}}, "approve_plan": false})
     );
     let put = |body: Value| {
         app.call(

@@ -168,6 +168,11 @@ impl Store {
                 "progress",
                 include_str!("../migrations/0003_progress.sql"),
             ),
+            (
+                4,
+                "approve_plan",
+                include_str!("../migrations/0004_approve_plan.sql"),
+            ),
         ]
         .into_iter()
         .map(|(version, description, sql)| {

@@ -16,6 +16,8 @@ pub struct Environment {
     pub network: NetworkPolicy,
     pub env: EnvVars,
     pub mcp: McpConfig,
+    /// New tasks wait for plan approval unless they say otherwise.
+    pub approve_plan: bool,
 }
 
 fn corrupt(what: &str, error: ValidationError) -> StoreError {
@@ -38,6 +40,7 @@ fn environment_from_row(row: &sqlx::any::AnyRow) -> Result<Environment, StoreErr
             .map_err(|e| corrupt("env vars", e))?,
         mcp: McpConfig::from_json(&from_json(&mcp, "MCP configuration")?)
             .map_err(|e| corrupt("MCP configuration", e))?,
+        approve_plan: row.try_get::<i64, _>("approve_plan")? != 0,
     })
 }
 
@@ -50,7 +53,7 @@ impl Store {
     /// The user's environment; the defaults (`connections`, nothing else) until first saved.
     pub async fn environment(&self, user: &UserId) -> Result<Environment, StoreError> {
         let row = sqlx::query(
-            "SELECT network_level, network_allow, env, mcp FROM environments WHERE user_id = $1",
+            "SELECT network_level, network_allow, env, mcp, approve_plan FROM environments WHERE user_id = $1",
         )
         .bind(user.as_str())
         .fetch_optional(&self.pool)
@@ -103,7 +106,7 @@ impl Store {
         // `BEGIN IMMEDIATE` already serialises writers.
         let row = sqlx::query(
             "UPDATE environments SET updated_at = updated_at WHERE user_id = $1 \
-             RETURNING network_level, network_allow, env, mcp",
+             RETURNING network_level, network_allow, env, mcp, approve_plan",
         )
         .bind(user.as_str())
         .fetch_one(&mut *tx)
@@ -112,7 +115,7 @@ impl Store {
         change(&mut environment)?;
         sqlx::query(
             "UPDATE environments SET network_level = $2, network_allow = $3, env = $4, mcp = $5, \
-             updated_at = $6 WHERE user_id = $1",
+             updated_at = $6, approve_plan = $7 WHERE user_id = $1",
         )
         .bind(user.as_str())
         .bind(environment.network.level.as_str())
@@ -122,6 +125,7 @@ impl Store {
         .bind(serde_json::to_string(environment.env.as_map()).expect("strings serialize"))
         .bind(environment.mcp.to_json().to_string())
         .bind(now)
+        .bind(i64::from(environment.approve_plan))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -572,6 +572,7 @@ async fn environment_round_trips_and_defaults_to_connections(store: Store) {
             &json!({"mcpServers": {"everything": {"command": "mcp-server-everything"}}}),
         )
         .unwrap(),
+        approve_plan: true,
     };
     store.put_environment(&ada.id, &environment).await.unwrap();
     assert_eq!(store.environment(&ada.id).await.unwrap(), environment);

@@ -168,6 +168,11 @@ async fn a_task_asks_is_answered_completes_and_takes_feedback() {
         .as_str()
         .unwrap()
         .to_owned();
+    let diffs = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}/diff"), None)
+        .await;
+    let diff = diffs["diffs"][0]["diff"].as_str().unwrap_or_default();
+    assert!(diff.contains("+hello"), "the pull request's diff: {diffs}");
     assert_eq!(
         sh(&repo, &format!("git show {head}:greeting.txt")),
         "hello\n"
@@ -283,4 +288,63 @@ async fn a_task_asks_is_answered_completes_and_takes_feedback() {
         !prompt.contains("Greet the whole world"),
         "another user's learning leaked: {bob_task}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_plan_approval_the_task_waits_and_approving_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("greeter");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+    );
+    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let model = ScriptedModel::start(vec![
+        call("p1", "submit_plan", plan),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        call("e2", "finish", r#"{"summary": "Wrote the greeting"}"#),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let server = start(&dir.path().join("data"), &model);
+    // The owner's default: every new task waits for plan approval.
+    let settings = server
+        .call(
+            reqwest::Method::PUT,
+            "/settings/environment",
+            Some(json!({"approve_plan": true})),
+        )
+        .await;
+    assert_eq!(settings["approve_plan"], true, "{settings}");
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Add a greeting", "repos": [repo]})),
+        )
+        .await;
+    assert_eq!(task["approve_plan"], true);
+    let id = task["id"].as_str().unwrap().to_owned();
+    let waiting = server.until(&id, "needs_attention").await;
+    assert_eq!(waiting["attention"]["kind"], "plan_approval", "{waiting}");
+    assert_eq!(
+        waiting["plan"]["steps"],
+        json!(["Write greeting.txt"]),
+        "the plan is shown while it waits"
+    );
+    assert_eq!(model.remaining_steps(), 3, "nothing ran past planning");
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/tasks/{id}/approve"),
+            Some(json!({})),
+        )
+        .await;
+    let done = server.until(&id, "completed").await;
+    assert_eq!(done["pull_requests"].as_array().unwrap().len(), 1, "{done}");
 }

@@ -66,8 +66,8 @@ pub async fn message(
 pub struct ChatTask {
     /// Repositories chosen now, when the chat was started without them.
     repos: Option<Vec<String>>,
-    #[serde(default)]
-    approve_plan: bool,
+    /// Absent: the user's default.
+    approve_plan: Option<bool>,
 }
 
 pub async fn create_task(
@@ -108,11 +108,15 @@ pub async fn create_task(
             "the chat has no repositories; choose at least one with `repos`",
         ));
     }
+    let approve_plan = match body.approve_plan {
+        Some(approve_plan) => approve_plan,
+        None => app.store.environment(&user.id).await?.approve_plan,
+    };
     let new = NewTask {
         description,
         repos,
         chat_id: Some(chat.id),
-        approve_plan: body.approve_plan,
+        approve_plan,
     };
     let task =
         crate::routes::tasks::created(&app, app.store.create_task(&user.id, new).await?).await?;

@@ -24,6 +24,7 @@ pub fn api() -> Router<AppState> {
         .route("/tasks", post(tasks::create).get(tasks::list))
         .route("/tasks/{id}", get(tasks::show))
         .route("/tasks/{id}/events", get(tasks::events))
+        .route("/tasks/{id}/diff", get(tasks::diff))
         .route("/tasks/{id}/events/stream", get(stream::events))
         .route("/tasks/{id}/cancel", post(tasks::cancel))
         .route("/tasks/{id}/answer", post(tasks::answer))

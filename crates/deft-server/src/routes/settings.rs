@@ -37,6 +37,8 @@ pub struct PutEnvironment {
     network: Option<NetworkBody>,
     env: Option<BTreeMap<String, String>>,
     mcp: Option<Value>,
+    /// Whether new tasks wait for plan approval by default.
+    approve_plan: Option<bool>,
 }
 
 pub async fn put_environment(
@@ -57,6 +59,9 @@ pub async fn put_environment(
             }
             if let Some(mcp) = body.mcp {
                 environment.mcp = McpConfig::from_json(&mcp)?;
+            }
+            if let Some(approve_plan) = body.approve_plan {
+                environment.approve_plan = approve_plan;
             }
             Ok(())
         })

@@ -21,8 +21,8 @@ pub struct CreateTask {
     #[serde(default)]
     repos: Vec<String>,
     chat_id: Option<String>,
-    #[serde(default)]
-    approve_plan: bool,
+    /// Absent: the user's default (`approve_plan` in the environment settings).
+    approve_plan: Option<bool>,
 }
 
 pub async fn create(
@@ -39,11 +39,15 @@ pub async fn create(
     }
     let repos = repos::resolve(&app, &user, &body.repos, "repos").await?;
     let chat_id = body.chat_id.map(deft_core::ChatId::from_stored);
+    let approve_plan = match body.approve_plan {
+        Some(approve_plan) => approve_plan,
+        None => app.store.environment(&user.id).await?.approve_plan,
+    };
     let new = NewTask {
         description: body.description,
         repos,
         chat_id,
-        approve_plan: body.approve_plan,
+        approve_plan,
     };
     let task = created(&app, app.store.create_task(&user.id, new).await?).await?;
     let names = views::repo_names(app.store.list_repositories(&user.id).await?);
@@ -279,4 +283,36 @@ pub async fn approve(
         .await?;
     let names = views::repo_names(app.store.list_repositories(&user.id).await?);
     Ok(Json(views::task(task, &names)))
+}
+
+/// The diff of each of the task's pull requests (the local forge keeps them, so deft serves
+/// them): `{"diffs": [{repo, base, head, diff}]}`.
+pub async fn diff(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let task = app.store.task(&user.id, &TaskId::from_stored(id)).await?;
+    let mut diffs = Vec::new();
+    for pull_request in &task.pull_requests {
+        let repo = app
+            .store
+            .repository(&user.id, pull_request.repo.as_str())
+            .await?;
+        let diff = deft_forge::diff(
+            std::path::Path::new(&repo.location),
+            &pull_request.base,
+            &pull_request.head,
+        )
+        .await
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "diff_unavailable",
+                format!("cannot read the diff of {}: {error}", repo.name),
+            )
+        })?;
+        diffs.push(json!({"repo": pull_request.repo, "base": pull_request.base, "head": pull_request.head, "diff": diff}));
+    }
+    Ok(Json(json!({ "diffs": diffs })))
 }
