@@ -91,3 +91,19 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use deft_llm::Message;
+
+    #[test]
+    fn a_request_that_cannot_be_made_to_fit_stays_over_the_budget() {
+        let mut request = Request::new("s".repeat(9000), vec![Message::user("task")]);
+        fit(&mut request, 1000);
+        assert!(
+            estimate(&request) > 1000,
+            "nothing it may cut is there to cut"
+        );
+    }
+}

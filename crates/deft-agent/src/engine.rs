@@ -968,6 +968,18 @@ impl Engine {
     ) -> Result<Phase<Completion>, EngineError> {
         let started = Instant::now();
         crate::context::fit(request, self.limits.context_tokens);
+        // The model never receives a request over its window: when eliding old output is not
+        // enough, the task stops and says so.
+        let size = crate::context::estimate(request);
+        if size > self.limits.context_tokens {
+            return Ok(Phase::Stop(attention(
+                AttentionKind::Error,
+                format!(
+                    "the next request would hold about {size} tokens, more than the {} the model's window allows, even with old tool output elided; split the task or use a model with a larger window",
+                    self.limits.context_tokens
+                ),
+            )));
+        }
         if let Some(budget) = self.limits.task_tokens {
             let usage = self.store.task_by_id(id).await?.usage;
             let spent = usage.input_tokens + usage.output_tokens;
