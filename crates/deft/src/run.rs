@@ -104,25 +104,19 @@ pub async fn run(
             stop.cancel();
         }
     });
+    let printing = CancellationToken::new();
     let printer = tokio::spawn(print_events(
         store.clone(),
         user.id.clone(),
         task.id.clone(),
+        printing.clone(),
     ));
     let outcome = engine.run(&task.id, &cancel).await?;
-    // Let the printer catch up with the last events, then stop it.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    printer.abort();
+    // The printer prints what is left, then stops.
+    printing.cancel();
     let _ = printer.await;
-    print_backlog(&store, &user.id, &task.id, &mut last_printed()).await;
     Ok(verdict(&store, &task.id, outcome).await)
 }
-
-fn last_printed() -> i64 {
-    PRINTED.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-static PRINTED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// The engine both `deft run` and `deft serve`'s workers use.
 pub async fn engine(
@@ -145,17 +139,25 @@ pub async fn engine(
     })
 }
 
-async fn print_events(store: Store, user: deft_core::UserId, task: deft_core::TaskId) {
+/// Prints the task's events as they are written, until `stop`, then whatever is left.
+async fn print_events(
+    store: Store,
+    user: deft_core::UserId,
+    task: deft_core::TaskId,
+    stop: CancellationToken,
+) {
     let mut wake = store.events().subscribe(&task);
+    let mut last = 0;
     loop {
         wake.borrow_and_update();
-        let mut last = last_printed();
         print_backlog(&store, &user, &task, &mut last).await;
         tokio::select! {
+            _ = stop.cancelled() => break,
             _ = wake.changed() => {}
             _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
         }
     }
+    print_backlog(&store, &user, &task, &mut last).await;
 }
 
 async fn print_backlog(
@@ -164,13 +166,17 @@ async fn print_backlog(
     task: &deft_core::TaskId,
     last: &mut i64,
 ) {
-    let Ok(events) = store.events_after(user, task, *last, 1000).await else {
-        return;
-    };
-    for event in events {
-        println!("{}", describe(&event));
-        *last = event.seq;
-        PRINTED.store(event.seq, std::sync::atomic::Ordering::SeqCst);
+    loop {
+        let Ok(events) = store.events_after(user, task, *last, 1000).await else {
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            println!("{}", describe(&event));
+            *last = event.seq;
+        }
     }
 }
 
