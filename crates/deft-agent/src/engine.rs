@@ -37,6 +37,9 @@ pub enum RunOutcome {
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] deft_store::StoreError),
+    /// The run's cancellation token fired (the owner cancelled the task, or deft is stopping).
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 /// Bounds that keep a run from burning tokens.
@@ -146,6 +149,7 @@ impl Engine {
         }
         let outcome = match self.run_started(id, cancel).await {
             Ok(outcome) => outcome,
+            Err(EngineError::Cancelled) => return Ok(RunOutcome::Cancelled),
             Err(error) => RunOutcome::NeedsAttention(attention(
                 AttentionKind::Error,
                 format!("the run failed: {error}; answer to try again"),
@@ -599,7 +603,7 @@ impl Engine {
             let mut results = Vec::new();
             let mut outcome = None;
             for call in &calls {
-                let output = self.run_tool(&context.task.id, tools, call).await?;
+                let output = self.run_tool(&context.task.id, tools, call, cancel).await?;
                 match &output.effect {
                     Effect::Plan(plan) => outcome = Some(Phase::Done(plan.clone())),
                     Effect::Ask(question) => {
@@ -693,30 +697,32 @@ impl Engine {
             let mut results = Vec::new();
             let mut done = None;
             for call in &calls {
-                let mut output = self.run_tool(&context.task.id, tools, call).await?;
+                let mut output = self.run_tool(&context.task.id, tools, call, cancel).await?;
                 match &output.effect {
                     Effect::Ask(question) => return self.ask(&context.task.id, question).await,
-                    Effect::Finish(summary) => match self.verify(context, tools.sandbox()).await {
-                        Ok(()) => done = Some(summary.clone()),
-                        Err(failure) => {
-                            failed_verifications += 1;
-                            self.store.append_event(&context.task.id, EventKind::Step, json!({"step": "execution", "status": "verification_failed", "index": index, "output": tail(&failure, 2000)})).await?;
-                            if failed_verifications > self.limits.verify_retries {
-                                return Ok(Phase::Stop(attention(
-                                    AttentionKind::Error,
-                                    format!(
-                                        "step {} keeps failing its checks after {failed_verifications} attempts; the last failure:\n{}",
-                                        index + 1,
-                                        tail(&failure, 1500)
-                                    ),
-                                )));
+                    Effect::Finish(summary) => {
+                        match self.verify(context, tools.sandbox(), cancel).await {
+                            Ok(()) => done = Some(summary.clone()),
+                            Err(failure) => {
+                                failed_verifications += 1;
+                                self.store.append_event(&context.task.id, EventKind::Step, json!({"step": "execution", "status": "verification_failed", "index": index, "output": tail(&failure, 2000)})).await?;
+                                if failed_verifications > self.limits.verify_retries {
+                                    return Ok(Phase::Stop(attention(
+                                        AttentionKind::Error,
+                                        format!(
+                                            "step {} keeps failing its checks after {failed_verifications} attempts; the last failure:\n{}",
+                                            index + 1,
+                                            tail(&failure, 1500)
+                                        ),
+                                    )));
+                                }
+                                output.content = format!(
+                                    "The checks failed, so the step is not done. Fix this and call `finish` again:\n{failure}"
+                                );
+                                output.is_error = true;
                             }
-                            output.content = format!(
-                                "The checks failed, so the step is not done. Fix this and call `finish` again:\n{failure}"
-                            );
-                            output.is_error = true;
                         }
-                    },
+                    }
                     _ => {}
                 }
                 // The same failing call over and over is a loop, not progress.
@@ -757,14 +763,24 @@ impl Engine {
     }
 
     /// Runs every repository's checks; the combined output of the first that fails.
-    async fn verify(&self, context: &Context, sandbox: &BwrapSandbox) -> Result<(), String> {
+    async fn verify(
+        &self,
+        context: &Context,
+        sandbox: &BwrapSandbox,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
         for (repo, _, facts) in &context.repos {
             for check in &facts.checks {
                 let request = ExecRequest {
                     cwd: Some(facts.name.clone()),
                     ..ExecRequest::shell(check)
                 };
-                match sandbox.exec(&request, &mut |_| {}).await {
+                let mut ignore = |_: &str| {};
+                let run = tokio::select! {
+                    run = sandbox.exec(&request, &mut ignore) => run,
+                    _ = cancel.cancelled() => return Err("the run was cancelled".into()),
+                };
+                match run {
                     Ok(outcome) if outcome.exit_code() == 0 => {}
                     Ok(outcome) => {
                         return Err(format!(
@@ -942,6 +958,7 @@ impl Engine {
         id: &TaskId,
         tools: &mut Tools<'_, BwrapSandbox>,
         call: &deft_llm::ToolCall,
+        cancel: &CancellationToken,
     ) -> Result<crate::ToolOutput, EngineError> {
         self.store
             .append_event(
@@ -950,7 +967,12 @@ impl Engine {
                 json!({"id": call.id, "name": call.name, "arguments": call.arguments.as_object()}),
             )
             .await?;
-        let output = tools.call(call, &mut |_| {}).await;
+        // Dropping the call on cancellation kills its sandboxed command, with its children.
+        let mut ignore = |_: &str| {};
+        let output = tokio::select! {
+            output = tools.call(call, &mut ignore) => output,
+            _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+        };
         self.store
             .append_event(id, EventKind::ToolResult, json!({"id": call.id, "is_error": output.is_error, "content": tail(&output.content, 4000)}))
             .await?;
@@ -1011,10 +1033,7 @@ impl Engine {
                     .await?;
                 Ok(Phase::Done(completion))
             }
-            Err(ModelError::Cancelled) => Ok(Phase::Stop(attention(
-                AttentionKind::Error,
-                "the run was cancelled",
-            ))),
+            Err(ModelError::Cancelled) => Err(EngineError::Cancelled),
             Err(error) => {
                 self.store
                     .append_event(id, EventKind::Error, json!({"message": error.to_string()}))

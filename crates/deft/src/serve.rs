@@ -120,8 +120,40 @@ async fn work(engine: std::sync::Arc<deft_agent::Engine>, shutdown: Cancellation
             continue;
         }
         tracing::info!(task.id = %task, "running task");
-        if let Err(error) = engine.run(&task, &shutdown.child_token()).await {
+        let cancel = shutdown.child_token();
+        let watcher = tokio::spawn(stop_when_cancelled(
+            engine.store.clone(),
+            task.clone(),
+            cancel.clone(),
+        ));
+        if let Err(error) = engine.run(&task, &cancel).await {
             tracing::error!(task.id = %task, error = %error, "the run failed");
+        }
+        watcher.abort();
+    }
+}
+
+/// Cancels a run as soon as its task is cancelled: the model call in flight is dropped and
+/// the sandboxed command killed with its children.
+async fn stop_when_cancelled(
+    store: deft_store::Store,
+    task: deft_core::TaskId,
+    cancel: CancellationToken,
+) {
+    let mut wake = store.events().subscribe(&task);
+    loop {
+        wake.borrow_and_update();
+        if store
+            .task_by_id(&task)
+            .await
+            .is_ok_and(|t| t.state() == deft_core::TaskState::Cancelled)
+        {
+            cancel.cancel();
+            return;
+        }
+        tokio::select! {
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
         }
     }
 }

@@ -348,3 +348,70 @@ async fn with_plan_approval_the_task_waits_and_approving_resumes_it() {
     let done = server.until(&id, "completed").await;
     assert_eq!(done["pull_requests"].as_array().unwrap().len(), 1, "{done}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_stops_its_command_within_two_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("greeter");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+    );
+    let plan =
+        r#"{"requirements": ["r"], "acceptance_criteria": ["a"], "steps": ["Wait a long time"]}"#;
+    let model = ScriptedModel::start(vec![
+        call("p1", "submit_plan", plan),
+        call(
+            "b1",
+            "bash",
+            r#"{"command": "sleep 4591", "timeout_secs": 600}"#,
+        ),
+    ])
+    .await;
+    let server = start(&dir.path().join("data"), &model);
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Wait", "repos": [repo]})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let running = || {
+        let found = Command::new("pgrep")
+            .args(["-f", "^sleep 4591$"])
+            .output()
+            .unwrap();
+        !found.stdout.is_empty()
+    };
+    let started = Instant::now();
+    while !running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancelled = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/tasks/{id}/cancel"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(cancelled["state"], "cancelled");
+    let at = Instant::now();
+    while running() {
+        assert!(
+            at.elapsed() < Duration::from_secs(2),
+            "the command outlived the cancel by 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
+        .await;
+    assert_eq!(after["state"], "cancelled", "cancelled is final: {after}");
+}
