@@ -268,6 +268,16 @@ impl Store {
         self.task(&owner, id).await
     }
 
+    /// Tasks left `in_progress` (by a process that died), to run again from their last step.
+    pub async fn in_progress(&self) -> Result<Vec<TaskId>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM tasks WHERE state = 'in_progress' ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(TaskId::from_stored(row.try_get("id")?)))
+            .collect()
+    }
+
     /// The task that has waited longest in the queue, if any.
     pub async fn next_queued(&self) -> Result<Option<TaskId>, StoreError> {
         let row = sqlx::query(

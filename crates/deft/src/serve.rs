@@ -71,6 +71,25 @@ pub async fn run(
         && workers > 0
     {
         let engine = std::sync::Arc::new(crate::run::engine(&store, &dir, models, &config).await?);
+        // On SQLite this process holds every worker, so a task still in progress was left by
+        // a deft that died: it goes back to the queue and continues from its last step.
+        if store.backend() == deft_store::Backend::Sqlite {
+            for task in store.in_progress().await? {
+                let note = (
+                    deft_core::EventKind::Step,
+                    serde_json::json!({"step": "recovery", "status": "requeued", "reason": "deft restarted while the task ran"}),
+                );
+                store
+                    .transition(
+                        deft_store::Actor::Deft,
+                        &task,
+                        deft_core::Transition::Requeue,
+                        Some(note),
+                    )
+                    .await?;
+                eprintln!("requeued task {task}, left running by a deft that stopped");
+            }
+        }
         for _ in 0..workers {
             runners.push(tokio::spawn(work(engine.clone(), shutdown.clone())));
         }

@@ -415,3 +415,79 @@ async fn cancelling_a_running_task_stops_its_command_within_two_seconds() {
         .await;
     assert_eq!(after["state"], "cancelled", "cancelled is final: {after}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_survives_kill_9_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("greeter");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+    );
+    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let model = ScriptedModel::start(vec![
+        call("p1", "submit_plan", plan),
+        call("b1", "bash", r#"{"command": "sleep 4592"}"#),
+        // After the restart, step 1 runs again with a fresh sub-agent.
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        call("e2", "finish", r#"{"summary": "Wrote the greeting"}"#),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let data = dir.path().join("data");
+    let server = start(&data, &model);
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Add a greeting", "repos": [repo]})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    while Command::new("pgrep")
+        .args(["-f", "^sleep 4592$"])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // kill -9: Drop kills and reaps the process.
+    drop(server);
+
+    let server = start(&data, &model);
+    let done = server.until(&id, "completed").await;
+    assert_eq!(done["pull_requests"].as_array().unwrap().len(), 1, "{done}");
+    let events = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}/events"), None)
+        .await;
+    let events = events["events"].as_array().unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "no event twice, none missing"
+    );
+    let count = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
+    assert_eq!(
+        (count("task_created"), count("plan"), count("pull_request")),
+        (1, 1, 1),
+        "planning was not redone"
+    );
+    assert!(
+        events.iter().any(|e| e["data"]["step"] == "recovery"),
+        "the restart is in the log"
+    );
+    assert_eq!(model.remaining_steps(), 0);
+}
