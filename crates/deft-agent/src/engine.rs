@@ -55,6 +55,9 @@ pub struct RunLimits {
     pub review_rounds: u32,
     /// Tokens (input and output) the whole task may spend (`limits.task_tokens`).
     pub task_tokens: Option<i64>,
+    /// Tokens (input and output) one user may spend in a week, Monday 00:00 UTC to the next
+    /// (`limits.weekly_tokens`).
+    pub weekly_tokens: Option<i64>,
     /// The most a single request may hold, in estimated tokens: older tool output is elided
     /// before the window fills.
     pub context_tokens: usize,
@@ -68,6 +71,7 @@ impl Default for RunLimits {
             repeats: 3,
             review_rounds: 2,
             task_tokens: None,
+            weekly_tokens: None,
             context_tokens: 150_000,
         }
     }
@@ -123,6 +127,43 @@ struct Context {
 }
 
 impl Engine {
+    /// Before a queued task starts: when its owner has spent the week's tokens, the task goes
+    /// to `needs_attention` saying when the limit resets, and this returns that reason.
+    pub async fn hold_for_weekly_limit(
+        &self,
+        id: &TaskId,
+    ) -> Result<Option<Attention>, EngineError> {
+        let Some(limit) = self.limits.weekly_tokens else {
+            return Ok(None);
+        };
+        let task = self.store.task_by_id(id).await?;
+        let now = deft_core::Timestamp::now();
+        let usage = self
+            .store
+            .usage_since(&task.owner, now.week_start())
+            .await?;
+        let spent = usage.input_tokens + usage.output_tokens;
+        if spent < limit {
+            return Ok(None);
+        }
+        let reason = attention(
+            AttentionKind::WeeklyLimit,
+            format!(
+                "this week's token limit is reached ({spent} of {limit} tokens); it resets on {} (Monday 00:00 UTC), then answer to start the task",
+                now.next_week_start()
+            ),
+        );
+        self.store
+            .transition(
+                Actor::Deft,
+                id,
+                Transition::NeedAttention(reason.clone()),
+                None,
+            )
+            .await?;
+        Ok(Some(reason))
+    }
+
     /// Runs the task until it completes or needs its owner. The task must be `queued` (or
     /// `in_progress`, when picked up again).
     pub async fn run(

@@ -27,6 +27,20 @@ impl Timestamp {
         Self(self.0.saturating_add(millis))
     }
 
+    /// Monday 00:00 UTC of this instant's week: when weekly limits reset.
+    pub fn week_start(self) -> Timestamp {
+        const DAY: i64 = 86_400_000;
+        let days = self.0.div_euclid(DAY);
+        // 1970-01-01 was a Thursday: three days after a Monday.
+        let since_monday = (days + 3).rem_euclid(7);
+        Timestamp((days - since_monday) * DAY)
+    }
+
+    /// The next Monday 00:00 UTC.
+    pub fn next_week_start(self) -> Timestamp {
+        Timestamp(self.week_start().0 + 7 * 86_400_000)
+    }
+
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
         match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
@@ -68,6 +82,28 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weeks_start_on_monday_midnight_utc() {
+        let parse = |text: &str| serde_json::from_str::<Timestamp>(&format!("\"{text}\"")).unwrap();
+        // 2026-11-29 is a Sunday.
+        assert_eq!(
+            parse("2026-11-29T17:36:00Z").week_start(),
+            parse("2026-11-23T00:00:00Z")
+        );
+        assert_eq!(
+            parse("2026-11-23T00:00:00Z").week_start(),
+            parse("2026-11-23T00:00:00Z")
+        );
+        assert_eq!(
+            parse("2026-11-29T23:59:59.999Z").next_week_start(),
+            parse("2026-11-30T00:00:00Z")
+        );
+        assert_eq!(
+            parse("1970-01-01T12:00:00Z").week_start(),
+            parse("1969-12-29T00:00:00Z")
+        );
+    }
 
     #[test]
     fn renders_rfc3339_with_milliseconds_and_reads_it_back() {

@@ -31,6 +31,9 @@ pub struct LimitsFile {
     /// Tokens (input and output) one task may spend; it stops in `needs_attention` at the
     /// limit, never over it.
     pub task_tokens: Option<i64>,
+    /// Tokens one user may spend in a week (Monday 00:00 UTC to the next); a task that would
+    /// start over it waits in `needs_attention` saying when it resets.
+    pub weekly_tokens: Option<i64>,
 }
 
 /// `[forge]`: where repositories come from.
@@ -93,16 +96,19 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
     let limits = match table.get("limits") {
         Some(value) => value.clone().try_into::<LimitsFile>().with_context(|| {
             format!(
-                "{}: bad [limits] section (keys: task_tokens)",
+                "{}: bad [limits] section (keys: task_tokens, weekly_tokens)",
                 path.display()
             )
         })?,
         None => LimitsFile::default(),
     };
-    if let Some(tokens) = limits.task_tokens
-        && tokens <= 0
-    {
-        bail!("{}: [limits] task_tokens must be positive", path.display());
+    for (key, value) in [
+        ("task_tokens", limits.task_tokens),
+        ("weekly_tokens", limits.weekly_tokens),
+    ] {
+        if value.is_some_and(|tokens| tokens <= 0) {
+            bail!("{}: [limits] {key} must be positive", path.display());
+        }
     }
     Ok(ConfigFile {
         path: Some(path.to_owned()),

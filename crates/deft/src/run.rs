@@ -111,7 +111,10 @@ pub async fn run(
         task.id.clone(),
         printing.clone(),
     ));
-    let outcome = engine.run(&task.id, &cancel).await?;
+    let outcome = match engine.hold_for_weekly_limit(&task.id).await? {
+        Some(reason) => RunOutcome::NeedsAttention(reason),
+        None => engine.run(&task.id, &cancel).await?,
+    };
     // The printer prints what is left, then stops.
     printing.cancel();
     let _ = printer.await;
@@ -134,6 +137,7 @@ pub async fn engine(
         workspaces: dir.join("workspaces"),
         limits: RunLimits {
             task_tokens: config.limits.task_tokens,
+            weekly_tokens: config.limits.weekly_tokens,
             ..RunLimits::default()
         },
     })

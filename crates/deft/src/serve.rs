@@ -125,6 +125,14 @@ async fn work(engine: std::sync::Arc<deft_agent::Engine>, shutdown: Cancellation
                 _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => continue,
             }
         };
+        match engine.hold_for_weekly_limit(&task).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(task.id = %task, error = %error, "cannot check the weekly limit");
+                continue;
+            }
+        }
         // Claiming is the transition itself: of two workers, one wins and one is refused.
         let claimed = engine
             .store

@@ -599,3 +599,45 @@ async fn the_self_review_sends_fixes_back_before_the_pull_request() {
         task.pull_requests[0].body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_over_the_weekly_limit_waits_saying_when_it_resets() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("config.toml"), "[limits]\nweekly_tokens = 300\n").unwrap();
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        create_turn(),
+        finish_turn("e2"),
+        review_pass(),
+    ])
+    .await;
+    let first = deft_run(
+        &server,
+        &data,
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = deft_run(&server, &data, &repo, "another task this week").await;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("needs attention (weekly_limit): this week's token limit is reached"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(Monday 00:00 UTC)"), "{stderr}");
+    assert_eq!(
+        server.requests().len(),
+        4,
+        "the second task never called the model"
+    );
+}
