@@ -268,6 +268,30 @@ impl Store {
         self.task(&owner, id).await
     }
 
+    /// Retention (SPEC §2): deletes the chats and tasks, with their messages and events, whose
+    /// last activity is before `cutoff`. Tasks still running or queued are kept whatever their
+    /// age; nothing on a forge is touched. Returns how many tasks and chats went.
+    pub async fn sweep_inactive(&self, cutoff: Timestamp) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let tasks = sqlx::query(
+            "DELETE FROM tasks WHERE updated_at < $1 AND state IN ('completed', 'cancelled', 'needs_attention')",
+        )
+        .bind(cutoff.unix_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // A chat goes with its task, or alone when it never made one.
+        let chats = sqlx::query(
+            "DELETE FROM chats WHERE updated_at < $1 AND (task_id IS NULL OR task_id NOT IN (SELECT id FROM tasks))",
+        )
+        .bind(cutoff.unix_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((tasks, chats))
+    }
+
     /// Tasks left `in_progress` (by a process that died), to run again from their last step.
     pub async fn in_progress(&self) -> Result<Vec<TaskId>, StoreError> {
         let rows = sqlx::query("SELECT id FROM tasks WHERE state = 'in_progress' ORDER BY id")

@@ -52,6 +52,7 @@ on_both!(
     concurrent_partial_environment_updates_all_land,
     approval_and_the_edited_plan_land_together,
     no_event_records_a_secret_value,
+    retention_deletes_what_is_old_and_keeps_what_is_not,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -962,4 +963,77 @@ async fn no_event_records_a_secret_value(store: Store) {
         serde_json::to_string(&events.iter().map(|e| e.data.clone()).collect::<Vec<_>>()).unwrap();
     assert!(!text.contains(secret), "{text}");
     assert_eq!(text.matches("[secret:GITHUB_TOKEN]").count(), 4, "{text}");
+}
+
+async fn retention_deletes_what_is_old_and_keeps_what_is_not(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let old = store
+        .create_task(&ada.id, new_task("old", &repo))
+        .await
+        .unwrap();
+    store
+        .transition(Actor::Owner(&ada.id), &old.id, Transition::Cancel, None)
+        .await
+        .unwrap();
+    let old_chat = store
+        .create_chat(&ada.id, vec![repo.clone()])
+        .await
+        .unwrap();
+    let queued_long_ago = store
+        .create_task(&ada.id, new_task("still queued", &repo))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cutoff = deft_core::Timestamp::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let recent = store
+        .create_task(&ada.id, new_task("recent", &repo))
+        .await
+        .unwrap();
+    store
+        .transition(Actor::Owner(&ada.id), &recent.id, Transition::Cancel, None)
+        .await
+        .unwrap();
+    let recent_chat = store
+        .create_chat(&ada.id, vec![repo.clone()])
+        .await
+        .unwrap();
+
+    let (tasks, chats) = store.sweep_inactive(cutoff).await.unwrap();
+    assert_eq!((tasks, chats), (1, 1));
+    assert!(matches!(
+        store.task(&ada.id, &old.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        store
+            .events_after(&ada.id, &old.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "its events went with it"
+    );
+    assert!(matches!(
+        store.chat(&ada.id, &old_chat.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        store
+            .task(&ada.id, &queued_long_ago.id)
+            .await
+            .unwrap()
+            .state(),
+        TaskState::Queued,
+        "live tasks stay"
+    );
+    assert_eq!(
+        store.task(&ada.id, &recent.id).await.unwrap().state(),
+        TaskState::Cancelled
+    );
+    assert!(store.chat(&ada.id, &recent_chat.id).await.is_ok());
+    assert_eq!(
+        store.list_repositories(&ada.id).await.unwrap().len(),
+        1,
+        "repositories are not the sweeper's"
+    );
 }

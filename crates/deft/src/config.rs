@@ -13,7 +13,7 @@ use crate::env_vars::{DEFT_LOCAL_ROOTS, DEFT_OLLAMA_URL};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// The sections deft reads today; anything else is refused rather than silently ignored.
-const KNOWN_SECTIONS: [&str; 3] = ["model", "forge", "limits"];
+const KNOWN_SECTIONS: [&str; 4] = ["model", "forge", "limits", "retention"];
 
 #[derive(Debug, Default)]
 pub struct ConfigFile {
@@ -22,6 +22,27 @@ pub struct ConfigFile {
     pub model: Option<ModelFile>,
     pub forge: ForgeFile,
     pub limits: LimitsFile,
+    pub retention: RetentionFile,
+}
+
+/// `[retention]`: how long finished tasks and chats are kept after their last activity.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    #[serde(default = "default_retention_days")]
+    pub days: u32,
+}
+
+impl Default for RetentionFile {
+    fn default() -> Self {
+        RetentionFile {
+            days: default_retention_days(),
+        }
+    }
+}
+
+fn default_retention_days() -> u32 {
+    90
 }
 
 /// `[limits]`: what a task may spend.
@@ -110,11 +131,22 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
             bail!("{}: [limits] {key} must be positive", path.display());
         }
     }
+    let retention = match table.get("retention") {
+        Some(value) => value
+            .clone()
+            .try_into::<RetentionFile>()
+            .with_context(|| format!("{}: bad [retention] section (keys: days)", path.display()))?,
+        None => RetentionFile::default(),
+    };
+    if retention.days == 0 {
+        bail!("{}: [retention] days must be at least 1", path.display());
+    }
     Ok(ConfigFile {
         path: Some(path.to_owned()),
         model,
         forge,
         limits,
+        retention,
     })
 }
 
@@ -187,7 +219,7 @@ mod tests {
         let error = parse("[limit]\ntask_tokens = 5\n", path).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits"
+            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention"
         );
         assert_eq!(
             parse("[limits]\ntask_tokens = 5\n", path)

@@ -94,6 +94,11 @@ pub async fn run(
             runners.push(tokio::spawn(work(engine.clone(), shutdown.clone())));
         }
     }
+    runners.push(tokio::spawn(sweep(
+        store.clone(),
+        config.retention.days,
+        shutdown.clone(),
+    )));
     let mut state = AppState::new(store.clone(), readiness, shutdown);
     state.local_roots = local_roots;
     deft_server::serve(listener, state).await?;
@@ -157,6 +162,28 @@ async fn work(engine: std::sync::Arc<deft_agent::Engine>, shutdown: Cancellation
             tracing::error!(task.id = %task, error = %error, "the run failed");
         }
         watcher.abort();
+    }
+}
+
+/// Retention: at start and every hour, deletes the finished tasks and chats that have been
+/// inactive for `days` (never anything on a forge).
+async fn sweep(store: deft_store::Store, days: u32, shutdown: CancellationToken) {
+    loop {
+        let cutoff = deft_core::Timestamp::now().plus_millis(-i64::from(days) * 86_400_000);
+        match store.sweep_inactive(cutoff).await {
+            Ok((0, 0)) => {}
+            Ok((tasks, chats)) => tracing::info!(
+                tasks,
+                chats,
+                days,
+                "retention deleted inactive tasks and chats"
+            ),
+            Err(error) => tracing::error!(error = %error, "retention sweep failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
     }
 }
 
