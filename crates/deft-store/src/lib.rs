@@ -10,6 +10,7 @@ mod chats;
 mod cipher;
 mod error;
 mod events;
+mod queue;
 mod repos;
 mod settings;
 mod tasks;
@@ -173,6 +174,7 @@ impl Store {
                 "approve_plan",
                 include_str!("../migrations/0004_approve_plan.sql"),
             ),
+            (5, "leases", include_str!("../migrations/0005_leases.sql")),
         ]
         .into_iter()
         .map(|(version, description, sql)| {

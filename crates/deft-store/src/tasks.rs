@@ -302,19 +302,6 @@ impl Store {
             .collect()
     }
 
-    /// The task that has waited longest in the queue, if any.
-    pub async fn next_queued(&self) -> Result<Option<TaskId>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id FROM tasks WHERE state = 'queued' ORDER BY queued_at, id LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .map(|row| row.try_get::<String, _>("id"))
-            .transpose()?
-            .map(TaskId::from_stored))
-    }
-
     /// A task read by deft itself (the engine, the scheduler), whoever owns it.
     pub async fn task_by_id(&self, id: &TaskId) -> Result<Task, StoreError> {
         let owner: String = sqlx::query("SELECT user_id FROM tasks WHERE id = $1")

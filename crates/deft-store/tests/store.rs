@@ -53,6 +53,9 @@ on_both!(
     approval_and_the_edited_plan_land_together,
     no_event_records_a_secret_value,
     retention_deletes_what_is_old_and_keeps_what_is_not,
+    claims_are_fifo_per_user_fair_across_users_and_limited,
+    concurrent_claims_take_each_task_once,
+    a_lease_that_runs_out_puts_the_task_back,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -1036,4 +1039,158 @@ async fn retention_deletes_what_is_old_and_keeps_what_is_not(store: Store) {
         1,
         "repositories are not the sweeper's"
     );
+}
+
+fn later(millis: i64) -> deft_core::Timestamp {
+    deft_core::Timestamp::now().plus_millis(millis)
+}
+
+async fn claims_are_fifo_per_user_fair_across_users_and_limited(store: Store) {
+    let (ada, ada_repo) = user_with_repo(&store, "ada").await;
+    let (bob, bob_repo) = user_with_repo(&store, "bob").await;
+    let mut ada_tasks = Vec::new();
+    for n in 0..3 {
+        ada_tasks.push(
+            store
+                .create_task(&ada.id, new_task(&format!("ada {n}"), &ada_repo))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut bob_tasks = Vec::new();
+    for n in 0..2 {
+        bob_tasks.push(
+            store
+                .create_task(&bob.id, new_task(&format!("bob {n}"), &bob_repo))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut claimed = Vec::new();
+    while let Some(id) = store.claim_next("w1", later(60_000), 2).await.unwrap() {
+        claimed.push(id);
+    }
+    // Ada queued first, then the one with fewer running goes first, each user in order, and
+    // nobody runs more than two.
+    assert_eq!(
+        claimed,
+        vec![
+            ada_tasks[0].clone(),
+            bob_tasks[0].clone(),
+            ada_tasks[1].clone(),
+            bob_tasks[1].clone()
+        ]
+    );
+    assert_eq!(
+        store.task(&ada.id, &ada_tasks[2]).await.unwrap().state(),
+        TaskState::Queued
+    );
+    // A task that waits for its owner holds no slot.
+    let question = Attention {
+        kind: AttentionKind::Question,
+        message: "?".into(),
+    };
+    store
+        .transition(
+            Actor::Deft,
+            &ada_tasks[0],
+            Transition::NeedAttention(question),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_next("w1", later(60_000), 2).await.unwrap(),
+        Some(ada_tasks[2].clone())
+    );
+}
+
+async fn concurrent_claims_take_each_task_once(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    for n in 0..20 {
+        store
+            .create_task(&ada.id, new_task(&format!("t{n}"), &repo))
+            .await
+            .unwrap();
+    }
+    let claimers: Vec<_> = (0..6)
+        .map(|worker| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while let Some(id) = store
+                    .claim_next(&format!("w{worker}"), later(60_000), 100)
+                    .await
+                    .unwrap()
+                {
+                    mine.push(id);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    let count = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        (count, all.len()),
+        (20, 20),
+        "every task claimed, and only once"
+    );
+}
+
+async fn a_lease_that_runs_out_puts_the_task_back(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("t", &repo))
+        .await
+        .unwrap()
+        .id;
+    let claimed = store.claim_next("w1", later(50), 10).await.unwrap();
+    assert_eq!(claimed.as_ref(), Some(&task));
+    assert!(
+        !store.renew_lease(&task, "w2", later(60_000)).await.unwrap(),
+        "another worker cannot renew it"
+    );
+    assert!(
+        store
+            .requeue_expired(deft_core::Timestamp::now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "not yet expired"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert_eq!(
+        store
+            .requeue_expired(deft_core::Timestamp::now())
+            .await
+            .unwrap(),
+        vec![task.clone()]
+    );
+    assert_eq!(
+        store.task(&ada.id, &task).await.unwrap().state(),
+        TaskState::Queued
+    );
+    assert!(
+        !store.renew_lease(&task, "w1", later(60_000)).await.unwrap(),
+        "the lease is gone"
+    );
+    let events = store.events_after(&ada.id, &task, 0, 100).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.data["step"] == "recovery"),
+        "the requeue is in the log"
+    );
+    assert_eq!(
+        store.claim_next("w2", later(60_000), 10).await.unwrap(),
+        Some(task.clone()),
+        "and runs again"
+    );
+    assert!(store.renew_lease(&task, "w2", later(60_000)).await.unwrap());
 }

@@ -55,6 +55,8 @@ pub struct LimitsFile {
     /// Tokens one user may spend in a week (Monday 00:00 UTC to the next); a task that would
     /// start over it waits in `needs_attention` saying when it resets.
     pub weekly_tokens: Option<i64>,
+    /// Tasks of one user running at once (default 10); the rest wait, first in, first out.
+    pub concurrent_tasks_per_user: Option<i64>,
 }
 
 /// `[forge]`: where repositories come from.
@@ -117,7 +119,7 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
     let limits = match table.get("limits") {
         Some(value) => value.clone().try_into::<LimitsFile>().with_context(|| {
             format!(
-                "{}: bad [limits] section (keys: task_tokens, weekly_tokens)",
+                "{}: bad [limits] section (keys: task_tokens, weekly_tokens, concurrent_tasks_per_user)",
                 path.display()
             )
         })?,
@@ -126,6 +128,10 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
     for (key, value) in [
         ("task_tokens", limits.task_tokens),
         ("weekly_tokens", limits.weekly_tokens),
+        (
+            "concurrent_tasks_per_user",
+            limits.concurrent_tasks_per_user,
+        ),
     ] {
         if value.is_some_and(|tokens| tokens <= 0) {
             bail!("{}: [limits] {key} must be positive", path.display());

@@ -90,8 +90,15 @@ pub async fn run(
                 eprintln!("requeued task {task}, left running by a deft that stopped");
             }
         }
-        for _ in 0..workers {
-            runners.push(tokio::spawn(work(engine.clone(), shutdown.clone())));
+        let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);
+        for n in 0..workers {
+            let name = format!("serve-{}-{n}", std::process::id());
+            runners.push(tokio::spawn(work(
+                engine.clone(),
+                name,
+                per_user,
+                shutdown.clone(),
+            )));
         }
     }
     runners.push(tokio::spawn(sweep(
@@ -110,21 +117,38 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A worker: takes the oldest queued task, runs it, and looks again. (The scheduler's leases,
-/// per-user limits and fairness come with their own issue.)
-async fn work(engine: std::sync::Arc<deft_agent::Engine>, shutdown: CancellationToken) {
+/// How long a claim lasts without a heartbeat; a worker that dies loses its task after this.
+const LEASE_MS: i64 = 30_000;
+
+/// A worker: claims the next task (first in, first out per user, fair across users, at most
+/// `per_user` running per user), keeps its lease alive while it runs, and puts back the tasks
+/// of workers that died. (Several processes on PostgreSQL come with `deft worker`.)
+async fn work(
+    engine: std::sync::Arc<deft_agent::Engine>,
+    name: String,
+    per_user: i64,
+    shutdown: CancellationToken,
+) {
+    use deft_core::Timestamp;
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        let next = match engine.store.next_queued().await {
-            Ok(next) => next,
+        if let Err(error) = engine.store.requeue_expired(Timestamp::now()).await {
+            tracing::error!(error = %error, "cannot requeue expired leases");
+        }
+        let claimed = match engine
+            .store
+            .claim_next(&name, Timestamp::now().plus_millis(LEASE_MS), per_user)
+            .await
+        {
+            Ok(claimed) => claimed,
             Err(error) => {
                 tracing::error!(error = %error, "cannot read the queue");
                 None
             }
         };
-        let Some(task) = next else {
+        let Some(task) = claimed else {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => continue,
@@ -138,30 +162,53 @@ async fn work(engine: std::sync::Arc<deft_agent::Engine>, shutdown: Cancellation
                 continue;
             }
         }
-        // Claiming is the transition itself: of two workers, one wins and one is refused.
-        let claimed = engine
-            .store
-            .transition(
-                deft_store::Actor::Deft,
-                &task,
-                deft_core::Transition::Start,
-                None,
-            )
-            .await;
-        if claimed.is_err() {
-            continue;
-        }
-        tracing::info!(task.id = %task, "running task");
+        tracing::info!(task.id = %task, worker = %name, "running task");
         let cancel = shutdown.child_token();
         let watcher = tokio::spawn(stop_when_cancelled(
             engine.store.clone(),
             task.clone(),
             cancel.clone(),
         ));
+        let heartbeat = tokio::spawn(keep_lease(
+            engine.store.clone(),
+            task.clone(),
+            name.clone(),
+            cancel.clone(),
+        ));
         if let Err(error) = engine.run(&task, &cancel).await {
             tracing::error!(task.id = %task, error = %error, "the run failed");
         }
         watcher.abort();
+        heartbeat.abort();
+    }
+}
+
+/// Renews the lease a third of its length before it runs out; a lease lost (taken back
+/// after a stall) stops the run, since another worker may now have the task.
+async fn keep_lease(
+    store: deft_store::Store,
+    task: deft_core::TaskId,
+    worker: String,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis((LEASE_MS / 3) as u64)).await;
+        match store
+            .renew_lease(
+                &task,
+                &worker,
+                deft_core::Timestamp::now().plus_millis(LEASE_MS),
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                // The task finished, waits for its owner, or was taken back: stop either way.
+                cancel.cancel();
+                return;
+            }
+            Err(error) => tracing::warn!(task.id = %task, error = %error, "cannot renew the lease"),
+        }
     }
 }
 

@@ -1,0 +1,155 @@
+//! The durable queue (SPEC §2): workers claim queued tasks with a lease, renew it while they
+//! run, and a lease that runs out puts its task back in the queue.
+//!
+//! A claim picks, among queued tasks whose owner has fewer than `per_user` tasks running, the
+//! one whose owner has the fewest running, then the one queued first: first in, first out per
+//! user, and fair across users. On PostgreSQL the candidate row is taken with
+//! `FOR UPDATE SKIP LOCKED`, so workers on many machines claim different tasks, and the owner's
+//! row is locked while the running tasks are counted, so the limit holds across them. On
+//! SQLite, `BEGIN IMMEDIATE` serialises claims.
+
+use deft_core::{EventKind, TaskId, Timestamp, Transition};
+use serde_json::json;
+use sqlx::Row as _;
+
+use crate::tasks::{Actor, transition_in};
+use crate::{Backend, Store, StoreError};
+
+const CANDIDATE: &str = "SELECT t.id, t.user_id FROM tasks t WHERE t.state = 'queued' \
+    AND (SELECT COUNT(*) FROM tasks r WHERE r.user_id = t.user_id AND r.state = 'in_progress') < $1 \
+    ORDER BY (SELECT COUNT(*) FROM tasks r WHERE r.user_id = t.user_id AND r.state = 'in_progress'), \
+    t.queued_at, t.id LIMIT 1";
+
+impl Store {
+    /// Claims the next task for `worker` until `expires`, or `None` when nothing may start.
+    pub async fn claim_next(
+        &self,
+        worker: &str,
+        expires: Timestamp,
+        per_user: i64,
+    ) -> Result<Option<TaskId>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let sql = match self.backend {
+            Backend::Sqlite => CANDIDATE.to_owned(),
+            Backend::Postgres => format!("{CANDIDATE} FOR UPDATE OF t SKIP LOCKED"),
+        };
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(per_user)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id = TaskId::from_stored(row.try_get("id")?);
+        let owner: String = row.try_get("user_id")?;
+        if self.backend == Backend::Postgres {
+            // Other workers may be claiming this owner's other tasks right now: count again
+            // while holding the owner's row.
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(&owner)
+                .execute(&mut *tx)
+                .await?;
+            let running: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM tasks WHERE user_id = $1 AND state = 'in_progress'",
+            )
+            .bind(&owner)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+            if running >= per_user {
+                return Ok(None);
+            }
+        }
+        let (_, events) = transition_in(
+            &mut tx,
+            &self.key,
+            Actor::Deft,
+            &id,
+            Transition::Start,
+            None,
+        )
+        .await?;
+        sqlx::query("UPDATE tasks SET lease_owner = $2, lease_expires = $3 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(worker)
+            .bind(expires.unix_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        for event in &events {
+            self.published(event);
+        }
+        Ok(Some(id))
+    }
+
+    /// Extends `worker`'s lease on a running task; `false` when the lease is no longer its own
+    /// (it ran out and the task went back to the queue).
+    pub async fn renew_lease(
+        &self,
+        id: &TaskId,
+        worker: &str,
+        expires: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE tasks SET lease_expires = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'in_progress'",
+        )
+        .bind(id.as_str())
+        .bind(worker)
+        .bind(expires.unix_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    /// Puts back in the queue every running task whose lease ran out before `now`: its worker
+    /// died. Returns them.
+    pub async fn requeue_expired(&self, now: Timestamp) -> Result<Vec<TaskId>, StoreError> {
+        let expired: Vec<TaskId> = sqlx::query(
+            "SELECT id FROM tasks WHERE state = 'in_progress' AND lease_expires IS NOT NULL AND lease_expires < $1",
+        )
+        .bind(now.unix_millis())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>("id").map(TaskId::from_stored))
+        .collect::<Result<_, _>>()?;
+        let mut requeued = Vec::new();
+        for id in expired {
+            let mut tx = self.begin_write().await?;
+            // Read again under the write lock: the worker may have renewed or finished since.
+            let still: Option<i64> = sqlx::query(
+                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE id = $1 AND state = 'in_progress' \
+                 AND lease_expires < $2 RETURNING last_seq",
+            )
+            .bind(id.as_str())
+            .bind(now.unix_millis())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get("last_seq"))
+            .transpose()?;
+            if still.is_none() {
+                continue;
+            }
+            let note = (
+                EventKind::Step,
+                json!({"step": "recovery", "status": "requeued", "reason": "the worker running the task stopped renewing its lease"}),
+            );
+            let (_, events) = transition_in(
+                &mut tx,
+                &self.key,
+                Actor::Deft,
+                &id,
+                Transition::Requeue,
+                Some(note),
+            )
+            .await?;
+            tx.commit().await?;
+            for event in &events {
+                self.published(event);
+            }
+            requeued.push(id);
+        }
+        Ok(requeued)
+    }
+}
