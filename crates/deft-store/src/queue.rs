@@ -82,6 +82,19 @@ impl Store {
         Ok(Some(id))
     }
 
+    /// Which worker holds a task's lease, if any (for operators and tests).
+    pub async fn lease_owner(&self, id: &TaskId) -> Result<Option<String>, StoreError> {
+        let row =
+            sqlx::query("SELECT lease_owner FROM tasks WHERE id = $1 AND state = 'in_progress'")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row
+            .map(|row| row.try_get::<Option<String>, _>("lease_owner"))
+            .transpose()?
+            .flatten())
+    }
+
     /// Extends `worker`'s lease on a running task; `false` when the lease is no longer its own
     /// (it ran out and the task went back to the queue).
     pub async fn renew_lease(

@@ -135,8 +135,13 @@ pub struct Recorded {
     pub body: Value,
 }
 
-#[derive(Debug, Default)]
+/// Answers a request when the script has run out: for tests with many tasks at once, whose
+/// order of requests no script can know.
+pub type Responder = Arc<dyn Fn(&str, &Value) -> Turn + Send + Sync>;
+
+#[derive(Default)]
 struct Script {
+    responder: Option<Responder>,
     steps: VecDeque<Step>,
     api_key: Option<String>,
     requests: Vec<Recorded>,
@@ -145,12 +150,19 @@ struct Script {
 }
 
 /// The running server; it stops when dropped.
-#[derive(Debug)]
 pub struct ScriptedModel {
     /// `http://127.0.0.1:PORT`: the Anthropic base URL; add `/v1` for OpenAI's.
     pub url: String,
     script: Arc<Mutex<Script>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ScriptedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedModel")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for ScriptedModel {
@@ -187,6 +199,11 @@ impl ScriptedModel {
     /// The API key to expect (`None`: any or none, as a local server would).
     pub fn expect_api_key(&self, key: Option<&str>) {
         self.lock().api_key = key.map(str::to_owned);
+    }
+
+    /// What to answer once the script has run out, decided from each request.
+    pub fn respond_with(&self, responder: impl Fn(&str, &Value) -> Turn + Send + Sync + 'static) {
+        self.lock().responder = Some(Arc::new(responder));
     }
 
     pub fn push(&self, step: Step) {
@@ -282,6 +299,10 @@ fn take(
     }
     match script.steps.pop_front() {
         Some(step) => Ok(step),
+        None if script.responder.is_some() => {
+            let responder = script.responder.clone().expect("checked above");
+            Ok(Step::Reply(responder(protocol, body)))
+        }
         None => {
             script
                 .violations

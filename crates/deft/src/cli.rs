@@ -67,7 +67,7 @@ enum Command {
         #[arg(long, env = DEFT_LISTEN, default_value = "127.0.0.1:7878", value_name = "ADDR")]
         listen: String,
         /// Tasks run at once in this process (0: only serve the API)
-        #[arg(long, env = "DEFT_WORKERS", default_value_t = 1)]
+        #[arg(long, env = DEFT_WORKERS, default_value_t = 1)]
         workers: usize,
         #[command(flatten)]
         data: DataArgs,
@@ -76,8 +76,13 @@ enum Command {
     },
     /// Run workers only, against a shared PostgreSQL database
     Worker {
+        /// Tasks run at once in this process
+        #[arg(long, env = DEFT_WORKERS, default_value_t = 1)]
+        workers: usize,
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Run one task in the foreground, without a server
     Run {
@@ -310,10 +315,6 @@ pub enum SandboxCommand {
     },
 }
 
-fn not_yet(what: &str, issue: &str) -> anyhow::Error {
-    anyhow::anyhow!("`deft {what}` is not implemented yet: it comes with {issue}")
-}
-
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
@@ -322,7 +323,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
             model,
         } => serve::run(&listen, workers, &data, &model).await,
-        Command::Worker { .. } => Err(not_yet("worker", "the scheduler")),
+        Command::Worker {
+            workers,
+            data,
+            model,
+        } => serve::worker(workers, &data, &model).await,
         Command::Run {
             repos,
             approve_plan,

@@ -24,3 +24,8 @@ pub const DEFT_OLLAMA_URL: &str = "DEFT_OLLAMA_URL";
 /// Directories (colon-separated) under which users may register local repositories; overrides
 /// `[forge] local_roots`. Unset: only administrators may register local repositories.
 pub const DEFT_LOCAL_ROOTS: &str = "DEFT_LOCAL_ROOTS";
+/// Tasks run at once by `deft serve` or `deft worker` when `--workers` is not given.
+pub const DEFT_WORKERS: &str = "DEFT_WORKERS";
+/// How long a worker's claim on a task lasts without a heartbeat, in milliseconds (default
+/// 30000): a worker that dies loses its task to another after this.
+pub const DEFT_LEASE_MS: &str = "DEFT_LEASE_MS";

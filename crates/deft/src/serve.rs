@@ -118,7 +118,67 @@ pub async fn run(
 }
 
 /// How long a claim lasts without a heartbeat; a worker that dies loses its task after this.
-const LEASE_MS: i64 = 30_000;
+/// `DEFT_LEASE_MS` shortens it (tests that kill workers).
+fn lease_ms() -> i64 {
+    std::env::var(crate::env_vars::DEFT_LEASE_MS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|ms| *ms >= 100)
+        .unwrap_or(30_000)
+}
+
+/// `deft worker`: workers only, against a PostgreSQL database shared with `deft serve` and
+/// other workers, until SIGTERM or Ctrl-C.
+#[allow(
+    clippy::print_stderr,
+    reason = "what a person starting a worker needs to read"
+)]
+pub async fn worker(
+    workers: usize,
+    data: &DataArgs,
+    model: &ModelArgs,
+) -> anyhow::Result<ExitCode> {
+    init_logging("info");
+    let Some(url) = &data.database_url else {
+        anyhow::bail!(
+            "`deft worker` needs `--database-url postgres://…` (or DEFT_DATABASE_URL): on SQLite, `deft serve` runs every worker itself"
+        );
+    };
+    if !url.starts_with("postgres") {
+        anyhow::bail!(
+            "`deft worker` runs against PostgreSQL; on SQLite, `deft serve --workers N` runs the workers"
+        );
+    }
+    let (dir, store) = local::open_store(data).await?;
+    let config = config::load(model.config.as_deref(), &dir)?;
+    let models = config::models(model, &config)
+        .await
+        .context("a worker needs a model")?;
+    let engine = std::sync::Arc::new(crate::run::engine(&store, &dir, &models, &config).await?);
+    let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    eprintln!(
+        "deft worker: {workers} workers on the shared database, model {}",
+        models.default.label()
+    );
+    let mut runners = Vec::new();
+    for n in 0..workers {
+        let name = format!("worker-{}-{n}", std::process::id());
+        runners.push(tokio::spawn(work(
+            engine.clone(),
+            name,
+            per_user,
+            shutdown.clone(),
+        )));
+    }
+    for runner in runners {
+        let _ = runner.await;
+    }
+    store.close().await;
+    eprintln!("deft worker stopped");
+    Ok(ExitCode::SUCCESS)
+}
 
 /// A worker: claims the next task (first in, first out per user, fair across users, at most
 /// `per_user` running per user), keeps its lease alive while it runs, and puts back the tasks
@@ -139,7 +199,7 @@ async fn work(
         }
         let claimed = match engine
             .store
-            .claim_next(&name, Timestamp::now().plus_millis(LEASE_MS), per_user)
+            .claim_next(&name, Timestamp::now().plus_millis(lease_ms()), per_user)
             .await
         {
             Ok(claimed) => claimed,
@@ -192,12 +252,12 @@ async fn keep_lease(
     cancel: CancellationToken,
 ) {
     loop {
-        tokio::time::sleep(std::time::Duration::from_millis((LEASE_MS / 3) as u64)).await;
+        tokio::time::sleep(std::time::Duration::from_millis((lease_ms() / 3) as u64)).await;
         match store
             .renew_lease(
                 &task,
                 &worker,
-                deft_core::Timestamp::now().plus_millis(LEASE_MS),
+                deft_core::Timestamp::now().plus_millis(lease_ms()),
             )
             .await
         {

@@ -383,11 +383,28 @@ fn accounts_and_tokens_are_made_on_the_data_dir() {
 }
 
 #[test]
-fn commands_of_later_stages_say_they_are_not_built() {
-    let output = Command::new(DEFT).arg("worker").output().unwrap();
+fn a_worker_needs_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(DEFT)
+        .args(["worker", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("DEFT_DATABASE_URL")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr(&output).contains("is not implemented yet"),
+        stderr(&output).contains("`deft worker` needs `--database-url postgres://…`"),
+        "{}",
+        stderr(&output)
+    );
+    let sqlite = format!("sqlite://{}/x.db?mode=rwc", dir.path().display());
+    let output = Command::new(DEFT)
+        .args(["worker", "--database-url", &sqlite, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&output).contains("`deft serve --workers N` runs the workers"),
         "{}",
         stderr(&output)
     );
