@@ -41,10 +41,15 @@ impl Timestamp {
         Timestamp(self.week_start().0 + 7 * 86_400_000)
     }
 
+    /// Always three fraction digits, so that rendered instants sort as text the way they
+    /// sort in time (clients and people compare them as strings).
     pub fn to_rfc3339(self) -> String {
+        const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
         let nanos = i128::from(self.0) * 1_000_000;
         match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-            Ok(at) => at.format(&Rfc3339).unwrap_or_else(|_| self.0.to_string()),
+            Ok(at) => at.format(FORMAT).unwrap_or_else(|_| self.0.to_string()),
             Err(_) => self.0.to_string(),
         }
     }
@@ -111,5 +116,19 @@ mod tests {
         let json = serde_json::to_string(&at).unwrap();
         assert_eq!(json, "\"2023-11-14T22:13:20.123Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), at);
+    }
+
+    #[test]
+    fn rendered_instants_sort_as_text_like_in_time() {
+        let instants: Vec<Timestamp> = [1_700_000_000_600, 1_700_000_000_601, 1_700_000_001_000]
+            .into_iter()
+            .map(Timestamp::from_unix_millis)
+            .collect();
+        let rendered: Vec<String> = instants.iter().map(|at| at.to_rfc3339()).collect();
+        assert_eq!(rendered[0], "2023-11-14T22:13:20.600Z");
+        assert_eq!(rendered[2], "2023-11-14T22:13:21.000Z");
+        let mut sorted = rendered.clone();
+        sorted.sort();
+        assert_eq!(rendered, sorted);
     }
 }

@@ -142,6 +142,8 @@ pub type Responder = Arc<dyn Fn(&str, &Value) -> Turn + Send + Sync>;
 #[derive(Default)]
 struct Script {
     responder: Option<Responder>,
+    /// How long every answer takes, as a slow model would.
+    delay: Option<Duration>,
     steps: VecDeque<Step>,
     api_key: Option<String>,
     requests: Vec<Recorded>,
@@ -199,6 +201,11 @@ impl ScriptedModel {
     /// The API key to expect (`None`: any or none, as a local server would).
     pub fn expect_api_key(&self, key: Option<&str>) {
         self.lock().api_key = key.map(str::to_owned);
+    }
+
+    /// Makes every answer take `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.lock().delay = Some(delay);
     }
 
     /// What to answer once the script has run out, decided from each request.
@@ -459,6 +466,10 @@ async fn anthropic(State(script): State<Shared>, headers: HeaderMap, body: Bytes
         Ok(step) => step,
         Err(response) => return *response,
     };
+    let delay = script.lock().unwrap().delay;
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let model = body["model"].as_str().unwrap_or("").to_owned();
     play(
         step,
@@ -474,6 +485,10 @@ async fn openai(State(script): State<Shared>, headers: HeaderMap, body: Bytes) -
         Ok(step) => step,
         Err(response) => return *response,
     };
+    let delay = script.lock().unwrap().delay;
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let model = body["model"].as_str().unwrap_or("").to_owned();
     play(
         step,

@@ -24,12 +24,35 @@ impl Drop for Server {
     }
 }
 
+/// Makes another user with the CLI and returns their API token.
+fn user_with_token(data: &Path, name: &str) -> String {
+    let run = |args: &[&str]| {
+        Command::new(DEFT)
+            .args(args)
+            .arg("--data-dir")
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["user", "create", name]).status.success());
+    String::from_utf8_lossy(&run(&["token", "create", "--user", name]).stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
 fn start(data: &Path, model: &ScriptedModel) -> Server {
+    start_with(data, model, 1)
+}
+
+fn start_with(data: &Path, model: &ScriptedModel, workers: usize) -> Server {
+    let workers = workers.to_string();
     let mut child = Command::new(DEFT)
         .args([
             "serve",
             "--workers",
-            "1",
+            workers.as_str(),
             "--listen",
             "127.0.0.1:0",
             "--data-dir",
@@ -245,20 +268,7 @@ async fn a_task_asks_is_answered_completes_and_takes_feedback() {
         "{prompt}"
     );
 
-    let run = |args: &[&str]| {
-        Command::new(DEFT)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap()
-    };
-    assert!(run(&["user", "create", "bob"]).status.success());
-    let bob = String::from_utf8_lossy(&run(&["token", "create", "--user", "bob"]).stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let bob = user_with_token(&data, "bob");
     model.push(question());
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let created: Value = client
@@ -490,4 +500,204 @@ async fn a_task_survives_kill_9_of_the_server() {
         "the restart is in the log"
     );
     assert_eq!(model.remaining_steps(), 0);
+}
+
+/// A model that takes a quarter of a second per answer and plans, finishes and passes review
+/// for any task, so that tasks queue up behind each other.
+async fn slow_model() -> ScriptedModel {
+    let model = ScriptedModel::start(vec![]).await;
+    model.set_delay(Duration::from_millis(250));
+    model.respond_with(|_, body| {
+        let system = body["system"].to_string();
+        if system.contains("You review a change") {
+            return Turn::text(r#"{"verdict": "pass"}"#);
+        }
+        let call = if system.contains("Work step: planning") {
+            ScriptedCall::new(
+                "p",
+                "submit_plan",
+                r#"{"requirements": ["r"], "acceptance_criteria": ["a"], "steps": ["s"]}"#,
+            )
+        } else {
+            ScriptedCall::new("f", "finish", r#"{"summary": "done"}"#)
+        };
+        Turn::calls(vec![call])
+    });
+    model
+}
+
+fn empty_repo(dir: &Path) -> std::path::PathBuf {
+    let repo = dir.join("plain");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+    );
+    repo
+}
+
+/// When a task's events say it started.
+fn started_at(events: &Value) -> String {
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["to"] == "in_progress")
+        .unwrap_or_else(|| panic!("the task never started: {events}"))["at"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+impl Server {
+    async fn create_tasks(&self, count: usize, repo: &Path) -> Vec<String> {
+        let mut ids = Vec::new();
+        for n in 0..count {
+            let task = self
+                .call(
+                    reqwest::Method::POST,
+                    "/tasks",
+                    Some(json!({"description": format!("task {n}"), "repos": [repo]})),
+                )
+                .await;
+            ids.push(task["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    }
+
+    async fn started_at(&self, ids: &[String]) -> Vec<String> {
+        let mut starts = Vec::new();
+        for id in ids {
+            let events = self
+                .call(reqwest::Method::GET, &format!("/tasks/{id}/events"), None)
+                .await;
+            starts.push(started_at(&events));
+        }
+        starts
+    }
+
+    /// Waits for `count` tasks to complete; returns the most seen `in_progress` at once.
+    async fn await_completed(&self, count: usize) -> usize {
+        let started = Instant::now();
+        let mut most_running = 0;
+        loop {
+            let running = self
+                .call(
+                    reqwest::Method::GET,
+                    "/tasks?state=in_progress&limit=100",
+                    None,
+                )
+                .await;
+            most_running = most_running.max(running["tasks"].as_array().unwrap().len());
+            let done = self
+                .call(
+                    reqwest::Method::GET,
+                    "/tasks?state=completed&limit=100",
+                    None,
+                )
+                .await;
+            if done["tasks"].as_array().unwrap().len() == count {
+                return most_running;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the tasks did not all complete"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_ten_of_a_users_tasks_run_at_once_first_in_first_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = empty_repo(dir.path());
+    let model = slow_model().await;
+    let server = start_with(&dir.path().join("data"), &model, 12);
+    let tasks = server.create_tasks(25, &repo).await;
+
+    let most_running = server.await_completed(25).await;
+    assert!(
+        most_running <= 10,
+        "{most_running} of one user's tasks ran at once"
+    );
+    assert!(
+        most_running >= 5,
+        "the workers ran tasks side by side ({most_running} at most)"
+    );
+    // Timestamps render with fixed precision, so they sort as text.
+    let starts = server.started_at(&tasks).await;
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(
+        starts, sorted,
+        "tasks started in the order they were created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_queued_behind_another_users_tasks_is_not_starved() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = empty_repo(dir.path());
+    let model = slow_model().await;
+    let data = dir.path().join("data");
+    // Two workers, fewer than the per-user limit: the workers are what tasks wait for.
+    let server = start_with(&data, &model, 2);
+    let bob = user_with_token(&data, "bob");
+    let admin_tasks = server.create_tasks(8, &repo).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let bob_task: Value = client
+        .post(format!("{}/api/v1/tasks", server.url))
+        .bearer_auth(&bob)
+        .json(&json!({"description": "bob's task", "repos": [repo]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bob_id = bob_task["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{bob_task}"));
+    let bob_created = bob_task["created_at"].as_str().unwrap().to_owned();
+    server.await_completed(8).await;
+    let bob_events: Value = loop {
+        let events: Value = client
+            .get(format!("{}/api/v1/tasks/{bob_id}/events", server.url))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["to"] == "completed")
+        {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let bob_start = started_at(&bob_events);
+
+    // First in, first out across users would run bob after all eight of admin's tasks. Fair
+    // scheduling gives bob the next free worker: at most the two claims already under way
+    // when bob's task arrived go to admin first.
+    let admin_starts = server.started_at(&admin_tasks).await;
+    let admin_between = admin_starts
+        .iter()
+        .filter(|at| **at > bob_created && **at < bob_start)
+        .count();
+    assert!(
+        admin_between <= 2,
+        "{admin_between} of admin's tasks started while bob waited (bob queued {bob_created}, \
+         started {bob_start}; admin's starts {admin_starts:?})"
+    );
+    assert!(
+        admin_starts.iter().any(|at| *at > bob_start),
+        "admin still had tasks waiting when bob started"
+    );
 }
