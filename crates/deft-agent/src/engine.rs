@@ -123,7 +123,11 @@ struct Context {
     repos: Vec<(deft_core::Repository, PathBuf, RepoFacts)>,
     learnings: Vec<String>,
     branch: String,
-    answers: Vec<String>,
+    /// Everything the owner has said to the task, including while it runs.
+    answers: std::sync::Mutex<Vec<String>>,
+    /// The number of the last event read for owner messages: a message after it arrived while
+    /// the task ran, and reaches the agent at its next turn.
+    heard: std::sync::atomic::AtomicI64,
 }
 
 impl Engine {
@@ -347,14 +351,15 @@ impl Engine {
             .into_iter()
             .map(|l| l.text)
             .collect();
-        let answers = self.answers(&owner, id).await?;
+        let (answers, heard) = self.answers(&owner, id, 0).await?;
         let context = Context {
             task,
             owner,
             repos,
             learnings,
             branch,
-            answers,
+            answers: answers.into(),
+            heard: heard.into(),
         };
 
         let outcome = self.work(&context, &sandbox, &mut progress, cancel).await;
@@ -678,6 +683,8 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Phase<String>, EngineError> {
         let step = &plan.steps[index];
+        // Steering sent during the previous step is part of this step's prompt.
+        self.hear_owner(context).await?;
         let plan_text = format!(
             "Requirements:\n{}\nAcceptance criteria:\n{}\nSteps:\n{}",
             list(&plan.requirements),
@@ -795,7 +802,15 @@ impl Engine {
             if let Some(summary) = done {
                 return Ok(Phase::Done(summary));
             }
-            request.messages.push(Message::tool_results(results));
+            let mut turn = Message::tool_results(results);
+            let said = self.hear_owner(context).await?;
+            if !said.is_empty() {
+                turn.content.push(deft_llm::Content::Text(format!(
+                    "The owner has just said (take it into account from now on):\n{}",
+                    said.join("\n")
+                )));
+            }
+            request.messages.push(turn);
         }
         Ok(Phase::Stop(attention(
             AttentionKind::Error,
@@ -1100,10 +1115,20 @@ impl Engine {
         Ok(())
     }
 
-    /// The owner's answers and feedback so far, from the log.
-    async fn answers(&self, owner: &User, id: &TaskId) -> Result<Vec<String>, EngineError> {
-        let events = self.store.events_after(&owner.id, id, 0, 10_000).await?;
-        Ok(events
+    /// The owner's answers, feedback and steering messages after event `after`, from the log,
+    /// with the number of the last event read.
+    async fn answers(
+        &self,
+        owner: &User,
+        id: &TaskId,
+        after: i64,
+    ) -> Result<(Vec<String>, i64), EngineError> {
+        let events = self
+            .store
+            .events_after(&owner.id, id, after, 10_000)
+            .await?;
+        let last = events.last().map_or(after, |e| e.seq);
+        let messages = events
             .iter()
             .filter(|e| e.kind == EventKind::UserMessage)
             .filter_map(|e| {
@@ -1111,7 +1136,25 @@ impl Engine {
                     .as_str()
                     .map(|m| format!("{}: {m}", e.data["kind"].as_str().unwrap_or("message")))
             })
-            .collect())
+            .collect();
+        Ok((messages, last))
+    }
+
+    /// What the owner said since the agent last looked (also kept for later steps' prompts):
+    /// steering sent while a task runs reaches the agent at its next turn.
+    async fn hear_owner(&self, context: &Context) -> Result<Vec<String>, EngineError> {
+        use std::sync::atomic::Ordering;
+        let after = context.heard.load(Ordering::Relaxed);
+        let (said, last) = self
+            .answers(&context.owner, &context.task.id, after)
+            .await?;
+        context.heard.store(last, Ordering::Relaxed);
+        context
+            .answers
+            .lock()
+            .expect("the answers lock is never held across a panic")
+            .extend(said.iter().cloned());
+        Ok(said)
     }
 
     fn task_message(&self, context: &Context) -> String {
@@ -1119,9 +1162,13 @@ impl Engine {
             "The task, from its owner {}:\n{}",
             context.owner.name, context.task.description
         );
-        if !context.answers.is_empty() {
+        let answers = context
+            .answers
+            .lock()
+            .expect("the answers lock is never held across a panic");
+        if !answers.is_empty() {
             text.push_str("\n\nThe owner has since said:\n");
-            text.push_str(&context.answers.join("\n"));
+            text.push_str(&answers.join("\n"));
         }
         text
     }

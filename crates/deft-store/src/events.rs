@@ -21,6 +21,8 @@ use crate::{Store, StoreError, from_json};
 #[derive(Clone, Default)]
 pub struct EventBus {
     senders: Arc<Mutex<HashMap<TaskId, watch::Sender<i64>>>>,
+    /// Woken on every state change: a task queued, or a slot freed, in this process.
+    queue: Arc<tokio::sync::Notify>,
 }
 
 impl EventBus {
@@ -49,6 +51,12 @@ impl EventBus {
         {
             senders.remove(task);
         }
+    }
+
+    /// Waits until a task of this process changes state (one may now be claimed) or `poll`
+    /// passes, which is how changes made by other processes (on PostgreSQL) are seen.
+    pub async fn queue_changed(&self, poll: std::time::Duration) {
+        let _ = tokio::time::timeout(poll, self.queue.notified()).await;
     }
 
     /// How many tasks have live subscribers (for tests and metrics).
@@ -146,6 +154,9 @@ impl Store {
 
     pub(crate) fn published(&self, event: &Event) {
         self.events.published(&event.task_id, event.seq);
+        if event.kind == EventKind::StateChanged {
+            self.events.queue.notify_waiters();
+        }
     }
 
     /// Up to `limit` events of the user's task numbered after `after`, in order. An unknown

@@ -115,6 +115,42 @@ impl Store {
         Ok(renewed == 1)
     }
 
+    /// Puts a task `worker` is running back in the queue because the worker is stopping; the
+    /// next worker continues it from its last recorded step. `false` when the task is no
+    /// longer the worker's (it finished, waits for its owner, or was cancelled).
+    pub async fn release_lease(&self, id: &TaskId, worker: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let held = sqlx::query(
+            "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE id = $1 \
+             AND state = 'in_progress' AND lease_owner = $2 RETURNING last_seq",
+        )
+        .bind(id.as_str())
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Ok(false);
+        }
+        let note = (
+            EventKind::Step,
+            json!({"step": "shutdown", "status": "requeued", "reason": "the worker running the task is stopping"}),
+        );
+        let (_, events) = transition_in(
+            &mut tx,
+            &self.key,
+            Actor::Deft,
+            id,
+            Transition::Requeue,
+            Some(note),
+        )
+        .await?;
+        tx.commit().await?;
+        for event in &events {
+            self.published(event);
+        }
+        Ok(true)
+    }
+
     /// Puts back in the queue every running task whose lease ran out before `now`: its worker
     /// died. Returns them.
     pub async fn requeue_expired(&self, now: Timestamp) -> Result<Vec<TaskId>, StoreError> {

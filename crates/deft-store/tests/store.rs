@@ -56,6 +56,7 @@ on_both!(
     claims_are_fifo_per_user_fair_across_users_and_limited,
     concurrent_claims_take_each_task_once,
     a_lease_that_runs_out_puts_the_task_back,
+    a_stopping_worker_hands_its_task_back_at_once,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -1193,4 +1194,57 @@ async fn a_lease_that_runs_out_puts_the_task_back(store: Store) {
         "and runs again"
     );
     assert!(store.renew_lease(&task, "w2", later(60_000)).await.unwrap());
+}
+
+async fn a_stopping_worker_hands_its_task_back_at_once(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("t", &repo))
+        .await
+        .unwrap()
+        .id;
+    // An idle worker waiting for work wakes when the task is handed back, not at its poll.
+    let bus = store.events().clone();
+    let waiter = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        bus.queue_changed(std::time::Duration::from_secs(30)).await;
+        started.elapsed()
+    });
+    // Let the waiter start waiting before anything changes.
+    tokio::task::yield_now().await;
+    assert_eq!(
+        store.claim_next("w1", later(60_000), 10).await.unwrap(),
+        Some(task.clone())
+    );
+    assert!(
+        !store.release_lease(&task, "w2").await.unwrap(),
+        "only the worker holding the lease hands the task back"
+    );
+    assert!(store.release_lease(&task, "w1").await.unwrap());
+    assert!(
+        waiter.await.unwrap() < std::time::Duration::from_secs(30),
+        "the waiting worker was woken by the state change"
+    );
+    assert_eq!(
+        store.task(&ada.id, &task).await.unwrap().state(),
+        TaskState::Queued
+    );
+    assert!(
+        !store.release_lease(&task, "w1").await.unwrap(),
+        "a queued task has no lease to hand back"
+    );
+    let events = store.events_after(&ada.id, &task, 0, 100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.data["step"] == "shutdown")
+            .count(),
+        1,
+        "the hand-back is in the log once"
+    );
+    assert_eq!(
+        store.claim_next("w2", later(60_000), 10).await.unwrap(),
+        Some(task),
+        "another worker continues it"
+    );
 }

@@ -211,7 +211,7 @@ async fn work(
         let Some(task) = claimed else {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => continue,
+                _ = engine.store.events().queue_changed(std::time::Duration::from_millis(200)) => continue,
             }
         };
         match engine.hold_for_weekly_limit(&task).await {
@@ -240,6 +240,17 @@ async fn work(
         }
         watcher.abort();
         heartbeat.abort();
+        if shutdown.is_cancelled() {
+            // Stopping: hand the task back now rather than when the lease runs out, so that
+            // another worker (or this deft, restarted) continues it from its last step.
+            match engine.store.release_lease(&task, &name).await {
+                Ok(true) => tracing::info!(task.id = %task, "put the task back in the queue"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(task.id = %task, error = %error, "cannot put the task back")
+                }
+            }
+        }
     }
 }
 

@@ -428,6 +428,22 @@ async fn cancelling_a_running_task_stops_its_command_within_two_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_survives_kill_9_of_the_server() {
+    a_task_survives_a_stop(Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_running_task_back_and_a_restart_finishes_it() {
+    a_task_survives_a_stop(Stop::Terminate).await;
+}
+
+enum Stop {
+    /// `kill -9`: the restart finds the task still `in_progress`.
+    Kill,
+    /// SIGTERM: deft stops the step, puts the task back in the queue and exits.
+    Terminate,
+}
+
+async fn a_task_survives_a_stop(stop: Stop) {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("greeter");
     std::fs::create_dir(&repo).unwrap();
@@ -473,8 +489,45 @@ async fn a_task_survives_kill_9_of_the_server() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // kill -9: Drop kills and reaps the process.
-    drop(server);
+    let note = match stop {
+        Stop::Kill => {
+            // Drop kills and reaps the process.
+            drop(server);
+            "recovery"
+        }
+        Stop::Terminate => {
+            let mut server = server;
+            let pid = server.child.id().to_string();
+            assert!(
+                Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let status = loop {
+                if let Some(status) = server.child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(40),
+                    "deft did not stop after SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert!(status.success(), "deft exits cleanly on SIGTERM: {status}");
+            assert!(
+                Command::new("pgrep")
+                    .args(["-f", "^sleep 4592$"])
+                    .output()
+                    .unwrap()
+                    .stdout
+                    .is_empty(),
+                "the running command stopped with deft"
+            );
+            "shutdown"
+        }
+    };
 
     let server = start(&data, &model);
     let done = server.until(&id, "completed").await;
@@ -496,8 +549,101 @@ async fn a_task_survives_kill_9_of_the_server() {
         "planning was not redone"
     );
     assert!(
-        events.iter().any(|e| e["data"]["step"] == "recovery"),
-        "the restart is in the log"
+        events.iter().any(|e| e["data"]["step"] == note),
+        "the stop is in the log as {note}"
+    );
+    assert_eq!(model.remaining_steps(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = empty_repo(dir.path());
+    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let model = ScriptedModel::start(vec![
+        call("p1", "submit_plan", plan),
+        call("b1", "bash", r#"{"command": "sleep 2.4597"}"#),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "plain/greeting.txt", "file_text": "bonjour\n"}"#,
+        ),
+        call(
+            "e2",
+            "finish",
+            r#"{"summary": "Wrote the greeting in French"}"#,
+        ),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let server = start(&dir.path().join("data"), &model);
+    let chat = server
+        .call(
+            reqwest::Method::POST,
+            "/chats",
+            Some(json!({"repos": [repo]})),
+        )
+        .await;
+    let chat = chat["id"].as_str().unwrap().to_owned();
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/messages"),
+            Some(json!({"message": "Add a greeting file"})),
+        )
+        .await;
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/task"),
+            Some(json!({})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    while Command::new("pgrep")
+        .args(["-f", "^sleep 2.4597$"])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/messages"),
+            Some(json!({"message": "Make the greeting French, please"})),
+        )
+        .await;
+    let running = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
+        .await;
+    assert_eq!(
+        running["state"], "in_progress",
+        "steering does not stop a run"
+    );
+
+    server.until(&id, "completed").await;
+    let requests = model.requests();
+    // Plan, the bash call, then the turn after it: that one carries the message.
+    let after_bash = requests[2].body.to_string();
+    assert!(
+        after_bash.contains("The owner has just said")
+            && after_bash.contains("Make the greeting French, please"),
+        "the next turn tells the agent: {after_bash}"
+    );
+    assert!(
+        !requests[1]
+            .body
+            .to_string()
+            .contains("Make the greeting French"),
+        "the turn before the message did not have it"
     );
     assert_eq!(model.remaining_steps(), 0);
 }
