@@ -196,4 +196,28 @@ async fn three_workers_run_every_task_once_and_survive_losing_one() {
         recovered >= 1,
         "the killed worker ({victim_pid}) held a task that another finished"
     );
+
+    // The survivors stop cleanly on SIGTERM.
+    for worker in &mut workers {
+        let pid = worker.0.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let stopping = Instant::now();
+        let status = loop {
+            if let Some(status) = worker.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                stopping.elapsed() < Duration::from_secs(10),
+                "worker {pid} did not stop after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "worker {pid} exits cleanly: {status}");
+    }
 }
