@@ -751,6 +751,8 @@ impl Engine {
                     Effect::Finish(summary) => {
                         match self.verify(context, tools.sandbox(), cancel).await {
                             Ok(()) => done = Some(summary.clone()),
+                            // Stopped, not failed: no verification_failed event, no retry.
+                            Err(_) if cancel.is_cancelled() => return Err(EngineError::Cancelled),
                             Err(failure) => {
                                 failed_verifications += 1;
                                 self.store.append_event(&context.task.id, EventKind::Step, json!({"step": "execution", "status": "verification_failed", "index": index, "output": tail(&failure, 2000)})).await?;

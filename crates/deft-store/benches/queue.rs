@@ -142,14 +142,13 @@ async fn work(
     done: Arc<Mutex<Vec<(Instant, Instant)>>>,
     total: usize,
 ) {
+    let mut changes = store.events().queue_changes();
     while done.lock().unwrap().len() < total {
+        changes.mark_seen();
         store.requeue_expired(Timestamp::now()).await.unwrap();
         let expires = Timestamp::now().plus_millis(30_000);
         let Some(task) = store.claim_next(&name, expires, per_user).await.unwrap() else {
-            store
-                .events()
-                .queue_changed(Duration::from_millis(200))
-                .await;
+            changes.wait(Duration::from_millis(200)).await;
             continue;
         };
         let claimed = Instant::now();

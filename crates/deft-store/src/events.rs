@@ -21,8 +21,25 @@ use crate::{Store, StoreError, from_json};
 #[derive(Clone, Default)]
 pub struct EventBus {
     senders: Arc<Mutex<HashMap<TaskId, watch::Sender<i64>>>>,
-    /// Woken on every state change: a task queued, or a slot freed, in this process.
-    queue: Arc<tokio::sync::Notify>,
+    /// Counts new tasks and state changes in this process: a task queued, or a slot freed.
+    queue: Arc<watch::Sender<u64>>,
+}
+
+/// A worker's view of the queue's changes: waiting returns at once when something changed
+/// since it last looked, so a change made while the worker was busy claiming is not missed.
+pub struct QueueChanges(watch::Receiver<u64>);
+
+impl QueueChanges {
+    /// Forgets the changes seen so far; call before looking at the queue.
+    pub fn mark_seen(&mut self) {
+        self.0.borrow_and_update();
+    }
+
+    /// Waits until the queue changes in this process or `poll` passes, which is how changes
+    /// made by other processes (on PostgreSQL) are seen.
+    pub async fn wait(&mut self, poll: std::time::Duration) {
+        let _ = tokio::time::timeout(poll, self.0.changed()).await;
+    }
 }
 
 impl EventBus {
@@ -53,10 +70,9 @@ impl EventBus {
         }
     }
 
-    /// Waits until a task of this process changes state (one may now be claimed) or `poll`
-    /// passes, which is how changes made by other processes (on PostgreSQL) are seen.
-    pub async fn queue_changed(&self, poll: std::time::Duration) {
-        let _ = tokio::time::timeout(poll, self.queue.notified()).await;
+    /// Follows the queue's changes in this process (for idle workers).
+    pub fn queue_changes(&self) -> QueueChanges {
+        QueueChanges(self.queue.subscribe())
     }
 
     /// How many tasks have live subscribers (for tests and metrics).
@@ -154,8 +170,8 @@ impl Store {
 
     pub(crate) fn published(&self, event: &Event) {
         self.events.published(&event.task_id, event.seq);
-        if event.kind == EventKind::StateChanged {
-            self.events.queue.notify_waiters();
+        if matches!(event.kind, EventKind::StateChanged | EventKind::TaskCreated) {
+            self.events.queue.send_modify(|changes| *changes += 1);
         }
     }
 

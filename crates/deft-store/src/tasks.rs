@@ -605,6 +605,9 @@ pub(crate) async fn transition_in(
                 what: format!("state of task {id}"),
             }
         })?;
+    // A task put back after its worker stopped keeps its place in its owner's queue; new
+    // input (an answer, feedback) queues it behind what is already waiting.
+    let keeps_place = i64::from(matches!(transition, Transition::Requeue));
     let after = before.apply(transition)?;
     let now = Timestamp::now();
     let mut events = Vec::new();
@@ -615,14 +618,15 @@ pub(crate) async fn transition_in(
         let attention = after.attention();
         sqlx::query(
             "UPDATE tasks SET state = $2, attention_kind = $3, attention_message = $4, \
-             queued_at = CASE WHEN $2 = 'queued' THEN $5 ELSE queued_at END, updated_at = $5 \
-             WHERE id = $1",
+             queued_at = CASE WHEN $2 = 'queued' AND $6 = 0 THEN $5 ELSE queued_at END, \
+             updated_at = $5 WHERE id = $1",
         )
         .bind(id.as_str())
         .bind(after.state().as_str())
         .bind(attention.map(|a| a.kind.as_str()))
         .bind(attention.map(|a| a.message.clone()))
         .bind(now.unix_millis())
+        .bind(keeps_place)
         .execute(&mut **tx)
         .await?;
         let data = json!({ "from": before.state(), "to": after.state(), "attention": attention });

@@ -57,6 +57,7 @@ on_both!(
     concurrent_claims_take_each_task_once,
     a_lease_that_runs_out_puts_the_task_back,
     a_stopping_worker_hands_its_task_back_at_once,
+    concurrent_claims_respect_the_per_user_limit,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -1146,6 +1147,53 @@ async fn concurrent_claims_take_each_task_once(store: Store) {
     );
 }
 
+async fn concurrent_claims_respect_the_per_user_limit(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    for n in 0..20 {
+        store
+            .create_task(&ada.id, new_task(&format!("t{n}"), &repo))
+            .await
+            .unwrap();
+    }
+    // Ten workers at once against a limit of three: the owner's row lock and the recount must
+    // hold the line on PostgreSQL, where claims do not queue behind each other.
+    let claimers: Vec<_> = (0..10)
+        .map(|worker| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for _ in 0..5 {
+                    if let Some(id) = store
+                        .claim_next(&format!("w{worker}"), later(60_000), 3)
+                        .await
+                        .unwrap()
+                    {
+                        mine.push(id);
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut claimed = 0;
+    for claimer in claimers {
+        claimed += claimer.await.unwrap().len();
+    }
+    assert_eq!(claimed, 3, "exactly the limit was claimed");
+    let running = store
+        .list_tasks(
+            &ada.id,
+            &TaskFilter {
+                state: Some(TaskState::InProgress),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.tasks.len(), 3);
+}
+
 async fn a_lease_that_runs_out_puts_the_task_back(store: Store) {
     let (ada, repo) = user_with_repo(&store, "ada").await;
     let task = store
@@ -1153,8 +1201,13 @@ async fn a_lease_that_runs_out_puts_the_task_back(store: Store) {
         .await
         .unwrap()
         .id;
-    let claimed = store.claim_next("w1", later(50), 10).await.unwrap();
+    let claimed = store.claim_next("w1", later(60_000), 10).await.unwrap();
     assert_eq!(claimed.as_ref(), Some(&task));
+    let newer = store
+        .create_task(&ada.id, new_task("newer", &repo))
+        .await
+        .unwrap()
+        .id;
     assert!(
         !store.renew_lease(&task, "w2", later(60_000)).await.unwrap(),
         "another worker cannot renew it"
@@ -1167,12 +1220,9 @@ async fn a_lease_that_runs_out_puts_the_task_back(store: Store) {
             .is_empty(),
         "not yet expired"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    // Two minutes on, the lease has run out: no need to wait for it.
     assert_eq!(
-        store
-            .requeue_expired(deft_core::Timestamp::now())
-            .await
-            .unwrap(),
+        store.requeue_expired(later(120_000)).await.unwrap(),
         vec![task.clone()]
     );
     assert_eq!(
@@ -1189,9 +1239,14 @@ async fn a_lease_that_runs_out_puts_the_task_back(store: Store) {
         "the requeue is in the log"
     );
     assert_eq!(
+        store.task(&ada.id, &task).await.unwrap().queue_position,
+        Some(1),
+        "a task put back keeps its place ahead of newer ones"
+    );
+    assert_eq!(
         store.claim_next("w2", later(60_000), 10).await.unwrap(),
         Some(task.clone()),
-        "and runs again"
+        "and runs again before {newer}"
     );
     assert!(store.renew_lease(&task, "w2", later(60_000)).await.unwrap());
 }
@@ -1203,19 +1258,18 @@ async fn a_stopping_worker_hands_its_task_back_at_once(store: Store) {
         .await
         .unwrap()
         .id;
-    // An idle worker waiting for work wakes when the task is handed back, not at its poll.
-    let bus = store.events().clone();
-    let waiter = tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        bus.queue_changed(std::time::Duration::from_secs(30)).await;
-        started.elapsed()
-    });
-    // Let the waiter start waiting before anything changes.
-    tokio::task::yield_now().await;
     assert_eq!(
         store.claim_next("w1", later(60_000), 10).await.unwrap(),
         Some(task.clone())
     );
+    // An idle worker waiting for work wakes when the task is handed back, not at its poll.
+    let mut changes = store.events().queue_changes();
+    changes.mark_seen();
+    let waiter = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        changes.wait(std::time::Duration::from_secs(30)).await;
+        started.elapsed()
+    });
     assert!(
         !store.release_lease(&task, "w2").await.unwrap(),
         "only the worker holding the lease hands the task back"

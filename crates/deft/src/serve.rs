@@ -92,7 +92,7 @@ pub async fn run(
         }
         let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);
         for n in 0..workers {
-            let name = format!("serve-{}-{n}", std::process::id());
+            let name = worker_name("serve", n);
             runners.push(tokio::spawn(work(
                 engine.clone(),
                 name,
@@ -115,6 +115,17 @@ pub async fn run(
     store.close().await;
     eprintln!("deft stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A name no other worker has, on this machine or another: the pid alone repeats across
+/// containers (often 1), and two workers sharing a name could renew each other's leases.
+fn worker_name(kind: &str, n: usize) -> String {
+    format!(
+        "{kind}-{}-{n}-{}",
+        std::process::id(),
+        // The random tail of a v7 UUID (its head is the time).
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
 }
 
 /// How long a claim lasts without a heartbeat; a worker that dies loses its task after this.
@@ -164,7 +175,7 @@ pub async fn worker(
     );
     let mut runners = Vec::new();
     for n in 0..workers {
-        let name = format!("worker-{}-{n}", std::process::id());
+        let name = worker_name("worker", n);
         runners.push(tokio::spawn(work(
             engine.clone(),
             name,
@@ -190,10 +201,12 @@ async fn work(
     shutdown: CancellationToken,
 ) {
     use deft_core::Timestamp;
+    let mut changes = engine.store.events().queue_changes();
     loop {
         if shutdown.is_cancelled() {
             return;
         }
+        changes.mark_seen();
         if let Err(error) = engine.store.requeue_expired(Timestamp::now()).await {
             tracing::error!(error = %error, "cannot requeue expired leases");
         }
@@ -211,7 +224,7 @@ async fn work(
         let Some(task) = claimed else {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = engine.store.events().queue_changed(std::time::Duration::from_millis(200)) => continue,
+                _ = changes.wait(std::time::Duration::from_millis(200)) => continue,
             }
         };
         match engine.hold_for_weekly_limit(&task).await {
@@ -262,8 +275,13 @@ async fn keep_lease(
     worker: String,
     cancel: CancellationToken,
 ) {
+    // The lease is good until this instant; the first renewal is a third of a lease after the
+    // claim, which gave a whole lease.
+    let mut valid_until =
+        std::time::Instant::now() + std::time::Duration::from_millis(lease_ms() as u64);
     loop {
         tokio::time::sleep(std::time::Duration::from_millis((lease_ms() / 3) as u64)).await;
+        let asked = std::time::Instant::now();
         match store
             .renew_lease(
                 &task,
@@ -272,13 +290,23 @@ async fn keep_lease(
             )
             .await
         {
-            Ok(true) => {}
+            Ok(true) => valid_until = asked + std::time::Duration::from_millis(lease_ms() as u64),
             Ok(false) => {
                 // The task finished, waits for its owner, or was taken back: stop either way.
                 cancel.cancel();
                 return;
             }
-            Err(error) => tracing::warn!(task.id = %task, error = %error, "cannot renew the lease"),
+            Err(error) => {
+                tracing::warn!(task.id = %task, error = %error, "cannot renew the lease");
+                // Another worker may take the task once the lease runs out: stop before then
+                // rather than run it twice.
+                let margin = std::time::Duration::from_millis((lease_ms() / 3) as u64);
+                if std::time::Instant::now() + margin >= valid_until {
+                    tracing::error!(task.id = %task, "the lease is about to run out; stopping the run");
+                    cancel.cancel();
+                    return;
+                }
+            }
         }
     }
 }

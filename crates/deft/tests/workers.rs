@@ -27,7 +27,7 @@ fn worker(url: &str, data: &std::path::Path, model: &ScriptedModel) -> Worker {
         .args(["worker", "--database-url", url, "--data-dir"])
         .arg(data)
         .env("DEFT_MASTER_KEY", KEY)
-        .env("DEFT_LEASE_MS", "1500")
+        .env("DEFT_LEASE_MS", "3000")
         .env("DEFT_MODEL", "anthropic/scripted-model")
         .env("DEFT_MODEL_BASE_URL", &model.url)
         .env("DEFT_MODEL_API_KEY", "test-key")
