@@ -1,4 +1,5 @@
-//! deft's HTTP API (SPEC §5): JSON under `/api/v1`, `/healthz`, and live event streams.
+//! deft's HTTP API (SPEC §5): JSON under `/api/v1`, `/healthz`, `/metrics`, and live event
+//! streams.
 //!
 //! Only this crate knows HTTP and JSON shapes. Every handler takes the caller as a
 //! [`auth::CurrentUser`] and passes the user's id to the store, which filters by it, so another
@@ -8,6 +9,7 @@
 mod auth;
 mod error;
 mod extract;
+mod metrics;
 mod routes;
 mod views;
 
@@ -42,6 +44,8 @@ pub struct AppState {
     /// How often a live stream looks for events written by other processes (workers on a
     /// shared PostgreSQL); events written in this process wake it at once.
     pub stream_poll: Duration,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl AppState {
@@ -52,6 +56,7 @@ impl AppState {
             local_roots: deft_forge::LocalRoots::unrestricted(),
             shutdown,
             stream_poll: Duration::from_secs(1),
+            metrics: metrics::handle(),
         }
     }
 }
@@ -63,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", routes::api())
         .merge(routes::health())
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -70,6 +76,7 @@ pub fn router(state: AppState) -> Router {
             routes::panicked,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -1192,3 +1192,72 @@ async fn local_repositories_come_only_from_where_the_server_allows() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_count_tasks_by_state_requests_by_route_and_name_no_one() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    let id = app.task(&app.admin, &repo).await;
+    let (status, _) = app
+        .post(&app.admin, &format!("/tasks/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.task(&app.admin, &repo).await;
+
+    let response = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "scrapers carry no token");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let body = response.text().await.unwrap();
+    let value = |name: &str, labels: &[&str]| -> Option<f64> {
+        body.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")) || *line == name)
+            .find(|line| labels.iter().all(|label| line.contains(label)))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        value("deft_tasks", &[r#"state="queued""#]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(value("deft_tasks", &[r#"state="cancelled""#]), Some(1.0));
+    assert_eq!(value("deft_tasks", &[r#"state="completed""#]), Some(0.0));
+    assert_eq!(
+        value("deft_task_state_changes_total", &[r#"to="cancelled""#]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "deft_http_requests_total",
+            &[
+                r#"method="POST""#,
+                r#"route="/api/v1/tasks""#,
+                r#"status="201""#
+            ]
+        ),
+        Some(2.0),
+        "requests are counted by route pattern: {body}"
+    );
+    assert!(
+        value(
+            "deft_http_requests_total",
+            &[r#"route="/api/v1/tasks/{id}/cancel""#]
+        )
+        .is_some(),
+        "ids do not become labels: {body}"
+    );
+    assert!(
+        !body.contains(&id) && !body.contains("admin"),
+        "no task id or user name in the metrics: {body}"
+    );
+}

@@ -170,6 +170,10 @@ impl Store {
 
     pub(crate) fn published(&self, event: &Event) {
         self.events.published(&event.task_id, event.seq);
+        if event.kind == EventKind::StateChanged {
+            let to = event.data["to"].as_str().unwrap_or("unknown").to_owned();
+            metrics::counter!("deft_task_state_changes_total", "to" => to).increment(1);
+        }
         if matches!(event.kind, EventKind::StateChanged | EventKind::TaskCreated) {
             self.events.queue.send_modify(|changes| *changes += 1);
         }

@@ -292,6 +292,23 @@ impl Store {
         Ok((tasks, chats))
     }
 
+    /// How many tasks are in each state, across every user (for `/metrics`).
+    pub async fn count_by_state(&self) -> Result<Vec<(TaskState, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: Vec<(TaskState, i64)> =
+            TaskState::ALL.iter().map(|state| (*state, 0)).collect();
+        for row in rows {
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == state) {
+                slot.1 = n;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Tasks left `in_progress` (by a process that died), to run again from their last step.
     pub async fn in_progress(&self) -> Result<Vec<TaskId>, StoreError> {
         let rows = sqlx::query("SELECT id FROM tasks WHERE state = 'in_progress' ORDER BY id")
@@ -480,6 +497,15 @@ impl Store {
             None => None,
         };
         tx.commit().await?;
+        for (kind, tokens) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached", usage.cached_tokens),
+        ] {
+            metrics::counter!("deft_model_tokens_total", "kind" => kind)
+                .increment(u64::try_from(tokens).unwrap_or(0));
+        }
+        metrics::counter!("deft_model_calls_total").increment(1);
         if let Some(event) = &event {
             self.published(event);
         }

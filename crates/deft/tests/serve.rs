@@ -779,6 +779,36 @@ async fn at_most_ten_of_a_users_tasks_run_at_once_first_in_first_out() {
         starts, sorted,
         "tasks started in the order they were created"
     );
+
+    // The workers' work shows in /metrics.
+    let metrics = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+    };
+    assert_eq!(value(r#"deft_tasks{state="completed"}"#), 25.0);
+    assert_eq!(
+        value(r#"deft_task_state_changes_total{to="completed"}"#),
+        25.0
+    );
+    assert!(
+        value("deft_model_calls_total") >= 75.0,
+        "plan, work and review for each task"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
