@@ -599,6 +599,20 @@ impl Engine {
         self.store
             .transition(Actor::Deft, id, Transition::Complete, None)
             .await?;
+        // A message that came after the agent last listened (during the review or the
+        // completion) would otherwise go unanswered: it opens a new round at once, as it
+        // would have had it come a moment later.
+        if !self.hear_owner(context).await?.is_empty() {
+            let note = json!({"step": "completion", "status": "reopened", "reason": "the owner wrote while the task was finishing"});
+            self.store
+                .transition(
+                    Actor::Deft,
+                    id,
+                    Transition::Steer,
+                    Some((EventKind::Step, note)),
+                )
+                .await?;
+        }
         Ok(RunOutcome::Completed)
     }
 

@@ -648,6 +648,99 @@ async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_t
     assert_eq!(model.remaining_steps(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_while_the_task_finishes_opens_a_new_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = empty_repo(dir.path());
+    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let model = ScriptedModel::start(vec![
+        call("p1", "submit_plan", plan),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "plain/greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        call("e2", "finish", r#"{"summary": "Wrote the greeting"}"#),
+        // The review takes a while; the owner writes meanwhile.
+        Step::Stall {
+            turn: Turn::text(r#"{"verdict": "pass"}"#),
+            after_events: 0,
+            pause: Duration::from_millis(1500),
+        },
+        // The new round.
+        call("p2", "submit_plan", plan),
+        call("e3", "finish", r#"{"summary": "Nothing more to do"}"#),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let server = start(&dir.path().join("data"), &model);
+    let chat = server
+        .call(
+            reqwest::Method::POST,
+            "/chats",
+            Some(json!({"repos": [repo]})),
+        )
+        .await;
+    let chat = chat["id"].as_str().unwrap().to_owned();
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/messages"),
+            Some(json!({"message": "Add a greeting file"})),
+        )
+        .await;
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/task"),
+            Some(json!({})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    while model.requests().len() < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the review never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/messages"),
+            Some(json!({"message": "Also sign it from the team"})),
+        )
+        .await;
+    while model.remaining_steps() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the message did not open a new round"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.until(&id, "completed").await;
+    let requests = model.requests();
+    assert!(
+        requests[4]
+            .body
+            .to_string()
+            .contains("Also sign it from the team"),
+        "the new round's planning hears the message"
+    );
+    let events = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}/events"), None)
+        .await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["status"] == "reopened"),
+        "the log says why the task ran again"
+    );
+}
+
 /// A model that takes a quarter of a second per answer and plans, finishes and passes review
 /// for any task, so that tasks queue up behind each other.
 async fn slow_model() -> ScriptedModel {
