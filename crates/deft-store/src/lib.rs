@@ -26,6 +26,7 @@ use sqlx::{AnyPool, Executor, Row as _};
 pub use cipher::{MASTER_KEY_FILE, MasterKey, MasterKeyError, write_private_file};
 pub use error::StoreError;
 pub use events::{EventBus, QueueChanges};
+pub use queue::LEASES_LOST_BEFORE_ATTENTION;
 pub use repos::NewRepository;
 pub use settings::Environment;
 pub use tasks::{Actor, NewTask, TaskFilter, TaskPage};

@@ -15,6 +15,9 @@ use sqlx::Row as _;
 use crate::tasks::{Actor, transition_in};
 use crate::{Backend, Store, StoreError};
 
+/// How many times a task may lose its worker in a row before deft stops retrying it.
+pub const LEASES_LOST_BEFORE_ATTENTION: i64 = 3;
+
 const CANDIDATE: &str = "SELECT t.id, t.user_id FROM tasks t WHERE t.state = 'queued' \
     AND (SELECT COUNT(*) FROM tasks r WHERE r.user_id = t.user_id AND r.state = 'in_progress') < $1 \
     ORDER BY (SELECT COUNT(*) FROM tasks r WHERE r.user_id = t.user_id AND r.state = 'in_progress'), \
@@ -152,7 +155,8 @@ impl Store {
     }
 
     /// Puts back in the queue every running task whose lease ran out before `now`: its worker
-    /// died. Returns them.
+    /// died. A task whose workers died this way [`LEASES_LOST_BEFORE_ATTENTION`] times since
+    /// its owner last wrote goes to `needs_attention` instead. Returns the tasks handled.
     pub async fn requeue_expired(&self, now: Timestamp) -> Result<Vec<TaskId>, StoreError> {
         let expired: Vec<TaskId> = sqlx::query(
             "SELECT id FROM tasks WHERE state = 'in_progress' AND lease_expires IS NOT NULL AND lease_expires < $1",
@@ -180,17 +184,44 @@ impl Store {
             if still.is_none() {
                 continue;
             }
-            let note = (
-                EventKind::Step,
-                json!({"step": "recovery", "status": "requeued", "reason": "the worker running the task stopped renewing its lease"}),
-            );
+            // A task that takes its worker down every time (it exhausts memory, say) would
+            // otherwise go round the workers for ever. Counted since the owner last spoke, so
+            // that an answer gives it a fresh start.
+            let lost: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM events WHERE task_id = $1 AND kind = 'step' \
+                 AND data LIKE '%\"cause\":\"lease_expired\"%' AND seq > COALESCE(\
+                 (SELECT MAX(seq) FROM events WHERE task_id = $1 AND kind = 'user_message'), 0)",
+            )
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+            let (transition, note) = if lost >= LEASES_LOST_BEFORE_ATTENTION {
+                let message = format!(
+                    "the task's worker stopped {} times in a row while running it (it died or stalled); \
+                     look at the last events for the cause, then answer to try again",
+                    lost + 1
+                );
+                (
+                    Transition::NeedAttention(deft_core::Attention {
+                        kind: deft_core::AttentionKind::Error,
+                        message,
+                    }),
+                    json!({"step": "recovery", "status": "given_up", "cause": "lease_expired"}),
+                )
+            } else {
+                (
+                    Transition::Requeue,
+                    json!({"step": "recovery", "status": "requeued", "cause": "lease_expired", "reason": "the worker running the task stopped renewing its lease"}),
+                )
+            };
             let (_, events) = transition_in(
                 &mut tx,
                 &self.key,
                 Actor::Deft,
                 &id,
-                Transition::Requeue,
-                Some(note),
+                transition,
+                Some((EventKind::Step, note)),
             )
             .await?;
             tx.commit().await?;

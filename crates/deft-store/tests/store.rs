@@ -58,6 +58,7 @@ on_both!(
     a_lease_that_runs_out_puts_the_task_back,
     a_stopping_worker_hands_its_task_back_at_once,
     concurrent_claims_respect_the_per_user_limit,
+    a_task_that_keeps_losing_its_worker_asks_for_attention,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -1301,4 +1302,46 @@ async fn a_stopping_worker_hands_its_task_back_at_once(store: Store) {
         Some(task),
         "another worker continues it"
     );
+}
+
+async fn a_task_that_keeps_losing_its_worker_asks_for_attention(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("t", &repo))
+        .await
+        .unwrap()
+        .id;
+    let lose_worker = || async {
+        assert_eq!(
+            store.claim_next("w", later(60_000), 10).await.unwrap(),
+            Some(task.clone())
+        );
+        assert_eq!(
+            store.requeue_expired(later(120_000)).await.unwrap(),
+            vec![task.clone()]
+        );
+        store.task(&ada.id, &task).await.unwrap()
+    };
+    for _ in 0..deft_store::LEASES_LOST_BEFORE_ATTENTION {
+        assert_eq!(lose_worker().await.state(), TaskState::Queued);
+    }
+    let stopped = lose_worker().await;
+    assert_eq!(stopped.state(), TaskState::NeedsAttention);
+    let attention = stopped.status.attention().unwrap();
+    assert_eq!(attention.kind, AttentionKind::Error);
+    assert!(
+        attention.message.contains("stopped 4 times") && attention.message.contains("answer"),
+        "{}",
+        attention.message
+    );
+    // An answer gives it a fresh start.
+    let note = Some((
+        EventKind::UserMessage,
+        serde_json::json!({"kind": "answer", "message": "try again with less memory"}),
+    ));
+    store
+        .transition(Actor::Owner(&ada.id), &task, Transition::Answer, note)
+        .await
+        .unwrap();
+    assert_eq!(lose_worker().await.state(), TaskState::Queued);
 }
