@@ -190,6 +190,14 @@ async fn three_workers_run_every_task_once_and_survive_losing_one() {
             );
         } else {
             assert_eq!(starts, 1, "task {id} ran {starts} times");
+            // Numbers are gap-free by construction; what two workers running one task would
+            // leave is twice the work: count it.
+            let kinds = |kind: EventKind| events.iter().filter(|e| e.kind == kind).count();
+            assert_eq!(
+                (kinds(EventKind::Plan), kinds(EventKind::ModelCall)),
+                (1, 3),
+                "task {id} was planned once, with one call each to plan, work and review"
+            );
         }
     }
     assert!(
