@@ -87,6 +87,9 @@ pub struct Engine {
     /// Where task workspaces live on the host, one directory per task.
     pub workspaces: PathBuf,
     pub limits: RunLimits,
+    /// Fired when deft is stopping: runs end at their next checkpoint (between steps), where
+    /// nothing is lost, rather than mid-step. The run's own token still stops them at once.
+    pub drain: CancellationToken,
 }
 
 /// The agent's own identity in commits.
@@ -413,6 +416,9 @@ impl Engine {
         if progress["phase"] == "execution" {
             let first = progress["step"].as_u64().unwrap_or(0) as usize;
             for index in first..plan.steps.len() {
+                if self.drain.is_cancelled() {
+                    return Err(EngineError::Cancelled);
+                }
                 self.step(
                     id,
                     "execution",
@@ -443,6 +449,9 @@ impl Engine {
 
         // Self-review: a fresh reviewer reads the whole diff against the plan; fixes it asks
         // for go back to execution, a bounded number of times.
+        if progress["phase"] == "review" && self.drain.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
         if progress["phase"] == "review" {
             let mut rounds = 0;
             let verdict = loop {

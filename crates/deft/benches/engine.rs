@@ -129,6 +129,7 @@ async fn run() -> (Duration, Duration, usize) {
         .unwrap(),
         workspaces: dir.path().join("workspaces"),
         limits: RunLimits::default(),
+        drain: CancellationToken::new(),
     };
     let started = Instant::now();
     let outcome = engine

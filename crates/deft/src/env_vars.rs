@@ -29,3 +29,5 @@ pub const DEFT_WORKERS: &str = "DEFT_WORKERS";
 /// How long a worker's claim on a task lasts without a heartbeat, in milliseconds (default
 /// 30000): a worker that dies loses its task to another after this.
 pub const DEFT_LEASE_MS: &str = "DEFT_LEASE_MS";
+/// How long (ms) a stopping deft lets a running step finish before cutting it short.
+pub const DEFT_SHUTDOWN_GRACE_MS: &str = "DEFT_SHUTDOWN_GRACE_MS";

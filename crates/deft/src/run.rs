@@ -140,6 +140,7 @@ pub async fn engine(
             weekly_tokens: config.limits.weekly_tokens,
             ..RunLimits::default()
         },
+        drain: tokio_util::sync::CancellationToken::new(),
     })
 }
 

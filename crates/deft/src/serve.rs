@@ -70,7 +70,9 @@ pub async fn run(
     if let Ok(models) = &models
         && workers > 0
     {
-        let engine = std::sync::Arc::new(crate::run::engine(&store, &dir, models, &config).await?);
+        let mut engine = crate::run::engine(&store, &dir, models, &config).await?;
+        engine.drain = shutdown.clone();
+        let engine = std::sync::Arc::new(engine);
         // On SQLite this process holds every worker, so a task still in progress was left by
         // a deft that died: it goes back to the queue and continues from its last step.
         if store.backend() == deft_store::Backend::Sqlite {
@@ -128,6 +130,16 @@ fn worker_name(kind: &str, n: usize) -> String {
     )
 }
 
+/// How long a stopping deft lets a running step go on before cutting it short: 10 s, or
+/// `DEFT_SHUTDOWN_GRACE_MS`.
+fn shutdown_grace() -> std::time::Duration {
+    let ms = std::env::var(crate::env_vars::DEFT_SHUTDOWN_GRACE_MS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    std::time::Duration::from_millis(ms)
+}
+
 /// How long a claim lasts without a heartbeat; a worker that dies loses its task after this.
 /// `DEFT_LEASE_MS` shortens it (tests that kill workers).
 fn lease_ms() -> i64 {
@@ -165,10 +177,12 @@ pub async fn worker(
     let models = config::models(model, &config)
         .await
         .context("a worker needs a model")?;
-    let engine = std::sync::Arc::new(crate::run::engine(&store, &dir, &models, &config).await?);
-    let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    let mut engine = crate::run::engine(&store, &dir, &models, &config).await?;
+    engine.drain = shutdown.clone();
+    let engine = std::sync::Arc::new(engine);
+    let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);
     eprintln!(
         "deft worker: {workers} workers on the shared database, model {}",
         models.default.label()
@@ -236,7 +250,17 @@ async fn work(
             }
         }
         tracing::info!(task.id = %task, worker = %name, "running task");
-        let cancel = shutdown.child_token();
+        // Stopping drains the run (it ends at its next checkpoint); only a step still going
+        // after the grace period is cut short.
+        let cancel = CancellationToken::new();
+        let hard_stop = tokio::spawn({
+            let (shutdown, cancel) = (shutdown.clone(), cancel.clone());
+            async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(shutdown_grace()).await;
+                cancel.cancel();
+            }
+        });
         let watcher = tokio::spawn(stop_when_cancelled(
             engine.store.clone(),
             task.clone(),
@@ -253,6 +277,7 @@ async fn work(
         }
         watcher.abort();
         heartbeat.abort();
+        hard_stop.abort();
         if shutdown.is_cancelled() {
             // Stopping: hand the task back now rather than when the lease runs out, so that
             // another worker (or this deft, restarted) continues it from its last step.

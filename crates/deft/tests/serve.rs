@@ -64,6 +64,8 @@ fn start_with(data: &Path, model: &ScriptedModel, workers: usize) -> Server {
         .env_remove("DEFT_CONFIG")
         // Ordinary users may register repositories from here.
         .env("DEFT_LOCAL_ROOTS", data.parent().unwrap())
+        // A stopping deft lets a running step go on this long before cutting it short.
+        .env("DEFT_SHUTDOWN_GRACE_MS", "1500")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -434,6 +436,86 @@ async fn a_task_survives_kill_9_of_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_running_task_back_and_a_restart_finishes_it() {
     a_task_survives_a_stop(Stop::Terminate).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_step_finish_and_hands_the_task_back_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = empty_repo(dir.path());
+    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let model = ScriptedModel::start(vec![
+        call("p1", "submit_plan", plan),
+        call(
+            "b1",
+            "bash",
+            r#"{"command": "sleep 0.3 && echo hello > plain/greeting.txt"}"#,
+        ),
+        call("e1", "finish", r#"{"summary": "Wrote the greeting"}"#),
+        // After the restart: only the review is left.
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let data = dir.path().join("data");
+    let mut server = start(&data, &model);
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Add a greeting", "repos": [repo]})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    // The bash call has been handed out: the step is running.
+    while model.requests().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "deft did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        model.requests().len(),
+        3,
+        "the step finished (its `finish` call was made) before deft stopped, and the review waited"
+    );
+    drop(server);
+
+    let server = start(&data, &model);
+    server.until(&id, "completed").await;
+    let events = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}/events"), None)
+        .await;
+    let events = events["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["data"]["step"] == "shutdown"),
+        "the hand-back is in the log"
+    );
+    let bash_calls = events
+        .iter()
+        .filter(|e| e["kind"] == "tool_call" && e["data"]["name"] == "bash")
+        .count();
+    assert_eq!(bash_calls, 1, "the finished step was not redone");
+    assert_eq!(model.remaining_steps(), 0);
 }
 
 enum Stop {
