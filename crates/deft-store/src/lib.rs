@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod queue;
 mod repos;
+mod sessions;
 mod settings;
 mod tasks;
 mod users;
@@ -28,6 +29,7 @@ pub use error::StoreError;
 pub use events::{EventBus, QueueChanges};
 pub use queue::LEASES_LOST_BEFORE_ATTENTION;
 pub use repos::NewRepository;
+pub use sessions::{MIN_PASSWORD_CHARS, NewSession, Session};
 pub use settings::Environment;
 pub use tasks::{Actor, NewTask, TaskFilter, TaskPage};
 pub use users::NewToken;
@@ -176,6 +178,11 @@ impl Store {
                 include_str!("../migrations/0004_approve_plan.sql"),
             ),
             (5, "leases", include_str!("../migrations/0005_leases.sql")),
+            (
+                6,
+                "sessions",
+                include_str!("../migrations/0006_sessions.sql"),
+            ),
         ]
         .into_iter()
         .map(|(version, description, sql)| {

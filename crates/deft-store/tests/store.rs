@@ -59,6 +59,7 @@ on_both!(
     a_stopping_worker_hands_its_task_back_at_once,
     concurrent_claims_respect_the_per_user_limit,
     a_task_that_keeps_losing_its_worker_asks_for_attention,
+    passwords_sessions_and_login_links_sign_in_once_and_expire,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -1344,4 +1345,73 @@ async fn a_task_that_keeps_losing_its_worker_asks_for_attention(store: Store) {
         .await
         .unwrap();
     assert_eq!(lose_worker().await.state(), TaskState::Queued);
+}
+
+async fn passwords_sessions_and_login_links_sign_in_once_and_expire(store: Store) {
+    let ada = store.create_user("ada", false).await.unwrap();
+    assert_eq!(
+        store.check_password("ada", "").await.unwrap(),
+        None,
+        "no password set: no sign-in"
+    );
+    let error = store.set_password(&ada.id, "short").await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::Invalid(ref e) if e.field == "password"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("at least 12 characters"),
+        "{error}"
+    );
+    store
+        .set_password(&ada.id, "correct horse battery")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .check_password("ada", "correct horse battery")
+            .await
+            .unwrap(),
+        Some(ada.clone())
+    );
+    for (name, password) in [
+        ("ada", "correct horse battery!"),
+        ("bob", "correct horse battery"),
+    ] {
+        assert_eq!(
+            store.check_password(name, password).await.unwrap(),
+            None,
+            "{name}/{password}"
+        );
+    }
+
+    let session = store.start_session(&ada.id, 60_000).await.unwrap();
+    assert!(!format!("{session:?}").contains(&session.token));
+    let found = store.session(&session.token).await.unwrap().unwrap();
+    assert_eq!((found.user, &found.csrf), (ada.clone(), &session.csrf));
+    assert_eq!(
+        store
+            .session("deft_s_unknown")
+            .await
+            .unwrap()
+            .map(|s| s.user),
+        None
+    );
+    store.end_session(&session.token).await.unwrap();
+    assert!(store.session(&session.token).await.unwrap().is_none());
+    let expired = store.start_session(&ada.id, -1).await.unwrap();
+    assert!(store.session(&expired.token).await.unwrap().is_none());
+
+    let link = store.create_login_link(&ada.id, 60_000).await.unwrap();
+    assert_eq!(
+        store.redeem_login_link(&link).await.unwrap(),
+        Some(ada.clone())
+    );
+    assert_eq!(
+        store.redeem_login_link(&link).await.unwrap(),
+        None,
+        "a link signs in once"
+    );
+    let stale = store.create_login_link(&ada.id, -1).await.unwrap();
+    assert_eq!(store.redeem_login_link(&stale).await.unwrap(), None);
 }

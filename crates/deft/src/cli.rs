@@ -216,6 +216,12 @@ pub enum UserCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Set a user's password for the web app, read from standard input (one line)
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -339,6 +345,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(command) => client::task(command).await,
         Command::User(UserCommand::Create { name, admin, data }) => {
             local::create_user(&data, &name, admin).await
+        }
+        Command::User(UserCommand::Passwd { name, data }) => {
+            local::set_password(&data, &name).await
         }
         Command::Token(TokenCommand::Create { user, label, data }) => {
             local::create_token(&data, &user, &label).await

@@ -90,6 +90,24 @@ pub async fn create_user(args: &DataArgs, name: &str, admin: bool) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
+/// `deft user passwd NAME`: the password comes on standard input, never on the command line
+/// (where `ps` and shell history would keep it).
+#[allow(clippy::print_stdout, reason = "the command's output")]
+pub async fn set_password(args: &DataArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    let (_, store) = open_store(args).await?;
+    let user = store.user_by_name(name).await.with_context(|| {
+        format!("no user named `{name}`; create it with `deft user create {name}`")
+    })?;
+    store.set_password(&user.id, password).await?;
+    println!("set the password of {name}; sign in to the web app with it");
+    Ok(ExitCode::SUCCESS)
+}
+
 #[allow(
     clippy::print_stdout,
     reason = "the command's output: the token is the last line"

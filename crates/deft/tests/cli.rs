@@ -364,6 +364,33 @@ fn accounts_and_tokens_are_made_on_the_data_dir() {
         stderr(&unknown)
     );
 
+    // The web app's password comes on standard input, never as an argument.
+    let passwd = |password: &str| {
+        let mut child = Command::new(DEFT)
+            .args(["user", "passwd", "ada", "--data-dir"])
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let short = passwd("hunter2");
+    assert!(!short.status.success());
+    assert!(
+        stderr(&short).contains("password") && stderr(&short).contains("at least 12 characters"),
+        "{}",
+        stderr(&short)
+    );
+    succeeded(&passwd("correct horse battery"));
+
     let server = Server::start(&data);
     let me: serde_json::Value = http()
         .get(format!("{}/api/v1/me", server.url))
