@@ -1261,3 +1261,82 @@ async fn metrics_count_tasks_by_state_requests_by_route_and_name_no_one() {
         "no task id or user name in the metrics: {body}"
     );
 }
+
+#[tokio::test]
+async fn the_session_cookie_signs_in_and_changes_need_its_csrf_token() {
+    let app = TestApp::start().await;
+    let repo = app.git_repo("widgets");
+    // An administrator: the repository is a local path.
+    let ada = app.store.create_user("ada", true).await.unwrap();
+    let session = app.store.start_session(&ada.id, 60_000).await.unwrap();
+    let cookie = format!("theme=dark; deft_session={}", session.token);
+
+    let me: Value = app
+        .http
+        .get(format!("{}/api/v1/me", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "ada", "{me}");
+
+    let create = |csrf: Option<&str>| {
+        let mut request = app
+            .http
+            .post(format!("{}/api/v1/tasks", app.base))
+            .header("cookie", &cookie)
+            .json(&json!({"description": "Add a health check", "repos": [repo]}));
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send()
+    };
+    let refused = create(None).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "csrf", "{body}");
+    assert_eq!(
+        create(Some("not-the-token")).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let tasks: Value = app
+        .http
+        .get(format!("{}/api/v1/tasks", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        tasks["tasks"].as_array().map(Vec::len),
+        Some(0),
+        "nothing was stored by the refused requests: {tasks}"
+    );
+    assert_eq!(
+        create(Some(&session.csrf)).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    app.store.end_session(&session.token).await.unwrap();
+    let ended = app
+        .http
+        .get(format!("{}/api/v1/me", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = ended.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sign in again"),
+        "{body}"
+    );
+}
