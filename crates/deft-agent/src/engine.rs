@@ -641,8 +641,8 @@ impl Engine {
         };
         let mut nudges = 0;
         for _ in 0..self.limits.turns_per_step {
-            let completion = match self
-                .call(
+            let calls = match self
+                .turn(
                     &self.planner,
                     "planner",
                     &context.task.id,
@@ -651,11 +651,9 @@ impl Engine {
                 )
                 .await?
             {
-                Phase::Done(completion) => completion,
+                Phase::Done(calls) => calls,
                 Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
             };
-            let calls: Vec<_> = completion.response.tool_calls().cloned().collect();
-            request.messages.push(completion.response.to_message());
             if calls.is_empty() {
                 nudges += 1;
                 if nudges > 2 {
@@ -744,8 +742,8 @@ impl Engine {
         let mut failed_verifications = 0;
         let mut last_failure: Option<(String, u32)> = None;
         for _ in 0..self.limits.turns_per_step {
-            let completion = match self
-                .call(
+            let calls = match self
+                .turn(
                     &self.executor,
                     "executor",
                     &context.task.id,
@@ -754,11 +752,9 @@ impl Engine {
                 )
                 .await?
             {
-                Phase::Done(completion) => completion,
+                Phase::Done(calls) => calls,
                 Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
             };
-            let calls: Vec<_> = completion.response.tool_calls().cloned().collect();
-            request.messages.push(completion.response.to_message());
             if calls.is_empty() {
                 request.messages.push(Message::user(
                     "Use the tools to do the step, then call `finish`.",
@@ -1061,6 +1057,25 @@ impl Engine {
     }
 
     /// One model call with its usage recorded; a model problem the owner can fix stops the run.
+    /// One turn of a tool-using conversation: the model's answer joins the conversation, and
+    /// its tool calls come back to be run.
+    async fn turn(
+        &self,
+        client: &ModelClient,
+        role: &str,
+        id: &TaskId,
+        request: &mut Request,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<Vec<deft_llm::ToolCall>>, EngineError> {
+        let completion = match self.call(client, role, id, request, cancel).await? {
+            Phase::Done(completion) => completion,
+            Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+        };
+        let calls = completion.response.tool_calls().cloned().collect();
+        request.messages.push(completion.response.to_message());
+        Ok(Phase::Done(calls))
+    }
+
     async fn call(
         &self,
         client: &ModelClient,

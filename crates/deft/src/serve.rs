@@ -93,15 +93,9 @@ pub async fn run(
             }
         }
         let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);
-        for n in 0..workers {
-            let name = worker_name("serve", n);
-            runners.push(tokio::spawn(work(
-                engine.clone(),
-                name,
-                per_user,
-                shutdown.clone(),
-            )));
-        }
+        runners.extend(spawn_workers(
+            &engine, "serve", workers, per_user, &shutdown,
+        ));
     }
     runners.push(tokio::spawn(sweep(
         store.clone(),
@@ -117,6 +111,26 @@ pub async fn run(
     store.close().await;
     eprintln!("deft stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `count` workers of this process, named after `kind` (`serve` or `worker`).
+fn spawn_workers(
+    engine: &std::sync::Arc<deft_agent::Engine>,
+    kind: &str,
+    count: usize,
+    per_user: i64,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..count)
+        .map(|n| {
+            tokio::spawn(work(
+                engine.clone(),
+                worker_name(kind, n),
+                per_user,
+                shutdown.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// A name no other worker has, on this machine or another: the pid alone repeats across
@@ -187,17 +201,7 @@ pub async fn worker(
         "deft worker: {workers} workers on the shared database, model {}",
         models.default.label()
     );
-    let mut runners = Vec::new();
-    for n in 0..workers {
-        let name = worker_name("worker", n);
-        runners.push(tokio::spawn(work(
-            engine.clone(),
-            name,
-            per_user,
-            shutdown.clone(),
-        )));
-    }
-    for runner in runners {
+    for runner in spawn_workers(&engine, "worker", workers, per_user, &shutdown) {
         let _ = runner.await;
     }
     store.close().await;

@@ -11,6 +11,31 @@ use serde_json::{Value, json};
 
 const DEFT: &str = env!("CARGO_BIN_EXE_deft");
 
+/// A one-step plan most scripts below submit.
+const GREETING_PLAN: &str = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+
+/// Whether a process whose command line matches `pattern` (anchored) runs on this machine.
+fn command_running(pattern: &str) -> bool {
+    !Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+}
+
+/// Waits (up to 30 s) until a sandboxed command matching `pattern` runs.
+async fn until_command_runs(pattern: &str) {
+    let started = Instant::now();
+    while !command_running(pattern) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "`{pattern}` never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 struct Server {
     child: std::process::Child,
     url: String,
@@ -311,7 +336,7 @@ async fn with_plan_approval_the_task_waits_and_approving_resumes_it() {
         &repo,
         "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
     );
-    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let plan = GREETING_PLAN;
     let model = ScriptedModel::start(vec![
         call("p1", "submit_plan", plan),
         call(
@@ -390,21 +415,7 @@ async fn cancelling_a_running_task_stops_its_command_within_two_seconds() {
         )
         .await;
     let id = task["id"].as_str().unwrap().to_owned();
-    let running = || {
-        let found = Command::new("pgrep")
-            .args(["-f", "^sleep 4591$"])
-            .output()
-            .unwrap();
-        !found.stdout.is_empty()
-    };
-    let started = Instant::now();
-    while !running() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the command never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_command_runs("^sleep 4591$").await;
     let cancelled = server
         .call(
             reqwest::Method::POST,
@@ -414,7 +425,7 @@ async fn cancelling_a_running_task_stops_its_command_within_two_seconds() {
         .await;
     assert_eq!(cancelled["state"], "cancelled");
     let at = Instant::now();
-    while running() {
+    while command_running("^sleep 4591$") {
         assert!(
             at.elapsed() < Duration::from_secs(2),
             "the command outlived the cancel by 2 s"
@@ -442,7 +453,7 @@ async fn sigterm_hands_the_running_task_back_and_a_restart_finishes_it() {
 async fn sigterm_lets_the_running_step_finish_and_hands_the_task_back_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let repo = empty_repo(dir.path());
-    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let plan = GREETING_PLAN;
     let model = ScriptedModel::start(vec![
         call("p1", "submit_plan", plan),
         call(
@@ -474,24 +485,7 @@ async fn sigterm_lets_the_running_step_finish_and_hands_the_task_back_after_it()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "deft did not stop after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = server.terminate().await;
     assert!(status.success(), "{status}");
     assert_eq!(
         model.requests().len(),
@@ -533,7 +527,7 @@ async fn a_task_survives_a_stop(stop: Stop) {
         &repo,
         "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
     );
-    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let plan = GREETING_PLAN;
     let model = ScriptedModel::start(vec![
         call("p1", "submit_plan", plan),
         call("b1", "bash", r#"{"command": "sleep 4592"}"#),
@@ -557,20 +551,7 @@ async fn a_task_survives_a_stop(stop: Stop) {
         )
         .await;
     let id = task["id"].as_str().unwrap().to_owned();
-    let started = Instant::now();
-    while Command::new("pgrep")
-        .args(["-f", "^sleep 4592$"])
-        .output()
-        .unwrap()
-        .stdout
-        .is_empty()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the step never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_command_runs("^sleep 4592$").await;
     let note = match stop {
         Stop::Kill => {
             // Drop kills and reaps the process.
@@ -579,32 +560,10 @@ async fn a_task_survives_a_stop(stop: Stop) {
         }
         Stop::Terminate => {
             let mut server = server;
-            let pid = server.child.id().to_string();
-            assert!(
-                Command::new("kill")
-                    .args(["-TERM", &pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-            let status = loop {
-                if let Some(status) = server.child.try_wait().unwrap() {
-                    break status;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(40),
-                    "deft did not stop after SIGTERM"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
+            let status = server.terminate().await;
             assert!(status.success(), "deft exits cleanly on SIGTERM: {status}");
             assert!(
-                Command::new("pgrep")
-                    .args(["-f", "^sleep 4592$"])
-                    .output()
-                    .unwrap()
-                    .stdout
-                    .is_empty(),
+                !command_running("^sleep 4592$"),
                 "the running command stopped with deft"
             );
             "shutdown"
@@ -641,7 +600,7 @@ async fn a_task_survives_a_stop(stop: Stop) {
 async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_turn() {
     let dir = tempfile::tempdir().unwrap();
     let repo = empty_repo(dir.path());
-    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let plan = GREETING_PLAN;
     let model = ScriptedModel::start(vec![
         call("p1", "submit_plan", plan),
         call("b1", "bash", r#"{"command": "sleep 2.4597"}"#),
@@ -659,50 +618,9 @@ async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_t
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);
-    let chat = server
-        .call(
-            reqwest::Method::POST,
-            "/chats",
-            Some(json!({"repos": [repo]})),
-        )
-        .await;
-    let chat = chat["id"].as_str().unwrap().to_owned();
-    server
-        .call(
-            reqwest::Method::POST,
-            &format!("/chats/{chat}/messages"),
-            Some(json!({"message": "Add a greeting file"})),
-        )
-        .await;
-    let task = server
-        .call(
-            reqwest::Method::POST,
-            &format!("/chats/{chat}/task"),
-            Some(json!({})),
-        )
-        .await;
-    let id = task["id"].as_str().unwrap().to_owned();
-    let started = Instant::now();
-    while Command::new("pgrep")
-        .args(["-f", "^sleep 2.4597$"])
-        .output()
-        .unwrap()
-        .stdout
-        .is_empty()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the step never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    server
-        .call(
-            reqwest::Method::POST,
-            &format!("/chats/{chat}/messages"),
-            Some(json!({"message": "Make the greeting French, please"})),
-        )
-        .await;
+    let (chat, id) = server.chat_task(&repo, "Add a greeting file").await;
+    until_command_runs("^sleep 2.4597$").await;
+    server.say(&chat, "Make the greeting French, please").await;
     let running = server
         .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
         .await;
@@ -734,7 +652,7 @@ async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_t
 async fn a_message_sent_while_the_task_finishes_opens_a_new_round() {
     let dir = tempfile::tempdir().unwrap();
     let repo = empty_repo(dir.path());
-    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
+    let plan = GREETING_PLAN;
     let model = ScriptedModel::start(vec![
         call("p1", "submit_plan", plan),
         call(
@@ -756,29 +674,7 @@ async fn a_message_sent_while_the_task_finishes_opens_a_new_round() {
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);
-    let chat = server
-        .call(
-            reqwest::Method::POST,
-            "/chats",
-            Some(json!({"repos": [repo]})),
-        )
-        .await;
-    let chat = chat["id"].as_str().unwrap().to_owned();
-    server
-        .call(
-            reqwest::Method::POST,
-            &format!("/chats/{chat}/messages"),
-            Some(json!({"message": "Add a greeting file"})),
-        )
-        .await;
-    let task = server
-        .call(
-            reqwest::Method::POST,
-            &format!("/chats/{chat}/task"),
-            Some(json!({})),
-        )
-        .await;
-    let id = task["id"].as_str().unwrap().to_owned();
+    let (chat, id) = server.chat_task(&repo, "Add a greeting file").await;
     let started = Instant::now();
     while model.requests().len() < 4 {
         assert!(
@@ -787,13 +683,7 @@ async fn a_message_sent_while_the_task_finishes_opens_a_new_round() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    server
-        .call(
-            reqwest::Method::POST,
-            &format!("/chats/{chat}/messages"),
-            Some(json!({"message": "Also sign it from the team"})),
-        )
-        .await;
+    server.say(&chat, "Also sign it from the team").await;
     while model.remaining_steps() > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -871,6 +761,60 @@ fn started_at(events: &Value) -> String {
 }
 
 impl Server {
+    /// Sends SIGTERM and waits (up to 30 s) for deft to exit.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "deft did not stop after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts a chat on `repo`, says `message` and makes the chat's task: (chat id, task id).
+    async fn chat_task(&self, repo: &Path, message: &str) -> (String, String) {
+        let chat = self
+            .call(
+                reqwest::Method::POST,
+                "/chats",
+                Some(json!({"repos": [repo]})),
+            )
+            .await;
+        let chat = chat["id"].as_str().unwrap().to_owned();
+        self.say(&chat, message).await;
+        let task = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/chats/{chat}/task"),
+                Some(json!({})),
+            )
+            .await;
+        (chat, task["id"].as_str().unwrap().to_owned())
+    }
+
+    /// A chat message: before the task, what it is about; after, steering.
+    async fn say(&self, chat: &str, message: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/messages"),
+            Some(json!({"message": message})),
+        )
+        .await;
+    }
+
     async fn create_tasks(&self, count: usize, repo: &Path) -> Vec<String> {
         let mut ids = Vec::new();
         for n in 0..count {
