@@ -26,7 +26,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(header) = parts.headers.get(header::AUTHORIZATION) else {
-            return match session_cookie(parts) {
+            return match cookie(&parts.headers, SESSION_COOKIE) {
                 Some(token) => from_session(parts, state, &token).await,
                 None => Err(ApiError::unauthorized(
                     "no credentials; send `Authorization: Bearer TOKEN` (make a token with `deft token create`) or sign in to the web app",
@@ -50,15 +50,15 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-fn session_cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+/// The value of the cookie `name` in the request's headers.
+pub(crate) fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|cookie| cookie.name() == SESSION_COOKIE)
+        .find(|cookie| cookie.name() == name)
         .map(|cookie| cookie.value().to_owned())
 }
 
@@ -91,6 +91,6 @@ async fn from_session(
 }
 
 /// Compares in time independent of where the inputs differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

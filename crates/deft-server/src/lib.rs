@@ -1,5 +1,5 @@
-//! deft's HTTP API (SPEC §5): JSON under `/api/v1`, `/healthz`, `/metrics`, and live event
-//! streams.
+//! deft's HTTP surface: the API of SPEC §5 (JSON under `/api/v1`, `/healthz`, `/metrics`, live
+//! event streams) and the web app built on the same store calls.
 //!
 //! Only this crate knows HTTP and JSON shapes. Every handler takes the caller as a
 //! [`auth::CurrentUser`] and passes the user's id to the store, which filters by it, so another
@@ -12,6 +12,7 @@ mod extract;
 mod metrics;
 mod routes;
 mod views;
+mod web;
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use deft_store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use web::{ChatReplier, SharedChatReplier, SignInLimiter};
 
 /// Whether a model is configured, decided at start (SPEC §4).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +48,12 @@ pub struct AppState {
     pub stream_poll: Duration,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// `limits.weekly_tokens`, shown against this week's usage in the settings.
+    pub weekly_tokens: Option<i64>,
+    /// The agent's replies in a chat before its task exists; `None` without a model.
+    pub chat: Option<SharedChatReplier>,
+    /// Failed web sign-ins, to slow down guessing.
+    pub sign_in_limiter: std::sync::Arc<SignInLimiter>,
 }
 
 impl AppState {
@@ -57,17 +65,21 @@ impl AppState {
             shutdown,
             stream_poll: Duration::from_secs(1),
             metrics: metrics::handle(),
+            weekly_tokens: None,
+            chat: None,
+            sign_in_limiter: std::sync::Arc::default(),
         }
     }
 }
 
 /// The largest request body accepted: descriptions and MCP configurations are small.
-const BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", routes::api())
         .merge(routes::health())
+        .merge(web::pages())
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -84,7 +96,9 @@ pub fn router(state: AppState) -> Router {
 /// in flight.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state))
+    // The client's address keys the sign-in limit.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

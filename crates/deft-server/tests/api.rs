@@ -952,9 +952,17 @@ async fn streams_deliver_every_event_once(app: TestApp, writer: Store) {
     let expected: Vec<i64> = (1..=total).collect();
     assert_eq!(early, expected);
     assert_eq!(late, expected);
-    // The streams are gone, and so is their wake-up entry.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.store.events().watched_tasks(), 0);
+    // The streams are gone, and so is their wake-up entry, once the server has seen the
+    // connections close. It sees that when it next writes to them: at once when events
+    // follow, at the latest at the next keep-alive comment (every 15 s).
+    let closing = std::time::Instant::now();
+    while app.store.events().watched_tasks() != 0 {
+        assert!(
+            closing.elapsed() < Duration::from_secs(20),
+            "a closed stream still holds its wake-up entry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// SQLite, with events written by the server's own store: streams wake on each write.
@@ -1339,4 +1347,187 @@ async fn the_session_cookie_signs_in_and_changes_need_its_csrf_token() {
             .contains("sign in again"),
         "{body}"
     );
+}
+
+/// The hidden `csrf` field of a page's first form.
+fn csrf_field(html: &str) -> String {
+    let start = html
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF field")
+        + 19;
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn web_sign_in_sets_a_strict_cookie_refuses_forged_forms_and_pages_load_nothing_else() {
+    let app = TestApp::start().await;
+    let ada = app.store.create_user("ada", false).await.unwrap();
+    app.store
+        .set_password(&ada.id, "correct horse battery")
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // Signed out, a page sends you to sign in and remembers where you were going.
+    let away = http
+        .get(format!("{}/settings?x=1", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(away.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        away.headers()["location"],
+        "/login?next=%2Fsettings%3Fx%3D1"
+    );
+
+    let login = http
+        .get(format!("{}/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let csp = login.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let login_cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(login_cookie.contains("HttpOnly"), "{login_cookie}");
+    let login_cookie = login_cookie.split(';').next().unwrap().to_owned();
+    let html = login.text().await.unwrap();
+    assert!(html.contains(r#"<meta charset="utf-8">"#));
+    let csrf = csrf_field(&html);
+
+    let sign_in = |fields: String, proto: Option<&'static str>| {
+        let mut request = http
+            .post(format!("{}/login", app.base))
+            .header("cookie", &login_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(fields);
+        if let Some(proto) = proto {
+            request = request.header("x-forwarded-proto", proto);
+        }
+        request.send()
+    };
+    // Without the form's token, or with a wrong password: refused, no session.
+    let forged = sign_in("name=ada&password=correct+horse+battery".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(forged.headers().get("set-cookie").is_none());
+    let wrong = sign_in(
+        format!("csrf={csrf}&name=ada&password=wrong+horse+battery"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("Wrong user name or password")
+    );
+
+    // Signed in: the cookie is HttpOnly and SameSite=Lax, Secure only behind TLS, and the
+    // way back goes to this site only.
+    let fields =
+        |next: &str| format!("csrf={csrf}&name=ada&password=correct+horse+battery&next={next}");
+    let plain = sign_in(fields("%2Fsettings"), None).await.unwrap();
+    assert_eq!(plain.status(), StatusCode::SEE_OTHER);
+    assert_eq!(plain.headers()["location"], "/settings");
+    let session = plain
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("deft_session="))
+        .unwrap();
+    for part in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(part), "{session}");
+    }
+    assert!(!session.contains("Secure"), "{session}");
+    let tls = sign_in(fields("%2F%2Fevil.example%2F"), Some("https"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.headers()["location"],
+        "/tasks",
+        "no way out to another site"
+    );
+    let secure = tls.headers().get_all("set-cookie").iter().any(|v| {
+        let v = v.to_str().unwrap();
+        v.starts_with("deft_session=") && v.contains("Secure")
+    });
+    assert!(secure, "behind TLS the cookie is Secure");
+
+    // Signed in, pages render; a form without the session's token changes nothing.
+    let cookie = session.split(';').next().unwrap().to_owned();
+    let settings = http
+        .get(format!("{}/settings", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settings.status(), StatusCode::OK);
+    let page_csrf = csrf_field(&settings.text().await.unwrap());
+    let post_env = |fields: String| {
+        http.post(format!("{}/settings/env", app.base))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(fields)
+            .send()
+    };
+    let forged = post_env("name=REGION&value=eu".into()).await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(
+        app.store
+            .environment(&ada.id)
+            .await
+            .unwrap()
+            .env
+            .as_map()
+            .is_empty()
+    );
+    let bad = post_env(format!("csrf={page_csrf}&name=1BAD&value=eu"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(bad.text().await.unwrap().contains(r#"id="env-error""#));
+    let saved = post_env(format!("csrf={page_csrf}&name=REGION&value=eu"))
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.store.environment(&ada.id).await.unwrap().env.as_map()["REGION"],
+        "eu"
+    );
+
+    // Signing out ends the session on the server, not only in the browser.
+    let out = http
+        .post(format!("{}/logout", app.base))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={page_csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let token = cookie.trim_start_matches("deft_session=");
+    assert!(app.store.session(token).await.unwrap().is_none());
+
+    for asset in ["/assets/app.css", "/assets/app.js"] {
+        let response = http
+            .get(format!("{}{asset}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        assert!(response.text().await.unwrap().len() > 500, "{asset}");
+    }
 }

@@ -32,8 +32,8 @@ pub use repos::NewRepository;
 pub use sessions::{MIN_PASSWORD_CHARS, NewSession, Session};
 pub use settings::Environment;
 pub use tasks::{Actor, NewTask, TaskFilter, TaskPage};
-pub use users::NewToken;
 pub use users::validate_user_name;
+pub use users::{NewToken, TokenInfo};
 
 /// The database behind a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

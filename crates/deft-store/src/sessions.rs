@@ -112,6 +112,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the user has set a password (a user made by the first start has none until
+    /// they sign in with the login link and choose one).
+    pub async fn has_password(&self, user: &UserId) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "user" })?;
+        Ok(row.try_get::<Option<String>, _>("password_hash")?.is_some())
+    }
+
     /// The user named `name` when `password` is theirs; `None` for a wrong name or password
     /// alike (and for a user without a password), in the same time.
     pub async fn check_password(

@@ -16,6 +16,14 @@ use crate::{Store, StoreError, bool_column};
 /// Every token starts with this, so that secret scanners and people can recognise one.
 const TOKEN_PREFIX: &str = "deft_";
 
+/// A token as its owner sees it later: never its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub label: String,
+    pub created_at: Timestamp,
+}
+
 /// A token just made: the only time its plaintext exists.
 #[derive(Clone)]
 pub struct NewToken {
@@ -125,6 +133,40 @@ impl Store {
         let token = insert_token(&mut tx, user, label).await?;
         tx.commit().await?;
         Ok(token)
+    }
+
+    /// The user's API tokens, newest first.
+    pub async fn list_tokens(&self, user: &UserId) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, label, created_at FROM api_tokens WHERE user_id = $1 \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenInfo {
+                    id: TokenId::from_stored(row.try_get("id")?),
+                    label: row.try_get("label")?,
+                    created_at: Timestamp::from_unix_millis(row.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes one of the user's tokens: it stops working at once.
+    pub async fn revoke_token(&self, user: &UserId, id: &str) -> Result<(), StoreError> {
+        let deleted = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound { what: "token" });
+        }
+        Ok(())
     }
 
     /// The user a bearer token belongs to, or `None` for an unknown token.

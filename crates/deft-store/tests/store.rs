@@ -60,6 +60,7 @@ on_both!(
     concurrent_claims_respect_the_per_user_limit,
     a_task_that_keeps_losing_its_worker_asks_for_attention,
     passwords_sessions_and_login_links_sign_in_once_and_expire,
+    tokens_are_listed_without_values_and_revoked_by_their_owner_only,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -1363,10 +1364,12 @@ async fn passwords_sessions_and_login_links_sign_in_once_and_expire(store: Store
         error.to_string().contains("at least 12 characters"),
         "{error}"
     );
+    assert!(!store.has_password(&ada.id).await.unwrap());
     store
         .set_password(&ada.id, "correct horse battery")
         .await
         .unwrap();
+    assert!(store.has_password(&ada.id).await.unwrap());
     assert_eq!(
         store
             .check_password("ada", "correct horse battery")
@@ -1414,4 +1417,38 @@ async fn passwords_sessions_and_login_links_sign_in_once_and_expire(store: Store
     );
     let stale = store.create_login_link(&ada.id, -1).await.unwrap();
     assert_eq!(store.redeem_login_link(&stale).await.unwrap(), None);
+}
+
+async fn tokens_are_listed_without_values_and_revoked_by_their_owner_only(store: Store) {
+    let ada = store.create_user("ada", false).await.unwrap();
+    let bob = store.create_user("bob", false).await.unwrap();
+    let laptop = store.create_token(&ada, "laptop").await.unwrap();
+    let ci = store.create_token(&ada, "ci").await.unwrap();
+    let listed = store.list_tokens(&ada.id).await.unwrap();
+    let mut labels: Vec<&str> = listed.iter().map(|t| t.label.as_str()).collect();
+    labels.sort_unstable();
+    assert_eq!(labels, ["ci", "laptop"]);
+    assert!(
+        !format!("{listed:?}").contains(&laptop.token),
+        "no value listed"
+    );
+    assert!(store.list_tokens(&bob.id).await.unwrap().is_empty());
+
+    let error = store
+        .revoke_token(&bob.id, laptop.id.as_str())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
+    assert!(store.user_for_token(&laptop.token).await.unwrap().is_some());
+
+    store
+        .revoke_token(&ada.id, laptop.id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(store.user_for_token(&laptop.token).await.unwrap(), None);
+    assert_eq!(
+        store.user_for_token(&ci.token).await.unwrap(),
+        Some(ada.clone())
+    );
+    assert_eq!(store.list_tokens(&ada.id).await.unwrap().len(), 1);
 }

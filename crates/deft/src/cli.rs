@@ -222,6 +222,15 @@ pub enum UserCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Print a one-time link that signs the user in to the web app (to set a password)
+    Link {
+        name: String,
+        /// The web app's address, as the user's browser reaches it
+        #[arg(long, default_value = "http://127.0.0.1:7878")]
+        server: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +357,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::User(UserCommand::Passwd { name, data }) => {
             local::set_password(&data, &name).await
+        }
+        Command::User(UserCommand::Link { name, server, data }) => {
+            local::login_link(&data, &name, &server).await
         }
         Command::Token(TokenCommand::Create { user, label, data }) => {
             local::create_token(&data, &user, &label).await

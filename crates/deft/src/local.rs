@@ -108,6 +108,21 @@ pub async fn set_password(args: &DataArgs, name: &str) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long a one-time login link works.
+pub const LOGIN_LINK_MS: i64 = 60 * 60 * 1000;
+
+#[allow(clippy::print_stdout, reason = "the command's output: the link")]
+pub async fn login_link(args: &DataArgs, name: &str, server: &str) -> anyhow::Result<ExitCode> {
+    let (_, store) = open_store(args).await?;
+    let user = store.user_by_name(name).await.with_context(|| {
+        format!("no user named `{name}`; create it with `deft user create {name}`")
+    })?;
+    let token = store.create_login_link(&user.id, LOGIN_LINK_MS).await?;
+    println!("one-time login link for {name} (works once, within an hour):");
+    println!("{}/login/link/{token}", server.trim_end_matches('/'));
+    Ok(ExitCode::SUCCESS)
+}
+
 #[allow(
     clippy::print_stdout,
     reason = "the command's output: the token is the last line"

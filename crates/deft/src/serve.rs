@@ -47,7 +47,8 @@ pub async fn run(
             }
         }
     };
-    if let Some(admin) = store.bootstrap_admin().await? {
+    let first_admin = store.bootstrap_admin().await?;
+    if let Some(admin) = &first_admin {
         let path = local::write_admin_token(&dir, &admin.token)?;
         eprintln!(
             "first start: created the user `admin`; its API token is in {}",
@@ -61,9 +62,17 @@ pub async fn run(
         })?;
     let address = listener.local_addr()?;
     eprintln!(
-        "deft is serving the API on http://{address}/api/v1 (data dir {})",
+        "deft is serving the API on http://{address}/api/v1 and the web app on http://{address}/ (data dir {})",
         dir.display()
     );
+    if let Some(admin) = &first_admin {
+        let link = store
+            .create_login_link(&admin.user.id, local::LOGIN_LINK_MS)
+            .await?;
+        eprintln!(
+            "sign in as admin (once, within an hour), then set a password: http://{address}/login/link/{link}"
+        );
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let mut runners = Vec::new();
@@ -102,8 +111,17 @@ pub async fn run(
         config.retention.days,
         shutdown.clone(),
     )));
-    let mut state = AppState::new(store.clone(), readiness, shutdown);
+    let mut state = AppState::new(store.clone(), readiness, shutdown.clone());
     state.local_roots = local_roots;
+    state.weekly_tokens = config.limits.weekly_tokens;
+    if let Ok(models) = &models {
+        let client =
+            deft_llm::ModelClient::new(models.for_role(deft_llm::ModelRole::Planner).clone())?;
+        state.chat = Some(std::sync::Arc::new(crate::chat::ModelChat {
+            client,
+            stop: shutdown,
+        }));
+    }
     deft_server::serve(listener, state).await?;
     for runner in runners {
         let _ = runner.await;

@@ -1,27 +1,12 @@
 //! `deft run` end to end: the real binary, a real git repository, real bubblewrap sandboxes,
 //! and the scripted model server in place of a hosted model.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::{DEFT, sh};
 use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
-
-const DEFT: &str = env!("CARGO_BIN_EXE_deft");
-
-fn sh(dir: &Path, script: &str) -> String {
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// A repository whose `./test.sh` passes once greeting.txt says hello.
 fn greeting_repo(dir: &Path) -> PathBuf {

@@ -1,15 +1,15 @@
 //! `deft serve` running tasks: created through the API, asked a question, answered, completed,
 //! then given feedback that lands on the same branch and pull request.
 
-use std::io::BufRead as _;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Server, call, sh, start, start_with, user_with_token};
 use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
 use serde_json::{Value, json};
-
-const DEFT: &str = env!("CARGO_BIN_EXE_deft");
 
 /// A one-step plan most scripts below submit.
 const GREETING_PLAN: &str = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["greeting.txt exists"], "steps": ["Write greeting.txt"]}"#;
@@ -34,130 +34,6 @@ async fn until_command_runs(pattern: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-struct Server {
-    child: std::process::Child,
-    url: String,
-    token: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Makes another user with the CLI and returns their API token.
-fn user_with_token(data: &Path, name: &str) -> String {
-    let run = |args: &[&str]| {
-        Command::new(DEFT)
-            .args(args)
-            .arg("--data-dir")
-            .arg(data)
-            .output()
-            .unwrap()
-    };
-    assert!(run(&["user", "create", name]).status.success());
-    String::from_utf8_lossy(&run(&["token", "create", "--user", name]).stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
-fn start(data: &Path, model: &ScriptedModel) -> Server {
-    start_with(data, model, 1)
-}
-
-fn start_with(data: &Path, model: &ScriptedModel, workers: usize) -> Server {
-    let workers = workers.to_string();
-    let mut child = Command::new(DEFT)
-        .args([
-            "serve",
-            "--workers",
-            workers.as_str(),
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("DEFT_MODEL", "anthropic/scripted-model")
-        .env("DEFT_MODEL_BASE_URL", &model.url)
-        .env("DEFT_MODEL_API_KEY", "test-key")
-        .env_remove("DEFT_CONFIG")
-        // Ordinary users may register repositories from here.
-        .env("DEFT_LOCAL_ROOTS", data.parent().unwrap())
-        // A stopping deft lets a running step go on this long before cutting it short.
-        .env("DEFT_SHUTDOWN_GRACE_MS", "1500")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("deft serve exited").unwrap();
-        if let Some(rest) = line.split("serving the API on ").nth(1) {
-            break rest.split("/api/v1").next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    Server { child, url, token }
-}
-
-impl Server {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let mut request = client
-            .request(method, format!("{}/api/v1{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.unwrap().json().await.unwrap()
-    }
-
-    /// Waits for the task to reach `state`.
-    async fn until(&self, id: &str, state: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let task = self
-                .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
-                .await;
-            if task["state"] == state {
-                return task;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the task never became {state}: {task}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn sh(dir: &Path, script: &str) -> String {
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn call(id: &str, name: &str, arguments: &str) -> Step {
-    Step::Reply(Turn::calls(vec![ScriptedCall::new(id, name, arguments)]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,17 +173,14 @@ async fn a_task_asks_is_answered_completes_and_takes_feedback() {
 
     let bob = user_with_token(&data, "bob");
     model.push(question());
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let created: Value = client
-        .post(format!("{}/api/v1/tasks", server.url))
-        .bearer_auth(&bob)
-        .json(&json!({"description": "Add a farewell", "repos": [other]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = server
+        .call_as(
+            &bob,
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Add a farewell", "repos": [other]})),
+        )
+        .await;
     let bob_task = created["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{created}"))

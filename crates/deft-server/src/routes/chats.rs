@@ -86,12 +86,7 @@ pub async fn create_task(
             ),
         ));
     }
-    let description = chat
-        .messages
-        .iter()
-        .map(|m| m.message.as_str())
-        .collect::<Vec<_>>()
-        .join("\n\n");
+    let description = description(&chat, &user.name);
     if description.trim().is_empty() {
         return Err(ApiError::field(
             "message",
@@ -122,4 +117,24 @@ pub async fn create_task(
         crate::routes::tasks::created(&app, app.store.create_task(&user.id, new).await?).await?;
     let names = views::repo_names(app.store.list_repositories(&user.id).await?);
     Ok((StatusCode::CREATED, Json(views::task(task, &names))))
+}
+
+/// A chat's task description: what the owner asked, in their words. When the agent took part,
+/// the whole conversation follows, each message with its author, so the task has the agent's
+/// questions and the answers to them; the first line stays the owner's, to name the task.
+pub(crate) fn description(chat: &deft_core::Chat, owner: &str) -> String {
+    let asked: Vec<&str> = chat
+        .messages
+        .iter()
+        .filter(|m| m.author == owner)
+        .map(|m| m.message.as_str())
+        .collect();
+    let mut description = asked.join("\n\n");
+    if asked.len() < chat.messages.len() {
+        description.push_str("\n\n---\nThe chat that led to this task:\n");
+        for message in &chat.messages {
+            description.push_str(&format!("\n{}: {}", message.author, message.message));
+        }
+    }
+    description
 }

@@ -1,10 +1,10 @@
 //! The routes of SPEC §5, one module per resource.
 
-mod chats;
-mod repos;
-mod settings;
-mod stream;
-mod tasks;
+pub(crate) mod chats;
+pub(crate) mod repos;
+pub(crate) mod settings;
+pub(crate) mod stream;
+pub(crate) mod tasks;
 
 use std::any::Any;
 

@@ -59,7 +59,7 @@ fn github_not_yet(field: &str) -> ApiError {
 
 /// Registers a local repository for `user`. Without configured roots, only an administrator
 /// may: otherwise anyone could register, and later push to, any repository on the machine.
-async fn register_local(
+pub(crate) async fn register_local(
     app: &AppState,
     user: &User,
     path: &str,

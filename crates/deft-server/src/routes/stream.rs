@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use deft_core::{Event, TaskId, UserId};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -48,23 +48,35 @@ pub async fn events(
             .ok_or_else(|| ApiError::field("Last-Event-ID", "must be the number of an event"))?,
         None => query.after.unwrap_or(0),
     };
+    let stream = follow(app, user.id, task, after).map(|event| {
+        Ok(SseEvent::default()
+            .id(event.seq.to_string())
+            .data(views::event(&event).to_string()))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The task's events after `after`, then each new one as it is written, until the server
+/// stops. The caller has checked that `user` owns `task`.
+pub(crate) fn follow(
+    app: AppState,
+    user: UserId,
+    task: TaskId,
+    after: i64,
+) -> impl Stream<Item = Event> {
     let wake = app.store.events().subscribe(&task);
     let reader = Reader {
         app,
-        user: user.id,
+        user,
         task,
         after,
         pending: VecDeque::new(),
         wake,
     };
-    let stream = futures_util::stream::unfold(reader, |mut reader| async move {
+    futures_util::stream::unfold(reader, |mut reader| async move {
         let event = reader.next().await?;
-        let sse = SseEvent::default()
-            .id(event.seq.to_string())
-            .data(views::event(&event).to_string());
-        Some((Ok(sse), reader))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+        Some((event, reader))
+    })
 }
 
 struct Reader {

@@ -1,0 +1,94 @@
+//! The agent's side of a chat before its task exists: one model call, no tools, that helps the
+//! person say what they want (SPEC §1: a chat talks first, then creates its one task).
+
+use deft_core::{ChatMessage, Repository, User};
+use deft_llm::{Content, Message, ModelClient, Request, Role};
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+/// The name the web app gives the agent's chat messages.
+const AGENT: &str = "deft";
+
+const PROMPT: &str = "You are deft, an autonomous coding agent. The person is describing a development task they want you to do in the repositories named below. You cannot read the code or act yet: the work starts when they press \"Create the task\". Reply briefly. If the request is clear, say in one or two sentences what you will do and invite them to create the task. If something essential is unclear (which behaviour, which part of the code, how to verify), ask at most three short questions. Do not write code.";
+
+#[derive(Debug)]
+pub struct ModelChat {
+    pub client: ModelClient,
+    pub stop: CancellationToken,
+}
+
+/// Chat messages as a model conversation: the person's turns and the agent's, consecutive
+/// turns of one side joined (providers refuse two user turns in a row).
+fn conversation(messages: &[ChatMessage]) -> Vec<Message> {
+    let mut turns: Vec<Message> = Vec::new();
+    for message in messages {
+        let role = if message.author == AGENT {
+            Role::Assistant
+        } else {
+            Role::User
+        };
+        match turns.last_mut() {
+            Some(last) if last.role == role => {
+                last.content.push(Content::Text(message.message.clone()));
+            }
+            _ => turns.push(Message {
+                role,
+                content: vec![Content::Text(message.message.clone())],
+            }),
+        }
+    }
+    turns
+}
+
+impl deft_server::ChatReplier for ModelChat {
+    fn reply<'a>(
+        &'a self,
+        user: &'a User,
+        repos: &'a [Repository],
+        messages: &'a [ChatMessage],
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let names: Vec<&str> = repos.iter().map(|repo| repo.name.as_str()).collect();
+            let system = format!(
+                "{PROMPT}\n\nThe person: {}. Repositories: {}.",
+                user.name,
+                names.join(", ")
+            );
+            let mut request = Request::new(system, conversation(messages));
+            request.max_tokens = 1024;
+            let completion = self
+                .client
+                .complete(&request, &self.stop)
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok(completion.response.text())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deft_core::Timestamp;
+
+    fn said(author: &str, message: &str) -> ChatMessage {
+        ChatMessage {
+            author: author.into(),
+            message: message.into(),
+            at: Timestamp::now(),
+        }
+    }
+
+    #[test]
+    fn turns_alternate_and_the_agents_messages_are_the_assistants() {
+        let turns = conversation(&[
+            said("ada", "add a health check"),
+            said("ada", "on /healthz"),
+            said(AGENT, "Should it check the database?"),
+            said("ada", "yes"),
+        ]);
+        let roles: Vec<Role> = turns.iter().map(|turn| turn.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
+        assert_eq!(turns[0].content.len(), 2, "two user messages in one turn");
+    }
+}

@@ -1,0 +1,746 @@
+//! The web app in a real browser: headless Chromium driven over WebDriver against a real
+//! `deft serve` on loopback, with the scripted model server standing in for the provider.
+//!
+//! Screenshots of the task list, a task page and the settings, at desktop and phone widths,
+//! are written to `target/web-screenshots/` as artifacts.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, call, sh, start, user_with_token};
+use deft_testkit::model_server::{ScriptedModel, Step, Turn};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+/// chromedriver with one headless Chromium session; both stop when this is dropped.
+struct Browser {
+    client: Option<Client>,
+    driver: Child,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const DESKTOP: (u32, u32) = (1280, 800);
+const PHONE: (u32, u32) = (390, 844);
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (Debian packages `chromium` and `chromium-driver`)");
+        let url = format!("http://127.0.0.1:{port}");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({"args": ["--headless", "--no-sandbox", "--no-proxy-server", "--disable-gpu", "--window-size=1280,800"]}),
+        );
+        let started = Instant::now();
+        let client = loop {
+            match ClientBuilder::rustls()
+                .unwrap()
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => break client,
+                Err(error) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(20),
+                        "no WebDriver session: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        Browser {
+            client: Some(client),
+            driver,
+        }
+    }
+
+    fn page(&self) -> &Client {
+        self.client.as_ref().unwrap()
+    }
+
+    async fn close(mut self) {
+        if let Some(client) = self.client.take() {
+            client.close().await.unwrap();
+        }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.page().goto(url).await.unwrap();
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.page().execute(script, vec![]).await.unwrap()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.page()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|error| panic!("no `{css}` on the page: {error}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn exists(&self, css: &str) -> bool {
+        !self
+            .page()
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap()
+            .is_empty()
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let field = self.page().find(Locator::Css(css)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.page()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|error| panic!("no `{css}` to click: {error}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Waits (up to 60 s) until `condition`, a JavaScript expression, is true.
+    async fn until(&self, condition: &str, what: &str) {
+        let started = Instant::now();
+        let script = format!("return Boolean({condition});");
+        loop {
+            if self.js(&script).await == json!(true) {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let body = self.js("return document.body.innerText").await;
+                panic!("{what} never happened; the page says:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn resize(&self, (width, height): (u32, u32)) {
+        self.page().set_window_size(width, height).await.unwrap();
+    }
+
+    /// Saves a screenshot as `target/web-screenshots/NAME.png`.
+    async fn screenshot(&self, name: &str) {
+        let png = self.page().screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// What every page must be: light, labelled, and usable at the current width.
+    async fn check_page(&self, name: &str) {
+        let weight = self
+            .js("const entries = [performance.getEntriesByType('navigation')[0], ...performance.getEntriesByType('resource')]; return entries.reduce((sum, e) => sum + (e.decodedBodySize || 0), 0);")
+            .await
+            .as_f64()
+            .unwrap();
+        assert!(
+            weight > 1000.0 && weight < 100.0 * 1024.0,
+            "{name} weighs {weight} bytes"
+        );
+        let unlabelled = self
+            .js("return [...document.querySelectorAll('input, select, textarea')].filter(e => e.type !== 'hidden' && !e.hidden && e.labels.length === 0 && !e.getAttribute('aria-label')).map(e => e.name || e.id);")
+            .await;
+        assert_eq!(unlabelled, json!([]), "controls without a label on {name}");
+        let overflow = self
+            .js("return document.documentElement.scrollWidth - window.innerWidth;")
+            .await
+            .as_f64()
+            .unwrap();
+        assert!(
+            overflow <= 0.0,
+            "{name} scrolls sideways by {overflow} px at this width"
+        );
+        let external = self
+            .js("return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(location.origin));")
+            .await;
+        assert_eq!(
+            external,
+            json!([]),
+            "{name} loaded something from elsewhere"
+        );
+    }
+
+    /// Screenshots at both widths, each checked.
+    async fn capture(&self, name: &str) {
+        for (size, width) in [(DESKTOP, "desktop"), (PHONE, "phone")] {
+            self.resize(size).await;
+            self.page().refresh().await.unwrap();
+            self.js("window.scrollTo(0, 0); return 1;").await;
+            self.check_page(&format!("{name} ({width})")).await;
+            self.screenshot(&format!("{name}-{width}")).await;
+        }
+        self.resize(DESKTOP).await;
+    }
+
+    /// The browser's session cookie, to send requests a hostile page could make.
+    async fn session_cookie(&self) -> String {
+        let cookie = self
+            .page()
+            .get_named_cookie("deft_session")
+            .await
+            .expect("signed in");
+        format!("deft_session={}", cookie.value())
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    target.join("web-screenshots")
+}
+
+fn greeter_repo(dir: &Path) -> PathBuf {
+    let repo = dir.join("greeter");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "echo '#!/bin/sh' > test.sh && echo 'test -s greeting.txt' >> test.sh && chmod +x test.sh && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    repo
+}
+
+/// Types with the keyboard alone: WebDriver's Tab and Enter keys.
+const TAB: &str = "\u{e004}";
+const ENTER: &str = "\u{e007}";
+
+async fn sign_in_with_password(browser: &Browser, server: &Server, name: &str, password: &str) {
+    browser.goto(&format!("{}/login", server.url)).await;
+    // The name field has focus; the rest is keys.
+    let name_field = browser.page().find(Locator::Id("name")).await.unwrap();
+    name_field
+        .send_keys(&format!("{name}{TAB}{password}{ENTER}"))
+        .await
+        .unwrap();
+    browser
+        .until("location.pathname === '/tasks'", "signing in")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeter_repo(dir.path());
+    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#;
+    let model = ScriptedModel::start(vec![
+        // The chat, before the task exists.
+        Step::Reply(Turn::text(
+            "I will add greeting.txt with a greeting. Which language should it be in?",
+        )),
+        Step::Reply(Turn::text(
+            "Understood: English. Create the task when ready.",
+        )),
+        // The task.
+        call(
+            "q1",
+            "ask_user",
+            r#"{"question": "Should the greeting end with a newline?"}"#,
+        ),
+        call("p1", "submit_plan", plan),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        call(
+            "e2",
+            "finish",
+            r#"{"summary": "Wrote an English greeting"}"#,
+        ),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let data = dir.path().join("data");
+    let server = start(&data, &model);
+    let browser = Browser::start().await;
+
+    // Signed out, a page sends you to sign in, and back after.
+    browser.goto(&format!("{}/settings", server.url)).await;
+    browser
+        .until("location.pathname === '/login'", "the trip to sign-in")
+        .await;
+    // The first start's one-time link signs the admin in, once, to choose a password.
+    let link = server.login_link();
+    browser.goto(&link).await;
+    browser.click("form button[type=submit]").await;
+    browser
+        .until("location.pathname === '/settings'", "the link's sign-in")
+        .await;
+    let password = "correct horse battery staple";
+    browser.fill("#new-password", password).await;
+    browser.fill("#confirm-password", password).await;
+    browser.click("#password button[type=submit]").await;
+    browser
+        .until("document.getElementById('notice')", "saving the password")
+        .await;
+    browser.goto(&link).await;
+    browser.click("form button[type=submit]").await;
+    browser
+        .until(
+            "document.title.startsWith('Unauthorized')",
+            "refusing a used link",
+        )
+        .await;
+    assert!(browser.text("main").await.contains("already used"));
+
+    // Sign out, then in with the password, by keyboard.
+    browser.goto(&format!("{}/tasks", server.url)).await;
+    browser.click(".signout button").await;
+    browser
+        .until("location.pathname === '/login'", "signing out")
+        .await;
+    browser.goto(&format!("{}/tasks", server.url)).await;
+    browser
+        .until("location.pathname === '/login'", "the session to be gone")
+        .await;
+    sign_in_with_password(&browser, &server, "admin", password).await;
+
+    // A repository, then a chat in which the agent asks and the person answers.
+    browser.goto(&format!("{}/settings", server.url)).await;
+    browser.fill("#repo-path", repo.to_str().unwrap()).await;
+    browser.click("#repos button[type=submit]").await;
+    browser
+        .until(
+            "document.querySelector('#repos .rows')?.innerText.includes('greeter')",
+            "adding the repository",
+        )
+        .await;
+    browser.goto(&format!("{}/chats/new", server.url)).await;
+    browser.check_page("new chat").await;
+    browser.fill("#message", "Add a greeting file").await;
+    browser.click("#new-chat button[type=submit]").await;
+    browser
+        .until(
+            "document.querySelectorAll('#messages li').length === 2",
+            "the agent's reply",
+        )
+        .await;
+    assert!(
+        browser
+            .text("#messages li.agent")
+            .await
+            .contains("Which language")
+    );
+    browser.fill("#message", "English").await;
+    browser.click("#composer button[type=submit]").await;
+    browser
+        .until(
+            "document.querySelectorAll('#messages li').length === 4",
+            "the second reply",
+        )
+        .await;
+    browser.click("#create-task button[type=submit]").await;
+    browser
+        .until(
+            "location.pathname.startsWith('/tasks/')",
+            "creating the task",
+        )
+        .await;
+    let id = browser
+        .js("return location.pathname.split('/')[2]")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let task = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
+        .await;
+    let description = task["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("Add a greeting file\n\nEnglish\n")
+            && description.contains("\nadmin: Add a greeting file\ndeft: I will add")
+            && description.contains("deft: Understood"),
+        "the task holds the request, then the whole conversation: {description}"
+    );
+    // A chat creates one task: its page now links to the task and offers no second one.
+    let chat = task["chat_id"].as_str().unwrap().to_owned();
+    browser.goto(&format!("{}/chats/{chat}", server.url)).await;
+    assert!(browser.exists("#task-link").await);
+    assert!(!browser.exists("#create-task").await);
+    browser.goto(&format!("{}/tasks/{id}", server.url)).await;
+
+    // The question arrives live; the answer form is there, feedback is not.
+    browser
+        .until(
+            "document.querySelector('#state')?.dataset.state === 'needs_attention'",
+            "the question",
+        )
+        .await;
+    assert!(
+        browser
+            .text("#why")
+            .await
+            .contains("Should the greeting end with a newline?")
+    );
+    assert!(browser.exists("#answer-form").await && browser.exists("#cancel-form").await);
+    assert!(!browser.exists("#feedback-form").await);
+    browser.capture("task-question").await;
+
+    // An empty answer is refused beside the field; then answered, by keyboard.
+    browser.click("#answer-form button[type=submit]").await;
+    // `required` stops an empty form in the browser; a form sent anyway gets the server's
+    // message beside the field.
+    browser
+        .js("document.getElementById('answer').removeAttribute('required'); document.getElementById('answer-form').submit(); return 1;")
+        .await;
+    browser
+        .until(
+            "document.getElementById('control-error')",
+            "the refusal of an empty answer",
+        )
+        .await;
+    assert!(
+        browser
+            .text("#control-error")
+            .await
+            .contains("write your answer")
+    );
+    let answer = browser.page().find(Locator::Id("answer")).await.unwrap();
+    answer
+        .send_keys(&format!("Yes, with a newline{TAB}{ENTER}"))
+        .await
+        .unwrap();
+    browser
+        .until(
+            "document.querySelector('#state')?.dataset.state !== 'needs_attention'",
+            "the answer",
+        )
+        .await;
+
+    // From here on the page is not reloaded: a marker set now would be lost by a reload.
+    browser.js("window.stillHere = true; return 1;").await;
+    browser
+        .until(
+            "document.querySelector('#state')?.dataset.state === 'completed'",
+            "completion, live",
+        )
+        .await;
+    browser
+        .until("[...document.querySelectorAll('#log .entry.state')].some(e => e.innerText.includes('in progress → completed'))", "the completion in the live log")
+        .await;
+    assert_eq!(
+        browser.js("return window.stillHere === true").await,
+        json!(true),
+        "the page never reloaded"
+    );
+    let log = browser.text("#log").await;
+    for expected in [
+        "needs attention → queued",
+        "queued → in progress",
+        "Answer",
+        "Yes, with a newline",
+        "Edit",
+        "create greeter/greeting.txt",
+        "+hello",
+        "Model",
+    ] {
+        assert!(
+            log.contains(expected),
+            "the live log lacks `{expected}`:\n{log}"
+        );
+    }
+    // The plan with its progress, and the pull request's diff.
+    assert!(browser.text(".plan").await.contains("1 of 1 steps done"));
+    let diff = browser.text(".prs pre.diff").await;
+    assert!(diff.contains("+hello"), "the pull request's diff: {diff}");
+    assert!(
+        browser.exists(".prs .diff .add").await,
+        "added lines are marked"
+    );
+    // Completed: feedback is offered (and cancelling still is); an answer is not.
+    assert!(browser.exists("#feedback-form").await && browser.exists("#cancel-form").await);
+    assert!(!browser.exists("#answer-form").await);
+    browser.capture("task-completed").await;
+
+    // The list shows the task with its badge, and filters by state.
+    browser.goto(&format!("{}/tasks", server.url)).await;
+    assert_eq!(browser.text("#task-list .badge").await, "Completed");
+    browser.capture("task-list").await;
+    browser
+        .goto(&format!("{}/tasks?state=queued", server.url))
+        .await;
+    assert!(!browser.exists("#task-list").await, "no queued task");
+    browser.goto(&format!("{}/settings", server.url)).await;
+    browser.capture("settings").await;
+    assert_eq!(model.violations(), Vec::<String>::new());
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_unseen_bad_input_is_refused_in_place_and_others_tasks_and_forged_forms_are_not_served()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeter_repo(dir.path());
+    let model = ScriptedModel::start(vec![]).await;
+    let data = dir.path().join("data");
+    let server = start(&data, &model);
+    let password = "correct horse battery staple";
+    for name in ["admin", "bob"] {
+        if name == "bob" {
+            user_with_token(&data, "bob");
+        }
+        let mut passwd = Command::new(common::DEFT)
+            .args(["user", "passwd", name, "--data-dir"])
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        writeln!(passwd.stdin.take().unwrap(), "{password}").unwrap();
+        assert!(passwd.wait().unwrap().success());
+    }
+    let browser = Browser::start().await;
+
+    // Guessing is limited: after five wrong passwords even the right one waits.
+    for _ in 0..5 {
+        sign_in_attempt(&browser, &server, "bob", "not the password!").await;
+        assert!(
+            browser
+                .text("#login-error")
+                .await
+                .contains("Wrong user name or password")
+        );
+    }
+    sign_in_attempt(&browser, &server, "bob", password).await;
+    assert!(
+        browser
+            .text("#login-error")
+            .await
+            .contains("Too many failed sign-ins")
+    );
+    sign_in_with_password(&browser, &server, "admin", password).await;
+
+    // A secret: the name is listed, the value is never shown again.
+    browser.goto(&format!("{}/settings", server.url)).await;
+    browser.fill("#secret-name", "NPM_TOKEN").await;
+    browser.fill("#secret-value", "s3cret-npm-value").await;
+    browser.click("#secrets button[type=submit]").await;
+    browser
+        .until(
+            "document.getElementById('secret-list')?.innerText.includes('NPM_TOKEN')",
+            "the secret to be listed",
+        )
+        .await;
+    let source = browser.page().source().await.unwrap();
+    assert!(
+        !source.contains("s3cret-npm-value"),
+        "the secret's value is on the page"
+    );
+    assert_eq!(
+        browser
+            .js("return document.getElementById('secret-value').value")
+            .await,
+        json!("")
+    );
+
+    // A bad allow-list entry: refused as you type, beside the field, and refused on saving.
+    browser
+        .page()
+        .find(Locator::Id("level"))
+        .await
+        .unwrap()
+        .select_by_value("custom")
+        .await
+        .unwrap();
+    browser
+        .fill("#allow", "api.example.com\nhttps://bad.example.com/path")
+        .await;
+    browser
+        .until(
+            "!document.getElementById('allow-error').hidden",
+            "the message as you type",
+        )
+        .await;
+    let message = browser.text("#allow-error").await;
+    assert!(
+        message.contains("line 2") && message.contains("has a scheme"),
+        "{message}"
+    );
+    assert_eq!(
+        browser
+            .js("return document.getElementById('allow').getAttribute('aria-describedby')")
+            .await,
+        json!("allow-error"),
+        "the message belongs to the field"
+    );
+    browser.click("#network-form button[type=submit]").await;
+    browser
+        .until("document.getElementById('allow-error')?.innerText.includes('has a scheme') && document.getElementById('allow').getAttribute('aria-invalid') === 'true'", "the refusal on saving")
+        .await;
+    assert!(
+        browser
+            .js("return document.getElementById('allow').value")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("https://bad.example.com/path"),
+        "what was typed is kept"
+    );
+    let environment = server
+        .call(reqwest::Method::GET, "/settings/environment", None)
+        .await;
+    assert_eq!(
+        environment["network"]["level"], "connections",
+        "nothing stored: {environment}"
+    );
+    // A good one is saved.
+    browser
+        .fill("#allow", "api.example.com\n.internal.example")
+        .await;
+    browser.click("#network-form button[type=submit]").await;
+    browser
+        .until(
+            "document.getElementById('notice')?.innerText.includes('network')",
+            "saving the network",
+        )
+        .await;
+    let environment = server
+        .call(reqwest::Method::GET, "/settings/environment", None)
+        .await;
+    assert_eq!(
+        environment["network"]["allow"],
+        json!(["api.example.com", ".internal.example"])
+    );
+
+    // A form posted without its CSRF token is refused and changes nothing.
+    browser
+        .js("const form = document.querySelector('#secrets form.grid'); form.querySelector('[name=csrf]').remove(); form.querySelector('#secret-name').value = 'FORGED'; form.querySelector('#secret-value').value = 'x'; form.submit(); return 1;")
+        .await;
+    browser
+        .until(
+            "document.title.startsWith('Forbidden')",
+            "the refusal of a form without its token",
+        )
+        .await;
+    assert!(browser.text("main").await.contains("CSRF"));
+    let secrets = server.call(reqwest::Method::GET, "/secrets", None).await;
+    assert_eq!(secrets["secrets"].as_array().unwrap().len(), 1, "{secrets}");
+    // The same, sent by another page with the browser's cookie: refused, nothing stored.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let forged = client
+        .post(format!("{}/settings/secrets", server.url))
+        .header("cookie", browser.session_cookie().await)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=FORGED&value=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    // Another user's task is a 404, in the browser and on the wire. Bob's task asks a
+    // question at once, which leaves the worker free.
+    model.push(call("q", "ask_user", r#"{"question": "Which part?"}"#));
+    let bob_token = common::token_for(&data, "bob");
+    let bob_task = server
+        .call_as(
+            &bob_token,
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Bob's work", "repos": [repo]})),
+        )
+        .await;
+    let bob_task = bob_task["id"].as_str().unwrap();
+    server
+        .until_as(&bob_token, bob_task, "needs_attention")
+        .await;
+    browser
+        .goto(&format!("{}/tasks/{bob_task}", server.url))
+        .await;
+    assert!(browser.text("h1").await.starts_with("404"));
+    assert!(
+        !browser
+            .page()
+            .source()
+            .await
+            .unwrap()
+            .contains("Bob's work")
+    );
+    let status = client
+        .get(format!("{}/tasks/{bob_task}", server.url))
+        .header("cookie", browser.session_cookie().await)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+
+    // Cancelling a running task: the model answers slowly, so the task is in progress.
+    model.set_delay(Duration::from_secs(30));
+    model.push(Step::Reply(Turn::text("never read")));
+    let mine = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Something slow", "repos": [repo]})),
+        )
+        .await;
+    let mine = mine["id"].as_str().unwrap().to_owned();
+    server.until(&mine, "in_progress").await;
+    browser.goto(&format!("{}/tasks/{mine}", server.url)).await;
+    assert!(
+        !browser.exists("#answer-form").await,
+        "nothing to answer while it runs"
+    );
+    browser.click("#cancel-form button").await;
+    browser
+        .until(
+            "document.querySelector('#state')?.dataset.state === 'cancelled'",
+            "the cancellation",
+        )
+        .await;
+    assert!(
+        !browser.exists("#cancel-form").await,
+        "a cancelled task offers no controls"
+    );
+    assert_eq!(server.until(&mine, "cancelled").await["state"], "cancelled");
+    browser.close().await;
+}
+
+async fn sign_in_attempt(browser: &Browser, server: &Server, name: &str, password: &str) {
+    browser.goto(&format!("{}/login", server.url)).await;
+    browser.fill("#name", name).await;
+    browser.fill("#password", password).await;
+    browser.click("form button[type=submit]").await;
+    browser
+        .until(
+            "document.getElementById('login-error')",
+            "the sign-in answer",
+        )
+        .await;
+}
