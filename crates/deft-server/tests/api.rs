@@ -1508,6 +1508,80 @@ async fn web_sign_in_sets_a_strict_cookie_refuses_forged_forms_and_pages_load_no
         "eu"
     );
 
+    // A long log: the page shows its end and links to the earlier events.
+    let repo = app
+        .store
+        .add_repository(
+            &ada.id,
+            deft_store::NewRepository {
+                name: "widgets".into(),
+                forge: deft_core::ForgeKind::Local,
+                location: app.git_repo("widgets"),
+                default_branch: "main".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let task = app
+        .store
+        .create_task(
+            &ada.id,
+            deft_store::NewTask {
+                description: "A long one".into(),
+                repos: vec![repo.id],
+                chat_id: None,
+                approve_plan: false,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    for n in 0..69 {
+        let data = json!({"step": format!("s{n}"), "status": "done"});
+        app.store
+            .append_event(&task, deft_core::EventKind::Step, data)
+            .await
+            .unwrap();
+    }
+    let base = app.base.clone();
+    let page = |path: String| {
+        let (http, cookie, base) = (http.clone(), cookie.clone(), base.clone());
+        async move {
+            let response = http
+                .get(format!("{base}{path}"))
+                .header("cookie", &cookie)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    let (status, missing) = page("/no/such/page".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        missing.contains("There is no page at this address"),
+        "{missing}"
+    );
+    let (status, end) = page(format!("/tasks/{task}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        end.matches(r#"<li class="entry"#).count(),
+        60,
+        "the end of the log"
+    );
+    assert!(end.contains("s68 done") && !end.contains(">s8 done"));
+    assert!(
+        end.contains(&format!(r#"href="/tasks/{task}?from=0#log-heading""#)),
+        "earlier events are linked"
+    );
+    let (_, start) = page(format!("/tasks/{task}?from=0")).await;
+    assert_eq!(start.matches(r#"<li class="entry"#).count(), 60);
+    assert!(start.contains("A long one") && start.contains("Later events"));
+    assert!(
+        !start.contains(r#"id="log""#),
+        "an earlier page is not live"
+    );
     // Signing out ends the session on the server, not only in the browser.
     let out = http
         .post(format!("{}/logout", app.base))

@@ -201,4 +201,29 @@ impl Store {
         .await?;
         rows.iter().map(event_from_row).collect()
     }
+
+    /// The last `limit` events of the user's task, in order: what a page shows of a long log.
+    pub async fn last_events(
+        &self,
+        user: &UserId,
+        task: &TaskId,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.task_id, e.seq, e.at, e.kind, e.data FROM events e \
+             JOIN tasks t ON t.id = e.task_id \
+             WHERE t.user_id = $1 AND e.task_id = $2 ORDER BY e.seq DESC LIMIT $3",
+        )
+        .bind(user.as_str())
+        .bind(task.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        events.reverse();
+        Ok(events)
+    }
 }

@@ -171,6 +171,7 @@ impl Browser {
             weight > 1000.0 && weight < 100.0 * 1024.0,
             "{name} weighs {weight} bytes"
         );
+        record_weight(name, weight);
         let unlabelled = self
             .js("return [...document.querySelectorAll('input, select, textarea')].filter(e => e.type !== 'hidden' && !e.hidden && e.labels.length === 0 && !e.getAttribute('aria-label')).map(e => e.name || e.id);")
             .await;
@@ -215,6 +216,19 @@ impl Browser {
             .expect("signed in");
         format!("deft_session={}", cookie.value())
     }
+}
+
+/// Appends a page's weight to `target/web-screenshots/weights.txt`, for docs/PERFORMANCE.md.
+fn record_weight(name: &str, bytes: f64) {
+    use std::io::Write as _;
+    let dir = screenshot_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("weights.txt"))
+        .unwrap();
+    writeln!(file, "{name}\t{bytes}").unwrap();
 }
 
 fn screenshot_dir() -> PathBuf {

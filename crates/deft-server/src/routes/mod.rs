@@ -76,8 +76,20 @@ async fn me(CurrentUser(user): CurrentUser) -> Json<serde_json::Value> {
     Json(json!({ "id": user.id, "name": user.name, "is_admin": user.is_admin }))
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("route")
+/// An unknown address: a page for a browser, the error envelope for everything else.
+pub async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let wants_page = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_page && !uri.path().starts_with("/api/") {
+        return crate::web::WebError::page(
+            StatusCode::NOT_FOUND,
+            "There is no page at this address. Start from your task list.",
+        )
+        .into_response();
+    }
+    ApiError::not_found("route").into_response()
 }
 
 pub async fn method_not_allowed() -> ApiError {

@@ -240,7 +240,40 @@ pub fn entry(event: &Event) -> LogEntry {
             fold_long(&mut entry, "Whole message", &text(data, "message"));
         }
     }
+    entry.detail = entry.detail.map(trimmed);
     entry
+}
+
+/// Characters of folded output a page carries per entry; the end is kept, where errors are.
+const DETAIL_CHARS: usize = 1500;
+/// Lines of an edit's diff a page carries per entry.
+const DETAIL_LINES: usize = 200;
+
+/// Keeps a page light however long a command's output or an edit: the whole of it stays in
+/// the event log (`GET /tasks/{id}/events`, `deft task logs`).
+fn trimmed(detail: Detail) -> Detail {
+    match detail {
+        Detail::Text { title, text } if text.chars().count() > DETAIL_CHARS => {
+            let skip = text.chars().count() - DETAIL_CHARS;
+            let tail: String = text.chars().skip(skip).collect();
+            Detail::Text {
+                title,
+                text: format!(
+                    "… {skip} characters before this are in the full log (`deft task logs`)\n{tail}"
+                ),
+            }
+        }
+        Detail::Diff { title, mut lines } if lines.len() > DETAIL_LINES => {
+            let more = lines.len() - DETAIL_LINES;
+            lines.truncate(DETAIL_LINES);
+            lines.push((
+                "hunk",
+                format!("… {more} more lines in the full log (`deft task logs`)"),
+            ));
+            Detail::Diff { title, lines }
+        }
+        detail => detail,
+    }
 }
 
 fn fold_long(entry: &mut LogEntry, title: &str, text: &str) {
@@ -366,6 +399,33 @@ mod tests {
             "in progress → needs attention: Which port?"
         );
         assert_eq!(changed.time, "14:03:07");
+    }
+
+    #[test]
+    fn long_output_keeps_its_end_and_says_what_was_left_out() {
+        let output = format!("{}error: the last line", "x".repeat(5000));
+        let result = entry(&event(
+            EventKind::ToolResult,
+            json!({"is_error": true, "content": output}),
+        ));
+        let Some(Detail::Text { text, .. }) = result.detail else {
+            panic!("long output is folded");
+        };
+        assert!(text.starts_with("… 3520 characters before this"), "{text}");
+        assert!(text.ends_with("error: the last line"));
+        let file_text = "line\n".repeat(500);
+        let created = entry(&event(
+            EventKind::ToolCall,
+            json!({"name": "str_replace_based_edit_tool", "arguments": {"command": "create", "path": "a.txt", "file_text": file_text}}),
+        ));
+        let Some(Detail::Diff { lines, .. }) = created.detail else {
+            panic!("a new file is a diff");
+        };
+        assert_eq!(lines.len(), DETAIL_LINES + 1);
+        assert_eq!(
+            lines.last().unwrap().1,
+            "… 300 more lines in the full log (`deft task logs`)"
+        );
     }
 
     #[test]

@@ -191,6 +191,10 @@ struct TaskPage {
     chrome: Chrome,
     summary: Summary,
     log: Vec<LogEntry>,
+    /// Where the page of earlier events starts, when the log has earlier events.
+    earlier: Option<i64>,
+    /// Whether the shown events are an earlier page, with more after them.
+    later: bool,
     last_seq: i64,
 }
 
@@ -339,29 +343,52 @@ async fn task_page(
     session: &WebSession,
     id: &TaskId,
     error: Option<String>,
+    from: Option<i64>,
 ) -> Result<Response, WebError> {
     let mut summary = summary_of(app, session, id).await?;
     summary.error = error;
-    let events = app
-        .store
-        .events_after(&session.user.id, id, 0, 10_000)
-        .await?;
+    // A long log shows its end; the page stays light, and the whole log is one link away.
+    let events = match from {
+        Some(after) => {
+            app.store
+                .events_after(&session.user.id, id, after, LOG_PAGE)
+                .await?
+        }
+        None => {
+            app.store
+                .last_events(&session.user.id, id, LOG_PAGE)
+                .await?
+        }
+    };
+    let first_seq = events.first().map_or(1, |e| e.seq);
     let last_seq = events.last().map_or(0, |e| e.seq);
     let page = TaskPage {
         chrome: session.chrome("tasks"),
         summary,
         log: events.iter().map(log::entry).collect(),
+        earlier: (first_seq > 1).then(|| (first_seq - 1).saturating_sub(LOG_PAGE).max(0)),
+        later: from.is_some() && events.len() as i64 == LOG_PAGE,
         last_seq,
     };
     render(&page)
+}
+
+/// Events a task page shows at once.
+const LOG_PAGE: i64 = 60;
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    /// Show the log from after this event instead of its end.
+    from: Option<i64>,
 }
 
 pub async fn page(
     State(app): State<AppState>,
     session: WebSession,
     Path(id): Path<String>,
+    Query(query): Query<PageQuery>,
 ) -> Result<Response, WebError> {
-    task_page(&app, &session, &TaskId::from_stored(id), None).await
+    task_page(&app, &session, &TaskId::from_stored(id), None, query.from).await
 }
 
 pub async fn summary(
@@ -459,7 +486,7 @@ pub async fn act(
             .map(|_| ())
             .map_err(crate::ApiError::from),
         Err(message) => {
-            let mut response = task_page(&app, &form.session, &id, Some(message)).await?;
+            let mut response = task_page(&app, &form.session, &id, Some(message), None).await?;
             *response.status_mut() = StatusCode::BAD_REQUEST;
             return Ok(response);
         }
@@ -468,7 +495,8 @@ pub async fn act(
         Ok(()) => Ok(super::back_to(&format!("/tasks/{id}"), "summary")),
         Err(error) if error.status == StatusCode::NOT_FOUND => Err(error.into()),
         Err(error) => {
-            let mut response = task_page(&app, &form.session, &id, Some(error.message)).await?;
+            let mut response =
+                task_page(&app, &form.session, &id, Some(error.message), None).await?;
             *response.status_mut() = error.status;
             Ok(response.into_response())
         }
