@@ -90,6 +90,8 @@ pub struct Engine {
     /// Fired when deft is stopping: runs end at their next checkpoint (between steps), where
     /// nothing is lost, rather than mid-step. The run's own token still stops them at once.
     pub drain: CancellationToken,
+    /// GitHub, for tasks on GitHub repositories; `None` when it is not configured.
+    pub github: Option<std::sync::Arc<deft_github::GitHub>>,
 }
 
 /// The agent's own identity in commits.
@@ -100,10 +102,239 @@ fn agent() -> Identity {
     }
 }
 
-fn owner_identity(user: &User) -> Identity {
-    Identity {
-        name: user.name.clone(),
-        email: format!("{}@deft.invalid", user.name),
+/// Why a GitHub repository cannot be worked on here.
+fn github_unavailable(repo: &deft_core::Repository) -> String {
+    format!(
+        "{} is on GitHub, but GitHub is not configured on this deft; set `[github]` (app_id and private_key_path, or token), restart, then answer this task",
+        repo.location
+    )
+}
+
+impl Engine {
+    fn github_for(
+        &self,
+        repo: &deft_core::Repository,
+    ) -> Result<(&deft_github::GitHub, deft_github::RepoName), String> {
+        let github = self
+            .github
+            .as_deref()
+            .ok_or_else(|| github_unavailable(repo))?;
+        let name = deft_github::RepoName::parse(&repo.location).map_err(|e| e.to_string())?;
+        Ok((github, name))
+    }
+
+    /// A fresh clone of the repository in `dir`.
+    async fn clone(
+        &self,
+        repo: &deft_core::Repository,
+        dir: &std::path::Path,
+    ) -> Result<(), String> {
+        match repo.forge {
+            deft_core::ForgeKind::Local => {
+                deft_forge::clone_local(std::path::Path::new(&repo.location), dir)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            deft_core::ForgeKind::Github => {
+                let (github, name) = self.github_for(repo)?;
+                let info = github.repository(&name).await.map_err(|e| e.to_string())?;
+                let token = github.git_token(&name).await.map_err(|e| e.to_string())?;
+                let auth = deft_forge::GitAuth::basic("x-access-token", &token);
+                deft_forge::clone_remote(&info.clone_url, dir, &auth)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Pushes the task's branch; on GitHub, never to a protected branch.
+    async fn push(
+        &self,
+        repo: &deft_core::Repository,
+        dir: &std::path::Path,
+        branch: &str,
+    ) -> Result<(), String> {
+        match repo.forge {
+            deft_core::ForgeKind::Local => {
+                deft_forge::push_branch(dir, branch, &repo.default_branch)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            deft_core::ForgeKind::Github => {
+                let (github, name) = self.github_for(repo)?;
+                if github
+                    .branch_protected(&name, branch)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Err(format!(
+                        "`{branch}` is a protected branch on GitHub; deft does not push to protected branches"
+                    ));
+                }
+                let token = github.git_token(&name).await.map_err(|e| e.to_string())?;
+                let auth = deft_forge::GitAuth::basic("x-access-token", &token);
+                deft_forge::push_branch_with(dir, branch, &repo.default_branch, &auth)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// What the sandbox was refused on the network during the task, for the pull request's
+    /// body: a reviewer sees at once why a dependency could not be fetched.
+    async fn network_refusals(&self, context: &Context) -> Result<String, EngineError> {
+        let events = self
+            .store
+            .events_after(&context.owner.id, &context.task.id, 0, 100_000)
+            .await?;
+        let mut refused: std::collections::BTreeMap<String, usize> =
+            std::collections::BTreeMap::new();
+        for event in events.iter().filter(|e| e.kind == EventKind::Network) {
+            if event.data["allowed"] == false {
+                let host = format!(
+                    "{}:{}",
+                    event.data["host"].as_str().unwrap_or("?"),
+                    event.data["port"]
+                );
+                *refused.entry(host).or_default() += 1;
+            }
+        }
+        if refused.is_empty() {
+            return Ok(String::new());
+        }
+        let lines: Vec<String> = refused
+            .iter()
+            .map(|(host, count)| format!("- `{host}`: {count} time(s)"))
+            .collect();
+        Ok(format!(
+            "\n\n## Network requests refused\nThe sandbox's network policy refused these during the task (allow them in the settings if the task needs them):\n{}",
+            lines.join("\n")
+        ))
+    }
+
+    /// After a round that answered feedback on GitHub: a reply in each review thread the
+    /// feedback came from, once, and a comment saying what was pushed.
+    async fn answer_on_github(
+        &self,
+        context: &Context,
+        repo: &deft_core::Repository,
+        number: u64,
+        commit: Option<&String>,
+        summaries: &[String],
+    ) -> Result<(), EngineError> {
+        let Ok((github, name)) = self.github_for(repo) else {
+            return Ok(());
+        };
+        let id = &context.task.id;
+        let events = self
+            .store
+            .events_after(&context.owner.id, id, 0, 100_000)
+            .await?;
+        let answered: std::collections::HashSet<u64> = events
+            .iter()
+            .filter(|e| {
+                e.kind == EventKind::Step
+                    && e.data["step"] == "github"
+                    && e.data["status"] == "replied"
+            })
+            .filter_map(|e| e.data["comment"].as_u64())
+            .collect();
+        let feedback: Vec<&Value> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::UserMessage && e.data["kind"] == "feedback")
+            .map(|e| &e.data["github"])
+            .filter(|g| g["repo"] == name.as_str() && g["pull"] == number)
+            .collect();
+        if feedback.is_empty() {
+            return Ok(());
+        }
+        let Some(commit) = commit else {
+            return Ok(());
+        };
+        let short = &commit[..commit.len().min(12)];
+        let what = if summaries.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n\n{}",
+                summaries
+                    .iter()
+                    .map(|s| format!("- {s}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        };
+        for comment in feedback
+            .iter()
+            .flat_map(|g| g["review_comments"].as_array().cloned().unwrap_or_default())
+            .filter_map(|c| c.as_u64())
+        {
+            if answered.contains(&comment) {
+                continue;
+            }
+            let reply = format!("Addressed in {short}.{what}");
+            if let Err(error) = github
+                .reply_to_review_comment(&name, number, comment, &reply)
+                .await
+            {
+                tracing::warn!(task.id = %id, error = %error, "cannot reply in a review thread");
+                continue;
+            }
+            self.step(
+                id,
+                "github",
+                "replied",
+                json!({"comment": comment, "commit": commit}),
+            )
+            .await?;
+        }
+        let note = format!(
+            "Pushed {short} to `{}` for the feedback above; the branch moved forward, no history was rewritten.{what}",
+            context.branch
+        );
+        if let Err(error) = github.comment(&name, number, &note).await {
+            tracing::warn!(task.id = %id, error = %error, "cannot comment on the pull request");
+        }
+        Ok(())
+    }
+
+    /// Opens (or updates) the pull request on GitHub; its page's address. Local repositories
+    /// keep their pull requests in deft alone.
+    async fn publish(
+        &self,
+        repo: &deft_core::Repository,
+        pull_request: &PullRequest,
+    ) -> Result<Option<(String, u64)>, String> {
+        if repo.forge != deft_core::ForgeKind::Github {
+            return Ok(None);
+        }
+        let (github, name) = self.github_for(repo)?;
+        let opened = github
+            .open_pull_request(
+                &name,
+                &pull_request.head,
+                &pull_request.base,
+                &pull_request.title,
+                &pull_request.body,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some((opened.html_url, opened.number)))
+    }
+}
+
+/// The owner as a co-author: their GitHub account when they linked one (GitHub credits the
+/// commit to it), else their deft name.
+fn owner_identity(user: &User, github_login: Option<&str>) -> Identity {
+    match github_login {
+        Some(login) => Identity {
+            name: login.to_owned(),
+            email: format!("{login}@users.noreply.github.com"),
+        },
+        None => Identity {
+            name: user.name.clone(),
+            email: format!("{}@deft.invalid", user.name),
+        },
     }
 }
 
@@ -315,8 +546,7 @@ impl Engine {
             let dir = workspace.join(&name);
             // Cloned once; a resumed task continues in the clone it has.
             if !dir.exists()
-                && let Err(error) =
-                    deft_forge::clone_local(std::path::Path::new(&repo.location), &dir).await
+                && let Err(error) = self.clone(&repo, &dir).await
             {
                 network_log.abort();
                 return Ok(RunOutcome::NeedsAttention(attention(
@@ -513,10 +743,12 @@ impl Engine {
             .filter_map(|s| s.as_str().map(str::to_owned))
             .collect();
         let title = first_line(&context.task.description, 72);
+        let login = self.store.github_login(&context.owner.id).await?;
         let mut changed = Vec::new();
+        let mut commits = std::collections::HashMap::new();
         for (repo, dir, _) in &context.repos {
             let message = format!("{title}\n\n{}", summaries.join("\n"));
-            let with = [owner_identity(&context.owner), agent()];
+            let with = [owner_identity(&context.owner, login.as_deref()), agent()];
             let committed = match deft_forge::commit_all(dir, &message, &agent(), &with).await {
                 Ok(committed) => committed,
                 Err(error) => {
@@ -545,9 +777,7 @@ impl Engine {
                     json!({"repo": repo.name, "branch": context.branch, "commit": commit}),
                 )
                 .await?;
-                if let Err(error) =
-                    deft_forge::push_branch(dir, &context.branch, &repo.default_branch).await
-                {
+                if let Err(error) = self.push(repo, dir, &context.branch).await {
                     return Ok(RunOutcome::NeedsAttention(attention(
                         AttentionKind::Error,
                         format!("cannot push {}: {error}", context.branch),
@@ -560,6 +790,7 @@ impl Engine {
                     json!({"repo": repo.name, "branch": context.branch, "commit": commit}),
                 )
                 .await?;
+                commits.insert(repo.id.clone(), commit.clone());
             }
             changed.push(repo);
         }
@@ -578,6 +809,7 @@ impl Engine {
                 )
             })
             .collect();
+        let refusals = self.network_refusals(context).await?;
         let mut opened = 0;
         for repo in &changed {
             let mut body = pull_request_body(&context.task.description, &plan, &summaries);
@@ -589,7 +821,8 @@ impl Engine {
                     order.join("\n")
                 ));
             }
-            let pull_request = PullRequest {
+            body.push_str(&refusals);
+            let mut pull_request = PullRequest {
                 repo: repo.id.clone(),
                 base: repo.default_branch.clone(),
                 head: context.branch.clone(),
@@ -598,7 +831,21 @@ impl Engine {
                 status: PullRequestStatus::Open,
                 url: None,
             };
+            let published = match self.publish(repo, &pull_request).await {
+                Ok(published) => published,
+                Err(error) => {
+                    return Ok(RunOutcome::NeedsAttention(attention(
+                        AttentionKind::Error,
+                        format!("cannot open the pull request of {}: {error}", repo.name),
+                    )));
+                }
+            };
+            pull_request.url = published.as_ref().map(|(url, _)| url.clone());
             self.store.upsert_pull_request(id, &pull_request).await?;
+            if let Some((_, number)) = published {
+                self.answer_on_github(context, repo, number, commits.get(&repo.id), &summaries)
+                    .await?;
+            }
             opened += 1;
         }
         self.step(id, "completion", "done", json!({"pull_requests": opened}))

@@ -222,6 +222,55 @@ pub async fn clone_local(source: &Path, dest: &Path) -> Result<(), ForgeError> {
     Ok(())
 }
 
+/// Credentials for a forge host. They reach git as an HTTP header through its environment,
+/// so they are never written into the clone's configuration, which the sandbox can read, nor
+/// onto a command line, which other processes can read.
+#[derive(Clone)]
+pub struct GitAuth {
+    header: String,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GitAuth(..)")
+    }
+}
+
+impl GitAuth {
+    /// HTTP Basic credentials, as GitHub takes an installation token
+    /// (`x-access-token:TOKEN`).
+    pub fn basic(user: &str, password: &str) -> GitAuth {
+        use base64::Engine as _;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        GitAuth {
+            header: format!("Authorization: Basic {pair}"),
+        }
+    }
+
+    fn env(&self) -> [(&str, &str); 4] {
+        [
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "http.extraHeader"),
+            ("GIT_CONFIG_VALUE_0", self.header.as_str()),
+            // Never wait for a password on a terminal: a refused credential is an error.
+            ("GIT_TERMINAL_PROMPT", "0"),
+        ]
+    }
+}
+
+/// Clones a remote repository over HTTPS into `dest`.
+pub async fn clone_remote(url: &str, dest: &Path, auth: &GitAuth) -> Result<(), ForgeError> {
+    let parent = dest.parent().unwrap_or(dest);
+    let dest_text = dest.to_string_lossy().into_owned();
+    git_checked(
+        parent,
+        &["clone", "--quiet", "--", url, &dest_text],
+        &auth.env(),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Puts `dir` on `branch`: the remote's branch when it exists (feedback on the same pull
 /// request), else a new branch from `base`.
 pub async fn checkout_branch(dir: &Path, branch: &str, base: &str) -> Result<(), ForgeError> {
@@ -278,13 +327,39 @@ pub async fn commit_all(
 /// Pushes `branch` to the repository it was cloned from. Never forces, and never pushes to
 /// the default branch.
 pub async fn push_branch(dir: &Path, branch: &str, default_branch: &str) -> Result<(), ForgeError> {
+    push(dir, branch, default_branch, None).await
+}
+
+/// [`push_branch`] to a remote that wants credentials.
+pub async fn push_branch_with(
+    dir: &Path,
+    branch: &str,
+    default_branch: &str,
+    auth: &GitAuth,
+) -> Result<(), ForgeError> {
+    push(dir, branch, default_branch, Some(auth)).await
+}
+
+async fn push(
+    dir: &Path,
+    branch: &str,
+    default_branch: &str,
+    auth: Option<&GitAuth>,
+) -> Result<(), ForgeError> {
     if branch == default_branch || !branch.starts_with("deft/") {
         return Err(ForgeError::Refused {
             what: format!("pushing to `{branch}`: deft pushes only its own `deft/…` branches"),
         });
     }
+    // No `+`: a push that is not a fast-forward fails rather than rewriting history.
     let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
-    git_checked(dir, &["push", "--quiet", "origin", &refspec], &[]).await?;
+    let env = auth.map(GitAuth::env);
+    git_checked(
+        dir,
+        &["push", "--quiet", "origin", &refspec],
+        env.as_ref().map_or(&[][..], |env| &env[..]),
+    )
+    .await?;
     Ok(())
 }
 

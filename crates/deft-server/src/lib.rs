@@ -9,6 +9,7 @@
 mod auth;
 mod error;
 mod extract;
+mod github;
 mod metrics;
 mod routes;
 mod views;
@@ -22,6 +23,7 @@ use deft_store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use github::GithubHooks;
 pub use web::{ChatReplier, SharedChatReplier, SignInLimiter};
 
 /// Whether a model is configured, decided at start (SPEC §4).
@@ -54,6 +56,8 @@ pub struct AppState {
     pub chat: Option<SharedChatReplier>,
     /// Failed web sign-ins, to slow down guessing.
     pub sign_in_limiter: std::sync::Arc<SignInLimiter>,
+    /// GitHub's webhooks and repositories; `None` when `[github]` is not configured.
+    pub github: Option<GithubHooks>,
 }
 
 impl AppState {
@@ -68,6 +72,7 @@ impl AppState {
             weekly_tokens: None,
             chat: None,
             sign_in_limiter: std::sync::Arc::default(),
+            github: None,
         }
     }
 }
@@ -80,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", routes::api())
         .merge(routes::health())
         .merge(web::pages())
+        .route("/webhooks/github", axum::routing::post(github::receive))
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

@@ -307,9 +307,9 @@ async fn bad_input_gets_the_error_shape_and_stores_nothing() {
             json!({"description": "x", "repos": ["acme/widgets"]}),
         )
         .await,
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "GitHub repositories are not supported yet",
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "GitHub is not configured on this deft",
     );
     let (_, list) = app.get(&app.admin, "/tasks").await;
     assert_eq!(list["tasks"], json!([]), "no bad request stored a task");
@@ -829,9 +829,9 @@ async fn repositories_are_registered_by_path() {
     check_error(
         app.post(&app.admin, "/repos", json!({"github": "acme/widgets"}))
             .await,
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "local git repository",
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "register a local repository with `path`",
     );
     check_error(
         app.post(&app.admin, "/repos", json!({})).await,

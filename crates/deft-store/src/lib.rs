@@ -10,6 +10,7 @@ mod chats;
 mod cipher;
 mod error;
 mod events;
+mod github;
 mod queue;
 mod repos;
 mod sessions;
@@ -183,6 +184,7 @@ impl Store {
                 "sessions",
                 include_str!("../migrations/0006_sessions.sql"),
             ),
+            (7, "github", include_str!("../migrations/0007_github.sql")),
         ]
         .into_iter()
         .map(|(version, description, sql)| {

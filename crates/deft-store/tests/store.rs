@@ -61,6 +61,7 @@ on_both!(
     a_task_that_keeps_losing_its_worker_asks_for_attention,
     passwords_sessions_and_login_links_sign_in_once_and_expire,
     tokens_are_listed_without_values_and_revoked_by_their_owner_only,
+    github_logins_link_once_and_deliveries_count_once,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -1451,4 +1452,116 @@ async fn tokens_are_listed_without_values_and_revoked_by_their_owner_only(store:
         Some(ada.clone())
     );
     assert_eq!(store.list_tokens(&ada.id).await.unwrap().len(), 1);
+}
+
+async fn github_logins_link_once_and_deliveries_count_once(store: Store) {
+    let ada = store.create_user("ada", false).await.unwrap();
+    let bob = store.create_user("bob", false).await.unwrap();
+    store.link_github(&ada.id, "OctoCat").await.unwrap();
+    assert_eq!(
+        store.github_user("octocat").await.unwrap(),
+        Some(ada.clone())
+    );
+    assert_eq!(
+        store.github_login(&ada.id).await.unwrap().as_deref(),
+        Some("octocat")
+    );
+    let taken = store.link_github(&bob.id, "octocat").await.unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict { .. }), "{taken}");
+    let bad = store.link_github(&bob.id, "not a login").await.unwrap_err();
+    assert!(
+        matches!(bad, StoreError::Invalid(ref e) if e.field == "login"),
+        "{bad}"
+    );
+    assert_eq!(
+        store.unlink_github("OCTOCAT").await.unwrap(),
+        Some(ada.id.clone())
+    );
+    assert_eq!(store.github_user("octocat").await.unwrap(), None);
+    assert_eq!(store.unlink_github("octocat").await.unwrap(), None);
+
+    assert!(store.record_delivery("d-1", "issues").await.unwrap());
+    assert!(
+        !store.record_delivery("d-1", "issues").await.unwrap(),
+        "a redelivery"
+    );
+    assert!(store.record_delivery("d-2", "issues").await.unwrap());
+
+    // From a pull request on GitHub back to its task, by page or by branch.
+    let repo = store
+        .add_repository(
+            &ada.id,
+            NewRepository {
+                name: "widgets".into(),
+                forge: ForgeKind::Github,
+                location: "octo-org/widgets".into(),
+                default_branch: "main".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let task = store
+        .create_task(
+            &ada.id,
+            NewTask {
+                description: "Add a greeting".into(),
+                repos: vec![repo.id.clone()],
+                chat_id: None,
+                approve_plan: false,
+            },
+        )
+        .await
+        .unwrap();
+    let pull_request = deft_core::PullRequest {
+        repo: repo.id.clone(),
+        base: "main".into(),
+        head: "deft/abc-add-a-greeting".into(),
+        title: "Add a greeting".into(),
+        body: String::new(),
+        status: deft_core::PullRequestStatus::Open,
+        url: Some("https://github.example/octo-org/widgets/pull/101".into()),
+    };
+    store
+        .upsert_pull_request(&task.id, &pull_request)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .task_by_pull_request_url("https://github.example/octo-org/widgets/pull/101")
+            .await
+            .unwrap(),
+        Some(task.id.clone())
+    );
+    assert_eq!(
+        store
+            .task_by_branch("octo-org/widgets", "deft/abc-add-a-greeting")
+            .await
+            .unwrap(),
+        Some(task.id.clone())
+    );
+    assert_eq!(
+        store
+            .task_by_branch("octo-org/other", "deft/abc-add-a-greeting")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .open_github_tasks(&["octo-org/widgets".into()], None)
+            .await
+            .unwrap(),
+        vec![task.id.clone()]
+    );
+    assert_eq!(
+        store.open_github_tasks(&[], Some(&ada.id)).await.unwrap(),
+        vec![task.id.clone()]
+    );
+    assert!(
+        store
+            .open_github_tasks(&[], Some(&bob.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

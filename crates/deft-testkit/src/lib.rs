@@ -5,6 +5,7 @@
 //! README's test command starts one and sets it) and give each test its own schema, so that
 //! tests run in parallel on one server without seeing each other's rows.
 
+pub mod github_server;
 pub mod model_server;
 
 use sqlx::Connection as _;

@@ -130,6 +130,7 @@ async fn run() -> (Duration, Duration, usize) {
         workspaces: dir.path().join("workspaces"),
         limits: RunLimits::default(),
         drain: CancellationToken::new(),
+        github: None,
     };
     let started = Instant::now();
     let outcome = engine

@@ -222,6 +222,15 @@ pub enum UserCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Link the user to their GitHub account: that login's labels, `/deft` comments and
+    /// reviews then act as this user (an administrator vouches for the link)
+    Github {
+        name: String,
+        /// The GitHub login, as in `octocat`
+        login: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Print a one-time link that signs the user in to the web app (to set a password)
     Link {
         name: String,
@@ -357,6 +366,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::User(UserCommand::Passwd { name, data }) => {
             local::set_password(&data, &name).await
+        }
+        Command::User(UserCommand::Github { name, login, data }) => {
+            local::link_github(&data, &name, &login).await
         }
         Command::User(UserCommand::Link { name, server, data }) => {
             local::login_link(&data, &name, &server).await

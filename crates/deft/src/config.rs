@@ -13,7 +13,7 @@ use crate::env_vars::{DEFT_LOCAL_ROOTS, DEFT_OLLAMA_URL};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// The sections deft reads today; anything else is refused rather than silently ignored.
-const KNOWN_SECTIONS: [&str; 4] = ["model", "forge", "limits", "retention"];
+const KNOWN_SECTIONS: [&str; 5] = ["model", "forge", "limits", "retention", "github"];
 
 #[derive(Debug, Default)]
 pub struct ConfigFile {
@@ -23,6 +23,20 @@ pub struct ConfigFile {
     pub forge: ForgeFile,
     pub limits: LimitsFile,
     pub retention: RetentionFile,
+    pub github: GithubFile,
+}
+
+/// `[github]` (SPEC §5): a GitHub App or a personal token, and the webhook's secret. Each key
+/// may also come from its `DEFT_GITHUB_*` variable, which wins.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubFile {
+    pub api_url: Option<String>,
+    pub app_id: Option<u64>,
+    pub private_key_path: Option<PathBuf>,
+    pub webhook_secret: Option<String>,
+    pub token: Option<String>,
+    pub label: Option<String>,
 }
 
 /// `[retention]`: how long finished tasks and chats are kept after their last activity.
@@ -144,6 +158,15 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
             .with_context(|| format!("{}: bad [retention] section (keys: days)", path.display()))?,
         None => RetentionFile::default(),
     };
+    let github = match table.get("github") {
+        Some(value) => value.clone().try_into::<GithubFile>().with_context(|| {
+            format!(
+                "{}: bad [github] section (keys: api_url, app_id, private_key_path, webhook_secret, token, label)",
+                path.display()
+            )
+        })?,
+        None => GithubFile::default(),
+    };
     if retention.days == 0 {
         bail!("{}: [retention] days must be at least 1", path.display());
     }
@@ -153,7 +176,52 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         forge,
         limits,
         retention,
+        github,
     })
+}
+
+/// The GitHub connection from `[github]` and the `DEFT_GITHUB_*` variables; `None` when
+/// neither an App nor a token is set.
+pub fn github(config: &ConfigFile) -> anyhow::Result<Option<deft_github::GithubConfig>> {
+    use crate::env_vars::{
+        DEFT_GITHUB_API_URL, DEFT_GITHUB_APP_ID, DEFT_GITHUB_LABEL, DEFT_GITHUB_PRIVATE_KEY_PATH,
+        DEFT_GITHUB_TOKEN, DEFT_GITHUB_WEBHOOK_SECRET,
+    };
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let file = &config.github;
+    let app_id = match var(DEFT_GITHUB_APP_ID) {
+        Some(text) => Some(text.trim().parse::<u64>().with_context(|| {
+            format!("{DEFT_GITHUB_APP_ID} must be the App's numeric id, not `{text}`")
+        })?),
+        None => file.app_id,
+    };
+    let key_path = var(DEFT_GITHUB_PRIVATE_KEY_PATH)
+        .map(PathBuf::from)
+        .or_else(|| file.private_key_path.clone());
+    let token = var(DEFT_GITHUB_TOKEN).or_else(|| file.token.clone());
+    let auth = match (app_id, key_path, token) {
+        (Some(app_id), Some(path), _) => deft_github::GithubAuth::App {
+            app_id,
+            private_key_pem: fs_err::read(&path).context(
+                "cannot read the GitHub App's private key; check github.private_key_path",
+            )?,
+        },
+        (Some(_), None, _) | (None, Some(_), _) => bail!(
+            "a GitHub App needs both github.app_id and github.private_key_path (or {DEFT_GITHUB_APP_ID} and {DEFT_GITHUB_PRIVATE_KEY_PATH})"
+        ),
+        (None, None, Some(token)) => deft_github::GithubAuth::Token(token),
+        (None, None, None) => return Ok(None),
+    };
+    Ok(Some(deft_github::GithubConfig {
+        api_url: var(DEFT_GITHUB_API_URL)
+            .or_else(|| file.api_url.clone())
+            .unwrap_or_else(|| deft_github::DEFAULT_API_URL.to_owned()),
+        auth,
+        webhook_secret: var(DEFT_GITHUB_WEBHOOK_SECRET).or_else(|| file.webhook_secret.clone()),
+        label: var(DEFT_GITHUB_LABEL)
+            .or_else(|| file.label.clone())
+            .unwrap_or_else(|| deft_github::DEFAULT_LABEL.to_owned()),
+    }))
 }
 
 /// The local forge's roots: `DEFT_LOCAL_ROOTS` (colon-separated), else `[forge] local_roots`.
@@ -212,6 +280,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_github_section_needs_an_app_with_its_key_or_a_token() {
+        let path = Path::new("deft.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("app.pem");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let text = format!(
+            "[github]\napp_id = 12\nprivate_key_path = \"{}\"\nwebhook_secret = \"s\"\n",
+            key.display()
+        );
+        let config = parse(&text, path).unwrap();
+        let app = github(&config).unwrap().unwrap();
+        assert!(matches!(
+            app.auth,
+            deft_github::GithubAuth::App { app_id: 12, .. }
+        ));
+        assert_eq!(app.api_url, deft_github::DEFAULT_API_URL);
+        assert_eq!(
+            (app.label.as_str(), app.webhook_secret.as_deref()),
+            ("deft", Some("s"))
+        );
+
+        let half = parse("[github]\napp_id = 12\n", path).unwrap();
+        let error = github(&half).unwrap_err().to_string();
+        assert!(
+            error.contains("needs both github.app_id and github.private_key_path"),
+            "{error}"
+        );
+        let token = parse(
+            "[github]\ntoken = \"t\"\napi_url = \"https://ghe.example/api/v3\"\n",
+            path,
+        )
+        .unwrap();
+        let token = github(&token).unwrap().unwrap();
+        assert!(matches!(token.auth, deft_github::GithubAuth::Token(_)));
+        assert_eq!(token.api_url, "https://ghe.example/api/v3");
+        assert!(
+            github(&parse("", path).unwrap()).unwrap().is_none(),
+            "no GitHub without settings"
+        );
+        let typo = parse("[github]\napp = 1\n", path).unwrap_err();
+        assert!(
+            format!("{typo:#}").contains("keys: api_url, app_id"),
+            "{typo:#}"
+        );
+    }
+
+    #[test]
     fn the_model_section_is_read_and_unknown_settings_are_refused() {
         let path = Path::new("deft.toml");
         let config = parse(
@@ -225,7 +340,7 @@ mod tests {
         let error = parse("[limit]\ntask_tokens = 5\n", path).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention"
+            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention, github"
         );
         assert_eq!(
             parse("[limits]\ntask_tokens = 5\n", path)

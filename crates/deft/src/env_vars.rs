@@ -31,3 +31,10 @@ pub const DEFT_WORKERS: &str = "DEFT_WORKERS";
 pub const DEFT_LEASE_MS: &str = "DEFT_LEASE_MS";
 /// How long (ms) a stopping deft lets a running step finish before cutting it short.
 pub const DEFT_SHUTDOWN_GRACE_MS: &str = "DEFT_SHUTDOWN_GRACE_MS";
+/// `[github]` of the config file, each key as a variable (SPEC §5).
+pub const DEFT_GITHUB_API_URL: &str = "DEFT_GITHUB_API_URL";
+pub const DEFT_GITHUB_APP_ID: &str = "DEFT_GITHUB_APP_ID";
+pub const DEFT_GITHUB_PRIVATE_KEY_PATH: &str = "DEFT_GITHUB_PRIVATE_KEY_PATH";
+pub const DEFT_GITHUB_WEBHOOK_SECRET: &str = "DEFT_GITHUB_WEBHOOK_SECRET";
+pub const DEFT_GITHUB_TOKEN: &str = "DEFT_GITHUB_TOKEN";
+pub const DEFT_GITHUB_LABEL: &str = "DEFT_GITHUB_LABEL";

@@ -108,6 +108,19 @@ pub async fn set_password(args: &DataArgs, name: &str) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::print_stdout, reason = "the command's output")]
+pub async fn link_github(args: &DataArgs, name: &str, login: &str) -> anyhow::Result<ExitCode> {
+    let (_, store) = open_store(args).await?;
+    let user = store.user_by_name(name).await.with_context(|| {
+        format!("no user named `{name}`; create it with `deft user create {name}`")
+    })?;
+    store.link_github(&user.id, login).await?;
+    println!(
+        "linked {name} to the GitHub account @{login}: their labels, `/deft` comments and reviews now act as {name}"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// How long a one-time login link works.
 pub const LOGIN_LINK_MS: i64 = 60 * 60 * 1000;
 

@@ -96,7 +96,7 @@ pub async fn run(
             .await);
         }
     };
-    let engine = engine(&store, &dir, &models, &config).await?;
+    let engine = engine(&store, &dir, &models, &config, github(&config)?).await?;
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -127,6 +127,7 @@ pub async fn engine(
     dir: &std::path::Path,
     models: &deft_llm::Models,
     config: &config::ConfigFile,
+    github: Option<std::sync::Arc<deft_github::GitHub>>,
 ) -> anyhow::Result<Engine> {
     let helper = std::env::current_exe().context("cannot find deft's own executable")?;
     Ok(Engine {
@@ -141,7 +142,20 @@ pub async fn engine(
             ..RunLimits::default()
         },
         drain: tokio_util::sync::CancellationToken::new(),
+        github,
     })
+}
+
+/// The GitHub connection, when `[github]` configures one.
+pub fn github(
+    config: &config::ConfigFile,
+) -> anyhow::Result<Option<std::sync::Arc<deft_github::GitHub>>> {
+    match config::github(config)? {
+        Some(github) => Ok(Some(std::sync::Arc::new(deft_github::GitHub::new(
+            &github,
+        )?))),
+        None => Ok(None),
+    }
 }
 
 /// Prints the task's events as they are written, until `stop`, then whatever is left.

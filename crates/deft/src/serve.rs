@@ -25,6 +25,11 @@ pub async fn run(
     let (dir, store) = local::open_store(data).await?;
     let config = config::load(model.config.as_deref(), &dir)?;
     let local_roots = config::local_roots(&config)?;
+    let github_config = config::github(&config)?;
+    let github = match &github_config {
+        Some(github) => Some(std::sync::Arc::new(deft_github::GitHub::new(github)?)),
+        None => None,
+    };
     // No model is not a crash: the server runs, and new tasks say what to set.
     let models = config::models(model, &config).await;
     let readiness = match &models {
@@ -79,7 +84,7 @@ pub async fn run(
     if let Ok(models) = &models
         && workers > 0
     {
-        let mut engine = crate::run::engine(&store, &dir, models, &config).await?;
+        let mut engine = crate::run::engine(&store, &dir, models, &config, github.clone()).await?;
         engine.drain = shutdown.clone();
         let engine = std::sync::Arc::new(engine);
         // On SQLite this process holds every worker, so a task still in progress was left by
@@ -114,6 +119,13 @@ pub async fn run(
     let mut state = AppState::new(store.clone(), readiness, shutdown.clone());
     state.local_roots = local_roots;
     state.weekly_tokens = config.limits.weekly_tokens;
+    if let (Some(github), Some(config)) = (&github, &github_config) {
+        state.github = Some(deft_server::GithubHooks {
+            client: github.clone(),
+            webhook_secret: config.webhook_secret.clone(),
+            label: config.label.clone(),
+        });
+    }
     if let Ok(models) = &models {
         let client =
             deft_llm::ModelClient::new(models.for_role(deft_llm::ModelRole::Planner).clone())?;
@@ -211,7 +223,8 @@ pub async fn worker(
         .context("a worker needs a model")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let mut engine = crate::run::engine(&store, &dir, &models, &config).await?;
+    let mut engine =
+        crate::run::engine(&store, &dir, &models, &config, crate::run::github(&config)?).await?;
     engine.drain = shutdown.clone();
     let engine = std::sync::Arc::new(engine);
     let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);

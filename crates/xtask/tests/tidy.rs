@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-forge", &["deft-core"]),
     ("deft-llm", &["deft-core"]),
     ("deft-egress", &["deft-core"]),
+    ("deft-github", &["deft-core"]),
     ("deft-sandbox", &["deft-core", "deft-egress"]),
     (
         "deft-agent",
@@ -18,18 +19,23 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-core",
             "deft-store",
             "deft-forge",
+            "deft-github",
             "deft-llm",
             "deft-egress",
             "deft-sandbox",
         ],
     ),
-    ("deft-server", &["deft-core", "deft-store", "deft-forge"]),
+    (
+        "deft-server",
+        &["deft-core", "deft-store", "deft-forge", "deft-github"],
+    ),
     (
         "deft",
         &[
             "deft-core",
             "deft-store",
             "deft-forge",
+            "deft-github",
             "deft-llm",
             "deft-egress",
             "deft-sandbox",

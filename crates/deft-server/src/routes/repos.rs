@@ -1,5 +1,6 @@
-//! Repositories: the local forge for now. A repository in a request is its id, a local path
-//! (registered on first use), or a name the user has registered.
+//! Repositories: local git repositories and GitHub's. A repository in a request is its id, a
+//! local path or a GitHub `owner/name` (registered on first use), or a name the user has
+//! registered.
 
 use axum::Json;
 use axum::extract::State;
@@ -37,7 +38,7 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let repo = match (body.path, body.github) {
         (Some(path), None) => register_local(&app, &user, &path, "path").await?,
-        (None, Some(_)) => return Err(github_not_yet("github")),
+        (None, Some(full)) => register_github(&app, &user, &full, "github").await?,
         _ => {
             return Err(ApiError::field(
                 "path",
@@ -49,12 +50,61 @@ pub async fn add(
     Ok((StatusCode::CREATED, Json(views::repository(&repo))))
 }
 
-fn github_not_yet(field: &str) -> ApiError {
-    let mut error = ApiError::not_implemented(
-        "GitHub repositories are not supported yet; register a local git repository with `path`",
-    );
-    error.field = Some(field.to_owned());
-    error
+/// Registers a GitHub repository for `user`: one the App can reach and the user, through
+/// their linked GitHub account, can push to (checked with GitHub, cached briefly).
+pub(crate) async fn register_github(
+    app: &AppState,
+    user: &User,
+    full: &str,
+    field: &str,
+) -> Result<RepoId, ApiError> {
+    let Some(hooks) = &app.github else {
+        return Err(ApiError::field(
+            field,
+            "GitHub is not configured on this deft; an administrator sets `[github]` (an App or a token), or register a local repository with `path`",
+        ));
+    };
+    let name = deft_github::RepoName::parse(full.trim())
+        .map_err(|e| ApiError::field(field, e.to_string()))?;
+    if let Some(found) = app
+        .store
+        .repository_at(&user.id, deft_core::ForgeKind::Github, name.as_str())
+        .await?
+    {
+        return Ok(found.id);
+    }
+    let Some(login) = app.store.github_login(&user.id).await? else {
+        return Err(ApiError::field(
+            field,
+            format!(
+                "your deft account is not linked to a GitHub account, so deft cannot tell whether you may push to {name}; an administrator links it with `deft user github {} LOGIN`",
+                user.name
+            ),
+        ));
+    };
+    let github_error = |error: deft_github::GithubError| ApiError::field(field, error.to_string());
+    let permission = hooks
+        .client
+        .permission(&name, &login)
+        .await
+        .map_err(github_error)?;
+    if !permission.can_write() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "@{login} cannot push to {name}, and deft takes only repositories you can push to"
+            ),
+        ));
+    }
+    let info = hooks.client.repository(&name).await.map_err(github_error)?;
+    let new = NewRepository {
+        name: name.name().to_owned(),
+        forge: deft_core::ForgeKind::Github,
+        location: name.as_str().to_owned(),
+        default_branch: info.default_branch,
+    };
+    Ok(app.store.add_repository(&user.id, new).await?.id)
 }
 
 /// Registers a local repository for `user`. Without configured roots, only an administrator
@@ -112,7 +162,7 @@ pub async fn resolve(
             let named: Vec<_> = known.iter().filter(|repo| repo.name == item).collect();
             match named.as_slice() {
                 [repo] => repo.id.clone(),
-                [] if item.contains('/') => return Err(github_not_yet(&field)),
+                [] if item.contains('/') => register_github(app, user, item, &field).await?,
                 [] => {
                     return Err(ApiError::field(
                         &field,

@@ -62,6 +62,16 @@ pub fn start(data: &Path, model: &ScriptedModel) -> Server {
 }
 
 pub fn start_with(data: &Path, model: &ScriptedModel, workers: usize) -> Server {
+    start_with_env(data, model, workers, &[])
+}
+
+/// [`start_with`], with more environment variables for `deft serve`.
+pub fn start_with_env(
+    data: &Path,
+    model: &ScriptedModel,
+    workers: usize,
+    env: &[(&str, &str)],
+) -> Server {
     let workers = workers.to_string();
     let mut child = Command::new(DEFT)
         .args([
@@ -81,6 +91,7 @@ pub fn start_with(data: &Path, model: &ScriptedModel, workers: usize) -> Server 
         .env("DEFT_LOCAL_ROOTS", data.parent().unwrap())
         // A stopping deft lets a running step go on this long before cutting it short.
         .env("DEFT_SHUTDOWN_GRACE_MS", "1500")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -95,6 +106,11 @@ pub fn start_with(data: &Path, model: &ScriptedModel, workers: usize) -> Server 
     let (tell, links) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
+            // Shown with a failing test's output, which is when it is needed.
+            #[allow(clippy::print_stderr, reason = "the server's log, for a failing test")]
+            {
+                eprintln!("deft serve: {line}");
+            }
             if let Some(link) = line
                 .split_whitespace()
                 .find(|word| word.contains("/login/link/"))

@@ -1,0 +1,170 @@
+//! What the store keeps for GitHub: the link from a GitHub login to a deft user, received
+//! webhook deliveries (for idempotence), and the lookups from a pull request or branch on
+//! GitHub back to its task.
+
+use deft_core::{ForgeKind, TaskId, TaskState, Timestamp, User, UserId};
+use sqlx::Row as _;
+
+use crate::users::user_from_row;
+use crate::{Store, StoreError};
+
+impl Store {
+    /// Links `user` to the GitHub account `login` (an administrator vouches for it): that
+    /// login's triggers and reviews act as this user.
+    pub async fn link_github(&self, user: &UserId, login: &str) -> Result<(), StoreError> {
+        let login = login.trim().to_lowercase();
+        if login.is_empty() || !login.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(deft_core::ValidationError::new(
+                "login",
+                "is not a GitHub login; use letters, digits and hyphens, as in `octocat`",
+            )
+            .into());
+        }
+        let taken = sqlx::query("SELECT user_id FROM github_accounts WHERE login = $1")
+            .bind(&login)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = taken {
+            let owner: String = row.try_get("user_id")?;
+            if owner != user.as_str() {
+                return Err(StoreError::Conflict {
+                    message: format!(
+                        "the GitHub login `{login}` is linked to another deft user; unlink it there first"
+                    ),
+                });
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM github_accounts WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO github_accounts (user_id, login) VALUES ($1, $2)")
+            .bind(user.as_str())
+            .bind(&login)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The deft user a GitHub login is linked to.
+    pub async fn github_user(&self, login: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, u.is_admin, u.created_at FROM github_accounts g \
+             JOIN users u ON u.id = g.user_id WHERE g.login = $1",
+        )
+        .bind(login.to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// The GitHub login linked to `user`.
+    pub async fn github_login(&self, user: &UserId) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT login FROM github_accounts WHERE user_id = $1")
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("login")).transpose()?)
+    }
+
+    /// Removes the link of `login` (the person revoked the App); returns whose it was.
+    pub async fn unlink_github(&self, login: &str) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query("DELETE FROM github_accounts WHERE login = $1 RETURNING user_id")
+            .bind(login.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|row| row.try_get::<String, _>("user_id"))
+            .transpose()?
+            .map(UserId::from_stored))
+    }
+
+    /// Records a webhook delivery; `false` when it was received before (GitHub redelivers).
+    pub async fn record_delivery(&self, id: &str, event: &str) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO github_deliveries (id, event, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(event)
+        .bind(Timestamp::now().unix_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// The task whose pull request on GitHub is at `url` (its page).
+    pub async fn task_by_pull_request_url(&self, url: &str) -> Result<Option<TaskId>, StoreError> {
+        let row = sqlx::query("SELECT task_id FROM pull_requests WHERE url = $1")
+            .bind(url)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|row| row.try_get::<String, _>("task_id"))
+            .transpose()?
+            .map(TaskId::from_stored))
+    }
+
+    /// The task whose pull request on the GitHub repository `full_name` comes from `branch`.
+    pub async fn task_by_branch(
+        &self,
+        full_name: &str,
+        branch: &str,
+    ) -> Result<Option<TaskId>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.task_id FROM pull_requests p JOIN repositories r ON r.id = p.repo_id \
+             WHERE r.forge = $1 AND r.location = $2 AND p.head = $3",
+        )
+        .bind(ForgeKind::Github.as_str())
+        .bind(full_name)
+        .bind(branch)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|row| row.try_get::<String, _>("task_id"))
+            .transpose()?
+            .map(TaskId::from_stored))
+    }
+
+    /// Tasks not yet finished that work on any of these GitHub repositories (or, with `user`,
+    /// any GitHub repository of that user's).
+    pub async fn open_github_tasks(
+        &self,
+        full_names: &[String],
+        user: Option<&UserId>,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let rows = sqlx::query("SELECT id, user_id, location FROM repositories WHERE forge = $1")
+            .bind(ForgeKind::Github.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut repo_ids = Vec::new();
+        for row in &rows {
+            let location: String = row.try_get("location")?;
+            let owner: String = row.try_get("user_id")?;
+            if full_names.contains(&location) || user.is_some_and(|u| u.as_str() == owner) {
+                repo_ids.push(row.try_get::<String, _>("id")?);
+            }
+        }
+        if repo_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT id, repos FROM tasks WHERE state IN ($1, $2, $3)")
+            .bind(TaskState::Queued.as_str())
+            .bind(TaskState::InProgress.as_str())
+            .bind(TaskState::NeedsAttention.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut tasks = Vec::new();
+        for row in &rows {
+            let repos: String = row.try_get("repos")?;
+            let repos: Vec<String> = crate::from_json(&repos, "task repositories")?;
+            if repos.iter().any(|repo| repo_ids.contains(repo)) {
+                tasks.push(TaskId::from_stored(row.try_get("id")?));
+            }
+        }
+        Ok(tasks)
+    }
+}
