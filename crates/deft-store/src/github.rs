@@ -8,6 +8,14 @@ use sqlx::Row as _;
 use crate::users::user_from_row;
 use crate::{Store, StoreError};
 
+/// The `task_id` column of a row that may not be there.
+fn task_id(row: Option<sqlx::any::AnyRow>) -> Result<Option<TaskId>, StoreError> {
+    Ok(row
+        .map(|row| row.try_get::<String, _>("task_id"))
+        .transpose()?
+        .map(TaskId::from_stored))
+}
+
 impl Store {
     /// Links `user` to the GitHub account `login` (an administrator vouches for it): that
     /// login's triggers and reviews act as this user.
@@ -102,10 +110,7 @@ impl Store {
             .bind(url)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row
-            .map(|row| row.try_get::<String, _>("task_id"))
-            .transpose()?
-            .map(TaskId::from_stored))
+        task_id(row)
     }
 
     /// The task whose pull request on the GitHub repository `full_name` comes from `branch`.
@@ -123,10 +128,7 @@ impl Store {
         .bind(branch)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row
-            .map(|row| row.try_get::<String, _>("task_id"))
-            .transpose()?
-            .map(TaskId::from_stored))
+        task_id(row)
     }
 
     /// Tasks not yet finished that work on any of these GitHub repositories (or, with `user`,

@@ -57,6 +57,45 @@ fn bare_repo(dir: &Path) -> std::path::PathBuf {
     bare
 }
 
+/// `deft serve` connected to the stand-in as the App, with ada linked to @octocat and mallory
+/// to @mallory; their API tokens.
+fn serve(
+    data: &Path,
+    model: &ScriptedModel,
+    github: &GithubStandIn,
+    key_path: &Path,
+    workers: usize,
+) -> (Server, String, String) {
+    let key = key_path.display().to_string();
+    let app_id = APP_ID.to_string();
+    let server = start_with_env(
+        data,
+        model,
+        workers,
+        &[
+            ("DEFT_GITHUB_API_URL", &github.url),
+            ("DEFT_GITHUB_APP_ID", &app_id),
+            ("DEFT_GITHUB_PRIVATE_KEY_PATH", &key),
+            ("DEFT_GITHUB_WEBHOOK_SECRET", SECRET),
+        ],
+    );
+    let ada = user_with_token(data, "ada");
+    let mallory = user_with_token(data, "mallory");
+    for (name, login) in [("ada", "octocat"), ("mallory", "mallory")] {
+        let linked = Command::new(common::DEFT)
+            .args(["user", "github", name, login, "--data-dir"])
+            .arg(data)
+            .output()
+            .unwrap();
+        assert!(
+            linked.status.success(),
+            "{}",
+            String::from_utf8_lossy(&linked.stderr)
+        );
+    }
+    (server, ada, mallory)
+}
+
 /// Sends a delivery the way GitHub does; the answer's status and body.
 async fn deliver(
     server: &Server,
@@ -198,33 +237,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_reviews_and_failed_checks_c
     let model = ScriptedModel::start(steps).await;
 
     let data = dir.path().join("data");
-    let key = key_path.display().to_string();
-    let app_id = APP_ID.to_string();
-    let server = start_with_env(
-        &data,
-        &model,
-        1,
-        &[
-            ("DEFT_GITHUB_API_URL", &github.url),
-            ("DEFT_GITHUB_APP_ID", &app_id),
-            ("DEFT_GITHUB_PRIVATE_KEY_PATH", &key),
-            ("DEFT_GITHUB_WEBHOOK_SECRET", SECRET),
-        ],
-    );
-    let ada = user_with_token(&data, "ada");
-    let mallory = user_with_token(&data, "mallory");
-    for (name, login) in [("ada", "octocat"), ("mallory", "mallory")] {
-        let linked = Command::new(common::DEFT)
-            .args(["user", "github", name, login, "--data-dir"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            linked.status.success(),
-            "{}",
-            String::from_utf8_lossy(&linked.stderr)
-        );
-    }
+    let (server, ada, mallory) = serve(&data, &model, &github, &key_path, 1);
 
     // A delivery with a wrong signature is refused and leaves nothing behind: the same
     // delivery id, rightly signed, is then new.
@@ -448,30 +461,8 @@ async fn only_linked_writers_give_work_and_lost_access_stops_what_waits() {
     github.set_permission(REPO, "mallory", "read");
     let model = ScriptedModel::start(vec![]).await;
     let data = dir.path().join("data");
-    let key = key_path.display().to_string();
-    let app_id = APP_ID.to_string();
     // No workers: tasks stay queued, as they would behind busy ones.
-    let server = start_with_env(
-        &data,
-        &model,
-        0,
-        &[
-            ("DEFT_GITHUB_API_URL", &github.url),
-            ("DEFT_GITHUB_APP_ID", &app_id),
-            ("DEFT_GITHUB_PRIVATE_KEY_PATH", &key),
-            ("DEFT_GITHUB_WEBHOOK_SECRET", SECRET),
-        ],
-    );
-    let ada = user_with_token(&data, "ada");
-    let mallory = user_with_token(&data, "mallory");
-    for (name, login) in [("ada", "octocat"), ("mallory", "mallory")] {
-        let linked = Command::new(common::DEFT)
-            .args(["user", "github", name, login, "--data-dir"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(linked.status.success());
-    }
+    let (server, ada, mallory) = serve(&data, &model, &github, &key_path, 0);
 
     // Registering the repository through the API: only for someone who can push to it.
     let added = server
