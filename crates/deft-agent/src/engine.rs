@@ -61,6 +61,8 @@ pub struct RunLimits {
     /// The most a single request may hold, in estimated tokens: older tool output is elided
     /// before the window fills.
     pub context_tokens: usize,
+    /// How long one MCP tool call may take before it is cut off.
+    pub mcp_call_timeout: std::time::Duration,
 }
 
 impl Default for RunLimits {
@@ -73,6 +75,7 @@ impl Default for RunLimits {
             task_tokens: None,
             weekly_tokens: None,
             context_tokens: 150_000,
+            mcp_call_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -490,7 +493,7 @@ impl Engine {
             workspace: workspace.clone(),
             state_dir: self.workspaces.join(format!("{}.sandbox", id.as_str())),
             env: environment.env.as_map().clone(),
-            secrets,
+            secrets: secrets.clone(),
             network: EgressPolicy::new(
                 environment.network.level,
                 environment.network.allow.clone(),
@@ -595,7 +598,28 @@ impl Engine {
             heard: heard.into(),
         };
 
-        let outcome = self.work(&context, &sandbox, &mut progress, cancel).await;
+        // The user's MCP servers run in this sandbox; one that fails is left out, and said so.
+        let (mut mcp, started) = crate::mcp::McpServers::start(
+            &sandbox,
+            &environment.mcp,
+            environment.env.as_map(),
+            &secrets,
+        )
+        .await;
+        mcp.call_timeout = self.limits.mcp_call_timeout;
+        for report in &started {
+            if let Err(error) = self
+                .store
+                .append_event(id, EventKind::Step, crate::mcp::event(report))
+                .await
+            {
+                tracing::warn!(task.id = %id, error = %error, "cannot record an MCP server's start");
+            }
+        }
+        let outcome = self
+            .work(&context, &sandbox, &mcp, &mut progress, cancel)
+            .await;
+        mcp.shutdown().await;
         network_log.abort();
         drop(sandbox);
         outcome
@@ -605,11 +629,12 @@ impl Engine {
         &self,
         context: &Context,
         sandbox: &BwrapSandbox,
+        mcp: &crate::mcp::McpServers,
         progress: &mut Value,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, EngineError> {
         let id = &context.task.id;
-        let mut tools = Tools::new(sandbox, &self.workspaces.join(id.as_str()));
+        let mut tools = Tools::new(sandbox, &self.workspaces.join(id.as_str())).with_mcp(mcp);
 
         // Planning.
         if progress["phase"] == "planning" {
@@ -879,7 +904,9 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Phase<Plan>, EngineError> {
         let system = self.system_prompt(context, "planning", "Read what you need of the repositories (search, view, read-only commands), then call `submit_plan` with the requirements, the acceptance criteria that will show they are met, and ordered steps small enough to verify one at a time. If something essential is unclear, call `ask_user`. Change nothing yet.");
-        let offered: Vec<ToolSpec> = specs().into_iter().filter(|t| t.name != "finish").collect();
+        let mut offered: Vec<ToolSpec> =
+            specs().into_iter().filter(|t| t.name != "finish").collect();
+        offered.extend(tools.mcp_specs().await);
         let mut request = Request {
             system,
             messages: vec![Message::user(self.task_message(context))],
@@ -971,10 +998,11 @@ impl Engine {
         let system = self.system_prompt(context, "execution", &format!(
             "You carry out one step of the plan, with the tools; paths are under /workspace, one directory per repository. When the step is done, call `finish` with a short summary; its checks run then, and a failure comes back to you.\n\nThe plan:\n{plan_text}"
         ));
-        let offered: Vec<ToolSpec> = specs()
+        let mut offered: Vec<ToolSpec> = specs()
             .into_iter()
             .filter(|t| t.name != "submit_plan")
             .collect();
+        offered.extend(tools.mcp_specs().await);
         let mut request = Request {
             system,
             messages: vec![Message::user(format!(

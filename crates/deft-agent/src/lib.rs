@@ -5,6 +5,7 @@
 pub mod analysis;
 pub mod context;
 pub mod engine;
+pub mod mcp;
 pub mod tools;
 
 pub use engine::{Engine, EngineError, RunLimits, RunOutcome};

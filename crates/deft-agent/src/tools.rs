@@ -50,7 +50,7 @@ impl ToolOutput {
         }
     }
 
-    fn error(content: impl Into<String>) -> ToolOutput {
+    pub(crate) fn error(content: impl Into<String>) -> ToolOutput {
         ToolOutput {
             content: content.into(),
             is_error: true,
@@ -124,6 +124,8 @@ pub struct Tools<'a, S: Sandbox> {
     workspace: PathBuf,
     /// Each edited file's earlier contents, newest last, for `undo_edit`.
     history: HashMap<String, Vec<Vec<u8>>>,
+    /// The user's MCP servers, whose tools are offered next to these.
+    mcp: Option<&'a crate::mcp::McpServers>,
 }
 
 impl<S: Sandbox> std::fmt::Debug for Tools<'_, S> {
@@ -182,6 +184,21 @@ impl<'a, S: Sandbox> Tools<'a, S> {
             sandbox,
             workspace: workspace.to_owned(),
             history: HashMap::new(),
+            mcp: None,
+        }
+    }
+
+    /// Offers the tools of these MCP servers too.
+    pub fn with_mcp(mut self, mcp: &'a crate::mcp::McpServers) -> Tools<'a, S> {
+        self.mcp = Some(mcp).filter(|mcp| !mcp.is_empty());
+        self
+    }
+
+    /// The MCP servers' tools, as they are now (a server may have changed its list).
+    pub async fn mcp_specs(&self) -> Vec<ToolSpec> {
+        match self.mcp {
+            Some(mcp) => mcp.specs().await,
+            None => Vec::new(),
         }
     }
 
@@ -214,6 +231,9 @@ impl<'a, S: Sandbox> Tools<'a, S> {
                 is_error: false,
                 effect: Effect::Finish(summary.to_owned()),
             }),
+            mcp if mcp.starts_with(crate::mcp::PREFIX) && self.mcp.is_some() => {
+                Ok(self.mcp.expect("checked").call(mcp, arguments).await)
+            }
             other => Err(ToolOutput::error(format!(
                 "there is no tool named `{other}`; use bash, str_replace_based_edit_tool, search, submit_plan, ask_user or finish"
             ))),

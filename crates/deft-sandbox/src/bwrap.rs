@@ -170,7 +170,7 @@ impl BwrapSandbox {
         env.into_iter().collect()
     }
 
-    fn plan(&self, request: &ExecRequest) -> Result<LaunchPlan, SandboxError> {
+    fn plan(&self, request: &ExecRequest, stdio: bool) -> Result<LaunchPlan, SandboxError> {
         let limits = &self.spec.limits;
         let mut args: Vec<String> = Vec::with_capacity(96);
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
@@ -285,13 +285,11 @@ impl BwrapSandbox {
             "--fsize",
             &limits.file_size_bytes.to_string(),
         ]);
-        push(&[
-            "--cpu",
-            &limits.cpu_seconds.to_string(),
-            "--cwd",
-            &cwd,
-            "--",
-        ]);
+        push(&["--cpu", &limits.cpu_seconds.to_string(), "--cwd", &cwd]);
+        if stdio {
+            push(&["--stdio", "1"]);
+        }
+        push(&["--"]);
         args.extend(request.argv.iter().cloned());
         Ok(LaunchPlan {
             bwrap: PathBuf::from("/usr/bin/bwrap"),
@@ -340,6 +338,79 @@ fn private_entries(roots: &[&str]) -> Vec<(PathBuf, bool)> {
     found
 }
 
+/// A long-running program in the sandbox that talks over its standard input and output (an
+/// MCP server): same isolation, limits and network policy as any command. It is killed, with
+/// everything it started, when this is dropped or the sandbox goes.
+#[derive(Debug)]
+pub struct SandboxProcess {
+    pub child: tokio::process::Child,
+    pub stdin: tokio::process::ChildStdin,
+    pub stdout: tokio::process::ChildStdout,
+    /// What it writes on standard error (not redacted: for deft's log, never the model).
+    pub stderr: tokio::process::ChildStderr,
+}
+
+impl BwrapSandbox {
+    /// Masks the sandbox's secrets in `text`, as every command's output is.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
+    /// What masks the sandbox's secrets, for output that reaches deft another way.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Starts `request.argv` with its standard input and output connected to the returned
+    /// process, `extra_env` added to (and winning over) the sandbox's environment.
+    pub async fn spawn(
+        &self,
+        request: &ExecRequest,
+        extra_env: &[(String, String)],
+    ) -> Result<SandboxProcess, SandboxError> {
+        let mut plan = self.plan(request, true)?;
+        let mut env: BTreeMap<String, String> = plan.env.drain(..).collect();
+        env.extend(extra_env.iter().cloned());
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut child = tokio::process::Command::new(&self.helper)
+            .args([inner::LAUNCH, inner::STDIO])
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| SandboxError::Start(format!("{}: {error}", self.helper.display())))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // The plan for the launcher, then the environment for the init, each with its length;
+        // what follows is the program's own input.
+        let plan = serde_json::to_vec(&plan).expect("plans serialize");
+        let env = crate::plan::encode_env(&env);
+        for part in [&plan, &env] {
+            let length = u32::try_from(part.len())
+                .map_err(|_| SandboxError::Start("the environment is too large".into()))?;
+            stdin
+                .write_all(&length.to_be_bytes())
+                .await
+                .map_err(SandboxError::io("sending the plan to the launcher"))?;
+            stdin
+                .write_all(part)
+                .await
+                .map_err(SandboxError::io("sending the plan to the launcher"))?;
+        }
+        stdin
+            .flush()
+            .await
+            .map_err(SandboxError::io("sending the plan to the launcher"))?;
+        Ok(SandboxProcess {
+            stdout: child.stdout.take().expect("stdout is piped"),
+            stderr: child.stderr.take().expect("stderr is piped"),
+            stdin,
+            child,
+        })
+    }
+}
+
 impl Drop for BwrapSandbox {
     fn drop(&mut self) {
         if let Some(cgroup) = self.cgroup.take() {
@@ -356,7 +427,7 @@ impl Sandbox for BwrapSandbox {
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SandboxError> {
         let started = Instant::now();
-        let plan = self.plan(request)?;
+        let plan = self.plan(request, false)?;
         let oom_before = self.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
         let pids_before = self.cgroup.as_ref().map_or(0, SandboxCgroup::pids_refused);
         let mut child = tokio::process::Command::new(&self.helper)

@@ -19,26 +19,47 @@ use crate::plan::{LaunchPlan, decode_env, encode_env};
 /// The verbs of the two programs.
 pub const LAUNCH: &str = "__sandbox-launch";
 pub const INIT: &str = "__sandbox-init";
+/// The launcher's option for a program that talks over its standard input and output: the
+/// plan and the environment come first on standard input, each after its length (4 bytes,
+/// big-endian), and the rest of the stream is the program's.
+pub const STDIO: &str = "--stdio";
+
+/// Reads one length-prefixed part from standard input without reading past it: the bytes
+/// after it belong to the next reader (bubblewrap's init, then the program).
+fn read_part() -> std::io::Result<Vec<u8>> {
+    // Unbuffered, unlike `std::io::stdin()`, whose buffer would swallow the program's input.
+    let mut input = std::fs::File::open("/dev/stdin")?;
+    let mut length = [0u8; 4];
+    input.read_exact(&mut length)?;
+    let mut part = vec![0u8; u32::from_be_bytes(length) as usize];
+    input.read_exact(&mut part)?;
+    Ok(part)
+}
 
 /// Runs the launcher; returns only on failure (it becomes bubblewrap).
-pub fn launch() -> std::io::Error {
-    match try_launch() {
+pub fn launch(args: &[String]) -> std::io::Error {
+    match try_launch(args.iter().any(|arg| arg == STDIO)) {
         Ok(never) => match never {},
         Err(error) => error,
     }
 }
 
-fn try_launch() -> std::io::Result<std::convert::Infallible> {
-    let mut input = Vec::new();
-    std::io::stdin().read_to_end(&mut input)?;
-    let plan: LaunchPlan = serde_json::from_slice(&input).map_err(std::io::Error::other)?;
-    let env = rustix::fs::memfd_create("deft-env", rustix::fs::MemfdFlags::CLOEXEC)?;
-    let mut file = std::fs::File::from(env);
-    file.write_all(&encode_env(&plan.env))?;
-    file.rewind()?;
-    // bubblewrap passes its stdin to the init, which reads the environment from it.
-    rustix::stdio::dup2_stdin(&file)?;
-    drop(file);
+fn try_launch(stdio: bool) -> std::io::Result<std::convert::Infallible> {
+    let plan: LaunchPlan = if stdio {
+        // The environment follows on standard input, for the init to read.
+        serde_json::from_slice(&read_part()?).map_err(std::io::Error::other)?
+    } else {
+        let mut input = Vec::new();
+        std::io::stdin().read_to_end(&mut input)?;
+        let plan: LaunchPlan = serde_json::from_slice(&input).map_err(std::io::Error::other)?;
+        let env = rustix::fs::memfd_create("deft-env", rustix::fs::MemfdFlags::CLOEXEC)?;
+        let mut file = std::fs::File::from(env);
+        file.write_all(&encode_env(&plan.env))?;
+        file.rewind()?;
+        // bubblewrap passes its stdin to the init, which reads the environment from it.
+        rustix::stdio::dup2_stdin(&file)?;
+        plan
+    };
     for procs in &plan.cgroup_procs {
         std::fs::write(procs, std::process::id().to_string()).map_err(|error| {
             std::io::Error::other(format!("joining {}: {error}", procs.display()))
@@ -59,6 +80,8 @@ struct InitOptions {
     fsize: u64,
     cpu: u64,
     cwd: String,
+    /// The command talks over standard input and output (see [`STDIO`]).
+    stdio: bool,
     argv: Vec<String>,
 }
 
@@ -86,6 +109,7 @@ fn parse_init(args: &[String]) -> Result<InitOptions, String> {
             "--fsize" => options.fsize = number()?,
             "--cpu" => options.cpu = number()?,
             "--cwd" => options.cwd = value.clone(),
+            "--stdio" => options.stdio = value == "1",
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -117,13 +141,19 @@ pub fn init(args: &[String]) -> i32 {
 fn try_init(args: &[String]) -> Result<i32, String> {
     let options = parse_init(args)?;
     let mut blob = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut blob)
-        .map_err(|e| format!("reading the environment: {e}"))?;
+    if options.stdio {
+        blob = read_part().map_err(|e| format!("reading the environment: {e}"))?;
+    } else {
+        std::io::stdin()
+            .read_to_end(&mut blob)
+            .map_err(|e| format!("reading the environment: {e}"))?;
+    }
     let env = decode_env(&blob);
     drop(blob);
-    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    rustix::stdio::dup2_stdin(&null).map_err(|e| format!("replacing stdin: {e}"))?;
+    if !options.stdio {
+        let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        rustix::stdio::dup2_stdin(&null).map_err(|e| format!("replacing stdin: {e}"))?;
+    }
     // bubblewrap asks for this too, but only once its child runs; a deft killed in between
     // would leave the sandbox behind.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -140,19 +170,21 @@ fn try_init(args: &[String]) -> Result<i32, String> {
     let filter = crate::seccomp::filter()?;
     seccompiler::apply_filter(&filter).map_err(|e| format!("seccomp: {e}"))?;
 
-    // stderr joins stdout, so the output keeps the order in which it was written.
-    let stderr = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("stderr: {e}"))?;
-    let child = Command::new(&options.argv[0])
+    let mut command = Command::new(&options.argv[0]);
+    command
         .args(&options.argv[1..])
         .env_clear()
         .envs(env)
-        .current_dir(&options.cwd)
-        .stdin(Stdio::null())
-        .stderr(stderr)
-        .spawn();
+        .current_dir(&options.cwd);
+    if !options.stdio {
+        // stderr joins stdout, so the output keeps the order in which it was written.
+        let stderr = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("stderr: {e}"))?;
+        command.stdin(Stdio::null()).stderr(stderr);
+    }
+    let child = command.spawn();
     let child = match child {
         Ok(child) => child,
         Err(error) => {

@@ -131,6 +131,54 @@ async fn a_command_runs_in_the_workspace_with_its_environment() {
     assert_eq!(missing.exit_code(), 127, "{}", missing.output);
 }
 
+#[tokio::test]
+async fn a_long_running_program_talks_over_its_standard_streams_inside_the_sandbox() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let mut options = Options::default();
+    options
+        .secrets
+        .insert("SERVER_KEY".into(), "s3cret-for-the-server".into());
+    let fixture = sandbox(options).await;
+    let script = "while read line; do echo \"got:$line $GREETING $EXTRA $(hostname) $(id -u)\"; echo to-stderr >&2; done";
+    let mut process = fixture
+        .sandbox
+        .spawn(
+            &ExecRequest::shell(script),
+            &[("EXTRA".to_owned(), "extra".to_owned())],
+        )
+        .await
+        .expect("the program starts");
+    let mut lines = tokio::io::BufReader::new(&mut process.stdout).lines();
+    for word in ["first", "second"] {
+        process
+            .stdin
+            .write_all(format!("{word}\n").as_bytes())
+            .await
+            .unwrap();
+        process.stdin.flush().await.unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("an answer")
+            .unwrap()
+            .unwrap();
+        // Its own environment, the sandbox's, and still the sandbox's identity.
+        assert_eq!(line, format!("got:{word} hello extra sandbox 1000"));
+    }
+    drop(process.stdin);
+    let mut stderr = String::new();
+    process.stderr.read_to_string(&mut stderr).await.unwrap();
+    assert_eq!(
+        stderr, "to-stderr\nto-stderr\n",
+        "standard error stays apart"
+    );
+    let status = process.child.wait().await.unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        fixture.sandbox.redact("key=s3cret-for-the-server"),
+        "key=[secret:SERVER_KEY]"
+    );
+}
+
 /// A plain HTTP server on the host's loopback that answers `host-says-hello` and counts the
 /// connections it gets.
 async fn host_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {

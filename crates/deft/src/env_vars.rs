@@ -31,6 +31,8 @@ pub const DEFT_WORKERS: &str = "DEFT_WORKERS";
 pub const DEFT_LEASE_MS: &str = "DEFT_LEASE_MS";
 /// How long (ms) a stopping deft lets a running step finish before cutting it short.
 pub const DEFT_SHUTDOWN_GRACE_MS: &str = "DEFT_SHUTDOWN_GRACE_MS";
+/// How long (ms) one MCP tool call may take before it is cut off (default 120000).
+pub const DEFT_MCP_CALL_TIMEOUT_MS: &str = "DEFT_MCP_CALL_TIMEOUT_MS";
 /// `[github]` of the config file, each key as a variable (SPEC §5).
 pub const DEFT_GITHUB_API_URL: &str = "DEFT_GITHUB_API_URL";
 pub const DEFT_GITHUB_APP_ID: &str = "DEFT_GITHUB_APP_ID";

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some(deft_sandbox::inner::LAUNCH) => {
             report(
-                &anyhow::anyhow!(deft_sandbox::inner::launch())
+                &anyhow::anyhow!(deft_sandbox::inner::launch(&args[2..]))
                     .context("the sandbox launcher failed"),
             );
             return ExitCode::from(125);

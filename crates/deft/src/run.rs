@@ -139,6 +139,13 @@ pub async fn engine(
         limits: RunLimits {
             task_tokens: config.limits.task_tokens,
             weekly_tokens: config.limits.weekly_tokens,
+            mcp_call_timeout: std::env::var(crate::env_vars::DEFT_MCP_CALL_TIMEOUT_MS)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map_or(
+                    RunLimits::default().mcp_call_timeout,
+                    std::time::Duration::from_millis,
+                ),
             ..RunLimits::default()
         },
         drain: tokio_util::sync::CancellationToken::new(),

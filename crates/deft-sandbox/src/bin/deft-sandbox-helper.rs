@@ -5,7 +5,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some(deft_sandbox::inner::LAUNCH) => {
-            let error = deft_sandbox::inner::launch();
+            let error = deft_sandbox::inner::launch(&args[2..]);
             report(&error.to_string());
             std::process::exit(125);
         }
