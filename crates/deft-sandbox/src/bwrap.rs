@@ -351,6 +351,19 @@ pub struct SandboxProcess {
 }
 
 impl BwrapSandbox {
+    /// Starts the launcher (deft's own binary) with all three standard streams piped.
+    fn launcher(&self, args: &[&str]) -> Result<tokio::process::Child, SandboxError> {
+        tokio::process::Command::new(&self.helper)
+            .args(args)
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| SandboxError::Start(format!("{}: {error}", self.helper.display())))
+    }
+
     /// Masks the sandbox's secrets in `text`, as every command's output is.
     pub fn redact(&self, text: &str) -> String {
         self.redactor.redact(text)
@@ -372,15 +385,7 @@ impl BwrapSandbox {
         let mut env: BTreeMap<String, String> = plan.env.drain(..).collect();
         env.extend(extra_env.iter().cloned());
         let env: Vec<(String, String)> = env.into_iter().collect();
-        let mut child = tokio::process::Command::new(&self.helper)
-            .args([inner::LAUNCH, inner::STDIO])
-            .env_clear()
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| SandboxError::Start(format!("{}: {error}", self.helper.display())))?;
+        let mut child = self.launcher(&[inner::LAUNCH, inner::STDIO])?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         // The plan for the launcher, then the environment for the init, each with its length;
         // what follows is the program's own input.
@@ -430,15 +435,7 @@ impl Sandbox for BwrapSandbox {
         let plan = self.plan(request, false)?;
         let oom_before = self.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
         let pids_before = self.cgroup.as_ref().map_or(0, SandboxCgroup::pids_refused);
-        let mut child = tokio::process::Command::new(&self.helper)
-            .arg(inner::LAUNCH)
-            .env_clear()
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| SandboxError::Start(format!("{}: {error}", self.helper.display())))?;
+        let mut child = self.launcher(&[inner::LAUNCH])?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let plan = serde_json::to_vec(&plan).expect("plans serialize");
         stdin

@@ -11,16 +11,22 @@ use serde_json::json;
 
 const SECRET: &str = "s3cret-mcp-probe-value";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mcp_servers_tools_run_in_the_sandbox_with_the_users_secret_and_a_missing_server_is_skipped()
- {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("notes");
+/// A repository with one commit, for the task to work in.
+fn notes_repo(dir: &std::path::Path) -> std::path::PathBuf {
+    let repo = dir.join("notes");
     std::fs::create_dir(&repo).unwrap();
     sh(
         &repo,
         "git init -q -b main && echo notes > README && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
     );
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_servers_tools_run_in_the_sandbox_with_the_users_secret_and_a_missing_server_is_skipped()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = notes_repo(dir.path());
     let plan = r#"{"requirements": ["a note"], "acceptance_criteria": ["NOTE exists"], "steps": ["Write NOTE"]}"#;
     let model = ScriptedModel::start(vec![
         call("m1", "mcp__everything__get-env", "{}"),
@@ -155,12 +161,7 @@ async fn an_mcp_servers_tools_run_in_the_sandbox_with_the_users_secret_and_a_mis
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_tool_that_hangs_is_cut_at_its_timeout_and_the_task_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("notes");
-    std::fs::create_dir(&repo).unwrap();
-    sh(
-        &repo,
-        "git init -q -b main && echo notes > README && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
-    );
+    let repo = notes_repo(dir.path());
     let model = ScriptedModel::start(vec![
         call(
             "slow",
