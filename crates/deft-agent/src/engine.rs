@@ -217,6 +217,85 @@ impl Engine {
 
     /// After a round that answered feedback on GitHub: a reply in each review thread the
     /// feedback came from, once, and a comment saying what was pushed.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named there"
+    )]
+    async fn thread_verdicts(
+        &self,
+        context: &Context,
+        dir: Option<&std::path::Path>,
+        commit: &str,
+        asked: &[String],
+        comments: &[u64],
+        summaries: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<std::collections::HashMap<u64, (String, String)>, EngineError> {
+        let diff = match dir {
+            Some(dir) => deft_forge::diff(dir, &format!("{commit}~1"), commit)
+                .await
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        let system = "You answer the review comments on your pull request, one reply per comment. For each comment id listed, judge from the feedback, what you did and the diff of your new commit whether you addressed it, declined it (you did not change it on purpose; say why), or cannot act on it without clarification (say what you need to know). Answer with a JSON array only: [{\"comment\": ID, \"status\": \"addressed\" | \"declined\" | \"clarify\", \"note\": \"one or two sentences\"}].".to_owned();
+        let mut diff_text = diff;
+        if diff_text.len() > 20_000 {
+            let mut cut = 20_000;
+            while !diff_text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            diff_text.truncate(cut);
+        }
+        let message = format!(
+            "Comment ids: {comments:?}\n\n{}\n\nWhat you did:\n{}\n\n{}",
+            fence("review feedback", &asked.join("\n\n")),
+            summaries.join("\n"),
+            fence("diff of the new commit", &diff_text)
+        );
+        let mut request = Request {
+            system: vec![system],
+            messages: vec![Message::user(message)],
+            tools: Vec::new(),
+            max_tokens: 2048,
+        };
+        let completion = match self
+            .call(
+                &self.executor,
+                "review replies",
+                &context.task.id,
+                &mut request,
+                cancel,
+            )
+            .await?
+        {
+            Phase::Done(completion) => completion,
+            Phase::Stop(_) => return Ok(std::collections::HashMap::new()),
+        };
+        let text = completion.response.text();
+        let verdicts: Vec<Value> = text
+            .find('[')
+            .and_then(|start| text.rfind(']').map(|end| &text[start..=end]))
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
+        Ok(verdicts
+            .iter()
+            .filter_map(|v| {
+                let status = v["status"].as_str()?;
+                if !matches!(status, "addressed" | "declined" | "clarify") {
+                    return None;
+                }
+                Some((
+                    v["comment"].as_u64()?,
+                    (
+                        status.to_owned(),
+                        v["note"].as_str().unwrap_or("").trim().to_owned(),
+                    ),
+                ))
+            })
+            .filter(|(id, _)| comments.contains(id))
+            .collect())
+    }
+
     async fn answer_on_github(
         &self,
         context: &Context,
@@ -224,6 +303,7 @@ impl Engine {
         number: u64,
         commit: Option<&String>,
         summaries: &[String],
+        cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
         let Ok((github, name)) = self.github_for(repo) else {
             return Ok(());
@@ -242,12 +322,14 @@ impl Engine {
             })
             .filter_map(|e| e.data["comment"].as_u64())
             .collect();
-        let feedback: Vec<&Value> = events
+        let feedback_events: Vec<&deft_core::Event> = events
             .iter()
             .filter(|e| e.kind == EventKind::UserMessage && e.data["kind"] == "feedback")
-            .map(|e| &e.data["github"])
-            .filter(|g| g["repo"] == name.as_str() && g["pull"] == number)
+            .filter(|e| {
+                e.data["github"]["repo"] == name.as_str() && e.data["github"]["pull"] == number
+            })
             .collect();
+        let feedback: Vec<&Value> = feedback_events.iter().map(|e| &e.data["github"]).collect();
         if feedback.is_empty() {
             return Ok(());
         }
@@ -267,15 +349,48 @@ impl Engine {
                     .join("\n")
             )
         };
-        for comment in feedback
+        let pending: Vec<u64> = feedback
             .iter()
             .flat_map(|g| g["review_comments"].as_array().cloned().unwrap_or_default())
             .filter_map(|c| c.as_u64())
-        {
-            if answered.contains(&comment) {
-                continue;
-            }
-            let reply = format!("Addressed in {short}.{what}");
+            .filter(|c| !answered.contains(c))
+            .collect();
+        let asked: Vec<String> = feedback_events
+            .iter()
+            .filter_map(|e| e.data["message"].as_str().map(str::to_owned))
+            .collect();
+        let dir = context
+            .repos
+            .iter()
+            .find(|(r, _, _)| r.id == repo.id)
+            .map(|(_, dir, _)| dir.clone());
+        let verdicts = if pending.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            self.thread_verdicts(
+                context,
+                dir.as_deref(),
+                commit,
+                &asked,
+                &pending,
+                summaries,
+                cancel,
+            )
+            .await?
+        };
+        for comment in pending {
+            let reply = match verdicts.get(&comment) {
+                Some((status, note)) if status == "declined" => format!("Not changed: {note}"),
+                Some((status, note)) if status == "clarify" => {
+                    format!("Before changing this I need to know: {note}")
+                }
+                Some((_, note)) if !note.is_empty() => format!("Addressed in {short}: {note}"),
+                _ => format!("Addressed in {short}.{what}"),
+            };
+            let status = verdicts
+                .get(&comment)
+                .map_or("addressed", |(status, _)| status.as_str())
+                .to_owned();
             if let Err(error) = github
                 .reply_to_review_comment(&name, number, comment, &reply)
                 .await
@@ -287,7 +402,7 @@ impl Engine {
                 id,
                 "github",
                 "replied",
-                json!({"comment": comment, "commit": commit}),
+                json!({"comment": comment, "commit": commit, "verdict": status}),
             )
             .await?;
         }
@@ -868,8 +983,15 @@ impl Engine {
             pull_request.url = published.as_ref().map(|(url, _)| url.clone());
             self.store.upsert_pull_request(id, &pull_request).await?;
             if let Some((_, number)) = published {
-                self.answer_on_github(context, repo, number, commits.get(&repo.id), &summaries)
-                    .await?;
+                self.answer_on_github(
+                    context,
+                    repo,
+                    number,
+                    commits.get(&repo.id),
+                    &summaries,
+                    cancel,
+                )
+                .await?;
             }
             opened += 1;
         }

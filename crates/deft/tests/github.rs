@@ -228,6 +228,10 @@ async fn a_labelled_issue_becomes_a_pull_request_and_reviews_and_failed_checks_c
         plan,
         call("e2", "str_replace_based_edit_tool", r#"{"command": "str_replace", "path": "widgets/greeting.txt", "old_str": "hello", "new_str": "hello, world"}"#),
     ));
+    // Its replies, one per review thread.
+    steps.push(Step::Reply(Turn::text(
+        r#"[{"comment": 9001, "status": "addressed", "note": "greeting.txt now greets the whole world."}, {"comment": 9002, "status": "declined", "note": "The shell test covers one file well; rewriting it is outside this task."}]"#,
+    )));
     // The failed check's round.
     steps.push(Step::Reply(Turn::text("[]")));
     steps.extend(round(
@@ -361,7 +365,15 @@ async fn a_labelled_issue_becomes_a_pull_request_and_reviews_and_failed_checks_c
         REPO,
         pull.number,
         555,
-        &[(9001, "octocat", "greeting.txt", "Greet the whole world")],
+        &[
+            (9001, "octocat", "greeting.txt", "Greet the whole world"),
+            (
+                9002,
+                "octocat",
+                "test.sh",
+                "Also rewrite the tests in Python",
+            ),
+        ],
     );
     let mut review = patched("pull_request_review", "submitted.payload.json", "octocat");
     review["pull_request"]["number"] = json!(pull.number);
@@ -391,13 +403,34 @@ async fn a_labelled_issue_becomes_a_pull_request_and_reviews_and_failed_checks_c
         "a new commit on top, no force-push"
     );
     assert_eq!(github.pulls().len(), 1, "the same pull request");
-    until("the reply in the review thread", || {
-        github
-            .replies()
-            .iter()
-            .any(|r| r.number == 9001 && r.body.starts_with("Addressed in "))
+    until("the replies in the review threads", || {
+        github.replies().len() == 2
     })
     .await;
+    let replies = github.replies();
+    let reply_to = |comment: u64| {
+        replies
+            .iter()
+            .find(|r| r.number == comment)
+            .map(|r| r.body.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        reply_to(9001).starts_with("Addressed in ")
+            && reply_to(9001).ends_with("greeting.txt now greets the whole world."),
+        "{replies:?}"
+    );
+    assert_eq!(
+        reply_to(9002),
+        "Not changed: The shell test covers one file well; rewriting it is outside this task."
+    );
+    assert!(
+        github
+            .comments()
+            .iter()
+            .any(|c| c.number == pull.number && c.body.starts_with("Pushed ")),
+        "a comment on the pull request says what was pushed"
+    );
     let prompt = model
         .requests()
         .iter()
