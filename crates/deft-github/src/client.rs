@@ -242,6 +242,62 @@ impl GitHub {
             .retain(|(name, _), _| name != repo.as_str());
     }
 
+    /// Every repository the App's installations (or the token) can reach.
+    pub async fn reachable_repositories(&self) -> Result<Vec<RepoInfo>, GithubError> {
+        #[derive(Deserialize)]
+        struct Page {
+            repositories: Vec<RepoInfo>,
+        }
+        if self.token.is_some() {
+            let call = "GET /user/repos";
+            return self
+                .root
+                .get("/user/repos", Some(&json!({"per_page": 100})))
+                .await
+                .map_err(|error| api_error(call, error));
+        }
+        let call = "GET /app/installations";
+        let installations: Vec<InstallationRef> = self
+            .root
+            .get("/app/installations", Some(&json!({"per_page": 100})))
+            .await
+            .map_err(|error| api_error(call, error))?;
+        let mut found = Vec::new();
+        for installation in installations {
+            let client = {
+                let mut installations = self.lock_installations();
+                match installations.get(&installation.id) {
+                    Some(client) => client.clone(),
+                    None => {
+                        let client = Arc::new(
+                            self.root
+                                .installation(InstallationId(installation.id))
+                                .map_err(|error| api_error("installation", error))?,
+                        );
+                        installations.insert(installation.id, client.clone());
+                        client
+                    }
+                }
+            };
+            let call = "GET /installation/repositories";
+            let page: Page = client
+                .get(
+                    "/installation/repositories",
+                    Some(&json!({"per_page": 100})),
+                )
+                .await
+                .map_err(|error| api_error(call, error))?;
+            for repo in &page.repositories {
+                self.repo_installations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(repo.full_name.clone(), installation.id);
+            }
+            found.extend(page.repositories);
+        }
+        Ok(found)
+    }
+
     pub async fn repository(&self, repo: &RepoName) -> Result<RepoInfo, GithubError> {
         let client = self.client(repo).await?;
         let call = format!("GET /repos/{repo}");

@@ -107,6 +107,8 @@ impl GithubStandIn {
         let app = Router::new()
             .route("/app/installations/{id}/access_tokens", post(access_token))
             .route("/repos/{owner}/{name}/installation", get(installation))
+            .route("/app/installations", get(installations))
+            .route("/installation/repositories", get(installation_repositories))
             .route("/repos/{owner}/{name}", get(repository))
             .route(
                 "/repos/{owner}/{name}/collaborators/{login}/permission",
@@ -404,6 +406,38 @@ async fn access_token(
             "repository_selection": "selected"
         })),
     )
+        .into_response()
+}
+
+async fn installations(State(hub): State<Shared>, headers: HeaderMap) -> Response {
+    let hub = hub.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(response) = app_authorized(&hub, &headers) {
+        return *response;
+    }
+    let mut body = fixture("installation", "created.payload.json")["installation"].clone();
+    body["id"] = json!(hub.installation_id);
+    body["app_id"] = json!(hub.app_id);
+    axum::Json(json!([body])).into_response()
+}
+
+async fn installation_repositories(State(hub): State<Shared>, headers: HeaderMap) -> Response {
+    let hub = hub.lock().unwrap_or_else(|e| e.into_inner());
+    if !installation_authorized(&hub, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+    }
+    let base = base_of(&headers);
+    let mut names: Vec<&String> = hub
+        .repos
+        .iter()
+        .filter(|(_, r)| r.installed)
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    let repositories: Vec<Value> = names
+        .into_iter()
+        .map(|name| repo_json(&base, name, &hub.repos[name]))
+        .collect();
+    axum::Json(json!({"total_count": repositories.len(), "repository_selection": "selected", "repositories": repositories}))
         .into_response()
 }
 

@@ -525,6 +525,23 @@ async fn only_linked_writers_give_work_and_lost_access_stops_what_waits() {
         "{refused}"
     );
 
+    // What each can reach through the App: ada may give the repository to a task, mallory
+    // only sees it.
+    github.add_repo("octo-org/private", &bare, "main");
+    github.set_permission("octo-org/private", "octocat", "none");
+    let listed = server
+        .call_as(&ada, reqwest::Method::GET, "/repos/github", None)
+        .await;
+    assert_eq!(
+        listed["repos"],
+        json!([{"full_name": REPO, "default_branch": "main", "html_url": "https://github.example/octo-org/widgets", "writable": true}]),
+        "{listed}"
+    );
+    let listed = server
+        .call_as(&mallory, reqwest::Method::GET, "/repos/github", None)
+        .await;
+    assert_eq!(listed["repos"][0]["writable"], false, "{listed}");
+
     // Someone GitHub knows but deft does not: told how to be linked, nothing started.
     let (status, _) = deliver(
         &server,

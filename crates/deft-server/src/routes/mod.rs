@@ -48,6 +48,7 @@ pub fn api() -> Router<AppState> {
             put(settings::put_secret).delete(settings::delete_secret),
         )
         .route("/repos", get(repos::list).post(repos::add))
+        .route("/repos/github", get(repos::github_list))
         .route("/learnings", get(settings::learnings))
         .route("/learnings/{id}", delete(settings::delete_learning))
 }

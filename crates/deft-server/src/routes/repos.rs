@@ -50,6 +50,61 @@ pub async fn add(
     Ok((StatusCode::CREATED, Json(views::repository(&repo))))
 }
 
+/// `GET /repos/github`: the GitHub repositories both the App and the user (through their linked
+/// account) can reach, with the user's permission on each; only those marked writable can be
+/// given to a task.
+pub async fn github_list(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Value>, ApiError> {
+    let Some(hooks) = &app.github else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "GitHub is not configured on this deft; an administrator sets `[github]`",
+        ));
+    };
+    let Some(login) = app.store.github_login(&user.id).await? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_linked",
+            format!(
+                "your deft account is not linked to a GitHub account; an administrator links it with `deft user github {} LOGIN`",
+                user.name
+            ),
+        ));
+    };
+    let unavailable = |error: deft_github::GithubError| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "github", error.to_string())
+    };
+    let mut repos = Vec::new();
+    for repo in hooks
+        .client
+        .reachable_repositories()
+        .await
+        .map_err(unavailable)?
+    {
+        let Ok(name) = deft_github::RepoName::parse(&repo.full_name) else {
+            continue;
+        };
+        let permission = hooks
+            .client
+            .permission(&name, &login)
+            .await
+            .map_err(unavailable)?;
+        if permission == deft_github::Permission::None {
+            continue;
+        }
+        repos.push(json!({
+            "full_name": repo.full_name,
+            "default_branch": repo.default_branch,
+            "html_url": repo.html_url,
+            "writable": permission.can_write(),
+        }));
+    }
+    Ok(Json(json!({ "repos": repos })))
+}
+
 /// Registers a GitHub repository for `user`: one the App can reach and the user, through
 /// their linked GitHub account, can push to (checked with GitHub, cached briefly).
 pub(crate) async fn register_github(
