@@ -31,7 +31,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (bare, sandboxed, podman) = runtime.block_on(async {
+    let (bare, sandboxed, podman, parts) = runtime.block_on(async {
         let support = HostSupport::probe().await;
         let backend = BwrapBackend::new(
             support,
@@ -41,6 +41,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let mut bare = Vec::new();
         let mut sandboxed = Vec::new();
+        let mut parts: [Vec<Duration>; 3] = Default::default();
         for run in 0..runs {
             let started = Instant::now();
             let status = tokio::process::Command::new("sh")
@@ -65,17 +66,22 @@ fn main() {
             let started = Instant::now();
             let (events, _decisions) = tokio::sync::mpsc::unbounded_channel();
             let sandbox = backend.create(spec, events).await.unwrap();
+            let created = started.elapsed();
             let request = ExecRequest {
                 argv: vec!["true".into()],
                 ..ExecRequest::shell("")
             };
             let outcome = sandbox.exec(&request, &mut |_| {}).await.unwrap();
             assert_eq!(outcome.exit_code(), 0, "{}", outcome.output);
+            let executed = started.elapsed();
             sandbox.destroy().await.unwrap();
             sandboxed.push(started.elapsed());
+            parts[0].push(created);
+            parts[1].push(executed - created);
+            parts[2].push(started.elapsed() - executed);
         }
         let podman = podman_runs(runs.min(10)).await;
-        (bare, sandboxed, podman)
+        (bare, sandboxed, podman, parts)
     });
     let bare = summary(bare);
     let sandboxed = summary(sandboxed);
@@ -92,6 +98,14 @@ fn main() {
         ms(sandboxed.0),
         ms(sandboxed.1)
     );
+    for (name, part) in ["create", "exec `true`", "destroy"].iter().zip(parts) {
+        let part = summary(part);
+        println!(
+            "| … of which {name} | {:.2} ms | {:.2} ms |",
+            ms(part.0),
+            ms(part.1)
+        );
+    }
     let mut missed = Vec::new();
     let ratio = ms(sandboxed.0) / ms(bare.0);
     println!("| sandbox / bare | {ratio:.1}x | |");
