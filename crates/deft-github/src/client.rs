@@ -425,6 +425,64 @@ impl GitHub {
             .map_err(|error| api_error(&call, error))
     }
 
+    /// The changes of `head` against `base` as a unified diff, from the compare API.
+    pub async fn compare(
+        &self,
+        repo: &RepoName,
+        base: &str,
+        head: &str,
+    ) -> Result<String, GithubError> {
+        #[derive(Deserialize)]
+        struct File {
+            filename: String,
+            status: String,
+            #[serde(default)]
+            previous_filename: Option<String>,
+            #[serde(default)]
+            patch: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Comparison {
+            #[serde(default)]
+            files: Vec<File>,
+        }
+        let client = self.client(repo).await?;
+        let call = format!("GET /repos/{repo}/compare/{base}...{head}");
+        let comparison: Comparison = client
+            .get(
+                format!("/repos/{repo}/compare/{base}...{head}"),
+                None::<&()>,
+            )
+            .await
+            .map_err(|error| api_error(&call, error))?;
+        let mut diff = String::new();
+        for file in comparison.files {
+            let old = file.previous_filename.as_deref().unwrap_or(&file.filename);
+            diff.push_str(&format!("diff --git a/{old} b/{}\n", file.filename));
+            let from = if file.status == "added" {
+                "/dev/null".to_owned()
+            } else {
+                format!("a/{old}")
+            };
+            let to = if file.status == "removed" {
+                "/dev/null".to_owned()
+            } else {
+                format!("b/{}", file.filename)
+            };
+            diff.push_str(&format!("--- {from}\n+++ {to}\n"));
+            match file.patch {
+                Some(patch) => {
+                    diff.push_str(&patch);
+                    if !patch.ends_with('\n') {
+                        diff.push('\n');
+                    }
+                }
+                None => diff.push_str("(binary or too large to show)\n"),
+            }
+        }
+        Ok(diff)
+    }
+
     /// Comments on an issue or a pull request.
     pub async fn comment(
         &self,

@@ -115,6 +115,7 @@ impl GithubStandIn {
                 get(permission),
             )
             .route("/repos/{owner}/{name}/branches/{*branch}", get(branch))
+            .route("/repos/{owner}/{name}/compare/{*spec}", get(compare))
             .route(
                 "/repos/{owner}/{name}/pulls",
                 get(list_pulls).post(create_pull),
@@ -561,6 +562,55 @@ async fn branch(
     }
     axum::Json(json!({"name": branch, "protected": repo.protected.contains(&branch)}))
         .into_response()
+}
+
+/// `GET /repos/{owner}/{name}/compare/{base}...{head}`: the files changed, each with its patch
+/// (the hunks, without the file headers), as GitHub answers.
+async fn compare(
+    State(hub): State<Shared>,
+    UrlPath((owner, name, spec)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let repo = {
+        let hub = hub.lock().unwrap_or_else(|e| e.into_inner());
+        match guarded(&hub, &headers, &owner, &name) {
+            Ok((_, repo)) => repo,
+            Err(response) => return *response,
+        }
+    };
+    let Some((base, head)) = spec.split_once("...") else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo.bare)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let range = format!("{base}...{head}");
+    let Some(names) = git(&["diff", "--name-status", &range]) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let files: Vec<Value> = names
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(status, file)| {
+            let diff = git(&["diff", &range, "--", file]).unwrap_or_default();
+            let patch = diff
+                .find("@@")
+                .map_or(String::new(), |at| diff[at..].to_owned());
+            let status = match status {
+                "A" => "added",
+                "D" => "removed",
+                _ => "modified",
+            };
+            json!({"filename": file, "status": status, "patch": patch})
+        })
+        .collect();
+    axum::Json(json!({"status": "ahead", "files": files})).into_response()
 }
 
 fn pull_json(base: &str, pull: &OpenedPull) -> Value {

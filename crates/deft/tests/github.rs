@@ -321,6 +321,20 @@ async fn a_labelled_issue_becomes_a_pull_request_and_reviews_and_failed_checks_c
         sh(&bare, "git rev-list --max-parents=0 main").trim(),
         "main is untouched"
     );
+    // The pull request's diff, read back from GitHub.
+    let diffs = server
+        .call_as(
+            &ada,
+            reqwest::Method::GET,
+            &format!("/tasks/{id}/diff"),
+            None,
+        )
+        .await;
+    let diff = diffs["diffs"][0]["diff"].as_str().unwrap_or_default();
+    assert!(
+        diff.contains("+++ b/greeting.txt") && diff.contains("+hello"),
+        "{diffs}"
+    );
     let comments = github.comments();
     assert!(
         comments

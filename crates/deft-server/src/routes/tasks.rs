@@ -299,20 +299,45 @@ pub async fn diff(
             .store
             .repository(&user.id, pull_request.repo.as_str())
             .await?;
-        let diff = deft_forge::diff(
+        let diff = pull_request_diff(&app, &repo, pull_request)
+            .await
+            .map_err(|error| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "diff_unavailable",
+                    format!("cannot read the diff of {}: {error}", repo.name),
+                )
+            })?;
+        diffs.push(json!({"repo": pull_request.repo, "base": pull_request.base, "head": pull_request.head, "diff": diff}));
+    }
+    Ok(Json(json!({ "diffs": diffs })))
+}
+
+/// A pull request's changes as a unified diff: from the repository on disk for the local
+/// forge, from GitHub's compare API for GitHub.
+pub(crate) async fn pull_request_diff(
+    app: &AppState,
+    repo: &deft_core::Repository,
+    pull_request: &deft_core::PullRequest,
+) -> Result<String, String> {
+    match repo.forge {
+        deft_core::ForgeKind::Local => deft_forge::diff(
             std::path::Path::new(&repo.location),
             &pull_request.base,
             &pull_request.head,
         )
         .await
-        .map_err(|error| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "diff_unavailable",
-                format!("cannot read the diff of {}: {error}", repo.name),
-            )
-        })?;
-        diffs.push(json!({"repo": pull_request.repo, "base": pull_request.base, "head": pull_request.head, "diff": diff}));
+        .map_err(|error| error.to_string()),
+        deft_core::ForgeKind::Github => {
+            let Some(hooks) = &app.github else {
+                return Err("GitHub is not configured on this deft".into());
+            };
+            let name = deft_github::RepoName::parse(&repo.location).map_err(|e| e.to_string())?;
+            hooks
+                .client
+                .compare(&name, &pull_request.base, &pull_request.head)
+                .await
+                .map_err(|error| error.to_string())
+        }
     }
-    Ok(Json(json!({ "diffs": diffs })))
 }

@@ -278,17 +278,13 @@ async fn summary_of(
             .repository(&session.user.id, pr.repo.as_str())
             .await;
         let (lines, error) = match repo {
-            Ok(repo) => {
-                match deft_forge::diff(std::path::Path::new(&repo.location), &pr.base, &pr.head)
-                    .await
-                {
-                    Ok(diff) => (log::diff_lines(&diff), None),
-                    Err(error) => (
-                        Vec::new(),
-                        Some(format!("The diff cannot be read: {error}")),
-                    ),
-                }
-            }
+            Ok(repo) => match crate::routes::tasks::pull_request_diff(app, &repo, pr).await {
+                Ok(diff) => (log::diff_lines(&diff), None),
+                Err(error) => (
+                    Vec::new(),
+                    Some(format!("The diff cannot be read: {error}")),
+                ),
+            },
             Err(_) => (
                 Vec::new(),
                 Some("The repository is no longer registered.".into()),
