@@ -40,6 +40,7 @@ pub struct LevelChoice {
 #[derive(Default)]
 pub struct Errors {
     pub repo: Option<String>,
+    pub github: Option<String>,
     pub password: Option<String>,
     pub allow: Option<String>,
     pub env: Option<String>,
@@ -53,6 +54,8 @@ pub struct Errors {
 struct SettingsPage {
     chrome: Chrome,
     repos: Vec<RepoRow>,
+    /// `Some` when GitHub is configured: the user's linked login, if any.
+    github: Option<Option<String>>,
     has_password: bool,
     levels: Vec<LevelChoice>,
     allow_text: String,
@@ -119,6 +122,10 @@ async fn draw(
                 branch: repo.default_branch,
             })
             .collect(),
+        github: match &app.github {
+            Some(_) => Some(app.store.github_login(&user.id).await?),
+            None => None,
+        },
         has_password: app.store.has_password(&user.id).await?,
         levels: NetworkLevel::ALL
             .into_iter()
@@ -343,7 +350,10 @@ pub async fn save(
     match section.as_str() {
         "repos" => {
             let path = form.get("path").trim();
-            let result = if path.is_empty() {
+            let github = form.get("github").trim();
+            let result = if !github.is_empty() {
+                crate::routes::repos::register_github(app, user, github, "github").await
+            } else if path.is_empty() {
                 Err(ApiError::field(
                     "path",
                     "is empty; give the absolute path of a git repository on the server",
@@ -352,10 +362,12 @@ pub async fn save(
                 crate::routes::repos::register_local(app, user, path, "path").await
             };
             let result = result.map(|_| ()).map_err(|e| (e.status, e.message));
-            finish(app, session, "repos", result, typed, |e, m| {
-                e.repo = Some(m)
-            })
-            .await
+            let place: Place = if github.is_empty() {
+                |e, m| e.repo = Some(m)
+            } else {
+                |e, m| e.github = Some(m)
+            };
+            finish(app, session, "repos", result, typed, place).await
         }
         "password" => {
             let new = form.get("new_password");
