@@ -71,7 +71,7 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
         Ok(parsed) => parsed,
         Err(error) => return ApiError::field("body", error.to_string()).into_response(),
     };
-    match app.store.record_delivery(delivery, event).await {
+    match app.store.record_delivery(delivery, event, &body).await {
         Ok(true) => {}
         Ok(false) => {
             return (StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response();
@@ -80,12 +80,40 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
     }
     // GitHub waits ten seconds at most; the work happens after the answer.
     let delivery = delivery.to_owned();
-    tokio::spawn(async move {
-        if let Err(error) = act(&app, &hooks, parsed).await {
-            tracing::error!(delivery = %delivery, error = %error, "a GitHub delivery could not be acted on");
-        }
-    });
+    tokio::spawn(async move { act_and_mark(&app, &hooks, &delivery, parsed).await });
     (StatusCode::ACCEPTED, Json(json!({"status": "accepted"}))).into_response()
+}
+
+/// Acts on a delivery and marks it done (even when acting failed: a retry would fail the same
+/// way, and the failure is in the log).
+async fn act_and_mark(app: &AppState, hooks: &GithubHooks, id: &str, delivery: Delivery) {
+    if let Err(error) = act(app, hooks, delivery).await {
+        tracing::error!(delivery = %id, error = %error, "a GitHub delivery could not be acted on");
+    }
+    if let Err(error) = app.store.delivery_done(id).await {
+        tracing::error!(delivery = %id, error = %error, "cannot mark a GitHub delivery done");
+    }
+}
+
+/// At start: acts on the deliveries that were answered but not acted on before deft stopped.
+pub async fn resume(app: &AppState) -> Result<usize, StoreError> {
+    let Some(hooks) = app.github.clone() else {
+        return Ok(0);
+    };
+    let pending = app.store.pending_deliveries().await?;
+    let count = pending.len();
+    for (id, event, payload) in pending {
+        match webhook::parse(&event, payload.as_bytes()) {
+            Ok(delivery) => act_and_mark(app, &hooks, &id, delivery).await,
+            Err(error) => {
+                tracing::error!(delivery = %id, error = %error, "a stored GitHub delivery cannot be read");
+                app.store.delivery_done(&id).await?;
+            }
+        }
+    }
+    let month_ago = deft_core::Timestamp::now().plus_millis(-30 * 86_400_000);
+    app.store.prune_deliveries(month_ago).await?;
+    Ok(count)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use deft_store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
-pub use github::GithubHooks;
+pub use github::{GithubHooks, resume as resume_github_deliveries};
 pub use web::{ChatReplier, SharedChatReplier, SignInLimiter};
 
 /// Whether a model is configured, decided at start (SPEC §4).

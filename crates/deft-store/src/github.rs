@@ -89,19 +89,68 @@ impl Store {
             .map(UserId::from_stored))
     }
 
-    /// Records a webhook delivery; `false` when it was received before (GitHub redelivers).
-    pub async fn record_delivery(&self, id: &str, event: &str) -> Result<bool, StoreError> {
+    /// Records a webhook delivery with its body; `false` when it was received before (GitHub
+    /// redelivers).
+    pub async fn record_delivery(
+        &self,
+        id: &str,
+        event: &str,
+        payload: &[u8],
+    ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
-            "INSERT INTO github_deliveries (id, event, received_at) VALUES ($1, $2, $3) \
+            "INSERT INTO github_deliveries (id, event, received_at, payload) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(event)
         .bind(Timestamp::now().unix_millis())
+        .bind(String::from_utf8_lossy(payload).into_owned())
         .execute(&self.pool)
         .await?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    /// The delivery was acted on: its body is no longer kept.
+    pub async fn delivery_done(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE github_deliveries SET processed_at = $2, payload = NULL WHERE id = $1")
+            .bind(id)
+            .bind(Timestamp::now().unix_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deliveries received but not acted on (deft stopped in between), oldest first:
+    /// `(id, event, body)`.
+    pub async fn pending_deliveries(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, event, payload FROM github_deliveries \
+             WHERE processed_at IS NULL AND payload IS NOT NULL ORDER BY received_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    row.try_get("event")?,
+                    row.try_get("payload")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Forgets the ids of deliveries acted on before `cutoff`: GitHub redelivers for days, not
+    /// months.
+    pub async fn prune_deliveries(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM github_deliveries WHERE processed_at IS NOT NULL AND received_at < $1",
+        )
+        .bind(cutoff.unix_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     /// The task whose pull request on GitHub is at `url` (its page).

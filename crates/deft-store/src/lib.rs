@@ -185,6 +185,11 @@ impl Store {
                 include_str!("../migrations/0006_sessions.sql"),
             ),
             (7, "github", include_str!("../migrations/0007_github.sql")),
+            (
+                8,
+                "delivery_payloads",
+                include_str!("../migrations/0008_delivery_payloads.sql"),
+            ),
         ]
         .into_iter()
         .map(|(version, description, sql)| {

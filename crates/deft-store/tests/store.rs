@@ -1480,12 +1480,42 @@ async fn github_logins_link_once_and_deliveries_count_once(store: Store) {
     assert_eq!(store.github_user("octocat").await.unwrap(), None);
     assert_eq!(store.unlink_github("octocat").await.unwrap(), None);
 
-    assert!(store.record_delivery("d-1", "issues").await.unwrap());
     assert!(
-        !store.record_delivery("d-1", "issues").await.unwrap(),
+        store
+            .record_delivery("d-1", "issues", b"{\"n\": 1}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.record_delivery("d-1", "issues", b"{}").await.unwrap(),
         "a redelivery"
     );
-    assert!(store.record_delivery("d-2", "issues").await.unwrap());
+    assert!(
+        store
+            .record_delivery("d-2", "ping", b"{\"n\": 2}")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.pending_deliveries().await.unwrap(),
+        vec![
+            (
+                "d-1".to_owned(),
+                "issues".to_owned(),
+                "{\"n\": 1}".to_owned()
+            ),
+            ("d-2".to_owned(), "ping".to_owned(), "{\"n\": 2}".to_owned()),
+        ]
+    );
+    store.delivery_done("d-1").await.unwrap();
+    assert_eq!(store.pending_deliveries().await.unwrap().len(), 1);
+    let future = deft_core::Timestamp::now().plus_millis(60_000);
+    assert_eq!(
+        store.prune_deliveries(future).await.unwrap(),
+        1,
+        "only what was acted on"
+    );
+    assert!(!store.record_delivery("d-2", "ping", b"{}").await.unwrap());
 
     // From a pull request on GitHub back to its task, by page or by branch.
     let repo = store

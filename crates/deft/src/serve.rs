@@ -134,6 +134,19 @@ pub async fn run(
             stop: shutdown,
         }));
     }
+    // Deliveries answered just before the last stop are acted on now, in the background.
+    {
+        let state = state.clone();
+        runners.push(tokio::spawn(async move {
+            match deft_server::resume_github_deliveries(&state).await {
+                Ok(0) => {}
+                Ok(count) => {
+                    tracing::info!(count, "acted on GitHub deliveries left from the last run")
+                }
+                Err(error) => tracing::error!(error = %error, "cannot resume GitHub deliveries"),
+            }
+        }));
+    }
     deft_server::serve(listener, state).await?;
     for runner in runners {
         let _ = runner.await;

@@ -622,6 +622,53 @@ async fn only_linked_writers_give_work_and_lost_access_stops_what_waits() {
         "{message}"
     );
 
+    // A delivery answered just before deft stopped is acted on at the next start.
+    github.add_repo(REPO, &bare, "main");
+    drop(server);
+    {
+        let key = deft_store::MasterKey::load(None, &data).unwrap();
+        let store = deft_store::Store::open_data_dir(&data, key).await.unwrap();
+        let body = serde_json::to_vec(&labeled(9, "Add a farewell", "Please.", "octocat")).unwrap();
+        assert!(
+            store
+                .record_delivery("d-left", "issues", &body)
+                .await
+                .unwrap()
+        );
+        store.close().await;
+    }
+    let key = key_path.display().to_string();
+    let app_id = APP_ID.to_string();
+    let server = start_with_env(
+        &data,
+        &model,
+        0,
+        &[
+            ("DEFT_GITHUB_API_URL", &github.url),
+            ("DEFT_GITHUB_APP_ID", &app_id),
+            ("DEFT_GITHUB_PRIVATE_KEY_PATH", &key),
+            ("DEFT_GITHUB_WEBHOOK_SECRET", SECRET),
+        ],
+    );
+    until("the left-over delivery to be acted on", || {
+        github
+            .comments()
+            .iter()
+            .any(|c| c.number == 9 && c.body.contains("@octocat deft started task"))
+    })
+    .await;
+    assert_eq!(tasks_of(&server, &ada).await.len(), 2);
+    // Acted on once: its id now answers as a duplicate.
+    let (status, _) = deliver(
+        &server,
+        "issues",
+        "d-left",
+        &labeled(9, "Add a farewell", "Please.", "octocat"),
+        SECRET,
+    )
+    .await;
+    assert_eq!(status, 200);
+
     // A person who revokes the App is unlinked at once.
     let mut revoked = fixture("github_app_authorization", "revoked.payload.json");
     revoked["sender"]["login"] = json!("mallory");
