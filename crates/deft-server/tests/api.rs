@@ -906,6 +906,7 @@ async fn streams_deliver_every_event_once(app: TestApp, writer: Store) {
     let repo = app.git_repo("widgets");
     let id = app.task(&app.admin, &repo).await;
     let task = TaskId::from_stored(id.clone());
+    let task_id = task.clone();
     let total = 1 + 1000;
     let app = Arc::new(app);
     let written = Arc::new(AtomicI64::new(1));
@@ -953,8 +954,16 @@ async fn streams_deliver_every_event_once(app: TestApp, writer: Store) {
     assert_eq!(early, expected);
     assert_eq!(late, expected);
     // The streams are gone, and so is their wake-up entry, once the server has seen the
-    // connections close. It sees that when it next writes to them: at once when events
-    // follow, at the latest at the next keep-alive comment (every 15 s).
+    // connections close. It sees that when a write to them fails: the first write after the
+    // close is still accepted by the kernel, the next one is refused. Two more events make
+    // those writes now rather than at the keep-alive comments (every 15 s).
+    for n in 0..2 {
+        app.store
+            .append_event(&task_id, EventKind::ToolCall, json!({"after": n}))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let closing = std::time::Instant::now();
     while app.store.events().watched_tasks() != 0 {
         assert!(
