@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use github::{GithubHooks, resume as resume_github_deliveries};
-pub use web::{ChatReplier, SharedChatReplier, SignInLimiter};
+pub use web::{ChatReplier, ChatReply, SharedChatReplier, SignInLimiter};
 
 /// Whether a model is configured, decided at start (SPEC §4).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -533,6 +533,30 @@ impl Store {
     }
 
     /// The user's tokens spent since `since` (for weekly limits).
+    /// Adds the tokens of a model call made for the user outside any task (the agent's replies
+    /// in a chat): they count towards the weekly limit like any other.
+    pub async fn record_user_usage(
+        &self,
+        user: &UserId,
+        model: &str,
+        usage: Usage,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO usage_records (id, user_id, task_id, model, input_tokens, output_tokens, cached_tokens, at) \
+             VALUES ($1, $2, NULL, $3, $4, $5, $6, $7)",
+        )
+        .bind(TaskId::generate().as_str())
+        .bind(user.as_str())
+        .bind(model)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.cached_tokens)
+        .bind(Timestamp::now().unix_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn usage_since(&self, user: &UserId, since: Timestamp) -> Result<Usage, StoreError> {
         let row = sqlx::query(
             "SELECT CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS i, \

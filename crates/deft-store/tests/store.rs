@@ -62,6 +62,7 @@ on_both!(
     passwords_sessions_and_login_links_sign_in_once_and_expire,
     tokens_are_listed_without_values_and_revoked_by_their_owner_only,
     github_logins_link_once_and_deliveries_count_once,
+    usage_outside_tasks_counts_towards_the_week,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -1593,5 +1594,26 @@ async fn github_logins_link_once_and_deliveries_count_once(store: Store) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn usage_outside_tasks_counts_towards_the_week(store: Store) {
+    let ada = store.create_user("ada", false).await.unwrap();
+    let bob = store.create_user("bob", false).await.unwrap();
+    let week = deft_core::Timestamp::now().week_start();
+    let chat = Usage {
+        input_tokens: 120,
+        output_tokens: 30,
+        cached_tokens: 0,
+    };
+    store
+        .record_user_usage(&ada.id, "anthropic/claude", chat)
+        .await
+        .unwrap();
+    let spent = store.usage_since(&ada.id, week).await.unwrap();
+    assert_eq!((spent.input_tokens, spent.output_tokens), (120, 30));
+    assert_eq!(
+        store.usage_since(&bob.id, week).await.unwrap().input_tokens,
+        0
     );
 }

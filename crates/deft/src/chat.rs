@@ -46,7 +46,7 @@ impl deft_server::ChatReplier for ModelChat {
         user: &'a User,
         repos: &'a [Repository],
         messages: &'a [ChatMessage],
-    ) -> BoxFuture<'a, Result<String, String>> {
+    ) -> BoxFuture<'a, Result<deft_server::ChatReply, String>> {
         Box::pin(async move {
             let names: Vec<&str> = repos.iter().map(|repo| repo.name.as_str()).collect();
             let system = format!(
@@ -61,7 +61,11 @@ impl deft_server::ChatReplier for ModelChat {
                 .complete(&request, &self.stop)
                 .await
                 .map_err(|error| error.to_string())?;
-            Ok(completion.response.text())
+            Ok(deft_server::ChatReply {
+                text: completion.response.text(),
+                model: self.client.config().label(),
+                usage: completion.response.usage,
+            })
         })
     }
 }

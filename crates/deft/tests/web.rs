@@ -378,6 +378,14 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
             "the second reply",
         )
         .await;
+    // The agent's replies cost tokens, and they count towards the week's usage.
+    let chat_page = browser.js("return location.pathname").await;
+    browser.goto(&format!("{}/settings", server.url)).await;
+    let usage = browser.text("#usage-text").await;
+    assert!(usage.ends_with(" tokens") && usage != "0 tokens", "{usage}");
+    browser
+        .goto(&format!("{}{}", server.url, chat_page.as_str().unwrap()))
+        .await;
     browser.click("#create-task button[type=submit]").await;
     browser
         .until(

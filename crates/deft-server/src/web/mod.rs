@@ -36,7 +36,16 @@ pub trait ChatReplier: Send + Sync + std::fmt::Debug {
         user: &'a User,
         repos: &'a [Repository],
         messages: &'a [ChatMessage],
-    ) -> BoxFuture<'a, Result<String, String>>;
+    ) -> BoxFuture<'a, Result<ChatReply, String>>;
+}
+
+/// What the agent said in a chat, and what saying it cost (it counts towards the week's limit).
+#[derive(Debug, Clone)]
+pub struct ChatReply {
+    pub text: String,
+    /// `PROVIDER/NAME` of the model that answered.
+    pub model: String,
+    pub usage: deft_core::Usage,
 }
 
 /// A shared replier, as [`AppState`] holds it.
