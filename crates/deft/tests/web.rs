@@ -660,6 +660,44 @@ async fn secrets_stay_unseen_bad_input_is_refused_in_place_and_others_tasks_and_
         json!(["api.example.com", ".internal.example"])
     );
 
+    // An API token: shown once, works, and stops working when revoked.
+    browser.fill("#token-label", "laptop").await;
+    browser.click("#tokens form.grid button[type=submit]").await;
+    browser
+        .until("document.getElementById('new-token')", "the new token")
+        .await;
+    let token = browser.text("#new-token").await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let me = |token: String| {
+        let client = client.clone();
+        let url = format!("{}/api/v1/me", server.url);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(me(token.clone()).await, 200);
+    browser.goto(&format!("{}/settings", server.url)).await;
+    assert!(
+        !browser.page().source().await.unwrap().contains(&token),
+        "a token is shown once"
+    );
+    browser
+        .click("#tokens form.inline button[aria-label='Revoke laptop']")
+        .await;
+    browser
+        .until(
+            "document.getElementById('notice')?.innerText.includes('tokens')",
+            "the revocation",
+        )
+        .await;
+    assert_eq!(me(token).await, 401);
+
     // A form posted without its CSRF token is refused and changes nothing.
     browser
         .js("const form = document.querySelector('#secrets form.grid'); form.querySelector('[name=csrf]').remove(); form.querySelector('#secret-name').value = 'FORGED'; form.querySelector('#secret-value').value = 'x'; form.submit(); return 1;")
@@ -674,7 +712,6 @@ async fn secrets_stay_unseen_bad_input_is_refused_in_place_and_others_tasks_and_
     let secrets = server.call(reqwest::Method::GET, "/secrets", None).await;
     assert_eq!(secrets["secrets"].as_array().unwrap().len(), 1, "{secrets}");
     // The same, sent by another page with the browser's cookie: refused, nothing stored.
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let forged = client
         .post(format!("{}/settings/secrets", server.url))
         .header("cookie", browser.session_cookie().await)
