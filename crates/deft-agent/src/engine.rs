@@ -416,6 +416,44 @@ impl Engine {
         Ok(())
     }
 
+    /// Tells the issue a task came from where its pull request is, once.
+    async fn link_issue_once(
+        &self,
+        context: &Context,
+        repo: &deft_core::Repository,
+        issue: u64,
+        url: &str,
+    ) -> Result<(), EngineError> {
+        let Ok((github, name)) = self.github_for(repo) else {
+            return Ok(());
+        };
+        let id = &context.task.id;
+        let told = self
+            .store
+            .events_after(&context.owner.id, id, 0, 100_000)
+            .await?
+            .iter()
+            .any(|e| {
+                e.kind == EventKind::Step
+                    && e.data["step"] == "github"
+                    && e.data["status"] == "linked"
+            });
+        if told {
+            return Ok(());
+        }
+        let note = format!("The pull request for this issue: {url}");
+        match github.comment(&name, issue, &note).await {
+            Ok(()) => {
+                self.step(id, "github", "linked", json!({"issue": issue, "url": url}))
+                    .await
+            }
+            Err(error) => {
+                tracing::warn!(task.id = %id, error = %error, "cannot link the issue to its pull request");
+                Ok(())
+            }
+        }
+    }
+
     /// Opens (or updates) the pull request on GitHub; its page's address. Local repositories
     /// keep their pull requests in deft alone.
     async fn publish(
@@ -962,6 +1000,14 @@ impl Engine {
                 ));
             }
             body.push_str(&refusals);
+            let issue = self.store.issue_of(&context.task.id).await?;
+            let issue = issue.filter(|(full, _)| {
+                repo.forge == deft_core::ForgeKind::Github && *full == repo.location
+            });
+            if let Some((_, number)) = &issue {
+                // Merging the pull request closes the issue it came from.
+                body.push_str(&format!("\n\nCloses #{number}"));
+            }
             let mut pull_request = PullRequest {
                 repo: repo.id.clone(),
                 base: repo.default_branch.clone(),
@@ -982,6 +1028,9 @@ impl Engine {
             };
             pull_request.url = published.as_ref().map(|(url, _)| url.clone());
             self.store.upsert_pull_request(id, &pull_request).await?;
+            if let (Some((url, _)), Some((_, issue))) = (&published, &issue) {
+                self.link_issue_once(context, repo, *issue, url).await?;
+            }
             if let Some((_, number)) = published {
                 self.answer_on_github(
                     context,

@@ -382,6 +382,9 @@ async fn start(
             },
         )
         .await?;
+    app.store
+        .link_issue(&task.id, issue.repo.as_str(), issue.number)
+        .await?;
     let task = crate::routes::tasks::created(app, task).await?;
     let reply = format!(
         "@{sender} deft started task `{}` for this issue; its pull request will follow.",

@@ -153,6 +153,38 @@ impl Store {
         .rows_affected())
     }
 
+    /// Remembers that `task` was started from issue `number` of the GitHub repository `repo`.
+    pub async fn link_issue(
+        &self,
+        task: &TaskId,
+        repo: &str,
+        number: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO github_issue_tasks (task_id, repo, number) VALUES ($1, $2, $3)")
+            .bind(task.as_str())
+            .bind(repo)
+            .bind(i64::try_from(number).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The GitHub issue `(repo, number)` a task was started from.
+    pub async fn issue_of(&self, task: &TaskId) -> Result<Option<(String, u64)>, StoreError> {
+        let row = sqlx::query("SELECT repo, number FROM github_issue_tasks WHERE task_id = $1")
+            .bind(task.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let number: i64 = row.try_get("number")?;
+            Ok((
+                row.try_get("repo")?,
+                u64::try_from(number).unwrap_or_default(),
+            ))
+        })
+        .transpose()
+    }
+
     /// The task whose pull request on GitHub is at `url` (its page).
     pub async fn task_by_pull_request_url(&self, url: &str) -> Result<Option<TaskId>, StoreError> {
         let row = sqlx::query("SELECT task_id FROM pull_requests WHERE url = $1")

@@ -190,6 +190,11 @@ impl Store {
                 "delivery_payloads",
                 include_str!("../migrations/0008_delivery_payloads.sql"),
             ),
+            (
+                9,
+                "issue_tasks",
+                include_str!("../migrations/0009_issue_tasks.sql"),
+            ),
         ]
         .into_iter()
         .map(|(version, description, sql)| {

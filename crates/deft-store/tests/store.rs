@@ -1595,6 +1595,15 @@ async fn github_logins_link_once_and_deliveries_count_once(store: Store) {
             .unwrap()
             .is_empty()
     );
+    assert_eq!(store.issue_of(&task.id).await.unwrap(), None);
+    store
+        .link_issue(&task.id, "octo-org/widgets", 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.issue_of(&task.id).await.unwrap(),
+        Some(("octo-org/widgets".to_owned(), 7))
+    );
 }
 
 async fn usage_outside_tasks_counts_towards_the_week(store: Store) {

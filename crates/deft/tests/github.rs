@@ -321,6 +321,16 @@ async fn a_labelled_issue_becomes_a_pull_request_and_reviews_and_failed_checks_c
         sh(&bare, "git rev-list --max-parents=0 main").trim(),
         "main is untouched"
     );
+    // It closes the issue when merged, and the issue links to it, once.
+    assert!(pull.body.ends_with("Closes #7"), "{}", pull.body);
+    let links = |github: &GithubStandIn| {
+        github
+            .comments()
+            .iter()
+            .filter(|c| c.number == 7 && c.body.contains(&pull.html_url))
+            .count()
+    };
+    assert_eq!(links(&github), 1);
     // The pull request's diff, read back from GitHub.
     let diffs = server
         .call_as(
@@ -417,6 +427,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_reviews_and_failed_checks_c
         "a new commit on top, no force-push"
     );
     assert_eq!(github.pulls().len(), 1, "the same pull request");
+    assert_eq!(links(&github), 1, "the issue is told once, not every round");
     until("the replies in the review threads", || {
         github.replies().len() == 2
     })
