@@ -84,11 +84,49 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
     (StatusCode::ACCEPTED, Json(json!({"status": "accepted"}))).into_response()
 }
 
-/// Acts on a delivery and marks it done (even when acting failed: a retry would fail the same
-/// way, and the failure is in the log).
+/// Waits between attempts at a delivery whose work met a passing failure (GitHub unreachable,
+/// or answering 5xx or 429).
+const RETRY_DELAYS: [std::time::Duration; 2] = [
+    std::time::Duration::from_secs(2),
+    std::time::Duration::from_secs(15),
+];
+
+impl ActError {
+    /// Whether trying again later may succeed.
+    fn is_passing(&self) -> bool {
+        match self {
+            ActError::Github(deft_github::GithubError::Transport { .. }) => true,
+            ActError::Github(deft_github::GithubError::Api { status, .. }) => {
+                *status >= 500 || *status == 429
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Acts on a delivery, trying again after a passing failure, and marks it done. One that
+/// still meets a passing failure stays pending and is tried again at the next start; one that
+/// fails for good is marked done (trying again would fail the same way; the log says why).
 async fn act_and_mark(app: &AppState, hooks: &GithubHooks, id: &str, delivery: Delivery) {
-    if let Err(error) = act(app, hooks, delivery).await {
-        tracing::error!(delivery = %id, error = %error, "a GitHub delivery could not be acted on");
+    let mut delays = RETRY_DELAYS.iter();
+    loop {
+        match act(app, hooks, delivery.clone()).await {
+            Ok(()) => break,
+            Err(error) if error.is_passing() => match delays.next() {
+                Some(delay) => {
+                    tracing::warn!(delivery = %id, error = %error, "a GitHub delivery will be tried again");
+                    tokio::time::sleep(*delay).await;
+                }
+                None => {
+                    tracing::error!(delivery = %id, error = %error, "a GitHub delivery is left for the next start");
+                    return;
+                }
+            },
+            Err(error) => {
+                tracing::error!(delivery = %id, error = %error, "a GitHub delivery could not be acted on");
+                break;
+            }
+        }
     }
     if let Err(error) = app.store.delivery_done(id).await {
         tracing::error!(delivery = %id, error = %error, "cannot mark a GitHub delivery done");
@@ -390,7 +428,10 @@ async fn start(
         "@{sender} deft started task `{}` for this issue; its pull request will follow.",
         task.id
     );
-    github.comment(&issue.repo, issue.number, &reply).await?;
+    // The task exists now: a failure from here on must not make a retry start it twice.
+    if let Err(error) = github.comment(&issue.repo, issue.number, &reply).await {
+        tracing::warn!(task.id = %task.id, error = %error, "cannot say on the issue that the task started");
+    }
     Ok(())
 }
 
@@ -511,4 +552,28 @@ async fn feedback(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_passing_failures_are_tried_again() {
+        let transport = ActError::Github(deft_github::GithubError::Transport {
+            call: "GET /repos/o/r".into(),
+            message: "connection refused".into(),
+        });
+        let api = |status| {
+            ActError::Github(deft_github::GithubError::Api {
+                call: "POST /repos/o/r/pulls".into(),
+                status,
+                message: "x".into(),
+            })
+        };
+        assert!(transport.is_passing());
+        assert!(api(502).is_passing() && api(429).is_passing());
+        assert!(!api(404).is_passing() && !api(422).is_passing());
+        assert!(!ActError::Api("no such task".into()).is_passing());
+    }
 }

@@ -77,6 +77,8 @@ struct Hub {
     review_comments: HashMap<(String, u64, u64), Vec<Value>>,
     /// `METHOD path` of every API request, in order.
     requests: Vec<String>,
+    /// API requests still to answer with 502, as GitHub does in a bad moment.
+    failing: usize,
 }
 
 type Shared = Arc<Mutex<Hub>>;
@@ -228,6 +230,11 @@ impl GithubStandIn {
             .insert((full_name.to_owned(), pull, review), comments);
     }
 
+    /// Answers the next `count` repository API requests with 502.
+    pub fn fail_next(&self, count: usize) {
+        self.lock().failing = count;
+    }
+
     pub fn pulls(&self) -> Vec<OpenedPull> {
         self.lock().pulls.clone()
     }
@@ -255,12 +262,15 @@ async fn log_request(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !request.uri().path().starts_with("/git/") {
+    let path = request.uri().path().to_owned();
+    if !path.starts_with("/git/") {
         let line = format!("{} {}", request.method(), request.uri());
-        hub.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .requests
-            .push(line);
+        let mut hub = hub.lock().unwrap_or_else(|e| e.into_inner());
+        hub.requests.push(line);
+        if hub.failing > 0 && !path.starts_with("/app/") {
+            hub.failing -= 1;
+            return error(StatusCode::BAD_GATEWAY, "Server Error");
+        }
     }
     next.run(request).await
 }

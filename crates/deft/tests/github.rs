@@ -588,7 +588,9 @@ async fn only_linked_writers_give_work_and_lost_access_stops_what_waits() {
     let mut other = labeled(4, "Fix it", "Broken.", "octocat");
     other["label"]["name"] = json!("bug");
     deliver(&server, "issues", "d-2", &other, SECRET).await;
-    // The label by octocat: ada's task, queued.
+    // The label by octocat: ada's task, queued, although GitHub first answers 502 four times
+    // (octocrab tries a request four times; then deft tries the delivery again).
+    github.fail_next(4);
     deliver(
         &server,
         "issues",
@@ -614,6 +616,16 @@ async fn only_linked_writers_give_work_and_lost_access_stops_what_waits() {
         tasks_of(&server, &ada).await.len(),
         1,
         "the `bug` label made nothing"
+    );
+    assert!(
+        github
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /repos/octo-org/widgets/issues/5/comments"))
+            .count()
+            == 5,
+        "reading the issue failed four times and was tried again: {:?}",
+        github.requests()
     );
 
     // The App is uninstalled: the queued task stops, saying why, and GitHub is not called
