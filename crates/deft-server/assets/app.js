@@ -65,7 +65,21 @@ function checkAsYouType() {
   }
 }
 
+// A form that waits on the model (a chat message) says so, and cannot be sent twice.
+function busyForms() {
+  for (const form of document.querySelectorAll("form[data-busy]")) {
+    form.addEventListener("submit", () => {
+      const button = form.querySelector("button[type=submit]");
+      if (!button) return;
+      button.textContent = form.dataset.busy;
+      button.setAttribute("aria-busy", "true");
+      setTimeout(() => { button.disabled = true; }, 0);
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   liveLog();
   checkAsYouType();
+  busyForms();
 });

@@ -371,6 +371,12 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
             .contains("Which language")
     );
     browser.fill("#message", "English").await;
+    // While the agent answers, the form says so and cannot be sent twice. WebDriver waits for
+    // the next page before each command, so the page records what it showed meanwhile.
+    model.set_delay(Duration::from_millis(1500));
+    browser
+        .js("const form = document.getElementById('composer'); const button = form.querySelector('button'); form.addEventListener('submit', () => setTimeout(() => { sessionStorage.setItem('busy', [button.getAttribute('aria-busy'), button.textContent, button.disabled].join('|')); }, 20)); return 1;")
+        .await;
     browser.click("#composer button[type=submit]").await;
     browser
         .until(
@@ -378,6 +384,11 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
             "the second reply",
         )
         .await;
+    model.set_delay(Duration::ZERO);
+    assert_eq!(
+        browser.js("return sessionStorage.getItem('busy')").await,
+        json!("true|The agent is answering…|true")
+    );
     // The agent's replies cost tokens, and they count towards the week's usage.
     let chat_page = browser.js("return location.pathname").await;
     browser.goto(&format!("{}/settings", server.url)).await;
