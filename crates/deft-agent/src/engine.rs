@@ -1075,17 +1075,18 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Phase<Plan>, EngineError> {
         let system = self.system_prompt(context, "planning", "Read what you need of the repositories (search, view, read-only commands), then call `submit_plan` with the requirements, the acceptance criteria that will show they are met, and ordered steps small enough to verify one at a time. If something essential is unclear, call `ask_user`. Change nothing yet.");
-        let mut offered: Vec<ToolSpec> =
-            specs().into_iter().filter(|t| t.name != "finish").collect();
-        offered.extend(tools.mcp_specs().await);
+        let built_in: Vec<ToolSpec> = specs().into_iter().filter(|t| t.name != "finish").collect();
         let mut request = Request {
             system,
             messages: vec![Message::user(self.task_message(context))],
-            tools: offered,
+            tools: Vec::new(),
             max_tokens: 8192,
         };
         let mut nudges = 0;
         for _ in 0..self.limits.turns_per_step {
+            // An MCP server may have changed its tools since the last turn.
+            request.tools = built_in.clone();
+            request.tools.extend(tools.mcp_specs().await);
             let calls = match self
                 .turn(
                     &self.planner,
@@ -1169,11 +1170,10 @@ impl Engine {
         let system = self.system_prompt(context, "execution", &format!(
             "You carry out one step of the plan, with the tools; paths are under /workspace, one directory per repository. When the step is done, call `finish` with a short summary; its checks run then, and a failure comes back to you.\n\nThe plan:\n{plan_text}"
         ));
-        let mut offered: Vec<ToolSpec> = specs()
+        let built_in: Vec<ToolSpec> = specs()
             .into_iter()
             .filter(|t| t.name != "submit_plan")
             .collect();
-        offered.extend(tools.mcp_specs().await);
         let mut request = Request {
             system,
             messages: vec![Message::user(format!(
@@ -1182,12 +1182,15 @@ impl Engine {
                 index + 1,
                 plan.steps.len()
             ))],
-            tools: offered,
+            tools: Vec::new(),
             max_tokens: 8192,
         };
         let mut failed_verifications = 0;
         let mut last_failure: Option<(String, u32)> = None;
         for _ in 0..self.limits.turns_per_step {
+            // An MCP server may have changed its tools since the last turn.
+            request.tools = built_in.clone();
+            request.tools.extend(tools.mcp_specs().await);
             let calls = match self
                 .turn(
                     &self.executor,

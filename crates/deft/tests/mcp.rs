@@ -213,3 +213,86 @@ async fn an_mcp_tool_that_hangs_is_cut_at_its_timeout_and_the_task_goes_on() {
         "{result}"
     );
 }
+
+/// A small MCP server over stdio (newline-delimited JSON-RPC, as the protocol's stdio transport
+/// is): it offers `add_tool`, which adds a tool `b` and says so with `tools/list_changed`.
+const GROWING_SERVER: &str = r#"
+import json, sys
+
+tools = [{"name": "add_tool", "description": "Adds the tool b", "inputSchema": {"type": "object", "properties": {}}}]
+
+def send(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+for line in sys.stdin:
+    request = json.loads(line)
+    method, ident = request.get("method"), request.get("id")
+    if ident is None:
+        continue
+    if method == "initialize":
+        version = request["params"].get("protocolVersion", "2025-06-18")
+        send({"jsonrpc": "2.0", "id": ident, "result": {"protocolVersion": version, "capabilities": {"tools": {"listChanged": True}}, "serverInfo": {"name": "growing", "version": "1"}}})
+    elif method == "tools/list":
+        send({"jsonrpc": "2.0", "id": ident, "result": {"tools": tools}})
+    elif method == "tools/call" and request["params"]["name"] == "add_tool":
+        tools.append({"name": "b", "description": "The new tool", "inputSchema": {"type": "object", "properties": {}}})
+        send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        send({"jsonrpc": "2.0", "id": ident, "result": {"content": [{"type": "text", "text": "added b"}]}})
+    elif method == "tools/call" and request["params"]["name"] == "b":
+        send({"jsonrpc": "2.0", "id": ident, "result": {"content": [{"type": "text", "text": "b ran"}]}})
+    else:
+        send({"jsonrpc": "2.0", "id": ident, "error": {"code": -32601, "message": "no such method"}})
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_adds_a_tool_has_it_offered_at_the_next_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = notes_repo(dir.path());
+    std::fs::write(repo.join("growing.py"), GROWING_SERVER).unwrap();
+    sh(
+        &repo,
+        "git add -A && git -c user.name=t -c user.email=t@t commit -q -m server",
+    );
+    let model = ScriptedModel::start(vec![
+        call("a", "mcp__growing__add_tool", "{}"),
+        call("b", "mcp__growing__b", "{}"),
+        call("q", "ask_user", r#"{"question": "Enough?"}"#),
+    ])
+    .await;
+    let server = start(&dir.path().join("data"), &model);
+    server
+        .call(
+            reqwest::Method::PUT,
+            "/settings/environment",
+            Some(json!({"mcp": {"mcpServers": {"growing": {"command": "python3", "args": ["/workspace/notes/growing.py"]}}}})),
+        )
+        .await;
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Grow the tools", "repos": [repo]})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    server.until(&id, "needs_attention").await;
+    let offered = |n: usize| -> Vec<String> {
+        model.requests()[n].body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .filter(|name| name.starts_with("mcp__"))
+            .collect()
+    };
+    assert_eq!(offered(0), ["mcp__growing__add_tool"]);
+    assert_eq!(offered(1), ["mcp__growing__add_tool", "mcp__growing__b"]);
+    let events = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}/events"), None)
+        .await;
+    let ran = events["events"].as_array().unwrap().iter().any(|e| {
+        e["kind"] == "tool_result" && e["data"]["id"] == "b" && e["data"]["content"] == "b ran"
+    });
+    assert!(ran, "{events}");
+}
