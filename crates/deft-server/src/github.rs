@@ -26,7 +26,23 @@ pub struct GithubHooks {
     pub client: Arc<GitHub>,
     pub webhook_secret: Option<String>,
     pub label: String,
+    /// Deliveries acted on at once: a burst waits its turn rather than flooding GitHub.
+    pub working: Arc<tokio::sync::Semaphore>,
 }
+
+impl GithubHooks {
+    pub fn new(client: Arc<GitHub>, webhook_secret: Option<String>, label: String) -> GithubHooks {
+        GithubHooks {
+            client,
+            webhook_secret,
+            label,
+            working: Arc::new(tokio::sync::Semaphore::new(DELIVERIES_AT_ONCE)),
+        }
+    }
+}
+
+/// How many deliveries are acted on at once.
+const DELIVERIES_AT_ONCE: usize = 4;
 
 /// The comment prefix that hands an issue (or feedback) to deft.
 const COMMAND: &str = "/deft";
@@ -108,6 +124,8 @@ impl ActError {
 /// still meets a passing failure stays pending and is tried again at the next start; one that
 /// fails for good is marked done (trying again would fail the same way; the log says why).
 async fn act_and_mark(app: &AppState, hooks: &GithubHooks, id: &str, delivery: Delivery) {
+    // A closed semaphore cannot happen (it is never closed); acting without it is harmless.
+    let _turn = hooks.working.acquire().await.ok();
     let mut delays = RETRY_DELAYS.iter();
     loop {
         match act(app, hooks, delivery.clone()).await {

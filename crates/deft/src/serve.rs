@@ -120,11 +120,11 @@ pub async fn run(
     state.local_roots = local_roots;
     state.weekly_tokens = config.limits.weekly_tokens;
     if let (Some(github), Some(config)) = (&github, &github_config) {
-        state.github = Some(deft_server::GithubHooks {
-            client: github.clone(),
-            webhook_secret: config.webhook_secret.clone(),
-            label: config.label.clone(),
-        });
+        state.github = Some(deft_server::GithubHooks::new(
+            github.clone(),
+            config.webhook_secret.clone(),
+            config.label.clone(),
+        ));
     }
     if let Ok(models) = &models {
         let client =
