@@ -185,11 +185,7 @@ impl Engine {
 
     /// What the sandbox was refused on the network during the task, for the pull request's
     /// body: a reviewer sees at once why a dependency could not be fetched.
-    async fn network_refusals(&self, context: &Context) -> Result<String, EngineError> {
-        let events = self
-            .store
-            .events_after(&context.owner.id, &context.task.id, 0, 100_000)
-            .await?;
+    fn network_refusals(events: &[deft_core::Event]) -> String {
         let mut refused: std::collections::BTreeMap<String, usize> =
             std::collections::BTreeMap::new();
         for event in events.iter().filter(|e| e.kind == EventKind::Network) {
@@ -203,16 +199,16 @@ impl Engine {
             }
         }
         if refused.is_empty() {
-            return Ok(String::new());
+            return String::new();
         }
         let lines: Vec<String> = refused
             .iter()
             .map(|(host, count)| format!("- `{host}`: {count} time(s)"))
             .collect();
-        Ok(format!(
+        format!(
             "\n\n## Network requests refused\nThe sandbox's network policy refused these during the task (allow them in the settings if the task needs them):\n{}",
             lines.join("\n")
-        ))
+        )
     }
 
     /// After a round that answered feedback on GitHub: a reply in each review thread the
@@ -296,6 +292,10 @@ impl Engine {
             .collect())
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named there"
+    )]
     async fn answer_on_github(
         &self,
         context: &Context,
@@ -303,16 +303,13 @@ impl Engine {
         number: u64,
         commit: Option<&String>,
         summaries: &[String],
+        events: &[deft_core::Event],
         cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
         let Ok((github, name)) = self.github_for(repo) else {
             return Ok(());
         };
         let id = &context.task.id;
-        let events = self
-            .store
-            .events_after(&context.owner.id, id, 0, 100_000)
-            .await?;
         let answered: std::collections::HashSet<u64> = events
             .iter()
             .filter(|e| {
@@ -423,21 +420,15 @@ impl Engine {
         repo: &deft_core::Repository,
         issue: u64,
         url: &str,
+        events: &[deft_core::Event],
     ) -> Result<(), EngineError> {
         let Ok((github, name)) = self.github_for(repo) else {
             return Ok(());
         };
         let id = &context.task.id;
-        let told = self
-            .store
-            .events_after(&context.owner.id, id, 0, 100_000)
-            .await?
-            .iter()
-            .any(|e| {
-                e.kind == EventKind::Step
-                    && e.data["step"] == "github"
-                    && e.data["status"] == "linked"
-            });
+        let told = events.iter().any(|e| {
+            e.kind == EventKind::Step && e.data["step"] == "github" && e.data["status"] == "linked"
+        });
         if told {
             return Ok(());
         }
@@ -987,7 +978,14 @@ impl Engine {
                 )
             })
             .collect();
-        let refusals = self.network_refusals(context).await?;
+        // The task's log, read once: the network refusals, the GitHub feedback answered so far
+        // and the issue link already made all come from it.
+        let history = self
+            .store
+            .events_after(&context.owner.id, id, 0, 100_000)
+            .await?;
+        let refusals = Self::network_refusals(&history);
+        let origin = self.store.issue_of(id).await?;
         let mut opened = 0;
         for repo in &changed {
             let mut body = pull_request_body(&context.task.description, &plan, &summaries);
@@ -1000,8 +998,7 @@ impl Engine {
                 ));
             }
             body.push_str(&refusals);
-            let issue = self.store.issue_of(&context.task.id).await?;
-            let issue = issue.filter(|(full, _)| {
+            let issue = origin.clone().filter(|(full, _)| {
                 repo.forge == deft_core::ForgeKind::Github && *full == repo.location
             });
             if let Some((_, number)) = &issue {
@@ -1029,7 +1026,8 @@ impl Engine {
             pull_request.url = published.as_ref().map(|(url, _)| url.clone());
             self.store.upsert_pull_request(id, &pull_request).await?;
             if let (Some((url, _)), Some((_, issue))) = (&published, &issue) {
-                self.link_issue_once(context, repo, *issue, url).await?;
+                self.link_issue_once(context, repo, *issue, url, &history)
+                    .await?;
             }
             if let Some((_, number)) = published {
                 self.answer_on_github(
@@ -1038,6 +1036,7 @@ impl Engine {
                     number,
                     commits.get(&repo.id),
                     &summaries,
+                    &history,
                     cancel,
                 )
                 .await?;
@@ -1084,9 +1083,7 @@ impl Engine {
         };
         let mut nudges = 0;
         for _ in 0..self.limits.turns_per_step {
-            // An MCP server may have changed its tools since the last turn.
-            request.tools = built_in.clone();
-            request.tools.extend(tools.mcp_specs().await);
+            request.tools = tools.offered(&built_in).await;
             let calls = match self
                 .turn(
                     &self.planner,
@@ -1188,9 +1185,7 @@ impl Engine {
         let mut failed_verifications = 0;
         let mut last_failure: Option<(String, u32)> = None;
         for _ in 0..self.limits.turns_per_step {
-            // An MCP server may have changed its tools since the last turn.
-            request.tools = built_in.clone();
-            request.tools.extend(tools.mcp_specs().await);
+            request.tools = tools.offered(&built_in).await;
             let calls = match self
                 .turn(
                     &self.executor,

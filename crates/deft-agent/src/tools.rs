@@ -194,12 +194,14 @@ impl<'a, S: Sandbox> Tools<'a, S> {
         self
     }
 
-    /// The MCP servers' tools, as they are now (a server may have changed its list).
-    pub async fn mcp_specs(&self) -> Vec<ToolSpec> {
-        match self.mcp {
-            Some(mcp) => mcp.specs().await,
-            None => Vec::new(),
+    /// The tools to offer the model for its next turn: `built_in`, then the MCP servers'
+    /// tools as they are now (a server may have changed its list since the last turn).
+    pub async fn offered(&self, built_in: &[ToolSpec]) -> Vec<ToolSpec> {
+        let mut offered = built_in.to_vec();
+        if let Some(mcp) = self.mcp {
+            offered.extend(mcp.specs().await);
         }
+        offered
     }
 
     /// Runs one call. Failures are results for the model, never errors of the loop.

@@ -15,7 +15,7 @@ use deft_core::{
 };
 use deft_github::untrusted::{fenced, visible};
 use deft_github::{Delivery, GitHub, RepoName, webhook};
-use deft_store::{Actor, NewRepository, NewTask, StoreError};
+use deft_store::{Actor, GithubScope, NewRepository, NewTask, StoreError};
 use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
@@ -318,10 +318,13 @@ async fn act(app: &AppState, hooks: &GithubHooks, delivery: Delivery) -> Result<
                 hooks.client.forget(repo);
             }
             let names: Vec<String> = repos.iter().map(ToString::to_string).collect();
-            let mut tasks = app.store.open_github_tasks(&names, None).await?;
-            if all && names.is_empty() {
-                tasks = app.store.open_github_tasks(&[], None).await?;
-            }
+            // An uninstall from all repositories may not list them: then it is all of them.
+            let scope = if all && names.is_empty() {
+                GithubScope::All
+            } else {
+                GithubScope::Repos(&names)
+            };
+            let tasks = app.store.open_github_tasks(scope).await?;
             let why = format!(
                 "the GitHub App no longer has access to {}; reinstall it on the repository, then answer this task",
                 if names.is_empty() {
@@ -336,7 +339,10 @@ async fn act(app: &AppState, hooks: &GithubHooks, delivery: Delivery) -> Result<
             let Some(user) = app.store.unlink_github(&login).await? else {
                 return Ok(());
             };
-            let tasks = app.store.open_github_tasks(&[], Some(&user)).await?;
+            let tasks = app
+                .store
+                .open_github_tasks(GithubScope::User(&user))
+                .await?;
             let why = format!(
                 "@{login} revoked deft's access to their GitHub account; an administrator links it again with `deft user github`, then answer this task"
             );

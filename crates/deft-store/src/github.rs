@@ -8,6 +8,17 @@ use sqlx::Row as _;
 use crate::users::user_from_row;
 use crate::{Store, StoreError};
 
+/// Which GitHub repositories a lookup covers.
+#[derive(Debug, Clone, Copy)]
+pub enum GithubScope<'a> {
+    /// These, by `owner/name`, whoever registered them.
+    Repos(&'a [String]),
+    /// Every GitHub repository this user registered.
+    User(&'a UserId),
+    /// Every GitHub repository.
+    All,
+}
+
 /// The `task_id` column of a row that may not be there.
 fn task_id(row: Option<sqlx::any::AnyRow>) -> Result<Option<TaskId>, StoreError> {
     Ok(row
@@ -212,12 +223,10 @@ impl Store {
         task_id(row)
     }
 
-    /// Tasks not yet finished that work on any of these GitHub repositories (or, with `user`,
-    /// any GitHub repository of that user's).
+    /// Tasks not yet finished that work on GitHub repositories of `scope`.
     pub async fn open_github_tasks(
         &self,
-        full_names: &[String],
-        user: Option<&UserId>,
+        scope: GithubScope<'_>,
     ) -> Result<Vec<TaskId>, StoreError> {
         let rows = sqlx::query("SELECT id, user_id, location FROM repositories WHERE forge = $1")
             .bind(ForgeKind::Github.as_str())
@@ -227,7 +236,12 @@ impl Store {
         for row in &rows {
             let location: String = row.try_get("location")?;
             let owner: String = row.try_get("user_id")?;
-            if full_names.contains(&location) || user.is_some_and(|u| u.as_str() == owner) {
+            let within = match scope {
+                GithubScope::Repos(names) => names.contains(&location),
+                GithubScope::User(user) => user.as_str() == owner,
+                GithubScope::All => true,
+            };
+            if within {
                 repo_ids.push(row.try_get::<String, _>("id")?);
             }
         }

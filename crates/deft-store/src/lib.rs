@@ -28,6 +28,7 @@ use sqlx::{AnyPool, Executor, Row as _};
 pub use cipher::{MASTER_KEY_FILE, MasterKey, MasterKeyError, write_private_file};
 pub use error::StoreError;
 pub use events::{EventBus, QueueChanges};
+pub use github::GithubScope;
 pub use queue::LEASES_LOST_BEFORE_ATTENTION;
 pub use repos::NewRepository;
 pub use sessions::{MIN_PASSWORD_CHARS, NewSession, Session};

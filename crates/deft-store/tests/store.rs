@@ -1579,21 +1579,31 @@ async fn github_logins_link_once_and_deliveries_count_once(store: Store) {
     );
     assert_eq!(
         store
-            .open_github_tasks(&["octo-org/widgets".into()], None)
+            .open_github_tasks(deft_store::GithubScope::Repos(&["octo-org/widgets".into()]))
             .await
             .unwrap(),
         vec![task.id.clone()]
     );
     assert_eq!(
-        store.open_github_tasks(&[], Some(&ada.id)).await.unwrap(),
+        store
+            .open_github_tasks(deft_store::GithubScope::User(&ada.id))
+            .await
+            .unwrap(),
         vec![task.id.clone()]
     );
     assert!(
         store
-            .open_github_tasks(&[], Some(&bob.id))
+            .open_github_tasks(deft_store::GithubScope::User(&bob.id))
             .await
             .unwrap()
             .is_empty()
+    );
+    assert_eq!(
+        store
+            .open_github_tasks(deft_store::GithubScope::All)
+            .await
+            .unwrap(),
+        vec![task.id.clone()]
     );
     assert_eq!(store.issue_of(&task.id).await.unwrap(), None);
     store

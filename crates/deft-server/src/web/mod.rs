@@ -113,7 +113,7 @@ impl FromRequestParts<AppState> for WebSession {
             .uri
             .path_and_query()
             .map_or("/tasks".to_owned(), ToString::to_string);
-        let Some(token) = cookie_value(parts, SESSION_COOKIE) else {
+        let Some(token) = crate::auth::cookie(&parts.headers, SESSION_COOKIE) else {
             return Err(WebError::SignIn { next });
         };
         match app.store.session(&token).await.map_err(ApiError::from)? {
@@ -124,10 +124,6 @@ impl FromRequestParts<AppState> for WebSession {
             None => Err(WebError::SignIn { next }),
         }
     }
-}
-
-pub(crate) fn cookie_value(parts: &Parts, name: &str) -> Option<String> {
-    crate::auth::cookie(&parts.headers, name)
 }
 
 /// A posted form of a signed-in page, its CSRF token checked.
@@ -276,11 +272,6 @@ impl IntoResponse for WebError {
 /// Renders a page template.
 pub fn render(template: &impl Template) -> Result<Response, WebError> {
     Ok(Html(template.render()?).into_response())
-}
-
-/// Back to a page after a form, with a note of what was done (`?done=`).
-pub fn back_to(path: &str, anchor: &str) -> Response {
-    Redirect::to(&format!("{path}#{anchor}")).into_response()
 }
 
 /// Pages load nothing from anywhere else, run only the app's own script, and are never framed.

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use cookie::{Cookie, SameSite};
 use serde::Deserialize;
 
-use super::{WebError, WebForm, cookie_value, form_fields, render};
+use super::{WebError, WebForm, form_fields, render};
 use crate::AppState;
 use crate::auth::SESSION_COOKIE;
 
@@ -158,7 +158,7 @@ pub async fn page(
 /// The sign-in forms' fields, their CSRF token checked against the cookie.
 async fn login_form(request: Request) -> Result<(Parts, Vec<(String, String)>), WebError> {
     let (parts, body) = request.into_parts();
-    let expected = cookie_value(&parts, LOGIN_COOKIE).unwrap_or_default();
+    let expected = crate::auth::cookie(&parts.headers, LOGIN_COOKIE).unwrap_or_default();
     let fields = form_fields(Request::from_parts(parts.clone(), body)).await?;
     let sent = super::field(&fields, super::CSRF_FIELD);
     if expected.is_empty() || !crate::auth::same_secret(sent.as_bytes(), expected.as_bytes()) {
@@ -176,7 +176,7 @@ pub async fn submit(State(app): State<AppState>, request: Request) -> Result<Res
     let name = super::field(&fields, "name").trim();
     let password = super::field(&fields, "password");
     let next = safe_next(super::field(&fields, "next"));
-    let csrf = cookie_value(&parts, LOGIN_COOKIE).unwrap_or_default();
+    let csrf = crate::auth::cookie(&parts.headers, LOGIN_COOKIE).unwrap_or_default();
     let refuse = |status: StatusCode, error: String| -> Result<Response, WebError> {
         let page = LoginPage {
             csrf: &csrf,
@@ -290,7 +290,7 @@ pub async fn link_submit(
 
 pub async fn logout(State(app): State<AppState>, request: Request) -> Result<Response, WebError> {
     let (parts, body) = request.into_parts();
-    let token = cookie_value(&parts, SESSION_COOKIE);
+    let token = crate::auth::cookie(&parts.headers, SESSION_COOKIE);
     let form = {
         use axum::extract::FromRequest as _;
         WebForm::from_request(Request::from_parts(parts, body), &app).await?

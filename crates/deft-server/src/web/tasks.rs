@@ -488,7 +488,7 @@ pub async fn act(
         }
     };
     match outcome {
-        Ok(()) => Ok(super::back_to(&format!("/tasks/{id}"), "summary")),
+        Ok(()) => Ok(axum::response::Redirect::to(&format!("/tasks/{id}#summary")).into_response()),
         Err(error) if error.status == StatusCode::NOT_FOUND => Err(error.into()),
         Err(error) => {
             let mut response =
