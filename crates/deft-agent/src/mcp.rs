@@ -239,6 +239,22 @@ impl McpServers {
             }
             Ok(Ok(result)) => result,
         };
+        // A server that changes its tools during a call says so before the call's answer, but
+        // the notification is handled on a task of its own and may land after the next turn
+        // is built: a server that can change its list is listed again after each call.
+        let may_change = server
+            .service
+            .peer_info()
+            .and_then(|info| {
+                info.capabilities
+                    .tools
+                    .as_ref()
+                    .and_then(|t| t.list_changed)
+            })
+            .unwrap_or(false);
+        if may_change {
+            server.changed.store(true, Ordering::SeqCst);
+        }
         let mut parts = Vec::new();
         for block in &result.content {
             let block = serde_json::to_value(block).unwrap_or(Value::Null);
