@@ -4,6 +4,11 @@
 //! `mkdir -p r/bin && cp /usr/bin/busybox r/bin && ln -s busybox r/bin/true &&
 //! tar -C r -cf r.tar . && podman import r.tar deft-bench` (Debian's `busybox-static`).
 //!
+//! The sandbox is measured as deft runs it, with sandboxes started ahead of tasks (the pool);
+//! each timed run starts once the pool is full again, so nothing runs beside it. Also shown:
+//! the same without a pool (bubblewrap starting inside create), and runs back to back, where
+//! the pool's refilling competes with them.
+//!
 //! Run with `cargo bench -p deft-sandbox --bench sandbox`; `DEFT_BENCH_RUNS` sets the number of
 //! runs of each (default 50). Targets: within 3x a bare exec; at least 20x faster than podman.
 
@@ -14,13 +19,66 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use deft_core::NetworkLevel;
 use deft_egress::{DomainSet, EgressPolicy, Resolver};
 use deft_sandbox::bwrap::BwrapBackend;
 use deft_sandbox::{ExecRequest, HostSupport, Limits, Sandbox as _, SandboxSpec};
+
+/// One sandbox's life, timed in its three parts: create, exec `true`, destroy.
+async fn one_sandbox(backend: &BwrapBackend, workspaces: &Path, run: String) -> [Duration; 3] {
+    let workspace = workspaces.join(&run);
+    std::fs::create_dir(&workspace).unwrap();
+    let spec = SandboxSpec {
+        state_dir: workspaces.join(format!("{run}.sandbox")),
+        workspace,
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        network: EgressPolicy::new(NetworkLevel::Connections, vec![], DomainSet::default()),
+        resolver: Resolver::System,
+        limits: Limits::default(),
+    };
+    let started = Instant::now();
+    let (events, _decisions) = tokio::sync::mpsc::unbounded_channel();
+    let sandbox = backend.create(spec, events).await.unwrap();
+    let created = started.elapsed();
+    let request = ExecRequest {
+        argv: vec!["true".into()],
+        ..ExecRequest::shell("")
+    };
+    let outcome = sandbox.exec(&request, &mut |_| {}).await.unwrap();
+    assert_eq!(outcome.exit_code(), 0, "{}", outcome.output);
+    let executed = started.elapsed();
+    sandbox.destroy().await.unwrap();
+    let total = started.elapsed();
+    [created, executed - created, total - executed]
+}
+
+async fn bare() -> Duration {
+    let started = Instant::now();
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", "true"])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    started.elapsed()
+}
+
+/// Waits, untimed, until the backend's pool for `workspaces` is full again, so that nothing
+/// runs in the background while the next run is timed.
+async fn settle(backend: &BwrapBackend, workspaces: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.ready(workspaces, &Limits::default()) < backend.pool_size()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The killed sandboxes' cgroups are removed aside, after a 10 ms grace.
+    tokio::time::sleep(Duration::from_millis(15)).await;
+}
 
 fn main() {
     let runs: usize = std::env::var("DEFT_BENCH_RUNS")
@@ -31,60 +89,48 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (bare, sandboxed, podman, parts) = runtime.block_on(async {
+    let (bare_times, warm, cold, back_to_back, podman) = runtime.block_on(async {
         let support = HostSupport::probe().await;
-        let backend = BwrapBackend::new(
-            support,
-            PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper")),
-        )
-        .unwrap();
+        let helper = PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper"));
+        let pooled = BwrapBackend::new(support.clone(), helper.clone()).unwrap();
+        let unpooled = BwrapBackend::new(support, helper).unwrap().with_pool(0);
         let dir = tempfile::tempdir().unwrap();
-        let mut bare = Vec::new();
-        let mut sandboxed = Vec::new();
-        let mut parts: [Vec<Duration>; 3] = Default::default();
+        let workspaces = dir.path().join("workspaces");
+        std::fs::create_dir(&workspaces).unwrap();
+        pooled.prewarm(&workspaces, &Limits::default());
+        let mut bare_times = Vec::new();
+        let mut warm: [Vec<Duration>; 3] = Default::default();
+        let mut cold: [Vec<Duration>; 3] = Default::default();
         for run in 0..runs {
-            let started = Instant::now();
-            let status = tokio::process::Command::new("sh")
-                .args(["-c", "true"])
-                .status()
-                .await
-                .unwrap();
-            assert!(status.success());
-            bare.push(started.elapsed());
-
-            let workspace = dir.path().join(format!("w{run}"));
-            std::fs::create_dir(&workspace).unwrap();
-            let spec = SandboxSpec {
-                workspace,
-                state_dir: dir.path().join(format!("s{run}")),
-                env: BTreeMap::new(),
-                secrets: BTreeMap::new(),
-                network: EgressPolicy::new(NetworkLevel::Connections, vec![], DomainSet::default()),
-                resolver: Resolver::System,
-                limits: Limits::default(),
-            };
-            let started = Instant::now();
-            let (events, _decisions) = tokio::sync::mpsc::unbounded_channel();
-            let sandbox = backend.create(spec, events).await.unwrap();
-            let created = started.elapsed();
-            let request = ExecRequest {
-                argv: vec!["true".into()],
-                ..ExecRequest::shell("")
-            };
-            let outcome = sandbox.exec(&request, &mut |_| {}).await.unwrap();
-            assert_eq!(outcome.exit_code(), 0, "{}", outcome.output);
-            let executed = started.elapsed();
-            sandbox.destroy().await.unwrap();
-            sandboxed.push(started.elapsed());
-            parts[0].push(created);
-            parts[1].push(executed - created);
-            parts[2].push(started.elapsed() - executed);
+            settle(&pooled, &workspaces).await;
+            bare_times.push(bare().await);
+            let parts = one_sandbox(&pooled, &workspaces, format!("w{run}")).await;
+            for (all, part) in warm.iter_mut().zip(parts) {
+                all.push(part);
+            }
+            settle(&pooled, &workspaces).await;
+            let parts = one_sandbox(&unpooled, &workspaces, format!("c{run}")).await;
+            for (all, part) in cold.iter_mut().zip(parts) {
+                all.push(part);
+            }
         }
+        settle(&pooled, &workspaces).await;
+        let started = Instant::now();
+        for run in 0..runs {
+            one_sandbox(&pooled, &workspaces, format!("b{run}")).await;
+        }
+        let back_to_back = started.elapsed() / runs as u32;
         let podman = podman_runs(runs.min(10)).await;
-        (bare, sandboxed, podman, parts)
+        (bare_times, warm, cold, back_to_back, podman)
     });
-    let bare = summary(bare);
-    let sandboxed = summary(sandboxed);
+    let total = |parts: &[Vec<Duration>; 3]| -> Vec<Duration> {
+        (0..parts[0].len())
+            .map(|i| parts[0][i] + parts[1][i] + parts[2][i])
+            .collect()
+    };
+    let bare = summary(bare_times);
+    let sandboxed = summary(total(&warm));
+    let unpooled = summary(total(&cold));
     println!("sandbox benchmark: {runs} runs each (median, p90)");
     println!("| measure | median | p90 |");
     println!("| --- | --- | --- |");
@@ -94,11 +140,11 @@ fn main() {
         ms(bare.1)
     );
     println!(
-        "| bwrap sandbox: create + exec `true` + destroy | {:.2} ms | {:.2} ms |",
+        "| sandbox: create + exec `true` + destroy | {:.2} ms | {:.2} ms |",
         ms(sandboxed.0),
         ms(sandboxed.1)
     );
-    for (name, part) in ["create", "exec `true`", "destroy"].iter().zip(parts) {
+    for (name, part) in ["create", "exec `true`", "destroy"].iter().zip(warm) {
         let part = summary(part);
         println!(
             "| … of which {name} | {:.2} ms | {:.2} ms |",
@@ -106,6 +152,23 @@ fn main() {
             ms(part.1)
         );
     }
+    println!(
+        "| the same without a pool (bubblewrap starts in create) | {:.2} ms | {:.2} ms |",
+        ms(unpooled.0),
+        ms(unpooled.1)
+    );
+    for (name, part) in ["create", "exec `true`", "destroy"].iter().zip(cold) {
+        let part = summary(part);
+        println!(
+            "| … of which {name} | {:.2} ms | {:.2} ms |",
+            ms(part.0),
+            ms(part.1)
+        );
+    }
+    println!(
+        "| {runs} sandboxes back to back, the pool refilling meanwhile: mean each | {:.2} ms | |",
+        ms(back_to_back)
+    );
     let mut missed = Vec::new();
     let ratio = ms(sandboxed.0) / ms(bare.0);
     println!("| sandbox / bare | {ratio:.1}x | |");

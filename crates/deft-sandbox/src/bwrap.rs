@@ -1,13 +1,17 @@
-//! The bubblewrap backend: a sandbox per task, each command a fresh set of namespaces.
+//! The bubblewrap backend: a sandbox per task.
 //!
-//! deft starts `deft __sandbox-launch` with a [`LaunchPlan`] on its stdin; the launcher joins
-//! the sandbox's cgroups and becomes `bwrap`, which runs
-//! `deft __sandbox-init` as pid 1 of the new namespaces; the init runs the command. See
-//! [`crate::inner`].
+//! A task's commands run in one resident sandbox (`crate::shell`, `crate::resident`): deft
+//! starts `deft __sandbox-launch --resident`, which reads a [`LaunchPlan`] from its control
+//! socket, joins the sandbox's cgroups and becomes `bwrap`, which runs `deft __sandbox-init`
+//! as pid 1 of the new namespaces; the init then runs each command deft sends. Sandboxes are
+//! started ahead of tasks, a few per directory of workspaces, so that a task does not wait for
+//! bubblewrap. Long-running programs ([`BwrapSandbox::spawn`], MCP servers) get a bubblewrap
+//! of their own, with the same isolation. See [`crate::inner`].
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use deft_core::Redactor;
@@ -17,10 +21,11 @@ use tokio::sync::mpsc;
 
 use crate::cgroup::SandboxCgroup;
 use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
-use crate::plan::LaunchPlan;
+use crate::plan::{FromInit, LaunchPlan, ToInit};
+use crate::shell::{Pool, Shell, ShellKey, ShellRecipe};
 use crate::{
-    Ending, ExecOutcome, ExecRequest, HostSupport, Sandbox, SandboxError, SandboxSpec, inner,
-    workspace,
+    Ending, ExecOutcome, ExecRequest, HostSupport, Limits, Sandbox, SandboxError, SandboxSpec,
+    inner, workspace,
 };
 
 /// The port inside the sandbox where the bridge to the egress proxy listens.
@@ -28,18 +33,26 @@ pub const PROXY_PORT: u16 = 3128;
 /// The uid and gid commands see inside (mapped to the sandbox's own on the host).
 const INSIDE_ID: &str = "1000";
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+/// How many sandboxes are kept started ahead of tasks, per directory of workspaces.
+pub const DEFAULT_POOL: usize = 2;
 
 /// Makes bubblewrap sandboxes.
 #[derive(Debug, Clone)]
 pub struct BwrapBackend {
+    maker: Arc<ShellMaker>,
+    pool: Arc<Pool>,
+}
+
+/// What every sandbox of a backend is made from.
+#[derive(Debug)]
+struct ShellMaker {
     support: HostSupport,
     /// The binary that knows the launcher's and the init's verbs (deft itself).
     helper: PathBuf,
     /// Files and directories of the mounted system directories that their owner alone may
     /// read (`/etc/shadow`, private keys): hidden, since commands run as the host uid that
     /// owns them.
-    masks: std::sync::Arc<Vec<(PathBuf, bool)>>,
+    masks: Vec<(PathBuf, bool)>,
 }
 
 impl BwrapBackend {
@@ -48,69 +61,307 @@ impl BwrapBackend {
         if let Err(why) = &support.bwrap {
             return Err(SandboxError::Unsupported(why.clone()));
         }
-        let masks = std::sync::Arc::new(private_entries(&["/etc", "/opt"]));
+        let masks = private_entries(&["/etc", "/opt"]);
         // A deft that was killed outright left its sandboxes' cgroups: end what is in them.
         support.cgroups.sweep_stale("deft-sandbox-");
         Ok(BwrapBackend {
-            support,
-            helper,
-            masks,
+            maker: Arc::new(ShellMaker {
+                support,
+                helper,
+                masks,
+            }),
+            pool: Arc::new(Pool::new(DEFAULT_POOL)),
         })
     }
 
+    /// The same backend keeping `size` sandboxes started ahead of tasks (0: none; every
+    /// task then waits for bubblewrap to start).
+    pub fn with_pool(self, size: usize) -> BwrapBackend {
+        BwrapBackend {
+            pool: Arc::new(Pool::new(size)),
+            ..self
+        }
+    }
+
     pub fn support(&self) -> &HostSupport {
-        &self.support
+        &self.maker.support
+    }
+
+    /// Starts sandboxes ahead of tasks whose workspaces will be made in `workspaces` (and
+    /// their own files next to them), with `limits`. Returns at once.
+    pub fn prewarm(&self, workspaces: &Path, limits: &Limits) {
+        if let Ok(stage) = workspaces.canonicalize() {
+            let key = ShellKey {
+                runtime: stage.clone(),
+                stage,
+                tmp_bytes: limits.tmp_bytes,
+            };
+            self.pool.refill(self.maker.clone(), key);
+        }
+    }
+
+    /// How many sandboxes are ready for tasks whose workspaces are in `workspaces`.
+    pub fn ready(&self, workspaces: &Path, limits: &Limits) -> usize {
+        workspaces.canonicalize().map_or(0, |stage| {
+            self.pool.ready(&ShellKey {
+                runtime: stage.clone(),
+                stage,
+                tmp_bytes: limits.tmp_bytes,
+            })
+        })
+    }
+
+    /// How many sandboxes this backend keeps ready per directory of workspaces.
+    pub fn pool_size(&self) -> usize {
+        self.pool.size()
     }
 
     /// Makes a sandbox for `spec`, or refuses, saying why, when its limits cannot be enforced.
     /// Every connection the egress proxy decides is sent to `events`.
     pub async fn create(
         &self,
-        spec: SandboxSpec,
+        mut spec: SandboxSpec,
         events: mpsc::UnboundedSender<ProxyEvent>,
     ) -> Result<BwrapSandbox, SandboxError> {
-        if let Some(why) = self.support.refusal(&spec.limits) {
+        if let Some(why) = self.maker.support.refusal(&spec.limits) {
             return Err(SandboxError::Unsupported(why));
         }
-        let serial = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("deft-sandbox-{}-{serial}", std::process::id());
-        std::fs::create_dir_all(&spec.state_dir).map_err(SandboxError::io(format!(
-            "creating {}",
-            spec.state_dir.display()
-        )))?;
-        let socket = spec.state_dir.join("proxy.sock");
+        spec.workspace = spec.workspace.canonicalize().map_err(|error| {
+            SandboxError::Start(format!(
+                "the workspace {} cannot be used ({error}); make the directory first",
+                spec.workspace.display()
+            ))
+        })?;
+        let (Some(stage), Some(name)) = (
+            spec.workspace.parent(),
+            spec.workspace.file_name().and_then(|name| name.to_str()),
+        ) else {
+            return Err(SandboxError::Start(format!(
+                "the workspace {} must be a directory with a UTF-8 name inside another",
+                spec.workspace.display()
+            )));
+        };
+        let runtime = match spec.state_dir.parent() {
+            Some(parent) => {
+                std::fs::create_dir_all(parent)
+                    .map_err(SandboxError::io(format!("creating {}", parent.display())))?;
+                parent
+                    .canonicalize()
+                    .map_err(SandboxError::io(format!("finding {}", parent.display())))?
+            }
+            None => {
+                return Err(SandboxError::Start(format!(
+                    "the sandbox's directory {} must be inside another",
+                    spec.state_dir.display()
+                )));
+            }
+        };
+        let key = ShellKey {
+            stage: stage.to_path_buf(),
+            runtime,
+            tmp_bytes: spec.limits.tmp_bytes,
+        };
+        let mut shell = match self.pool.take(&key) {
+            Some(shell) => shell,
+            None => Shell::start(self.maker.as_ref(), &key, None).await?,
+        };
+        self.pool.refill(self.maker.clone(), key.clone());
+        let runtime_dir = shell.adopt(&spec.state_dir);
+        let socket = runtime_dir.join("proxy.sock");
         let _ = std::fs::remove_file(&socket);
-        let proxy =
-            EgressProxy::start_with(&socket, spec.network.clone(), events, spec.resolver.clone())
-                .map_err(SandboxError::io(format!(
+        let workspace_name = name.to_owned();
+        let started = match EgressProxy::start_with(
+            &socket,
+            spec.network.clone(),
+            events,
+            spec.resolver.clone(),
+        ) {
+            Ok(proxy) => shell
+                .attach(&workspace_name, &spec.limits)
+                .await
+                .map(|()| proxy),
+            Err(error) => Err(SandboxError::io(format!(
                 "starting the egress proxy at {}",
                 socket.display()
-            )))?;
-        let cgroup = self
-            .support
-            .cgroups
-            .create(&name, spec.limits.memory_bytes, spec.limits.processes)
-            .map_err(SandboxError::io("creating the sandbox's cgroup"))?;
+            ))(error)),
+        };
+        let proxy = match started {
+            Ok(proxy) => proxy,
+            Err(error) => {
+                shell.remove_on_drop.push(runtime_dir);
+                return Err(error);
+            }
+        };
         let redactor = Redactor::new(&spec.secrets);
         Ok(BwrapSandbox {
             spec,
-            cgroup,
-            proxy,
+            shell: tokio::sync::Mutex::new(Some(shell)),
+            key,
+            workspace_name,
+            runtime_dir,
+            proxy: Some(proxy),
             redactor,
-            helper: self.helper.clone(),
-            masks: self.masks.clone(),
+            maker: self.maker.clone(),
         })
+    }
+}
+
+impl ShellRecipe for ShellMaker {
+    fn helper(&self) -> &Path {
+        &self.helper
+    }
+
+    fn cgroups(&self) -> &crate::cgroup::Cgroups {
+        &self.support.cgroups
+    }
+
+    /// bubblewrap's arguments for a resident sandbox. Unlike [`BwrapSandbox::plan`]'s, they
+    /// leave the init `CAP_SYS_ADMIN` over the sandbox's own mount namespace, since it
+    /// attaches the workspace and protects `.git` after the start: bubblewrap's
+    /// `--disable-userns` and `--dev` would each put the init in a nested user namespace where
+    /// it cannot mount, so nested user namespaces are refused by the seccomp filter instead,
+    /// and `/dev` is built from the host's harmless devices (no pseudo-terminals).
+    fn bwrap_args(&self, key: &ShellKey, runtime_dir: &Path) -> Vec<String> {
+        let mut args: Vec<String> = Vec::with_capacity(128);
+        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
+        push(&[
+            "--unshare-user",
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--as-pid-1",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "CAP_SYS_ADMIN",
+            "--hostname",
+            "sandbox",
+            "--uid",
+            INSIDE_ID,
+            "--gid",
+            INSIDE_ID,
+        ]);
+        system_dirs(&mut args, &self.masks);
+        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
+        push(&["--proc", "/proc", "--tmpfs", "/dev"]);
+        for device in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let path = format!("/dev/{device}");
+            if Path::new(&path).exists() {
+                push(&["--dev-bind", &path, &path]);
+            }
+        }
+        push(&[
+            "--symlink",
+            "/proc/self/fd",
+            "/dev/fd",
+            "--symlink",
+            "/proc/self/fd/0",
+            "/dev/stdin",
+            "--symlink",
+            "/proc/self/fd/1",
+            "/dev/stdout",
+            "--symlink",
+            "/proc/self/fd/2",
+            "/dev/stderr",
+            "--tmpfs",
+            "/dev/shm",
+        ]);
+        let tmp = key.tmp_bytes.to_string();
+        push(&[
+            "--size",
+            &tmp,
+            "--tmpfs",
+            "/tmp",
+            "--size",
+            &tmp,
+            "--tmpfs",
+            "/home",
+            "--dir",
+            "/home/deft",
+            "--tmpfs",
+            "/run",
+            "--dir",
+            "/.deft",
+            "--dir",
+            "/workspace",
+        ]);
+        push(&["--ro-bind", &self.helper.to_string_lossy(), "/.deft/init"]);
+        push(&["--bind", &key.stage.to_string_lossy(), "/.deft/stage"]);
+        push(&["--bind", &runtime_dir.to_string_lossy(), "/.deft/net"]);
+        toolchains(&mut args);
+        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
+        push(&[
+            "--remount-ro",
+            "/",
+            "--chdir",
+            "/",
+            "--",
+            "/.deft/init",
+            inner::INIT,
+            "--proxy-socket",
+            "/.deft/net/proxy.sock",
+            "--proxy-port",
+            &PROXY_PORT.to_string(),
+            "--resident",
+            "1",
+        ]);
+        args
+    }
+}
+
+/// The host's system directories, read-only, with what only their owner may read hidden.
+fn system_dirs(args: &mut Vec<String>, masks: &[(PathBuf, bool)]) {
+    let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
+    for dir in ["/usr", "/etc", "/opt"] {
+        if Path::new(dir).is_dir() {
+            push(&["--ro-bind", dir, dir]);
+        }
+    }
+    for (path, is_dir) in masks {
+        let path = path.to_string_lossy();
+        if *is_dir {
+            push(&["--tmpfs", &path]);
+        } else {
+            push(&["--ro-bind", "/dev/null", &path]);
+        }
+    }
+    for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        match std::fs::read_link(dir) {
+            Ok(target) => push(&["--symlink", &target.to_string_lossy(), dir]),
+            Err(_) if Path::new(dir).is_dir() => push(&["--ro-bind", dir, dir]),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Toolchains installed under a home (rustup, cargo, pyenv), each alone and read-only.
+fn toolchains(args: &mut Vec<String>) {
+    for toolchain in crate::probe::home_toolchains() {
+        let path = toolchain.to_string_lossy().into_owned();
+        args.extend(["--ro-bind".to_owned(), path.clone(), path]);
     }
 }
 
 #[derive(Debug)]
 pub struct BwrapSandbox {
     spec: SandboxSpec,
-    cgroup: Option<SandboxCgroup>,
-    proxy: EgressProxy,
+    /// The resident sandbox commands run in; `None` after a timeout killed it (the next
+    /// command starts another). Commands run one at a time.
+    shell: tokio::sync::Mutex<Option<Shell>>,
+    key: ShellKey,
+    workspace_name: String,
+    /// The sandbox's own directory, with the proxy socket: its state directory when that was
+    /// free. Removed with the sandbox (by its shell, once killed).
+    runtime_dir: PathBuf,
+    /// Always there until the sandbox is dropped, when it goes first: its socket file is
+    /// removed while no sandbox is being torn down over it.
+    proxy: Option<EgressProxy>,
     redactor: Redactor,
-    helper: PathBuf,
-    masks: std::sync::Arc<Vec<(PathBuf, bool)>>,
+    maker: Arc<ShellMaker>,
 }
 
 impl BwrapSandbox {
@@ -170,7 +421,13 @@ impl BwrapSandbox {
         env.into_iter().collect()
     }
 
-    fn plan(&self, request: &ExecRequest, stdio: bool) -> Result<LaunchPlan, SandboxError> {
+    /// bubblewrap's whole command line for one long-running program (see [`Self::spawn`]).
+    fn plan(
+        &self,
+        request: &ExecRequest,
+        stdio: bool,
+        cgroup: Option<&SandboxCgroup>,
+    ) -> Result<LaunchPlan, SandboxError> {
         let limits = &self.spec.limits;
         let mut args: Vec<String> = Vec::with_capacity(96);
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
@@ -194,26 +451,8 @@ impl BwrapSandbox {
             "--gid",
             INSIDE_ID,
         ]);
-        for dir in ["/usr", "/etc", "/opt"] {
-            if Path::new(dir).is_dir() {
-                push(&["--ro-bind", dir, dir]);
-            }
-        }
-        for (path, is_dir) in self.masks.iter() {
-            let path = path.to_string_lossy();
-            if *is_dir {
-                push(&["--tmpfs", &path]);
-            } else {
-                push(&["--ro-bind", "/dev/null", &path]);
-            }
-        }
-        for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-            match std::fs::read_link(dir) {
-                Ok(target) => push(&["--symlink", &target.to_string_lossy(), dir]),
-                Err(_) if Path::new(dir).is_dir() => push(&["--ro-bind", dir, dir]),
-                Err(_) => {}
-            }
-        }
+        system_dirs(&mut args, &self.maker.masks);
+        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         let tmp = limits.tmp_bytes.to_string();
         push(&["--proc", "/proc", "--dev", "/dev"]);
         push(&[
@@ -229,7 +468,7 @@ impl BwrapSandbox {
             "/home/deft",
         ]);
         push(&["--tmpfs", "/run", "--dir", "/.deft"]);
-        let helper = self.helper.to_string_lossy();
+        let helper = self.maker.helper.to_string_lossy();
         push(&["--ro-bind", &helper, "/.deft/init"]);
         let workspace = self.spec.workspace.to_string_lossy();
         push(&["--bind", &workspace, "/workspace"]);
@@ -247,18 +486,18 @@ impl BwrapSandbox {
                 }
             }
         }
-        let socket = self.proxy.path().to_string_lossy();
+        let socket = self
+            .proxy
+            .as_ref()
+            .expect("the proxy lives as long as the sandbox")
+            .path()
+            .to_string_lossy();
         push(&["--bind", &socket, "/.deft/proxy.sock"]);
-        for toolchain in crate::probe::home_toolchains() {
-            let path = toolchain.to_string_lossy();
-            push(&["--ro-bind", &path, &path]);
-        }
-        let cwd = match &request.cwd {
-            Some(cwd) => format!("/workspace/{}", workspace::relative(cwd)?),
-            None => "/workspace".into(),
-        };
+        toolchains(&mut args);
+        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
+        let cwd = command_dir(request)?;
         // Without a cgroup, the process rlimit is the last resort.
-        let nproc = if self.cgroup.is_some() {
+        let nproc = if cgroup.is_some() {
             0
         } else {
             limits.processes
@@ -293,15 +532,19 @@ impl BwrapSandbox {
         args.extend(request.argv.iter().cloned());
         Ok(LaunchPlan {
             bwrap: PathBuf::from("/usr/bin/bwrap"),
-            cgroup_procs: self
-                .cgroup
-                .as_ref()
-                .map(SandboxCgroup::procs_files)
-                .unwrap_or_default(),
+            cgroup_procs: cgroup.map(SandboxCgroup::procs_files).unwrap_or_default(),
             args,
             env: self.environment(),
         })
     }
+}
+
+/// Where a command runs inside.
+fn command_dir(request: &ExecRequest) -> Result<String, SandboxError> {
+    Ok(match &request.cwd {
+        Some(cwd) => format!("/workspace/{}", workspace::relative(cwd)?),
+        None => "/workspace".into(),
+    })
 }
 
 /// Entries under `roots` that others may not read (files) or enter (directories), without
@@ -353,7 +596,7 @@ pub struct SandboxProcess {
 impl BwrapSandbox {
     /// Starts the launcher (deft's own binary) with all three standard streams piped.
     fn launcher(&self, args: &[&str]) -> Result<tokio::process::Child, SandboxError> {
-        tokio::process::Command::new(&self.helper)
+        tokio::process::Command::new(&self.maker.helper)
             .args(args)
             .env_clear()
             .stdin(std::process::Stdio::piped())
@@ -361,7 +604,9 @@ impl BwrapSandbox {
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|error| SandboxError::Start(format!("{}: {error}", self.helper.display())))
+            .map_err(|error| {
+                SandboxError::Start(format!("{}: {error}", self.maker.helper.display()))
+            })
     }
 
     /// Masks the sandbox's secrets in `text`, as every command's output is.
@@ -381,7 +626,14 @@ impl BwrapSandbox {
         request: &ExecRequest,
         extra_env: &[(String, String)],
     ) -> Result<SandboxProcess, SandboxError> {
-        let mut plan = self.plan(request, true)?;
+        let mut plan = {
+            let shell = self.shell.lock().await;
+            self.plan(
+                request,
+                true,
+                shell.as_ref().and_then(|shell| shell.cgroup.as_ref()),
+            )?
+        };
         let mut env: BTreeMap<String, String> = plan.env.drain(..).collect();
         env.extend(extra_env.iter().cloned());
         let env: Vec<(String, String)> = env.into_iter().collect();
@@ -418,10 +670,36 @@ impl BwrapSandbox {
 
 impl Drop for BwrapSandbox {
     fn drop(&mut self) {
-        if let Some(cgroup) = self.cgroup.take() {
-            cgroup.remove();
+        drop(self.proxy.take());
+        let mut dirs = vec![self.runtime_dir.clone()];
+        if self.spec.state_dir != self.runtime_dir {
+            dirs.push(self.spec.state_dir.clone());
         }
-        let _ = std::fs::remove_dir_all(&self.spec.state_dir);
+        match self.shell.get_mut().take() {
+            Some(mut shell) => shell.remove_on_drop.extend(dirs),
+            None => crate::shell::aside(move || {
+                for dir in dirs {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }),
+        }
+    }
+}
+
+impl BwrapSandbox {
+    /// A shell for this sandbox after its first was killed: started now, not from the pool,
+    /// since the proxy's socket stays where it is.
+    async fn restart(&self) -> Result<Shell, SandboxError> {
+        let mut shell = Shell::start(
+            self.maker.as_ref(),
+            &self.key,
+            Some(self.runtime_dir.clone()),
+        )
+        .await?;
+        shell
+            .attach(&self.workspace_name, &self.spec.limits)
+            .await?;
+        Ok(shell)
     }
 }
 
@@ -432,79 +710,55 @@ impl Sandbox for BwrapSandbox {
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SandboxError> {
         let started = Instant::now();
-        let plan = self.plan(request, false)?;
-        let oom_before = self.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
-        let pids_before = self.cgroup.as_ref().map_or(0, SandboxCgroup::pids_refused);
-        let mut child = self.launcher(&[inner::LAUNCH])?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let plan = serde_json::to_vec(&plan).expect("plans serialize");
-        stdin
-            .write_all(&plan)
-            .await
-            .map_err(SandboxError::io("sending the plan to the launcher"))?;
-        drop(stdin);
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
+        let cwd = command_dir(request)?;
+        if request.argv.is_empty() {
+            return Err(SandboxError::Start(
+                "the command is empty; give a program to run".into(),
+            ));
+        }
+        let mut slot = self.shell.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.restart().await?);
+        }
+        let shell = slot.as_ref().expect("a shell was just put there");
+        let oom_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
+        let pids_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::pids_refused);
+        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| SandboxError::io("making the output pipe")(e.into()))?;
+        let request_message = ToInit::Exec {
+            argv: request.argv.clone(),
+            env: self.environment(),
+            cwd,
+        };
+        shell.send(&request_message, Some(writer.as_fd())).await?;
+        drop(request_message);
+        drop(writer);
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)
+            .map_err(SandboxError::io("reading the command's output"))?;
         let mut text = OutputText::new(self.redactor.stream());
         let mut kept = CappedOutput::new(request.output_cap);
-        let mut diagnostics = Vec::new();
         let read_all = async {
-            diagnostics = read_streams(
-                stdout,
-                stderr,
+            read_streams(
+                reader,
+                tokio::io::empty(),
                 Stderr::Aside,
                 &mut text,
                 &mut kept,
                 on_output,
             )
             .await;
-            child.wait().await
+            shell.receive().await
         };
         let waited = tokio::time::timeout(request.timeout, read_all).await;
-        let ending = match waited {
-            Ok(Ok(status)) => {
-                use std::os::unix::process::ExitStatusExt as _;
-                match (status.code(), status.signal()) {
-                    (Some(code), _) if code > 128 && code < 160 => Ending::Signaled(code - 128),
-                    (Some(code), _) => Ending::Exited(code),
-                    (None, Some(signal)) => Ending::Signaled(signal),
-                    (None, None) => Ending::Exited(-1),
-                }
-            }
-            Ok(Err(error)) => return Err(SandboxError::io("waiting for the sandbox")(error)),
-            Err(_) => {
-                // SIGKILL to bubblewrap kills the init (die-with-parent), which ends the pid
-                // namespace; the cgroup sweep catches anything that slipped out.
-                let _ = child.start_kill();
-                if let Some(cgroup) = &self.cgroup {
-                    cgroup.kill_all();
-                }
-                let _ = child.wait().await;
-                Ending::TimedOut
-            }
-        };
-        let rest = text.finish();
-        kept.push(&rest);
-        if !rest.is_empty() {
-            on_output(&String::from_utf8_lossy(&rest));
-        }
-        let diagnostics = self.redactor.redact(&String::from_utf8_lossy(&diagnostics));
-        if !diagnostics.trim().is_empty() {
-            tracing::debug!(stderr = %diagnostics.trim(), "sandbox diagnostics");
-            kept.push(diagnostics.as_bytes());
-            on_output(&diagnostics);
-        }
         let mut limits_hit = Vec::new();
-        let mut ending = ending;
-        if let Some(cgroup) = &self.cgroup {
+        let mut out_of_memory = false;
+        if let Some(cgroup) = &shell.cgroup {
             if cgroup.oom_kills() > oom_before {
+                out_of_memory = true;
                 limits_hit.push(format!(
                     "the memory limit ({} MiB) was reached and a process was killed",
                     self.spec.limits.memory_bytes / (1024 * 1024)
                 ));
-                if matches!(ending, Ending::Signaled(9) | Ending::Exited(137)) {
-                    ending = Ending::OutOfMemory;
-                }
             }
             if cgroup.pids_refused() > pids_before {
                 limits_hit.push(format!(
@@ -512,6 +766,38 @@ impl Sandbox for BwrapSandbox {
                     self.spec.limits.processes
                 ));
             }
+        }
+        let mut ending = match waited {
+            Ok(Ok(FromInit::Exited(code))) => Ending::Exited(code),
+            Ok(Ok(FromInit::Signaled(signal))) => Ending::Signaled(signal),
+            Ok(Ok(FromInit::Failed(why))) => return Err(SandboxError::Start(why)),
+            Ok(Ok(other)) => {
+                *slot = None;
+                return Err(SandboxError::Start(format!(
+                    "the sandbox's init answered {other:?} to a command"
+                )));
+            }
+            Ok(Err(error)) => {
+                // The init is gone (killed, or out of memory itself): the next command gets
+                // a new one.
+                *slot = None;
+                return Err(error);
+            }
+            Err(_) => {
+                // The command and all it started die with the whole sandbox; the next command
+                // gets a new one on the same workspace.
+                *slot = None;
+                Ending::TimedOut
+            }
+        };
+        drop(slot);
+        if out_of_memory && matches!(ending, Ending::Signaled(9) | Ending::Exited(137)) {
+            ending = Ending::OutOfMemory;
+        }
+        let rest = text.finish();
+        kept.push(&rest);
+        if !rest.is_empty() {
+            on_output(&String::from_utf8_lossy(&rest));
         }
         if workspace::size(&self.spec.workspace) > self.spec.limits.disk_bytes {
             limits_hit.push(format!(

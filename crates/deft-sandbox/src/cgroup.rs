@@ -164,27 +164,47 @@ impl SandboxCgroup {
             .collect()
     }
 
+    /// Changes the limits (a sandbox started ahead of its task gets the task's).
+    pub fn set_limits(&self, memory: u64, processes: u64) -> std::io::Result<()> {
+        if self.v2 {
+            self.write(0, "memory.max", &memory.to_string())?;
+            self.write(0, "pids.max", &processes.to_string())
+        } else {
+            // v1 wants memory+swap at least memory: raise it first, lower it last.
+            let memory = memory.to_string();
+            self.write(0, "memory.memsw.limit_in_bytes", &memory).ok();
+            self.write(0, "memory.limit_in_bytes", &memory)?;
+            self.write(0, "memory.memsw.limit_in_bytes", &memory).ok();
+            self.write(1, "pids.max", &processes.to_string())
+        }
+    }
+
+    /// Sends SIGKILL to everything inside, once, without waiting.
+    pub fn kill_once(&self) -> bool {
+        let mut any = false;
+        for dir in &self.dirs {
+            for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Some(pid) = pid
+                    .trim()
+                    .parse::<i32>()
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    any = true;
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        any
+    }
+
     /// Kills everything inside, until nothing is left.
     pub fn kill_all(&self) {
         for _ in 0..50 {
-            let mut any = false;
-            for dir in &self.dirs {
-                for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                {
-                    if let Some(pid) = pid
-                        .trim()
-                        .parse::<i32>()
-                        .ok()
-                        .and_then(rustix::process::Pid::from_raw)
-                    {
-                        any = true;
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                    }
-                }
-            }
-            if !any {
+            if !self.kill_once() {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));

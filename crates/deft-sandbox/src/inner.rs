@@ -23,6 +23,9 @@ pub const INIT: &str = "__sandbox-init";
 /// plan and the environment come first on standard input, each after its length (4 bytes,
 /// big-endian), and the rest of the stream is the program's.
 pub const STDIO: &str = "--stdio";
+/// The launcher's option for a resident sandbox (see [`crate::resident`]): standard input is
+/// the control socket, whose first message is the plan.
+pub const RESIDENT: &str = "--resident";
 
 /// Reads one length-prefixed part from standard input without reading past it: the bytes
 /// after it belong to the next reader (bubblewrap's init, then the program).
@@ -38,10 +41,29 @@ fn read_part() -> std::io::Result<Vec<u8>> {
 
 /// Runs the launcher; returns only on failure (it becomes bubblewrap).
 pub fn launch(args: &[String]) -> std::io::Error {
-    match try_launch(args.iter().any(|arg| arg == STDIO)) {
+    let outcome = if args.iter().any(|arg| arg == RESIDENT) {
+        try_launch_resident()
+    } else {
+        try_launch(args.iter().any(|arg| arg == STDIO))
+    };
+    match outcome {
         Ok(never) => match never {},
         Err(error) => error,
     }
+}
+
+/// The plan is the control socket's first message; the socket stays standard input, for the
+/// init.
+fn try_launch_resident() -> std::io::Result<std::convert::Infallible> {
+    let mut buffer = vec![0u8; crate::plan::MAX_MESSAGE];
+    let (_, length) = rustix::net::recv(
+        std::io::stdin().as_fd(),
+        &mut buffer[..],
+        rustix::net::RecvFlags::empty(),
+    )?;
+    let plan: LaunchPlan =
+        serde_json::from_slice(&buffer[..length]).map_err(std::io::Error::other)?;
+    exec_bwrap(&plan)
 }
 
 fn try_launch(stdio: bool) -> std::io::Result<std::convert::Infallible> {
@@ -60,6 +82,11 @@ fn try_launch(stdio: bool) -> std::io::Result<std::convert::Infallible> {
         rustix::stdio::dup2_stdin(&file)?;
         plan
     };
+    exec_bwrap(&plan)
+}
+
+fn exec_bwrap(plan: &LaunchPlan) -> std::io::Result<std::convert::Infallible> {
+    keep_only_standard_descriptors()?;
     for procs in &plan.cgroup_procs {
         std::fs::write(procs, std::process::id().to_string()).map_err(|error| {
             std::io::Error::other(format!("joining {}: {error}", procs.display()))
@@ -69,6 +96,37 @@ fn try_launch(stdio: bool) -> std::io::Result<std::convert::Infallible> {
         .args(&plan.args)
         .env_clear()
         .exec())
+}
+
+/// Marks every descriptor above standard error close-on-exec, so that nothing deft inherited
+/// from whoever started it (a terminal's, a supervisor's, a directory's) reaches bubblewrap,
+/// which passes every open descriptor on into the sandbox: a directory's would let a command
+/// open files beside it, outside every mount.
+///
+/// This is the workspace's one `unsafe` block: no safe API touches descriptors nobody owns.
+/// Sound because the launcher is single-threaded, owns nothing above 2 that it uses after
+/// this, and execs at once; close-on-exec closes nothing before that.
+#[allow(unsafe_code)]
+fn keep_only_standard_descriptors() -> std::io::Result<()> {
+    // SAFETY: CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; no memory is touched.
+    let marked = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    if marked == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: one descriptor at a time, as `/proc` lists them.
+    let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in listed {
+        // SAFETY: as above; a descriptor closed since the listing (the directory's own)
+        // makes this fail with EBADF, which is ignored.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    Ok(())
 }
 
 /// Options of the init, as `--name value` pairs before `--` and the command.
@@ -82,6 +140,8 @@ struct InitOptions {
     cwd: String,
     /// The command talks over standard input and output (see [`STDIO`]).
     stdio: bool,
+    /// No command: serve deft's requests (see [`crate::resident`]).
+    resident: bool,
     argv: Vec<String>,
 }
 
@@ -110,10 +170,11 @@ fn parse_init(args: &[String]) -> Result<InitOptions, String> {
             "--cpu" => options.cpu = number()?,
             "--cwd" => options.cwd = value.clone(),
             "--stdio" => options.stdio = value == "1",
+            "--resident" => options.resident = value == "1",
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if options.argv.is_empty() {
+    if options.argv.is_empty() && !options.resident {
         return Err("no command after `--`".into());
     }
     Ok(options)
@@ -140,6 +201,18 @@ pub fn init(args: &[String]) -> i32 {
 )]
 fn try_init(args: &[String]) -> Result<i32, String> {
     let options = parse_init(args)?;
+    let limits = Rlimits {
+        nproc: options.nproc,
+        fsize: options.fsize,
+        cpu: options.cpu,
+    };
+    if options.resident {
+        let proxy = options
+            .proxy_socket
+            .clone()
+            .map(|socket| (options.proxy_port, socket));
+        return crate::resident::serve(proxy, limits);
+    }
     let mut blob = Vec::new();
     if options.stdio {
         blob = read_part().map_err(|e| format!("reading the environment: {e}"))?;
@@ -162,13 +235,19 @@ fn try_init(args: &[String]) -> Result<i32, String> {
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| format!("prctl: {e}"))?;
 
-    watch_for_deft()?;
+    watch_for_deft(
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("stdout: {e}"))?,
+    )?;
     if let Some(socket) = options.proxy_socket.clone() {
         start_bridge(options.proxy_port, socket)?;
     }
-    set_limits(&options)?;
-    let filter = crate::seccomp::filter()?;
-    seccompiler::apply_filter(&filter).map_err(|e| format!("seccomp: {e}"))?;
+    set_limits(&limits)?;
+    for filter in crate::seccomp::filters()? {
+        seccompiler::apply_filter(&filter).map_err(|e| format!("seccomp: {e}"))?;
+    }
 
     let mut command = Command::new(&options.argv[0]);
     command
@@ -213,7 +292,15 @@ fn try_init(args: &[String]) -> Result<i32, String> {
     }
 }
 
-fn set_limits(options: &InitOptions) -> Result<(), String> {
+/// Per-process limits of commands, 0 meaning none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rlimits {
+    pub nproc: u64,
+    pub fsize: u64,
+    pub cpu: u64,
+}
+
+pub(crate) fn set_limits(options: &Rlimits) -> Result<(), String> {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let limit = |resource: Resource, value: u64| {
         setrlimit(
@@ -238,15 +325,11 @@ fn set_limits(options: &InitOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// Ends the sandbox when deft is gone. The init's stdout is a pipe whose only reader is deft;
-/// when deft dies, that pipe reports an error to a poll, and the init exits, which ends the
-/// pid namespace and everything in it. (The parent-death signal alone misses a deft killed
-/// while bubblewrap is still starting.)
-fn watch_for_deft() -> Result<(), String> {
-    let stdout = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("stdout: {e}"))?;
+/// Ends the sandbox when deft is gone. `stdout` is a pipe or socket whose other end only deft
+/// holds; when deft dies, it reports an error or hang-up to a poll, and the init exits, which
+/// ends the pid namespace and everything in it. (The parent-death signal alone misses a deft
+/// killed while bubblewrap is still starting.)
+pub(crate) fn watch_for_deft(stdout: std::os::fd::OwnedFd) -> Result<(), String> {
     std::thread::Builder::new()
         .name("deft-lifeline".into())
         .spawn(move || {
@@ -266,7 +349,7 @@ fn watch_for_deft() -> Result<(), String> {
 
 /// Forwards connections to `127.0.0.1:port` inside the sandbox to the egress proxy's socket,
 /// on a thread of its own that the seccomp filter (applied later, to the main thread) spares.
-fn start_bridge(port: u16, socket: String) -> Result<(), String> {
+pub(crate) fn start_bridge(port: u16, socket: String) -> Result<(), String> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| format!("proxy bridge on port {port}: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;

@@ -10,16 +10,25 @@
 //! Guarantees of the `bwrap` backend, each tested as an attack that must fail (tests/):
 //! - no network interface but loopback; the only way out is the egress proxy;
 //! - the host's system directories read-only, homes, `/run`, `/srv`, `/mnt` and the like absent;
+//! - the task's workspace alone at `/workspace` (no other task's), with each repository's
+//!   `.git/hooks` and `.git/config` read-only, also for repositories cloned after the start;
 //! - a private pid namespace: host processes and their environments are invisible;
-//! - commands run without capabilities, as uid 1000 of a user namespace of their own, with
-//!   nested user namespaces disabled; what only the host's owner may read under `/etc` and
-//!   `/opt` is hidden;
-//! - seccomp refuses `io_uring`, `ptrace`, `TIOCSTI` and new `AF_UNIX` sockets;
+//! - commands run without capabilities, as uid 1000 of a user namespace of their own; what
+//!   only the host's owner may read under `/etc` and `/opt` is hidden;
+//! - seccomp refuses `io_uring`, `ptrace`, `TIOCSTI`, new `AF_UNIX` sockets and new user
+//!   namespaces (`clone3`, whose flags a filter cannot read, reports `ENOSYS`, and the C
+//!   library falls back to `clone`);
 //! - memory and processes limited by cgroups (v2, or v1), CPU time and file size by rlimits;
-//! - a timeout kills the whole process tree; the sandbox dies with deft.
+//! - nothing a command starts outlives it; a timeout kills the whole process tree (and the
+//!   sandbox, which the next command replaces); the sandbox dies with deft.
+//!
+//! How: a task's commands run one after another in one sandbox whose init stays resident
+//! (`resident`, `shell`), and a few such sandboxes are started ahead of tasks, so a task waits
+//! neither for bubblewrap nor, per command, for a new set of namespaces.
 //!
 //! Limits: the workspace's disk use is measured after each command, not prevented while it
-//! runs; the sandbox shares the host kernel, so a kernel exploit escapes it.
+//! runs; there are no pseudo-terminals inside; the sandbox shares the host kernel, so a kernel
+//! exploit escapes it.
 
 pub mod bwrap;
 mod cgroup;
@@ -28,7 +37,9 @@ pub mod inner;
 mod output;
 mod plan;
 pub mod probe;
+mod resident;
 mod seccomp;
+mod shell;
 pub mod workspace;
 
 use std::collections::BTreeMap;

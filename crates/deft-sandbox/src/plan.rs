@@ -14,6 +14,44 @@ pub struct LaunchPlan {
     pub env: Vec<(String, String)>,
 }
 
+/// What deft asks of a resident init, one message per `SOCK_SEQPACKET` datagram on its
+/// control socket (its standard input).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToInit {
+    /// Take the task's workspace, `/.deft/stage/NAME`, as `/workspace`, then hide the rest of
+    /// the stage and lower the rlimits to the task's.
+    Attach {
+        workspace: String,
+        nproc: u64,
+        fsize: u64,
+        cpu: u64,
+    },
+    /// Run a command; its standard output and error are the one descriptor sent with this.
+    Exec {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: String,
+    },
+}
+
+/// What a resident init answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromInit {
+    /// Started, waiting for its workspace.
+    Ready,
+    /// Attached.
+    Done,
+    /// The command ended, and everything it started was killed.
+    Exited(i32),
+    Signaled(i32),
+    Failed(String),
+}
+
+/// The largest message either side sends (a command with its environment, in JSON).
+pub const MAX_MESSAGE: usize = 192 * 1024;
+
 /// The environment as the init reads it: `KEY=VALUE` entries separated by NUL bytes.
 pub fn encode_env(env: &[(String, String)]) -> Vec<u8> {
     let mut blob = Vec::new();

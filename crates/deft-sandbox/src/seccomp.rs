@@ -8,11 +8,35 @@ use seccompiler::{
     SeccompRule,
 };
 
-/// Builds the filter for this machine's architecture.
-pub fn filter() -> Result<BpfProgram, String> {
-    let arch = std::env::consts::ARCH
+/// Builds the filters for this machine's architecture, to be applied in order.
+pub fn filters() -> Result<Vec<BpfProgram>, String> {
+    Ok(vec![refusals()?, no_clone3()?])
+}
+
+fn arch() -> Result<seccompiler::TargetArch, String> {
+    std::env::consts::ARCH
         .try_into()
-        .map_err(|_| format!("no seccomp filter for {}", std::env::consts::ARCH))?;
+        .map_err(|_| format!("no seccomp filter for {}", std::env::consts::ARCH))
+}
+
+/// `clone3` passes its flags in memory, where a filter cannot look, so it is refused as if the
+/// kernel lacked it; the C library then falls back to `clone`, whose flags the other filter
+/// checks.
+fn no_clone3() -> Result<BpfProgram, String> {
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, Vec::new())].into();
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch()?,
+    )
+    .map_err(|e| e.to_string())?
+    .try_into()
+    .map_err(|e: seccompiler::BackendError| e.to_string())
+}
+
+fn refusals() -> Result<BpfProgram, String> {
+    let arch = arch()?;
     let always = |rules: &mut BTreeMap<i64, Vec<SeccompRule>>, syscall: libc::c_long| {
         rules.insert(syscall, Vec::new());
     };
@@ -53,6 +77,20 @@ pub fn filter() -> Result<BpfProgram, String> {
                 .map_err(|e| e.to_string())?,
         ],
     );
+    // No user namespace inside the sandbox's: one would give a command every capability over
+    // namespaces of its own, the kernel attack surface the sandbox exists to keep away.
+    let new_user = || {
+        SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(libc::CLONE_NEWUSER as u64),
+            libc::CLONE_NEWUSER as u64,
+        )
+        .and_then(|condition| SeccompRule::new(vec![condition]))
+        .map_err(|e| e.to_string())
+    };
+    rules.insert(libc::SYS_unshare, vec![new_user()?]);
+    rules.insert(libc::SYS_clone, vec![new_user()?]);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -69,7 +107,8 @@ pub fn filter() -> Result<BpfProgram, String> {
 mod tests {
     #[test]
     fn the_filter_builds_for_this_machine() {
-        let program = super::filter().unwrap();
-        assert!(!program.is_empty());
+        let programs = super::filters().unwrap();
+        assert_eq!(programs.len(), 2);
+        assert!(programs.iter().all(|program| !program.is_empty()));
     }
 }

@@ -634,3 +634,116 @@ async fn host_sockets_and_new_user_namespaces_are_refused() {
         "nothing connected to the host socket"
     );
 }
+
+#[tokio::test]
+async fn repository_hooks_and_config_stay_read_only_even_when_cloned_after_the_start() {
+    let fixture = sandbox(Options::default()).await;
+    // The repository appears after the sandbox started, as the agent's clone does.
+    let repo = fixture.workspace().join("repo");
+    std::fs::create_dir_all(repo.join(".git/hooks")).unwrap();
+    std::fs::write(repo.join(".git/config"), "[core]\n").unwrap();
+    // A second one whose `.git` is a link out: left alone, not followed.
+    let elsewhere = fixture.dir.path().join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("hooks")).unwrap();
+    std::fs::create_dir(fixture.workspace().join("linked")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, fixture.workspace().join("linked/.git")).unwrap();
+    let attempt = fixture
+        .run(
+            "cd repo/.git; (echo evil > hooks/pre-commit) 2>/dev/null && echo wrote-hook; \
+             (echo '[core] fsmonitor = evil' >> config) 2>/dev/null && echo wrote-config; \
+             (mv hooks h2) 2>/dev/null && echo moved-hooks; \
+             echo fine > description && echo wrote-elsewhere",
+        )
+        .await;
+    assert!(!attempt.output.contains("wrote-hook"), "{}", attempt.output);
+    assert!(
+        !attempt.output.contains("wrote-config"),
+        "{}",
+        attempt.output
+    );
+    assert!(
+        !attempt.output.contains("moved-hooks"),
+        "{}",
+        attempt.output
+    );
+    assert!(
+        attempt.output.contains("wrote-elsewhere"),
+        "the rest of .git stays writable: {}",
+        attempt.output
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join(".git/config")).unwrap(),
+        "[core]\n"
+    );
+    assert!(!repo.join(".git/hooks/pre-commit").exists());
+    // Through the link: nothing of the host was mounted or reached.
+    let linked = fixture.run("ls linked/.git/ 2>&1").await;
+    assert!(!linked.output.contains("hooks"), "{}", linked.output);
+}
+
+#[tokio::test]
+async fn other_workspaces_beside_this_one_are_out_of_reach() {
+    let fixture = sandbox(Options::default()).await;
+    // Made after the start, in the same directory of workspaces the sandbox started with.
+    let other = fixture.dir.path().join("other-task");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("their-code.txt"), "not yours").unwrap();
+    let read = fixture
+        .run("cat /.deft/stage/other-task/their-code.txt 2>&1")
+        .await;
+    assert!(!read.output.contains("not yours"), "{}", read.output);
+    assert!(read.output.contains("No such file"), "{}", read.output);
+    let listed = fixture.run("ls -A /.deft/stage").await;
+    assert_eq!(
+        listed.output, "",
+        "the stage is empty once the workspace is attached"
+    );
+    let found = fixture
+        .run("find / -xdev -name their-code.txt 2>/dev/null; find /workspace /.deft /tmp -name their-code.txt 2>/dev/null")
+        .await;
+    assert_eq!(found.output, "", "no other workspace anywhere");
+}
+
+#[tokio::test]
+async fn nothing_a_command_starts_outlives_it_and_a_timeout_leaves_the_sandbox_usable() {
+    let fixture = sandbox(Options::default()).await;
+    let first = fixture
+        .run("(sleep 4331 &); setsid sleep 4332 & echo started")
+        .await;
+    assert!(first.output.contains("started"), "{}", first.output);
+    let second = fixture
+        .run("ps -eo pid,args | grep -v grep | grep -c 'sleep 433' || true")
+        .await;
+    assert_eq!(second.output.trim(), "0", "left running: {}", second.output);
+    // No descriptor of the init's (its control socket) reaches a command.
+    // `ls` itself holds one more: the directory it reads.
+    let descriptors = fixture
+        .run_with(ExecRequest {
+            argv: vec!["ls".into(), "/proc/self/fd".into()],
+            ..ExecRequest::shell("")
+        })
+        .await;
+    assert_eq!(
+        descriptors.output.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"],
+        "{}",
+        descriptors.output
+    );
+    fixture.run("echo kept > /workspace/before-timeout").await;
+    let timed_out = fixture
+        .run_with(ExecRequest {
+            timeout: Duration::from_millis(500),
+            ..ExecRequest::shell("sleep 60")
+        })
+        .await;
+    assert_eq!(timed_out.ending, Ending::TimedOut);
+    let after = fixture
+        .run("cat /workspace/before-timeout; echo $GREETING; cat /proc/1/cmdline | tr '\\0' ' '")
+        .await;
+    assert_eq!(after.exit_code(), 0, "{}", after.output);
+    assert!(
+        after.output.contains("kept") && after.output.contains("hello"),
+        "{}",
+        after.output
+    );
+}

@@ -33,6 +33,9 @@ pub const DEFT_LEASE_MS: &str = "DEFT_LEASE_MS";
 pub const DEFT_SHUTDOWN_GRACE_MS: &str = "DEFT_SHUTDOWN_GRACE_MS";
 /// How long (ms) one MCP tool call may take before it is cut off (default 120000).
 pub const DEFT_MCP_CALL_TIMEOUT_MS: &str = "DEFT_MCP_CALL_TIMEOUT_MS";
+/// Sandboxes `deft serve` and `deft worker` keep started ahead of tasks, so that a task's
+/// sandbox is ready at once (default 2; 0 for none).
+pub const DEFT_SANDBOX_POOL: &str = "DEFT_SANDBOX_POOL";
 /// `[github]` of the config file, each key as a variable (SPEC §5).
 pub const DEFT_GITHUB_API_URL: &str = "DEFT_GITHUB_API_URL";
 pub const DEFT_GITHUB_APP_ID: &str = "DEFT_GITHUB_APP_ID";

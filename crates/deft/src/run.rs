@@ -96,7 +96,8 @@ pub async fn run(
             .await);
         }
     };
-    let engine = engine(&store, &dir, &models, &config, github(&config)?).await?;
+    // One task: a sandbox started ahead would never be used.
+    let engine = engine(&store, &dir, &models, &config, github(&config)?, 0).await?;
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -128,14 +129,22 @@ pub async fn engine(
     models: &deft_llm::Models,
     config: &config::ConfigFile,
     github: Option<std::sync::Arc<deft_github::GitHub>>,
+    sandbox_pool: usize,
 ) -> anyhow::Result<Engine> {
     let helper = std::env::current_exe().context("cannot find deft's own executable")?;
+    let sandboxes = BwrapBackend::new(HostSupport::probe().await, helper)?.with_pool(sandbox_pool);
+    let workspaces = dir.join("workspaces");
+    if sandbox_pool > 0 {
+        std::fs::create_dir_all(&workspaces)
+            .with_context(|| format!("cannot create {}", workspaces.display()))?;
+        sandboxes.prewarm(&workspaces, &deft_sandbox::Limits::default());
+    }
     Ok(Engine {
         store: store.clone(),
         planner: ModelClient::new(models.for_role(ModelRole::Planner).clone())?,
         executor: ModelClient::new(models.for_role(ModelRole::Executor).clone())?,
-        sandboxes: BwrapBackend::new(HostSupport::probe().await, helper)?,
-        workspaces: dir.join("workspaces"),
+        sandboxes,
+        workspaces,
         limits: RunLimits {
             task_tokens: config.limits.task_tokens,
             weekly_tokens: config.limits.weekly_tokens,
@@ -151,6 +160,18 @@ pub async fn engine(
         drain: tokio_util::sync::CancellationToken::new(),
         github,
     })
+}
+
+/// How many sandboxes a long-running deft keeps started ahead of tasks.
+pub fn sandbox_pool() -> anyhow::Result<usize> {
+    match std::env::var(crate::env_vars::DEFT_SANDBOX_POOL) {
+        Err(_) => Ok(deft_sandbox::bwrap::DEFAULT_POOL),
+        Ok(value) => value.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "DEFT_SANDBOX_POOL is `{value}`; set it to a number of sandboxes (0 for none)"
+            )
+        }),
+    }
 }
 
 /// The GitHub connection, when `[github]` configures one.

@@ -44,7 +44,8 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<ExitCode> {
     };
     let support = HostSupport::probe().await;
     let helper = std::env::current_exe().context("cannot find deft's own executable")?;
-    let backend = BwrapBackend::new(support, helper)?;
+    // One sandbox: none is started ahead.
+    let backend = BwrapBackend::new(support, helper)?.with_pool(0);
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
     let workspace = match workspace {
         Some(dir) => fs_err::canonicalize(dir)?,

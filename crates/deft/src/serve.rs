@@ -84,7 +84,15 @@ pub async fn run(
     if let Ok(models) = &models
         && workers > 0
     {
-        let mut engine = crate::run::engine(&store, &dir, models, &config, github.clone()).await?;
+        let mut engine = crate::run::engine(
+            &store,
+            &dir,
+            models,
+            &config,
+            github.clone(),
+            crate::run::sandbox_pool()?,
+        )
+        .await?;
         engine.drain = shutdown.clone();
         let engine = std::sync::Arc::new(engine);
         // On SQLite this process holds every worker, so a task still in progress was left by
@@ -236,8 +244,15 @@ pub async fn worker(
         .context("a worker needs a model")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let mut engine =
-        crate::run::engine(&store, &dir, &models, &config, crate::run::github(&config)?).await?;
+    let mut engine = crate::run::engine(
+        &store,
+        &dir,
+        &models,
+        &config,
+        crate::run::github(&config)?,
+        crate::run::sandbox_pool()?,
+    )
+    .await?;
     engine.drain = shutdown.clone();
     let engine = std::sync::Arc::new(engine);
     let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);

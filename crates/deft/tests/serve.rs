@@ -869,3 +869,68 @@ async fn a_user_queued_behind_another_users_tasks_is_not_starved() {
         "admin still had tasks waiting when bob started"
     );
 }
+
+/// Sandboxes started ahead of tasks belong to the server: killed outright, it leaves none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_started_ahead_of_tasks_die_with_a_killed_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::start(vec![]).await;
+    let data = dir.path().join("data");
+    let mut server = start(&data, &model);
+    // bubblewrap's command line names the directory of workspaces it binds as the stage.
+    let stage = format!("{} /.deft/stage", data.join("workspaces").display());
+    let sandboxes = || -> Vec<String> {
+        let found = std::process::Command::new("pgrep")
+            .args(["-f", &stage])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&found.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let started = Instant::now();
+    while sandboxes().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the pool never filled: {:?}",
+            sandboxes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each bubblewrap's child is a waiting init, pid 1 of its sandbox.
+    let inits: Vec<String> = sandboxes()
+        .iter()
+        .flat_map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!inits.is_empty(), "no init under {:?}", sandboxes());
+    for init in &inits {
+        let cmdline = std::fs::read(format!("/proc/{init}/cmdline")).unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&cmdline).contains("__sandbox-init"),
+            "{}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    let killed = Instant::now();
+    while !sandboxes().is_empty()
+        || inits
+            .iter()
+            .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "sandboxes outlived the server: {:?}",
+            sandboxes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -106,6 +106,33 @@ fn every_source_file_opens_with_why_it_exists() {
     );
 }
 
+/// `unsafe` is denied in the workspace; the sandbox launcher's descriptor hygiene is the one
+/// place allowed to lift that, and no other file may.
+#[test]
+fn unsafe_code_is_allowed_in_one_place_only() {
+    let mut found = Vec::new();
+    for krate in crates() {
+        for file in rust_files(&krate.dir) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let relative = file
+                .strip_prefix(workspace_root())
+                .unwrap()
+                .display()
+                .to_string();
+            // Spelled in two halves, so that this file does not count itself.
+            let count = text.matches(concat!("allow(", "unsafe_code)")).count();
+            if count > 0 {
+                found.push((relative, count));
+            }
+        }
+    }
+    assert_eq!(
+        found,
+        [("crates/deft-sandbox/src/inner.rs".to_owned(), 1)],
+        "only the launcher's descriptor hygiene may allow unsafe code"
+    );
+}
+
 #[test]
 fn every_crate_is_in_the_architecture_document() {
     let architecture = std::fs::read_to_string(workspace_root().join("ARCHITECTURE.md")).unwrap();

@@ -1,0 +1,366 @@
+//! The resident init (inside, pid 1): a sandbox started ahead of its task that runs the task's
+//! commands one after another, so a command costs a fork and an exec instead of a fresh set of
+//! namespaces (see `crate::shell` for deft's side).
+//!
+//! Its life: at start it keeps `CAP_SYS_ADMIN` (over its own user namespace only) in one
+//! thread, the mounter, and drops every capability in the others; it starts the proxy bridge,
+//! applies the seccomp filter to its main thread and says it is ready. On `attach` the mounter
+//! binds the task's workspace from the stage (a directory of workspaces bound at start) at
+//! `/workspace` and unmounts the stage, so no other workspace stays reachable. Before each
+//! command the mounter makes every repository's `.git/hooks` and `.git/config` read-only, since
+//! repositories appear in the workspace after the sandbox started. The command runs from the
+//! filtered main thread, without capabilities; when it ends, everything else in the pid
+//! namespace is killed, so nothing a command started outlives it.
+
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use rustix::io::Errno;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags, recvmsg, send};
+
+use crate::plan::{FromInit, MAX_MESSAGE, ToInit};
+
+/// Where the directory of workspaces is bound until the task's is attached.
+const STAGE: &str = "/.deft/stage";
+const WORKSPACE: &str = "/workspace";
+/// Repositories whose `.git` is protected at most: each costs two mounts, and a command that
+/// made thousands of `.git` directories would otherwise fill the mount table.
+const MAX_REPOSITORIES: usize = 256;
+
+/// Runs the resident init; returns the exit code for the sandbox.
+pub(crate) fn serve(
+    proxy: Option<(u16, String)>,
+    limits: crate::inner::Rlimits,
+) -> Result<i32, String> {
+    // The control socket is standard input; commands get /dev/null there instead.
+    let control = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("control socket: {e}"))?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    rustix::stdio::dup2_stdin(&null).map_err(|e| format!("replacing stdin: {e}"))?;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("prctl: {e}"))?;
+    // The init holds commands' environments in memory; no process of the sandbox may read it.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| format!("prctl: {e}"))?;
+
+    // Capabilities belong to threads: the mounter keeps the one it needs, the rest go.
+    let mounter = Mounter::start()?;
+    rustix::thread::clear_ambient_capability_set().map_err(|e| format!("capabilities: {e}"))?;
+    rustix::thread::set_capabilities(
+        None,
+        rustix::thread::CapabilitySets {
+            effective: rustix::thread::CapabilitySet::empty(),
+            permitted: rustix::thread::CapabilitySet::empty(),
+            inheritable: rustix::thread::CapabilitySet::empty(),
+        },
+    )
+    .map_err(|e| format!("capabilities: {e}"))?;
+    crate::inner::watch_for_deft(control.try_clone().map_err(|e| e.to_string())?)?;
+    if let Some((port, socket)) = proxy {
+        crate::inner::start_bridge(port, socket)?;
+    }
+    crate::inner::set_limits(&limits)?;
+    for filter in crate::seccomp::filters()? {
+        seccompiler::apply_filter(&filter).map_err(|e| format!("seccomp: {e}"))?;
+    }
+    answer(&control, &FromInit::Ready)?;
+
+    let mut buffer = vec![0u8; MAX_MESSAGE];
+    let mut attached = false;
+    loop {
+        let Some((message, mut fds)) = receive(&control, &mut buffer)? else {
+            // deft closed the socket: the sandbox is over.
+            return Ok(0);
+        };
+        let reply = match message {
+            ToInit::Attach {
+                workspace,
+                nproc,
+                fsize,
+                cpu,
+            } => mounter
+                .run(MountWork::Attach(workspace))
+                // Process-wide, so the init's own CPU time (the proxy bridge's copying) counts
+                // too: a few seconds per gigabyte, against an hour by default.
+                .and_then(|()| {
+                    crate::inner::set_limits(&crate::inner::Rlimits { nproc, fsize, cpu })
+                })
+                .map_or_else(FromInit::Failed, |()| {
+                    attached = true;
+                    FromInit::Done
+                }),
+            ToInit::Exec { .. } if !attached => {
+                FromInit::Failed("no workspace is attached yet".into())
+            }
+            ToInit::Exec { argv, env, cwd } => match (fds.pop(), mounter.run(MountWork::Refresh)) {
+                (_, Err(why)) => FromInit::Failed(why),
+                (None, _) => FromInit::Failed("no output descriptor came with the command".into()),
+                (Some(output), Ok(())) => run(&argv, env, &cwd, output),
+            },
+        };
+        answer(&control, &reply)?;
+    }
+}
+
+fn receive(control: &OwnedFd, buffer: &mut [u8]) -> Result<Option<(ToInit, Vec<OwnedFd>)>, String> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+    let received = loop {
+        match recvmsg(
+            control,
+            &mut [std::io::IoSliceMut::new(buffer)],
+            &mut ancillary,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(Errno::INTR) => continue,
+            other => break other.map_err(|e| format!("reading the control socket: {e}"))?,
+        }
+    };
+    if received.bytes == 0 {
+        return Ok(None);
+    }
+    let mut fds = Vec::new();
+    for message in ancillary.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    let message = serde_json::from_slice(&buffer[..received.bytes.min(buffer.len())])
+        .map_err(|e| format!("a message deft sent is not understood: {e}"))?;
+    Ok(Some((message, fds)))
+}
+
+fn answer(control: &OwnedFd, reply: &FromInit) -> Result<(), String> {
+    let bytes = serde_json::to_vec(reply).expect("replies serialize");
+    loop {
+        match send(control, &bytes, SendFlags::NOSIGNAL) {
+            Err(Errno::INTR) => continue,
+            Ok(_) => return Ok(()),
+            // deft is gone; so is the sandbox.
+            Err(error) => return Err(format!("answering deft: {error}")),
+        }
+    }
+}
+
+/// Runs one command to its end, then ends everything else in the sandbox.
+fn run(argv: &[String], env: Vec<(String, String)>, cwd: &str, output: OwnedFd) -> FromInit {
+    let Some(program) = argv.first() else {
+        return FromInit::Failed("an empty command".into());
+    };
+    let (Ok(stdout), Ok(stderr)) = (output.try_clone(), output.try_clone()) else {
+        return FromInit::Failed("cannot duplicate the output descriptor".into());
+    };
+    let child = Command::new(program)
+        .args(&argv[1..])
+        .env_clear()
+        .envs(env)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        // stderr joins stdout, so the output keeps the order in which it was written.
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            let code = if error.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            let _ = writeln!(
+                std::fs::File::from(output),
+                "deft sandbox: cannot run `{program}`: {error}"
+            );
+            return FromInit::Exited(code);
+        }
+    };
+    drop(output);
+    let command = child.id() as i32;
+    // As pid 1, reap every orphan until the command itself ends.
+    let ending = loop {
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+            Ok(Some((pid, status))) if pid.as_raw_nonzero().get() == command => {
+                break match (status.exit_status(), status.terminating_signal()) {
+                    (Some(code), _) => FromInit::Exited(code),
+                    (None, Some(signal)) => FromInit::Signaled(signal),
+                    (None, None) => FromInit::Exited(-1),
+                };
+            }
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(error) => break FromInit::Failed(format!("waiting for the command: {error}")),
+        }
+    };
+    end_everything_else();
+    ending
+}
+
+/// Kills every process of the pid namespace but this one, and reaps them, until none is left.
+/// A process forked between one look at `/proc` and the kills is caught by the next look.
+fn end_everything_else() {
+    loop {
+        let mut alive = false;
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.parse::<i32>().ok())
+                    .filter(|pid| *pid > 1)
+                    .and_then(rustix::process::Pid::from_raw)
+                else {
+                    continue;
+                };
+                alive = true;
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+        if !alive {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// What the mounter does.
+enum MountWork {
+    Attach(String),
+    Refresh,
+}
+
+/// The one thread of the init that may mount, asked over a channel.
+struct Mounter {
+    work: mpsc::Sender<MountWork>,
+    done: mpsc::Receiver<Result<(), String>>,
+}
+
+impl Mounter {
+    fn start() -> Result<Mounter, String> {
+        let (work, jobs) = mpsc::channel::<MountWork>();
+        let (results, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("deft-mounter".into())
+            .spawn(move || {
+                // It needs nothing but CAP_SYS_ADMIN, and never runs a program.
+                let _ = rustix::thread::clear_ambient_capability_set();
+                while let Ok(job) = jobs.recv() {
+                    let result = match job {
+                        MountWork::Attach(name) => attach(&name),
+                        MountWork::Refresh => protect_git_dirs(),
+                    };
+                    if results.send(result).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("mounter thread: {e}"))?;
+        Ok(Mounter { work, done })
+    }
+
+    fn run(&self, job: MountWork) -> Result<(), String> {
+        self.work
+            .send(job)
+            .map_err(|_| "the mounter thread is gone".to_owned())?;
+        self.done
+            .recv()
+            .map_err(|_| "the mounter thread is gone".to_owned())?
+    }
+}
+
+fn attach(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!("`{name}` is not a workspace's name"));
+    }
+    let source = Path::new(STAGE).join(name);
+    match std::fs::symlink_metadata(&source) {
+        Ok(metadata) if metadata.is_dir() => {}
+        _ => return Err(format!("the workspace `{name}` is not a directory")),
+    }
+    rustix::mount::mount_bind(&source, WORKSPACE)
+        .map_err(|e| format!("mounting the workspace: {e}"))?;
+    rustix::mount::unmount(STAGE, rustix::mount::UnmountFlags::DETACH)
+        .map_err(|e| format!("hiding the other workspaces: {e}"))?;
+    protect_git_dirs()
+}
+
+/// Makes each repository's `.git/hooks` and `.git/config` read-only (a command could otherwise
+/// make the host's git run code), skipping what is already protected and refusing symlinks.
+/// No command runs while this does, so nothing can swap a path between check and mount.
+fn protect_git_dirs() -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(WORKSPACE) else {
+        return Ok(());
+    };
+    let mut repositories = 0;
+    for entry in entries.flatten() {
+        let git = entry.path().join(".git");
+        if !is_real_dir(&entry.path()) || !is_real_dir(&git) {
+            continue;
+        }
+        repositories += 1;
+        if repositories > MAX_REPOSITORIES {
+            return Err(format!(
+                "the workspace holds more than {MAX_REPOSITORIES} repositories; remove the \
+                 `.git` directories that are not the task's"
+            ));
+        }
+        for part in ["hooks", "config"] {
+            let path = git.join(part);
+            match std::fs::symlink_metadata(&path) {
+                Ok(metadata) if !metadata.file_type().is_symlink() => {}
+                _ => continue,
+            }
+            if mount_id(&path)? != mount_id(&git)? {
+                continue;
+            }
+            read_only_bind(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.is_dir())
+}
+
+fn mount_id(path: &Path) -> Result<u64, String> {
+    rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .map(|statx| statx.stx_mnt_id)
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_only_bind(path: &PathBuf) -> Result<(), String> {
+    use rustix::fs::StatVfsMountFlags as Vfs;
+    use rustix::mount::MountFlags as Mount;
+    rustix::mount::mount_bind(path, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Flags the kernel locked on the mount beneath must be kept, or the remount is refused.
+    let kept = rustix::fs::statvfs(path)
+        .map(|vfs| vfs.f_flag)
+        .unwrap_or(Vfs::empty());
+    let mut flags = Mount::BIND | Mount::RDONLY;
+    for (vfs, mount) in [
+        (Vfs::NOSUID, Mount::NOSUID),
+        (Vfs::NODEV, Mount::NODEV),
+        (Vfs::NOEXEC, Mount::NOEXEC),
+        (Vfs::NOATIME, Mount::NOATIME),
+        (Vfs::NODIRATIME, Mount::NODIRATIME),
+        (Vfs::RELATIME, Mount::RELATIME),
+    ] {
+        if kept.contains(vfs) {
+            flags |= mount;
+        }
+    }
+    rustix::mount::mount_remount(path, flags, "")
+        .map_err(|e| format!("making {} read-only: {e}", path.display()))
+}

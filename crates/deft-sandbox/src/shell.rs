@@ -1,0 +1,443 @@
+//! deft's side of a resident sandbox (see `crate::resident` for the init's side), and the pool
+//! of them started ahead of tasks.
+//!
+//! A shell is a bubblewrap sandbox whose init waits on a control socket: made once, it runs a
+//! task's commands one after another. Starting one costs what bubblewrap costs (namespaces,
+//! mounts, the init), several milliseconds on a small host; a pool keeps a few started for
+//! each directory of workspaces, so a task's sandbox is ready in the time its workspace takes
+//! to attach. A shell is never used for two tasks: after its task it is killed.
+
+use std::collections::{HashMap, HashSet};
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rustix::net::{
+    AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags,
+    SocketType,
+};
+use std::os::fd::AsFd as _;
+use tokio::io::{AsyncReadExt as _, Interest};
+use tokio::net::UnixStream;
+
+use crate::cgroup::SandboxCgroup;
+use crate::plan::{FromInit, LaunchPlan, MAX_MESSAGE, ToInit};
+use crate::{Limits, SandboxError, inner};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// How long a refill waits after a shell was taken: starting bubblewrap takes a few
+/// milliseconds of both cores of a small host, which the task that just got its sandbox needs
+/// more.
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What shells of a pool have in common: where the workspaces and the sandboxes' own files
+/// live, and the size of the private `/tmp` and home, all fixed when bubblewrap starts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ShellKey {
+    /// The directory of workspaces, bound at `/.deft/stage` until one is attached.
+    pub stage: PathBuf,
+    /// Where each shell's directory for the proxy socket is made.
+    pub runtime: PathBuf,
+    pub tmp_bytes: u64,
+}
+
+/// How to start a shell: the binary with the launcher's and init's verbs, and the arguments of
+/// bubblewrap for a key and a runtime directory.
+pub(crate) trait ShellRecipe: Send + Sync + 'static {
+    fn helper(&self) -> &Path;
+    fn bwrap_args(&self, key: &ShellKey, runtime_dir: &Path) -> Vec<String>;
+    fn cgroups(&self) -> &crate::cgroup::Cgroups;
+}
+
+#[derive(Debug)]
+pub(crate) struct Shell {
+    child: tokio::process::Child,
+    /// A `SOCK_SEQPACKET` socket, driven through tokio's stream type for its readiness only:
+    /// every read and write is one whole message.
+    control: UnixStream,
+    /// Where the proxy socket goes, bound at `/.deft/net`.
+    pub runtime_dir: PathBuf,
+    /// Removed once the shell is killed: its runtime directory until a sandbox adopts it, and
+    /// the sandbox's own directories when the sandbox goes.
+    pub remove_on_drop: Vec<PathBuf>,
+    pub cgroup: Option<SandboxCgroup>,
+    /// The memory and process limits its cgroup has now.
+    cgroup_limits: (u64, u64),
+}
+
+impl Shell {
+    /// Starts a shell and waits until its init is ready. `runtime_dir`, when given, is reused
+    /// (a sandbox whose shell was killed keeps its proxy socket's place).
+    pub async fn start(
+        recipe: &dyn ShellRecipe,
+        key: &ShellKey,
+        runtime_dir: Option<PathBuf>,
+    ) -> Result<Shell, SandboxError> {
+        let name = format!(
+            "deft-sandbox-{}-s{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let remove_on_drop = Vec::new();
+        let owns_runtime_dir = runtime_dir.is_none();
+        let runtime_dir = runtime_dir.unwrap_or_else(|| key.runtime.join(format!(".{name}")));
+        std::fs::create_dir_all(&runtime_dir).map_err(SandboxError::io(format!(
+            "creating {}",
+            runtime_dir.display()
+        )))?;
+        let defaults = Limits::default();
+        let cgroup = recipe
+            .cgroups()
+            .create(&name, defaults.memory_bytes, defaults.processes)
+            .map_err(SandboxError::io("creating the sandbox's cgroup"))?;
+        let plan = LaunchPlan {
+            bwrap: PathBuf::from("/usr/bin/bwrap"),
+            cgroup_procs: cgroup
+                .as_ref()
+                .map(SandboxCgroup::procs_files)
+                .unwrap_or_default(),
+            args: recipe.bwrap_args(key, &runtime_dir),
+            env: Vec::new(),
+        };
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .map_err(|e| SandboxError::Start(format!("control socket: {e}")))?;
+        // The init's end blocks: it waits for requests and nothing else.
+        rustix::io::ioctl_fionbio(&theirs, false)
+            .map_err(|e| SandboxError::Start(format!("control socket: {e}")))?;
+        let mut child = tokio::process::Command::new(recipe.helper())
+            .args([inner::LAUNCH, inner::RESIDENT])
+            .env_clear()
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| {
+                SandboxError::Start(format!("{}: {error}", recipe.helper().display()))
+            })?;
+        let control = UnixStream::from_std(std::os::unix::net::UnixStream::from(ours))
+            .map_err(SandboxError::io("control socket"))?;
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let mut shell = Shell {
+            child,
+            control,
+            remove_on_drop,
+            runtime_dir,
+            cgroup,
+            cgroup_limits: (defaults.memory_bytes, defaults.processes),
+        };
+        if owns_runtime_dir {
+            shell.remove_on_drop.push(shell.runtime_dir.clone());
+        }
+        let plan = serde_json::to_vec(&plan).expect("plans serialize");
+        let ready = match shell.send_bytes(&plan, None).await {
+            Ok(()) => shell.receive().await,
+            Err(error) => Err(error),
+        };
+        match ready {
+            Ok(FromInit::Ready) => {
+                // What bubblewrap or the init says later is for deft's log.
+                tokio::spawn(async move {
+                    let mut said = String::new();
+                    let _ = stderr.read_to_string(&mut said).await;
+                    if !said.trim().is_empty() {
+                        tracing::debug!(stderr = %said.trim(), "sandbox diagnostics");
+                    }
+                });
+                Ok(shell)
+            }
+            other => {
+                let _ = shell.child.start_kill();
+                let mut said = String::new();
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    stderr.read_to_string(&mut said),
+                )
+                .await;
+                let why = match other {
+                    Ok(FromInit::Failed(why)) => why,
+                    Ok(reply) => format!("unexpected answer {reply:?}"),
+                    Err(error) => error.to_string(),
+                };
+                Err(SandboxError::Start(format!(
+                    "bubblewrap did not start: {} ({why})",
+                    said.trim()
+                )))
+            }
+        }
+    }
+
+    /// Hands the shell to a sandbox, which from now on owns the runtime directory, moved to
+    /// `state_dir` when that is free (bubblewrap bound the directory itself, not its name).
+    pub fn adopt(&mut self, state_dir: &Path) -> PathBuf {
+        self.remove_on_drop.clear();
+        if std::fs::rename(&self.runtime_dir, state_dir).is_ok() {
+            self.runtime_dir = state_dir.to_path_buf();
+        }
+        self.runtime_dir.clone()
+    }
+
+    /// Gives the shell its task: the limits, then the workspace named `workspace` in the stage.
+    pub async fn attach(&mut self, workspace: &str, limits: &Limits) -> Result<(), SandboxError> {
+        let wanted = (limits.memory_bytes, limits.processes);
+        if let Some(cgroup) = &self.cgroup
+            && wanted != self.cgroup_limits
+        {
+            cgroup
+                .set_limits(wanted.0, wanted.1)
+                .map_err(SandboxError::io("setting the sandbox's cgroup limits"))?;
+            self.cgroup_limits = wanted;
+        }
+        let request = ToInit::Attach {
+            workspace: workspace.to_owned(),
+            // Without a cgroup, the process rlimit is the last resort.
+            nproc: if self.cgroup.is_some() {
+                0
+            } else {
+                limits.processes
+            },
+            fsize: limits.file_size_bytes,
+            cpu: limits.cpu_seconds,
+        };
+        self.send(&request, None).await?;
+        match self.receive().await? {
+            FromInit::Done => Ok(()),
+            FromInit::Failed(why) => Err(SandboxError::Start(why)),
+            other => Err(SandboxError::Start(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        message: &ToInit,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), SandboxError> {
+        let bytes = serde_json::to_vec(message).expect("requests serialize");
+        if bytes.len() > MAX_MESSAGE {
+            return Err(SandboxError::Start(format!(
+                "the command and its environment take {} bytes, over the {MAX_MESSAGE} a \
+                 sandbox accepts; pass large values in a file instead",
+                bytes.len()
+            )));
+        }
+        self.send_bytes(&bytes, fd).await
+    }
+
+    async fn send_bytes(
+        &self,
+        bytes: &[u8],
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), SandboxError> {
+        let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
+        loop {
+            self.control
+                .writable()
+                .await
+                .map_err(SandboxError::io("writing to the sandbox's init"))?;
+            let sent = self.control.try_io(Interest::WRITABLE, || {
+                let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                let mut ancillary = SendAncillaryBuffer::new(&mut space);
+                if !fds.is_empty() {
+                    ancillary.push(SendAncillaryMessage::ScmRights(&fds));
+                }
+                rustix::net::sendmsg(
+                    self.control.as_fd(),
+                    &[IoSlice::new(bytes)],
+                    &mut ancillary,
+                    SendFlags::NOSIGNAL,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(error) => {
+                    return Err(SandboxError::io("writing to the sandbox's init")(error));
+                }
+            }
+        }
+    }
+
+    pub async fn receive(&self) -> Result<FromInit, SandboxError> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            self.control
+                .readable()
+                .await
+                .map_err(SandboxError::io("reading from the sandbox's init"))?;
+            let received = self.control.try_io(Interest::READABLE, || {
+                rustix::net::recv(self.control.as_fd(), &mut buffer[..], RecvFlags::empty())
+                    .map(|(kept, _)| kept)
+                    .map_err(std::io::Error::from)
+            });
+            match received {
+                Ok(0) => return Err(SandboxError::Start("the sandbox's init ended".into())),
+                Ok(length) => {
+                    return serde_json::from_slice(&buffer[..length]).map_err(|error| {
+                        SandboxError::Start(format!("the sandbox's init said nonsense: {error}"))
+                    });
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(error) => {
+                    return Err(SandboxError::io("reading from the sandbox's init")(error));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        // Killing bubblewrap kills the init (its parent-death signal), which ends the pid
+        // namespace; the cgroup sweep catches anything that slipped out. The sweep waits for
+        // the dead to leave the cgroup, so it runs aside.
+        // Removing files right after the kill waits for the kernel to tear the sandbox's
+        // mounts down, so that is aside too.
+        let _ = self.child.start_kill();
+        let cgroup = self.cgroup.take();
+        let dirs = std::mem::take(&mut self.remove_on_drop);
+        aside(move || {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
+            for dir in dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        });
+    }
+}
+
+/// Removes the runtime directories a deft that was killed outright left in `dir`.
+fn sweep_stale_runtime_dirs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".deft-sandbox-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Runs `work` on tokio's blocking threads when there is a runtime, else on a thread of its own.
+pub(crate) fn aside(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(work);
+        }
+        Err(_) => {
+            let _ = std::thread::Builder::new()
+                .name("deft-sandbox-cleanup".into())
+                .spawn(work);
+        }
+    }
+}
+
+/// Shells started ahead of tasks, by key.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    /// How many shells to keep ready for each key that has been asked for.
+    size: usize,
+    shells: Mutex<HashMap<ShellKey, Vec<Shell>>>,
+    filling: Mutex<HashSet<ShellKey>>,
+}
+
+impl Pool {
+    pub fn new(size: usize) -> Pool {
+        Pool {
+            size,
+            ..Pool::default()
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn take(&self, key: &ShellKey) -> Option<Shell> {
+        self.shells
+            .lock()
+            .expect("the pool's lock is never poisoned")
+            .get_mut(key)
+            .and_then(Vec::pop)
+    }
+
+    pub fn ready(&self, key: &ShellKey) -> usize {
+        self.shells
+            .lock()
+            .expect("the pool's lock is never poisoned")
+            .get(key)
+            .map_or(0, Vec::len)
+    }
+
+    /// Starts shells for `key` in the background until `size` are ready (one filler per key).
+    pub fn refill(
+        self: &std::sync::Arc<Self>,
+        recipe: std::sync::Arc<dyn ShellRecipe>,
+        key: ShellKey,
+    ) {
+        if self.size == 0
+            || !self
+                .filling
+                .lock()
+                .expect("the pool's lock is never poisoned")
+                .insert(key.clone())
+        {
+            return;
+        }
+        let pool = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(REFILL_DELAY).await;
+            sweep_stale_runtime_dirs(&key.runtime);
+            loop {
+                let Some(strong) = pool.upgrade() else {
+                    return;
+                };
+                if strong.ready(&key) >= strong.size {
+                    break;
+                }
+                drop(strong);
+                let started = Shell::start(recipe.as_ref(), &key, None).await;
+                let Some(strong) = pool.upgrade() else {
+                    return;
+                };
+                match started {
+                    Ok(shell) => strong
+                        .shells
+                        .lock()
+                        .expect("the pool's lock is never poisoned")
+                        .entry(key.clone())
+                        .or_default()
+                        .push(shell),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not start a sandbox ahead of its task");
+                        break;
+                    }
+                }
+            }
+            if let Some(strong) = pool.upgrade() {
+                strong
+                    .filling
+                    .lock()
+                    .expect("the pool's lock is never poisoned")
+                    .remove(&key);
+            }
+        });
+    }
+}
