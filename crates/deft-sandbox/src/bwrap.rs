@@ -717,10 +717,13 @@ impl Sandbox for BwrapSandbox {
             ));
         }
         let mut slot = self.shell.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.restart().await?);
-        }
-        let shell = slot.as_ref().expect("a shell was just put there");
+        // Owned for the command's time: should this future be dropped mid-command (a task
+        // cancelled), the shell goes with it, killing everything the command started, and no
+        // late answer can be taken for the next command's. It goes back when the command ended.
+        let shell = match slot.take() {
+            Some(shell) => shell,
+            None => self.restart().await?,
+        };
         let oom_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
         let pids_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::pids_refused);
         let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -768,25 +771,30 @@ impl Sandbox for BwrapSandbox {
             }
         }
         let mut ending = match waited {
-            Ok(Ok(FromInit::Exited(code))) => Ending::Exited(code),
-            Ok(Ok(FromInit::Signaled(signal))) => Ending::Signaled(signal),
-            Ok(Ok(FromInit::Failed(why))) => return Err(SandboxError::Start(why)),
+            Ok(Ok(FromInit::Exited(code))) => {
+                *slot = Some(shell);
+                Ending::Exited(code)
+            }
+            Ok(Ok(FromInit::Signaled(signal))) => {
+                *slot = Some(shell);
+                Ending::Signaled(signal)
+            }
+            Ok(Ok(FromInit::Failed(why))) => {
+                *slot = Some(shell);
+                return Err(SandboxError::Start(why));
+            }
             Ok(Ok(other)) => {
-                *slot = None;
                 return Err(SandboxError::Start(format!(
                     "the sandbox's init answered {other:?} to a command"
                 )));
             }
-            Ok(Err(error)) => {
-                // The init is gone (killed, or out of memory itself): the next command gets
-                // a new one.
-                *slot = None;
-                return Err(error);
-            }
+            // The init is gone (killed, or out of memory itself): the next command gets a new
+            // one.
+            Ok(Err(error)) => return Err(error),
             Err(_) => {
                 // The command and all it started die with the whole sandbox; the next command
                 // gets a new one on the same workspace.
-                *slot = None;
+                drop(shell);
                 Ending::TimedOut
             }
         };

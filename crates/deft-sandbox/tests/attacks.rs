@@ -747,3 +747,31 @@ async fn nothing_a_command_starts_outlives_it_and_a_timeout_leaves_the_sandbox_u
         after.output
     );
 }
+
+#[tokio::test]
+async fn a_command_given_up_on_is_killed_and_the_next_gets_its_own_answer() {
+    let fixture = sandbox(Options::default()).await;
+    let request = ExecRequest {
+        timeout: Duration::from_secs(30),
+        ..ExecRequest::shell("sleep 4341; exit 7")
+    };
+    // The caller stops waiting (a cancelled task drops the command's future).
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        fixture.sandbox.exec(&request, &mut |_| {}),
+    )
+    .await;
+    assert!(
+        given_up.is_err(),
+        "the command should still have been running"
+    );
+    let next = fixture.run("echo mine; exit 3").await;
+    assert_eq!(next.exit_code(), 3, "{}", next.output);
+    assert_eq!(next.output.trim(), "mine");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 4341$"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the given-up command still runs");
+}
