@@ -30,6 +30,10 @@ use crate::{
 
 /// The port inside the sandbox where the bridge to the egress proxy listens.
 pub const PROXY_PORT: u16 = 3128;
+/// Numbers the cgroups of long-running programs.
+static PROGRAMS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The size of the tmpfs at `/dev` and `/run` of a resident sandbox, in bytes.
+const SMALL_TMPFS: &str = "16777216";
 /// The uid and gid commands see inside (mapped to the sandbox's own on the host).
 const INSIDE_ID: &str = "1000";
 
@@ -161,35 +165,42 @@ impl BwrapBackend {
             runtime,
             tmp_bytes: spec.limits.tmp_bytes,
         };
-        let mut shell = match self.pool.take(&key) {
-            Some(shell) => shell,
-            None => Shell::start(self.maker.as_ref(), &key, None).await?,
-        };
+        let workspace_name = name.to_owned();
+        let pooled = self.pool.take(&key);
         self.pool.refill(self.maker.clone(), key.clone());
-        let runtime_dir = shell.adopt(&spec.state_dir);
+        // A sandbox from the pool may have died while it waited (its memory or process limit,
+        // a killed init): then one is started now.
+        let (mut shell, runtime_dir) = match pooled {
+            Some(mut shell) => {
+                let runtime_dir = shell.adopt(&spec.state_dir);
+                match shell.attach(&workspace_name, &spec.limits).await {
+                    Ok(()) => (shell, runtime_dir),
+                    Err(error) => {
+                        tracing::warn!(%error, "a sandbox started ahead of its task failed");
+                        // Now, not aside: the next shell's directory takes the same name.
+                        let _ = std::fs::remove_dir_all(&runtime_dir);
+                        drop(shell);
+                        self.fresh_shell(&key, &spec, &workspace_name).await?
+                    }
+                }
+            }
+            None => self.fresh_shell(&key, &spec, &workspace_name).await?,
+        };
         let socket = runtime_dir.join("proxy.sock");
         let _ = std::fs::remove_file(&socket);
-        let workspace_name = name.to_owned();
-        let started = match EgressProxy::start_with(
+        let proxy = match EgressProxy::start_with(
             &socket,
             spec.network.clone(),
             events,
             spec.resolver.clone(),
         ) {
-            Ok(proxy) => shell
-                .attach(&workspace_name, &spec.limits)
-                .await
-                .map(|()| proxy),
-            Err(error) => Err(SandboxError::io(format!(
-                "starting the egress proxy at {}",
-                socket.display()
-            ))(error)),
-        };
-        let proxy = match started {
             Ok(proxy) => proxy,
             Err(error) => {
                 shell.remove_on_drop.push(runtime_dir);
-                return Err(error);
+                return Err(SandboxError::io(format!(
+                    "starting the egress proxy at {}",
+                    socket.display()
+                ))(error));
             }
         };
         let redactor = Redactor::new(&spec.secrets);
@@ -202,7 +213,26 @@ impl BwrapBackend {
             proxy: Some(proxy),
             redactor,
             maker: self.maker.clone(),
+            programs_cgroup: std::sync::Mutex::new(None),
         })
+    }
+}
+
+impl BwrapBackend {
+    /// Starts a shell now and gives it the task, with `spec.state_dir` as its own directory.
+    async fn fresh_shell(
+        &self,
+        key: &ShellKey,
+        spec: &SandboxSpec,
+        workspace_name: &str,
+    ) -> Result<(Shell, PathBuf), SandboxError> {
+        let mut shell = Shell::start(self.maker.as_ref(), key, None).await?;
+        let runtime_dir = shell.adopt(&spec.state_dir);
+        if let Err(error) = shell.attach(workspace_name, &spec.limits).await {
+            shell.remove_on_drop.push(runtime_dir);
+            return Err(error);
+        }
+        Ok((shell, runtime_dir))
     }
 }
 
@@ -238,6 +268,8 @@ impl ShellRecipe for ShellMaker {
             "ALL",
             "--cap-add",
             "CAP_SYS_ADMIN",
+            "--cap-add",
+            "CAP_SETPCAP",
             "--hostname",
             "sandbox",
             "--uid",
@@ -247,7 +279,8 @@ impl ShellRecipe for ShellMaker {
         ]);
         system_dirs(&mut args, &self.masks);
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
-        push(&["--proc", "/proc", "--tmpfs", "/dev"]);
+        // Small tmpfs sizes where nothing big belongs: these stay for the task's whole life.
+        push(&["--proc", "/proc", "--size", SMALL_TMPFS, "--tmpfs", "/dev"]);
         for device in ["null", "zero", "full", "random", "urandom", "tty"] {
             let path = format!("/dev/{device}");
             if Path::new(&path).exists() {
@@ -267,10 +300,9 @@ impl ShellRecipe for ShellMaker {
             "--symlink",
             "/proc/self/fd/2",
             "/dev/stderr",
-            "--tmpfs",
-            "/dev/shm",
         ]);
         let tmp = key.tmp_bytes.to_string();
+        push(&["--size", &tmp, "--tmpfs", "/dev/shm"]);
         push(&[
             "--size",
             &tmp,
@@ -282,6 +314,8 @@ impl ShellRecipe for ShellMaker {
             "/home",
             "--dir",
             "/home/deft",
+            "--size",
+            SMALL_TMPFS,
             "--tmpfs",
             "/run",
             "--dir",
@@ -291,7 +325,9 @@ impl ShellRecipe for ShellMaker {
         ]);
         push(&["--ro-bind", &self.helper.to_string_lossy(), "/.deft/init"]);
         push(&["--bind", &key.stage.to_string_lossy(), "/.deft/stage"]);
-        push(&["--bind", &runtime_dir.to_string_lossy(), "/.deft/net"]);
+        // Read-only: connecting to the socket needs no more, and commands may neither replace
+        // it nor keep files on the host outside the workspace.
+        push(&["--ro-bind", &runtime_dir.to_string_lossy(), "/.deft/net"]);
         toolchains(&mut args);
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         push(&[
@@ -362,6 +398,8 @@ pub struct BwrapSandbox {
     proxy: Option<EgressProxy>,
     redactor: Redactor,
     maker: Arc<ShellMaker>,
+    /// The cgroup of the long-running programs started with [`BwrapSandbox::spawn`].
+    programs_cgroup: std::sync::Mutex<Option<SandboxCgroup>>,
 }
 
 impl BwrapSandbox {
@@ -627,12 +665,29 @@ impl BwrapSandbox {
         extra_env: &[(String, String)],
     ) -> Result<SandboxProcess, SandboxError> {
         let mut plan = {
-            let shell = self.shell.lock().await;
-            self.plan(
-                request,
-                true,
-                shell.as_ref().and_then(|shell| shell.cgroup.as_ref()),
-            )?
+            // A cgroup of their own, with the task's limits: a command's timeout kills the
+            // commands' sandbox and everything in its cgroup, and must not take these along.
+            let mut cgroup = self.programs_cgroup.lock().expect("never poisoned");
+            if cgroup.is_none() {
+                let name = format!(
+                    "deft-sandbox-{}-p{}",
+                    std::process::id(),
+                    PROGRAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                *cgroup = self
+                    .maker
+                    .support
+                    .cgroups
+                    .create(
+                        &name,
+                        self.spec.limits.memory_bytes,
+                        self.spec.limits.processes,
+                    )
+                    .map_err(SandboxError::io(
+                        "creating the cgroup of the task's programs",
+                    ))?;
+            }
+            self.plan(request, true, cgroup.as_ref())?
         };
         let mut env: BTreeMap<String, String> = plan.env.drain(..).collect();
         env.extend(extra_env.iter().cloned());
@@ -671,6 +726,14 @@ impl BwrapSandbox {
 impl Drop for BwrapSandbox {
     fn drop(&mut self) {
         drop(self.proxy.take());
+        if let Some(cgroup) = self
+            .programs_cgroup
+            .get_mut()
+            .expect("never poisoned")
+            .take()
+        {
+            crate::shell::aside(move || cgroup.remove());
+        }
         let mut dirs = vec![self.runtime_dir.clone()];
         if self.spec.state_dir != self.runtime_dir {
             dirs.push(self.spec.state_dir.clone());

@@ -108,8 +108,16 @@ fn exec_bwrap(plan: &LaunchPlan) -> std::io::Result<std::convert::Infallible> {
 /// this, and execs at once; close-on-exec closes nothing before that.
 #[allow(unsafe_code)]
 fn keep_only_standard_descriptors() -> std::io::Result<()> {
-    // SAFETY: CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; no memory is touched.
-    let marked = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    // SAFETY: CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; no memory is touched. The
+    // raw system call, not the C library's wrapper, which older C libraries lack.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if marked == 0 {
         return Ok(());
     }

@@ -15,7 +15,7 @@
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd as _, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
@@ -49,8 +49,17 @@ pub(crate) fn serve(
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| format!("prctl: {e}"))?;
 
-    // Capabilities belong to threads: the mounter keeps the one it needs, the rest go.
+    // Capabilities belong to threads: the mounter keeps the one it needs; this thread, from
+    // which commands are started, empties even its bounding set (the reason bubblewrap gave
+    // it CAP_SETPCAP), so no program it starts could ever regain one.
     let mounter = Mounter::start()?;
+    for capability in [
+        rustix::thread::CapabilitySet::SYS_ADMIN,
+        rustix::thread::CapabilitySet::SETPCAP,
+    ] {
+        rustix::thread::remove_capability_from_bounding_set(capability)
+            .map_err(|e| format!("capabilities: {e}"))?;
+    }
     rustix::thread::clear_ambient_capability_set().map_err(|e| format!("capabilities: {e}"))?;
     rustix::thread::set_capabilities(
         None,
@@ -73,6 +82,9 @@ pub(crate) fn serve(
 
     let mut buffer = vec![0u8; MAX_MESSAGE];
     let mut attached = false;
+    // CPU time is limited per command, not on the init, whose own time (the proxy bridge's
+    // copying) grows with the task.
+    let mut command_cpu = 0;
     loop {
         let Some((message, mut fds)) = receive(&control, &mut buffer)? else {
             // deft closed the socket: the sandbox is over.
@@ -86,13 +98,16 @@ pub(crate) fn serve(
                 cpu,
             } => mounter
                 .run(MountWork::Attach(workspace))
-                // Process-wide, so the init's own CPU time (the proxy bridge's copying) counts
-                // too: a few seconds per gigabyte, against an hour by default.
                 .and_then(|()| {
-                    crate::inner::set_limits(&crate::inner::Rlimits { nproc, fsize, cpu })
+                    crate::inner::set_limits(&crate::inner::Rlimits {
+                        nproc,
+                        fsize,
+                        cpu: 0,
+                    })
                 })
                 .map_or_else(FromInit::Failed, |()| {
                     attached = true;
+                    command_cpu = cpu;
                     FromInit::Done
                 }),
             ToInit::Exec { .. } if !attached => {
@@ -101,7 +116,7 @@ pub(crate) fn serve(
             ToInit::Exec { argv, env, cwd } => match (fds.pop(), mounter.run(MountWork::Refresh)) {
                 (_, Err(why)) => FromInit::Failed(why),
                 (None, _) => FromInit::Failed("no output descriptor came with the command".into()),
-                (Some(output), Ok(())) => run(&argv, env, &cwd, output),
+                (Some(output), Ok(())) => run(&argv, env, &cwd, output, command_cpu),
             },
         };
         answer(&control, &reply)?;
@@ -149,7 +164,13 @@ fn answer(control: &OwnedFd, reply: &FromInit) -> Result<(), String> {
 }
 
 /// Runs one command to its end, then ends everything else in the sandbox.
-fn run(argv: &[String], env: Vec<(String, String)>, cwd: &str, output: OwnedFd) -> FromInit {
+fn run(
+    argv: &[String],
+    env: Vec<(String, String)>,
+    cwd: &str,
+    output: OwnedFd,
+    cpu_seconds: u64,
+) -> FromInit {
     let Some(program) = argv.first() else {
         return FromInit::Failed("an empty command".into());
     };
@@ -182,6 +203,25 @@ fn run(argv: &[String], env: Vec<(String, String)>, cwd: &str, output: OwnedFd) 
         }
     };
     drop(output);
+    if cpu_seconds > 0 {
+        // Set from outside, a moment after the start: what the command may have run by then
+        // is microseconds of the hour.
+        let limit = rustix::process::Rlimit {
+            current: Some(cpu_seconds),
+            maximum: Some(cpu_seconds),
+        };
+        if let Err(error) = rustix::process::prlimit(
+            Some(rustix::process::Pid::from_child(&child)),
+            rustix::process::Resource::Cpu,
+            limit,
+        ) && error != Errno::SRCH
+        {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::KILL,
+            );
+        }
+    }
     let command = child.id() as i32;
     // As pid 1, reap every orphan until the command itself ends.
     let ending = loop {
@@ -206,20 +246,23 @@ fn run(argv: &[String], env: Vec<(String, String)>, cwd: &str, output: OwnedFd) 
 fn end_everything_else() {
     loop {
         let mut alive = false;
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|name| name.parse::<i32>().ok())
-                    .filter(|pid| *pid > 1)
-                    .and_then(rustix::process::Pid::from_raw)
-                else {
-                    continue;
-                };
-                alive = true;
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            // Unable to tell what is left: the init ends, and with it the pid namespace and
+            // everything in it; deft starts another sandbox for the next command.
+            std::process::exit(137);
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<i32>().ok())
+                .filter(|pid| *pid > 1)
+                .and_then(rustix::process::Pid::from_raw)
+            else {
+                continue;
+            };
+            alive = true;
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
         while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
         if !alive {
@@ -250,6 +293,14 @@ impl Mounter {
             .spawn(move || {
                 // It needs nothing but CAP_SYS_ADMIN, and never runs a program.
                 let _ = rustix::thread::clear_ambient_capability_set();
+                let _ = rustix::thread::set_capabilities(
+                    None,
+                    rustix::thread::CapabilitySets {
+                        effective: rustix::thread::CapabilitySet::SYS_ADMIN,
+                        permitted: rustix::thread::CapabilitySet::SYS_ADMIN,
+                        inheritable: rustix::thread::CapabilitySet::empty(),
+                    },
+                );
                 while let Ok(job) = jobs.recv() {
                     let result = match job {
                         MountWork::Attach(name) => attach(&name),
@@ -291,18 +342,42 @@ fn attach(name: &str) -> Result<(), String> {
 }
 
 /// Makes each repository's `.git/hooks` and `.git/config` read-only (a command could otherwise
-/// make the host's git run code), skipping what is already protected and refusing symlinks.
-/// No command runs while this does, so nothing can swap a path between check and mount.
+/// make the host's git run code), skipping what is already protected.
+///
+/// Commands of this sandbox are all dead when this runs, but an MCP server of the task (a
+/// sandbox of its own over the same workspace) may be changing it meanwhile. So every path is
+/// opened once, without following a link or crossing a mount, and the mount is made on that
+/// very descriptor: a path swapped for a link between check and mount changes nothing.
 fn protect_git_dirs() -> Result<(), String> {
-    let Ok(entries) = std::fs::read_dir(WORKSPACE) else {
-        return Ok(());
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let workspace = rustix::fs::open(
+        WORKSPACE,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("{WORKSPACE}: {e}"))?;
+    let beneath = |dir: &OwnedFd, path: &str, flags: OFlags| {
+        rustix::fs::openat2(
+            dir,
+            path,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+        )
     };
+    let entries = std::fs::read_dir(WORKSPACE).map_err(|e| format!("listing {WORKSPACE}: {e}"))?;
     let mut repositories = 0;
-    for entry in entries.flatten() {
-        let git = entry.path().join(".git");
-        if !is_real_dir(&entry.path()) || !is_real_dir(&git) {
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("listing {WORKSPACE}: {e}"))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
-        }
+        };
+        // Not a directory, a link, or gone: no repository of deft's.
+        let git = match beneath(&workspace, &format!("{name}/.git"), OFlags::DIRECTORY) {
+            Ok(git) => git,
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV) => continue,
+            Err(error) => return Err(format!("{name}/.git: {error}; restore its permissions")),
+        };
         repositories += 1;
         if repositories > MAX_REPOSITORIES {
             return Err(format!(
@@ -311,41 +386,42 @@ fn protect_git_dirs() -> Result<(), String> {
             ));
         }
         for part in ["hooks", "config"] {
-            let path = git.join(part);
-            match std::fs::symlink_metadata(&path) {
-                Ok(metadata) if !metadata.file_type().is_symlink() => {}
-                _ => continue,
+            match beneath(&git, part, OFlags::empty()) {
+                Ok(target) => read_only_bind(&target)
+                    .map_err(|error| format!("making {name}/.git/{part} read-only: {error}"))?,
+                // Missing or a link: nothing git would run; already a mount: protected.
+                Err(Errno::NOENT | Errno::LOOP | Errno::XDEV) => {}
+                Err(error) => {
+                    return Err(format!(
+                        "{name}/.git/{part}: {error}; restore its permissions"
+                    ));
+                }
             }
-            if mount_id(&path)? != mount_id(&git)? {
-                continue;
-            }
-            read_only_bind(&path)?;
         }
     }
     Ok(())
 }
 
-fn is_real_dir(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.is_dir())
-}
-
-fn mount_id(path: &Path) -> Result<u64, String> {
-    rustix::fs::statx(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        rustix::fs::StatxFlags::MNT_ID,
-    )
-    .map(|statx| statx.stx_mnt_id)
-    .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn read_only_bind(path: &PathBuf) -> Result<(), String> {
+/// Binds what `target` is onto itself, read-only.
+fn read_only_bind(target: &OwnedFd) -> Result<(), Errno> {
     use rustix::fs::StatVfsMountFlags as Vfs;
-    use rustix::mount::MountFlags as Mount;
-    rustix::mount::mount_bind(path, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    use rustix::mount::{MountFlags as Mount, MoveMountFlags, OpenTreeFlags};
+    let tree = rustix::mount::open_tree(
+        target,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )?;
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?;
     // Flags the kernel locked on the mount beneath must be kept, or the remount is refused.
-    let kept = rustix::fs::statvfs(path)
+    let kept = rustix::fs::fstatvfs(&tree)
         .map(|vfs| vfs.f_flag)
         .unwrap_or(Vfs::empty());
     let mut flags = Mount::BIND | Mount::RDONLY;
@@ -361,6 +437,7 @@ fn read_only_bind(path: &PathBuf) -> Result<(), String> {
             flags |= mount;
         }
     }
-    rustix::mount::mount_remount(path, flags, "")
-        .map_err(|e| format!("making {} read-only: {e}", path.display()))
+    // The descriptor's own mount, through its link in /proc, not a path that could change.
+    let own = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tree));
+    rustix::mount::mount_remount(own.as_str(), flags, "")
 }

@@ -10,7 +10,36 @@ use seccompiler::{
 
 /// Builds the filters for this machine's architecture, to be applied in order.
 pub fn filters() -> Result<Vec<BpfProgram>, String> {
-    Ok(vec![refusals()?, no_clone3()?])
+    Ok(vec![no_x32(), refusals()?, no_clone3()?])
+}
+
+/// The x32 system calls of x86-64 carry bit 30 in their number and the x86-64 architecture
+/// token, so they match no rule written for the plain numbers: every one is refused, first.
+/// (No other architecture numbers a system call that high.)
+fn no_x32() -> BpfProgram {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| seccompiler::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    vec![
+        // The system call's number is the first word of `seccomp_data`.
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        op(
+            libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+            1,
+            0,
+            0x4000_0000,
+        ),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        op(
+            libc::BPF_RET | libc::BPF_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+    ]
 }
 
 fn arch() -> Result<seccompiler::TargetArch, String> {
@@ -108,7 +137,7 @@ mod tests {
     #[test]
     fn the_filter_builds_for_this_machine() {
         let programs = super::filters().unwrap();
-        assert_eq!(programs.len(), 2);
+        assert_eq!(programs.len(), 3);
         assert!(programs.iter().all(|program| !program.is_empty()));
     }
 }

@@ -372,7 +372,7 @@ async fn the_host_file_system_is_out_of_reach() {
     std::fs::write(&host_file, "host-only").unwrap();
     std::os::unix::fs::symlink(&host_file, fixture.workspace().join("link")).unwrap();
     let writes = fixture
-        .run("for p in /etc/x /usr/x /x /root/x /.deft/x; do (echo x > $p) 2>/dev/null && echo wrote:$p; done; echo ok > /tmp/t && echo tmp-ok; echo ok > ~/h && echo home-ok")
+        .run("for p in /etc/x /usr/x /x /root/x /.deft/x /.deft/net/x; do (echo x > $p) 2>/dev/null && echo wrote:$p; done; echo ok > /tmp/t && echo tmp-ok; echo ok > ~/h && echo home-ok")
         .await;
     assert!(!writes.output.contains("wrote:"), "{}", writes.output);
     assert!(
@@ -633,6 +633,30 @@ async fn host_sockets_and_new_user_namespaces_are_refused() {
         listener.accept().is_err(),
         "nothing connected to the host socket"
     );
+    // The same system calls by other doors: clone with the flag, the x32 numbering (x86-64),
+    // and no capability left anywhere a command could reach.
+    let doors = fixture
+        .run(concat!(
+            r#"python3 -c 'import ctypes; libc = ctypes.CDLL(None, use_errno=True); "#,
+            r#"print("unshare", libc.unshare(0x10000000), ctypes.get_errno()); "#,
+            r#"print("x32", libc.syscall(0x40000000 | 272, 0x10000000), ctypes.get_errno())'; "#,
+            r#"grep -E "^Cap(Inh|Prm|Eff|Bnd|Amb)" /proc/self/status"#,
+        ))
+        .await;
+    assert!(doors.output.contains("unshare -1 1"), "{}", doors.output);
+    if cfg!(target_arch = "x86_64") {
+        assert!(doors.output.contains("x32 -1 1"), "{}", doors.output);
+    }
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            doors
+                .output
+                .lines()
+                .any(|line| line.starts_with(set) && line.ends_with("0000000000000000")),
+            "{set}: {}",
+            doors.output
+        );
+    }
 }
 
 #[tokio::test]
@@ -774,4 +798,102 @@ async fn a_command_given_up_on_is_killed_and_the_next_gets_its_own_answer() {
         .output()
         .unwrap();
     assert!(left.stdout.is_empty(), "the given-up command still runs");
+}
+
+#[tokio::test]
+async fn cpu_time_and_file_size_are_limited_per_command() {
+    let fixture = sandbox(Options {
+        limits: Limits {
+            cpu_seconds: 1,
+            file_size_bytes: 1024 * 1024,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let spin = fixture
+        .run_with(ExecRequest {
+            timeout: Duration::from_secs(20),
+            ..ExecRequest::shell("while :; do :; done")
+        })
+        .await;
+    assert!(
+        matches!(spin.ending, Ending::Signaled(24) | Ending::Signaled(9)),
+        "a command past its CPU time is stopped by the kernel: {:?} {}",
+        spin.ending,
+        spin.output
+    );
+    assert!(
+        spin.duration < Duration::from_secs(10),
+        "{:?}",
+        spin.duration
+    );
+    let big = fixture
+        .run("(head -c 3000000 /dev/zero > big) 2>/dev/null; echo exit=$?; wc -c < big")
+        .await;
+    assert!(
+        !big.output.contains("exit=0"),
+        "{:?} {}",
+        big.ending,
+        big.output
+    );
+    assert!(
+        big.output.trim_end().ends_with("1048576"),
+        "{:?} {:?}",
+        big.ending,
+        big.output
+    );
+    // Each command has its own CPU time: the next one runs.
+    let next = fixture.run("echo still-here").await;
+    assert_eq!(next.output.trim(), "still-here");
+}
+
+#[tokio::test]
+async fn a_sandbox_that_died_while_waiting_in_the_pool_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspaces = dir.path().join("workspaces");
+    std::fs::create_dir(&workspaces).unwrap();
+    let backend = BwrapBackend::new(HostSupport::probe().await, PathBuf::from(HELPER))
+        .expect("bubblewrap works here");
+    backend.prewarm(&workspaces, &Limits::default());
+    let started = std::time::Instant::now();
+    while backend.ready(&workspaces, &Limits::default()) < backend.pool_size() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the pool never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every waiting sandbox dies (bubblewrap's command line names the stage it binds).
+    let stage = format!(
+        "{} /.deft/stage",
+        workspaces.canonicalize().unwrap().display()
+    );
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &stage])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no pooled sandbox was found to kill");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let workspace = workspaces.join("task");
+    std::fs::create_dir(&workspace).unwrap();
+    let spec = SandboxSpec {
+        workspace,
+        state_dir: workspaces.join("task.sandbox"),
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        network: EgressPolicy::new(NetworkLevel::Connections, vec![], DomainSet::default()),
+        resolver: deft_egress::Resolver::System,
+        limits: Limits::default(),
+    };
+    let (sender, _events) = mpsc::unbounded_channel();
+    let sandbox = backend
+        .create(spec, sender)
+        .await
+        .expect("a dead pooled sandbox is replaced");
+    let outcome = sandbox
+        .exec(&ExecRequest::shell("echo alive"), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(outcome.output.trim(), "alive");
 }
