@@ -159,7 +159,7 @@ impl Engine {
     ) -> Result<(), String> {
         match repo.forge {
             deft_core::ForgeKind::Local => {
-                deft_forge::push_branch(dir, branch, &repo.default_branch)
+                deft_forge::push_branch(dir, &repo.location, branch, &repo.default_branch)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -174,11 +174,18 @@ impl Engine {
                         "`{branch}` is a protected branch on GitHub; deft does not push to protected branches"
                     ));
                 }
+                let info = github.repository(&name).await.map_err(|e| e.to_string())?;
                 let token = github.git_token(&name).await.map_err(|e| e.to_string())?;
                 let auth = deft_forge::GitAuth::basic("x-access-token", &token);
-                deft_forge::push_branch_with(dir, branch, &repo.default_branch, &auth)
-                    .await
-                    .map_err(|e| e.to_string())
+                deft_forge::push_branch_with(
+                    dir,
+                    &info.clone_url,
+                    branch,
+                    &repo.default_branch,
+                    &auth,
+                )
+                .await
+                .map_err(|e| e.to_string())
             }
         }
     }

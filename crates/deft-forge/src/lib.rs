@@ -274,6 +274,7 @@ pub async fn clone_remote(url: &str, dest: &Path, auth: &GitAuth) -> Result<(), 
 /// Puts `dir` on `branch`: the remote's branch when it exists (feedback on the same pull
 /// request), else a new branch from `base`.
 pub async fn checkout_branch(dir: &Path, branch: &str, base: &str) -> Result<(), ForgeError> {
+    ensure_untampered(dir).await?;
     let remote = format!("refs/remotes/origin/{branch}");
     let exists = git(dir, &["rev-parse", "--verify", "--quiet", &remote])
         .await?
@@ -295,6 +296,7 @@ pub async fn commit_all(
     author: &Identity,
     with: &[Identity],
 ) -> Result<Option<String>, ForgeError> {
+    ensure_untampered(dir).await?;
     git_checked(dir, &["add", "--all"], &[]).await?;
     if git(dir, &["diff", "--cached", "--quiet"]).await?.is_some() {
         return Ok(None);
@@ -324,28 +326,37 @@ pub async fn commit_all(
     Ok(Some(sha.trim().to_owned()))
 }
 
-/// Pushes `branch` to the repository it was cloned from. Never forces, and never pushes to
+/// Pushes `branch` to `url`, the repository it was cloned from (given again, not read from the
+/// clone's configuration, which passed through the sandbox). Never forces, and never pushes to
 /// the default branch.
-pub async fn push_branch(dir: &Path, branch: &str, default_branch: &str) -> Result<(), ForgeError> {
-    push(dir, branch, default_branch, None).await
+pub async fn push_branch(
+    dir: &Path,
+    url: &str,
+    branch: &str,
+    default_branch: &str,
+) -> Result<(), ForgeError> {
+    push(dir, url, branch, default_branch, None).await
 }
 
 /// [`push_branch`] to a remote that wants credentials.
 pub async fn push_branch_with(
     dir: &Path,
+    url: &str,
     branch: &str,
     default_branch: &str,
     auth: &GitAuth,
 ) -> Result<(), ForgeError> {
-    push(dir, branch, default_branch, Some(auth)).await
+    push(dir, url, branch, default_branch, Some(auth)).await
 }
 
 async fn push(
     dir: &Path,
+    url: &str,
     branch: &str,
     default_branch: &str,
     auth: Option<&GitAuth>,
 ) -> Result<(), ForgeError> {
+    ensure_untampered(dir).await?;
     if branch == default_branch || !branch.starts_with("deft/") {
         return Err(ForgeError::Refused {
             what: format!("pushing to `{branch}`: deft pushes only its own `deft/…` branches"),
@@ -356,8 +367,20 @@ async fn push(
     let env = auth.map(GitAuth::env);
     git_checked(
         dir,
-        &["push", "--quiet", "origin", &refspec],
+        &["push", "--quiet", "--", url, &refspec],
         env.as_ref().map_or(&[][..], |env| &env[..]),
+    )
+    .await?;
+    // A push to a URL leaves the remote-tracking branch alone, as a push to `origin` would
+    // not: a later round on this clone continues from it.
+    git_checked(
+        dir,
+        &[
+            "update-ref",
+            &format!("refs/remotes/origin/{branch}"),
+            &format!("refs/heads/{branch}"),
+        ],
+        &[],
     )
     .await?;
     Ok(())
@@ -366,13 +389,131 @@ async fn push(
 /// Everything changed in a clone's work tree against the remote's `base`, new files included
 /// (they are staged, which committing does anyway).
 pub async fn worktree_diff(dir: &Path, base: &str) -> Result<String, ForgeError> {
+    ensure_untampered(dir).await?;
     git_checked(dir, &["add", "--all"], &[]).await?;
-    git_checked(dir, &["diff", "--cached", &format!("origin/{base}")], &[]).await
+    git_checked(
+        dir,
+        &[
+            "diff",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--cached",
+            &format!("origin/{base}"),
+        ],
+        &[],
+    )
+    .await
 }
 
 /// The changes of `head` against `base` in a repository, as a unified diff.
 pub async fn diff(repo: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
-    git_checked(repo, &["diff", &format!("{base}...{head}")], &[]).await
+    ensure_untampered(repo).await?;
+    git_checked(
+        repo,
+        &[
+            "diff",
+            "--no-ext-diff",
+            "--no-textconv",
+            &format!("{base}...{head}"),
+        ],
+        &[],
+    )
+    .await
+}
+
+/// The configuration keys a clone made by deft has (as git writes them: section and key in
+/// lower case); `*` stands for one subsection name.
+const CLONE_KEYS: &[&str] = &[
+    "core.repositoryformatversion",
+    "core.filemode",
+    "core.bare",
+    "core.logallrefupdates",
+    "core.symlinks",
+    "core.ignorecase",
+    "core.precomposeunicode",
+    "extensions.objectformat",
+    "remote.origin.url",
+    "remote.origin.fetch",
+    "branch.*.remote",
+    "branch.*.merge",
+];
+
+/// Refuses a task's clone whose git directory is not as deft made it. A command in the sandbox
+/// cannot write `.git/config` or `.git/hooks` (they are mounted read-only), but it can replace
+/// the whole `.git`, or point git elsewhere from it; and a repository's configuration can make
+/// the host's git run programs (filters, diff drivers, `core.sshCommand`), rewrite where it
+/// pushes (`url.*.insteadOf`), or send credentials astray. So before deft's git touches a
+/// clone: `.git` must be a directory, not a link or a `gitdir:` file, with no `commondir`,
+/// and its configuration may hold only what a clone holds.
+pub async fn ensure_untampered(dir: &Path) -> Result<(), ForgeError> {
+    let git_dir = dir.join(".git");
+    let refuse = |why: String| ForgeError::Refused {
+        what: format!(
+            "to run git in {}: {why}. A command in the sandbox may have changed how git would run \
+             on this machine; look at the task's commands, and start it again from a fresh clone",
+            dir.display()
+        ),
+    };
+    match std::fs::symlink_metadata(&git_dir) {
+        Ok(metadata) if metadata.is_dir() => {}
+        Ok(_) => return Err(refuse("`.git` is not a directory".into())),
+        Err(error) => return Err(refuse(format!("`.git` cannot be read ({error})"))),
+    }
+    for file in ["commondir", "config.worktree"] {
+        if std::fs::symlink_metadata(git_dir.join(file)).is_ok() {
+            return Err(refuse(format!(
+                "`.git/{file}` exists, which deft never writes"
+            )));
+        }
+    }
+    let config = git_dir.join("config");
+    match std::fs::symlink_metadata(&config) {
+        Ok(metadata) if metadata.is_file() => {}
+        _ => return Err(refuse("`.git/config` is not a plain file".into())),
+    }
+    // Reading a file of configuration runs nothing; includes are not followed.
+    let listed = Command::new("git")
+        .args(["config", "--no-includes", "--null", "--list", "--file"])
+        .arg(&config)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(ForgeError::GitMissing)?;
+    if !listed.status.success() {
+        return Err(refuse(format!(
+            "`.git/config` cannot be read: {}",
+            String::from_utf8_lossy(&listed.stderr).trim()
+        )));
+    }
+    for entry in listed.stdout.split(|byte| *byte == 0) {
+        let key = String::from_utf8_lossy(entry.split(|byte| *byte == b'\n').next().unwrap_or(b""))
+            .into_owned();
+        if key.is_empty() {
+            continue;
+        }
+        if !CLONE_KEYS.iter().any(|allowed| key_matches(allowed, &key)) {
+            return Err(refuse(format!(
+                "`.git/config` sets `{key}`, which a clone made by deft does not have"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key` is `pattern`, where `*` in the pattern stands for one subsection name (which
+/// may itself hold dots).
+fn key_matches(pattern: &str, key: &str) -> bool {
+    match pattern.split_once(".*.") {
+        None => pattern == key,
+        Some((section, name)) => key
+            .strip_prefix(section)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(name))
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|subsection| !subsection.is_empty()),
+    }
 }
 
 /// Runs a git command that must succeed, with the same protections as [`git`].
@@ -491,6 +632,84 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_clone_whose_git_directory_was_tampered_with_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        sh(
+            &origin,
+            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+        );
+        let fresh = |name: &str| {
+            let work = dir.path().join(name);
+            let origin = origin.clone();
+            async move {
+                clone_local(&origin, &work).await.unwrap();
+                checkout_branch(&work, "deft/t-1", "main").await.unwrap();
+                work
+            }
+        };
+        // As deft makes it, with its branch: accepted.
+        let work = fresh("plain").await;
+        ensure_untampered(&work).await.unwrap();
+        let witness = dir.path().join("ran");
+        // Each attack, and what the refusal names.
+        let attacks: [(&str, String, &str); 5] = [
+            (
+                "filter",
+                format!(
+                    "printf '[filter \"x\"]\\n\\tclean = touch {}\\n' >> .git/config && echo '* filter=x' > .gitattributes",
+                    witness.display()
+                ),
+                "filter.x.clean",
+            ),
+            (
+                "insteadof",
+                "printf '[url \"https://evil.test/\"]\\n\\tinsteadOf = /\\n' >> .git/config".into(),
+                "insteadof",
+            ),
+            (
+                "gitdir",
+                "mv .git ../elsewhere-git && echo 'gitdir: ../elsewhere-git' > .git".into(),
+                "not a directory",
+            ),
+            (
+                "commondir",
+                "echo ../other > .git/commondir".into(),
+                "commondir",
+            ),
+            (
+                "replaced",
+                "mv .git .g && cp -r .g .git && printf '[core]\\n\\tsshCommand = evil\\n' >> .git/config".into(),
+                "core.sshcommand",
+            ),
+        ];
+        for (name, attack, named) in attacks {
+            let work = fresh(name).await;
+            sh(&work, &attack);
+            let refused = commit_all(
+                &work,
+                "x",
+                &Identity {
+                    name: "deft".into(),
+                    email: "deft@localhost".into(),
+                },
+                &[],
+            )
+            .await;
+            assert!(
+                matches!(&refused, Err(ForgeError::Refused { what }) if what.contains(named)),
+                "{name}: {refused:?}"
+            );
+            assert!(matches!(
+                push_branch(&work, &origin.to_string_lossy(), "deft/t-1", "main").await,
+                Err(ForgeError::Refused { .. })
+            ));
+        }
+        assert!(!witness.exists(), "a filter ran on the host");
+    }
+
+    #[tokio::test]
     async fn a_branch_is_committed_with_trailers_and_pushed_back() {
         let dir = tempfile::tempdir().unwrap();
         let origin = dir.path().join("origin");
@@ -527,7 +746,8 @@ mod tests {
         .await
         .unwrap()
         .unwrap();
-        push_branch(&work, &branch, "main").await.unwrap();
+        let url = origin.to_string_lossy().into_owned();
+        push_branch(&work, &url, &branch, "main").await.unwrap();
         let log = std::process::Command::new("git")
             .args(["-C"])
             .arg(&origin)
@@ -544,7 +764,7 @@ mod tests {
         let diff = diff(&origin, "main", &branch).await.unwrap();
         assert!(diff.contains("+hello"), "{diff}");
         assert!(matches!(
-            push_branch(&work, "main", "main").await,
+            push_branch(&work, &url, "main", "main").await,
             Err(ForgeError::Refused { .. })
         ));
         // Feedback: a fresh clone continues the same branch.
