@@ -235,7 +235,7 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<std::collections::HashMap<u64, (String, String)>, EngineError> {
         let diff = match dir {
-            Some(dir) => deft_forge::diff(dir, &format!("{commit}~1"), commit)
+            Some(dir) => deft_forge::clone_diff(dir, &format!("{commit}~1"), commit)
                 .await
                 .unwrap_or_default(),
             None => String::new(),

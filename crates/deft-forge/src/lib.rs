@@ -276,7 +276,7 @@ pub async fn clone_remote(url: &str, dest: &Path, auth: &GitAuth) -> Result<(), 
 pub async fn checkout_branch(dir: &Path, branch: &str, base: &str) -> Result<(), ForgeError> {
     ensure_untampered(dir).await?;
     let remote = format!("refs/remotes/origin/{branch}");
-    let exists = git(dir, &["rev-parse", "--verify", "--quiet", &remote])
+    let exists = clone_query(dir, &["rev-parse", "--verify", "--quiet", &remote])
         .await?
         .is_some();
     let start = if exists {
@@ -284,7 +284,7 @@ pub async fn checkout_branch(dir: &Path, branch: &str, base: &str) -> Result<(),
     } else {
         format!("origin/{base}")
     };
-    git_checked(dir, &["checkout", "--quiet", "-B", branch, &start], &[]).await?;
+    clone_checked(dir, &["checkout", "--quiet", "-B", branch, &start], &[]).await?;
     Ok(())
 }
 
@@ -297,8 +297,11 @@ pub async fn commit_all(
     with: &[Identity],
 ) -> Result<Option<String>, ForgeError> {
     ensure_untampered(dir).await?;
-    git_checked(dir, &["add", "--all"], &[]).await?;
-    if git(dir, &["diff", "--cached", "--quiet"]).await?.is_some() {
+    clone_checked(dir, &["add", "--all"], &[]).await?;
+    if clone_query(dir, &["diff", "--cached", "--quiet"])
+        .await?
+        .is_some()
+    {
         return Ok(None);
     }
     let mut full = message.trim_end().to_owned();
@@ -316,13 +319,13 @@ pub async fn commit_all(
         ("GIT_COMMITTER_NAME", author.name.as_str()),
         ("GIT_COMMITTER_EMAIL", author.email.as_str()),
     ];
-    git_checked(
+    clone_checked(
         dir,
         &["commit", "--quiet", "--no-verify", "-m", &full],
         &env,
     )
     .await?;
-    let sha = git_checked(dir, &["rev-parse", "HEAD"], &[]).await?;
+    let sha = clone_checked(dir, &["rev-parse", "HEAD"], &[]).await?;
     Ok(Some(sha.trim().to_owned()))
 }
 
@@ -365,7 +368,7 @@ async fn push(
     // No `+`: a push that is not a fast-forward fails rather than rewriting history.
     let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
     let env = auth.map(GitAuth::env);
-    git_checked(
+    clone_checked(
         dir,
         &["push", "--quiet", "--", url, &refspec],
         env.as_ref().map_or(&[][..], |env| &env[..]),
@@ -373,7 +376,7 @@ async fn push(
     .await?;
     // A push to a URL leaves the remote-tracking branch alone, as a push to `origin` would
     // not: a later round on this clone continues from it.
-    git_checked(
+    clone_checked(
         dir,
         &[
             "update-ref",
@@ -390,8 +393,8 @@ async fn push(
 /// (they are staged, which committing does anyway).
 pub async fn worktree_diff(dir: &Path, base: &str) -> Result<String, ForgeError> {
     ensure_untampered(dir).await?;
-    git_checked(dir, &["add", "--all"], &[]).await?;
-    git_checked(
+    clone_checked(dir, &["add", "--all"], &[]).await?;
+    clone_checked(
         dir,
         &[
             "diff",
@@ -405,11 +408,26 @@ pub async fn worktree_diff(dir: &Path, base: &str) -> Result<String, ForgeError>
     .await
 }
 
-/// The changes of `head` against `base` in a repository, as a unified diff.
+/// The changes of `head` against `base` in a registered repository, as a unified diff.
 pub async fn diff(repo: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
-    ensure_untampered(repo).await?;
     git_checked(
         repo,
+        &[
+            "diff",
+            "--no-ext-diff",
+            "--no-textconv",
+            &format!("{base}...{head}"),
+        ],
+        &[],
+    )
+    .await
+}
+
+/// [`diff`] in a task's clone, which passed through the sandbox.
+pub async fn clone_diff(dir: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
+    ensure_untampered(dir).await?;
+    clone_checked(
+        dir,
         &[
             "diff",
             "--no-ext-diff",
@@ -459,12 +477,29 @@ pub async fn ensure_untampered(dir: &Path) -> Result<(), ForgeError> {
         Ok(_) => return Err(refuse("`.git` is not a directory".into())),
         Err(error) => return Err(refuse(format!("`.git` cannot be read ({error})"))),
     }
-    for file in ["commondir", "config.worktree"] {
+    // Files that make git read another repository's configuration or objects, or rewrite
+    // history as it shows it.
+    for file in [
+        "commondir",
+        "config.worktree",
+        "objects/info/alternates",
+        "objects/info/http-alternates",
+        "info/grafts",
+        "shallow",
+    ] {
         if std::fs::symlink_metadata(git_dir.join(file)).is_ok() {
             return Err(refuse(format!(
                 "`.git/{file}` exists, which deft never writes"
             )));
         }
+    }
+    // A repository inside the clone has its own configuration, which git honours when it
+    // looks at it as a submodule during `add`.
+    if let Some(nested) = nested_repository(dir) {
+        return Err(refuse(format!(
+            "`{}` is a repository inside the clone",
+            nested.strip_prefix(dir).unwrap_or(&nested).display()
+        )));
     }
     let config = git_dir.join("config");
     match std::fs::symlink_metadata(&config) {
@@ -499,7 +534,41 @@ pub async fn ensure_untampered(dir: &Path) -> Result<(), ForgeError> {
             )));
         }
     }
+    let gitlinks = clone_checked(dir, &["ls-files", "--stage", "-z"], &[]).await?;
+    if let Some(entry) = gitlinks
+        .split('\0')
+        .find(|entry| entry.starts_with("160000 "))
+    {
+        return Err(refuse(format!(
+            "the index holds a submodule ({})",
+            entry.split('\t').nth(1).unwrap_or("?")
+        )));
+    }
     Ok(())
+}
+
+/// The first `.git` found below the top of the clone, without following links.
+fn nested_repository(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if entry.file_name() == ".git" {
+                if current != dir {
+                    return Some(path);
+                }
+            } else if kind.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    None
 }
 
 /// Whether `key` is `pattern`, where `*` in the pattern stands for one subsection name (which
@@ -514,6 +583,73 @@ fn key_matches(pattern: &str, key: &str) -> bool {
             .and_then(|rest| rest.strip_suffix('.'))
             .is_some_and(|subsection| !subsection.is_empty()),
     }
+}
+
+/// git for a task's clone: its repository named outright (no discovery, so a broken `.git`
+/// cannot send git to a repository above or to the work tree itself), and nothing from the
+/// host's own configuration, attributes or replacement objects.
+fn clone_command(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.attributesFile=/dev/null",
+            "-c",
+            "safe.bareRepository=explicit",
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "submodule.recurse=false",
+        ])
+        .current_dir(dir)
+        .env("GIT_DIR", dir.join(".git"))
+        .env("GIT_WORK_TREE", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_NO_REPLACE_OBJECTS", "1")
+        .env_remove("GIT_INDEX_FILE")
+        .env_remove("GIT_OBJECT_DIRECTORY")
+        .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES")
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a git command in a task's clone that must succeed.
+async fn clone_checked(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, ForgeError> {
+    let output = clone_command(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .map_err(ForgeError::GitMissing)?;
+    if !output.status.success() {
+        return Err(ForgeError::Git {
+            command: args.first().copied().unwrap_or("").to_owned(),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A read-only git command in a task's clone: `Ok(None)` when git says no.
+async fn clone_query(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
+    let output = clone_command(dir)
+        .args(args)
+        .output()
+        .await
+        .map_err(ForgeError::GitMissing)?;
+    if !output.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
 }
 
 /// Runs a git command that must succeed, with the same protections as [`git`].
@@ -654,7 +790,7 @@ mod tests {
         ensure_untampered(&work).await.unwrap();
         let witness = dir.path().join("ran");
         // Each attack, and what the refusal names.
-        let attacks: [(&str, String, &str); 5] = [
+        let attacks: [(&str, String, &str); 7] = [
             (
                 "filter",
                 format!(
@@ -677,6 +813,19 @@ mod tests {
                 "commondir",
                 "echo ../other > .git/commondir".into(),
                 "commondir",
+            ),
+            (
+                "nested",
+                format!(
+                    "mkdir sub && cd sub && git init -q && printf '[filter \"x\"]\\n\\tclean = touch {}\\n' >> .git/config && echo '* filter=x' > .gitattributes && echo a > f",
+                    witness.display()
+                ),
+                "repository inside the clone",
+            ),
+            (
+                "alternates",
+                "echo /elsewhere/objects > .git/objects/info/alternates".into(),
+                "alternates",
             ),
             (
                 "replaced",
@@ -706,6 +855,27 @@ mod tests {
                 Err(ForgeError::Refused { .. })
             ));
         }
+        // A broken `.git` must not send git looking for a repository above the clone.
+        let work = fresh("above").await;
+        sh(
+            &work,
+            &format!(
+                "echo junk > .git/HEAD && echo '* filter=x' > .gitattributes && echo b > g && \
+                 cd .. && git init -q && printf '[filter \"x\"]\\n\\tclean = touch {}\\n' >> .git/config",
+                witness.display()
+            ),
+        );
+        let refused = commit_all(
+            &work,
+            "x",
+            &Identity {
+                name: "deft".into(),
+                email: "deft@localhost".into(),
+            },
+            &[],
+        )
+        .await;
+        assert!(refused.is_err(), "{refused:?}");
         assert!(!witness.exists(), "a filter ran on the host");
     }
 

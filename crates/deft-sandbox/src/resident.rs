@@ -342,12 +342,15 @@ fn attach(name: &str) -> Result<(), String> {
 }
 
 /// Makes each repository's `.git/hooks` and `.git/config` read-only (a command could otherwise
-/// make the host's git run code), skipping what is already protected.
+/// make the host's git run code), checking again what is already protected.
 ///
 /// Commands of this sandbox are all dead when this runs, but an MCP server of the task (a
 /// sandbox of its own over the same workspace) may be changing it meanwhile. So every path is
-/// opened once, without following a link or crossing a mount, and the mount is made on that
-/// very descriptor: a path swapped for a link between check and mount changes nothing.
+/// opened once, without following a link, and the mount is made on that very descriptor: a
+/// path swapped for a link between check and mount changes nothing. What cannot be opened
+/// that way (a link, an unreadable `.git`, past the first 256 repositories) is skipped rather
+/// than refused, so a command cannot lock its task out of the sandbox: deft's git on the host
+/// checks every clone before it touches it (`deft_forge::ensure_untampered`).
 fn protect_git_dirs() -> Result<(), String> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let workspace = rustix::fs::open(
@@ -362,50 +365,58 @@ fn protect_git_dirs() -> Result<(), String> {
             path,
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
             Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
         )
     };
     let entries = std::fs::read_dir(WORKSPACE).map_err(|e| format!("listing {WORKSPACE}: {e}"))?;
     let mut repositories = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("listing {WORKSPACE}: {e}"))?;
+    for entry in entries.flatten() {
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        // Not a directory, a link, or gone: no repository of deft's.
-        let git = match beneath(&workspace, &format!("{name}/.git"), OFlags::DIRECTORY) {
-            Ok(git) => git,
-            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV) => continue,
-            Err(error) => return Err(format!("{name}/.git: {error}; restore its permissions")),
+        let Ok(git) = beneath(&workspace, &format!("{name}/.git"), OFlags::DIRECTORY) else {
+            continue;
         };
         repositories += 1;
         if repositories > MAX_REPOSITORIES {
-            return Err(format!(
-                "the workspace holds more than {MAX_REPOSITORIES} repositories; remove the \
-                 `.git` directories that are not the task's"
-            ));
+            break;
         }
         for part in ["hooks", "config"] {
-            match beneath(&git, part, OFlags::empty()) {
-                Ok(target) => read_only_bind(&target)
-                    .map_err(|error| format!("making {name}/.git/{part} read-only: {error}"))?,
-                // Missing or a link: nothing git would run; already a mount: protected.
-                Err(Errno::NOENT | Errno::LOOP | Errno::XDEV) => {}
-                Err(error) => {
-                    return Err(format!(
-                        "{name}/.git/{part}: {error}; restore its permissions"
-                    ));
-                }
-            }
+            let Ok(target) = beneath(&git, part, OFlags::empty()) else {
+                continue;
+            };
+            let protected = if mount_id(&target)? != mount_id(&git)? {
+                ensure_read_only(&target)
+            } else {
+                read_only_bind(&target)
+            };
+            protected.map_err(|error| format!("making {name}/.git/{part} read-only: {error}"))?;
         }
     }
     Ok(())
 }
 
-/// Binds what `target` is onto itself, read-only.
+fn mount_id(fd: &OwnedFd) -> Result<u64, String> {
+    rustix::fs::statx(
+        fd,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .map(|statx| statx.stx_mnt_id)
+    .map_err(|e| format!("statx: {e}"))
+}
+
+/// The path of the mount `fd` is the root of, through its link in /proc: not a path that
+/// could change.
+fn own_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))
+}
+
+/// Binds what `target` is onto itself, read-only; if it cannot be made read-only, the bind
+/// goes again, so a failure never leaves a writable mount that looks protected.
 fn read_only_bind(target: &OwnedFd) -> Result<(), Errno> {
-    use rustix::fs::StatVfsMountFlags as Vfs;
-    use rustix::mount::{MountFlags as Mount, MoveMountFlags, OpenTreeFlags};
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
     let tree = rustix::mount::open_tree(
         target,
         "",
@@ -420,10 +431,31 @@ fn read_only_bind(target: &OwnedFd) -> Result<(), Errno> {
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )?;
+    if let Err(error) = remount_read_only(&tree) {
+        let _ = rustix::mount::unmount(
+            own_path(&tree).as_str(),
+            rustix::mount::UnmountFlags::DETACH,
+        );
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// A mount already over the path: deft's own from an earlier command, checked to be
+/// read-only still, and made so if it is not.
+fn ensure_read_only(root: &OwnedFd) -> Result<(), Errno> {
+    let flags = rustix::fs::fstatvfs(root)?.f_flag;
+    if flags.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return Ok(());
+    }
+    remount_read_only(root)
+}
+
+fn remount_read_only(root: &OwnedFd) -> Result<(), Errno> {
+    use rustix::fs::StatVfsMountFlags as Vfs;
+    use rustix::mount::MountFlags as Mount;
     // Flags the kernel locked on the mount beneath must be kept, or the remount is refused.
-    let kept = rustix::fs::fstatvfs(&tree)
-        .map(|vfs| vfs.f_flag)
-        .unwrap_or(Vfs::empty());
+    let kept = rustix::fs::fstatvfs(root)?.f_flag;
     let mut flags = Mount::BIND | Mount::RDONLY;
     for (vfs, mount) in [
         (Vfs::NOSUID, Mount::NOSUID),
@@ -437,7 +469,5 @@ fn read_only_bind(target: &OwnedFd) -> Result<(), Errno> {
             flags |= mount;
         }
     }
-    // The descriptor's own mount, through its link in /proc, not a path that could change.
-    let own = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tree));
-    rustix::mount::mount_remount(own.as_str(), flags, "")
+    rustix::mount::mount_remount(own_path(root).as_str(), flags, "")
 }
