@@ -99,7 +99,47 @@ async fn probe_bwrap() -> Result<String, String> {
             String::from_utf8_lossy(&run.stderr).trim()
         ));
     }
+    kernel_features()?;
     Ok(version)
+}
+
+/// What the resident sandbox's init needs of the kernel, tried here where a missing one is
+/// a clear refusal rather than a failed command: `openat2` (Linux 5.6), the mount API's
+/// `open_tree` (5.2) and the mount id in `statx` (5.8).
+fn kernel_features() -> Result<(), String> {
+    let too_old = |what: &str, error: rustix::io::Errno| {
+        format!(
+            "this kernel lacks {what} ({error}), which the sandbox needs to protect each \
+             repository's `.git`; run deft on Linux 5.8 or later"
+        )
+    };
+    rustix::fs::openat2(
+        rustix::fs::CWD,
+        "/",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+        rustix::fs::ResolveFlags::NO_SYMLINKS,
+    )
+    .map_err(|error| too_old("openat2", error))?;
+    rustix::mount::open_tree(
+        rustix::fs::CWD,
+        "/",
+        rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .map_err(|error| too_old("open_tree", error))?;
+    let statx = rustix::fs::statx(
+        rustix::fs::CWD,
+        "/",
+        rustix::fs::AtFlags::empty(),
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .map_err(|error| too_old("statx", error))?;
+    if !rustix::fs::StatxFlags::from_bits_retain(statx.stx_mask)
+        .contains(rustix::fs::StatxFlags::MNT_ID)
+    {
+        return Err(too_old("the mount id in statx", rustix::io::Errno::NOSYS));
+    }
+    Ok(())
 }
 
 /// Toolchains that live under a home and are mounted alone, read-only, at the same path.
