@@ -861,7 +861,7 @@ impl Engine {
         if progress["phase"] == "review" {
             let mut rounds = 0;
             let verdict = loop {
-                let review = match self.review(context, &plan, cancel).await? {
+                let review = match self.review(context, sandbox, &plan, cancel).await? {
                     Phase::Done(review) => review,
                     Phase::Stop(attention) => return Ok(RunOutcome::NeedsAttention(attention)),
                 };
@@ -922,6 +922,9 @@ impl Engine {
         let login = self.store.github_login(&context.owner.id).await?;
         let mut changed = Vec::new();
         let mut commits = std::collections::HashMap::new();
+        // From here deft's git commits, pushes and diffs the clones: the task's MCP servers,
+        // which share the workspace, wait until the run ends.
+        let _paused = sandbox.pause_programs();
         for (repo, dir, _) in &context.repos {
             let message = format!("{title}\n\n{}", summaries.join("\n"));
             let with = [owner_identity(&context.owner, login.as_deref()), agent()];
@@ -1404,10 +1407,13 @@ impl Engine {
     async fn review(
         &self,
         context: &Context,
+        sandbox: &BwrapSandbox,
         plan: &Plan,
         cancel: &CancellationToken,
     ) -> Result<Phase<Review>, EngineError> {
         let mut diffs = String::new();
+        // The clones are checked, then read by git: the task's MCP servers wait meanwhile.
+        let paused = sandbox.pause_programs();
         for (repo, dir, _) in &context.repos {
             match deft_forge::worktree_diff(dir, &repo.default_branch).await {
                 Ok(diff) if !diff.trim().is_empty() => {
@@ -1417,6 +1423,7 @@ impl Engine {
                 Err(error) => diffs.push_str(&format!("(no diff of {}: {error})\n", repo.name)),
             }
         }
+        drop(paused);
         let system = "You review a change made by another agent, with a fresh eye. Read the whole diff against the requirements and the acceptance criteria. Answer with JSON and nothing else: {\"verdict\": \"pass\"} when the change meets them, or {\"verdict\": \"fix\", \"fixes\": [\"concrete fix\", ...]} naming what must change.".to_owned();
         let user = format!(
             "{}\n\nRequirements:\n{}\nAcceptance criteria:\n{}\n\nThe change:\n{}",

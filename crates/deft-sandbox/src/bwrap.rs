@@ -723,6 +723,76 @@ impl BwrapSandbox {
     }
 }
 
+/// The task's long-running programs, stopped (`SIGSTOP`) until this is dropped.
+#[derive(Debug)]
+pub struct PausedPrograms {
+    procs: Vec<PathBuf>,
+}
+
+impl Drop for PausedPrograms {
+    fn drop(&mut self) {
+        for pid in cgroup_pids(&self.procs) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+        }
+    }
+}
+
+fn cgroup_pids(procs: &[PathBuf]) -> Vec<rustix::process::Pid> {
+    let mut pids: Vec<rustix::process::Pid> = procs
+        .iter()
+        .flat_map(|file| {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|line| line.trim().parse::<i32>().ok())
+        .filter_map(rustix::process::Pid::from_raw)
+        .collect();
+    pids.sort_by_key(|pid| pid.as_raw_nonzero());
+    pids.dedup();
+    pids
+}
+
+/// Whether the process is stopped, as `/proc/PID/stat` says (a gone process counts).
+fn is_stopped(pid: rustix::process::Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())) else {
+        return true;
+    };
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_none_or(|state| matches!(state, 'T' | 't' | 'Z' | 'X'))
+}
+
+impl BwrapSandbox {
+    /// Stops the task's long-running programs (MCP servers, which share the workspace) until
+    /// the returned guard is dropped: deft's git on the host checks a clone and then uses it,
+    /// and nothing may change the clone in between. Commands of the sandbox are never running
+    /// then. Without a cgroup to find them by, the programs keep running.
+    pub fn pause_programs(&self) -> PausedPrograms {
+        let procs = self
+            .programs_cgroup
+            .lock()
+            .expect("never poisoned")
+            .as_ref()
+            .map(SandboxCgroup::procs_files)
+            .unwrap_or_default();
+        // A process that forks while being stopped leaves a child the next look stops.
+        for _ in 0..500 {
+            let pids = cgroup_pids(&procs);
+            for pid in &pids {
+                let _ = rustix::process::kill_process(*pid, rustix::process::Signal::STOP);
+            }
+            if pids.iter().all(|pid| is_stopped(*pid)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        PausedPrograms { procs }
+    }
+}
+
 impl Drop for BwrapSandbox {
     fn drop(&mut self) {
         drop(self.proxy.take());

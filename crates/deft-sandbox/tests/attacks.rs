@@ -897,3 +897,43 @@ async fn a_sandbox_that_died_while_waiting_in_the_pool_is_replaced() {
         .unwrap();
     assert_eq!(outcome.output.trim(), "alive");
 }
+
+#[tokio::test]
+async fn long_running_programs_wait_while_deft_uses_the_clones() {
+    let fixture = sandbox(Options::default()).await;
+    // A program that keeps writing to the workspace, as a hostile MCP server would.
+    let process = fixture
+        .sandbox
+        .spawn(
+            &ExecRequest::shell(
+                "i=0; while :; do i=$((i+1)); echo $i > /workspace/tick; sleep 0.005; done",
+            ),
+            &[],
+        )
+        .await
+        .expect("the program starts");
+    let tick = fixture.workspace().join("tick");
+    let read = || std::fs::read_to_string(&tick).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while read().trim().parse::<u64>().unwrap_or(0) < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the program never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let paused = fixture.sandbox.pause_programs();
+    let frozen = read();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(read(), frozen, "the program wrote while paused");
+    drop(paused);
+    let resumed = std::time::Instant::now();
+    while read() == frozen {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(5),
+            "the program never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(process);
+}
