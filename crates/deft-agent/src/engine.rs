@@ -699,14 +699,20 @@ impl Engine {
             }
             let dir = workspace.join(&name);
             // Cloned once; a resumed task continues in the clone it has.
-            if !dir.exists()
-                && let Err(error) = self.clone(&repo, &dir).await
-            {
-                network_log.abort();
-                return Ok(RunOutcome::NeedsAttention(attention(
-                    AttentionKind::Error,
-                    format!("cannot clone {}: {error}", repo.name),
-                )));
+            if !dir.exists() {
+                if let Err(error) = self.clone(&repo, &dir).await {
+                    network_log.abort();
+                    return Ok(RunOutcome::NeedsAttention(attention(
+                        AttentionKind::Error,
+                        format!("cannot clone {}: {error}", repo.name),
+                    )));
+                }
+                // The base the change is judged against, kept where commands cannot rewrite it
+                // (they can move the clone's own `origin/…`).
+                let base = format!("origin/{}", repo.default_branch);
+                if let Ok(commit) = deft_forge::commit_of(&dir, &base).await {
+                    self.record_base(id, repo.id.as_str(), &commit);
+                }
             }
             if let Err(error) =
                 deft_forge::checkout_branch(&dir, &branch, &repo.default_branch).await
@@ -1403,6 +1409,30 @@ impl Engine {
         Ok(None)
     }
 
+    /// Where the base commits of a task's clones are kept: beside its workspace, never in it.
+    fn bases_file(&self, id: &TaskId) -> PathBuf {
+        self.workspaces.join(format!("{}.bases.json", id.as_str()))
+    }
+
+    /// The base commit of each of the task's clones, by repository id, as cloned.
+    fn bases(&self, id: &TaskId) -> std::collections::HashMap<String, String> {
+        std::fs::read(self.bases_file(id))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn record_base(&self, id: &TaskId, repo: &str, commit: &str) {
+        let mut bases = self.bases(id);
+        bases.insert(repo.to_owned(), commit.to_owned());
+        if let Err(error) = std::fs::write(
+            self.bases_file(id),
+            serde_json::to_vec(&bases).expect("a map of strings serializes"),
+        ) {
+            tracing::warn!(task.id = %id.as_str(), %error, "cannot record a clone's base commit");
+        }
+    }
+
     /// The reviewer's verdict on the whole change.
     async fn review(
         &self,
@@ -1412,10 +1442,15 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Phase<Review>, EngineError> {
         let mut diffs = String::new();
+        let bases = self.bases(&context.task.id);
         // The clones are checked, then read by git: the task's MCP servers wait meanwhile.
         let paused = sandbox.pause_programs();
         for (repo, dir, _) in &context.repos {
-            match deft_forge::worktree_diff(dir, &repo.default_branch).await {
+            let against = bases
+                .get(repo.id.as_str())
+                .cloned()
+                .unwrap_or_else(|| format!("origin/{}", repo.default_branch));
+            match deft_forge::worktree_diff(dir, &against).await {
                 Ok(diff) if !diff.trim().is_empty() => {
                     diffs.push_str(&fence(&format!("{} diff", repo.name), &tail(&diff, 60_000)))
                 }

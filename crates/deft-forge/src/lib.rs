@@ -389,9 +389,26 @@ async fn push(
     Ok(())
 }
 
-/// Everything changed in a clone's work tree against the remote's `base`, new files included
-/// (they are staged, which committing does anyway).
-pub async fn worktree_diff(dir: &Path, base: &str) -> Result<String, ForgeError> {
+/// The commit `rev` names in a task's clone.
+pub async fn commit_of(dir: &Path, rev: &str) -> Result<String, ForgeError> {
+    ensure_untampered(dir).await?;
+    let sha = clone_checked(
+        dir,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ],
+        &[],
+    )
+    .await?;
+    Ok(sha.trim().to_owned())
+}
+
+/// Everything changed in a clone's work tree against `against` (a commit, or a ref of the
+/// clone), new files included (they are staged, which committing does anyway).
+pub async fn worktree_diff(dir: &Path, against: &str) -> Result<String, ForgeError> {
     ensure_untampered(dir).await?;
     clone_checked(dir, &["add", "--all"], &[]).await?;
     clone_checked(
@@ -401,7 +418,7 @@ pub async fn worktree_diff(dir: &Path, base: &str) -> Result<String, ForgeError>
             "--no-ext-diff",
             "--no-textconv",
             "--cached",
-            &format!("origin/{base}"),
+            against,
         ],
         &[],
     )

@@ -626,3 +626,54 @@ async fn a_task_over_the_weekly_limit_waits_saying_when_it_resets() {
         "the second task never called the model"
     );
 }
+
+/// Commands can commit in the clone and move its `origin/main`; the self-review still sees
+/// everything changed since the clone was made, from the base recorded outside the sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_review_sees_what_a_command_tried_to_hide_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let hide = "cd greeter && echo hello > greeting.txt && echo sneaky > hidden.txt && git add -A && git -c user.name=x -c user.email=x@x commit -qm hide && git update-ref refs/remotes/origin/main HEAD && git diff --stat origin/main | wc -l";
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "b1",
+            "bash",
+            &serde_json::json!({ "command": hide }).to_string(),
+        )])),
+        finish_turn("e2"),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello, and make ./test.sh pass",
+    )
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let requests = server.requests();
+    // The command saw its trick work: against the moved `origin/main`, nothing differs.
+    let bash_result = requests
+        .iter()
+        .map(|r| r.body.to_string())
+        .find(|body| body.contains("\"b1\"") && body.contains("tool_result"))
+        .expect("the command's result reached the model");
+    assert!(bash_result.contains("0\\n"), "{bash_result}");
+    let reviewed = requests
+        .iter()
+        .find(|r| r.body["system"].to_string().contains("You review a change"))
+        .expect("a review request");
+    let body = reviewed.body.to_string();
+    assert!(
+        body.contains("hidden.txt") && body.contains("+sneaky"),
+        "the reviewer was shown the hidden change: {body}"
+    );
+}
