@@ -641,32 +641,31 @@ async fn clone_checked(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<String, ForgeError> {
-    let output = clone_command(dir)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .map_err(ForgeError::GitMissing)?;
-    if !output.status.success() {
-        return Err(ForgeError::Git {
-            command: args.first().copied().unwrap_or("").to_owned(),
-            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    checked(clone_command(dir), args, env).await
 }
 
 /// A read-only git command in a task's clone: `Ok(None)` when git says no.
 async fn clone_query(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
-    let output = clone_command(dir)
-        .args(args)
-        .output()
-        .await
-        .map_err(ForgeError::GitMissing)?;
-    if !output.status.success() {
-        return Ok(None);
-    }
-    Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
+    query(clone_command(dir), args).await
+}
+
+/// git in `dir` (a registered repository, or where a clone is made), without the settings
+/// through which a repository's own config could make the server run its programs.
+fn repo_command(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+        ])
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .kill_on_drop(true);
+    command
 }
 
 /// Runs a git command that must succeed, with the same protections as [`git`].
@@ -675,22 +674,30 @@ async fn git_checked(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<String, ForgeError> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "safe.directory=*",
-        ])
+    let mut command = repo_command(dir);
+    command.args(["-c", "safe.directory=*"]);
+    checked(command, args, env).await
+}
+
+/// Runs a read-only git command in `dir`: `Ok(None)` when git says no, its stdout otherwise.
+async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
+    let mut command = repo_command(dir);
+    command
+        .arg("-c")
+        .arg(format!("safe.directory={}", dir.display()))
+        .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap_or(dir));
+    query(command, args).await
+}
+
+/// Runs `command` with `args`; its stdout, or what git said when it failed.
+async fn checked(
+    mut command: Command,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, ForgeError> {
+    let output = command
         .args(args)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
         .envs(env.iter().copied())
-        .kill_on_drop(true)
         .output()
         .await
         .map_err(ForgeError::GitMissing)?;
@@ -703,25 +710,10 @@ async fn git_checked(
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Runs a read-only git command in `dir`: `Ok(None)` when git says no, its stdout otherwise.
-async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        // A repository's own config must not make the server run its programs.
-        .args([
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.hooksPath=/dev/null",
-        ])
-        .arg("-c")
-        .arg(format!("safe.directory={}", dir.display()))
+/// Runs `command` with `args`: `Ok(None)` when git says no, its stdout otherwise.
+async fn query(mut command: Command, args: &[&str]) -> Result<Option<String>, ForgeError> {
+    let output = command
         .args(args)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap_or(dir))
-        .kill_on_drop(true)
         .output()
         .await
         .map_err(ForgeError::GitMissing)?;

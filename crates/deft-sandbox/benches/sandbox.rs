@@ -144,27 +144,13 @@ fn main() {
         ms(sandboxed.0),
         ms(sandboxed.1)
     );
-    for (name, part) in ["create", "exec `true`", "destroy"].iter().zip(warm) {
-        let part = summary(part);
-        println!(
-            "| … of which {name} | {:.2} ms | {:.2} ms |",
-            ms(part.0),
-            ms(part.1)
-        );
-    }
+    print_parts(warm);
     println!(
         "| the same without a pool (bubblewrap starts in create) | {:.2} ms | {:.2} ms |",
         ms(unpooled.0),
         ms(unpooled.1)
     );
-    for (name, part) in ["create", "exec `true`", "destroy"].iter().zip(cold) {
-        let part = summary(part);
-        println!(
-            "| … of which {name} | {:.2} ms | {:.2} ms |",
-            ms(part.0),
-            ms(part.1)
-        );
-    }
+    print_parts(cold);
     println!(
         "| {runs} sandboxes back to back, the pool refilling meanwhile: mean each | {:.2} ms | |",
         ms(back_to_back)
@@ -240,6 +226,18 @@ async fn podman_runs(runs: usize) -> Option<Vec<Duration>> {
         times.push(started.elapsed());
     }
     Some(times)
+}
+
+/// One row per part of a sandbox's life.
+fn print_parts(parts: [Vec<Duration>; 3]) {
+    for (name, part) in ["create", "exec `true`", "destroy"].iter().zip(parts) {
+        let part = summary(part);
+        println!(
+            "| … of which {name} | {:.2} ms | {:.2} ms |",
+            ms(part.0),
+            ms(part.1)
+        );
+    }
 }
 
 fn summary(mut times: Vec<Duration>) -> (Duration, Duration) {

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::cgroup::SandboxCgroup;
 use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
 use crate::plan::{FromInit, LaunchPlan, ToInit};
-use crate::shell::{Pool, Shell, ShellKey, ShellRecipe};
+use crate::shell::{Pool, Shell, ShellKey};
 use crate::{
     Ending, ExecOutcome, ExecRequest, HostSupport, Limits, Sandbox, SandboxError, SandboxSpec,
     inner, workspace,
@@ -49,7 +49,7 @@ pub struct BwrapBackend {
 
 /// What every sandbox of a backend is made from.
 #[derive(Debug)]
-struct ShellMaker {
+pub(crate) struct ShellMaker {
     support: HostSupport,
     /// The binary that knows the launcher's and the init's verbs (deft itself).
     helper: PathBuf,
@@ -205,6 +205,7 @@ impl BwrapBackend {
         };
         let redactor = Redactor::new(&spec.secrets);
         Ok(BwrapSandbox {
+            environment: environment(&spec),
             spec,
             shell: tokio::sync::Mutex::new(Some(shell)),
             key,
@@ -236,12 +237,12 @@ impl BwrapBackend {
     }
 }
 
-impl ShellRecipe for ShellMaker {
-    fn helper(&self) -> &Path {
+impl ShellMaker {
+    pub(crate) fn helper(&self) -> &Path {
         &self.helper
     }
 
-    fn cgroups(&self) -> &crate::cgroup::Cgroups {
+    pub(crate) fn cgroups(&self) -> &crate::cgroup::Cgroups {
         &self.support.cgroups
     }
 
@@ -251,33 +252,12 @@ impl ShellRecipe for ShellMaker {
     /// `--disable-userns` and `--dev` would each put the init in a nested user namespace where
     /// it cannot mount, so nested user namespaces are refused by the seccomp filter instead,
     /// and `/dev` is built from the host's harmless devices (no pseudo-terminals).
-    fn bwrap_args(&self, key: &ShellKey, runtime_dir: &Path) -> Vec<String> {
-        let mut args: Vec<String> = Vec::with_capacity(128);
-        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
-        push(&[
-            "--unshare-user",
-            "--unshare-ipc",
-            "--unshare-pid",
-            "--unshare-net",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-            "--die-with-parent",
-            "--new-session",
-            "--as-pid-1",
-            "--cap-drop",
-            "ALL",
-            "--cap-add",
-            "CAP_SYS_ADMIN",
-            "--cap-add",
-            "CAP_SETPCAP",
-            "--hostname",
-            "sandbox",
-            "--uid",
-            INSIDE_ID,
-            "--gid",
-            INSIDE_ID,
-        ]);
-        system_dirs(&mut args, &self.masks);
+    pub(crate) fn bwrap_args(&self, key: &ShellKey, runtime_dir: &Path) -> Vec<String> {
+        let mut args = isolation(
+            &["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP"],
+            &self.masks,
+            key.tmp_bytes,
+        );
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         // Small tmpfs sizes where nothing big belongs: these stay for the task's whole life.
         push(&["--proc", "/proc", "--size", SMALL_TMPFS, "--tmpfs", "/dev"]);
@@ -304,16 +284,6 @@ impl ShellRecipe for ShellMaker {
         let tmp = key.tmp_bytes.to_string();
         push(&["--size", &tmp, "--tmpfs", "/dev/shm"]);
         push(&[
-            "--size",
-            &tmp,
-            "--tmpfs",
-            "/tmp",
-            "--size",
-            &tmp,
-            "--tmpfs",
-            "/home",
-            "--dir",
-            "/home/deft",
             "--size",
             SMALL_TMPFS,
             "--tmpfs",
@@ -349,9 +319,33 @@ impl ShellRecipe for ShellMaker {
     }
 }
 
-/// The host's system directories, read-only, with what only their owner may read hidden.
-fn system_dirs(args: &mut Vec<String>, masks: &[(PathBuf, bool)]) {
+/// What both kinds of sandbox start with: new namespaces (plus `how` the user namespace is
+/// kept from nesting), no capabilities but what `how` adds, a uid of their own; the host's
+/// system directories, read-only, with what only their owner may read hidden; and a private
+/// `/tmp` and home of `tmp_bytes` each.
+fn isolation(how: &[&str], masks: &[(PathBuf, bool)], tmp_bytes: u64) -> Vec<String> {
+    let mut args: Vec<String> = Vec::with_capacity(128);
     let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
+    push(&[
+        "--unshare-user",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--as-pid-1",
+        "--cap-drop",
+        "ALL",
+        "--hostname",
+        "sandbox",
+        "--uid",
+        INSIDE_ID,
+        "--gid",
+        INSIDE_ID,
+    ]);
+    push(how);
     for dir in ["/usr", "/etc", "/opt"] {
         if Path::new(dir).is_dir() {
             push(&["--ro-bind", dir, dir]);
@@ -372,6 +366,20 @@ fn system_dirs(args: &mut Vec<String>, masks: &[(PathBuf, bool)]) {
             Err(_) => {}
         }
     }
+    let tmp = tmp_bytes.to_string();
+    push(&[
+        "--size",
+        &tmp,
+        "--tmpfs",
+        "/tmp",
+        "--size",
+        &tmp,
+        "--tmpfs",
+        "/home",
+        "--dir",
+        "/home/deft",
+    ]);
+    args
 }
 
 /// Toolchains installed under a home (rustup, cargo, pyenv), each alone and read-only.
@@ -400,111 +408,77 @@ pub struct BwrapSandbox {
     maker: Arc<ShellMaker>,
     /// The cgroup of the long-running programs started with [`BwrapSandbox::spawn`].
     programs_cgroup: std::sync::Mutex<Option<SandboxCgroup>>,
+    /// What every command's environment is.
+    environment: Vec<(String, String)>,
+}
+
+/// The environment commands get: a fixed base, the proxy, then secrets, then env vars (which
+/// win over a secret of the same name). Made once per sandbox: it never changes in its life.
+fn environment(spec: &SandboxSpec) -> Vec<(String, String)> {
+    let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
+    let mut path = String::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for toolchain in crate::probe::home_toolchains() {
+        let bin = if toolchain.ends_with("bin") {
+            toolchain.clone()
+        } else {
+            toolchain.join("bin")
+        };
+        if toolchain.ends_with(".pyenv") {
+            path = format!(
+                "{}:{}:{path}",
+                toolchain.join("shims").display(),
+                bin.display()
+            );
+        } else if bin.is_dir() {
+            path = format!("{}:{path}", bin.display());
+        }
+    }
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (key, value) in [
+        ("PATH", path.as_str()),
+        ("HOME", "/home/deft"),
+        ("USER", "deft"),
+        ("LOGNAME", "deft"),
+        ("LANG", "C.UTF-8"),
+        ("TERM", "dumb"),
+        ("TMPDIR", "/tmp"),
+        ("CARGO_HOME", "/home/deft/.cargo"),
+        ("HTTP_PROXY", &proxy),
+        ("HTTPS_PROXY", &proxy),
+        ("http_proxy", &proxy),
+        ("https_proxy", &proxy),
+        ("NO_PROXY", "localhost,127.0.0.1,::1"),
+        ("no_proxy", "localhost,127.0.0.1,::1"),
+        ("npm_config_proxy", &proxy),
+        ("npm_config_https_proxy", &proxy),
+        ("PIP_PROXY", &proxy),
+        ("CARGO_HTTP_PROXY", &proxy),
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+    ] {
+        env.insert(key.to_owned(), value.to_owned());
+    }
+    if let Some(rustup) = crate::probe::home_toolchains()
+        .into_iter()
+        .find(|p| p.ends_with(".rustup"))
+    {
+        env.insert("RUSTUP_HOME".into(), rustup.display().to_string());
+    }
+    env.extend(spec.secrets.clone());
+    env.extend(spec.env.clone());
+    env.into_iter().collect()
 }
 
 impl BwrapSandbox {
-    /// The environment commands get: a fixed base, the proxy, then secrets, then env vars
-    /// (which win over a secret of the same name).
-    fn environment(&self) -> Vec<(String, String)> {
-        let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
-        let mut path = String::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        for toolchain in crate::probe::home_toolchains() {
-            let bin = if toolchain.ends_with("bin") {
-                toolchain.clone()
-            } else {
-                toolchain.join("bin")
-            };
-            if toolchain.ends_with(".pyenv") {
-                path = format!(
-                    "{}:{}:{path}",
-                    toolchain.join("shims").display(),
-                    bin.display()
-                );
-            } else if bin.is_dir() {
-                path = format!("{}:{path}", bin.display());
-            }
-        }
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        for (key, value) in [
-            ("PATH", path.as_str()),
-            ("HOME", "/home/deft"),
-            ("USER", "deft"),
-            ("LOGNAME", "deft"),
-            ("LANG", "C.UTF-8"),
-            ("TERM", "dumb"),
-            ("TMPDIR", "/tmp"),
-            ("CARGO_HOME", "/home/deft/.cargo"),
-            ("HTTP_PROXY", &proxy),
-            ("HTTPS_PROXY", &proxy),
-            ("http_proxy", &proxy),
-            ("https_proxy", &proxy),
-            ("NO_PROXY", "localhost,127.0.0.1,::1"),
-            ("no_proxy", "localhost,127.0.0.1,::1"),
-            ("npm_config_proxy", &proxy),
-            ("npm_config_https_proxy", &proxy),
-            ("PIP_PROXY", &proxy),
-            ("CARGO_HTTP_PROXY", &proxy),
-            ("GIT_CONFIG_NOSYSTEM", "1"),
-        ] {
-            env.insert(key.to_owned(), value.to_owned());
-        }
-        if let Some(rustup) = crate::probe::home_toolchains()
-            .into_iter()
-            .find(|p| p.ends_with(".rustup"))
-        {
-            env.insert("RUSTUP_HOME".into(), rustup.display().to_string());
-        }
-        env.extend(self.spec.secrets.clone());
-        env.extend(self.spec.env.clone());
-        env.into_iter().collect()
-    }
-
     /// bubblewrap's whole command line for one long-running program (see [`Self::spawn`]).
     fn plan(
         &self,
         request: &ExecRequest,
-        stdio: bool,
         cgroup: Option<&SandboxCgroup>,
     ) -> Result<LaunchPlan, SandboxError> {
         let limits = &self.spec.limits;
-        let mut args: Vec<String> = Vec::with_capacity(96);
+        let mut args = isolation(&["--disable-userns"], &self.maker.masks, limits.tmp_bytes);
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
-        push(&[
-            "--unshare-user",
-            "--unshare-ipc",
-            "--unshare-pid",
-            "--unshare-net",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-            "--disable-userns",
-            "--die-with-parent",
-            "--new-session",
-            "--as-pid-1",
-            "--cap-drop",
-            "ALL",
-            "--hostname",
-            "sandbox",
-            "--uid",
-            INSIDE_ID,
-            "--gid",
-            INSIDE_ID,
-        ]);
-        system_dirs(&mut args, &self.maker.masks);
-        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
-        let tmp = limits.tmp_bytes.to_string();
         push(&["--proc", "/proc", "--dev", "/dev"]);
-        push(&[
-            "--size",
-            &tmp,
-            "--tmpfs",
-            "/tmp",
-            "--size",
-            &tmp,
-            "--tmpfs",
-            "/home",
-            "--dir",
-            "/home/deft",
-        ]);
         push(&["--tmpfs", "/run", "--dir", "/.deft"]);
         let helper = self.maker.helper.to_string_lossy();
         push(&["--ro-bind", &helper, "/.deft/init"]);
@@ -563,16 +537,13 @@ impl BwrapSandbox {
             &limits.file_size_bytes.to_string(),
         ]);
         push(&["--cpu", &limits.cpu_seconds.to_string(), "--cwd", &cwd]);
-        if stdio {
-            push(&["--stdio", "1"]);
-        }
         push(&["--"]);
         args.extend(request.argv.iter().cloned());
         Ok(LaunchPlan {
             bwrap: PathBuf::from("/usr/bin/bwrap"),
             cgroup_procs: cgroup.map(SandboxCgroup::procs_files).unwrap_or_default(),
             args,
-            env: self.environment(),
+            env: self.environment.clone(),
         })
     }
 }
@@ -687,7 +658,7 @@ impl BwrapSandbox {
                         "creating the cgroup of the task's programs",
                     ))?;
             }
-            self.plan(request, true, cgroup.as_ref())?
+            self.plan(request, cgroup.as_ref())?
         };
         let mut env: BTreeMap<String, String> = plan.env.drain(..).collect();
         env.extend(extra_env.iter().cloned());
@@ -863,7 +834,7 @@ impl Sandbox for BwrapSandbox {
             .map_err(|e| SandboxError::io("making the output pipe")(e.into()))?;
         let request_message = ToInit::Exec {
             argv: request.argv.clone(),
-            env: self.environment(),
+            env: self.environment.clone(),
             cwd,
         };
         shell.send(&request_message, Some(writer.as_fd())).await?;

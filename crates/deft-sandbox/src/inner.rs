@@ -1,20 +1,21 @@
 //! The two short programs of a sandbox's start, run by deft's own binary:
 //!
 //! - the launcher (host side): reads a [`LaunchPlan`] on stdin, joins the sandbox's cgroups
-//!   and becomes bubblewrap, whose stdin is a memfd holding the environment;
-//! - the init (inside, pid 1): reads that environment from stdin, starts the bridge from a
-//!   loopback port to the egress proxy's socket, sets rlimits and the seccomp filter, runs the
-//!   command and exits with its status (which ends the pid namespace and all in it).
+//!   and becomes bubblewrap;
+//! - the init (inside, pid 1): either resident ([`crate::resident`], a task's commands), or
+//!   for one long-running program: reads its environment from stdin, starts the bridge from a
+//!   loopback port to the egress proxy's socket, sets rlimits and the seccomp filters, runs
+//!   the program and exits with its status (which ends the pid namespace and all in it).
 //!
 //! Both are synchronous and start before any runtime, as `deft __sandbox-launch` and
 //! `deft __sandbox-init`.
 
-use std::io::{Read as _, Seek as _, Write as _};
+use std::io::Read as _;
 use std::os::fd::AsFd as _;
 use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::plan::{LaunchPlan, decode_env, encode_env};
+use crate::plan::{LaunchPlan, decode_env};
 
 /// The verbs of the two programs.
 pub const LAUNCH: &str = "__sandbox-launch";
@@ -43,8 +44,10 @@ fn read_part() -> std::io::Result<Vec<u8>> {
 pub fn launch(args: &[String]) -> std::io::Error {
     let outcome = if args.iter().any(|arg| arg == RESIDENT) {
         try_launch_resident()
+    } else if args.iter().any(|arg| arg == STDIO) {
+        try_launch_stdio()
     } else {
-        try_launch(args.iter().any(|arg| arg == STDIO))
+        Err(std::io::Error::other(format!("give {STDIO} or {RESIDENT}")))
     };
     match outcome {
         Ok(never) => match never {},
@@ -66,22 +69,9 @@ fn try_launch_resident() -> std::io::Result<std::convert::Infallible> {
     exec_bwrap(&plan)
 }
 
-fn try_launch(stdio: bool) -> std::io::Result<std::convert::Infallible> {
-    let plan: LaunchPlan = if stdio {
-        // The environment follows on standard input, for the init to read.
-        serde_json::from_slice(&read_part()?).map_err(std::io::Error::other)?
-    } else {
-        let mut input = Vec::new();
-        std::io::stdin().read_to_end(&mut input)?;
-        let plan: LaunchPlan = serde_json::from_slice(&input).map_err(std::io::Error::other)?;
-        let env = rustix::fs::memfd_create("deft-env", rustix::fs::MemfdFlags::CLOEXEC)?;
-        let mut file = std::fs::File::from(env);
-        file.write_all(&encode_env(&plan.env))?;
-        file.rewind()?;
-        // bubblewrap passes its stdin to the init, which reads the environment from it.
-        rustix::stdio::dup2_stdin(&file)?;
-        plan
-    };
+/// The plan is the first part on standard input; the environment follows, for the init.
+fn try_launch_stdio() -> std::io::Result<std::convert::Infallible> {
+    let plan: LaunchPlan = serde_json::from_slice(&read_part()?).map_err(std::io::Error::other)?;
     exec_bwrap(&plan)
 }
 
@@ -146,8 +136,6 @@ struct InitOptions {
     fsize: u64,
     cpu: u64,
     cwd: String,
-    /// The command talks over standard input and output (see [`STDIO`]).
-    stdio: bool,
     /// No command: serve deft's requests (see [`crate::resident`]).
     resident: bool,
     argv: Vec<String>,
@@ -177,7 +165,6 @@ fn parse_init(args: &[String]) -> Result<InitOptions, String> {
             "--fsize" => options.fsize = number()?,
             "--cpu" => options.cpu = number()?,
             "--cwd" => options.cwd = value.clone(),
-            "--stdio" => options.stdio = value == "1",
             "--resident" => options.resident = value == "1",
             other => return Err(format!("unknown option {other}")),
         }
@@ -221,20 +208,10 @@ fn try_init(args: &[String]) -> Result<i32, String> {
             .map(|socket| (options.proxy_port, socket));
         return crate::resident::serve(proxy, limits);
     }
-    let mut blob = Vec::new();
-    if options.stdio {
-        blob = read_part().map_err(|e| format!("reading the environment: {e}"))?;
-    } else {
-        std::io::stdin()
-            .read_to_end(&mut blob)
-            .map_err(|e| format!("reading the environment: {e}"))?;
-    }
+    // The program's environment comes first on standard input; the rest is the program's.
+    let blob = read_part().map_err(|e| format!("reading the environment: {e}"))?;
     let env = decode_env(&blob);
     drop(blob);
-    if !options.stdio {
-        let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-        rustix::stdio::dup2_stdin(&null).map_err(|e| format!("replacing stdin: {e}"))?;
-    }
     // bubblewrap asks for this too, but only once its child runs; a deft killed in between
     // would leave the sandbox behind.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -263,14 +240,6 @@ fn try_init(args: &[String]) -> Result<i32, String> {
         .env_clear()
         .envs(env)
         .current_dir(&options.cwd);
-    if !options.stdio {
-        // stderr joins stdout, so the output keeps the order in which it was written.
-        let stderr = std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| format!("stderr: {e}"))?;
-        command.stdin(Stdio::null()).stderr(stderr);
-    }
     let child = command.spawn();
     let child = match child {
         Ok(child) => child,

@@ -23,6 +23,7 @@ use std::os::fd::AsFd as _;
 use tokio::io::{AsyncReadExt as _, Interest};
 use tokio::net::UnixStream;
 
+use crate::bwrap::ShellMaker;
 use crate::cgroup::SandboxCgroup;
 use crate::plan::{FromInit, LaunchPlan, MAX_MESSAGE, ToInit};
 use crate::{Limits, SandboxError, inner};
@@ -45,14 +46,6 @@ pub(crate) struct ShellKey {
     pub tmp_bytes: u64,
 }
 
-/// How to start a shell: the binary with the launcher's and init's verbs, and the arguments of
-/// bubblewrap for a key and a runtime directory.
-pub(crate) trait ShellRecipe: Send + Sync + 'static {
-    fn helper(&self) -> &Path;
-    fn bwrap_args(&self, key: &ShellKey, runtime_dir: &Path) -> Vec<String>;
-    fn cgroups(&self) -> &crate::cgroup::Cgroups;
-}
-
 #[derive(Debug)]
 pub(crate) struct Shell {
     child: tokio::process::Child,
@@ -73,7 +66,7 @@ impl Shell {
     /// Starts a shell and waits until its init is ready. `runtime_dir`, when given, is reused
     /// (a sandbox whose shell was killed keeps its proxy socket's place).
     pub async fn start(
-        recipe: &dyn ShellRecipe,
+        recipe: &ShellMaker,
         key: &ShellKey,
         runtime_dir: Option<PathBuf>,
     ) -> Result<Shell, SandboxError> {
@@ -387,11 +380,7 @@ impl Pool {
     }
 
     /// Starts shells for `key` in the background until `size` are ready (one filler per key).
-    pub fn refill(
-        self: &std::sync::Arc<Self>,
-        recipe: std::sync::Arc<dyn ShellRecipe>,
-        key: ShellKey,
-    ) {
+    pub fn refill(self: &std::sync::Arc<Self>, recipe: std::sync::Arc<ShellMaker>, key: ShellKey) {
         if self.size == 0
             || !self
                 .filling
@@ -413,7 +402,7 @@ impl Pool {
                     break;
                 }
                 drop(strong);
-                let started = Shell::start(recipe.as_ref(), &key, None).await;
+                let started = Shell::start(&recipe, &key, None).await;
                 let Some(strong) = pool.upgrade() else {
                     return;
                 };
