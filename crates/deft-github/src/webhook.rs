@@ -81,6 +81,12 @@ pub enum Delivery {
         body: String,
         sender: String,
     },
+    /// A pull request was closed, merged or not: its task's branch will not change again.
+    PullRequestClosed {
+        repo: RepoName,
+        html_url: String,
+        merged: bool,
+    },
     /// A check run, check suite or workflow run on a branch ended in failure.
     CheckFailed {
         repo: RepoName,
@@ -164,6 +170,11 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Delivery, WebhookError> {
             state: text(&payload["review"]["state"]),
             body: text(&payload["review"]["body"]),
             sender,
+        }),
+        ("pull_request", "closed") => Ok(Delivery::PullRequestClosed {
+            repo: repo_of(&payload)?,
+            html_url: text(&payload["pull_request"]["html_url"]),
+            merged: payload["pull_request"]["merged"].as_bool().unwrap_or(false),
         }),
         ("check_run", "completed")
             if FAILED.contains(&payload["check_run"]["conclusion"].as_str().unwrap_or("")) =>
@@ -261,13 +272,14 @@ mod tests {
 
 #[cfg(test)]
 mod fixtures {
-    //! The real payload examples of `shared/fixtures/github-webhooks`, read as deft reads them.
+    //! The real payload examples kept in `deft-testkit/fixtures/github-webhooks`, read as deft
+    //! reads them.
 
     use super::*;
 
     fn example(event: &str, file: &str) -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/github-webhooks")
+            .join("../deft-testkit/fixtures/github-webhooks")
             .join(event)
             .join(file);
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -403,5 +415,19 @@ mod fixtures {
             read("ping", &example("ping", "payload.json")),
             Delivery::Ignored { .. }
         ));
+        let Delivery::PullRequestClosed {
+            repo,
+            html_url,
+            merged,
+        } = read(
+            "pull_request",
+            &example("pull_request", "closed.payload.json"),
+        )
+        else {
+            panic!("a closed pull request");
+        };
+        assert_eq!(repo.as_str(), "Codertocat/Hello-World");
+        assert_eq!(html_url, "https://github.com/Codertocat/Hello-World/pull/2");
+        assert!(!merged);
     }
 }

@@ -1,5 +1,5 @@
 //! A GitHub stand-in on loopback, written from GitHub's REST documentation and answering with
-//! objects built from the real payload examples in `shared/fixtures/github-webhooks`: App
+//! objects built from the real payload examples in `fixtures/github-webhooks`: App
 //! authentication (RS256 JWT checked with the App's public key, installation tokens), the
 //! repository, permission, branch, pull request and comment endpoints deft calls, and git's
 //! smart HTTP protocol (through `git http-backend`) that accepts only live installation
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 /// A real payload example: `fixture("issues", "labeled.payload.json")`.
 pub fn fixture(event: &str, file: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/github-webhooks")
+        .join("fixtures/github-webhooks")
         .join(event)
         .join(file);
     let text = std::fs::read_to_string(&path)

@@ -77,3 +77,76 @@ pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// The contents of the plain string literals (`"…"`) of Rust source, escapes left as written;
+/// raw strings, chars and comments are skipped roughly, which is enough for paths.
+pub fn string_literals(source: &str) -> Vec<String> {
+    let mut literals = Vec::new();
+    let mut chars = source.chars().peekable();
+    let mut previous = ' ';
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                // A line comment: skip to its end.
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '\'' => {
+                // A char literal ('"', '\"') or a lifetime: skip a quoted char if it is one.
+                let mut ahead = chars.clone();
+                match (ahead.next(), ahead.next(), ahead.next()) {
+                    (Some('\\'), Some(_), Some('\'')) => {
+                        chars.nth(2);
+                    }
+                    (Some(_), Some('\''), _) => {
+                        chars.nth(1);
+                    }
+                    _ => {}
+                }
+            }
+            '"' if previous != 'r' && previous != '#' => {
+                let mut literal = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            literal.push(c);
+                            if let Some(next) = chars.next() {
+                                literal.push(next);
+                            }
+                        }
+                        '"' => break,
+                        _ => literal.push(c),
+                    }
+                }
+                literals.push(literal);
+            }
+            _ => {}
+        }
+        previous = c;
+    }
+    literals
+}
+
+/// Whether `relative`, joined to `base` and its `..` taken lexically, stays under `root`. A
+/// literal that does not start at a `..` is read from its first `..` on, as code joins pieces.
+pub fn stays_inside(base: &Path, relative: &str, root: &Path) -> bool {
+    let start = relative.find("../").unwrap_or(0);
+    let mut path: Vec<&std::ffi::OsStr> = base.iter().collect();
+    let depth = root.iter().count();
+    for part in relative[start..].split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if path.len() <= depth {
+                    return false;
+                }
+                path.pop();
+            }
+            name => path.push(std::ffi::OsStr::new(name)),
+        }
+    }
+    true
+}

@@ -145,3 +145,66 @@ fn every_crate_is_in_the_architecture_document() {
         );
     }
 }
+
+/// A clone of the repository holds everything its tests read: a path written in the code that
+/// climbs out of the checkout (`../../../shared/…` from a crate), or names the folder that CI
+/// happens to lay beside it, works on one machine and fails on a newcomer's clone.
+#[test]
+fn no_code_reads_a_path_outside_the_checkout() {
+    let root = workspace_root();
+    let mut problems = Vec::new();
+    for krate in crates() {
+        for file in rust_files(&krate.dir) {
+            let relative = file.strip_prefix(&root).unwrap().display().to_string();
+            if relative == "crates/xtask/tests/tidy.rs" {
+                // This file names such paths to check that they are caught.
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for literal in xtask::string_literals(&text) {
+                let beside = [
+                    "shared/seed",
+                    "shared/fixtures",
+                    "shared/tools",
+                    "shared/SPEC",
+                ];
+                if beside.iter().any(|name| literal.contains(name)) {
+                    problems.push(format!(
+                        "{relative}: \"{literal}\" names the folder beside the checkout"
+                    ));
+                } else if literal.contains("../")
+                    && !xtask::stays_inside(&krate.dir, &literal, &root)
+                {
+                    problems.push(format!(
+                        "{relative}: \"{literal}\" climbs out of the checkout (from {})",
+                        krate.dir.strip_prefix(&root).unwrap().display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "copy what a test reads into the repository (a fixtures/ folder of its crate):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_outside_check_sees_a_climb_and_lets_a_sibling_crate_be() {
+    let root = workspace_root();
+    let testkit = root.join("crates/deft-testkit");
+    assert!(!xtask::stays_inside(
+        &testkit,
+        "../../../shared/fixtures/github-webhooks",
+        &root
+    ));
+    assert!(xtask::stays_inside(
+        &root.join("crates/deft-github"),
+        "../deft-testkit/fixtures/github-webhooks",
+        &root
+    ));
+    let source = r#"let a = Path::new("../../../x"); let c = '"'; // "../../.."
+        let b = "fine";"#;
+    assert_eq!(xtask::string_literals(source), ["../../../x", "fine"]);
+}
