@@ -76,8 +76,43 @@ impl Drop for EgressProxy {
     }
 }
 
+/// The most bytes of a unix socket's path that `bind` takes (`sun_path`, with its NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// Binds a unix socket at `path`. A path longer than `sun_path` holds (a data dir a few
+/// folders deep) is bound through its directory's descriptor, as `/proc/self/fd/N/NAME`:
+/// the socket lands at the same place, whatever the depth.
+pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.as_os_str().as_bytes().len() <= SUN_PATH_MAX {
+        return UnixListener::bind(path);
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} names no socket file in a directory", path.display()),
+        ));
+    };
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_path())
+        .open(dir)?;
+    use std::os::fd::AsRawFd as _;
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
+    UnixListener::bind(short)
+}
+
+/// `O_PATH | O_DIRECTORY`: the directory is only named through, never read.
+fn libc_o_path() -> i32 {
+    (rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY).bits() as i32
+}
+
 impl EgressProxy {
-    /// Listens on a unix socket at `path` and decides every connection with `policy`.
+    /// Listens on a unix socket at `path` (of any length) and decides every connection with
+    /// `policy`.
     pub fn start(
         path: &Path,
         policy: EgressPolicy,
@@ -93,7 +128,7 @@ impl EgressProxy {
         events: mpsc::UnboundedSender<ProxyEvent>,
         resolver: Resolver,
     ) -> std::io::Result<EgressProxy> {
-        let listener = UnixListener::bind(path)?;
+        let listener = bind_unix(path)?;
         let stop = CancellationToken::new();
         let accept_stop = stop.clone();
         tokio::spawn(async move {
@@ -428,13 +463,39 @@ async fn refuse(client: &mut UnixStream, status: u16, message: &str) -> std::io:
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_socket_binds_at_a_path_longer_than_sun_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d".repeat(90)).join("e".repeat(90));
+        std::fs::create_dir_all(&deep).unwrap();
+        let path = deep.join("proxy.sock");
+        assert!(path.as_os_str().len() > 200);
+        let listener = bind_unix(&path).unwrap();
+        use std::os::unix::fs::FileTypeExt as _;
+        assert!(
+            std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_socket()
+        );
+        // Reached through a short name for the same directory.
+        let short = dir.path().join("s");
+        std::os::unix::fs::symlink(&deep, &short).unwrap();
+        let (client, accepted) = tokio::join!(
+            tokio::net::UnixStream::connect(short.join("proxy.sock")),
+            listener.accept()
+        );
+        client.unwrap();
+        accepted.unwrap();
+    }
+
     #[test]
     fn requests_are_parsed_and_rewritten() {
         assert_eq!(
-            parse(b"CONNECT index.crates.io:443 HTTP/1.1\r\nHost: index.crates.io:443\r\n\r\n")
+            parse(b"CONNECT registry.example.org:443 HTTP/1.1\r\nHost: registry.example.org:443\r\n\r\n")
                 .unwrap(),
             Target::Tunnel {
-                host: "index.crates.io".into(),
+                host: "registry.example.org".into(),
                 port: 443
             }
         );

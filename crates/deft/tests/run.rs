@@ -677,3 +677,39 @@ async fn the_self_review_sees_what_a_command_tried_to_hide_from_it() {
         "the reviewer was shown the hidden change: {body}"
     );
 }
+
+/// A data dir deep in a project's folders (200 characters): every unix socket deft makes
+/// under it must still bind, however long the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_with_a_data_dir_200_characters_deep() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let prefix = dir.path().as_os_str().len();
+    let data = dir
+        .path()
+        .join("projects")
+        .join("d".repeat(200 - prefix - "/projects/".len()));
+    assert_eq!(data.as_os_str().len(), 200);
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        create_turn(),
+        finish_turn("e2"),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &data,
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("completed"), "{stdout}");
+}
