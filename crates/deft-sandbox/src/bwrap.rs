@@ -57,6 +57,33 @@ pub(crate) struct ShellMaker {
     /// read (`/etc/shadow`, private keys): hidden, since commands run as the host uid that
     /// owns them.
     masks: Vec<(PathBuf, bool)>,
+    /// The sandbox's own `passwd` and `group` (its user `deft`, home `/home/deft`), bound
+    /// over the host's: tools that look the user up find it, and no host account shows.
+    identity: tempfile::TempDir,
+}
+
+/// The accounts a sandbox knows: root and nobody as every system has them, and its user.
+const PASSWD: &str = "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+    deft:x:1000:1000:deft:/home/deft:/bin/bash\n\
+    nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\ndeft:x:1000:\nnogroup:x:65534:\n";
+
+/// Writes the sandbox's `passwd` and `group` into a directory of deft's own, readable by all.
+fn identity_files() -> Result<tempfile::TempDir, SandboxError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::Builder::new()
+        .prefix("deft-sandbox-etc-")
+        .tempdir()
+        .map_err(SandboxError::io("making the sandbox's /etc/passwd"))?;
+    for (name, text) in [("passwd", PASSWD), ("group", GROUP)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)
+            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)))
+            .map_err(SandboxError::io(format!("writing {}", path.display())))?;
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(SandboxError::io("making the sandbox's /etc/passwd"))?;
+    Ok(dir)
 }
 
 impl BwrapBackend {
@@ -73,6 +100,7 @@ impl BwrapBackend {
                 support,
                 helper,
                 masks,
+                identity: identity_files()?,
             }),
             pool: Arc::new(Pool::new(DEFAULT_POOL)),
         })
@@ -255,7 +283,7 @@ impl ShellMaker {
     pub(crate) fn bwrap_args(&self, key: &ShellKey, runtime_dir: &Path) -> Vec<String> {
         let mut args = isolation(
             &["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP"],
-            &self.masks,
+            self,
             key.tmp_bytes,
         );
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
@@ -323,7 +351,7 @@ impl ShellMaker {
 /// kept from nesting), no capabilities but what `how` adds, a uid of their own; the host's
 /// system directories, read-only, with what only their owner may read hidden; and a private
 /// `/tmp` and home of `tmp_bytes` each.
-fn isolation(how: &[&str], masks: &[(PathBuf, bool)], tmp_bytes: u64) -> Vec<String> {
+fn isolation(how: &[&str], maker: &ShellMaker, tmp_bytes: u64) -> Vec<String> {
     let mut args: Vec<String> = Vec::with_capacity(128);
     let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
     push(&[
@@ -351,7 +379,15 @@ fn isolation(how: &[&str], masks: &[(PathBuf, bool)], tmp_bytes: u64) -> Vec<Str
             push(&["--ro-bind", dir, dir]);
         }
     }
-    for (path, is_dir) in masks {
+    for name in ["passwd", "group"] {
+        let file = maker.identity.path().join(name);
+        push(&[
+            "--ro-bind",
+            &file.to_string_lossy(),
+            &format!("/etc/{name}"),
+        ]);
+    }
+    for (path, is_dir) in &maker.masks {
         let path = path.to_string_lossy();
         if *is_dir {
             push(&["--tmpfs", &path]);
@@ -476,7 +512,7 @@ impl BwrapSandbox {
         cgroup: Option<&SandboxCgroup>,
     ) -> Result<LaunchPlan, SandboxError> {
         let limits = &self.spec.limits;
-        let mut args = isolation(&["--disable-userns"], &self.maker.masks, limits.tmp_bytes);
+        let mut args = isolation(&["--disable-userns"], &self.maker, limits.tmp_bytes);
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         push(&["--proc", "/proc", "--dev", "/dev"]);
         push(&["--tmpfs", "/run", "--dir", "/.deft"]);

@@ -131,6 +131,22 @@ async fn a_command_runs_in_the_workspace_with_its_environment() {
     assert_eq!(missing.exit_code(), 127, "{}", missing.output);
 }
 
+/// Tools that look the user up (`id`, `whoami`, ssh, pip's user site) find the sandbox's own
+/// user, and the host's accounts are not listed inside.
+#[tokio::test]
+async fn the_sandbox_has_its_own_user_and_no_host_accounts() {
+    let fixture = sandbox(Options::default()).await;
+    let outcome = fixture
+        .run("id; whoami; getent passwd deft; cut -d: -f1 /etc/passwd | tr '\\n' ' '; echo; cut -d: -f1 /etc/group | tr '\\n' ' '")
+        .await;
+    assert_eq!(outcome.ending, Ending::Exited(0), "{}", outcome.output);
+    assert_eq!(
+        outcome.output,
+        "uid=1000(deft) gid=1000(deft) groups=1000(deft)\ndeft\n\
+         deft:x:1000:1000:deft:/home/deft:/bin/bash\nroot deft nobody \nroot deft nogroup "
+    );
+}
+
 #[tokio::test]
 async fn a_long_running_program_talks_over_its_standard_streams_inside_the_sandbox() {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
