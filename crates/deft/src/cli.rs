@@ -66,9 +66,10 @@ enum Command {
         /// The address to listen on
         #[arg(long, env = DEFT_LISTEN, default_value = "127.0.0.1:7878", value_name = "ADDR")]
         listen: String,
-        /// Tasks run at once in this process (0: only serve the API)
-        #[arg(long, env = DEFT_WORKERS, default_value_t = 1)]
-        workers: usize,
+        /// Tasks run at once in this process (0: only serve the API) [default: from the
+        /// machine's cores and memory, at least 10]
+        #[arg(long, env = DEFT_WORKERS)]
+        workers: Option<usize>,
         #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
@@ -76,9 +77,10 @@ enum Command {
     },
     /// Run workers only, against a shared PostgreSQL database
     Worker {
-        /// Tasks run at once in this process
-        #[arg(long, env = DEFT_WORKERS, default_value_t = 1)]
-        workers: usize,
+        /// Tasks run at once in this process [default: from the machine's cores and memory,
+        /// at least 10]
+        #[arg(long, env = DEFT_WORKERS)]
+        workers: Option<usize>,
         #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
@@ -326,9 +328,10 @@ pub enum SandboxCommand {
         /// The directory mounted at /workspace [default: a new empty one]
         #[arg(long)]
         workspace: Option<PathBuf>,
-        /// Whose env vars and secrets to use
-        #[arg(long, default_value = "admin")]
-        user: String,
+        /// Whose env vars, secrets and network setting to use [default: `admin`'s, or none on
+        /// a data dir where no `deft serve` has made it yet]
+        #[arg(long)]
+        user: Option<String>,
         /// Seconds before the command and all its children are killed
         #[arg(long, default_value_t = 600)]
         timeout: u64,

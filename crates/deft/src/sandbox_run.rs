@@ -30,18 +30,42 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<ExitCode> {
         command,
     } = command;
     let (_, store) = local::open_store(&data).await?;
-    let owner = store
-        .user_by_name(&user)
-        .await
-        .with_context(|| format!("no user named `{user}`; pass `--user NAME`"))?;
-    let environment = store.environment(&owner.id).await?;
-    let secrets = store.secret_values(&owner.id).await?;
+    // A named user must exist; without a name, `admin`'s settings apply when it exists, and
+    // on a fresh data dir the command runs on the defaults, saying so.
+    let owner = match &user {
+        Some(name) => Some(store.user_by_name(name).await.with_context(|| {
+            format!(
+                "no user named `{name}`; `deft user create {name}` makes one, or leave out `--user`"
+            )
+        })?),
+        None => store.user_by_name("admin").await.ok(),
+    };
+    let (environment, secrets) = match &owner {
+        Some(owner) => (
+            store.environment(&owner.id).await?,
+            store.secret_values(&owner.id).await?,
+        ),
+        None => (deft_store::Environment::default(), Default::default()),
+    };
     store.close().await;
     let policy = match network {
         Some(level) => NetworkPolicy::new(NetworkLevel::parse(&level, "--network")?, &allow)?,
         None if allow.is_empty() => environment.network.clone(),
         None => anyhow::bail!("--allow needs `--network custom`"),
     };
+    eprintln!(
+        "deft: {}, network {}",
+        match &owner {
+            Some(owner) => format!(
+                "the env vars and secrets of `{}` ({} and {})",
+                owner.name,
+                environment.env.as_map().len(),
+                secrets.len()
+            ),
+            None => "no user yet on this data dir: no env vars or secrets".to_owned(),
+        },
+        policy.level.as_str()
+    );
     let support = HostSupport::probe().await;
     let helper = std::env::current_exe().context("cannot find deft's own executable")?;
     // One sandbox: none is started ahead.

@@ -578,6 +578,40 @@ fn a_bad_model_setting_is_named() {
     );
 }
 
+/// The quick tour's first command, on a data dir no `deft serve` has made: it runs, on the
+/// defaults, and says so; a user named outright must exist.
+#[test]
+fn sandbox_run_works_on_a_fresh_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = Command::new(DEFT)
+        .args(["sandbox", "run", "--data-dir"])
+        .arg(&data)
+        .args(["--", "sh", "-c", "id -un; echo $HOME"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "deft\n/home/deft\n");
+    assert!(
+        stderr(&output)
+            .contains("no user yet on this data dir: no env vars or secrets, network connections"),
+        "{}",
+        stderr(&output)
+    );
+    let named = Command::new(DEFT)
+        .args(["sandbox", "run", "--user", "ada", "--data-dir"])
+        .arg(&data)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(named.status.code(), Some(1));
+    assert!(
+        stderr(&named).contains("no user named `ada`; `deft user create ada` makes one"),
+        "{}",
+        stderr(&named)
+    );
+}
+
 #[test]
 fn sandbox_run_runs_a_command_as_a_task_would() {
     let dir = tempfile::tempdir().unwrap();
