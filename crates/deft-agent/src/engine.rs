@@ -95,6 +95,8 @@ pub struct Engine {
     pub drain: CancellationToken,
     /// GitHub, for tasks on GitHub repositories; `None` when it is not configured.
     pub github: Option<std::sync::Arc<deft_github::GitHub>>,
+    /// The runs going in this process, whose files the workspace sweep leaves alone.
+    pub active: crate::housekeeping::ActiveTasks,
 }
 
 /// The agent's own identity in commits.
@@ -563,6 +565,7 @@ impl Engine {
         id: &TaskId,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, EngineError> {
+        let _files = self.active.enter(id).await;
         let task = self.store.task_by_id(id).await?;
         match task.state() {
             TaskState::Queued => {
@@ -642,7 +645,7 @@ impl Engine {
         let (events, mut decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
         let spec = SandboxSpec {
             workspace: workspace.clone(),
-            state_dir: self.workspaces.join(format!("{}.sandbox", id.as_str())),
+            state_dir: crate::workspaces::Workspaces::new(&self.workspaces).sandbox_dir(id),
             env: environment.env.as_map().clone(),
             secrets: secrets.clone(),
             network: EgressPolicy::new(
@@ -1411,7 +1414,7 @@ impl Engine {
 
     /// Where the base commits of a task's clones are kept: beside its workspace, never in it.
     fn bases_file(&self, id: &TaskId) -> PathBuf {
-        self.workspaces.join(format!("{}.bases.json", id.as_str()))
+        crate::workspaces::Workspaces::new(&self.workspaces).bases_file(id)
     }
 
     /// The base commit of each of the task's clones, by repository id, as cloned.
@@ -1422,8 +1425,13 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// Records the base of a repository's first clone; a clone made again later (its
+    /// workspace given back for the disk budget) keeps the first base, which the branch grew from.
     fn record_base(&self, id: &TaskId, repo: &str, commit: &str) {
         let mut bases = self.bases(id);
+        if bases.contains_key(repo) {
+            return;
+        }
         bases.insert(repo.to_owned(), commit.to_owned());
         if let Err(error) = std::fs::write(
             self.bases_file(id),

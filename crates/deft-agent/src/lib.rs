@@ -5,8 +5,10 @@
 pub mod analysis;
 pub mod context;
 pub mod engine;
+pub mod housekeeping;
 pub mod mcp;
 pub mod tools;
+pub mod workspaces;
 
 pub use engine::{Engine, EngineError, RunLimits, RunOutcome};
 pub use tools::{Effect, ToolOutput, Tools, specs};

@@ -440,6 +440,48 @@ pub async fn diff(repo: &Path, base: &str, head: &str) -> Result<String, ForgeEr
     .await
 }
 
+/// Where a task's branch stands in a registered local repository, the local forge's stand-in
+/// for a pull request's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalBranchState {
+    /// The branch is there and not yet in its base: review may still send work back.
+    Open,
+    /// Every commit of the branch is in its base branch.
+    Merged,
+    /// The branch was deleted without being merged.
+    Closed,
+}
+
+/// Whether `head` was merged into `base` in the registered repository `repo`, deleted, or is
+/// still open. A base that is gone reads as open (nothing to decide on).
+pub async fn local_branch_state(
+    repo: &Path,
+    head: &str,
+    base: &str,
+) -> Result<LocalBranchState, ForgeError> {
+    let head_ref = format!("refs/heads/{head}");
+    let base_ref = format!("refs/heads/{base}");
+    let exists = |reference: String| async move {
+        git(repo, &["rev-parse", "--verify", "--quiet", &reference])
+            .await
+            .map(|found| found.is_some())
+    };
+    if !exists(base_ref.clone()).await? {
+        return Ok(LocalBranchState::Open);
+    }
+    if !exists(head_ref.clone()).await? {
+        return Ok(LocalBranchState::Closed);
+    }
+    let merged = git(repo, &["merge-base", "--is-ancestor", &head_ref, &base_ref])
+        .await?
+        .is_some();
+    Ok(if merged {
+        LocalBranchState::Merged
+    } else {
+        LocalBranchState::Open
+    })
+}
+
 /// [`diff`] in a task's clone, which passed through the sandbox.
 pub async fn clone_diff(dir: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
     ensure_untampered(dir).await?;
@@ -738,6 +780,26 @@ mod tests {
     }
 
     const INIT: &str = "git init -q -b trunk && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init";
+
+    #[tokio::test]
+    async fn a_branch_reads_open_then_merged_or_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        sh(repo, INIT);
+        sh(
+            repo,
+            "git checkout -q -b deft/a && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m a \
+             && git checkout -q -b deft/b && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m b \
+             && git checkout -q trunk",
+        );
+        let state = |head: &'static str| local_branch_state(repo, head, "trunk");
+        assert_eq!(state("deft/a").await.unwrap(), LocalBranchState::Open);
+        sh(repo, "git merge -q --ff-only deft/a");
+        assert_eq!(state("deft/a").await.unwrap(), LocalBranchState::Merged);
+        assert_eq!(state("deft/b").await.unwrap(), LocalBranchState::Open);
+        sh(repo, "git branch -q -D deft/b");
+        assert_eq!(state("deft/b").await.unwrap(), LocalBranchState::Closed);
+    }
 
     #[tokio::test]
     async fn a_work_tree_and_a_bare_repository_are_accepted() {

@@ -11,7 +11,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use deft_core::{
-    Attention, AttentionKind, EventKind, ForgeKind, TaskId, TaskState, Transition, User,
+    Attention, AttentionKind, EventKind, ForgeKind, PullRequestStatus, TaskId, TaskState,
+    Transition, User,
 };
 use deft_github::untrusted::{fenced, visible};
 use deft_github::{Delivery, GitHub, RepoName, webhook};
@@ -334,6 +335,26 @@ async fn act(app: &AppState, hooks: &GithubHooks, delivery: Delivery) -> Result<
                 }
             );
             stop_waiting(app, &tasks, &why).await
+        }
+        Delivery::PullRequestClosed {
+            repo,
+            html_url,
+            merged,
+        } => {
+            let status = if merged {
+                PullRequestStatus::Merged
+            } else {
+                PullRequestStatus::Closed
+            };
+            // Its task's workspace is given back by the next sweep once nothing is open.
+            if app
+                .store
+                .set_pull_request_status_at(&html_url, status)
+                .await?
+            {
+                tracing::info!(repo = %repo.as_str(), pull = %html_url, status = status.as_str(), "a task's pull request closed");
+            }
+            Ok(())
         }
         Delivery::AuthorizationRevoked { login } => {
             let Some(user) = app.store.unlink_github(&login).await? else {

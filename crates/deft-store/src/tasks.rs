@@ -434,6 +434,45 @@ impl Store {
         Ok(event)
     }
 
+    /// Records that a task's pull request for `repo` was merged or closed on its forge (a
+    /// `pull_request` webhook, or the local repository's branches). `false` when the task has
+    /// no pull request there.
+    pub async fn set_pull_request_status(
+        &self,
+        id: &TaskId,
+        repo: &RepoId,
+        status: PullRequestStatus,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE pull_requests SET status = $3, updated_at = $4 WHERE task_id = $1 AND repo_id = $2",
+        )
+        .bind(id.as_str())
+        .bind(repo.as_str())
+        .bind(status.as_str())
+        .bind(Timestamp::now().unix_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    /// The same for the pull request whose page is `url` (a GitHub webhook names it so).
+    pub async fn set_pull_request_status_at(
+        &self,
+        url: &str,
+        status: PullRequestStatus,
+    ) -> Result<bool, StoreError> {
+        let changed =
+            sqlx::query("UPDATE pull_requests SET status = $2, updated_at = $3 WHERE url = $1")
+                .bind(url)
+                .bind(status.as_str())
+                .bind(Timestamp::now().unix_millis())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(changed > 0)
+    }
+
     /// Adds the tokens of one model call to the task and to its owner's usage.
     pub async fn record_usage(
         &self,

@@ -131,6 +131,7 @@ async fn run() -> (Duration, Duration, usize) {
         limits: RunLimits::default(),
         drain: CancellationToken::new(),
         github: None,
+        active: Default::default(),
     };
     let started = Instant::now();
     let outcome = engine

@@ -45,13 +45,47 @@ pub struct GithubFile {
 pub struct RetentionFile {
     #[serde(default = "default_retention_days")]
     pub days: u32,
+    /// The disk the workspaces of idle tasks (completed, pull requests open) may take, in
+    /// MiB; past it the least recently changed are deleted (a later round clones again).
+    #[serde(default = "default_idle_workspaces_mib")]
+    pub idle_workspaces_mib: u64,
 }
 
 impl Default for RetentionFile {
     fn default() -> Self {
         RetentionFile {
             days: default_retention_days(),
+            idle_workspaces_mib: default_idle_workspaces_mib(),
         }
+    }
+}
+
+impl RetentionFile {
+    pub fn idle_workspaces_bytes(&self) -> u64 {
+        self.idle_workspaces_mib.saturating_mul(1024 * 1024)
+    }
+}
+
+fn default_idle_workspaces_mib() -> u64 {
+    20 * 1024
+}
+
+/// A duration in milliseconds from the variable `name`, or `default_ms` when it is unset.
+/// A value that is not a number of milliseconds is refused loudly rather than ignored.
+pub fn env_millis(name: &str, default_ms: u64) -> std::time::Duration {
+    match std::env::var(name) {
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => std::time::Duration::from_millis(ms),
+            _ => {
+                tracing::error!(
+                    variable = name,
+                    value = %text,
+                    "not a positive number of milliseconds; using the default {default_ms}"
+                );
+                std::time::Duration::from_millis(default_ms)
+            }
+        },
+        Err(_) => std::time::Duration::from_millis(default_ms),
     }
 }
 
@@ -152,10 +186,12 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         }
     }
     let retention = match table.get("retention") {
-        Some(value) => value
-            .clone()
-            .try_into::<RetentionFile>()
-            .with_context(|| format!("{}: bad [retention] section (keys: days)", path.display()))?,
+        Some(value) => value.clone().try_into::<RetentionFile>().with_context(|| {
+            format!(
+                "{}: bad [retention] section (keys: days, idle_workspaces_mib)",
+                path.display()
+            )
+        })?,
         None => RetentionFile::default(),
     };
     let github = match table.get("github") {

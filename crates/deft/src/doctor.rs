@@ -28,6 +28,7 @@ pub async fn run(data: &DataArgs, model_args: &ModelArgs) -> anyhow::Result<Exit
         ("sandbox", sandbox().await),
         ("database", database(data).await),
         ("model", model(data, model_args).await),
+        ("workspaces", workspaces(data, model_args)),
     ];
     let mut failed = false;
     for (name, check) in checks {
@@ -88,6 +89,25 @@ async fn database(data: &DataArgs) -> Check {
         }
         Err(error) => Check::Fail(format!("{error:#}")),
     }
+}
+
+/// How much disk the tasks' workspaces take, beside the budget for idle ones.
+fn workspaces(data: &DataArgs, args: &ModelArgs) -> Check {
+    let dir = match local::data_dir(data.data_dir.as_deref()) {
+        Ok(dir) => dir,
+        Err(error) => return Check::Fail(format!("{error:#}")),
+    };
+    let budget = match config::load(args.config.as_deref(), &dir) {
+        Ok(config) => config.retention.idle_workspaces_mib,
+        Err(error) => return Check::Fail(format!("{error:#}")),
+    };
+    let files = deft_agent::workspaces::Workspaces::new(dir.join("workspaces"));
+    let tasks = files.tasks().map(|tasks| tasks.len()).unwrap_or(0);
+    let mib = files.total_bytes() / (1024 * 1024);
+    Check::Ok(format!(
+        "{mib} MiB in {tasks} tasks' workspaces at {}; idle ones are kept within {budget} MiB (`[retention] idle_workspaces_mib`)",
+        files.root().display()
+    ))
 }
 
 /// Which model deft would use and why, and whether it answers a one-line prompt.

@@ -24,7 +24,8 @@ pub const DEFT_OLLAMA_URL: &str = "DEFT_OLLAMA_URL";
 /// Directories (colon-separated) under which users may register local repositories; overrides
 /// `[forge] local_roots`. Unset: only administrators may register local repositories.
 pub const DEFT_LOCAL_ROOTS: &str = "DEFT_LOCAL_ROOTS";
-/// Tasks run at once by `deft serve` or `deft worker` when `--workers` is not given.
+/// Tasks run at once by `deft serve` or `deft worker` when `--workers` is not given (default:
+/// from the machine's cores and memory, at least 10).
 pub const DEFT_WORKERS: &str = "DEFT_WORKERS";
 /// How long a worker's claim on a task lasts without a heartbeat, in milliseconds (default
 /// 30000): a worker that dies loses its task to another after this.
@@ -36,6 +37,9 @@ pub const DEFT_MCP_CALL_TIMEOUT_MS: &str = "DEFT_MCP_CALL_TIMEOUT_MS";
 /// Sandboxes `deft serve` and `deft worker` keep started ahead of tasks, so that a task's
 /// sandbox is ready at once (default 2; 0 for none).
 pub const DEFT_SANDBOX_POOL: &str = "DEFT_SANDBOX_POOL";
+/// How often (ms) `deft serve` and `deft worker` look for task workspaces to give back
+/// (default 60000).
+pub const DEFT_WORKSPACE_SWEEP_MS: &str = "DEFT_WORKSPACE_SWEEP_MS";
 /// `[github]` of the config file, each key as a variable (SPEC §5).
 pub const DEFT_GITHUB_API_URL: &str = "DEFT_GITHUB_API_URL";
 pub const DEFT_GITHUB_APP_ID: &str = "DEFT_GITHUB_APP_ID";

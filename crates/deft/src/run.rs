@@ -159,6 +159,7 @@ pub async fn engine(
         },
         drain: tokio_util::sync::CancellationToken::new(),
         github,
+        active: Default::default(),
     })
 }
 

@@ -17,7 +17,7 @@ use crate::{config, local};
 )]
 pub async fn run(
     listen: &str,
-    workers: usize,
+    workers: Option<usize>,
     data: &DataArgs,
     model: &ModelArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -81,8 +81,9 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let mut runners = Vec::new();
+    let capacity = workers.unwrap_or_else(crate::capacity::machine_default);
     if let Ok(models) = &models
-        && workers > 0
+        && capacity > 0
     {
         let mut engine = crate::run::engine(
             &store,
@@ -115,9 +116,21 @@ pub async fn run(
             }
         }
         let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);
-        runners.extend(spawn_workers(
-            &engine, "serve", workers, per_user, &shutdown,
+        eprintln!(
+            "running up to {capacity} tasks at once, at most {per_user} of one user ({})",
+            match workers {
+                Some(_) => "--workers".to_owned(),
+                None => crate::capacity::explain(capacity),
+            }
+        );
+        runners.push(spawn_dispatcher(
+            &engine, "serve", capacity, per_user, &shutdown,
         ));
+        runners.push(tokio::spawn(sweep_workspaces(
+            engine.clone(),
+            config.retention.idle_workspaces_bytes(),
+            shutdown.clone(),
+        )));
     }
     runners.push(tokio::spawn(sweep(
         store.clone(),
@@ -164,29 +177,28 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts `count` workers of this process, named after `kind` (`serve` or `worker`).
-fn spawn_workers(
+/// Starts the dispatcher of this process, named after `kind` (`serve` or `worker`): it
+/// claims tasks while fewer than `capacity` of its runs are going, so the number running
+/// follows demand up to the machine's cap (the per-user limit is the store's, at claim).
+fn spawn_dispatcher(
     engine: &std::sync::Arc<deft_agent::Engine>,
     kind: &str,
-    count: usize,
+    capacity: usize,
     per_user: i64,
     shutdown: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..count)
-        .map(|n| {
-            tokio::spawn(work(
-                engine.clone(),
-                worker_name(kind, n),
-                per_user,
-                shutdown.clone(),
-            ))
-        })
-        .collect()
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(dispatch(
+        engine.clone(),
+        kind.to_owned(),
+        capacity,
+        per_user,
+        shutdown.clone(),
+    ))
 }
 
-/// A name no other worker has, on this machine or another: the pid alone repeats across
-/// containers (often 1), and two workers sharing a name could renew each other's leases.
-fn worker_name(kind: &str, n: usize) -> String {
+/// A name no other run has, on this machine or another: the pid alone repeats across
+/// containers (often 1), and two runs sharing a name could renew each other's leases.
+fn worker_name(kind: &str, n: u64) -> String {
     format!(
         "{kind}-{}-{n}-{}",
         std::process::id(),
@@ -222,7 +234,7 @@ fn lease_ms() -> i64 {
     reason = "what a person starting a worker needs to read"
 )]
 pub async fn worker(
-    workers: usize,
+    workers: Option<usize>,
     data: &DataArgs,
     model: &ModelArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -256,37 +268,56 @@ pub async fn worker(
     engine.drain = shutdown.clone();
     let engine = std::sync::Arc::new(engine);
     let per_user = config.limits.concurrent_tasks_per_user.unwrap_or(10);
+    let capacity = workers.unwrap_or_else(crate::capacity::machine_default);
     eprintln!(
-        "deft worker: {workers} workers on the shared database, model {}",
+        "deft worker: up to {capacity} tasks at once on the shared database, model {}",
         models.default.label()
     );
-    for runner in spawn_workers(&engine, "worker", workers, per_user, &shutdown) {
-        let _ = runner.await;
-    }
+    let sweeper = tokio::spawn(sweep_workspaces(
+        engine.clone(),
+        config.retention.idle_workspaces_bytes(),
+        shutdown.clone(),
+    ));
+    let _ = spawn_dispatcher(&engine, "worker", capacity, per_user, &shutdown).await;
+    let _ = sweeper.await;
     store.close().await;
     eprintln!("deft worker stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// A worker: claims the next task (first in, first out per user, fair across users, at most
-/// `per_user` running per user), keeps its lease alive while it runs, and puts back the tasks
-/// of workers that died. (Several processes on PostgreSQL come with `deft worker`.)
-async fn work(
+/// The dispatcher: claims the next task (first in, first out per user, fair across users, at
+/// most `per_user` running per user) whenever one of its `capacity` slots is free, runs it
+/// beside the others, and puts back the tasks of runs that died. (Several processes on
+/// PostgreSQL come with `deft worker`.) Stopping waits for every run to drain.
+async fn dispatch(
     engine: std::sync::Arc<deft_agent::Engine>,
-    name: String,
+    kind: String,
+    capacity: usize,
     per_user: i64,
     shutdown: CancellationToken,
 ) {
     use deft_core::Timestamp;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(capacity));
+    let mut runs = tokio::task::JoinSet::new();
     let mut changes = engine.store.events().queue_changes();
+    let mut claims: u64 = 0;
     loop {
+        while runs.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         if shutdown.is_cancelled() {
-            return;
+            break;
         }
         changes.mark_seen();
         if let Err(error) = engine.store.requeue_expired(Timestamp::now()).await {
             tracing::error!(error = %error, "cannot requeue expired leases");
         }
+        let name = worker_name(&kind, claims);
         let claimed = match engine
             .store
             .claim_next(&name, Timestamp::now().plus_millis(lease_ms()), per_user)
@@ -299,60 +330,83 @@ async fn work(
             }
         };
         let Some(task) = claimed else {
+            drop(slot);
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = changes.wait(std::time::Duration::from_millis(200)) => continue,
             }
         };
-        match engine.hold_for_weekly_limit(&task).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
+        claims += 1;
+        runs.spawn(run_claimed(
+            engine.clone(),
+            task,
+            name,
+            shutdown.clone(),
+            slot,
+        ));
+    }
+    while runs.join_next().await.is_some() {}
+}
+
+/// One claimed task's run, holding its slot until it ends: the lease kept alive, a cancel
+/// watched for, and on a stop the task handed back at once.
+async fn run_claimed(
+    engine: std::sync::Arc<deft_agent::Engine>,
+    task: deft_core::TaskId,
+    name: String,
+    shutdown: CancellationToken,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    match engine.hold_for_weekly_limit(&task).await {
+        Ok(Some(_)) => return,
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(task.id = %task, error = %error, "cannot check the weekly limit");
+            return;
+        }
+    }
+    tracing::info!(task.id = %task, worker = %name, "running task");
+    // Stopping drains the run (it ends at its next checkpoint); only a step still going after
+    // the grace period is cut short.
+    let cancel = CancellationToken::new();
+    let hard_stop = tokio::spawn({
+        let (shutdown, cancel) = (shutdown.clone(), cancel.clone());
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(shutdown_grace()).await;
+            cancel.cancel();
+        }
+    });
+    let watcher = tokio::spawn(stop_when_cancelled(
+        engine.store.clone(),
+        task.clone(),
+        cancel.clone(),
+    ));
+    let heartbeat = tokio::spawn(keep_lease(
+        engine.store.clone(),
+        task.clone(),
+        name.clone(),
+        cancel.clone(),
+    ));
+    if let Err(error) = engine.run(&task, &cancel).await {
+        tracing::error!(task.id = %task, error = %error, "the run failed");
+    }
+    watcher.abort();
+    heartbeat.abort();
+    hard_stop.abort();
+    if shutdown.is_cancelled() {
+        // Stopping: hand the task back now rather than when the lease runs out, so that
+        // another worker (or this deft, restarted) continues it from its last step.
+        match engine.store.release_lease(&task, &name).await {
+            Ok(true) => tracing::info!(task.id = %task, "put the task back in the queue"),
+            Ok(false) => {}
             Err(error) => {
-                tracing::error!(task.id = %task, error = %error, "cannot check the weekly limit");
-                continue;
-            }
-        }
-        tracing::info!(task.id = %task, worker = %name, "running task");
-        // Stopping drains the run (it ends at its next checkpoint); only a step still going
-        // after the grace period is cut short.
-        let cancel = CancellationToken::new();
-        let hard_stop = tokio::spawn({
-            let (shutdown, cancel) = (shutdown.clone(), cancel.clone());
-            async move {
-                shutdown.cancelled().await;
-                tokio::time::sleep(shutdown_grace()).await;
-                cancel.cancel();
-            }
-        });
-        let watcher = tokio::spawn(stop_when_cancelled(
-            engine.store.clone(),
-            task.clone(),
-            cancel.clone(),
-        ));
-        let heartbeat = tokio::spawn(keep_lease(
-            engine.store.clone(),
-            task.clone(),
-            name.clone(),
-            cancel.clone(),
-        ));
-        if let Err(error) = engine.run(&task, &cancel).await {
-            tracing::error!(task.id = %task, error = %error, "the run failed");
-        }
-        watcher.abort();
-        heartbeat.abort();
-        hard_stop.abort();
-        if shutdown.is_cancelled() {
-            // Stopping: hand the task back now rather than when the lease runs out, so that
-            // another worker (or this deft, restarted) continues it from its last step.
-            match engine.store.release_lease(&task, &name).await {
-                Ok(true) => tracing::info!(task.id = %task, "put the task back in the queue"),
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::error!(task.id = %task, error = %error, "cannot put the task back")
-                }
+                tracing::error!(task.id = %task, error = %error, "cannot put the task back")
             }
         }
     }
+    // A task that can no longer run again gives its workspace back at once.
+    engine.tidy_workspace(&task).await;
 }
 
 /// Renews the lease a third of its length before it runs out; a lease lost (taken back
@@ -417,6 +471,32 @@ async fn sweep(store: deft_store::Store, days: u32, shutdown: CancellationToken)
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// The workspaces' sweep: at start and every `DEFT_WORKSPACE_SWEEP_MS` (a minute), the files
+/// of tasks that can no longer run are deleted (tasks swept by retention among them), and
+/// idle workspaces kept within `budget` bytes.
+async fn sweep_workspaces(
+    engine: std::sync::Arc<deft_agent::Engine>,
+    budget: u64,
+    shutdown: CancellationToken,
+) {
+    let every = crate::config::env_millis(crate::env_vars::DEFT_WORKSPACE_SWEEP_MS, 60_000);
+    loop {
+        let swept = engine.sweep_workspaces(budget).await;
+        if swept.removed > 0 || swept.evicted > 0 {
+            tracing::info!(
+                removed = swept.removed,
+                evicted = swept.evicted,
+                bytes = swept.bytes,
+                "gave back task workspaces"
+            );
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

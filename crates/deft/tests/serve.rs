@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, call, sh, start, start_with, user_with_token};
+use common::{Server, call, sh, start, start_on_defaults, start_with, user_with_token};
 use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
 use serde_json::{Value, json};
 
@@ -800,6 +800,24 @@ async fn at_most_ten_of_a_users_tasks_run_at_once_first_in_first_out() {
     assert!(
         value("deft_model_calls_total") >= 75.0,
         "plan, work and review for each task"
+    );
+}
+
+/// A newcomer's `deft serve`, with no `--workers`: one user's burst runs ten at once (the
+/// per-user limit), never more, and the rest wait their turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_serve_runs_ten_of_a_users_tasks_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = empty_repo(dir.path());
+    let model = slow_model().await;
+    // Each call waits long enough that twelve tasks overlap on two cores.
+    model.set_delay(Duration::from_millis(1500));
+    let server = start_on_defaults(&dir.path().join("data"), &model, &[]);
+    server.create_tasks(12, &repo).await;
+    let most_running = server.await_completed(12).await;
+    assert_eq!(
+        most_running, 10,
+        "one user's tasks at once on the default serve"
     );
 }
 

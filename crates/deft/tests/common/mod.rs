@@ -72,17 +72,29 @@ pub fn start_with_env(
     workers: usize,
     env: &[(&str, &str)],
 ) -> Server {
-    let workers = workers.to_string();
-    let mut child = Command::new(DEFT)
-        .args([
-            "serve",
-            "--workers",
-            workers.as_str(),
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+    spawn_serve(data, model, Some(workers), env)
+}
+
+/// `deft serve` as a newcomer starts it: no `--workers`, the machine's default.
+pub fn start_on_defaults(data: &Path, model: &ScriptedModel, env: &[(&str, &str)]) -> Server {
+    spawn_serve(data, model, None, env)
+}
+
+fn spawn_serve(
+    data: &Path,
+    model: &ScriptedModel,
+    workers: Option<usize>,
+    env: &[(&str, &str)],
+) -> Server {
+    let mut command = Command::new(DEFT);
+    command.arg("serve");
+    if let Some(workers) = workers {
+        command.args(["--workers", &workers.to_string()]);
+    }
+    let mut child = command
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .env_remove("DEFT_WORKERS")
         .env("DEFT_MODEL", "anthropic/scripted-model")
         .env("DEFT_MODEL_BASE_URL", &model.url)
         .env("DEFT_MODEL_API_KEY", "test-key")
