@@ -288,7 +288,9 @@ impl ShellMaker {
         );
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         // Small tmpfs sizes where nothing big belongs: these stay for the task's whole life.
-        push(&["--proc", "/proc", "--size", SMALL_TMPFS, "--tmpfs", "/dev"]);
+        push(&["--proc", "/proc"]);
+        push_proc_masks(&mut push);
+        push(&["--size", SMALL_TMPFS, "--tmpfs", "/dev"]);
         for device in ["null", "zero", "full", "random", "urandom", "tty"] {
             let path = format!("/dev/{device}");
             if Path::new(&path).exists() {
@@ -418,6 +420,56 @@ fn isolation(how: &[&str], maker: &ShellMaker, tmp_bytes: u64) -> Vec<String> {
     args
 }
 
+/// The parts of `/proc` that change or reveal the host's kernel rather than the sandbox's own
+/// processes, as OCI runtimes (runc, crun) treat them: kernel settings and the interfaces of
+/// devices read-only (a writable `/proc/sys/kernel/core_pattern` runs a program as host
+/// root), and the files that read kernel memory or other users' keys and timers hidden.
+/// Only what this kernel has: bubblewrap cannot mount over a path that is not there.
+const PROC_READ_ONLY: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+const PROC_HIDDEN_FILES: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/kallsyms",
+    "/proc/kmsg",
+    "/proc/kpagecount",
+    "/proc/kpageflags",
+    "/proc/kpagecgroup",
+    "/proc/config.gz",
+];
+const PROC_HIDDEN_DIRS: &[&str] = &["/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/driver"];
+
+/// bubblewrap's arguments that apply [`PROC_READ_ONLY`] and the hidden entries, right after
+/// `--proc /proc`. The read-only views are the host's own entries (the settings are the
+/// kernel's, not per sandbox), bound read-only over the sandbox's.
+fn push_proc_masks(push: &mut impl FnMut(&[&str])) {
+    for path in PROC_READ_ONLY {
+        if Path::new(path).exists() {
+            push(&["--ro-bind", path, path]);
+        }
+    }
+    for path in PROC_HIDDEN_FILES {
+        if Path::new(path).exists() {
+            push(&["--ro-bind", "/dev/null", path]);
+        }
+    }
+    for path in PROC_HIDDEN_DIRS {
+        if Path::new(path).is_dir() {
+            push(&["--size", "4096", "--tmpfs", path, "--remount-ro", path]);
+        }
+    }
+}
+
 /// Toolchains installed under a home (rustup, cargo, pyenv), each alone and read-only.
 fn toolchains(args: &mut Vec<String>) {
     for toolchain in crate::probe::home_toolchains() {
@@ -514,7 +566,9 @@ impl BwrapSandbox {
         let limits = &self.spec.limits;
         let mut args = isolation(&["--disable-userns"], &self.maker, limits.tmp_bytes);
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
-        push(&["--proc", "/proc", "--dev", "/dev"]);
+        push(&["--proc", "/proc"]);
+        push_proc_masks(&mut push);
+        push(&["--dev", "/dev"]);
         push(&["--tmpfs", "/run", "--dir", "/.deft"]);
         let helper = self.maker.helper.to_string_lossy();
         push(&["--ro-bind", &helper, "/.deft/init"]);

@@ -131,6 +131,38 @@ async fn a_command_runs_in_the_workspace_with_its_environment() {
     assert_eq!(missing.exit_code(), 127, "{}", missing.output);
 }
 
+/// The kernel's settings and the host's device interfaces under `/proc` are read-only, and the
+/// files that read kernel memory or keys are hidden, whatever uid the sandbox maps to: with
+/// deft as root, a writable `/proc/sys/kernel/core_pattern` ran a task's program as host root.
+/// Checked with `access(W_OK)` and by rewriting a setting's own value, so that the test
+/// changes nothing on a host where the protection is missing.
+#[tokio::test]
+async fn the_kernels_settings_under_proc_cannot_be_written() {
+    let fixture = sandbox(Options::default()).await;
+    let outcome = fixture
+        .run(
+            "find /proc/sys /proc/irq /proc/bus /proc/fs /proc/sysrq-trigger -writable 2>/dev/null | head -5; \
+             echo ---; \
+             cat /proc/sys/kernel/core_pattern > /tmp/pattern; \
+             cat /tmp/pattern > /proc/sys/kernel/core_pattern && echo rewrote-core-pattern; \
+             echo ---; \
+             for f in /proc/kcore /proc/keys /proc/timer_list /proc/kallsyms; do \
+               [ -e $f ] && [ -s $f ] && head -c 1 $f >/dev/null 2>&1 && echo readable $f; \
+             done; \
+             ls -A /proc/acpi 2>/dev/null | head -3; true",
+        )
+        .await;
+    assert_eq!(outcome.ending, Ending::Exited(0), "{}", outcome.output);
+    let parts: Vec<&str> = outcome.output.split("---\n").collect();
+    assert_eq!(parts[0], "", "writable kernel settings: {}", outcome.output);
+    assert!(
+        !parts[1].contains("rewrote-core-pattern") && parts[1].contains("Read-only file system"),
+        "{}",
+        outcome.output
+    );
+    assert_eq!(parts[2], "", "{}", outcome.output);
+}
+
 /// Tools that look the user up (`id`, `whoami`, ssh, pip's user site) find the sandbox's own
 /// user, and the host's accounts are not listed inside.
 #[tokio::test]
