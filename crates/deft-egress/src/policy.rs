@@ -151,8 +151,9 @@ pub struct Decision {
     /// The rule that decided: `open`, `custom .example.com`, `common io.crates`, `forge …`, or
     /// why nothing matched.
     pub rule: String,
-    /// The host is named by a rule of its own (a custom host or IP), which is what lets a
-    /// connection go to a private or loopback address.
+    /// The host is named by a rule of its own (a custom host or IP). When the host is an IP
+    /// address, this is what lets a connection go to it though it is refused otherwise (this
+    /// machine's, private, loopback, ...); a named host name gets no such exception.
     pub named: bool,
 }
 

@@ -4,10 +4,11 @@
 //! Each connection is decided by host name against the task's [`EgressPolicy`], then the name is
 //! resolved here and the connection is made to the address resolved, so a name cannot be
 //! re-pointed between the check and the connect (DNS rebinding). Addresses that reach this
-//! machine or its network (loopback, private, link-local, cloud metadata, ...) are refused
-//! unless a rule names the host itself. Every decision is reported as a [`ProxyEvent`].
+//! machine or its networks (any address of its interfaces, loopback, private, link-local with
+//! cloud metadata, every other special-purpose range: `addresses.rs`) are refused
+//! unless a rule names that very address. Every decision is reported as a [`ProxyEvent`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::addresses;
 use crate::policy::EgressPolicy;
 
 /// One decision of the proxy, for the task's event log.
@@ -379,68 +381,55 @@ async fn resolve(
     port: u16,
     named: bool,
 ) -> Result<SocketAddr, String> {
-    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => resolver.lookup(host, port).await?,
+    let literal = host.parse::<IpAddr>().ok();
+    let addresses: Vec<SocketAddr> = match literal {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => resolver.lookup(host, port).await?,
     };
-    if named {
-        return addresses
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("{host} has no address"));
+    // A rule naming this very address is the person's own word that it may be reached. A rule
+    // naming a host name is not: whoever runs that name's DNS decides where it points.
+    if let Some(ip) = literal
+        && named
+    {
+        return Ok(SocketAddr::new(ip, port));
     }
-    match addresses.iter().find(|address| !is_internal(address.ip())) {
-        Some(address) => Ok(*address),
-        None => match addresses.first() {
-            Some(address) => Err(format!(
-                "{host} resolves to {}, an address of this machine or its private network; only a rule naming {host} itself may reach it",
-                address.ip()
-            )),
-            None => Err(format!("{host} has no address")),
-        },
-    }
-}
-
-/// Addresses a sandbox must not reach unless a rule names the host: this machine, private and
-/// link-local networks (cloud metadata lives at 169.254.169.254 and fd00:ec2::254), shared
-/// carrier space, and addresses that are not unicast at all.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_internal_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal_v4(v4);
-            }
-            let segments = v6.segments();
-            // NAT64 (64:ff9b::/96) carries an IPv4 address too.
-            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [a, b] = segments[6].to_be_bytes();
-                let [c, d] = segments[7].to_be_bytes();
-                return is_internal_v4(Ipv4Addr::new(a, b, c, d));
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (segments[0] & 0xfe00) == 0xfc00
-                || (segments[0] & 0xffc0) == 0xfe80
-                || v6 == Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1)
+    let own = addresses::this_machine()
+        .map_err(|error| format!("{error}; {host} is refused rather than risk reaching it"))?;
+    let mut refused = Vec::new();
+    for address in &addresses {
+        match addresses::refusal(address.ip(), &own) {
+            None => return Ok(*address),
+            Some(refusal) => refused.push(refusal),
         }
     }
+    let Some(first) = refused.first() else {
+        return Err(format!("{host} has no address"));
+    };
+    let hint = format!(
+        "only a `custom` allow rule naming the address {} itself lets it through",
+        first.ip()
+    );
+    Err(match (literal, refused.len()) {
+        (Some(_), _) => format!("{first}; {hint}"),
+        (None, 1) => format!(
+            "{host} resolves to {}, which {}; {hint}",
+            first.ip(),
+            first.reason()
+        ),
+        (None, count) => format!(
+            "{host} resolves to {}, which {}, and to {} more address(es), all refused too; {hint}",
+            first.ip(),
+            first.reason(),
+            count - 1
+        ),
+    })
 }
 
-fn is_internal_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, _, _] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b))
-        || a >= 240
-        || (a == 192 && b == 0 && ip.octets()[2] == 0)
-        || (a == 198 && (18..20).contains(&b))
+/// Whether the proxy refuses `ip` to a host no rule names by that address: an address of this
+/// machine (as its interfaces are now) or of a special-purpose range, alone or inside IPv6.
+/// When this machine's addresses cannot be read, everything is refused.
+pub fn is_internal(ip: IpAddr) -> bool {
+    addresses::this_machine().map_or(true, |own| addresses::refusal(ip, &own).is_some())
 }
 
 async fn refuse(client: &mut UnixStream, status: u16, message: &str) -> std::io::Result<()> {
@@ -523,6 +512,54 @@ mod tests {
         );
         assert!(parse(b"CONNECT example.com HTTP/1.1\r\n\r\n").is_err());
         assert!(parse(b"GET http://user:pw@example.com/ HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn only_a_rule_naming_the_address_itself_reaches_a_refused_one() {
+        let resolver = Resolver::Fixed(std::collections::HashMap::from([
+            ("db.test".to_owned(), vec!["10.0.0.5".parse().unwrap()]),
+            (
+                "mixed.test".to_owned(),
+                vec!["127.0.0.1".parse().unwrap(), "8.8.8.8".parse().unwrap()],
+            ),
+            (
+                "docs.test".to_owned(),
+                vec![
+                    "192.0.2.7".parse().unwrap(),
+                    "::ffff:127.0.0.1".parse().unwrap(),
+                ],
+            ),
+        ]));
+        // A host name named by a rule: its DNS is not the person's word, so it is judged.
+        assert_eq!(
+            resolve(&resolver, "db.test", 5432, true).await.unwrap_err(),
+            "db.test resolves to 10.0.0.5, which is in 10.0.0.0/8 (private); only a `custom` \
+             allow rule naming the address 10.0.0.5 itself lets it through"
+        );
+        // The address itself, named by a rule.
+        assert_eq!(
+            resolve(&resolver, "10.0.0.5", 5432, true).await.unwrap(),
+            "10.0.0.5:5432".parse().unwrap()
+        );
+        assert_eq!(
+            resolve(&resolver, "192.0.2.7", 443, false)
+                .await
+                .unwrap_err(),
+            "192.0.2.7 is in 192.0.2.0/24 (documentation, TEST-NET-1); only a `custom` allow \
+             rule naming the address 192.0.2.7 itself lets it through"
+        );
+        assert_eq!(
+            resolve(&resolver, "mixed.test", 443, false).await.unwrap(),
+            "8.8.8.8:443".parse().unwrap()
+        );
+        let both = resolve(&resolver, "docs.test", 443, false)
+            .await
+            .unwrap_err();
+        assert!(
+            both.starts_with("docs.test resolves to 192.0.2.7, which is in 192.0.2.0/24")
+                && both.contains("and to 1 more address(es), all refused too"),
+            "{both}"
+        );
     }
 
     #[test]
