@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use deft_sandbox::workspace;
+
 /// What analysis learned about one repository.
 #[derive(Debug, Clone, Default)]
 pub struct RepoFacts {
@@ -23,29 +25,23 @@ const MAP_FILES: usize = 300;
 
 pub fn analyse(dir: &Path, name: &str) -> RepoFacts {
     let mut steering = Vec::new();
+    // Everything is reached beneath the clone: a steering folder that is a link to a host
+    // directory is not listed, and a steering file that is a FIFO is not opened.
     for folder in [".kiro/steering", ".deft/steering"] {
-        let Ok(entries) = std::fs::read_dir(dir.join(folder)) else {
+        let Ok(entries) = workspace::list(dir, folder) else {
             continue;
         };
-        let mut files: Vec<_> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "md"))
-            .collect();
-        files.sort();
-        for file in files {
-            if let Some(text) = read_regular(&file) {
-                steering.push((
-                    file.strip_prefix(dir)
-                        .unwrap_or(&file)
-                        .display()
-                        .to_string(),
-                    text,
-                ));
+        for (name, is_dir) in entries {
+            if is_dir || !name.ends_with(".md") {
+                continue;
+            }
+            let file = format!("{folder}/{name}");
+            if let Some(text) = read_regular(dir, &file) {
+                steering.push((file, text));
             }
         }
     }
-    if let Some(text) = read_regular(&dir.join("AGENTS.md")) {
+    if let Some(text) = read_regular(dir, "AGENTS.md") {
         steering.push(("AGENTS.md".into(), text));
     }
     let mut checks = Vec::new();
@@ -71,9 +67,13 @@ pub fn analyse(dir: &Path, name: &str) -> RepoFacts {
         }
     }
     let mut files = Vec::new();
+    let respect_ignores = crate::files::ignore_files_are_regular(dir);
     let walker = ignore::WalkBuilder::new(dir)
         .hidden(false)
         .require_git(false)
+        .git_ignore(respect_ignores)
+        .ignore(respect_ignores)
+        .git_exclude(respect_ignores)
         .filter_entry(|entry| entry.file_name() != ".git")
         .build();
     for entry in walker.flatten() {
@@ -103,13 +103,11 @@ pub fn analyse(dir: &Path, name: &str) -> RepoFacts {
     }
 }
 
-/// A regular file's text (a link is not followed: it could point out of the workspace).
-fn read_regular(path: &Path) -> Option<String> {
-    let metadata = std::fs::symlink_metadata(path).ok()?;
-    if !metadata.is_file() || metadata.len() > 64 * 1024 {
-        return None;
-    }
-    std::fs::read_to_string(path).ok()
+/// A steering file's text: a regular file beneath the clone, of 64 KiB at most (a link, a
+/// FIFO or a device is skipped, never followed or opened to block).
+fn read_regular(dir: &Path, path: &str) -> Option<String> {
+    let bytes = workspace::read_capped(dir, path, 64 * 1024).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// Text from outside the owner, made safe to show a model as data: HTML comments and

@@ -726,7 +726,25 @@ impl Engine {
                     format!("cannot check out {branch} in {}: {error}", repo.name),
                 )));
             }
-            let facts = analyse(&dir, &name);
+            // Off the async threads, with a deadline: the clone holds what commands left.
+            let facts = {
+                let (dir, name) = (dir.clone(), name.clone());
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(60),
+                    tokio::task::spawn_blocking(move || analyse(&dir, &name)),
+                )
+                .await
+            };
+            let Ok(Ok(facts)) = facts else {
+                network_log.abort();
+                return Ok(RunOutcome::NeedsAttention(attention(
+                    AttentionKind::Error,
+                    format!(
+                        "reading {} took over a minute (a file that never answers, such as a FIFO?); remove it, then answer this task",
+                        repo.name
+                    ),
+                )));
+            };
             repos.push((repo, dir, facts));
         }
         let summary: Vec<Value> = repos
@@ -965,6 +983,31 @@ impl Engine {
                     json!({"repo": repo.name, "branch": context.branch, "commit": commit}),
                 )
                 .await?;
+                // Nothing that holds a secret of the owner's leaves: the branch's whole
+                // history since its base is searched before the push.
+                let base = self
+                    .bases(id)
+                    .get(repo.id.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| format!("origin/{}", repo.default_branch));
+                match self.secret_in_push(id, &context.owner.id, dir, &base).await {
+                    Ok(None) => {}
+                    Ok(Some(found)) => {
+                        return Ok(RunOutcome::NeedsAttention(attention(
+                            AttentionKind::Error,
+                            found.message(&repo.name, &context.branch),
+                        )));
+                    }
+                    Err(error) => {
+                        return Ok(RunOutcome::NeedsAttention(attention(
+                            AttentionKind::Error,
+                            format!(
+                                "cannot check what a push of {} would send ({error}); nothing was pushed",
+                                context.branch
+                            ),
+                        )));
+                    }
+                }
                 if let Err(error) = self.push(repo, dir, &context.branch).await {
                     return Ok(RunOutcome::NeedsAttention(attention(
                         AttentionKind::Error,

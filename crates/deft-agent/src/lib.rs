@@ -5,8 +5,10 @@
 pub mod analysis;
 pub mod context;
 pub mod engine;
+pub mod files;
 pub mod housekeeping;
 pub mod mcp;
+pub mod outgoing;
 pub mod tools;
 pub mod workspaces;
 

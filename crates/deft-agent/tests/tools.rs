@@ -398,3 +398,86 @@ fn the_tools_have_the_names_and_arguments_of_the_spec() {
     assert_eq!(properties("ask_user"), ["question"]);
     assert_eq!(properties("finish"), ["summary"]);
 }
+
+/// A command may leave a FIFO, a device link or a huge file where the model expects text: the
+/// editor and the search answer at once with why, and never block (as they did: `view` of a
+/// FIFO held a runtime thread for ever). A watchdog fails the test instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_files_are_refused_without_blocking() {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            if !done.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("a file tool blocked for a minute on a special file");
+                std::process::exit(101);
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "mkfifo pipe && mkdir -p src && mkfifo src/.gitignore && echo 'needle' > src/a.txt \
+              && ln -s /dev/zero zero && ln -s pipe pipelink && truncate -s 20M huge.txt",
+        )
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sandbox = sandbox(dir.path());
+    let mut tools = Tools::new(&sandbox, dir.path());
+    let edit = "str_replace_based_edit_tool";
+    for arguments in [
+        json!({"command": "view", "path": "pipe"}),
+        json!({"command": "str_replace", "path": "pipe", "old_str": "a", "new_str": "b"}),
+        json!({"command": "insert", "path": "pipe", "insert_line": 0, "new_str": "x"}),
+    ] {
+        check(
+            &mut tools,
+            edit,
+            arguments,
+            Err("is a FIFO, not a regular file"),
+        )
+        .await;
+    }
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "view", "path": "zero"}),
+        Err("outside the workspace"),
+    )
+    .await;
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "view", "path": "pipelink"}),
+        Err("is a symbolic link, not a regular file"),
+    )
+    .await;
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "view", "path": "huge.txt"}),
+        Err("over the 16777216 a file tool reads"),
+    )
+    .await;
+    // The search skips what is not a regular file, and an ignore file that is a FIFO turns
+    // ignore files off rather than hold the walk.
+    check(
+        &mut tools,
+        "search",
+        json!({"pattern": "needle"}),
+        Ok("src/a.txt:1:needle"),
+    )
+    .await;
+    check(
+        &mut tools,
+        "search",
+        json!({"pattern": "needle"}),
+        Ok(".gitignore files were not applied"),
+    )
+    .await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+}

@@ -81,6 +81,18 @@ impl Redactor {
         }
     }
 
+    /// The name of the first secret found in `bytes`, in any form this redactor knows.
+    pub fn find(&self, bytes: &[u8]) -> Option<&str> {
+        let found = self.automaton.as_ref()?.find(bytes)?;
+        let replacement = &self.replacements[found.pattern().as_usize()];
+        Some(
+            replacement
+                .strip_prefix("[secret:")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .unwrap_or(replacement),
+        )
+    }
+
     /// Redacts every string inside a JSON value.
     pub fn redact_json(&self, value: &serde_json::Value) -> serde_json::Value {
         use serde_json::Value;

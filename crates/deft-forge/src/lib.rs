@@ -482,6 +482,89 @@ pub async fn local_branch_state(
     })
 }
 
+/// One object a push of `base..head` would send: a commit (its message and header), a tree,
+/// or a file's contents with its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingObject {
+    /// The path of a file or directory, as `git rev-list --objects` names it.
+    pub path: Option<String>,
+    pub kind: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Every object reachable from `head` and not from `base` in a task's clone, read raw: what a
+/// push of the branch could carry, so that it can be searched before it leaves (history
+/// included: a secret added in one commit and removed in the next still travels).
+pub async fn outgoing_objects(
+    dir: &Path,
+    base: &str,
+    head: &str,
+) -> Result<Vec<OutgoingObject>, ForgeError> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    ensure_untampered(dir).await?;
+    let listing = clone_checked(
+        dir,
+        &["rev-list", "--objects", &format!("{base}..{head}"), "--"],
+        &[],
+    )
+    .await?;
+    let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+    for line in listing.lines() {
+        let (id, path) = match line.split_once(' ') {
+            Some((id, path)) => (id, Some(path.to_owned())),
+            None => (line, None),
+        };
+        if !id.is_empty() {
+            wanted.push((id.to_owned(), path));
+        }
+    }
+    let mut command = clone_command(dir);
+    let mut child = command
+        .args(["cat-file", "--batch"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(ForgeError::GitMissing)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let ids: String = wanted.iter().map(|(id, _)| format!("{id}\n")).collect();
+    // Written while the answers are read, so that neither pipe fills and stalls the other.
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(ids.as_bytes()).await;
+    });
+    let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut objects = Vec::with_capacity(wanted.len());
+    let broken = |what: &str| ForgeError::Git {
+        command: "cat-file".into(),
+        message: format!("unexpected answer: {what}"),
+    };
+    for (id, path) in wanted {
+        let mut header = String::new();
+        out.read_line(&mut header)
+            .await
+            .map_err(|e| broken(&e.to_string()))?;
+        let mut fields = header.split_whitespace();
+        let (Some(_), Some(kind), Some(size)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(broken(header.trim()));
+        };
+        let size: usize = size.parse().map_err(|_| broken(header.trim()))?;
+        let mut bytes = vec![0; size + 1];
+        out.read_exact(&mut bytes)
+            .await
+            .map_err(|e| broken(&format!("{id}: {e}")))?;
+        bytes.pop(); // The newline after each object.
+        objects.push(OutgoingObject {
+            path,
+            kind: kind.to_owned(),
+            bytes,
+        });
+    }
+    let _ = writer.await;
+    let _ = child.wait().await;
+    Ok(objects)
+}
+
 /// [`diff`] in a task's clone, which passed through the sandbox.
 pub async fn clone_diff(dir: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
     ensure_untampered(dir).await?;

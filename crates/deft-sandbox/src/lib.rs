@@ -163,6 +163,18 @@ pub enum SandboxError {
     OutsideWorkspace { path: String },
     #[error("cannot start the sandbox: {0}")]
     Start(String),
+    /// A FIFO, device, socket, directory or link where a file was expected: opening or
+    /// reading it could block or leave the workspace, so it is refused.
+    #[error("`{path}` is a {kind}, not a regular file; look at it with bash")]
+    NotRegularFile { path: String, kind: &'static str },
+    #[error(
+        "`{path}` is {bytes} bytes, over the {limit} a file tool reads; use bash (head, sed -n) for a part of it"
+    )]
+    TooLarge {
+        path: String,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -161,18 +161,109 @@ pub fn is_dir(root: &Path, path: &str) -> Result<Option<bool>, SandboxError> {
     }
 }
 
+/// The most bytes the host reads of one file a command may have written.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Opens a regular file beneath the root: without blocking (a FIFO with no writer, a device),
+/// without following a last link, and refusing anything but a regular file, checked on the
+/// descriptor itself so that a swap between a check and the open changes nothing.
+pub fn open_regular(root: &Path, path: &str, flags: OFlags) -> Result<std::fs::File, SandboxError> {
+    // openat2 refuses a mode without O_CREAT.
+    let mode = if flags.contains(OFlags::CREATE) {
+        Mode::from_raw_mode(0o644)
+    } else {
+        Mode::empty()
+    };
+    let file = match open_beneath(
+        root,
+        path,
+        flags | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY,
+        mode,
+    ) {
+        // ELOOP, read as leaving the workspace: a last component that is a link (which
+        // O_NOFOLLOW refuses) is told apart from a path that really leads out.
+        Err(SandboxError::OutsideWorkspace { path: outside }) => {
+            // A link whose target stays beneath the root; one leading out is said to.
+            let link = open_beneath(root, path, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())
+                .ok()
+                .and_then(|file| rustix::fs::fstat(&file).ok())
+                .is_some_and(|stat| {
+                    rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                        == rustix::fs::FileType::Symlink
+                })
+                && open_beneath(root, path, OFlags::PATH, Mode::empty()).is_ok();
+            return Err(if link {
+                SandboxError::NotRegularFile {
+                    path: path.to_owned(),
+                    kind: "symbolic link",
+                }
+            } else {
+                SandboxError::OutsideWorkspace { path: outside }
+            });
+        }
+        // ENXIO: a FIFO or socket with no one at the other end.
+        Err(SandboxError::Io { source, .. }) if source.raw_os_error() == Some(libc_enxio()) => {
+            return Err(SandboxError::NotRegularFile {
+                path: path.to_owned(),
+                kind: "FIFO or socket",
+            });
+        }
+        other => other?,
+    };
+    let stat = rustix::fs::fstat(&file).map_err(|e| SandboxError::io(path.to_owned())(e.into()))?;
+    let kind = match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
+        rustix::fs::FileType::RegularFile => return Ok(file),
+        rustix::fs::FileType::Directory => "directory",
+        rustix::fs::FileType::Fifo => "FIFO",
+        rustix::fs::FileType::Socket => "socket",
+        rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice => "device",
+        rustix::fs::FileType::Symlink => "symbolic link",
+        rustix::fs::FileType::Unknown => "special file",
+    };
+    Err(SandboxError::NotRegularFile {
+        path: path.to_owned(),
+        kind,
+    })
+}
+
+fn libc_enxio() -> i32 {
+    rustix::io::Errno::NXIO.raw_os_error()
+}
+
+/// [`open_regular`] for reading.
+pub fn open_to_read(root: &Path, path: &str) -> Result<std::fs::File, SandboxError> {
+    open_regular(root, path, OFlags::RDONLY)
+}
+
+/// Reads a regular file beneath the root, at most [`MAX_FILE_BYTES`].
 pub fn read(root: &Path, path: &str) -> Result<Vec<u8>, SandboxError> {
-    let mut file = open_beneath(root, path, OFlags::RDONLY, Mode::empty())?;
+    read_capped(root, path, MAX_FILE_BYTES)
+}
+
+/// Reads a regular file beneath the root, refusing one over `limit` bytes (the file may grow
+/// while it is read: no more than `limit` is ever read).
+pub fn read_capped(root: &Path, path: &str, limit: u64) -> Result<Vec<u8>, SandboxError> {
+    let file = open_regular(root, path, OFlags::RDONLY)?;
     let mut contents = Vec::new();
-    file.read_to_end(&mut contents)
+    file.take(limit + 1)
+        .read_to_end(&mut contents)
         .map_err(SandboxError::io(path.to_owned()))?;
+    let bytes = contents.len() as u64;
+    if bytes > limit {
+        return Err(SandboxError::TooLarge {
+            path: path.to_owned(),
+            bytes,
+            limit,
+        });
+    }
     Ok(contents)
 }
 
-/// Writes a file beneath the workspace.
+/// Writes a regular file beneath the workspace (made if missing). What is there must be a
+/// regular file: a FIFO or a device is refused, never written to.
 pub fn write(root: &Path, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC;
-    let mut file = open_beneath(root, path, flags, Mode::from_raw_mode(0o644))?;
+    let mut file = open_regular(root, path, OFlags::WRONLY | OFlags::CREATE)?;
+    file.set_len(0).map_err(SandboxError::io(path.to_owned()))?;
     file.write_all(contents)
         .map_err(SandboxError::io(path.to_owned()))
 }

@@ -1,0 +1,370 @@
+//! The editor (`str_replace_based_edit_tool`) and the search, over the workspace's files on the
+//! host. The sandbox's commands may have put anything there (links, FIFOs, devices, files
+//! swapped between a check and a use), so every file is reached beneath the workspace, opened
+//! without blocking and without following a last link, checked to be a regular file of a
+//! bounded size, and all of it runs on a blocking thread (`Tools::file_tool`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use deft_sandbox::workspace;
+use serde_json::Value;
+
+use crate::tools::{MAX_MATCHES, ToolOutput, capped, numbered, string};
+
+/// How long one search may walk before it answers with what it found.
+const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The workspace's files as the tools see them, with the undo history of the edits.
+#[derive(Debug)]
+pub struct Files {
+    workspace: PathBuf,
+    /// Each edited file's earlier contents, newest last, for `undo_edit`.
+    history: HashMap<String, Vec<Vec<u8>>>,
+}
+
+impl Files {
+    pub fn new(workspace: &Path) -> Files {
+        Files {
+            workspace: workspace.to_owned(),
+            history: HashMap::new(),
+        }
+    }
+
+    pub fn edit(&mut self, arguments: &Value) -> Result<ToolOutput, ToolOutput> {
+        let command = string(arguments, "command")?;
+        let path = string(arguments, "path")?;
+        // The workspace itself may be viewed, as a directory; nothing else above its files.
+        if command == "view" && matches!(path.trim_end_matches('/'), "/workspace" | "." | "") {
+            return self.view(arguments, ".", "/workspace");
+        }
+        let relative =
+            workspace::relative(path).map_err(|error| ToolOutput::error(error.to_string()))?;
+        let shown = format!("/workspace/{relative}");
+        let fail =
+            |error: deft_sandbox::SandboxError| ToolOutput::error(format!("{shown}: {error}"));
+        match command {
+            "view" => self.view(arguments, &relative, &shown),
+            "create" => {
+                let text = string(arguments, "file_text")?;
+                if workspace::is_dir(&self.workspace, &relative)
+                    .map_err(fail)?
+                    .is_some()
+                {
+                    return Err(ToolOutput::error(format!(
+                        "{shown} already exists; `create` makes new files only, use `str_replace` or `insert` to change it"
+                    )));
+                }
+                workspace::create_parents(&self.workspace, &relative).map_err(fail)?;
+                workspace::write(&self.workspace, &relative, text.as_bytes()).map_err(fail)?;
+                self.history.entry(relative).or_default().push(Vec::new());
+                Ok(ToolOutput::ok(format!("created {shown}")))
+            }
+            "str_replace" => {
+                let old = string(arguments, "old_str")?;
+                let new = arguments["new_str"].as_str().unwrap_or("");
+                let before = self.read_text(&relative, &shown)?;
+                let found: Vec<usize> = before.match_indices(old).map(|(at, _)| at).collect();
+                let at = match found.as_slice() {
+                    [at] => *at,
+                    [] => {
+                        return Err(ToolOutput::error(format!(
+                            "no replacement was made: `old_str` does not occur verbatim in {shown}; view the file and copy the text exactly"
+                        )));
+                    }
+                    many => {
+                        let lines: Vec<String> = many
+                            .iter()
+                            .map(|at| (before[..*at].lines().count().max(1)).to_string())
+                            .collect();
+                        return Err(ToolOutput::error(format!(
+                            "no replacement was made: `old_str` occurs {} times in {shown} (lines {}); include more context so it occurs once",
+                            many.len(),
+                            lines.join(", ")
+                        )));
+                    }
+                };
+                let after = format!("{}{new}{}", &before[..at], &before[at + old.len()..]);
+                self.save(&relative, before.into_bytes(), &after)
+                    .map_err(fail)?;
+                let line = after[..at].lines().count().max(1);
+                Ok(ToolOutput::ok(format!(
+                    "edited {shown}:\n{}",
+                    snippet(&after, line, new.lines().count())
+                )))
+            }
+            "insert" => {
+                let new = string(arguments, "new_str")?;
+                let line = arguments["insert_line"].as_u64().ok_or_else(|| {
+                    ToolOutput::error(
+                        "`insert_line` is required: the line after which to insert (0 for the top)",
+                    )
+                })? as usize;
+                let before = self.read_text(&relative, &shown)?;
+                let lines: Vec<&str> = before.lines().collect();
+                if line > lines.len() {
+                    return Err(ToolOutput::error(format!(
+                        "`insert_line` {line} is past the end of {shown}, which has {} lines",
+                        lines.len()
+                    )));
+                }
+                let mut after: Vec<String> = lines[..line].iter().map(|l| l.to_string()).collect();
+                after.extend(new.lines().map(str::to_owned));
+                after.extend(lines[line..].iter().map(|l| l.to_string()));
+                let mut text = after.join("\n");
+                if before.ends_with('\n') || before.is_empty() {
+                    text.push('\n');
+                }
+                self.save(&relative, before.into_bytes(), &text)
+                    .map_err(fail)?;
+                Ok(ToolOutput::ok(format!(
+                    "edited {shown}:\n{}",
+                    snippet(&text, line + 1, new.lines().count())
+                )))
+            }
+            "undo_edit" => {
+                let previous = self
+                    .history
+                    .get_mut(&relative)
+                    .and_then(Vec::pop)
+                    .ok_or_else(|| {
+                        ToolOutput::error(format!("there is no edit of {shown} to undo"))
+                    })?;
+                workspace::write(&self.workspace, &relative, &previous).map_err(fail)?;
+                Ok(ToolOutput::ok(format!("reverted the last edit of {shown}")))
+            }
+            other => Err(ToolOutput::error(format!(
+                "unknown command `{other}`; use view, create, str_replace, insert or undo_edit"
+            ))),
+        }
+    }
+
+    fn read_text(&self, relative: &str, shown: &str) -> Result<String, ToolOutput> {
+        let bytes = workspace::read(&self.workspace, relative)
+            .map_err(|error| ToolOutput::error(format!("{shown}: {error}")))?;
+        String::from_utf8(bytes)
+            .map_err(|_| ToolOutput::error(format!("{shown} is not UTF-8 text; edit it with bash")))
+    }
+
+    fn save(
+        &mut self,
+        relative: &str,
+        before: Vec<u8>,
+        after: &str,
+    ) -> Result<(), deft_sandbox::SandboxError> {
+        workspace::write(&self.workspace, relative, after.as_bytes())?;
+        self.history
+            .entry(relative.to_owned())
+            .or_default()
+            .push(before);
+        Ok(())
+    }
+
+    fn view(
+        &self,
+        arguments: &Value,
+        relative: &str,
+        shown: &str,
+    ) -> Result<ToolOutput, ToolOutput> {
+        let fail =
+            |error: deft_sandbox::SandboxError| ToolOutput::error(format!("{shown}: {error}"));
+        match workspace::is_dir(&self.workspace, relative).map_err(fail)? {
+            None => Err(ToolOutput::error(format!("{shown} does not exist"))),
+            Some(true) => {
+                let mut listing = format!("{shown}/, two levels deep (hidden entries left out):\n");
+                for (name, is_dir) in workspace::list(&self.workspace, relative).map_err(fail)? {
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    listing.push_str(&format!("{name}{}\n", if is_dir { "/" } else { "" }));
+                    if is_dir {
+                        let inner = format!("{relative}/{name}");
+                        for (child, child_dir) in
+                            workspace::list(&self.workspace, &inner).unwrap_or_default()
+                        {
+                            if !child.starts_with('.') {
+                                listing.push_str(&format!(
+                                    "  {name}/{child}{}\n",
+                                    if child_dir { "/" } else { "" }
+                                ));
+                            }
+                        }
+                    }
+                }
+                Ok(ToolOutput::ok(capped(&listing)))
+            }
+            Some(false) => {
+                let text = self.read_text(relative, shown)?;
+                let lines: Vec<&str> = text.lines().collect();
+                let (first, last) = match arguments["view_range"].as_array() {
+                    Some(range) if range.len() == 2 => {
+                        let first = range[0].as_i64().unwrap_or(1).max(1) as usize;
+                        let last = match range[1].as_i64() {
+                            Some(-1) | None => lines.len(),
+                            Some(last) => last.max(0) as usize,
+                        };
+                        if first > lines.len().max(1) || last < first {
+                            return Err(ToolOutput::error(format!(
+                                "`view_range` [{first}, {last}] is outside {shown}, which has {} lines",
+                                lines.len()
+                            )));
+                        }
+                        (first, last.min(lines.len()))
+                    }
+                    _ => (1, lines.len()),
+                };
+                let part = lines
+                    .get(first.saturating_sub(1)..last)
+                    .unwrap_or_default()
+                    .join("\n");
+                Ok(ToolOutput::ok(capped(&numbered(&part, first))))
+            }
+        }
+    }
+
+    pub fn search(&self, arguments: &Value) -> Result<ToolOutput, ToolOutput> {
+        use grep_searcher::sinks::UTF8;
+        let pattern = string(arguments, "pattern")?;
+        let matcher = grep_regex::RegexMatcher::new_line_matcher(pattern).map_err(|error| {
+            ToolOutput::error(format!(
+                "`pattern` is not a valid regular expression: {error}"
+            ))
+        })?;
+        let mut truncated = None;
+        let start = match arguments["path"].as_str() {
+            Some(path) => {
+                let relative = workspace::relative(path)
+                    .map_err(|error| ToolOutput::error(error.to_string()))?;
+                if workspace::is_dir(&self.workspace, &relative)
+                    .map_err(|e| ToolOutput::error(e.to_string()))?
+                    .is_none()
+                {
+                    return Err(ToolOutput::error(format!("{path} does not exist")));
+                }
+                self.workspace.join(relative)
+            }
+            None => self.workspace.clone(),
+        };
+        let mut walker = ignore::WalkBuilder::new(&start);
+        // .gitignore counts even outside a git repository; .git itself is never searched. The
+        // walker opens ignore files itself, blocking: one that is not a regular file (a FIFO
+        // would hold the walk for ever) turns ignore files off for this search.
+        let respect_ignores = ignore_files_are_regular(&start);
+        if !respect_ignores {
+            truncated = Some("[.gitignore files were not applied: one is not a regular file]");
+        }
+        walker
+            .hidden(false)
+            .require_git(false)
+            .git_ignore(respect_ignores)
+            .ignore(respect_ignores)
+            .git_exclude(respect_ignores)
+            .follow_links(false)
+            .filter_entry(|entry| entry.file_name() != ".git");
+        if let Some(glob) = arguments["glob"].as_str() {
+            let mut overrides = ignore::overrides::OverrideBuilder::new(&start);
+            overrides
+                .add(glob)
+                .map_err(|error| ToolOutput::error(format!("`glob` is not valid: {error}")))?;
+            walker.overrides(
+                overrides
+                    .build()
+                    .map_err(|error| ToolOutput::error(format!("`glob` is not valid: {error}")))?,
+            );
+        }
+        let mut found = Vec::new();
+        let started = std::time::Instant::now();
+        let mut searcher = grep_searcher::SearcherBuilder::new()
+            .binary_detection(grep_searcher::BinaryDetection::quit(0))
+            .line_number(true)
+            .build();
+        for entry in walker.build().flatten() {
+            if found.len() >= MAX_MATCHES {
+                break;
+            }
+            // Regular files only: a link could lead out of the workspace.
+            if !entry.file_type().is_some_and(|kind| kind.is_file()) {
+                continue;
+            }
+            let shown = entry
+                .path()
+                .strip_prefix(&self.workspace)
+                .unwrap_or(entry.path())
+                .display()
+                .to_string();
+            // Opened again beneath the workspace, without blocking, as a regular file of a
+            // bounded size: the walk's look at the entry may be stale by now.
+            let Ok(file) = workspace::open_to_read(&self.workspace, &shown) else {
+                continue;
+            };
+            let _ = searcher.search_reader(
+                &matcher,
+                std::io::Read::take(file, workspace::MAX_FILE_BYTES),
+                UTF8(|line, text| {
+                    found.push(format!("{shown}:{line}:{}", text.trim_end()));
+                    Ok(found.len() < MAX_MATCHES)
+                }),
+            );
+            if started.elapsed() > SEARCH_BUDGET {
+                truncated = Some("[stopped after 20 s of searching; narrow `path` or `glob`]");
+                break;
+            }
+        }
+        if found.is_empty() {
+            let mut answer = format!("no match for `{pattern}`");
+            if let Some(note) = truncated {
+                answer.push('\n');
+                answer.push_str(note);
+            }
+            return Ok(ToolOutput::ok(answer));
+        }
+        let mut content = found.join("\n");
+        if found.len() >= MAX_MATCHES {
+            content.push_str(&format!(
+                "\n[stopped at {MAX_MATCHES} matches; narrow the pattern, `path` or `glob`]"
+            ));
+        }
+        if let Some(note) = truncated {
+            content.push('\n');
+            content.push_str(note);
+        }
+        Ok(ToolOutput::ok(capped(&content)))
+    }
+}
+
+/// A few numbered lines around an edit, to show the model what the file now says.
+fn snippet(text: &str, line: usize, changed: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let first = line.saturating_sub(4).max(1);
+    let last = (line + changed + 3).min(lines.len());
+    if first > last {
+        return String::new();
+    }
+    numbered(&lines[first - 1..last].join("\n"), first)
+}
+
+/// Whether every ignore file the walker would open under `start` (`.gitignore`, `.ignore`,
+/// `.git/info/exclude`) is a regular file; looked at without opening or following anything.
+pub fn ignore_files_are_regular(start: &Path) -> bool {
+    let walker = ignore::WalkBuilder::new(start)
+        .standard_filters(false)
+        .follow_links(false)
+        // Of a `.git`, only `info` holds a file the walker reads.
+        .filter_entry(|entry| {
+            !entry
+                .path()
+                .parent()
+                .is_some_and(|parent| parent.ends_with(".git"))
+                || entry.file_name() == "info"
+        })
+        .build();
+    for entry in walker.flatten() {
+        let name = entry.file_name();
+        let is_ignore_file = name == ".gitignore" || name == ".ignore";
+        let is_exclude = entry.path().ends_with(".git/info/exclude");
+        if (is_ignore_file || is_exclude) && !entry.file_type().is_some_and(|kind| kind.is_file()) {
+            return false;
+        }
+    }
+    true
+}
