@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod github;
 mod metrics;
+mod proxy;
 mod routes;
 mod views;
 mod web;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use github::{GithubHooks, resume as resume_github_deliveries};
+pub use proxy::{TrustedProxies, TrustedProxyError};
 pub use web::{ChatReplier, ChatReply, SharedChatReplier, SignInLimiter};
 
 /// Whether a model is configured, decided at start (SPEC §4).
@@ -56,6 +58,9 @@ pub struct AppState {
     pub chat: Option<SharedChatReplier>,
     /// Failed web sign-ins, to slow down guessing.
     pub sign_in_limiter: std::sync::Arc<SignInLimiter>,
+    /// `[server] trusted_proxies`: whose `X-Forwarded-For` and `X-Forwarded-Proto` are
+    /// believed; empty believes no one.
+    pub trusted_proxies: TrustedProxies,
     /// GitHub's webhooks and repositories; `None` when `[github]` is not configured.
     pub github: Option<GithubHooks>,
 }
@@ -72,6 +77,7 @@ impl AppState {
             weekly_tokens: None,
             chat: None,
             sign_in_limiter: std::sync::Arc::default(),
+            trusted_proxies: TrustedProxies::default(),
             github: None,
         }
     }
@@ -102,7 +108,7 @@ pub fn router(state: AppState) -> Router {
 /// in flight.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    // The client's address keys the sign-in limit.
+    // The client's address keys the sign-in limit (through `trusted_proxies` behind a proxy).
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

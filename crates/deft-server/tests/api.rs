@@ -28,6 +28,8 @@ struct Setup {
     local_roots: deft_forge::LocalRoots,
     /// A database other than a fresh SQLite file (a PostgreSQL schema).
     database_url: Option<String>,
+    /// `[server] trusted_proxies`.
+    trusted_proxies: deft_server::TrustedProxies,
 }
 
 impl Default for Setup {
@@ -38,6 +40,7 @@ impl Default for Setup {
             },
             local_roots: deft_forge::LocalRoots::unrestricted(),
             database_url: None,
+            trusted_proxies: deft_server::TrustedProxies::default(),
         }
     }
 }
@@ -82,6 +85,7 @@ impl TestApp {
         let mut state = AppState::new(store.clone(), setup.model, shutdown.clone());
         state.stream_poll = Duration::from_millis(200);
         state.local_roots = setup.local_roots;
+        state.trusted_proxies = setup.trusted_proxies;
         tokio::spawn(deft_server::serve(listener, state));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         TestApp {
@@ -1369,7 +1373,12 @@ fn csrf_field(html: &str) -> String {
 
 #[tokio::test]
 async fn web_sign_in_sets_a_strict_cookie_refuses_forged_forms_and_pages_load_nothing_else() {
-    let app = TestApp::start().await;
+    // The test client stands for the TLS proxy, whose `X-Forwarded-Proto` is believed.
+    let app = TestApp::start_on(Setup {
+        trusted_proxies: deft_server::TrustedProxies::parse(["127.0.0.1"]).unwrap(),
+        ..Setup::default()
+    })
+    .await;
     let ada = app.store.create_user("ada", false).await.unwrap();
     app.store
         .set_password(&ada.id, "correct horse battery")
@@ -1613,4 +1622,269 @@ async fn web_sign_in_sets_a_strict_cookie_refuses_forged_forms_and_pages_load_no
         assert_eq!(response.status(), StatusCode::OK, "{asset}");
         assert!(response.text().await.unwrap().len() > 500, "{asset}");
     }
+}
+
+/// A browser on the sign-in page: its own loopback address (the server sees a distinct
+/// client), and the form's cookie and token.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+/// What a sign-in came to.
+struct SignedIn {
+    status: StatusCode,
+    page: String,
+    /// The session cookie's `Set-Cookie`, when a session began.
+    session: Option<String>,
+}
+
+impl Browser {
+    async fn open(app: &TestApp, local: &str) -> Browser {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(local.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap();
+        let login = http
+            .get(format!("{}/login", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), StatusCode::OK);
+        let cookie = login.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let csrf = csrf_field(&login.text().await.unwrap());
+        Browser {
+            http,
+            base: app.base.clone(),
+            cookie,
+            csrf,
+        }
+    }
+
+    async fn finish(response: reqwest::Response) -> SignedIn {
+        let status = response.status();
+        let session = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("deft_session="));
+        SignedIn {
+            status,
+            page: response.text().await.unwrap(),
+            session,
+        }
+    }
+
+    /// Signs in as `name`; `headers` are what a proxy in front would add.
+    async fn sign_in(&self, name: &str, password: &str, headers: &[(&str, &str)]) -> SignedIn {
+        let mut request = self
+            .http
+            .post(format!("{}/login", self.base))
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "csrf={}&name={name}&password={password}",
+                self.csrf
+            ));
+        for (header, value) in headers {
+            request = request.header(*header, *value);
+        }
+        Browser::finish(request.send().await.unwrap()).await
+    }
+
+    /// Redeems a one-time login link by its button.
+    async fn redeem(&self, link: &str) -> SignedIn {
+        let url = format!("{}/login/link/{link}", self.base);
+        let page = self
+            .http
+            .get(&url)
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let csrf = csrf_field(&page.text().await.unwrap());
+        let redeemed = self
+            .http
+            .post(&url)
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .unwrap();
+        Browser::finish(redeemed).await
+    }
+}
+
+const ADMIN_PASSWORD: &str = "correct-horse-battery";
+
+async fn admin_with_password(app: &TestApp) -> deft_core::User {
+    let admin = app.store.user_by_name("admin").await.unwrap();
+    app.store
+        .set_password(&admin.id, ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    admin
+}
+
+#[tokio::test]
+async fn failures_at_an_account_lock_out_only_the_client_that_made_them() {
+    let app = TestApp::start().await;
+    let admin = admin_with_password(&app).await;
+    let guesser = Browser::open(&app, "127.0.0.2").await;
+    let owner = Browser::open(&app, "127.0.0.3").await;
+    for n in 0..5 {
+        let wrong = guesser.sign_in("admin", &format!("guess{n}"), &[]).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.page);
+    }
+    // The owner, from another client, signs in...
+    let signed_in = owner.sign_in("admin", ADMIN_PASSWORD, &[]).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.page
+    );
+    assert!(signed_in.session.is_some());
+    // ...while the guessing client is refused even the right password, and told what to do.
+    let refused = guesser.sign_in("admin", ADMIN_PASSWORD, &[]).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.session.is_none());
+    for part in [
+        "Too many failed sign-ins from this browser; try again in 15 minutes",
+        "ask an administrator for a one-time link: `deft user link admin`",
+    ] {
+        assert!(refused.page.contains(part), "{part:?} in {}", refused.page);
+    }
+
+    // A one-time link opens the account even from the locked-out client, and forgives that
+    // client's failures there.
+    let link = app
+        .store
+        .create_login_link(&admin.id, 60_000)
+        .await
+        .unwrap();
+    let redeemed = guesser.redeem(&link).await;
+    assert_eq!(redeemed.status, StatusCode::SEE_OTHER, "{}", redeemed.page);
+    assert!(redeemed.session.is_some());
+    let again = guesser.sign_in("admin", ADMIN_PASSWORD, &[]).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.page);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    // The test client is the proxy: every request comes from 127.0.0.1.
+    let app = TestApp::start_on(Setup {
+        trusted_proxies: deft_server::TrustedProxies::parse(["127.0.0.1", "10.0.0.0/8"]).unwrap(),
+        ..Setup::default()
+    })
+    .await;
+    admin_with_password(&app).await;
+    let proxy = Browser::open(&app, "127.0.0.1").await;
+    let from = |client: &'static str| [("x-forwarded-for", client)];
+
+    // One guesser behind the proxy locks out itself...
+    for n in 0..5 {
+        let wrong = proxy
+            .sign_in("admin", &format!("guess{n}"), &from("198.51.100.66"))
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    }
+    let refused = proxy
+        .sign_in("admin", ADMIN_PASSWORD, &from("198.51.100.66"))
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    // ...and cannot pass for another client by sending its own X-Forwarded-For, which the
+    // proxy appends to: the rightmost address not a trusted proxy is the client.
+    let spoofed = proxy
+        .sign_in(
+            "admin",
+            ADMIN_PASSWORD,
+            &from("192.0.2.10, 198.51.100.66, 10.1.2.3"),
+        )
+        .await;
+    assert_eq!(spoofed.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Many guessers, well past the thirty failures one address may make and the account's
+    // ceiling, each failing once: every one is heard as itself...
+    for n in 0..60 {
+        let wrong = proxy
+            .sign_in(
+                "admin",
+                "not-the-password",
+                &[("x-forwarded-for", &format!("203.0.113.{n}"))],
+            )
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    // ...and past the ceiling, one that has failed is refused another guess...
+    let again = proxy
+        .sign_in("admin", "not-the-password", &from("203.0.113.1"))
+        .await;
+    assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS);
+    // ...while the owner, another client behind the same proxy, signs in, the cookie
+    // `Secure` because the trusted proxy says it spoke TLS.
+    let owner = proxy
+        .sign_in(
+            "admin",
+            ADMIN_PASSWORD,
+            &[
+                ("x-forwarded-for", "192.0.2.10"),
+                ("x-forwarded-proto", "https"),
+            ],
+        )
+        .await;
+    assert_eq!(owner.status, StatusCode::SEE_OTHER, "{}", owner.page);
+    assert!(owner.session.unwrap().contains("Secure"));
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    // A proxy is configured, but the test client is not it.
+    let app = TestApp::start_on(Setup {
+        trusted_proxies: deft_server::TrustedProxies::parse(["10.0.0.0/8"]).unwrap(),
+        ..Setup::default()
+    })
+    .await;
+    admin_with_password(&app).await;
+    let attacker = Browser::open(&app, "127.0.0.1").await;
+    // A fresh address claimed for every guess does not dodge the limit on one client.
+    for n in 0..30 {
+        let wrong = attacker
+            .sign_in(
+                &format!("someone{n}"),
+                "not-the-password",
+                &[("x-forwarded-for", &format!("203.0.113.{n}"))],
+            )
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    let refused = attacker
+        .sign_in(
+            "admin",
+            ADMIN_PASSWORD,
+            &[("x-forwarded-for", "203.0.113.200")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    // Nor does a client's own `X-Forwarded-Proto: https` make the cookie `Secure` (it would
+    // then never come back over the plain HTTP it really spoke).
+    let other = Browser::open(&app, "127.0.0.2").await;
+    let signed_in = other
+        .sign_in("admin", ADMIN_PASSWORD, &[("x-forwarded-proto", "https")])
+        .await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.page
+    );
+    assert!(!signed_in.session.unwrap().contains("Secure"));
 }

@@ -7,13 +7,13 @@ use anyhow::{Context as _, bail};
 use deft_llm::{ModelFile, ModelInputs, Models};
 
 use crate::cli::ModelArgs;
-use crate::env_vars::{DEFT_LOCAL_ROOTS, DEFT_OLLAMA_URL};
+use crate::env_vars::{DEFT_LOCAL_ROOTS, DEFT_OLLAMA_URL, DEFT_TRUSTED_PROXIES};
 
 /// The file name looked for in the data dir.
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// The sections deft reads today; anything else is refused rather than silently ignored.
-const KNOWN_SECTIONS: [&str; 5] = ["model", "forge", "limits", "retention", "github"];
+const KNOWN_SECTIONS: [&str; 6] = ["model", "forge", "limits", "retention", "github", "server"];
 
 #[derive(Debug, Default)]
 pub struct ConfigFile {
@@ -24,6 +24,16 @@ pub struct ConfigFile {
     pub limits: LimitsFile,
     pub retention: RetentionFile,
     pub github: GithubFile,
+    pub server: ServerFile,
+}
+
+/// `[server]`: how `deft serve` meets the network.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client and
+    /// whose `X-Forwarded-Proto` is believed. Unset: no one's, since anyone can send them.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[github]` (SPEC §5): a GitHub App or a personal token, and the webhook's secret. Each key
@@ -203,6 +213,20 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         })?,
         None => GithubFile::default(),
     };
+    let server = match table.get("server") {
+        Some(value) => value.clone().try_into::<ServerFile>().with_context(|| {
+            format!(
+                "{}: bad [server] section (keys: trusted_proxies, a list such as [\"127.0.0.1\", \"10.0.0.0/8\"])",
+                path.display()
+            )
+        })?,
+        None => ServerFile::default(),
+    };
+    // A bad entry is refused when the file is read, not at the first request from a proxy.
+    if let Some(entries) = &server.trusted_proxies {
+        deft_server::TrustedProxies::parse(entries.iter().map(String::as_str))
+            .with_context(|| format!("{}: [server] trusted_proxies", path.display()))?;
+    }
     if retention.days == 0 {
         bail!("{}: [retention] days must be at least 1", path.display());
     }
@@ -213,7 +237,31 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         limits,
         retention,
         github,
+        server,
     })
+}
+
+/// The trusted proxies: `DEFT_TRUSTED_PROXIES` (comma-separated), else `[server]
+/// trusted_proxies`, else none.
+pub fn trusted_proxies(config: &ConfigFile) -> anyhow::Result<deft_server::TrustedProxies> {
+    trusted_proxies_from(std::env::var(DEFT_TRUSTED_PROXIES).ok(), config)
+}
+
+fn trusted_proxies_from(
+    env: Option<String>,
+    config: &ConfigFile,
+) -> anyhow::Result<deft_server::TrustedProxies> {
+    match env.filter(|value| !value.trim().is_empty()) {
+        Some(value) => deft_server::TrustedProxies::parse(
+            value.split(',').map(str::trim).filter(|e| !e.is_empty()),
+        )
+        .with_context(|| format!("{DEFT_TRUSTED_PROXIES} (comma-separated)")),
+        None => match &config.server.trusted_proxies {
+            Some(entries) => deft_server::TrustedProxies::parse(entries.iter().map(String::as_str))
+                .context("[server] trusted_proxies"),
+            None => Ok(deft_server::TrustedProxies::default()),
+        },
+    }
 }
 
 /// The GitHub connection from `[github]` and the `DEFT_GITHUB_*` variables; `None` when
@@ -376,7 +424,7 @@ mod tests {
         let error = parse("[limit]\ntask_tokens = 5\n", path).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention, github"
+            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention, github, server"
         );
         assert_eq!(
             parse("[limits]\ntask_tokens = 5\n", path)
@@ -401,6 +449,57 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("is not valid TOML")
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_variable_or_the_server_section() {
+        let path = Path::new("deft.toml");
+        let config = parse(
+            "[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n",
+            path,
+        )
+        .unwrap();
+        let file = trusted_proxies_from(None, &config).unwrap();
+        assert_eq!(file.to_string(), "127.0.0.1/32, 10.0.0.0/8");
+        let env = trusted_proxies_from(Some(" ::1, 192.168.0.0/16 ,".into()), &config).unwrap();
+        assert_eq!(
+            env.to_string(),
+            "::1/128, 192.168.0.0/16",
+            "the variable wins"
+        );
+        assert!(
+            trusted_proxies_from(None, &parse("", path).unwrap())
+                .unwrap()
+                .is_empty(),
+            "no one is trusted unless named"
+        );
+
+        // A bad entry is refused at start, naming the setting, the entry and the fix.
+        let error = parse("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", path).unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.starts_with("deft.toml: [server] trusted_proxies: `10.0.0.0/33`")
+                && error.contains("at most /32"),
+            "{error}"
+        );
+        let error = parse("[server]\ntrusted_proxies = [\"proxy.local\"]\n", path).unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("[server] trusted_proxies: `proxy.local` is not an IP address")
+                && error.contains("like `10.0.0.0/8`"),
+            "{error}"
+        );
+        let error = trusted_proxies_from(Some("127.0.0.1;10.0.0.1".into()), &config).unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.starts_with("DEFT_TRUSTED_PROXIES (comma-separated): `127.0.0.1;10.0.0.1`"),
+            "{error}"
+        );
+        let error = parse("[server]\ntrusted_proxy = []\n", path).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("keys: trusted_proxies"),
+            "{error:#}"
         );
     }
 }

@@ -24,6 +24,9 @@ pub const DEFT_OLLAMA_URL: &str = "DEFT_OLLAMA_URL";
 /// Directories (colon-separated) under which users may register local repositories; overrides
 /// `[forge] local_roots`. Unset: only administrators may register local repositories.
 pub const DEFT_LOCAL_ROOTS: &str = "DEFT_LOCAL_ROOTS";
+/// Reverse proxies (comma-separated addresses or CIDR blocks) whose `X-Forwarded-For` and
+/// `X-Forwarded-Proto` are believed; overrides `[server] trusted_proxies`. Unset: none.
+pub const DEFT_TRUSTED_PROXIES: &str = "DEFT_TRUSTED_PROXIES";
 /// Tasks run at once by `deft serve` or `deft worker` when `--workers` is not given (default:
 /// from the machine's cores and memory, at least 10).
 pub const DEFT_WORKERS: &str = "DEFT_WORKERS";

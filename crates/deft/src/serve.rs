@@ -25,6 +25,7 @@ pub async fn run(
     let (dir, store) = local::open_store(data).await?;
     let config = config::load(model.config.as_deref(), &dir)?;
     let local_roots = config::local_roots(&config)?;
+    let trusted_proxies = config::trusted_proxies(&config)?;
     let github_config = config::github(&config)?;
     let github = match &github_config {
         Some(github) => Some(std::sync::Arc::new(deft_github::GitHub::new(github)?)),
@@ -139,6 +140,10 @@ pub async fn run(
     )));
     let mut state = AppState::new(store.clone(), readiness, shutdown.clone());
     state.local_roots = local_roots;
+    if !trusted_proxies.is_empty() {
+        eprintln!("believing X-Forwarded-For and X-Forwarded-Proto from: {trusted_proxies}");
+    }
+    state.trusted_proxies = trusted_proxies;
     state.weekly_tokens = config.limits.weekly_tokens;
     if let (Some(github), Some(config)) = (&github, &github_config) {
         state.github = Some(deft_server::GithubHooks::new(
