@@ -128,43 +128,81 @@ impl Engine {
         Ok((github, name))
     }
 
-    /// A fresh clone of the repository in `dir`.
+    /// The task's private repository for the clone `dir`: outside every sandbox.
+    fn private_repo(&self, task: &TaskId, dir: &std::path::Path) -> PathBuf {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        crate::workspaces::Workspaces::new(&self.workspaces).private_repo(task, &name)
+    }
+
+    /// A fresh clone of the repository in `dir`: the forge is copied into the task's private
+    /// repository by the host, and the clone is made from that in the jail.
     async fn clone(
         &self,
+        task: &TaskId,
         repo: &deft_core::Repository,
         dir: &std::path::Path,
     ) -> Result<(), String> {
+        let private = self.private_repo(task, dir);
         match repo.forge {
             deft_core::ForgeKind::Local => {
-                deft_forge::clone_local(std::path::Path::new(&repo.location), dir)
+                deft_forge::private::mirror_local(std::path::Path::new(&repo.location), &private)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
             }
             deft_core::ForgeKind::Github => {
                 let (github, name) = self.github_for(repo)?;
                 let info = github.repository(&name).await.map_err(|e| e.to_string())?;
                 let token = github.git_token(&name).await.map_err(|e| e.to_string())?;
                 let auth = deft_forge::GitAuth::basic("x-access-token", &token);
-                deft_forge::clone_remote(&info.clone_url, dir, &auth)
+                deft_forge::private::mirror_remote(&info.clone_url, &private, &auth)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
             }
         }
+        deft_forge::private::clone_into_workspace(&private, dir)
+            .await
+            .map_err(|e| e.to_string())
     }
 
-    /// Pushes the task's branch; on GitHub, never to a protected branch.
+    /// Takes the task's branch from the clone `dir` into its private repository, as a bundle
+    /// made in the jail; what a push would send is then there, in a repository no task writes.
+    async fn deliver(
+        &self,
+        task: &TaskId,
+        dir: &std::path::Path,
+        base: &str,
+        branch: &str,
+    ) -> Result<PathBuf, String> {
+        let private = self.private_repo(task, dir);
+        deft_forge::private::deliver(dir, &private, base, branch)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(private)
+    }
+
+    /// Pushes the task's branch from its private repository; on GitHub, never to a protected
+    /// branch.
     async fn push(
         &self,
         repo: &deft_core::Repository,
+        private: &std::path::Path,
         dir: &std::path::Path,
         branch: &str,
     ) -> Result<(), String> {
         match repo.forge {
-            deft_core::ForgeKind::Local => {
-                deft_forge::push_branch(dir, &repo.location, branch, &repo.default_branch)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            deft_core::ForgeKind::Local => deft_forge::private::push(
+                private,
+                dir,
+                &repo.location,
+                branch,
+                &repo.default_branch,
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string()),
             deft_core::ForgeKind::Github => {
                 let (github, name) = self.github_for(repo)?;
                 if github
@@ -179,12 +217,13 @@ impl Engine {
                 let info = github.repository(&name).await.map_err(|e| e.to_string())?;
                 let token = github.git_token(&name).await.map_err(|e| e.to_string())?;
                 let auth = deft_forge::GitAuth::basic("x-access-token", &token);
-                deft_forge::push_branch_with(
+                deft_forge::private::push(
+                    private,
                     dir,
                     &info.clone_url,
                     branch,
                     &repo.default_branch,
-                    &auth,
+                    Some(&auth),
                 )
                 .await
                 .map_err(|e| e.to_string())
@@ -703,7 +742,7 @@ impl Engine {
             let dir = workspace.join(&name);
             // Cloned once; a resumed task continues in the clone it has.
             if !dir.exists() {
-                if let Err(error) = self.clone(&repo, &dir).await {
+                if let Err(error) = self.clone(id, &repo, &dir).await {
                     network_log.abort();
                     return Ok(RunOutcome::NeedsAttention(attention(
                         AttentionKind::Error,
@@ -983,14 +1022,30 @@ impl Engine {
                     json!({"repo": repo.name, "branch": context.branch, "commit": commit}),
                 )
                 .await?;
-                // Nothing that holds a secret of the owner's leaves: the branch's whole
-                // history since its base is searched before the push.
+                // The branch comes into the private repository as data; nothing that holds a
+                // secret of the owner's leaves it: its whole history since the base is
+                // searched before the push.
                 let base = self
                     .bases(id)
                     .get(repo.id.as_str())
                     .cloned()
                     .unwrap_or_else(|| format!("origin/{}", repo.default_branch));
-                match self.secret_in_push(id, &context.owner.id, dir, &base).await {
+                let private = match self.deliver(id, dir, &base, &context.branch).await {
+                    Ok(private) => private,
+                    Err(error) => {
+                        return Ok(RunOutcome::NeedsAttention(attention(
+                            AttentionKind::Error,
+                            format!(
+                                "cannot take {} from the clone of {}: {error}",
+                                context.branch, repo.name
+                            ),
+                        )));
+                    }
+                };
+                match self
+                    .secret_in_push(id, &context.owner.id, &private, &base, &context.branch)
+                    .await
+                {
                     Ok(None) => {}
                     Ok(Some(found)) => {
                         return Ok(RunOutcome::NeedsAttention(attention(
@@ -1008,7 +1063,7 @@ impl Engine {
                         )));
                     }
                 }
-                if let Err(error) = self.push(repo, dir, &context.branch).await {
+                if let Err(error) = self.push(repo, &private, dir, &context.branch).await {
                     return Ok(RunOutcome::NeedsAttention(attention(
                         AttentionKind::Error,
                         format!("cannot push {}: {error}", context.branch),

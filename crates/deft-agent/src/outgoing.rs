@@ -60,14 +60,16 @@ pub fn find_secret(
 }
 
 impl Engine {
-    /// Whether the push of the clone `dir` (its `HEAD`, from `base`) would carry a secret of
-    /// the task's owner. A clone that cannot be read is an error, never a silent pass.
+    /// Whether the push of `branch` from the task's private repository (what it has beyond
+    /// `base`) would carry a secret of the task's owner. A repository that cannot be read is
+    /// an error, never a silent pass.
     pub(crate) async fn secret_in_push(
         &self,
         task: &TaskId,
         owner: &deft_core::UserId,
-        dir: &Path,
+        private: &Path,
         base: &str,
+        branch: &str,
     ) -> Result<Option<SecretInPush>, String> {
         let secrets = self
             .store
@@ -78,7 +80,7 @@ impl Engine {
         if redactor.is_empty() {
             return Ok(None);
         }
-        let objects = deft_forge::outgoing_objects(dir, base, "HEAD")
+        let objects = deft_forge::outgoing_objects(private, base, &format!("refs/heads/{branch}"))
             .await
             .map_err(|error| error.to_string())?;
         let found = find_secret(&redactor, &objects);

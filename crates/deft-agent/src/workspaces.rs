@@ -78,6 +78,19 @@ impl Workspaces {
         self.root.join(format!("{}.bases.json", id.as_str()))
     }
 
+    /// The task's private repositories, one per clone (`deft_forge::private`): beside the
+    /// directory of workspaces, never inside it, since pooled sandboxes mount that directory
+    /// before they are given a task.
+    pub fn private_dir(&self, id: &TaskId) -> PathBuf {
+        let parent = self.root.parent().unwrap_or(&self.root);
+        parent.join("private-repos").join(id.as_str())
+    }
+
+    /// The private repository for the clone named `clone` in the task's workspace.
+    pub fn private_repo(&self, id: &TaskId, clone: &str) -> PathBuf {
+        self.private_dir(id).join(format!("{clone}.git"))
+    }
+
     /// The task's sandbox's own directory (its proxy socket).
     pub fn sandbox_dir(&self, id: &TaskId) -> PathBuf {
         self.root.join(format!("{}.sandbox", id.as_str()))
@@ -87,7 +100,11 @@ impl Workspaces {
     /// `keep_bases` (a workspace given back for the budget is cloned again later, and judged
     /// against the same base). Links inside are removed, never followed.
     pub fn remove(&self, id: &TaskId, keep_bases: bool) -> std::io::Result<()> {
-        let mut paths = vec![self.workspace(id), self.sandbox_dir(id)];
+        let mut paths = vec![
+            self.workspace(id),
+            self.sandbox_dir(id),
+            self.private_dir(id),
+        ];
         if !keep_bases {
             paths.push(self.bases_file(id));
         }

@@ -410,7 +410,10 @@ async fn special_files_are_refused_without_blocking() {
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_secs(60));
             if !done.load(std::sync::atomic::Ordering::SeqCst) {
-                eprintln!("a file tool blocked for a minute on a special file");
+                #[allow(clippy::print_stderr, reason = "why the test process fails")]
+                {
+                    eprintln!("a file tool blocked for a minute on a special file");
+                }
                 std::process::exit(101);
             }
         });

@@ -4,6 +4,9 @@
 //! Everything here runs `git` on the host, outside any sandbox, so it only reads metadata and
 //! switches off the configuration knobs that could make git run a repository's own programs.
 
+mod jail;
+pub mod private;
+
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
@@ -74,6 +77,14 @@ pub enum ForgeError {
     Refused { what: String },
     #[error("cannot run `git` ({0}); install git (`apt-get install git`)")]
     GitMissing(#[source] std::io::Error),
+    #[error(
+        "git on a task's clone runs inside bubblewrap, which is not installed; install it (`apt-get install bubblewrap`)"
+    )]
+    JailMissing,
+    #[error(
+        "cannot start the jail git runs in on a task's clone: {message}; `deft doctor` checks bubblewrap"
+    )]
+    Jail { message: String },
 }
 
 /// [`inspect_local`] for a path that must lie under `roots`: checked on the path as written,
@@ -247,7 +258,7 @@ impl GitAuth {
         }
     }
 
-    fn env(&self) -> [(&str, &str); 4] {
+    pub(crate) fn env(&self) -> [(&str, &str); 4] {
         [
             ("GIT_CONFIG_COUNT", "1"),
             ("GIT_CONFIG_KEY_0", "http.extraHeader"),
@@ -327,66 +338,6 @@ pub async fn commit_all(
     .await?;
     let sha = clone_checked(dir, &["rev-parse", "HEAD"], &[]).await?;
     Ok(Some(sha.trim().to_owned()))
-}
-
-/// Pushes `branch` to `url`, the repository it was cloned from (given again, not read from the
-/// clone's configuration, which passed through the sandbox). Never forces, and never pushes to
-/// the default branch.
-pub async fn push_branch(
-    dir: &Path,
-    url: &str,
-    branch: &str,
-    default_branch: &str,
-) -> Result<(), ForgeError> {
-    push(dir, url, branch, default_branch, None).await
-}
-
-/// [`push_branch`] to a remote that wants credentials.
-pub async fn push_branch_with(
-    dir: &Path,
-    url: &str,
-    branch: &str,
-    default_branch: &str,
-    auth: &GitAuth,
-) -> Result<(), ForgeError> {
-    push(dir, url, branch, default_branch, Some(auth)).await
-}
-
-async fn push(
-    dir: &Path,
-    url: &str,
-    branch: &str,
-    default_branch: &str,
-    auth: Option<&GitAuth>,
-) -> Result<(), ForgeError> {
-    ensure_untampered(dir).await?;
-    if branch == default_branch || !branch.starts_with("deft/") {
-        return Err(ForgeError::Refused {
-            what: format!("pushing to `{branch}`: deft pushes only its own `deft/…` branches"),
-        });
-    }
-    // No `+`: a push that is not a fast-forward fails rather than rewriting history.
-    let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
-    let env = auth.map(GitAuth::env);
-    clone_checked(
-        dir,
-        &["push", "--quiet", "--", url, &refspec],
-        env.as_ref().map_or(&[][..], |env| &env[..]),
-    )
-    .await?;
-    // A push to a URL leaves the remote-tracking branch alone, as a push to `origin` would
-    // not: a later round on this clone continues from it.
-    clone_checked(
-        dir,
-        &[
-            "update-ref",
-            &format!("refs/remotes/origin/{branch}"),
-            &format!("refs/heads/{branch}"),
-        ],
-        &[],
-    )
-    .await?;
-    Ok(())
 }
 
 /// The commit `rev` names in a task's clone.
@@ -492,18 +443,18 @@ pub struct OutgoingObject {
     pub bytes: Vec<u8>,
 }
 
-/// Every object reachable from `head` and not from `base` in a task's clone, read raw: what a
-/// push of the branch could carry, so that it can be searched before it leaves (history
-/// included: a secret added in one commit and removed in the next still travels).
+/// Every object reachable from `head` and not from `base` in a task's private repository
+/// (see [`private`]), read raw: what a push of the branch could carry, so that it can be
+/// searched before it leaves (history included: a secret added in one commit and removed in
+/// the next still travels).
 pub async fn outgoing_objects(
-    dir: &Path,
+    private: &Path,
     base: &str,
     head: &str,
 ) -> Result<Vec<OutgoingObject>, ForgeError> {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-    ensure_untampered(dir).await?;
-    let listing = clone_checked(
-        dir,
+    let listing = git_checked(
+        private,
         &["rev-list", "--objects", &format!("{base}..{head}"), "--"],
         &[],
     )
@@ -518,7 +469,8 @@ pub async fn outgoing_objects(
             wanted.push((id.to_owned(), path));
         }
     }
-    let mut command = clone_command(dir);
+    let mut command = repo_command(private);
+    command.args(["-c", "safe.directory=*"]);
     let mut child = command
         .args(["cat-file", "--batch"])
         .stdin(std::process::Stdio::piped())
@@ -648,23 +600,30 @@ pub async fn ensure_untampered(dir: &Path) -> Result<(), ForgeError> {
         Ok(metadata) if metadata.is_file() => {}
         _ => return Err(refuse("`.git/config` is not a plain file".into())),
     }
-    // Reading a file of configuration runs nothing; includes are not followed.
-    let listed = Command::new("git")
-        .args(["config", "--no-includes", "--null", "--list", "--file"])
-        .arg(&config)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(ForgeError::GitMissing)?;
-    if !listed.status.success() {
-        return Err(refuse(format!(
-            "`.git/config` cannot be read: {}",
-            String::from_utf8_lossy(&listed.stderr).trim()
-        )));
+    // Reading a file of configuration runs nothing; includes are not followed; and it is read
+    // in the jail, so a link swapped in for it reaches nothing of the host.
+    let listed = jail::Jail {
+        writable: dir,
+        origin: None,
+        in_clone: true,
     }
-    for entry in listed.stdout.split(|byte| *byte == 0) {
+    .git(
+        &[
+            "config",
+            "--no-includes",
+            "--null",
+            "--list",
+            "--file",
+            &format!("{}/.git/config", jail::CLONE),
+        ],
+        &[],
+        false,
+    )
+    .await?;
+    let Some(listed) = listed else {
+        return Err(refuse("`.git/config` cannot be read".into()));
+    };
+    for entry in listed.split(|byte| *byte == 0) {
         let key = String::from_utf8_lossy(entry.split(|byte| *byte == b'\n').next().unwrap_or(b""))
             .into_owned();
         if key.is_empty() {
@@ -727,51 +686,33 @@ fn key_matches(pattern: &str, key: &str) -> bool {
     }
 }
 
-/// git for a task's clone: its repository named outright (no discovery, so a broken `.git`
-/// cannot send git to a repository above or to the work tree itself), and nothing from the
-/// host's own configuration, attributes or replacement objects.
-fn clone_command(dir: &Path) -> Command {
-    let mut command = Command::new("git");
-    command
-        .args([
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.attributesFile=/dev/null",
-            "-c",
-            "safe.bareRepository=explicit",
-            "-c",
-            "safe.directory=*",
-            "-c",
-            "submodule.recurse=false",
-        ])
-        .current_dir(dir)
-        .env("GIT_DIR", dir.join(".git"))
-        .env("GIT_WORK_TREE", dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_NO_REPLACE_OBJECTS", "1")
-        .env_remove("GIT_INDEX_FILE")
-        .env_remove("GIT_OBJECT_DIRECTORY")
-        .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES")
-        .kill_on_drop(true);
-    command
-}
-
 /// Runs a git command in a task's clone that must succeed.
-async fn clone_checked(
+pub(crate) async fn clone_checked(
     dir: &Path,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<String, ForgeError> {
-    checked(clone_command(dir), args, env).await
+    let out = jail::Jail {
+        writable: dir,
+        origin: None,
+        in_clone: true,
+    }
+    .git(args, env, true)
+    .await?
+    .unwrap_or_default();
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// A read-only git command in a task's clone: `Ok(None)` when git says no.
+/// A read-only git command in a task's clone, in the jail: `Ok(None)` when git says no.
 async fn clone_query(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
-    query(clone_command(dir), args).await
+    let out = jail::Jail {
+        writable: dir,
+        origin: None,
+        in_clone: true,
+    }
+    .git(args, &[], false)
+    .await?;
+    Ok(out.map(|out| String::from_utf8_lossy(&out).into_owned()))
 }
 
 /// git in `dir` (a registered repository, or where a clone is made), without the settings
@@ -794,7 +735,7 @@ fn repo_command(dir: &Path) -> Command {
 }
 
 /// Runs a git command that must succeed, with the same protections as [`git`].
-async fn git_checked(
+pub(crate) async fn git_checked(
     dir: &Path,
     args: &[&str],
     env: &[(&str, &str)],
@@ -1004,10 +945,22 @@ mod tests {
                 matches!(&refused, Err(ForgeError::Refused { what }) if what.contains(named)),
                 "{name}: {refused:?}"
             );
-            assert!(matches!(
-                push_branch(&work, &origin.to_string_lossy(), "deft/t-1", "main").await,
-                Err(ForgeError::Refused { .. })
-            ));
+            let private = dir.path().join(format!("{name}.git"));
+            private::mirror_local(&origin, &private).await.unwrap();
+            let base = commit_of(&work, "origin/main").await;
+            assert!(
+                matches!(
+                    private::deliver(
+                        &work,
+                        &private,
+                        base.as_deref().unwrap_or("HEAD"),
+                        "deft/t-1"
+                    )
+                    .await,
+                    Err(ForgeError::Refused { .. })
+                ),
+                "{name}: nothing is taken from a tampered clone"
+            );
         }
         // A broken `.git` must not send git looking for a repository above the clone.
         let work = fresh("above").await;
@@ -1031,6 +984,102 @@ mod tests {
         .await;
         assert!(refused.is_err(), "{refused:?}");
         assert!(!witness.exists(), "a filter ran on the host");
+    }
+
+    /// A command links files of the clone's `.git` that git writes or reads to files of the
+    /// host (as `ln -sf ~/.bashrc .git/COMMIT_EDITMSG` did, which the host's git then
+    /// truncated and filled with the commit message): git runs in the jail, where the links
+    /// lead nowhere, so the host's files are neither written nor read.
+    #[tokio::test]
+    async fn links_in_a_clones_git_directory_reach_no_host_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        sh(
+            &origin,
+            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+        );
+        let host = dir.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("bashrc"), "host rc\n").unwrap();
+        std::fs::write(host.join("log"), "host log\n").unwrap();
+        // Another repository of the host, whose objects must not be read through the clone.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        sh(
+            &other,
+            "git init -q -b main && echo private > secret.txt && git add -A && git -c user.name=t -c user.email=t@t commit -q -m private",
+        );
+        let work = dir.path().join("work");
+        let private = dir.path().join("private.git");
+        private::mirror_local(&origin, &private).await.unwrap();
+        private::clone_into_workspace(&private, &work)
+            .await
+            .unwrap();
+        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
+        let base = commit_of(&work, "origin/main").await.unwrap();
+        sh(
+            &work,
+            &format!(
+                "ln -sf {rc} .git/COMMIT_EDITMSG && mkdir -p .git/logs/refs/heads/deft && ln -sf {log} .git/logs/HEAD \
+                 && ln -sf {log} .git/logs/refs/heads/deft/t-1 && rm -rf .git/refs/tags && ln -s {other}/.git/refs/heads .git/refs/tags \
+                 && echo change > file.txt",
+                rc = host.join("bashrc").display(),
+                log = host.join("log").display(),
+                other = other.display()
+            ),
+        );
+        let deft = Identity {
+            name: "deft".into(),
+            email: "deft@localhost".into(),
+        };
+        // The link leads nowhere in the jail: the commit fails there, the host file is intact.
+        let committed = commit_all(&work, "the model's own words", &deft, &[]).await;
+        assert!(
+            matches!(&committed, Err(ForgeError::Git { message, .. }) if message.contains("COMMIT_EDITMSG")),
+            "{committed:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("bashrc")).unwrap(),
+            "host rc\n"
+        );
+        sh(&work, "rm .git/COMMIT_EDITMSG");
+        let committed = commit_all(&work, "the model's own words", &deft, &[]).await;
+        assert!(committed.is_err(), "the reflog's link leads nowhere too");
+        assert_eq!(
+            std::fs::read_to_string(host.join("log")).unwrap(),
+            "host log\n"
+        );
+        // Without the links the commit goes through and the branch is delivered.
+        sh(&work, "rm .git/logs/HEAD .git/logs/refs/heads/deft/t-1");
+        let committed = commit_all(&work, "the model's own words", &deft, &[]).await;
+        assert!(committed.is_ok(), "{committed:?}");
+        let delivered = private::deliver(&work, &private, &base, "deft/t-1").await;
+        assert!(delivered.is_ok(), "{delivered:?}");
+        // A branch that is a link to another repository's ref reads nothing of it.
+        sh(
+            &work,
+            &format!(
+                "ln -s {}/.git/refs/heads/main .git/refs/heads/deft/t-2",
+                other.display()
+            ),
+        );
+        let stolen = private::deliver(&work, &private, &base, "deft/t-2").await;
+        assert!(stolen.is_err(), "{stolen:?}");
+        assert_eq!(
+            std::fs::read_to_string(host.join("bashrc")).unwrap(),
+            "host rc\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("log")).unwrap(),
+            "host log\n"
+        );
+        // The private repository holds the task's change and nothing of the other repository.
+        let listing = git_checked(&private, &["rev-list", "--objects", "--all"], &[])
+            .await
+            .unwrap();
+        assert!(!listing.contains("secret.txt"), "{listing}");
+        assert!(listing.contains("file.txt"), "{listing}");
     }
 
     #[tokio::test]
@@ -1071,7 +1120,16 @@ mod tests {
         .unwrap()
         .unwrap();
         let url = origin.to_string_lossy().into_owned();
-        push_branch(&work, &url, &branch, "main").await.unwrap();
+        let private = dir.path().join("private.git");
+        private::mirror_local(&origin, &private).await.unwrap();
+        let base = commit_of(&work, "origin/main").await.unwrap();
+        let delivered = private::deliver(&work, &private, &base, &branch)
+            .await
+            .unwrap();
+        assert_eq!(delivered, sha);
+        private::push(&private, &work, &url, &branch, "main", None)
+            .await
+            .unwrap();
         let log = std::process::Command::new("git")
             .args(["-C"])
             .arg(&origin)
@@ -1088,7 +1146,7 @@ mod tests {
         let diff = diff(&origin, "main", &branch).await.unwrap();
         assert!(diff.contains("+hello"), "{diff}");
         assert!(matches!(
-            push_branch(&work, &url, "main", "main").await,
+            private::push(&private, &work, &url, "main", "main", None).await,
             Err(ForgeError::Refused { .. })
         ));
         // Feedback: a fresh clone continues the same branch.

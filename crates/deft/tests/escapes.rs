@@ -85,6 +85,55 @@ async fn a_secret_written_by_a_command_is_never_pushed() {
     assert!(!diff.to_string().contains(SECRET), "{diff}");
 }
 
+/// A command links files of the clone's `.git` that git writes to files of the host (here one
+/// beside the repository, as `~/.bashrc` was in the red-team's run): deft's git, which commits
+/// the task's work, used to truncate the file and write the commit message into it. Now git
+/// runs in a jail where the links lead nowhere: the host file is untouched, and the task says
+/// it could not commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_in_the_clones_git_directory_never_reach_host_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let victim = dir.path().join("bashrc");
+    std::fs::write(&victim, "the host's own\n").unwrap();
+    let log = dir.path().join("log");
+    std::fs::write(&log, "the host's log\n").unwrap();
+    let attack = format!(
+        "cd widgets && ln -sf {} .git/COMMIT_EDITMSG && ln -sf {} .git/logs/HEAD && echo change > file.txt",
+        victim.display(),
+        log.display()
+    );
+    let model = ScriptedModel::start(vec![
+        plan(),
+        call("e1", "bash", &json!({"command": attack}).to_string()),
+        call("e2", "finish", r#"{"summary": "Changed a file"}"#),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let server = start(&dir.path().join("data"), &model);
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Change a file", "repos": [repo]})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let waiting = server.until(&id, "needs_attention").await;
+    assert!(
+        waiting["attention"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot commit"),
+        "{waiting}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "the host's own\n"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "the host's log\n");
+}
+
 /// `mkfifo` and then the editor's `view` of it: the tool answers at once, the server stays
 /// healthy while it does, the task completes, and SIGTERM still stops deft (two such tasks
 /// froze `deft serve` before).

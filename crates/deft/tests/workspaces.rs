@@ -73,15 +73,17 @@ fn repo(dir: &Path, megabytes: usize) -> PathBuf {
     repo
 }
 
+/// The task's workspace and its side files that exist: its base commits, its sandbox's
+/// directory, and its private repositories (`DATA_DIR/private-repos/ID`).
 fn files_of(data: &Path, id: &str) -> Vec<PathBuf> {
     let workspaces = data.join("workspaces");
     [
-        id.to_owned(),
-        format!("{id}.bases.json"),
-        format!("{id}.sandbox"),
+        workspaces.join(id),
+        workspaces.join(format!("{id}.bases.json")),
+        workspaces.join(format!("{id}.sandbox")),
+        data.join("private-repos").join(id),
     ]
-    .iter()
-    .map(|name| workspaces.join(name))
+    .into_iter()
     .filter(|path| path.symlink_metadata().is_ok())
     .collect()
 }
@@ -151,11 +153,11 @@ async fn a_merged_or_closed_pull_request_gives_its_workspace_back() {
                 .to_owned(),
         );
     }
-    // Open pull requests: feedback may still come, so the clones stay (the sandbox's own
-    // directory went with the sandbox at the run's end).
+    // Open pull requests: feedback may still come, so the clones stay, with their bases and
+    // private repositories (the sandbox's own directory went with the sandbox).
     tokio::time::sleep(Duration::from_millis(600)).await;
     for id in [&merged, &closed] {
-        assert_eq!(files_of(&data, id).len(), 2, "{:?}", files_of(&data, id));
+        assert_eq!(files_of(&data, id).len(), 3, "{:?}", files_of(&data, id));
     }
 
     sh(&repo, &format!("git merge -q --no-edit {}", heads[0]));
@@ -248,7 +250,11 @@ async fn a_task_swept_by_retention_loses_its_files() {
     let mut server = Some(start_with_env(&data, &model, 1, &[FAST_SWEEP]));
     let id = create(server.as_ref().unwrap(), &repo, "make-alpha").await;
     server.as_ref().unwrap().until(&id, "completed").await;
-    assert_eq!(files_of(&data, &id).len(), 2, "the workspace and its bases");
+    assert_eq!(
+        files_of(&data, &id).len(),
+        3,
+        "the workspace, its bases and its private repository"
+    );
     drop(server.take());
 
     // Ninety days later, as the retention sweep sees it.

@@ -1,0 +1,218 @@
+//! A task's private repository: a bare copy of each forge repository that deft keeps outside
+//! every sandbox (no sandbox mounts it, not even the pooled ones' stage), so the host's git
+//! works only on repositories no task could write. The task's clone in its workspace is made
+//! from it inside the jail; the task's commits come back to it as a bundle made in the jail,
+//! which git fetches the way it fetches from any untrusted remote; and pushes, the secret
+//! search and the diffs a person sees all read it.
+
+use std::path::Path;
+
+use crate::jail::{CLONE, Jail, ORIGIN};
+use crate::{ForgeError, GitAuth, git_checked};
+
+/// A fresh bare copy of the registered local repository `source` at `private` (whatever was
+/// there is replaced), its objects copied rather than linked.
+pub async fn mirror_local(source: &Path, private: &Path) -> Result<(), ForgeError> {
+    let source = source.to_string_lossy().into_owned();
+    mirror(private, &source, &[]).await
+}
+
+/// A fresh bare copy of the remote repository at `url` (HTTPS, with `auth`) at `private`.
+pub async fn mirror_remote(url: &str, private: &Path, auth: &GitAuth) -> Result<(), ForgeError> {
+    mirror(private, url, &auth.env()).await
+}
+
+async fn mirror(private: &Path, from: &str, env: &[(&str, &str)]) -> Result<(), ForgeError> {
+    let io = |error: std::io::Error| ForgeError::Git {
+        command: "clone".into(),
+        message: format!("preparing {}: {error}", private.display()),
+    };
+    let parent = private.parent().unwrap_or(private);
+    std::fs::create_dir_all(parent).map_err(io)?;
+    match std::fs::remove_dir_all(private) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(io(error)),
+        _ => {}
+    }
+    let dest = private.to_string_lossy().into_owned();
+    git_checked(
+        parent,
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            "--no-hardlinks",
+            "--",
+            from,
+            &dest,
+        ],
+        env,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Makes the task's clone `dest` (a directory of the task's workspace that does not exist
+/// yet) from its private repository, inside the jail: the workspace may hold anything a
+/// command left there.
+pub async fn clone_into_workspace(private: &Path, dest: &Path) -> Result<(), ForgeError> {
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(ForgeError::Refused {
+            what: format!("a clone at {}: it needs a named directory", dest.display()),
+        });
+    };
+    Jail {
+        writable: parent,
+        origin: Some(private),
+        in_clone: false,
+    }
+    .git(
+        &[
+            "clone",
+            "--quiet",
+            "--no-hardlinks",
+            "--",
+            ORIGIN,
+            &format!("{CLONE}/{name}"),
+        ],
+        &[],
+        true,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Brings the clone's `branch` into the private repository: the jail bundles what the branch
+/// has beyond `base` (a commit the private repository has), deft keeps the bundle beside the
+/// private repository, and git checks and fetches it there. The branch in the private
+/// repository then is exactly what a push would send.
+pub async fn deliver(
+    clone: &Path,
+    private: &Path,
+    base: &str,
+    branch: &str,
+) -> Result<String, ForgeError> {
+    crate::ensure_untampered(clone).await?;
+    if !branch.starts_with("deft/") {
+        return Err(ForgeError::Refused {
+            what: format!("taking `{branch}` from a clone: deft works only on `deft/…` branches"),
+        });
+    }
+    let jail = Jail {
+        writable: clone,
+        origin: None,
+        in_clone: true,
+    };
+    let head = jail
+        .git(
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{branch}^{{commit}}"),
+            ],
+            &[],
+            true,
+        )
+        .await?
+        .unwrap_or_default();
+    let head = String::from_utf8_lossy(&head).trim().to_owned();
+    let target = format!("refs/heads/{branch}");
+    if head == base {
+        git_checked(private, &["update-ref", &target, base], &[]).await?;
+        return Ok(head);
+    }
+    let bundle = jail
+        .git(
+            &[
+                "bundle",
+                "create",
+                "--quiet",
+                "-",
+                &target,
+                &format!("^{base}"),
+            ],
+            &[],
+            true,
+        )
+        .await?
+        .unwrap_or_default();
+    let file = tempfile::Builder::new()
+        .prefix("deft-bundle-")
+        .tempfile_in(private.parent().unwrap_or(private))
+        .and_then(|mut file| {
+            use std::io::Write as _;
+            file.write_all(&bundle)?;
+            Ok(file)
+        })
+        .map_err(|error| ForgeError::Git {
+            command: "bundle".into(),
+            message: format!("keeping the clone's bundle: {error}"),
+        })?;
+    let path = file.path().to_string_lossy().into_owned();
+    git_checked(private, &["bundle", "verify", "--quiet", &path], &[]).await?;
+    git_checked(
+        private,
+        &[
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            &path,
+            &format!("+{target}:{target}"),
+        ],
+        &[],
+    )
+    .await?;
+    let fetched = git_checked(
+        private,
+        &["rev-parse", "--verify", &format!("{target}^{{commit}}")],
+        &[],
+    )
+    .await?;
+    Ok(fetched.trim().to_owned())
+}
+
+/// Pushes `branch` from the private repository to `url` (given again, never read from a
+/// clone), without forcing and never to the default branch; then tells the clone, in the
+/// jail, that its remote now has the branch, so a later round there continues from it.
+pub async fn push(
+    private: &Path,
+    clone: &Path,
+    url: &str,
+    branch: &str,
+    default_branch: &str,
+    auth: Option<&GitAuth>,
+) -> Result<(), ForgeError> {
+    if branch == default_branch || !branch.starts_with("deft/") {
+        return Err(ForgeError::Refused {
+            what: format!("pushing to `{branch}`: deft pushes only its own `deft/…` branches"),
+        });
+    }
+    // No `+`: a push that is not a fast-forward fails rather than rewriting history.
+    let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
+    let env = auth.map(GitAuth::env);
+    git_checked(
+        private,
+        &["push", "--quiet", "--", url, &refspec],
+        env.as_ref().map_or(&[][..], |env| &env[..]),
+    )
+    .await?;
+    let pushed = git_checked(
+        private,
+        &["rev-parse", &format!("refs/heads/{branch}")],
+        &[],
+    )
+    .await?;
+    crate::clone_checked(
+        clone,
+        &[
+            "update-ref",
+            &format!("refs/remotes/origin/{branch}"),
+            pushed.trim(),
+        ],
+        &[],
+    )
+    .await?;
+    Ok(())
+}
