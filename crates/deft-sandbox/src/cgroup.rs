@@ -135,7 +135,10 @@ impl Cgroups {
 }
 
 fn writable(dir: &Path) -> Result<(), String> {
-    let probe = dir.join(format!("deft-probe-{}", std::process::id()));
+    // Unique within the process too: probes of one process may run at once.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!("deft-probe-{}-{n}", std::process::id()));
     std::fs::create_dir(&probe).map_err(|error| format!("{}: {error}", dir.display()))?;
     std::fs::remove_dir(&probe).map_err(|error| error.to_string())
 }

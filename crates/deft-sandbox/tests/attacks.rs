@@ -660,7 +660,17 @@ fn scan_host_proc(secret: &str) -> (Vec<String>, Vec<String>) {
 
 #[tokio::test]
 async fn host_sockets_and_new_user_namespaces_are_refused() {
-    let path = format!("/run/deft-test-{}.sock", std::process::id());
+    // /run when deft may write there (root), else the temporary directory: either is a host
+    // directory the sandbox does not mount.
+    let dir = if rustix::process::geteuid().is_root() {
+        std::path::PathBuf::from("/run")
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir
+        .join(format!("deft-test-{}.sock", std::process::id()))
+        .display()
+        .to_string();
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     listener.set_nonblocking(true).unwrap();
     let fixture = sandbox(Options::default()).await;
