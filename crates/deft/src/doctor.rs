@@ -68,6 +68,11 @@ async fn program(name: &str, args: &[&str], fix: &str) -> Check {
 async fn sandbox() -> Check {
     let support = deft_sandbox::HostSupport::probe().await;
     match support.refusal(&deft_sandbox::Limits::default()) {
+        // The sandbox's user is the host user deft runs as (docs/SECURITY.md, known limits).
+        None if rustix::process::geteuid().is_root() => Check::Warn(format!(
+            "{}; tasks' processes are host root inside their namespaces: run deft as an unprivileged user with a delegated cgroup (docs/SECURITY.md)",
+            support.describe()
+        )),
         None => Check::Ok(support.describe()),
         Some(why) => Check::Fail(why),
     }
