@@ -756,6 +756,17 @@ impl Engine {
                     self.record_base(id, repo.id.as_str(), &commit);
                 }
             }
+            // What commands left may have replaced the clone with a link (to another
+            // repository of the host): then it is not used, nor read.
+            if !std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
+                network_log.abort();
+                return Ok(RunOutcome::NeedsAttention(attention(
+                    AttentionKind::Error,
+                    format!(
+                        "`{name}` in the task's workspace is no longer the clone deft made (a link or a file?); cancel the task and start it again"
+                    ),
+                )));
+            }
             if let Err(error) =
                 deft_forge::checkout_branch(&dir, &branch, &repo.default_branch).await
             {

@@ -27,36 +27,26 @@ impl SecretInPush {
     }
 }
 
-/// Searches `objects` for any of the secrets `redactor` knows.
-pub fn find_secret(
-    redactor: &Redactor,
-    objects: &[deft_forge::OutgoingObject],
-) -> Option<SecretInPush> {
-    if redactor.is_empty() {
-        return None;
-    }
-    for object in objects {
-        if let Some(path) = &object.path
-            && let Some(secret) = redactor.find(path.as_bytes())
-        {
-            return Some(SecretInPush {
+/// Where in one piece of what a push would carry `redactor` finds a secret, if it does.
+pub fn find_secret(redactor: &Redactor, piece: deft_forge::Outgoing<'_>) -> Option<SecretInPush> {
+    match piece {
+        deft_forge::Outgoing::Path(path) => {
+            redactor.find(path.as_bytes()).map(|secret| SecretInPush {
                 secret: secret.to_owned(),
                 place: format!("a file name (`{}`)", redactor.redact(path)),
-            });
+            })
         }
-        if let Some(secret) = redactor.find(&object.bytes) {
-            let place = match (&object.path, object.kind.as_str()) {
-                (Some(path), _) => format!("`{}`", redactor.redact(path)),
-                (None, "commit") => "a commit message".to_owned(),
-                (None, kind) => format!("a {kind}"),
-            };
-            return Some(SecretInPush {
+        deft_forge::Outgoing::Bytes { path, kind, bytes } => {
+            redactor.find(bytes).map(|secret| SecretInPush {
                 secret: secret.to_owned(),
-                place,
-            });
+                place: match (path, kind) {
+                    (Some(path), _) => format!("`{}`", redactor.redact(path)),
+                    (None, "commit") => "a commit message".to_owned(),
+                    (None, kind) => format!("a {kind}"),
+                },
+            })
         }
     }
-    None
 }
 
 impl Engine {
@@ -80,10 +70,16 @@ impl Engine {
         if redactor.is_empty() {
             return Ok(None);
         }
-        let objects = deft_forge::outgoing_objects(private, base, &format!("refs/heads/{branch}"))
-            .await
-            .map_err(|error| error.to_string())?;
-        let found = find_secret(&redactor, &objects);
+        let overlap = redactor.longest().saturating_sub(1);
+        let found = deft_forge::each_outgoing(
+            private,
+            base,
+            &format!("refs/heads/{branch}"),
+            overlap,
+            |piece| find_secret(&redactor, piece),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
         if let Some(found) = &found {
             tracing::warn!(task.id = %task, secret = %found.secret, "a push would carry a secret; refused");
         }
@@ -96,14 +92,6 @@ mod tests {
     use super::*;
     use base64::Engine as _;
 
-    fn object(path: Option<&str>, kind: &str, bytes: &[u8]) -> deft_forge::OutgoingObject {
-        deft_forge::OutgoingObject {
-            path: path.map(str::to_owned),
-            kind: kind.to_owned(),
-            bytes: bytes.to_vec(),
-        }
-    }
-
     #[test]
     fn a_secret_is_found_in_contents_names_and_messages_in_any_known_form() {
         let redactor = Redactor::new(
@@ -111,25 +99,26 @@ mod tests {
                 .into_iter()
                 .collect(),
         );
-        let clean = [object(Some("src/lib.rs"), "blob", b"fn main() {}")];
-        assert_eq!(find_secret(&redactor, &clean), None);
+        let bytes = |path, kind, bytes| deft_forge::Outgoing::Bytes { path, kind, bytes };
+        let clean = bytes(Some("src/lib.rs"), "blob", b"fn main() {}");
+        assert_eq!(find_secret(&redactor, clean), None);
         let encoded = base64::engine::general_purpose::STANDARD.encode("key=sk-live-9f8e7d6c5b");
         let found = find_secret(
             &redactor,
-            &[object(Some("config/app.env"), "blob", encoded.as_bytes())],
+            bytes(Some("config/app.env"), "blob", encoded.as_bytes()),
         )
         .unwrap();
         assert_eq!(found.secret, "API_KEY");
         assert_eq!(found.place, "`config/app.env`");
         let named = find_secret(
             &redactor,
-            &[object(Some("sk-live-9f8e7d6c5b.txt"), "blob", b"")],
+            deft_forge::Outgoing::Path("sk-live-9f8e7d6c5b.txt"),
         )
         .unwrap();
         assert_eq!(named.place, "a file name (`[secret:API_KEY].txt`)");
         let message = find_secret(
             &redactor,
-            &[object(None, "commit", b"tree 0\n\nuse sk-live-9f8e7d6c5b")],
+            bytes(None, "commit", b"tree 0\n\nuse sk-live-9f8e7d6c5b"),
         )
         .unwrap();
         assert_eq!(message.place, "a commit message");

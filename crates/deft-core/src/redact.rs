@@ -81,6 +81,12 @@ impl Redactor {
         }
     }
 
+    /// The length of the longest form searched for: text split into pieces must overlap by
+    /// one less than this, so that no form is missed across a seam.
+    pub fn longest(&self) -> usize {
+        self.longest
+    }
+
     /// The name of the first secret found in `bytes`, in any form this redactor knows.
     pub fn find(&self, bytes: &[u8]) -> Option<&str> {
         let found = self.automaton.as_ref()?.find(bytes)?;

@@ -433,26 +433,34 @@ pub async fn local_branch_state(
     })
 }
 
-/// One object a push of `base..head` would send: a commit (its message and header), a tree,
-/// or a file's contents with its path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutgoingObject {
-    /// The path of a file or directory, as `git rev-list --objects` names it.
-    pub path: Option<String>,
-    pub kind: String,
-    pub bytes: Vec<u8>,
+/// One piece of what a push of `base..head` would send, as it is read: an object's path, or a
+/// stretch of an object's bytes (a commit with its message, a tree, a file's contents). Bytes
+/// come in stretches of at most a mebibyte, each beginning with the last `overlap` bytes of the
+/// one before, so that nothing of that length is missed across the seam.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outgoing<'a> {
+    Path(&'a str),
+    Bytes {
+        path: Option<&'a str>,
+        kind: &'a str,
+        bytes: &'a [u8],
+    },
 }
 
-/// Every object reachable from `head` and not from `base` in a task's private repository
-/// (see [`private`]), read raw: what a push of the branch could carry, so that it can be
-/// searched before it leaves (history included: a secret added in one commit and removed in
-/// the next still travels).
-pub async fn outgoing_objects(
+/// Reads every object reachable from `head` and not from `base` in a task's private
+/// repository (see [`private`]) and shows each piece to `visit`, until it returns something:
+/// what a push of the branch could carry, history included (a secret added in one commit and
+/// removed in the next still travels). Objects are streamed, never held whole: a task can make
+/// files of any size cheaply.
+pub async fn each_outgoing<T>(
     private: &Path,
     base: &str,
     head: &str,
-) -> Result<Vec<OutgoingObject>, ForgeError> {
+    overlap: usize,
+    mut visit: impl FnMut(Outgoing<'_>) -> Option<T>,
+) -> Result<Option<T>, ForgeError> {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    const STRETCH: usize = 1024 * 1024;
     let listing = git_checked(
         private,
         &["rev-list", "--objects", &format!("{base}..{head}"), "--"],
@@ -467,6 +475,13 @@ pub async fn outgoing_objects(
         };
         if !id.is_empty() {
             wanted.push((id.to_owned(), path));
+        }
+    }
+    for (_, path) in &wanted {
+        if let Some(path) = path
+            && let Some(found) = visit(Outgoing::Path(path))
+        {
+            return Ok(Some(found));
         }
     }
     let mut command = repo_command(private);
@@ -485,12 +500,12 @@ pub async fn outgoing_objects(
         let _ = stdin.write_all(ids.as_bytes()).await;
     });
     let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
-    let mut objects = Vec::with_capacity(wanted.len());
     let broken = |what: &str| ForgeError::Git {
         command: "cat-file".into(),
         message: format!("unexpected answer: {what}"),
     };
-    for (id, path) in wanted {
+    let mut stretch = Vec::with_capacity(STRETCH + overlap);
+    for (id, path) in &wanted {
         let mut header = String::new();
         out.read_line(&mut header)
             .await
@@ -500,21 +515,38 @@ pub async fn outgoing_objects(
         else {
             return Err(broken(header.trim()));
         };
-        let size: usize = size.parse().map_err(|_| broken(header.trim()))?;
-        let mut bytes = vec![0; size + 1];
-        out.read_exact(&mut bytes)
+        let kind = kind.to_owned();
+        let mut left: u64 = size.parse().map_err(|_| broken(header.trim()))?;
+        stretch.clear();
+        loop {
+            let start = stretch.len();
+            let take = (STRETCH as u64).min(left) as usize;
+            stretch.resize(start + take, 0);
+            out.read_exact(&mut stretch[start..])
+                .await
+                .map_err(|e| broken(&format!("{id}: {e}")))?;
+            left -= take as u64;
+            if let Some(found) = visit(Outgoing::Bytes {
+                path: path.as_deref(),
+                kind: &kind,
+                bytes: &stretch,
+            }) {
+                return Ok(Some(found));
+            }
+            if left == 0 {
+                break;
+            }
+            let keep = overlap.min(stretch.len());
+            stretch.drain(..stretch.len() - keep);
+        }
+        let mut newline = [0u8; 1];
+        out.read_exact(&mut newline)
             .await
             .map_err(|e| broken(&format!("{id}: {e}")))?;
-        bytes.pop(); // The newline after each object.
-        objects.push(OutgoingObject {
-            path,
-            kind: kind.to_owned(),
-            bytes,
-        });
     }
     let _ = writer.await;
     let _ = child.wait().await;
-    Ok(objects)
+    Ok(None)
 }
 
 /// [`diff`] in a task's clone, which passed through the sandbox.
@@ -602,24 +634,21 @@ pub async fn ensure_untampered(dir: &Path) -> Result<(), ForgeError> {
     }
     // Reading a file of configuration runs nothing; includes are not followed; and it is read
     // in the jail, so a link swapped in for it reaches nothing of the host.
-    let listed = jail::Jail {
-        writable: dir,
-        origin: None,
-        in_clone: true,
-    }
-    .git(
-        &[
-            "config",
-            "--no-includes",
-            "--null",
-            "--list",
-            "--file",
-            &format!("{}/.git/config", jail::CLONE),
-        ],
-        &[],
-        false,
-    )
-    .await?;
+    let jail = jail::Jail::for_clone(dir)?;
+    let listed = jail
+        .git(
+            &[
+                "config",
+                "--no-includes",
+                "--null",
+                "--list",
+                "--file",
+                &jail.path(".git/config"),
+            ],
+            &[],
+            false,
+        )
+        .await?;
     let Some(listed) = listed else {
         return Err(refuse("`.git/config` cannot be read".into()));
     };
@@ -692,26 +721,16 @@ pub(crate) async fn clone_checked(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<String, ForgeError> {
-    let out = jail::Jail {
-        writable: dir,
-        origin: None,
-        in_clone: true,
-    }
-    .git(args, env, true)
-    .await?
-    .unwrap_or_default();
+    let out = jail::Jail::for_clone(dir)?
+        .git(args, env, true)
+        .await?
+        .unwrap_or_default();
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A read-only git command in a task's clone, in the jail: `Ok(None)` when git says no.
 async fn clone_query(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
-    let out = jail::Jail {
-        writable: dir,
-        origin: None,
-        in_clone: true,
-    }
-    .git(args, &[], false)
-    .await?;
+    let out = jail::Jail::for_clone(dir)?.git(args, &[], false).await?;
     Ok(out.map(|out| String::from_utf8_lossy(&out).into_owned()))
 }
 
@@ -755,38 +774,70 @@ async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
     query(command, args).await
 }
 
-/// Runs `command` with `args`; its stdout, or what git said when it failed.
-async fn checked(
+/// The most bytes kept of one host git command's output (a diff a person reads, a listing).
+const HOST_OUTPUT_CAP: u64 = 64 * 1024 * 1024;
+
+/// Runs `command` with `args`, its output read with a cap: a branch pushed by a task may hold
+/// anything, and its diff must not fill deft's memory.
+async fn capped_output(
     mut command: Command,
     args: &[&str],
     env: &[(&str, &str)],
-) -> Result<String, ForgeError> {
-    let output = command
+) -> Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>), ForgeError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut child = command
         .args(args)
         .envs(env.iter().copied())
-        .output()
-        .await
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(ForgeError::GitMissing)?;
-    if !output.status.success() {
+    let mut stdout = child
+        .stdout
+        .take()
+        .expect("piped")
+        .take(HOST_OUTPUT_CAP + 1);
+    let mut stderr = child.stderr.take().expect("piped").take(64 * 1024);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (read_out, read_err) =
+        tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+    read_out.map_err(ForgeError::GitMissing)?;
+    read_err.map_err(ForgeError::GitMissing)?;
+    if out.len() as u64 > HOST_OUTPUT_CAP {
+        let _ = child.kill().await;
         return Err(ForgeError::Git {
             command: args.first().copied().unwrap_or("").to_owned(),
-            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            message: format!("its output passed {HOST_OUTPUT_CAP} bytes"),
         });
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    let status = child.wait().await.map_err(ForgeError::GitMissing)?;
+    Ok((status, out, err))
+}
+
+/// Runs `command` with `args`; its stdout, or what git said when it failed.
+async fn checked(
+    command: Command,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, ForgeError> {
+    let (status, out, err) = capped_output(command, args, env).await?;
+    if !status.success() {
+        return Err(ForgeError::Git {
+            command: args.first().copied().unwrap_or("").to_owned(),
+            message: String::from_utf8_lossy(&err).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Runs `command` with `args`: `Ok(None)` when git says no, its stdout otherwise.
-async fn query(mut command: Command, args: &[&str]) -> Result<Option<String>, ForgeError> {
-    let output = command
-        .args(args)
-        .output()
-        .await
-        .map_err(ForgeError::GitMissing)?;
-    if !output.status.success() {
+async fn query(command: Command, args: &[&str]) -> Result<Option<String>, ForgeError> {
+    let (status, out, _) = capped_output(command, args, &[]).await?;
+    if !status.success() {
         return Ok(None);
     }
-    Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
+    Ok(Some(String::from_utf8_lossy(&out).into_owned()))
 }
 
 #[cfg(test)]
@@ -801,6 +852,17 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success(), "{script}");
+    }
+
+    fn sh_out(dir: &Path, script: &str) -> String {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{script}");
+        String::from_utf8(output.stdout).unwrap()
     }
 
     const INIT: &str = "git init -q -b trunk && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init";
@@ -1080,6 +1142,110 @@ mod tests {
             .unwrap();
         assert!(!listing.contains("secret.txt"), "{listing}");
         assert!(listing.contains("file.txt"), "{listing}");
+    }
+
+    /// A command replaces its clone with a link to another repository of the host, or points
+    /// a ref at an endless device: the jail looks the clone up in its own file system, where
+    /// the link leads nowhere and the device is not there, so git fails at once and the other
+    /// repository is neither read nor written.
+    #[tokio::test]
+    async fn a_clone_replaced_by_a_link_reaches_nothing_of_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        sh(
+            &origin,
+            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+        );
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        sh(
+            &victim,
+            "git init -q -b main && echo private > secret.txt && git add -A && git -c user.name=t -c user.email=t@t commit -q -m private && echo wip > wip.txt",
+        );
+        let before = sh_out(&victim, "git rev-parse HEAD");
+        let workspace = dir.path().join("workspace");
+        std::fs::create_dir(&workspace).unwrap();
+        let work = workspace.join("repo");
+        let private = dir.path().join("private.git");
+        private::mirror_local(&origin, &private).await.unwrap();
+        private::clone_into_workspace(&private, &work)
+            .await
+            .unwrap();
+        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
+        let base = commit_of(&work, "origin/main").await.unwrap();
+        for link in [victim.display().to_string(), "../victim".to_owned()] {
+            std::fs::remove_dir_all(&work).ok();
+            std::fs::remove_file(&work).ok();
+            std::os::unix::fs::symlink(&link, &work).unwrap();
+            let deft = Identity {
+                name: "deft".into(),
+                email: "deft@localhost".into(),
+            };
+            assert!(commit_all(&work, "mine now", &deft, &[]).await.is_err());
+            assert!(worktree_diff(&work, &base).await.is_err());
+            assert!(
+                private::deliver(&work, &private, &base, "deft/t-1")
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(sh_out(&victim, "git rev-parse HEAD"), before);
+        assert_eq!(sh_out(&victim, "git status --porcelain"), "?? wip.txt\n");
+        // A ref that is an endless device is not there in the jail.
+        std::fs::remove_file(&work).unwrap();
+        private::clone_into_workspace(&private, &work)
+            .await
+            .unwrap();
+        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
+        std::os::unix::fs::symlink("/dev/zero", work.join(".git/refs/heads/deft/t-2")).unwrap();
+        let started = std::time::Instant::now();
+        assert!(commit_of(&work, "deft/t-2").await.is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    /// What a push would carry is read in stretches, never whole: a text that straddles two
+    /// stretches is still seen, through the overlap.
+    #[tokio::test]
+    async fn outgoing_objects_are_streamed_and_seams_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        sh(
+            &repo,
+            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+        );
+        let base = sh_out(&repo, "git rev-parse HEAD");
+        let mut big = vec![b'a'; 3 * 1024 * 1024];
+        let at = 1024 * 1024 - 4;
+        big[at..at + 10].copy_from_slice(b"NEEDLE-XYZ");
+        std::fs::write(repo.join("big.bin"), &big).unwrap();
+        sh(
+            &repo,
+            "git add -A && git -c user.name=t -c user.email=t@t commit -q -m 'a big file'",
+        );
+        let needle = b"NEEDLE-XYZ";
+        let mut largest = 0;
+        let found = each_outgoing(
+            &repo,
+            base.trim(),
+            "HEAD",
+            needle.len() - 1,
+            |piece| match piece {
+                Outgoing::Path(_) => None,
+                Outgoing::Bytes { path, bytes, .. } => {
+                    largest = largest.max(bytes.len());
+                    bytes
+                        .windows(needle.len())
+                        .any(|window| window == needle)
+                        .then(|| path.map(str::to_owned))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(found, Some(Some("big.bin".to_owned())));
+        assert!(largest <= 1024 * 1024 + needle.len(), "{largest}");
     }
 
     #[tokio::test]

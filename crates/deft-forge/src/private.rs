@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::jail::{CLONE, Jail, ORIGIN};
+use crate::jail::{BUNDLE_CAP, Jail, ORIGIN, WORKSPACE};
 use crate::{ForgeError, GitAuth, git_checked};
 
 /// A fresh bare copy of the registered local repository `source` at `private` (whatever was
@@ -62,9 +62,9 @@ pub async fn clone_into_workspace(private: &Path, dest: &Path) -> Result<(), For
         });
     };
     Jail {
-        writable: parent,
+        workspace: parent,
+        clone: None,
         origin: Some(private),
-        in_clone: false,
     }
     .git(
         &[
@@ -73,7 +73,7 @@ pub async fn clone_into_workspace(private: &Path, dest: &Path) -> Result<(), For
             "--no-hardlinks",
             "--",
             ORIGIN,
-            &format!("{CLONE}/{name}"),
+            &format!("{WORKSPACE}/{name}"),
         ],
         &[],
         true,
@@ -98,11 +98,7 @@ pub async fn deliver(
             what: format!("taking `{branch}` from a clone: deft works only on `deft/…` branches"),
         });
     }
-    let jail = Jail {
-        writable: clone,
-        origin: None,
-        in_clone: true,
-    };
+    let jail = Jail::for_clone(clone)?;
     let head = jail
         .git(
             &[
@@ -122,33 +118,35 @@ pub async fn deliver(
         git_checked(private, &["update-ref", &target, base], &[]).await?;
         return Ok(head);
     }
-    let bundle = jail
-        .git(
-            &[
-                "bundle",
-                "create",
-                "--quiet",
-                "-",
-                &target,
-                &format!("^{base}"),
-            ],
-            &[],
-            true,
-        )
-        .await?
-        .unwrap_or_default();
+    // Streamed into a file beside the private repository, never whole into memory.
     let file = tempfile::Builder::new()
         .prefix("deft-bundle-")
         .tempfile_in(private.parent().unwrap_or(private))
-        .and_then(|mut file| {
-            use std::io::Write as _;
-            file.write_all(&bundle)?;
-            Ok(file)
-        })
         .map_err(|error| ForgeError::Git {
             command: "bundle".into(),
-            message: format!("keeping the clone's bundle: {error}"),
+            message: format!("making a file for the clone's bundle: {error}"),
         })?;
+    let mut sink = tokio::fs::File::from_std(file.reopen().map_err(|error| ForgeError::Git {
+        command: "bundle".into(),
+        message: format!("opening the clone's bundle: {error}"),
+    })?);
+    jail.git_into(
+        &[
+            "bundle",
+            "create",
+            "--quiet",
+            "-",
+            &target,
+            &format!("^{base}"),
+        ],
+        &mut sink,
+        BUNDLE_CAP,
+    )
+    .await?;
+    {
+        use tokio::io::AsyncWriteExt as _;
+        sink.flush().await.map_err(ForgeError::GitMissing)?;
+    }
     let path = file.path().to_string_lossy().into_owned();
     git_checked(private, &["bundle", "verify", "--quiet", &path], &[]).await?;
     git_checked(
