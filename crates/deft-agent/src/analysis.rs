@@ -56,25 +56,20 @@ pub fn analyse(dir: &Path, name: &str) -> RepoFacts {
         }
     }
     if checks.is_empty() {
-        if dir.join("Cargo.toml").is_file() {
+        if regular(dir, "Cargo.toml") {
             checks.push("cargo test --quiet".into());
-        } else if dir.join("package.json").is_file() {
+        } else if regular(dir, "package.json") {
             checks.push("npm test --silent".into());
-        } else if dir.join("Makefile").is_file() {
+        } else if regular(dir, "Makefile") {
             checks.push("make test".into());
-        } else if dir.join("pyproject.toml").is_file() || dir.join("pytest.ini").is_file() {
+        } else if regular(dir, "pyproject.toml") || regular(dir, "pytest.ini") {
             checks.push("python3 -m pytest -q".into());
         }
     }
     let mut files = Vec::new();
-    let respect_ignores = crate::files::ignore_files_are_regular(dir);
-    let walker = ignore::WalkBuilder::new(dir)
-        .hidden(false)
-        .require_git(false)
-        .git_ignore(respect_ignores)
-        .ignore(respect_ignores)
-        .git_exclude(respect_ignores)
-        .filter_entry(|entry| entry.file_name() != ".git")
+    // The repository's ignore files are read by deft, safely; the walker opens none itself.
+    let walker = crate::files::SafeIgnores::read(dir, dir)
+        .walker(dir)
         .build();
     for entry in walker.flatten() {
         if entry.file_type().is_some_and(|t| t.is_file()) {
@@ -101,6 +96,12 @@ pub fn analyse(dir: &Path, name: &str) -> RepoFacts {
         checks,
         map,
     }
+}
+
+/// Whether `name` in the clone is a regular file, looked at without following a link (a link
+/// would tell the model whether a host file exists).
+fn regular(dir: &Path, name: &str) -> bool {
+    std::fs::symlink_metadata(dir.join(name)).is_ok_and(|meta| meta.is_file())
 }
 
 /// A steering file's text: a regular file beneath the clone, of 64 KiB at most (a link, a

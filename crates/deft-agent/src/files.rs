@@ -245,22 +245,11 @@ impl Files {
             }
             None => self.workspace.clone(),
         };
-        let mut walker = ignore::WalkBuilder::new(&start);
         // .gitignore counts even outside a git repository; .git itself is never searched. The
-        // walker opens ignore files itself, blocking: one that is not a regular file (a FIFO
-        // would hold the walk for ever) turns ignore files off for this search.
-        let respect_ignores = ignore_files_are_regular(&start);
-        if !respect_ignores {
-            truncated = Some("[.gitignore files were not applied: one is not a regular file]");
-        }
-        walker
-            .hidden(false)
-            .require_git(false)
-            .git_ignore(respect_ignores)
-            .ignore(respect_ignores)
-            .git_exclude(respect_ignores)
-            .follow_links(false)
-            .filter_entry(|entry| entry.file_name() != ".git");
+        // ignore files are read by deft, beneath the workspace, regular files only: the
+        // walker would open them itself, following links (one to /dev/zero is endless).
+        let ignores = SafeIgnores::read(&self.workspace, &start);
+        let mut walker = ignores.walker(&start);
         if let Some(glob) = arguments["glob"].as_str() {
             let mut overrides = ignore::overrides::OverrideBuilder::new(&start);
             overrides
@@ -343,28 +332,80 @@ fn snippet(text: &str, line: usize, changed: usize) -> String {
     numbered(&lines[first - 1..last].join("\n"), first)
 }
 
-/// Whether every ignore file the walker would open under `start` (`.gitignore`, `.ignore`,
-/// `.git/info/exclude`) is a regular file; looked at without opening or following anything.
-pub fn ignore_files_are_regular(start: &Path) -> bool {
-    let walker = ignore::WalkBuilder::new(start)
-        .standard_filters(false)
-        .follow_links(false)
-        // Of a `.git`, only `info` holds a file the walker reads.
-        .filter_entry(|entry| {
-            !entry
-                .path()
-                .parent()
-                .is_some_and(|parent| parent.ends_with(".git"))
-                || entry.file_name() == "info"
-        })
-        .build();
-    for entry in walker.flatten() {
-        let name = entry.file_name();
-        let is_ignore_file = name == ".gitignore" || name == ".ignore";
-        let is_exclude = entry.path().ends_with(".git/info/exclude");
-        if (is_ignore_file || is_exclude) && !entry.file_type().is_some_and(|kind| kind.is_file()) {
-            return false;
+/// The `.gitignore` and `.ignore` files under a walk's start, read by deft: each a regular
+/// file beneath the workspace, 1 MiB at most, opened without blocking or following a link.
+/// Anything else named so is left out, as if it were not there.
+pub struct SafeIgnores {
+    /// Each directory's rules, deepest last.
+    rules: Vec<(PathBuf, ignore::gitignore::Gitignore)>,
+}
+
+impl SafeIgnores {
+    pub fn read(workspace: &Path, start: &Path) -> SafeIgnores {
+        let mut rules = Vec::new();
+        let walker = ignore::WalkBuilder::new(start)
+            .standard_filters(false)
+            .follow_links(false)
+            .filter_entry(|entry| entry.file_name() != ".git")
+            .build();
+        for entry in walker.flatten() {
+            let name = entry.file_name();
+            if name != ".gitignore" && name != ".ignore" {
+                continue;
+            }
+            let (Some(dir), Ok(relative)) =
+                (entry.path().parent(), entry.path().strip_prefix(workspace))
+            else {
+                continue;
+            };
+            let Ok(bytes) =
+                workspace::read_capped(workspace, &relative.to_string_lossy(), 1024 * 1024)
+            else {
+                continue;
+            };
+            let mut builder = ignore::gitignore::GitignoreBuilder::new(dir);
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                let _ = builder.add_line(None, line);
+            }
+            if let Ok(matcher) = builder.build() {
+                rules.push((dir.to_path_buf(), matcher));
+            }
         }
+        // Shallow directories first, so that a deeper file's rule wins.
+        rules.sort_by_key(|(dir, _)| dir.components().count());
+        SafeIgnores { rules }
     }
-    true
+
+    /// Whether `path` is ignored: the deepest rule that says anything decides.
+    pub fn ignored(&self, path: &Path, is_dir: bool) -> bool {
+        let mut ignored = false;
+        for (dir, matcher) in &self.rules {
+            if !path.starts_with(dir) {
+                continue;
+            }
+            match matcher.matched(path, is_dir) {
+                ignore::Match::Ignore(_) => ignored = true,
+                ignore::Match::Whitelist(_) => ignored = false,
+                ignore::Match::None => {}
+            }
+        }
+        ignored
+    }
+
+    /// A walker of `start` that opens no ignore file itself and applies these rules.
+    pub fn walker(self, start: &Path) -> ignore::WalkBuilder {
+        let mut walker = ignore::WalkBuilder::new(start);
+        walker
+            .standard_filters(false)
+            .hidden(false)
+            .follow_links(false)
+            .filter_entry(move |entry| {
+                entry.file_name() != ".git"
+                    && !self.ignored(
+                        entry.path(),
+                        entry.file_type().is_some_and(|kind| kind.is_dir()),
+                    )
+            });
+        walker
+    }
 }

@@ -129,7 +129,16 @@ impl Engine {
                         swept.removed += 1;
                     }
                 }
-                Fate::Idle => idle.extend(files.found(&id)),
+                Fate::Idle => {
+                    // Walking a tree a task filled may take long: off the async threads.
+                    let (files, id) = (files.clone(), id.clone());
+                    idle.extend(
+                        tokio::task::spawn_blocking(move || files.found(&id))
+                            .await
+                            .ok()
+                            .flatten(),
+                    );
+                }
                 Fate::Keep => {}
             }
         }
@@ -146,7 +155,9 @@ impl Engine {
                 swept.evicted += 1;
             }
         }
-        swept.bytes = files.total_bytes();
+        swept.bytes = tokio::task::spawn_blocking(move || files.total_bytes())
+            .await
+            .unwrap_or(0);
         swept
     }
 

@@ -78,6 +78,10 @@ impl Drop for EgressProxy {
     }
 }
 
+/// Connections one sandbox may have open through its proxy at once (package managers open a
+/// few dozen at most).
+pub const MAX_CONNECTIONS: usize = 128;
+
 /// The most bytes of a unix socket's path that `bind` takes (`sun_path`, with its NUL).
 const SUN_PATH_MAX: usize = 107;
 
@@ -133,6 +137,9 @@ impl EgressProxy {
         let listener = bind_unix(path)?;
         let stop = CancellationToken::new();
         let accept_stop = stop.clone();
+        // Each connection costs deft two descriptors: one sandbox holding thousands open would
+        // use up deft's, and every other task with them.
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -140,11 +147,17 @@ impl EgressProxy {
                     accepted = listener.accept() => accepted,
                 };
                 let Ok((client, _)) = accepted else { continue };
+                // Past the limit a connection is closed at once: the client sees it end.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(client);
+                    continue;
+                };
                 let policy = policy.clone();
                 let events = events.clone();
                 let resolver = resolver.clone();
                 let stop = accept_stop.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     tokio::select! {
                         _ = stop.cancelled() => {}
                         _ = serve(client, &policy, &resolver, &events) => {}
@@ -320,7 +333,19 @@ fn parse(head: &[u8]) -> Result<Target, String> {
         None => (rest, "/"),
     };
     let (host, port) = split_authority(authority, Some(80))?;
-    let mut rewritten = format!("{method} {path} {version}\r\n");
+    // The Host the server sees is the one the policy decided on: a different one would reach
+    // another site of the same address (a CDN's).
+    let shown = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_ascii_lowercase()
+    };
+    let shown = if port == 80 {
+        shown
+    } else {
+        format!("{shown}:{port}")
+    };
+    let mut rewritten = format!("{method} {path} {version}\r\nHost: {shown}\r\n");
     for line in lines.filter(|line| !line.is_empty()) {
         let name = line
             .split(':')
@@ -330,7 +355,7 @@ fn parse(head: &[u8]) -> Result<Target, String> {
             .to_ascii_lowercase();
         if matches!(
             name.as_str(),
-            "proxy-connection" | "proxy-authorization" | "connection" | "keep-alive"
+            "host" | "proxy-connection" | "proxy-authorization" | "connection" | "keep-alive"
         ) {
             continue;
         }
@@ -496,7 +521,7 @@ mod tests {
             }
         );
         let Target::Forward { host, port, head } =
-            parse(b"GET http://Example.com/a?b=1 HTTP/1.1\r\nHost: example.com\r\nProxy-Connection: keep-alive\r\n\r\n").unwrap()
+            parse(b"GET http://Example.com/a?b=1 HTTP/1.1\r\nHost: other.example.net\r\nProxy-Connection: keep-alive\r\n\r\n").unwrap()
         else {
             panic!("a forward")
         };

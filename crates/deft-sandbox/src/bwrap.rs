@@ -446,6 +446,13 @@ const PROC_HIDDEN_FILES: &[&str] = &[
     "/proc/kpageflags",
     "/proc/kpagecgroup",
     "/proc/config.gz",
+    // Kernel addresses and allocator state, readable by root: what exploits aim with.
+    "/proc/slabinfo",
+    "/proc/vmallocinfo",
+    "/proc/pagetypeinfo",
+    "/proc/iomem",
+    "/proc/ioports",
+    "/proc/modules",
 ];
 const PROC_HIDDEN_DIRS: &[&str] = &["/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/driver"];
 
@@ -1001,7 +1008,12 @@ impl Sandbox for BwrapSandbox {
         if !rest.is_empty() {
             on_output(&String::from_utf8_lossy(&rest));
         }
-        if workspace::size(&self.spec.workspace) > self.spec.limits.disk_bytes {
+        // The walk may be long (a command can leave millions of files): off the async threads.
+        let root = self.spec.workspace.clone();
+        let used = tokio::task::spawn_blocking(move || workspace::size(&root))
+            .await
+            .unwrap_or(0);
+        if used > self.spec.limits.disk_bytes {
             limits_hit.push(format!(
                 "the workspace is over its disk limit ({} MiB)",
                 self.spec.limits.disk_bytes / (1024 * 1024)

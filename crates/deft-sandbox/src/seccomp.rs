@@ -98,12 +98,23 @@ fn refusals() -> Result<BpfProgram, String> {
         libc::SYS_ioctl,
         vec![SeccompRule::new(vec![condition(1, libc::TIOCSTI)?]).map_err(|e| e.to_string())?],
     );
-    // No new unix sockets: the only one a command may use is the proxy's, reached over TCP.
+    // Sockets of the internet families (reaching only the proxy's bridge, the network
+    // namespace having nothing else) and netlink (the C library asks it for addresses); no
+    // other family: a unix socket could reach a host socket passed in, and AF_VSOCK ignores
+    // network namespaces and reaches the virtual machine's host.
+    let other_family = |family: i32| {
+        SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, family as u64)
+            .map_err(|e| e.to_string())
+    };
     rules.insert(
         libc::SYS_socket,
         vec![
-            SeccompRule::new(vec![condition(0, libc::AF_UNIX as u64)?])
-                .map_err(|e| e.to_string())?,
+            SeccompRule::new(vec![
+                other_family(libc::AF_INET)?,
+                other_family(libc::AF_INET6)?,
+                other_family(libc::AF_NETLINK)?,
+            ])
+            .map_err(|e| e.to_string())?,
         ],
     );
     // No user namespace inside the sandbox's: one would give a command every capability over

@@ -21,6 +21,11 @@ fn main() -> ExitCode {
     // The sandbox's launcher and init are this same binary, started with a verb of their own,
     // before any runtime exists (see `deft_sandbox::inner`).
     let args: Vec<String> = std::env::args().collect();
+    if !args.get(1).is_some_and(|verb| {
+        verb == deft_sandbox::inner::LAUNCH || verb == deft_sandbox::inner::INIT
+    }) {
+        raise_descriptor_limit();
+    }
     match args.get(1).map(String::as_str) {
         Some(deft_sandbox::inner::LAUNCH) => {
             report(
@@ -61,4 +66,16 @@ fn main() -> ExitCode {
 )]
 fn report(error: &anyhow::Error) {
     eprintln!("error: {error:#}");
+}
+
+/// Raises the soft limit on open descriptors to the hard one: each running task holds a few
+/// dozen (its sandbox, its proxy's connections), and the usual soft limit of 1,024 would be
+/// reached by a busy server long before its hard limit. Sandboxes set their own limit.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
 }
