@@ -634,8 +634,9 @@ impl BwrapSandbox {
             &limits.file_size_bytes.to_string(),
         ]);
         push(&["--cpu", &limits.cpu_seconds.to_string(), "--cwd", &cwd]);
-        push(&["--"]);
-        args.extend(request.argv.iter().cloned());
+        // The program and its arguments follow on standard input, not here: bubblewrap's
+        // command line is readable by every user of the host, and arguments may hold secrets.
+        push(&["--argv-on-stdin", "1"]);
         Ok(LaunchPlan {
             bwrap: PathBuf::from("/usr/bin/bwrap"),
             cgroup_procs: cgroup.map(SandboxCgroup::procs_files).unwrap_or_default(),
@@ -762,11 +763,12 @@ impl BwrapSandbox {
         let env: Vec<(String, String)> = env.into_iter().collect();
         let mut child = self.launcher(&[inner::LAUNCH, inner::STDIO])?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
-        // The plan for the launcher, then the environment for the init, each with its length;
-        // what follows is the program's own input.
+        // The plan for the launcher, then the environment and the program's arguments for the
+        // init, each with its length; what follows is the program's own input.
         let plan = serde_json::to_vec(&plan).expect("plans serialize");
         let env = crate::plan::encode_env(&env);
-        for part in [&plan, &env] {
+        let argv = serde_json::to_vec(&request.argv).expect("strings serialize");
+        for part in [&plan, &env, &argv] {
             let length = u32::try_from(part.len())
                 .map_err(|_| SandboxError::Start("the environment is too large".into()))?;
             stdin

@@ -3,7 +3,7 @@
 //! - the launcher (host side): reads a [`LaunchPlan`] on stdin, joins the sandbox's cgroups
 //!   and becomes bubblewrap;
 //! - the init (inside, pid 1): either resident ([`crate::resident`], a task's commands), or
-//!   for one long-running program: reads its environment from stdin, starts the bridge from a
+//!   for one long-running program: reads its environment and its command from stdin, starts the bridge from a
 //!   loopback port to the egress proxy's socket, sets rlimits and the seccomp filters, runs
 //!   the program and exits with its status (which ends the pid namespace and all in it).
 //!
@@ -138,6 +138,8 @@ struct InitOptions {
     cwd: String,
     /// No command: serve deft's requests (see [`crate::resident`]).
     resident: bool,
+    /// The command comes on standard input, after the environment (it may hold secrets).
+    argv_on_stdin: bool,
     argv: Vec<String>,
 }
 
@@ -166,10 +168,11 @@ fn parse_init(args: &[String]) -> Result<InitOptions, String> {
             "--cpu" => options.cpu = number()?,
             "--cwd" => options.cwd = value.clone(),
             "--resident" => options.resident = value == "1",
+            "--argv-on-stdin" => options.argv_on_stdin = value == "1",
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if options.argv.is_empty() && !options.resident {
+    if options.argv.is_empty() && !options.resident && !options.argv_on_stdin {
         return Err("no command after `--`".into());
     }
     Ok(options)
@@ -195,7 +198,7 @@ pub fn init(args: &[String]) -> i32 {
     reason = "a command that cannot start is reported like a shell does"
 )]
 fn try_init(args: &[String]) -> Result<i32, String> {
-    let options = parse_init(args)?;
+    let mut options = parse_init(args)?;
     let limits = Rlimits {
         nproc: options.nproc,
         fsize: options.fsize,
@@ -212,6 +215,13 @@ fn try_init(args: &[String]) -> Result<i32, String> {
     let blob = read_part().map_err(|e| format!("reading the environment: {e}"))?;
     let env = decode_env(&blob);
     drop(blob);
+    if options.argv_on_stdin {
+        let blob = read_part().map_err(|e| format!("reading the command: {e}"))?;
+        options.argv = serde_json::from_slice(&blob).map_err(|e| format!("the command: {e}"))?;
+        if options.argv.is_empty() {
+            return Err("no command".into());
+        }
+    }
     // bubblewrap asks for this too, but only once its child runs; a deft killed in between
     // would leave the sandbox behind.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))

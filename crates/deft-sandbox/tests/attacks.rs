@@ -212,6 +212,19 @@ async fn a_long_running_program_talks_over_its_standard_streams_inside_the_sandb
         // Its own environment, the sandbox's, and still the sandbox's identity.
         assert_eq!(line, format!("got:{word} hello extra sandbox 1000"));
     }
+    // bubblewrap's command line, which every user of the host can read, does not carry the
+    // program's arguments (an MCP server's may hold a secret).
+    let bwraps: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains("bwrap") && cmdline.contains("__sandbox-init"))
+        .collect();
+    assert!(!bwraps.is_empty(), "the program's bubblewrap is running");
+    for cmdline in &bwraps {
+        assert!(!cmdline.contains("while read line"), "{cmdline}");
+    }
     drop(process.stdin);
     let mut stderr = String::new();
     process.stderr.read_to_string(&mut stderr).await.unwrap();
