@@ -16,4 +16,4 @@ mod proxy;
 
 pub use addresses::{OwnAddresses, Range, Refusal, refusal, this_machine};
 pub use policy::{COMMON_DOMAINS, Decision, DomainSet, EgressPolicy};
-pub use proxy::{EgressProxy, ProxyEvent, Resolver, is_internal};
+pub use proxy::{EgressProxy, MAX_CONNECTIONS, ProxyEvent, Resolver, is_internal};

@@ -117,3 +117,41 @@ async fn connect_to_an_address_of_this_machine_is_refused_at_the_open_level() {
         );
     }
 }
+
+/// One sandbox cannot hold more than `MAX_CONNECTIONS` connections through its proxy at once:
+/// each costs deft descriptors, which one task would otherwise use up for every other. Idle
+/// connections (no request yet) hold their slot; the next one is closed at once.
+#[tokio::test]
+async fn a_sandbox_holds_at_most_the_proxys_connection_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("proxy.sock");
+    let (events, _decisions) = tokio::sync::mpsc::unbounded_channel();
+    let _proxy = EgressProxy::start_with(
+        &socket,
+        EgressPolicy::new(NetworkLevel::Open, vec![], DomainSet::default()),
+        events,
+        Resolver::System,
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..deft_egress::MAX_CONNECTIONS {
+        held.push(tokio::net::UnixStream::connect(&socket).await.unwrap());
+    }
+    // Each accepted connection waits for its request; give the proxy time to take them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte))
+        .await
+        .expect("the connection past the limit is closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // A slot freed is a slot taken again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    again
+        .write_all(b"CONNECT 192.0.2.1:443 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer_head(&mut again).await.contains("403"));
+}
