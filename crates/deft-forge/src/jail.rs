@@ -166,7 +166,21 @@ impl<'a> Jail<'a> {
             let status = child.wait().await.map_err(ForgeError::GitMissing)?;
             Ok((status, err))
         };
-        let (status, err) = match tokio::time::timeout(DEADLINE, run).await {
+        // While the jail's git works, the task's workspace is deft's; then it goes back to the
+        // sandbox's user, whatever git said (no sandboxed process runs meanwhile).
+        crate::ownership::take_tree(self.workspace).map_err(|error| ForgeError::Git {
+            command: what.clone(),
+            message: format!("taking {} for git: {error}", self.workspace.display()),
+        })?;
+        let outcome = tokio::time::timeout(DEADLINE, run).await;
+        crate::ownership::give_tree(self.workspace).map_err(|error| ForgeError::Git {
+            command: what.clone(),
+            message: format!(
+                "giving {} back to the sandbox: {error}",
+                self.workspace.display()
+            ),
+        })?;
+        let (status, err) = match outcome {
             Ok(result) => result?,
             // Dropping the future kills the jail (`kill_on_drop`, `--die-with-parent`).
             Err(_) => {

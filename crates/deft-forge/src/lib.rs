@@ -5,7 +5,10 @@
 //! switches off the configuration knobs that could make git run a repository's own programs.
 
 mod jail;
+mod ownership;
 pub mod private;
+
+pub use ownership::set_clone_owner;
 
 use std::path::{Path, PathBuf};
 

@@ -60,6 +60,8 @@ pub(crate) struct ShellMaker {
     /// The sandbox's own `passwd` and `group` (its user `deft`, home `/home/deft`), bound
     /// over the host's: tools that look the user up find it, and no host account shows.
     identity: tempfile::TempDir,
+    /// The host user bubblewrap runs as when deft is root ([`crate::user`]).
+    run_as: Option<crate::user::HostUser>,
 }
 
 /// The accounts a sandbox knows: root and nobody as every system has them, and its user.
@@ -101,6 +103,7 @@ impl BwrapBackend {
                 helper,
                 masks,
                 identity: identity_files()?,
+                run_as: crate::user::sandbox_user()?,
             }),
             pool: Arc::new(Pool::new(DEFAULT_POOL)),
         })
@@ -164,6 +167,8 @@ impl BwrapBackend {
                 spec.workspace.display()
             ))
         })?;
+        // The sandbox's user writes in it (when deft is root; else it is deft's own).
+        crate::user::give(&spec.workspace)?;
         let (Some(stage), Some(name)) = (
             spec.workspace.parent(),
             spec.workspace.file_name().and_then(|name| name.to_str()),
@@ -231,6 +236,12 @@ impl BwrapBackend {
                 ))(error));
             }
         };
+        // The sandbox's user connects to it (its directory is the sandbox's alone).
+        if self.maker.run_as().is_some() {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+                .map_err(SandboxError::io(format!("opening {}", socket.display())))?;
+        }
         let redactor = Redactor::new(&spec.secrets);
         Ok(BwrapSandbox {
             environment: environment(&spec),
@@ -268,6 +279,32 @@ impl BwrapBackend {
 impl ShellMaker {
     pub(crate) fn helper(&self) -> &Path {
         &self.helper
+    }
+
+    pub(crate) fn run_as(&self) -> Option<crate::user::HostUser> {
+        self.run_as
+    }
+
+    /// Lets the sandbox's user (when deft is root) pass through `dir`, which deft made: it may
+    /// enter, not list. Everything above it is reached through the launcher's staging.
+    pub(crate) fn let_sandbox_enter(&self, dir: &Path) -> Result<(), SandboxError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        if self.run_as.is_none() {
+            return Ok(());
+        }
+        let meta = std::fs::symlink_metadata(dir)
+            .map_err(SandboxError::io(format!("reading {}", dir.display())))?;
+        if meta.is_dir() && meta.permissions().mode() & 0o001 == 0 {
+            std::fs::set_permissions(
+                dir,
+                std::fs::Permissions::from_mode(meta.permissions().mode() | 0o001),
+            )
+            .map_err(SandboxError::io(format!(
+                "opening {} to the sandbox",
+                dir.display()
+            )))?;
+        }
+        Ok(())
     }
 
     pub(crate) fn cgroups(&self) -> &crate::cgroup::Cgroups {
@@ -642,6 +679,7 @@ impl BwrapSandbox {
             cgroup_procs: cgroup.map(SandboxCgroup::procs_files).unwrap_or_default(),
             args,
             env: self.environment.clone(),
+            run_as: self.maker.run_as(),
         })
     }
 }

@@ -31,8 +31,10 @@ pub const RESIDENT: &str = "--resident";
 /// Reads one length-prefixed part from standard input without reading past it: the bytes
 /// after it belong to the next reader (bubblewrap's init, then the program).
 fn read_part() -> std::io::Result<Vec<u8>> {
-    // Unbuffered, unlike `std::io::stdin()`, whose buffer would swallow the program's input.
-    let mut input = std::fs::File::open("/dev/stdin")?;
+    // Unbuffered, unlike `std::io::stdin()`, whose buffer would swallow the program's input;
+    // and descriptor 0 itself, not `/dev/stdin` opened again, which the sandbox's user may not
+    // open (the pipe is deft's).
+    let mut input = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     let mut length = [0u8; 4];
     input.read_exact(&mut length)?;
     let mut part = vec![0u8; u32::from_be_bytes(length) as usize];
@@ -76,55 +78,144 @@ fn try_launch_stdio() -> std::io::Result<std::convert::Infallible> {
 }
 
 fn exec_bwrap(plan: &LaunchPlan) -> std::io::Result<std::convert::Infallible> {
-    keep_only_standard_descriptors()?;
+    host::keep_only_standard_descriptors()?;
     for procs in &plan.cgroup_procs {
         std::fs::write(procs, std::process::id().to_string()).map_err(|error| {
             std::io::Error::other(format!("joining {}: {error}", procs.display()))
         })?;
     }
-    Err(Command::new(&plan.bwrap)
-        .args(&plan.args)
-        .env_clear()
-        .exec())
+    let mut args = plan.args.clone();
+    if let Some(user) = plan.run_as {
+        host::stage_binds(&mut args)?;
+        become_user(user)?;
+    }
+    Err(Command::new(&plan.bwrap).args(&args).env_clear().exec())
 }
 
-/// Marks every descriptor above standard error close-on-exec, so that nothing deft inherited
-/// from whoever started it (a terminal's, a supervisor's, a directory's) reaches bubblewrap,
-/// which passes every open descriptor on into the sandbox: a directory's would let a command
-/// open files beside it, outside every mount.
-///
-/// This is the workspace's one `unsafe` block: no safe API touches descriptors nobody owns.
-/// Sound because the launcher is single-threaded, owns nothing above 2 that it uses after
-/// this, and execs at once; close-on-exec closes nothing before that.
-#[allow(unsafe_code)]
-fn keep_only_standard_descriptors() -> std::io::Result<()> {
-    // SAFETY: CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; no memory is touched. The
-    // raw system call, not the C library's wrapper, which older C libraries lack.
-    let marked = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if marked == 0 {
-        return Ok(());
-    }
-    // Kernels before 5.11: one descriptor at a time, as `/proc` lists them.
-    let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2)
-        .collect();
-    for fd in listed {
-        // SAFETY: as above; a descriptor closed since the listing (the directory's own)
-        // makes this fail with EBADF, which is ignored.
-        unsafe {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
+/// Where the launcher puts the sources of bubblewrap's binds that the sandbox's user could not
+/// reach where they are (under root's home, a data dir only root may enter).
+const STAGE: &str = "/run/deft-stage";
+
+/// Whether bubblewrap, as the sandbox's user, reaches `source` where it is: the system's
+/// read-only directories and the kernel's files always are, the rest is staged.
+fn reachable_as_is(source: &str) -> bool {
+    [
+        "/usr", "/etc", "/opt", "/dev", "/proc", "/bin", "/sbin", "/lib",
+    ]
+    .iter()
+    .any(|root| source == *root || source.starts_with(&format!("{root}/")))
+}
+
+/// Drops every privilege for the sandbox's user: no supplementary groups, its gid, its uid.
+/// The launcher is single-threaded, so the thread's credentials are the process's.
+fn become_user(user: crate::user::HostUser) -> std::io::Result<()> {
+    use rustix::process::{Gid, Uid};
+    let gid = Gid::from_raw(user.gid);
+    let uid = Uid::from_raw(user.uid);
+    rustix::thread::set_thread_groups(&[])?;
+    rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+    rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+    if rustix::process::geteuid().is_root() {
+        return Err(std::io::Error::other("the launcher is still root"));
     }
     Ok(())
+}
+
+/// The launcher's calls that touch what no safe API owns: the process's descriptors and its
+/// mount namespace. This is the workspace's one module allowed `unsafe`.
+#[allow(unsafe_code)]
+mod host {
+    use super::{STAGE, reachable_as_is};
+
+    /// Marks every descriptor above standard error close-on-exec, so that nothing deft
+    /// inherited from whoever started it (a terminal's, a supervisor's, a directory's) reaches
+    /// bubblewrap, which passes every open descriptor on into the sandbox: a directory's would
+    /// let a command open files beside it, outside every mount.
+    ///
+    /// Sound because the launcher is single-threaded, owns nothing above 2 that it uses after
+    /// this, and execs at once; close-on-exec closes nothing before that.
+    pub(super) fn keep_only_standard_descriptors() -> std::io::Result<()> {
+        // SAFETY: CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; no memory is touched.
+        // The raw system call, not the C library's wrapper, which older C libraries lack.
+        let marked = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if marked == 0 {
+            return Ok(());
+        }
+        // Kernels before 5.11: one descriptor at a time, as `/proc` lists them.
+        let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect();
+        for fd in listed {
+            // SAFETY: as above; a descriptor closed since the listing (the directory's own)
+            // makes this fail with EBADF, which is ignored.
+            unsafe {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        Ok(())
+    }
+
+    /// In a mount namespace of the launcher's own (root's still), binds each source of
+    /// bubblewrap's binds that the sandbox's user could not reach where it is under
+    /// [`STAGE`], and points the arguments there: bubblewrap, started as that user, then
+    /// mounts them into the sandbox as before. The host's mounts are untouched.
+    pub(super) fn stage_binds(args: &mut [String]) -> std::io::Result<()> {
+        use rustix::mount::{MountFlags, MountPropagationFlags};
+        // SAFETY: only the mount namespace is unshared (not the descriptor table or the file
+        // system information other threads share), and the launcher is single-threaded.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)? };
+        rustix::mount::mount_change(
+            "/",
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+        )?;
+        std::fs::create_dir_all(STAGE)?;
+        rustix::mount::mount(
+            "deft-stage",
+            STAGE,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            c"mode=0755,size=1m",
+        )?;
+        let mut staged = 0;
+        let mut i = 0;
+        while i + 2 < args.len() {
+            let is_bind = matches!(
+                args[i].as_str(),
+                "--bind" | "--ro-bind" | "--bind-try" | "--ro-bind-try"
+            );
+            if !is_bind || reachable_as_is(&args[i + 1]) {
+                i += 1;
+                continue;
+            }
+            let source = args[i + 1].clone();
+            let Ok(meta) = std::fs::metadata(&source) else {
+                // A `-try` source that is not there: bubblewrap skips it as before.
+                i += 3;
+                continue;
+            };
+            let target = format!("{STAGE}/{staged}");
+            staged += 1;
+            if meta.is_dir() {
+                std::fs::create_dir(&target)?;
+            } else {
+                std::fs::File::create(&target)?;
+            }
+            rustix::mount::mount_bind_recursive(source.as_str(), target.as_str())
+                .map_err(|error| std::io::Error::other(format!("staging {source}: {error}")))?;
+            args[i + 1] = target;
+            i += 3;
+        }
+        Ok(())
+    }
 }
 
 /// Options of the init, as `--name value` pairs before `--` and the command.

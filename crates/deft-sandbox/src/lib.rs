@@ -40,6 +40,7 @@ pub mod probe;
 mod resident;
 mod seccomp;
 mod shell;
+pub mod user;
 pub mod workspace;
 
 use std::collections::BTreeMap;

@@ -12,6 +12,10 @@ pub struct LaunchPlan {
     pub args: Vec<String>,
     /// The command's environment, secrets included; passed to the init on its standard input.
     pub env: Vec<(String, String)>,
+    /// The host user bubblewrap runs as, when deft is root (see [`crate::user`]): the launcher
+    /// makes the bind sources reachable for it, then becomes it.
+    #[serde(default)]
+    pub run_as: Option<crate::user::HostUser>,
 }
 
 /// What deft asks of a resident init, one message per `SOCK_SEQPACKET` datagram on its

@@ -82,6 +82,11 @@ impl Shell {
             "creating {}",
             runtime_dir.display()
         )))?;
+        // The sandbox's user enters both to reach the proxy's socket and its workspace (it
+        // lists neither).
+        for dir in [&runtime_dir, &key.runtime, &key.stage] {
+            recipe.let_sandbox_enter(dir)?;
+        }
         let defaults = Limits::default();
         let cgroup = recipe
             .cgroups()
@@ -95,6 +100,7 @@ impl Shell {
                 .unwrap_or_default(),
             args: recipe.bwrap_args(key, &runtime_dir),
             env: Vec::new(),
+            run_as: recipe.run_as(),
         };
         let (ours, theirs) = rustix::net::socketpair(
             AddressFamily::UNIX,

@@ -102,6 +102,16 @@ pub fn create_parents(root: &Path, path: &str) -> Result<(), SandboxError> {
         };
         rustix::fs::mkdirat(&dir, name.as_os_str(), Mode::from_raw_mode(0o755))
             .map_err(|e| SandboxError::io(text.clone())(e.into()))?;
+        if let Some(user) = crate::user::sandbox_user()? {
+            rustix::fs::chownat(
+                &dir,
+                name.as_os_str(),
+                Some(rustix::fs::Uid::from_raw(user.uid)),
+                Some(rustix::fs::Gid::from_raw(user.gid)),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| SandboxError::io(text.clone())(e.into()))?;
+        }
     }
     Ok(())
 }
@@ -263,6 +273,15 @@ pub fn read_capped(root: &Path, path: &str, limit: u64) -> Result<Vec<u8>, Sandb
 /// regular file: a FIFO or a device is refused, never written to.
 pub fn write(root: &Path, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
     let mut file = open_regular(root, path, OFlags::WRONLY | OFlags::CREATE)?;
+    // The sandbox's user (when deft is root) goes on changing what the tools write.
+    if let Some(user) = crate::user::sandbox_user()? {
+        rustix::fs::fchown(
+            &file,
+            Some(rustix::fs::Uid::from_raw(user.uid)),
+            Some(rustix::fs::Gid::from_raw(user.gid)),
+        )
+        .map_err(|e| SandboxError::io(path.to_owned())(e.into()))?;
+    }
     file.set_len(0).map_err(SandboxError::io(path.to_owned()))?;
     file.write_all(contents)
         .map_err(SandboxError::io(path.to_owned()))

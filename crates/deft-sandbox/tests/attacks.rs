@@ -108,6 +108,19 @@ async fn sandbox(options: Options) -> Fixture {
     }
 }
 
+/// Gives `path` and what is under it to the sandbox's user, as deft does with its clones when
+/// it runs as root (links themselves, never followed).
+fn give_to_sandbox(path: &std::path::Path) {
+    if let Some(user) = deft_sandbox::user::sandbox_user().unwrap() {
+        let status = std::process::Command::new("chown")
+            .args(["-R", "-h", &format!("{}:{}", user.uid, user.gid)])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
 #[tokio::test]
 async fn a_command_runs_in_the_workspace_with_its_environment() {
     let fixture = sandbox(Options::default()).await;
@@ -129,6 +142,28 @@ async fn a_command_runs_in_the_workspace_with_its_environment() {
         })
         .await;
     assert_eq!(missing.exit_code(), 127, "{}", missing.output);
+}
+
+/// A task's processes are never host root: when deft runs as root they run as its dedicated
+/// sandbox user, otherwise as deft's own (unprivileged) user. What they create on the host is
+/// owned by that user, and their uid inside maps to it.
+#[tokio::test]
+async fn the_sandbox_never_holds_host_root() {
+    use std::os::unix::fs::MetadataExt as _;
+    let fixture = sandbox(Options::default()).await;
+    let outcome = fixture
+        .run("touch made-inside && awk '{print $1, $2, $3}' /proc/self/uid_map")
+        .await;
+    assert_eq!(outcome.ending, Ending::Exited(0), "{}", outcome.output);
+    let owner = std::fs::metadata(fixture.workspace().join("made-inside"))
+        .unwrap()
+        .uid();
+    assert_ne!(owner, 0, "a file the sandbox made is owned by host root");
+    assert_eq!(outcome.output.trim(), format!("1000 {owner} 1"));
+    if rustix::process::geteuid().is_root() {
+        let user = deft_sandbox::user::sandbox_user().unwrap().unwrap();
+        assert_eq!(owner, user.uid);
+    }
 }
 
 /// The kernel's settings and the host's device interfaces under `/proc` are read-only, and the
@@ -769,6 +804,10 @@ async fn repository_hooks_and_config_stay_read_only_even_when_cloned_after_the_s
     std::fs::create_dir_all(elsewhere.join("hooks")).unwrap();
     std::fs::create_dir(fixture.workspace().join("linked")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, fixture.workspace().join("linked/.git")).unwrap();
+    // As deft gives its clones to the sandbox's user: the read-only mounts are what stop
+    // the writes, not ownership.
+    give_to_sandbox(&repo);
+    give_to_sandbox(&fixture.workspace().join("linked"));
     let attempt = fixture
         .run(
             "cd repo/.git; (echo evil > hooks/pre-commit) 2>/dev/null && echo wrote-hook; \
@@ -962,16 +1001,30 @@ async fn a_sandbox_that_died_while_waiting_in_the_pool_is_replaced() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Every waiting sandbox dies (bubblewrap's command line names the stage it binds).
-    let stage = format!(
-        "{} /.deft/stage",
-        workspaces.canonicalize().unwrap().display()
-    );
-    let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-f", &stage])
-        .status()
-        .unwrap();
-    assert!(killed.success(), "no pooled sandbox was found to kill");
+    // Every waiting sandbox dies: the bubblewrap processes binding a stage whose mounts show
+    // this test's directory of workspaces (when deft is root the launcher stages it, so the
+    // command line names the staged copy; the mount table names the original).
+    let ours = workspaces.canonicalize().unwrap().display().to_string();
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("/.deft/stage") {
+            continue;
+        }
+        let mounts = std::fs::read_to_string(entry.path().join("mountinfo")).unwrap_or_default();
+        let named = String::from_utf8_lossy(&cmdline).contains(&ours);
+        if named || mounts.contains(&ours) {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+            killed += 1;
+        }
+    }
+    assert!(killed > 0, "no pooled sandbox was found to kill");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let workspace = workspaces.join("task");
     std::fs::create_dir(&workspace).unwrap();

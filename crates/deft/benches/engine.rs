@@ -118,6 +118,9 @@ async fn run() -> (Duration, Duration, usize) {
         model_setting: "DEFT_MODEL".into(),
         key_setting: "DEFT_MODEL_API_KEY".into(),
     };
+    if let Some(user) = deft_sandbox::user::sandbox_user().unwrap() {
+        deft_forge::set_clone_owner(user.uid, user.gid);
+    }
     let engine = Engine {
         store: store.clone(),
         planner: ModelClient::new(config.clone()).unwrap(),

@@ -68,11 +68,18 @@ async fn program(name: &str, args: &[&str], fix: &str) -> Check {
 async fn sandbox() -> Check {
     let support = deft_sandbox::HostSupport::probe().await;
     match support.refusal(&deft_sandbox::Limits::default()) {
-        // The sandbox's user is the host user deft runs as (docs/SECURITY.md, known limits).
-        None if rustix::process::geteuid().is_root() => Check::Warn(format!(
-            "{}; tasks' processes are host root inside their namespaces: run deft as an unprivileged user with a delegated cgroup (docs/SECURITY.md)",
-            support.describe()
-        )),
+        // When deft is root, tasks run as a dedicated user (made on first use).
+        None if rustix::process::geteuid().is_root() => match deft_sandbox::user::sandbox_user() {
+            Ok(Some(user)) => Check::Ok(format!(
+                "{}; tasks run as host uid {} (the user `{}` unless {} names another)",
+                support.describe(),
+                user.uid,
+                deft_sandbox::user::DEFAULT_USER,
+                deft_sandbox::user::USER_VARIABLE
+            )),
+            Ok(None) => Check::Ok(support.describe()),
+            Err(error) => Check::Fail(error.to_string()),
+        },
         None => Check::Ok(support.describe()),
         Some(why) => Check::Fail(why),
     }

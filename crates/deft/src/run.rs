@@ -133,6 +133,10 @@ pub async fn engine(
 ) -> anyhow::Result<Engine> {
     let helper = std::env::current_exe().context("cannot find deft's own executable")?;
     let sandboxes = BwrapBackend::new(HostSupport::probe().await, helper)?.with_pool(sandbox_pool);
+    // When deft is root, its sandboxes run as their own user, and task clones belong to it.
+    if let Some(user) = deft_sandbox::user::sandbox_user()? {
+        deft_forge::set_clone_owner(user.uid, user.gid);
+    }
     let workspaces = dir.join("workspaces");
     if sandbox_pool > 0 {
         std::fs::create_dir_all(&workspaces)

@@ -895,16 +895,24 @@ async fn sandboxes_started_ahead_of_tasks_die_with_a_killed_server() {
     let model = ScriptedModel::start(vec![]).await;
     let data = dir.path().join("data");
     let mut server = start(&data, &model);
-    // bubblewrap's command line names the directory of workspaces it binds as the stage.
-    let stage = format!("{} /.deft/stage", data.join("workspaces").display());
+    // The bubblewraps binding a stage whose mounts show this server's directory of workspaces
+    // (as root the launcher stages it, so the command line names the staged copy).
+    let ours = data.join("workspaces").display().to_string();
     let sandboxes = || -> Vec<String> {
-        let found = std::process::Command::new("pgrep")
-            .args(["-f", &stage])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&found.stdout)
-            .lines()
-            .map(str::to_owned)
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.starts_with("/usr/bin/bwrap")
+                    && cmdline.contains("/.deft/stage")
+                    && (cmdline.contains(&ours)
+                        || std::fs::read_to_string(entry.path().join("mountinfo"))
+                            .unwrap_or_default()
+                            .contains(&ours))
+            })
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
             .collect()
     };
     let started = Instant::now();
