@@ -9,6 +9,10 @@ use deft_core::{Redactor, TaskId};
 
 use crate::Engine;
 
+/// How long the search of one push may take (it reads at most
+/// `deft_forge::MAX_SEARCHED_BYTES`).
+const SEARCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Where a secret was found in what a push would send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretInPush {
@@ -71,15 +75,19 @@ impl Engine {
             return Ok(None);
         }
         let overlap = redactor.longest().saturating_sub(1);
-        let found = deft_forge::each_outgoing(
-            private,
-            base,
-            &format!("refs/heads/{branch}"),
-            overlap,
-            |piece| find_secret(&redactor, piece),
-        )
-        .await
-        .map_err(|error| error.to_string())?;
+        let head = format!("refs/heads/{branch}");
+        let search = deft_forge::each_outgoing(private, base, &head, overlap, |piece| {
+            find_secret(&redactor, piece)
+        });
+        let found = tokio::time::timeout(SEARCH_DEADLINE, search)
+            .await
+            .map_err(|_| {
+                format!(
+                    "searching it for secrets took over {} s",
+                    SEARCH_DEADLINE.as_secs()
+                )
+            })?
+            .map_err(|error| error.to_string())?;
         if let Some(found) = &found {
             tracing::warn!(task.id = %task, secret = %found.secret, "a push would carry a secret; refused");
         }

@@ -487,6 +487,26 @@ pub async fn each_outgoing<T>(
             return Ok(Some(found));
         }
     }
+    // What the objects weigh once expanded, before any is read: a few kilobytes of deltas can
+    // stand for terabytes.
+    let ids: String = wanted.iter().map(|(id, _)| format!("{id}\n")).collect();
+    let sizes = git_with_input(
+        private,
+        &["cat-file", "--batch-check=%(objectsize)"],
+        ids.into_bytes(),
+    )
+    .await?;
+    let total: u64 = sizes
+        .lines()
+        .filter_map(|line| line.trim().parse::<u64>().ok())
+        .sum();
+    if total > MAX_SEARCHED_BYTES {
+        return Err(ForgeError::Refused {
+            what: format!(
+                "to search a push of {total} bytes of objects for secrets (at most {MAX_SEARCHED_BYTES}); make the branch smaller"
+            ),
+        });
+    }
     let mut command = repo_command(private);
     command.args(["-c", "safe.directory=*"]);
     let mut child = command
@@ -740,8 +760,11 @@ async fn clone_query(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeE
 /// git in `dir` (a registered repository, or where a clone is made), without the settings
 /// through which a repository's own config could make the server run its programs.
 fn repo_command(dir: &Path) -> Command {
-    let mut command = Command::new("git");
+    // Limited as the jail's git is: a task's branch, fetched into its private repository, can
+    // be a few kilobytes of deltas that expand to terabytes.
+    let mut command = Command::new("/bin/sh");
     command
+        .args(["-c", HOST_GIT_LIMITS, "git"])
         .arg("-C")
         .arg(dir)
         .args([
@@ -749,6 +772,8 @@ fn repo_command(dir: &Path) -> Command {
             "core.fsmonitor=false",
             "-c",
             "core.hooksPath=/dev/null",
+            "-c",
+            "pack.threads=1",
         ])
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
@@ -779,6 +804,13 @@ async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
 
 /// The most bytes kept of one host git command's output (a diff a person reads, a listing).
 const HOST_OUTPUT_CAP: u64 = 64 * 1024 * 1024;
+/// The address space (4 GiB) and CPU time (10 minutes) of one host git command.
+const HOST_GIT_LIMITS: &str = "ulimit -v 4194304 && ulimit -t 600 && exec git \"$@\"";
+/// How long one host git command may run.
+const HOST_GIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+/// The most bytes of objects a push may carry beyond its base when they must be searched for
+/// secrets first.
+pub const MAX_SEARCHED_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Runs `command` with `args`, its output read with a cap: a branch pushed by a task may hold
 /// anything, and its diff must not fill deft's memory.
@@ -787,35 +819,107 @@ async fn capped_output(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>), ForgeError> {
-    use tokio::io::AsyncReadExt as _;
+    let what = args.first().copied().unwrap_or("").to_owned();
     let mut child = command
         .args(args)
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .map_err(ForgeError::GitMissing)?;
-    let mut stdout = child
-        .stdout
-        .take()
-        .expect("piped")
-        .take(HOST_OUTPUT_CAP + 1);
-    let mut stderr = child.stderr.take().expect("piped").take(64 * 1024);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let (read_out, read_err) =
-        tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-    read_out.map_err(ForgeError::GitMissing)?;
-    read_err.map_err(ForgeError::GitMissing)?;
-    if out.len() as u64 > HOST_OUTPUT_CAP {
-        let _ = child.kill().await;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let run = async {
+        // Both read to their end (what is past a cap is read and dropped), so that git never
+        // blocks on a full pipe.
+        let (out, err) = tokio::join!(
+            read_keeping(stdout, HOST_OUTPUT_CAP + 1),
+            read_keeping(stderr, 64 * 1024)
+        );
+        let (out, err) = (
+            out.map_err(ForgeError::GitMissing)?,
+            err.map_err(ForgeError::GitMissing)?,
+        );
+        if out.len() as u64 > HOST_OUTPUT_CAP {
+            let _ = child.kill().await;
+            return Err(ForgeError::Git {
+                command: what.clone(),
+                message: format!("its output passed {HOST_OUTPUT_CAP} bytes"),
+            });
+        }
+        let status = child.wait().await.map_err(ForgeError::GitMissing)?;
+        Ok((status, out, err))
+    };
+    match tokio::time::timeout(HOST_GIT_DEADLINE, run).await {
+        Ok(result) => result,
+        Err(_) => Err(ForgeError::Git {
+            command: what,
+            message: format!(
+                "it ran past {} s and was killed",
+                HOST_GIT_DEADLINE.as_secs()
+            ),
+        }),
+    }
+}
+
+/// Reads `reader` to its end, keeping at most `keep` bytes.
+async fn read_keeping(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    keep: u64,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut kept = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = reader.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(kept);
+        }
+        let room = (keep as usize).saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..read.min(room)]);
+    }
+}
+
+/// A host git command in `dir` reading `input` on its standard input; its output (capped).
+async fn git_with_input(dir: &Path, args: &[&str], input: Vec<u8>) -> Result<String, ForgeError> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut command = repo_command(dir);
+    command.args(["-c", "safe.directory=*"]);
+    let mut child = command
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(ForgeError::GitMissing)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+    });
+    let stdout = child.stdout.take().expect("piped");
+    let run = async {
+        let out = read_keeping(stdout, HOST_OUTPUT_CAP)
+            .await
+            .map_err(ForgeError::GitMissing)?;
+        let status = child.wait().await.map_err(ForgeError::GitMissing)?;
+        Ok::<_, ForgeError>((status, out))
+    };
+    let (status, out) = tokio::time::timeout(HOST_GIT_DEADLINE, run)
+        .await
+        .map_err(|_| ForgeError::Git {
+            command: args.first().copied().unwrap_or("").to_owned(),
+            message: "it ran past its deadline and was killed".into(),
+        })??;
+    let _ = writer.await;
+    if !status.success() {
         return Err(ForgeError::Git {
             command: args.first().copied().unwrap_or("").to_owned(),
-            message: format!("its output passed {HOST_OUTPUT_CAP} bytes"),
+            message: format!("{status}"),
         });
     }
-    let status = child.wait().await.map_err(ForgeError::GitMissing)?;
-    Ok((status, out, err))
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Runs `command` with `args`; its stdout, or what git said when it failed.
