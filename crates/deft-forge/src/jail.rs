@@ -135,7 +135,7 @@ impl<'a> Jail<'a> {
                 "protocol.file.allow=always",
             ])
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -147,6 +147,15 @@ impl<'a> Jail<'a> {
                     ForgeError::GitMissing(error)
                 }
             })?;
+            // The filter goes in on standard input, which git then finds at its end.
+            {
+                use tokio::io::AsyncWriteExt as _;
+                let mut stdin = child.stdin.take().expect("piped");
+                stdin
+                    .write_all(&seccomp_program())
+                    .await
+                    .map_err(ForgeError::GitMissing)?;
+            }
             let mut stdout = child.stdout.take().expect("piped").take(cap + 1);
             let mut stderr = child.stderr.take().expect("piped").take(64 * 1024);
             let mut err = Vec::new();
@@ -209,6 +218,8 @@ impl<'a> Jail<'a> {
 
     fn bwrap_args(&self) -> Vec<String> {
         let mut args: Vec<String> = [
+            "--seccomp",
+            "0",
             "--unshare-all",
             "--die-with-parent",
             "--new-session",
@@ -323,5 +334,118 @@ impl<'a> Jail<'a> {
             None => args.extend(["--chdir".into(), WORKSPACE.into()]),
         }
         args
+    }
+}
+
+/// The jail's seccomp filter, as bubblewrap reads it (`--seccomp`): git on a local repository
+/// needs no socket (the jail has no network, but `AF_VSOCK` ignores network namespaces), no
+/// new namespace, no tracing, no kernel keyring, no BPF, no io_uring and no mount. The x32
+/// numbering of x86-64 is refused whole; a foreign architecture is killed.
+fn seccomp_program() -> Vec<u8> {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const JSET_K: u16 = 0x45;
+    const RET_K: u16 = 0x06;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_KILL: u32 = 0x8000_0000;
+    const RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+    const RET_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xc000_00b7;
+    let denied: &[i64] = &[
+        libc::SYS_socket,
+        libc::SYS_ptrace,
+        libc::SYS_keyctl,
+        libc::SYS_add_key,
+        libc::SYS_request_key,
+        libc::SYS_bpf,
+        libc::SYS_perf_event_open,
+        libc::SYS_userfaultfd,
+        libc::SYS_unshare,
+        libc::SYS_setns,
+        libc::SYS_mount,
+        libc::SYS_umount2,
+        libc::SYS_pivot_root,
+        libc::SYS_io_uring_setup,
+        libc::SYS_io_uring_enter,
+        libc::SYS_io_uring_register,
+        libc::SYS_open_tree,
+        libc::SYS_move_mount,
+        libc::SYS_fsopen,
+        libc::SYS_fsmount,
+    ];
+    let mut program: Vec<(u16, u8, u8, u32)> = vec![
+        // seccomp_data: nr at 0, arch at 4, args from 16 (the low word first).
+        (LD_W_ABS, 0, 0, 4),
+        (JEQ_K, 1, 0, ARCH),
+        (RET_K, 0, 0, RET_KILL),
+        (LD_W_ABS, 0, 0, 0),
+    ];
+    // Then: x32 → EPERM; each refused call → EPERM; clone3 → ENOSYS (the C library falls
+    // back to clone, whose flags a filter can see); clone → its flags; the rest allowed.
+    // Jumps are relative, patched once the refusals' places at the end are known.
+    let mut body: Vec<(u16, u8, u8, u32)> = Vec::new();
+    body.push((JSET_K, 0, 0, 0x4000_0000)); // patched below
+    for number in denied {
+        body.push((JEQ_K, 0, 0, *number as u32)); // patched below
+    }
+    body.push((JEQ_K, 0, 0, libc::SYS_clone3 as u32)); // patched below
+    body.push((JEQ_K, 0, 0, libc::SYS_clone as u32)); // patched below
+    body.push((RET_K, 0, 0, RET_ALLOW));
+    // clone: refuse a new user namespace.
+    let clone_check = body.len();
+    body.push((LD_W_ABS, 0, 0, 16));
+    body.push((JSET_K, 0, 0, libc::CLONE_NEWUSER as u32)); // patched below
+    body.push((RET_K, 0, 0, RET_ALLOW));
+    let eperm = body.len();
+    body.push((RET_K, 0, 0, RET_EPERM));
+    let enosys = body.len();
+    body.push((RET_K, 0, 0, RET_ENOSYS));
+    let jump = |from: usize, to: usize| (to - from - 1) as u8;
+    body[0].1 = jump(0, eperm);
+    for (i, rule) in body.iter_mut().enumerate().take(denied.len() + 1).skip(1) {
+        rule.1 = jump(i, eperm);
+    }
+    let clone3 = denied.len() + 1;
+    body[clone3].1 = jump(clone3, enosys);
+    let clone = clone3 + 1;
+    body[clone].1 = jump(clone, clone_check);
+    body[clone_check + 1].1 = jump(clone_check + 1, eperm);
+    program.extend(body);
+    let mut bytes = Vec::with_capacity(program.len() * 8);
+    for (code, jt, jf, k) in program {
+        bytes.extend_from_slice(&code.to_ne_bytes());
+        bytes.push(jt);
+        bytes.push(jf);
+        bytes.extend_from_slice(&k.to_ne_bytes());
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the jail's git could be made to run (here through an alias, as a hostile
+    /// configuration would) opens no socket of any family (`AF_VSOCK` ignores network
+    /// namespaces) and makes no user namespace.
+    #[tokio::test]
+    async fn the_jails_programs_open_no_socket_and_no_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let jail = Jail {
+            workspace: dir.path(),
+            clone: None,
+            origin: None,
+        };
+        let probe = "!python3 -c \"import socket, ctypes\nfor f in (40, 2, 1):\n  try:\n    socket.socket(f); print(f, 'open')\n  except OSError as e: print(f, e.errno)\nlibc = ctypes.CDLL(None, use_errno=True)\nprint('userns', libc.unshare(0x10000000), ctypes.get_errno())\"";
+        let out = jail
+            .git(&["-c", &format!("alias.probe={probe}"), "probe"], &[], true)
+            .await
+            .unwrap()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(out, "40 1\n2 1\n1 1\nuserns -1 1\n", "{out}");
     }
 }

@@ -893,7 +893,20 @@ impl BwrapSandbox {
                 let _ = rustix::process::kill_process(*pid, rustix::process::Signal::STOP);
             }
             if pids.iter().all(|pid| is_stopped(*pid)) {
+                return PausedPrograms { procs };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Programs that fork faster than they can be stopped would run beside deft's git: they
+        // are killed instead (the task's MCP servers then fail their next calls).
+        tracing::warn!("the task's programs could not all be stopped; killing them");
+        for _ in 0..500 {
+            let pids = cgroup_pids(&procs);
+            if pids.is_empty() {
                 break;
+            }
+            for pid in &pids {
+                let _ = rustix::process::kill_process(*pid, rustix::process::Signal::KILL);
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
