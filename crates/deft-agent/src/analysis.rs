@@ -47,6 +47,16 @@ pub fn analyse(dir: &Path, name: &str) -> RepoFacts {
     let mut checks = Vec::new();
     let executable = |file: &str| {
         use std::os::unix::fs::PermissionsExt as _;
+        // No component may be a link (a `scripts` linked to a host directory would tell
+        // whether a file exists there).
+        let mut so_far = dir.to_path_buf();
+        let parts: Vec<&str> = file.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            so_far.push(part);
+            if !std::fs::symlink_metadata(&so_far).is_ok_and(|m| m.is_dir()) {
+                return false;
+            }
+        }
         std::fs::symlink_metadata(dir.join(file))
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };

@@ -241,7 +241,16 @@ impl Files {
                 {
                     return Err(ToolOutput::error(format!("{path} does not exist")));
                 }
-                self.workspace.join(relative)
+                // The walk starts at a real directory or file, never a link (which it would follow).
+                let start = self.workspace.join(relative);
+                if !std::fs::symlink_metadata(&start)
+                    .is_ok_and(|meta| meta.is_dir() || meta.is_file())
+                {
+                    return Err(ToolOutput::error(format!(
+                        "{path} is a link or a special file, not a directory or file of the workspace; search its target instead"
+                    )));
+                }
+                start
             }
             None => self.workspace.clone(),
         };
@@ -283,6 +292,10 @@ impl Files {
                 .to_string();
             // Opened again beneath the workspace, without blocking, as a regular file of a
             // bounded size: the walk's look at the entry may be stale by now.
+            if started.elapsed() > SEARCH_BUDGET {
+                truncated = Some("[stopped after 20 s of searching; narrow `path` or `glob`]");
+                break;
+            }
             let Ok(file) = workspace::open_to_read(&self.workspace, &shown) else {
                 continue;
             };

@@ -314,6 +314,11 @@ async fn read_head(client: &mut UnixStream) -> std::io::Result<(Vec<u8>, Vec<u8>
 
 fn parse(head: &[u8]) -> Result<Target, String> {
     let text = std::str::from_utf8(head).map_err(|_| "the request head is not UTF-8".to_owned())?;
+    // Lines end in CRLF only: a bare LF would let a server that accepts it read a header (or
+    // a second request) the proxy did not see.
+    if text.replace("\r\n", "").contains(['\n', '\r']) {
+        return Err("a request head's lines end in CRLF only".into());
+    }
     let mut lines = text.split("\r\n");
     let request = lines.next().unwrap_or("");
     let mut parts = request.split(' ');
@@ -321,6 +326,9 @@ fn parse(head: &[u8]) -> Result<Target, String> {
     else {
         return Err("not an HTTP request".into());
     };
+    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || parts.next().is_some() {
+        return Err("not an HTTP/1.x request line".into());
+    }
     if method == "CONNECT" {
         let (host, port) = split_authority(target, None)?;
         return Ok(Target::Tunnel { host, port });
@@ -536,6 +544,9 @@ mod tests {
                 .contains("use CONNECT")
         );
         assert!(parse(b"CONNECT example.com HTTP/1.1\r\n\r\n").is_err());
+        // A bare LF, or a version that is not HTTP/1.x, could hide a header or a request.
+        assert!(parse(b"GET http://example.com/ HTTP/1.1\nHost: other.test\r\n\r\n").is_err());
+        assert!(parse(b"GET http://example.com/ HTTP/1.1 extra\r\n\r\n").is_err());
         assert!(parse(b"GET http://user:pw@example.com/ HTTP/1.1\r\n\r\n").is_err());
     }
 

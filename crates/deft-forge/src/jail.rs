@@ -129,6 +129,9 @@ impl<'a> Jail<'a> {
                 "safe.directory=*",
                 "-c",
                 "submodule.recurse=false",
+                // A commit graph the task wrote could show the reviewer other trees.
+                "-c",
+                "core.commitGraph=false",
                 "-c",
                 "protocol.allow=never",
                 "-c",
