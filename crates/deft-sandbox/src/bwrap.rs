@@ -925,10 +925,9 @@ impl Drop for BwrapSandbox {
         {
             crate::shell::aside(move || cgroup.remove());
         }
-        let mut dirs = vec![self.runtime_dir.clone()];
-        if self.spec.state_dir != self.runtime_dir {
-            dirs.push(self.spec.state_dir.clone());
-        }
+        // Only its own: the state directory's name, when this sandbox did not get it, may be
+        // another sandbox's by now.
+        let dirs = vec![self.runtime_dir.clone()];
         match self.shell.get_mut().take() {
             Some(mut shell) => shell.remove_on_drop.extend(dirs),
             None => crate::shell::aside(move || {

@@ -179,7 +179,17 @@ impl Shell {
     /// `state_dir` when that is free (bubblewrap bound the directory itself, not its name).
     pub fn adopt(&mut self, state_dir: &Path) -> PathBuf {
         self.remove_on_drop.clear();
-        if std::fs::rename(&self.runtime_dir, state_dir).is_ok() {
+        // Never onto a directory that is there: an earlier sandbox of the task may still be
+        // removing its own by that name, and would remove this one's with it.
+        if rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.runtime_dir,
+            rustix::fs::CWD,
+            state_dir,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .is_ok()
+        {
             self.runtime_dir = state_dir.to_path_buf();
         }
         self.runtime_dir.clone()
