@@ -113,10 +113,10 @@ impl Engine {
                 continue;
             }
             let task = match self.store.task_by_id(&id).await {
-                Ok(task) => {
-                    self.refresh_local_pull_requests(&task).await;
+                Ok(task) if self.refresh_local_pull_requests(&task).await => {
                     Some(self.store.task_by_id(&id).await.unwrap_or(task))
                 }
+                Ok(task) => Some(task),
                 Err(deft_store::StoreError::NotFound { .. }) => None,
                 Err(error) => {
                     tracing::warn!(task.id = %id, %error, "cannot read a task to sweep its workspace");
@@ -162,10 +162,11 @@ impl Engine {
     }
 
     /// Marks the task's open pull requests on the local forge merged or closed when its
-    /// repository says so.
-    async fn refresh_local_pull_requests(&self, task: &deft_core::Task) {
+    /// repository says so; whether any changed.
+    async fn refresh_local_pull_requests(&self, task: &deft_core::Task) -> bool {
+        let mut changed = false;
         if task.state() != TaskState::Completed {
-            return;
+            return changed;
         }
         for pull in &task.pull_requests {
             if pull.status != PullRequestStatus::Open {
@@ -192,14 +193,18 @@ impl Engine {
                     continue;
                 }
             };
-            if let Err(error) = self
+            match self
                 .store
                 .set_pull_request_status(&task.id, &pull.repo, status)
                 .await
             {
-                tracing::warn!(task.id = %task.id, %error, "cannot record a pull request's state");
+                Ok(updated) => changed |= updated,
+                Err(error) => {
+                    tracing::warn!(task.id = %task.id, %error, "cannot record a pull request's state")
+                }
             }
         }
+        changed
     }
 
     /// Deletes the task's files off the async threads; whether it did.

@@ -25,11 +25,6 @@ pub(crate) const ORIGIN: &str = "/origin";
 const OUTPUT_CAP: u64 = 64 * 1024 * 1024;
 /// The most bytes of a bundle a jailed git may write.
 pub(crate) const BUNDLE_CAP: u64 = 4 * 1024 * 1024 * 1024;
-/// How long one jailed git command may run.
-const DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
-/// The address space one jailed git may use, in KiB (`ulimit -v`), and its CPU seconds.
-const MEMORY_KIB: u64 = 4 * 1024 * 1024;
-const CPU_SECONDS: u64 = 600;
 
 /// What one jailed git command is given.
 pub(crate) struct Jail<'a> {
@@ -108,13 +103,7 @@ impl<'a> Jail<'a> {
         }
         // Limits on the jail's git: a hostile repository can make git allocate without end (a
         // ref that is a device or a huge diff) or run for ever.
-        command.args([
-            "--",
-            "/bin/sh",
-            "-c",
-            &format!("ulimit -v {MEMORY_KIB} && ulimit -t {CPU_SECONDS} && exec git \"$@\""),
-            "git",
-        ]);
+        command.args(["--", "/bin/sh", "-c", crate::GIT_LIMITS, "git"]);
         command
             .args([
                 "-c",
@@ -160,14 +149,14 @@ impl<'a> Jail<'a> {
                     .map_err(ForgeError::GitMissing)?;
             }
             let mut stdout = child.stdout.take().expect("piped").take(cap + 1);
-            let mut stderr = child.stderr.take().expect("piped").take(64 * 1024);
-            let mut err = Vec::new();
-            let (copied, read_err) = tokio::join!(
+            let stderr = child.stderr.take().expect("piped");
+            // Standard error is read to its end (past its cap, dropped): git never blocks on it.
+            let (copied, err) = tokio::join!(
                 tokio::io::copy(&mut stdout, sink),
-                stderr.read_to_end(&mut err)
+                crate::read_keeping(stderr, 64 * 1024)
             );
             let copied = copied.map_err(ForgeError::GitMissing)?;
-            read_err.map_err(ForgeError::GitMissing)?;
+            let err = err.map_err(ForgeError::GitMissing)?;
             if copied > cap {
                 let _ = child.kill().await;
                 return Err(ForgeError::Git {
@@ -184,7 +173,7 @@ impl<'a> Jail<'a> {
             command: what.clone(),
             message: format!("taking {} for git: {error}", self.workspace.display()),
         })?;
-        let outcome = tokio::time::timeout(DEADLINE, run).await;
+        let outcome = tokio::time::timeout(crate::GIT_DEADLINE, run).await;
         crate::ownership::give_tree(self.workspace).map_err(|error| ForgeError::Git {
             command: what.clone(),
             message: format!(
@@ -198,7 +187,10 @@ impl<'a> Jail<'a> {
             Err(_) => {
                 return Err(ForgeError::Git {
                     command: what,
-                    message: format!("it ran past {} s and was killed", DEADLINE.as_secs()),
+                    message: format!(
+                        "it ran past {} s and was killed",
+                        crate::GIT_DEADLINE.as_secs()
+                    ),
                 });
             }
         };

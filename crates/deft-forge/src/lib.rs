@@ -764,7 +764,7 @@ fn repo_command(dir: &Path) -> Command {
     // be a few kilobytes of deltas that expand to terabytes.
     let mut command = Command::new("/bin/sh");
     command
-        .args(["-c", HOST_GIT_LIMITS, "git"])
+        .args(["-c", GIT_LIMITS, "git"])
         .arg("-C")
         .arg(dir)
         .args([
@@ -804,10 +804,11 @@ async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
 
 /// The most bytes kept of one host git command's output (a diff a person reads, a listing).
 const HOST_OUTPUT_CAP: u64 = 64 * 1024 * 1024;
-/// The address space (4 GiB) and CPU time (10 minutes) of one host git command.
-const HOST_GIT_LIMITS: &str = "ulimit -v 4194304 && ulimit -t 600 && exec git \"$@\"";
-/// How long one host git command may run.
-const HOST_GIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+/// The address space (4 GiB) and CPU time (10 minutes) of one git command, the jail's or the
+/// host's: a shell sets them, then becomes git with the arguments it was given.
+pub(crate) const GIT_LIMITS: &str = "ulimit -v 4194304 && ulimit -t 600 && exec git \"$@\"";
+/// How long one git command may run, the jail's or the host's.
+pub(crate) const GIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
 /// The most bytes of objects a push may carry beyond its base when they must be searched for
 /// secrets first.
 pub const MAX_SEARCHED_BYTES: u64 = 1024 * 1024 * 1024;
@@ -852,20 +853,17 @@ async fn capped_output(
         let status = child.wait().await.map_err(ForgeError::GitMissing)?;
         Ok((status, out, err))
     };
-    match tokio::time::timeout(HOST_GIT_DEADLINE, run).await {
+    match tokio::time::timeout(GIT_DEADLINE, run).await {
         Ok(result) => result,
         Err(_) => Err(ForgeError::Git {
             command: what,
-            message: format!(
-                "it ran past {} s and was killed",
-                HOST_GIT_DEADLINE.as_secs()
-            ),
+            message: format!("it ran past {} s and was killed", GIT_DEADLINE.as_secs()),
         }),
     }
 }
 
 /// Reads `reader` to its end, keeping at most `keep` bytes.
-async fn read_keeping(
+pub(crate) async fn read_keeping(
     mut reader: impl tokio::io::AsyncRead + Unpin,
     keep: u64,
 ) -> std::io::Result<Vec<u8>> {
@@ -906,7 +904,7 @@ async fn git_with_input(dir: &Path, args: &[&str], input: Vec<u8>) -> Result<Str
         let status = child.wait().await.map_err(ForgeError::GitMissing)?;
         Ok::<_, ForgeError>((status, out))
     };
-    let (status, out) = tokio::time::timeout(HOST_GIT_DEADLINE, run)
+    let (status, out) = tokio::time::timeout(GIT_DEADLINE, run)
         .await
         .map_err(|_| ForgeError::Git {
             command: args.first().copied().unwrap_or("").to_owned(),
@@ -972,6 +970,17 @@ mod tests {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// A repository `origin` in `dir` with one empty commit on `main`.
+    fn origin_repo(dir: &Path) -> std::path::PathBuf {
+        let origin = dir.join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        sh(
+            &origin,
+            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
+        );
+        origin
+    }
+
     const INIT: &str = "git init -q -b trunk && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init";
 
     #[tokio::test]
@@ -1034,12 +1043,7 @@ mod tests {
     #[tokio::test]
     async fn a_clone_whose_git_directory_was_tampered_with_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let origin = dir.path().join("origin");
-        std::fs::create_dir(&origin).unwrap();
-        sh(
-            &origin,
-            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
-        );
+        let origin = origin_repo(dir.path());
         let fresh = |name: &str| {
             let work = dir.path().join(name);
             let origin = origin.clone();
@@ -1162,12 +1166,7 @@ mod tests {
     #[tokio::test]
     async fn links_in_a_clones_git_directory_reach_no_host_file() {
         let dir = tempfile::tempdir().unwrap();
-        let origin = dir.path().join("origin");
-        std::fs::create_dir(&origin).unwrap();
-        sh(
-            &origin,
-            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
-        );
+        let origin = origin_repo(dir.path());
         let host = dir.path().join("host");
         std::fs::create_dir(&host).unwrap();
         std::fs::write(host.join("bashrc"), "host rc\n").unwrap();
@@ -1258,12 +1257,7 @@ mod tests {
     #[tokio::test]
     async fn a_clone_replaced_by_a_link_reaches_nothing_of_the_host() {
         let dir = tempfile::tempdir().unwrap();
-        let origin = dir.path().join("origin");
-        std::fs::create_dir(&origin).unwrap();
-        sh(
-            &origin,
-            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
-        );
+        let origin = origin_repo(dir.path());
         let victim = dir.path().join("victim");
         std::fs::create_dir(&victim).unwrap();
         sh(
@@ -1358,12 +1352,7 @@ mod tests {
     #[tokio::test]
     async fn a_branch_is_committed_with_trailers_and_pushed_back() {
         let dir = tempfile::tempdir().unwrap();
-        let origin = dir.path().join("origin");
-        std::fs::create_dir(&origin).unwrap();
-        sh(
-            &origin,
-            "git init -q -b main && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init",
-        );
+        let origin = origin_repo(dir.path());
         let work = dir.path().join("work");
         clone_local(&origin, &work).await.unwrap();
         let branch = branch_name("0123abcd", "greeting file");

@@ -124,9 +124,13 @@ pub async fn run(
                 None => crate::capacity::explain(capacity),
             }
         );
-        runners.push(spawn_dispatcher(
-            &engine, "serve", capacity, per_user, &shutdown,
-        ));
+        runners.push(tokio::spawn(dispatch(
+            engine.clone(),
+            "serve".to_owned(),
+            capacity,
+            per_user,
+            shutdown.clone(),
+        )));
         runners.push(tokio::spawn(sweep_workspaces(
             engine.clone(),
             config.retention.idle_workspaces_bytes(),
@@ -180,25 +184,6 @@ pub async fn run(
     store.close().await;
     eprintln!("deft stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Starts the dispatcher of this process, named after `kind` (`serve` or `worker`): it
-/// claims tasks while fewer than `capacity` of its runs are going, so the number running
-/// follows demand up to the machine's cap (the per-user limit is the store's, at claim).
-fn spawn_dispatcher(
-    engine: &std::sync::Arc<deft_agent::Engine>,
-    kind: &str,
-    capacity: usize,
-    per_user: i64,
-    shutdown: &CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(dispatch(
-        engine.clone(),
-        kind.to_owned(),
-        capacity,
-        per_user,
-        shutdown.clone(),
-    ))
 }
 
 /// A name no other run has, on this machine or another: the pid alone repeats across
@@ -283,16 +268,24 @@ pub async fn worker(
         config.retention.idle_workspaces_bytes(),
         shutdown.clone(),
     ));
-    let _ = spawn_dispatcher(&engine, "worker", capacity, per_user, &shutdown).await;
+    dispatch(
+        engine.clone(),
+        "worker".to_owned(),
+        capacity,
+        per_user,
+        shutdown.clone(),
+    )
+    .await;
     let _ = sweeper.await;
     store.close().await;
     eprintln!("deft worker stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// The dispatcher: claims the next task (first in, first out per user, fair across users, at
-/// most `per_user` running per user) whenever one of its `capacity` slots is free, runs it
-/// beside the others, and puts back the tasks of runs that died. (Several processes on
+/// The dispatcher of this process, named after `kind` (`serve` or `worker`): claims the next
+/// task (first in, first out per user, fair across users, at most `per_user` running per user)
+/// whenever one of its `capacity` slots is free, runs it beside the others, so the number
+/// running follows demand up to the machine's cap, and puts back the tasks of runs that died. (Several processes on
 /// PostgreSQL come with `deft worker`.) Stopping waits for every run to drain.
 async fn dispatch(
     engine: std::sync::Arc<deft_agent::Engine>,

