@@ -694,6 +694,7 @@ impl Engine {
             ),
             resolver: Resolver::System,
             limits: Limits::default(),
+            root: None,
         };
         let sandbox = match self.sandboxes.create(spec, events).await {
             Ok(sandbox) => sandbox,

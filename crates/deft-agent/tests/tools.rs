@@ -20,6 +20,7 @@ fn sandbox(workspace: &std::path::Path) -> HostSandbox {
         network: EgressPolicy::new(NetworkLevel::Open, vec![], DomainSet::default()),
         resolver: Resolver::System,
         limits: Limits::default(),
+        root: None,
     })
     .unwrap()
 }

@@ -39,6 +39,7 @@ async fn one_sandbox(backend: &BwrapBackend, workspaces: &Path, run: String) -> 
         network: EgressPolicy::new(NetworkLevel::Connections, vec![], DomainSet::default()),
         resolver: Resolver::System,
         limits: Limits::default(),
+        root: None,
     };
     let started = Instant::now();
     let (events, _decisions) = tokio::sync::mpsc::unbounded_channel();

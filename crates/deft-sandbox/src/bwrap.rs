@@ -62,6 +62,60 @@ pub(crate) struct ShellMaker {
     identity: tempfile::TempDir,
     /// The host user bubblewrap runs as when deft is root ([`crate::user`]).
     run_as: Option<crate::user::HostUser>,
+    /// How the init starts inside an image's root, found the first time one is used.
+    image_loader: std::sync::OnceLock<Result<Option<HelperLoader>, String>>,
+}
+
+/// The host's dynamic loader and the libraries deft's binary links, for running deft's init
+/// inside a root filesystem whose C library may be another (or none).
+#[derive(Debug)]
+pub(crate) struct HelperLoader {
+    interpreter: PathBuf,
+    /// Each library's name as the binary asks for it, and where the host has it.
+    libraries: Vec<(String, PathBuf)>,
+}
+
+/// The loader and libraries `ldd` lists for `helper` (deft's own binary, never a task's):
+/// `None` for a static binary.
+fn helper_loader(helper: &Path) -> Result<Option<HelperLoader>, String> {
+    let output = std::process::Command::new("ldd")
+        .arg(helper)
+        .output()
+        .map_err(|error| format!("running ldd on {}: {error}", helper.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || text.contains("not a dynamic executable") {
+        return Ok(None);
+    }
+    let mut interpreter = None;
+    let mut libraries = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some((name, rest)) = line.split_once(" => ") {
+            if let Some(path) = rest
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/'))
+            {
+                libraries.push((name.trim().to_owned(), PathBuf::from(path)));
+            }
+        } else if let Some(path) = line
+            .split_whitespace()
+            .next()
+            .filter(|p| p.starts_with('/'))
+        {
+            interpreter = Some(PathBuf::from(path));
+        }
+    }
+    let interpreter = interpreter.ok_or_else(|| {
+        format!(
+            "ldd names no loader for {}; an image's root cannot run deft's init",
+            helper.display()
+        )
+    })?;
+    Ok(Some(HelperLoader {
+        interpreter,
+        libraries,
+    }))
 }
 
 /// The accounts a sandbox knows: root and nobody as every system has them, and its user.
@@ -104,6 +158,7 @@ impl BwrapBackend {
                 masks,
                 identity: identity_files()?,
                 run_as: crate::user::sandbox_user()?,
+                image_loader: std::sync::OnceLock::new(),
             }),
             pool: Arc::new(Pool::new(DEFAULT_POOL)),
         })
@@ -130,6 +185,7 @@ impl BwrapBackend {
                 runtime: stage.clone(),
                 stage,
                 tmp_bytes: limits.tmp_bytes,
+                image: None,
             };
             self.pool.refill(self.maker.clone(), key);
         }
@@ -142,6 +198,7 @@ impl BwrapBackend {
                 runtime: stage.clone(),
                 stage,
                 tmp_bytes: limits.tmp_bytes,
+                image: None,
             })
         })
     }
@@ -197,10 +254,19 @@ impl BwrapBackend {
             stage: stage.to_path_buf(),
             runtime,
             tmp_bytes: spec.limits.tmp_bytes,
+            image: spec.root.as_ref().map(|root| root.rootfs.clone()),
         };
         let workspace_name = name.to_owned();
-        let pooled = self.pool.take(&key);
-        self.pool.refill(self.maker.clone(), key.clone());
+        // Sandboxes are started ahead of tasks on the host's root only: an image's is known
+        // once the task's repositories are.
+        let pooled = if key.image.is_none() {
+            let pooled = self.pool.take(&key);
+            self.pool.refill(self.maker.clone(), key.clone());
+            pooled
+        } else {
+            self.maker.image_loader()?;
+            None
+        };
         // A sandbox from the pool may have died while it waited (its memory or process limit,
         // a killed init): then one is started now.
         let (mut shell, runtime_dir) = match pooled {
@@ -277,6 +343,32 @@ impl BwrapBackend {
 }
 
 impl ShellMaker {
+    /// How deft's init runs inside an image's root, or why it cannot.
+    pub(crate) fn image_loader(&self) -> Result<Option<&HelperLoader>, SandboxError> {
+        self.image_loader
+            .get_or_init(|| helper_loader(&self.helper))
+            .as_ref()
+            .map(Option::as_ref)
+            .map_err(|why| SandboxError::Unsupported(why.clone()))
+    }
+
+    /// The command line that starts deft's init: itself on the host's root, through the
+    /// host's loader at `/.deft/lib` on an image's.
+    pub(crate) fn init_command(&self, image: bool) -> Vec<String> {
+        if image && matches!(self.image_loader(), Ok(Some(_))) {
+            [
+                "/.deft/lib/ld.so",
+                "--library-path",
+                "/.deft/lib",
+                "/.deft/init",
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        } else {
+            vec!["/.deft/init".to_owned()]
+        }
+    }
+
     pub(crate) fn helper(&self) -> &Path {
         &self.helper
     }
@@ -322,6 +414,7 @@ impl ShellMaker {
             &["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP"],
             self,
             key.tmp_bytes,
+            key.image.as_deref(),
         );
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         // Small tmpfs sizes where nothing big belongs: these stay for the task's whole life.
@@ -365,15 +458,14 @@ impl ShellMaker {
         // Read-only: connecting to the socket needs no more, and commands may neither replace
         // it nor keep files on the host outside the workspace.
         push(&["--ro-bind", &runtime_dir.to_string_lossy(), "/.deft/net"]);
-        toolchains(&mut args);
+        if key.image.is_none() {
+            toolchains(&mut args);
+        }
+        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
+        push(&["--remount-ro", "/", "--chdir", "/", "--"]);
+        args.extend(self.init_command(key.image.is_some()));
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         push(&[
-            "--remount-ro",
-            "/",
-            "--chdir",
-            "/",
-            "--",
-            "/.deft/init",
             inner::INIT,
             "--proxy-socket",
             "/.deft/net/proxy.sock",
@@ -390,7 +482,12 @@ impl ShellMaker {
 /// kept from nesting), no capabilities but what `how` adds, a uid of their own; the host's
 /// system directories, read-only, with what only their owner may read hidden; and a private
 /// `/tmp` and home of `tmp_bytes` each.
-fn isolation(how: &[&str], maker: &ShellMaker, tmp_bytes: u64) -> Vec<String> {
+fn isolation(
+    how: &[&str],
+    maker: &ShellMaker,
+    tmp_bytes: u64,
+    image: Option<&Path>,
+) -> Vec<String> {
     let mut args: Vec<String> = Vec::with_capacity(128);
     let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
     push(&[
@@ -413,33 +510,9 @@ fn isolation(how: &[&str], maker: &ShellMaker, tmp_bytes: u64) -> Vec<String> {
         INSIDE_ID,
     ]);
     push(how);
-    for dir in ["/usr", "/etc", "/opt"] {
-        if Path::new(dir).is_dir() {
-            push(&["--ro-bind", dir, dir]);
-        }
-    }
-    for name in ["passwd", "group"] {
-        let file = maker.identity.path().join(name);
-        push(&[
-            "--ro-bind",
-            &file.to_string_lossy(),
-            &format!("/etc/{name}"),
-        ]);
-    }
-    for (path, is_dir) in &maker.masks {
-        let path = path.to_string_lossy();
-        if *is_dir {
-            push(&["--tmpfs", &path]);
-        } else {
-            push(&["--ro-bind", "/dev/null", &path]);
-        }
-    }
-    for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-        match std::fs::read_link(dir) {
-            Ok(target) => push(&["--symlink", &target.to_string_lossy(), dir]),
-            Err(_) if Path::new(dir).is_dir() => push(&["--ro-bind", dir, dir]),
-            Err(_) => {}
-        }
+    match image {
+        None => host_root(maker, &mut push),
+        Some(rootfs) => image_root(maker, rootfs, &mut push),
     }
     let tmp = tmp_bytes.to_string();
     push(&[
@@ -455,6 +528,120 @@ fn isolation(how: &[&str], maker: &ShellMaker, tmp_bytes: u64) -> Vec<String> {
         "/home/deft",
     ]);
     args
+}
+
+/// The host's system directories, read-only, with what only their owner may read hidden and
+/// the sandbox's own accounts.
+fn host_root(maker: &ShellMaker, push: &mut impl FnMut(&[&str])) {
+    for dir in ["/usr", "/etc", "/opt"] {
+        if Path::new(dir).is_dir() {
+            push(&["--ro-bind", dir, dir]);
+        }
+    }
+    identity(maker, push);
+    for (path, is_dir) in &maker.masks {
+        let path = path.to_string_lossy();
+        if *is_dir {
+            push(&["--tmpfs", &path]);
+        } else {
+            push(&["--ro-bind", "/dev/null", &path]);
+        }
+    }
+    for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        match std::fs::read_link(dir) {
+            Ok(target) => push(&["--symlink", &target.to_string_lossy(), dir]),
+            Err(_) if Path::new(dir).is_dir() => push(&["--ro-bind", dir, dir]),
+            Err(_) => {}
+        }
+    }
+}
+
+/// The sandbox's `passwd` and `group`, over the root's.
+fn identity(maker: &ShellMaker, push: &mut impl FnMut(&[&str])) {
+    for name in ["passwd", "group"] {
+        let file = maker.identity.path().join(name);
+        push(&[
+            "--ro-bind",
+            &file.to_string_lossy(),
+            &format!("/etc/{name}"),
+        ]);
+    }
+}
+
+/// Directories of the new root that the sandbox makes itself, whatever an image holds there.
+const SANDBOX_OWNED: &[&str] = &[
+    "proc",
+    "dev",
+    "sys",
+    "tmp",
+    "run",
+    "home",
+    "workspace",
+    ".deft",
+];
+
+/// An image's root filesystem, read-only, entry by entry at the top (so that the sandbox's
+/// own directories can still be made beside them), plus the host's loader and the libraries
+/// deft's init needs at `/.deft/lib`: the init is deft's binary, built for the host. The
+/// image's `/etc/ld.so.preload` is covered, or the host's loader would run the image's
+/// library inside the init.
+fn image_root(maker: &ShellMaker, rootfs: &Path, push: &mut impl FnMut(&[&str])) {
+    let mut entries: Vec<_> = std::fs::read_dir(rootfs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if SANDBOX_OWNED.contains(&name.as_str()) {
+            continue;
+        }
+        let (source, dest) = (entry.path(), format!("/{name}"));
+        let Ok(meta) = std::fs::symlink_metadata(&source) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            if let Ok(target) = std::fs::read_link(&source) {
+                push(&["--symlink", &target.to_string_lossy(), &dest]);
+            }
+        } else if meta.is_dir() || meta.is_file() {
+            push(&["--ro-bind", &source.to_string_lossy(), &dest]);
+        }
+    }
+    let etc = rootfs.join("etc");
+    if std::fs::symlink_metadata(&etc).is_ok_and(|meta| meta.is_dir()) {
+        for name in ["passwd", "group"] {
+            if std::fs::symlink_metadata(etc.join(name)).is_ok_and(|meta| meta.is_file()) {
+                let file = maker.identity.path().join(name);
+                push(&[
+                    "--ro-bind",
+                    &file.to_string_lossy(),
+                    &format!("/etc/{name}"),
+                ]);
+            }
+        }
+        if std::fs::symlink_metadata(etc.join("ld.so.preload")).is_ok() {
+            push(&["--ro-bind", "/dev/null", "/etc/ld.so.preload"]);
+        }
+    }
+    if let Ok(Some(loader)) = maker.image_loader() {
+        push(&["--dir", "/.deft", "--dir", "/.deft/lib"]);
+        push(&[
+            "--ro-bind",
+            &loader.interpreter.to_string_lossy(),
+            "/.deft/lib/ld.so",
+        ]);
+        for (name, path) in &loader.libraries {
+            push(&[
+                "--ro-bind",
+                &path.to_string_lossy(),
+                &format!("/.deft/lib/{name}"),
+            ]);
+        }
+    }
 }
 
 /// The parts of `/proc` that change or reveal the host's kernel rather than the sandbox's own
@@ -549,7 +736,12 @@ pub struct BwrapSandbox {
 fn environment(spec: &SandboxSpec) -> Vec<(String, String)> {
     let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
     let mut path = String::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    for toolchain in crate::probe::home_toolchains() {
+    // The host's toolchains under homes are not in an image's root.
+    let toolchains = match spec.root {
+        None => crate::probe::home_toolchains(),
+        Some(_) => Vec::new(),
+    };
+    for toolchain in toolchains.iter().cloned() {
         let bin = if toolchain.ends_with("bin") {
             toolchain.clone()
         } else {
@@ -589,11 +781,12 @@ fn environment(spec: &SandboxSpec) -> Vec<(String, String)> {
     ] {
         env.insert(key.to_owned(), value.to_owned());
     }
-    if let Some(rustup) = crate::probe::home_toolchains()
-        .into_iter()
-        .find(|p| p.ends_with(".rustup"))
-    {
+    if let Some(rustup) = toolchains.into_iter().find(|p| p.ends_with(".rustup")) {
         env.insert("RUSTUP_HOME".into(), rustup.display().to_string());
+    }
+    // The image's own settings (its PATH among them), then what the user set.
+    if let Some(root) = &spec.root {
+        env.extend(root.env.iter().cloned());
     }
     env.extend(spec.secrets.clone());
     env.extend(spec.env.clone());
@@ -608,7 +801,8 @@ impl BwrapSandbox {
         cgroup: Option<&SandboxCgroup>,
     ) -> Result<LaunchPlan, SandboxError> {
         let limits = &self.spec.limits;
-        let mut args = isolation(&["--disable-userns"], &self.maker, limits.tmp_bytes);
+        let image = self.spec.root.as_ref().map(|root| root.rootfs.as_path());
+        let mut args = isolation(&["--disable-userns"], &self.maker, limits.tmp_bytes, image);
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         push(&["--proc", "/proc"]);
         push_proc_masks(&mut push);
@@ -639,7 +833,9 @@ impl BwrapSandbox {
             .path()
             .to_string_lossy();
         push(&["--bind", &socket, "/.deft/proxy.sock"]);
-        toolchains(&mut args);
+        if image.is_none() {
+            toolchains(&mut args);
+        }
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         let cwd = command_dir(request)?;
         // Without a cgroup, the process rlimit is the last resort.
@@ -649,15 +845,10 @@ impl BwrapSandbox {
             limits.processes
         };
         // Everything outside /workspace, /tmp and the home is read-only, the root included.
-        push(&[
-            "--remount-ro",
-            "/",
-            "--chdir",
-            &cwd,
-            "--",
-            "/.deft/init",
-            inner::INIT,
-        ]);
+        push(&["--remount-ro", "/", "--chdir", &cwd, "--"]);
+        args.extend(self.maker.init_command(image.is_some()));
+        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
+        push(&[inner::INIT]);
         push(&[
             "--proxy-socket",
             "/.deft/proxy.sock",
@@ -835,10 +1026,17 @@ impl BwrapSandbox {
 #[derive(Debug)]
 pub struct PausedPrograms {
     procs: Vec<PathBuf>,
+    /// The freezer's control file when the cgroup was frozen rather than signalled.
+    thaw: Option<PathBuf>,
 }
 
 impl Drop for PausedPrograms {
     fn drop(&mut self) {
+        if let Some(control) = &self.thaw {
+            if std::fs::write(control, "0").is_ok() {
+                return;
+            }
+        }
         for pid in cgroup_pids(&self.procs) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
         }
@@ -879,21 +1077,34 @@ impl BwrapSandbox {
     /// and nothing may change the clone in between. Commands of the sandbox are never running
     /// then. Without a cgroup to find them by, the programs keep running.
     pub fn pause_programs(&self) -> PausedPrograms {
-        let procs = self
-            .programs_cgroup
-            .lock()
-            .expect("never poisoned")
+        let cgroup = self.programs_cgroup.lock().expect("never poisoned");
+        let procs = cgroup
             .as_ref()
             .map(SandboxCgroup::procs_files)
             .unwrap_or_default();
-        // A process that forks while being stopped leaves a child the next look stops.
-        for _ in 0..500 {
+        // The freezer stops a forking program at once, its new children included; signals
+        // race with forks and with a loaded machine, so they are only the fallback (cgroup v1).
+        if let Some(control) = cgroup
+            .as_ref()
+            .and_then(|group| group.freeze(std::time::Duration::from_secs(5)))
+        {
+            return PausedPrograms {
+                procs,
+                thaw: Some(control),
+            };
+        }
+        drop(cgroup);
+        // A process that forks while being stopped leaves a child the next look stops. A
+        // stopped process shows as stopped only once it is scheduled again, which on a busy
+        // machine takes a while: the patience is in time, not in tries.
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(5) {
             let pids = cgroup_pids(&procs);
             for pid in &pids {
                 let _ = rustix::process::kill_process(*pid, rustix::process::Signal::STOP);
             }
             if pids.iter().all(|pid| is_stopped(*pid)) {
-                return PausedPrograms { procs };
+                return PausedPrograms { procs, thaw: None };
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -910,7 +1121,7 @@ impl BwrapSandbox {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        PausedPrograms { procs }
+        PausedPrograms { procs, thaw: None }
     }
 }
 

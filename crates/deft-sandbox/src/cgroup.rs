@@ -167,6 +167,26 @@ impl SandboxCgroup {
             .collect()
     }
 
+    /// Freezes everything inside through cgroup v2's freezer, forks included, and waits until
+    /// the kernel says it is frozen. The path to write `0` to thaw it comes back; `None` where
+    /// the kernel cannot (cgroup v1) or did not finish in time (then it is thawed again).
+    pub fn freeze(&self, patience: std::time::Duration) -> Option<PathBuf> {
+        if !self.v2 {
+            return None;
+        }
+        let control = self.dirs[0].join("cgroup.freeze");
+        std::fs::write(&control, "1").ok()?;
+        let started = std::time::Instant::now();
+        while started.elapsed() < patience {
+            if counter(&self.read(0, "cgroup.events"), "frozen") == 1 {
+                return Some(control);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let _ = std::fs::write(&control, "0");
+        None
+    }
+
     /// Changes the limits (a sandbox started ahead of its task gets the task's).
     pub fn set_limits(&self, memory: u64, processes: u64) -> std::io::Result<()> {
         if self.v2 {

@@ -93,6 +93,21 @@ pub struct SandboxSpec {
     /// How the egress proxy resolves names (the system's, or fixed answers in tests).
     pub resolver: deft_egress::Resolver,
     pub limits: Limits,
+    /// The root filesystem commands see: the host's system directories (`None`), or an
+    /// image's, unpacked by deft (a repository's Dockerfile).
+    pub root: Option<ImageRoot>,
+}
+
+/// A root filesystem made from an image: read-only in every sandbox that uses it, with the
+/// image's environment. Commands still run as the sandbox's user `deft` (uid 1000) in
+/// `/workspace`, where the repositories are: an image's `USER` and `WORKDIR` are recorded
+/// by the builder, not applied, since the agent's tools work on the repositories.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageRoot {
+    /// The unpacked root filesystem on the host; no sandbox may write it.
+    pub rootfs: PathBuf,
+    /// The image's `ENV`, applied before the user's secrets and environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 /// One command to run.

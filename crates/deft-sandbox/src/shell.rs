@@ -44,6 +44,8 @@ pub(crate) struct ShellKey {
     /// Where each shell's directory for the proxy socket is made.
     pub runtime: PathBuf,
     pub tmp_bytes: u64,
+    /// An image's root filesystem instead of the host's system directories.
+    pub image: Option<PathBuf>,
 }
 
 #[derive(Debug)]

@@ -95,6 +95,7 @@ async fn sandbox(options: Options) -> Fixture {
         network: EgressPolicy::new(options.level, allow, DomainSet::default()),
         resolver: deft_egress::Resolver::Fixed(options.names),
         limits: options.limits,
+        root: None,
     };
     let (sender, events) = mpsc::unbounded_channel();
     let sandbox = backend
@@ -1036,6 +1037,7 @@ async fn a_sandbox_that_died_while_waiting_in_the_pool_is_replaced() {
         network: EgressPolicy::new(NetworkLevel::Connections, vec![], DomainSet::default()),
         resolver: deft_egress::Resolver::System,
         limits: Limits::default(),
+        root: None,
     };
     let (sender, _events) = mpsc::unbounded_channel();
     let sandbox = backend

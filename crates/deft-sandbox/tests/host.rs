@@ -18,6 +18,7 @@ fn spec(level: NetworkLevel, workspace: std::path::PathBuf) -> SandboxSpec {
         network: EgressPolicy::new(level, vec![], DomainSet::default()),
         resolver: Resolver::System,
         limits: Limits::default(),
+        root: None,
     }
 }
 

@@ -87,6 +87,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<ExitCode> {
         network: EgressPolicy::new(policy.level, policy.allow.clone(), DomainSet::default()),
         resolver: Resolver::System,
         limits: Limits::default(),
+        root: None,
     };
     let (events, mut decisions) = tokio::sync::mpsc::unbounded_channel();
     let sandbox = backend.create(spec, events).await?;
