@@ -741,7 +741,7 @@ fn environment(spec: &SandboxSpec) -> Vec<(String, String)> {
         None => crate::probe::home_toolchains(),
         Some(_) => Vec::new(),
     };
-    for toolchain in toolchains.iter().cloned() {
+    for toolchain in &toolchains {
         let bin = if toolchain.ends_with("bin") {
             toolchain.clone()
         } else {
@@ -1032,10 +1032,10 @@ pub struct PausedPrograms {
 
 impl Drop for PausedPrograms {
     fn drop(&mut self) {
-        if let Some(control) = &self.thaw {
-            if std::fs::write(control, "0").is_ok() {
-                return;
-            }
+        if let Some(control) = &self.thaw
+            && std::fs::write(control, "0").is_ok()
+        {
+            return;
         }
         for pid in cgroup_pids(&self.procs) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);

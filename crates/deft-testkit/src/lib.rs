@@ -7,6 +7,7 @@
 
 pub mod github_server;
 pub mod model_server;
+pub mod rootfs;
 
 use sqlx::Connection as _;
 

@@ -1,0 +1,77 @@
+//! The attack suite on an image's root: a Debian root filesystem made by `mmdebstrap`, as a
+//! repository's Dockerfile makes one. Every guarantee holds there too.
+
+#[path = "attacks/suite.rs"]
+mod suite;
+
+fn root() -> Option<deft_sandbox::ImageRoot> {
+    Some(deft_sandbox::ImageRoot {
+        rootfs: deft_testkit::rootfs::debian(),
+        env: vec![("FROM_THE_IMAGE".to_owned(), "yes".to_owned())],
+    })
+}
+
+#[tokio::test]
+async fn commands_see_the_images_files_and_environment_not_the_hosts() {
+    use deft_sandbox::Sandbox as _;
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let support = deft_sandbox::HostSupport::probe().await;
+    let backend = deft_sandbox::bwrap::BwrapBackend::new(
+        support,
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper")),
+    )
+    .unwrap();
+    let spec = deft_sandbox::SandboxSpec {
+        workspace,
+        state_dir: dir.path().join("state"),
+        env: Default::default(),
+        secrets: Default::default(),
+        network: deft_egress::EgressPolicy::new(
+            deft_core::NetworkLevel::Connections,
+            vec![],
+            deft_egress::DomainSet::default(),
+        ),
+        resolver: deft_egress::Resolver::System,
+        limits: deft_sandbox::Limits::default(),
+        root: root(),
+    };
+    let (sender, _events) = tokio::sync::mpsc::unbounded_channel();
+    let sandbox = backend.create(spec, sender).await.unwrap();
+    let outcome = sandbox
+        .exec(
+            &deft_sandbox::ExecRequest::shell(
+                "test -e /usr/bin/bwrap && echo host-usr || echo image-usr; echo $FROM_THE_IMAGE; \
+                 test -e /etc/ld.so.preload && echo preload-exists; \
+                 ls /.deft/lib | grep -c . ; id -un",
+            ),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(std::path::Path::new("/usr/bin/bwrap").exists());
+    let lines: Vec<&str> = outcome.output.lines().collect();
+    assert_eq!(lines[0], "image-usr", "{}", outcome.output);
+    assert_eq!(lines[1], "yes", "the image's ENV reaches commands");
+    assert!(
+        !outcome.output.contains("preload-exists"),
+        "{}",
+        outcome.output
+    );
+    assert_eq!(lines.last(), Some(&"deft"), "{}", outcome.output);
+    // The host's own files beside the image's are not there: deft's data, the host's homes.
+    let marker = dir.path().join("host-only");
+    std::fs::write(&marker, "x").unwrap();
+    let seen = sandbox
+        .exec(
+            &deft_sandbox::ExecRequest::shell(&format!(
+                "cat {} 2>&1; ls /root 2>&1 | head -1",
+                marker.display()
+            )),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(seen.output.contains("No such file"), "{}", seen.output);
+}
