@@ -131,7 +131,8 @@ fn identity_files() -> Result<tempfile::TempDir, SandboxError> {
         .prefix("deft-sandbox-etc-")
         .tempdir()
         .map_err(SandboxError::io("making the sandbox's /etc/passwd"))?;
-    for (name, text) in [("passwd", PASSWD), ("group", GROUP)] {
+    // `empty` covers files of an image that must read as nothing (its `ld.so.preload`).
+    for (name, text) in [("passwd", PASSWD), ("group", GROUP), ("empty", "")] {
         let path = dir.path().join(name);
         std::fs::write(&path, text)
             .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)))
@@ -624,7 +625,8 @@ fn image_root(maker: &ShellMaker, rootfs: &Path, push: &mut impl FnMut(&[&str]))
             }
         }
         if std::fs::symlink_metadata(etc.join("ld.so.preload")).is_ok() {
-            push(&["--ro-bind", "/dev/null", "/etc/ld.so.preload"]);
+            let empty = maker.identity.path().join("empty");
+            push(&["--ro-bind", &empty.to_string_lossy(), "/etc/ld.so.preload"]);
         }
     }
     if let Ok(Some(loader)) = maker.image_loader() {

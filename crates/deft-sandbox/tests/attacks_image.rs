@@ -75,3 +75,84 @@ async fn commands_see_the_images_files_and_environment_not_the_hosts() {
         .unwrap();
     assert!(seen.output.contains("No such file"), "{}", seen.output);
 }
+
+/// An image whose `/etc/ld.so.preload` names a library of its own: the host's loader, which
+/// starts deft's init, would run it inside the init. Nothing in the sandbox may load it.
+#[tokio::test]
+async fn an_images_preload_never_reaches_the_init() {
+    use deft_sandbox::Sandbox as _;
+    let debian = deft_testkit::rootfs::debian();
+    let cache = deft_testkit::rootfs::cache_dir();
+    let copy = tempfile::Builder::new()
+        .prefix("preload-")
+        .tempdir_in(&cache)
+        .unwrap();
+    let rootfs = copy.path().join("root");
+    // Linked, not copied: the same file system, and only new files are written.
+    let status = std::process::Command::new("cp")
+        .arg("-al")
+        .arg(&debian)
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let source = copy.path().join("evil.c");
+    std::fs::write(
+        &source,
+        "#include <fcntl.h>\n#include <unistd.h>\n\
+         __attribute__((constructor)) static void evil(void) {\n\
+           int fd = open(\"/workspace/preloaded\", O_WRONLY | O_CREAT | O_APPEND, 0666);\n\
+           if (fd >= 0) { write(fd, \"x\", 1); close(fd); }\n\
+         }\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(rootfs.join("usr/lib/evil.so"))
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success(), "a C compiler builds the library");
+    std::fs::remove_file(rootfs.join("etc/ld.so.preload")).ok();
+    std::fs::write(rootfs.join("etc/ld.so.preload"), "/usr/lib/evil.so\n").unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let backend = deft_sandbox::bwrap::BwrapBackend::new(
+        deft_sandbox::HostSupport::probe().await,
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper")),
+    )
+    .unwrap();
+    let spec = deft_sandbox::SandboxSpec {
+        workspace: workspace.clone(),
+        state_dir: dir.path().join("state"),
+        env: Default::default(),
+        secrets: Default::default(),
+        network: deft_egress::EgressPolicy::new(
+            deft_core::NetworkLevel::Connections,
+            vec![],
+            deft_egress::DomainSet::default(),
+        ),
+        resolver: deft_egress::Resolver::System,
+        limits: deft_sandbox::Limits::default(),
+        root: Some(deft_sandbox::ImageRoot {
+            rootfs,
+            env: vec![],
+        }),
+    };
+    let (sender, _events) = tokio::sync::mpsc::unbounded_channel();
+    let sandbox = backend.create(spec, sender).await.unwrap();
+    let outcome = sandbox
+        .exec(
+            &deft_sandbox::ExecRequest::shell("cat /etc/ld.so.preload; echo done"),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.output.trim(), "done", "{}", outcome.output);
+    assert!(
+        !workspace.join("preloaded").exists(),
+        "the image's preload library ran in the sandbox"
+    );
+}
