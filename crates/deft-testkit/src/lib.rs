@@ -1,5 +1,6 @@
-//! Test support for deft's own tests: a fresh database per test, on SQLite or PostgreSQL, and
-//! a scripted model server ([`model_server`]) that speaks the providers' wire protocols.
+//! Test support for deft's own tests: a fresh database per test, on SQLite or PostgreSQL, a
+//! scripted model server ([`model_server`]) that speaks the providers' wire protocols, and a
+//! real image builder ([`podman`]) with an offline Debian base image.
 //!
 //! Only a dev-dependency. PostgreSQL tests take the server from `DEFT_TEST_DATABASE_URL` (the
 //! README's test command starts one and sets it) and give each test its own schema, so that
@@ -7,6 +8,7 @@
 
 pub mod github_server;
 pub mod model_server;
+pub mod podman;
 pub mod rootfs;
 
 use sqlx::Connection as _;

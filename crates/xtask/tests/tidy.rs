@@ -7,11 +7,13 @@ use xtask::{crates, rust_files, workspace_root};
 /// The layers of ARCHITECTURE.md: each crate and the workspace crates it may depend on.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-core", &[]),
+    ("deft-ecosystems", &[]),
     ("deft-store", &["deft-core"]),
     ("deft-forge", &["deft-core"]),
     ("deft-llm", &["deft-core"]),
     ("deft-egress", &["deft-core"]),
     ("deft-github", &["deft-core"]),
+    ("deft-images", &["deft-core"]),
     ("deft-sandbox", &["deft-core", "deft-egress"]),
     (
         "deft-agent",
@@ -23,6 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-llm",
             "deft-egress",
             "deft-sandbox",
+            "deft-images",
         ],
     ),
     (
@@ -41,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-sandbox",
             "deft-agent",
             "deft-server",
+            "deft-images",
         ],
     ),
     ("deft-testkit", &[]),

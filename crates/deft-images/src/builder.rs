@@ -1,0 +1,414 @@
+//! The calls to the image builder (Podman's or Docker's Engine API, through bollard): build
+//! the Dockerfile, read the image's config, export its root filesystem, and clean up after.
+//!
+//! deft never builds images itself; the builder does, with its own Dockerfile parser and
+//! isolation. What deft adds: no network for `RUN` steps, no registry credentials, intermediate
+//! containers always removed, and timeouts on every wait.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as ApiError;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    BuildImageOptions, CreateContainerOptions, RemoveContainerOptions, RemoveImageOptions,
+};
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+
+use crate::unpack::{self, CancelOnDrop, ChannelReader};
+use crate::{ImageConfig, ImageError};
+
+/// How long a whole build may take.
+pub(crate) const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// How long the export may go without sending a byte.
+const EXPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// How many of the builder's last lines a failed build reports.
+const LAST_LINES: usize = 20;
+
+/// The builder, as the rest of the crate uses it.
+pub(crate) struct Builder {
+    pub docker: Docker,
+    pub socket: PathBuf,
+}
+
+impl Builder {
+    fn api_error(&self, action: &'static str) -> impl FnOnce(ApiError) -> ImageError + '_ {
+        move |error| ImageError::from_api(&self.socket, action, error)
+    }
+
+    /// The builder's name and version, as `Podman Engine 4.3.1 (Engine API 1.41)`.
+    pub(crate) async fn describe(&self) -> Result<String, ImageError> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(self.api_error("say its version"))?;
+        let engine = version
+            .components
+            .as_deref()
+            .and_then(|components| components.first())
+            .map(|component| format!("{} {}", component.name, component.version))
+            .or_else(|| version.version.clone().map(|v| format!("Engine {v}")))
+            .unwrap_or_else(|| "an unnamed engine".to_owned());
+        let api = version.api_version.unwrap_or_else(|| "?".to_owned());
+        Ok(format!("{engine} (Engine API {api})"))
+    }
+
+    /// Builds `context` into the image `tag`, sending each output line to `on_line`.
+    pub(crate) async fn build(
+        &self,
+        context: Vec<u8>,
+        dockerfile: &str,
+        tag: &str,
+        base_images: &[String],
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), ImageError> {
+        let options = BuildImageOptions {
+            dockerfile: dockerfile.to_owned(),
+            t: Some(tag.to_owned()),
+            rm: true,
+            forcerm: true,
+            networkmode: Some("none".to_owned()),
+            ..Default::default()
+        };
+        let mut output = Output::new(on_line);
+        // No credentials, ever: a base image that needs them fails to pull.
+        let stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context.into())));
+        let outcome = tokio::time::timeout(BUILD_TIMEOUT, async {
+            futures_util::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(info) => {
+                        for text in [info.stream, info.status].into_iter().flatten() {
+                            output.push(&text);
+                        }
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        output.finish();
+        let failure = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Err(_elapsed) => format!(
+                "deft stopped the build after {} minutes",
+                BUILD_TIMEOUT.as_secs() / 60
+            ),
+            Ok(Err(ApiError::DockerStreamError { error })) => error,
+            Ok(Err(ApiError::DockerResponseServerError { message, .. })) => message,
+            Ok(Err(other)) => return Err(ImageError::from_api(&self.socket, "build", other)),
+        };
+        let failure = failure.trim().to_owned();
+        if let Some(image) = private_image(&failure, base_images) {
+            return Err(ImageError::PrivateImage { image });
+        }
+        output.tail.push_back(format!("error: {failure}"));
+        while output.tail.len() > LAST_LINES {
+            output.tail.pop_front();
+        }
+        Err(ImageError::BuildFailed {
+            last_lines: Vec::from(output.tail).join("\n"),
+        })
+    }
+
+    /// The parts of the image's config deft uses.
+    pub(crate) async fn config(&self, tag: &str) -> Result<ImageConfig, ImageError> {
+        let inspect = self
+            .docker
+            .inspect_image(tag)
+            .await
+            .map_err(self.api_error("read the built image's config"))?;
+        let config = inspect.config.unwrap_or_default();
+        let env = config
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value)) => (name.to_owned(), value.to_owned()),
+                None => (pair, String::new()),
+            })
+            .collect();
+        let non_empty = |value: Option<String>| value.filter(|value| !value.is_empty());
+        Ok(ImageConfig {
+            env,
+            workdir: non_empty(config.working_dir),
+            user: non_empty(config.user),
+        })
+    }
+
+    /// Exports the root filesystem of `tag` into `target` (which must not exist) through a
+    /// container that is created, never started, and removed. Returns the unpacked size, and
+    /// `keep`, which the unpacking thread holds until it ends (even when this is dropped).
+    pub(crate) async fn export<K: Send + 'static>(
+        &self,
+        tag: &str,
+        container_name: &str,
+        target: &Path,
+        keep: K,
+    ) -> (Result<u64, ImageError>, K) {
+        // A container of this name is left over from a preparation that was dropped midway.
+        self.remove_container(container_name).await;
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(container_name.to_owned()),
+                    ..Default::default()
+                }),
+                ContainerCreateBody {
+                    image: Some(tag.to_owned()),
+                    // Never run; the API wants a command all the same.
+                    cmd: Some(vec!["true".to_owned()]),
+                    network_disabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(self.api_error("create a container to export the image"));
+        let created = match created {
+            Ok(created) => created,
+            Err(error) => return (Err(error), keep),
+        };
+        let unpacked = self.unpack_container(&created.id, target, keep).await;
+        self.remove_container(&created.id).await;
+        unpacked
+    }
+
+    async fn unpack_container<K: Send + 'static>(
+        &self,
+        container: &str,
+        target: &Path,
+        keep: K,
+    ) -> (Result<u64, ImageError>, K) {
+        let (sender, receiver) = mpsc::channel::<io::Result<bytes::Bytes>>(16);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel = CancelOnDrop(cancelled.clone());
+        let target_owned = target.to_owned();
+        let unpacking = tokio::task::spawn_blocking(move || {
+            let unpacked = unpack::unpack(
+                ChannelReader::new(receiver),
+                &target_owned,
+                unpack::LIMITS,
+                &cancelled,
+            );
+            (unpacked, keep)
+        });
+        let stream = self.docker.export_container(container);
+        let pump = async move {
+            futures_util::pin_mut!(stream);
+            loop {
+                let chunk = match tokio::time::timeout(EXPORT_IDLE_TIMEOUT, stream.next()).await {
+                    Ok(Some(chunk)) => chunk.map_err(io::Error::other),
+                    Ok(None) => break,
+                    Err(_elapsed) => Err(io::Error::other(format!(
+                        "the builder sent nothing for {} minutes",
+                        EXPORT_IDLE_TIMEOUT.as_secs() / 60
+                    ))),
+                };
+                let failed = chunk.is_err();
+                // The unpacking thread stopped (an error or a limit): stop reading.
+                if sender.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        };
+        let ((), unpacked) = tokio::join!(pump, unpacking);
+        match unpacked {
+            Ok(done) => done,
+            // The thread panicked, and `keep` went with it: go on panicking here. (A blocking
+            // task is cancelled only when its runtime shuts down, which no longer polls this.)
+            Err(error) => std::panic::resume_unwind(
+                error
+                    .try_into_panic()
+                    .expect("a blocking task's error is a panic while its runtime runs"),
+            ),
+        }
+    }
+
+    async fn remove_container(&self, container: &str) {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(())
+            | Err(ApiError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(error) => tracing::warn!(
+                container,
+                error = %error,
+                "could not remove the export container; remove it with `podman rm`"
+            ),
+        }
+    }
+
+    /// Removes the image `tag` from the builder's storage. The unpacked copy in the cache is
+    /// what the sandbox uses, so keeping the builder's copy too would cost the image's size a
+    /// second time, outside the cache's budget. Base images pulled by `FROM` stay in the
+    /// builder's storage, which its operator prunes.
+    ///
+    /// Never forced: a forced removal also removes the containers using the image, and another
+    /// build that shares this one's first steps may be running one from it right now. An
+    /// image still in use (or with child images) then stays, tagged, until the operator prunes.
+    pub(crate) async fn forget(&self, tag: &str) {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        if let Err(error) = self.docker.remove_image(tag, Some(options), None).await {
+            tracing::info!(image = tag, error = %error, "the built image stays with the builder");
+        }
+    }
+}
+
+/// The builder's output, split into lines for `on_line`, with the last ones kept.
+struct Output<'a> {
+    on_line: &'a mut (dyn FnMut(&str) + Send),
+    partial: String,
+    tail: VecDeque<String>,
+}
+
+impl<'a> Output<'a> {
+    fn new(on_line: &'a mut (dyn FnMut(&str) + Send)) -> Output<'a> {
+        Output {
+            on_line,
+            partial: String::new(),
+            tail: VecDeque::with_capacity(LAST_LINES + 1),
+        }
+    }
+
+    fn push(&mut self, text: &str) {
+        self.partial.push_str(text);
+        while let Some(end) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=end).collect();
+            self.line(line.trim_end_matches(['\n', '\r']));
+        }
+    }
+
+    fn finish(&mut self) {
+        let rest = std::mem::take(&mut self.partial);
+        if !rest.is_empty() {
+            self.line(rest.trim_end_matches('\r'));
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        if line.trim().is_empty() {
+            return;
+        }
+        (self.on_line)(line);
+        if self.tail.len() == LAST_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_owned());
+    }
+}
+
+/// The base image a failed build's error blames for missing credentials, if it does. A failed
+/// `RUN` step quotes the step's own text, so its errors are never read as a pull's.
+fn private_image(error: &str, base_images: &[String]) -> Option<String> {
+    let lowered = error.to_ascii_lowercase();
+    let run_failed = [
+        "while running runtime",
+        "returned a non-zero code",
+        "exit status",
+        "exit code",
+    ]
+    .iter()
+    .any(|marker| lowered.contains(marker));
+    let needs_credentials = [
+        "unauthorized",
+        "authentication required",
+        "access denied",
+        "requested access to the resource is denied",
+    ]
+    .iter()
+    .any(|marker| lowered.contains(marker));
+    if run_failed || !needs_credentials {
+        return None;
+    }
+    let named = base_images
+        .iter()
+        .find(|image| error.contains(image.as_str()));
+    Some(
+        named
+            .or(base_images.first())
+            .cloned()
+            .unwrap_or_else(|| "(unnamed)".to_owned()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_private(error: &str, expect: Option<&str>) {
+        let bases = [
+            "localhost/base:1".to_owned(),
+            "registry.test/team/private:2".to_owned(),
+        ];
+        assert_eq!(private_image(error, &bases).as_deref(), expect, "{error}");
+    }
+
+    #[test]
+    fn pull_refusals_are_private_images_and_failed_steps_are_not() {
+        check_private(
+            "creating build container: initializing source docker://registry.test/team/private:2: \
+             reading manifest 2 in registry.test/team/private: unauthorized: access to the \
+             requested resource is not authorized",
+            Some("registry.test/team/private:2"),
+        );
+        check_private(
+            "pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+            Some("localhost/base:1"),
+        );
+        check_private(
+            "Head \"https://registry.test/v2/x/manifests/1\": authentication required",
+            Some("localhost/base:1"),
+        );
+        check_private(
+            "building at STEP \"RUN echo unauthorized && exit 3\": while running runtime: exit status 3",
+            None,
+        );
+        check_private(
+            "The command '/bin/sh -c cat /denied: x' returned a non-zero code: 1",
+            None,
+        );
+        check_private("no such file or directory", None);
+        check_private("open /var/lib/containers/x: permission denied", None);
+    }
+
+    #[test]
+    fn output_is_split_into_lines_and_the_tail_kept() {
+        let mut seen = Vec::new();
+        let mut on_line = |line: &str| seen.push(line.to_owned());
+        let mut output = Output::new(&mut on_line);
+        output.push("STEP 1/2: FROM a\nhal");
+        output.push("f a line\r\n\n");
+        for n in 0..30 {
+            output.push(&format!("line {n}\n"));
+        }
+        output.push("no newline at the end");
+        output.finish();
+        let tail: Vec<String> = output.tail.iter().cloned().collect();
+        assert_eq!(tail.len(), LAST_LINES);
+        assert_eq!(tail.last().unwrap(), "no newline at the end");
+        assert_eq!(seen[..2], ["STEP 1/2: FROM a", "half a line"]);
+        assert_eq!(seen.len(), 33);
+    }
+}
