@@ -16,8 +16,7 @@ use deft_core::{
 use deft_egress::{DomainSet, EgressPolicy, ProxyEvent, Resolver};
 use deft_forge::Identity;
 use deft_llm::{Completion, Message, ModelClient, ModelError, Request, ToolResult, ToolSpec};
-use deft_sandbox::bwrap::{BwrapBackend, BwrapSandbox};
-use deft_sandbox::{ExecRequest, Limits, Sandbox as _, SandboxSpec};
+use deft_sandbox::{ExecRequest, Limits, Sandbox, SandboxBackend, SandboxSpec};
 use deft_store::{Actor, Store};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -86,7 +85,8 @@ pub struct Engine {
     pub store: Store,
     pub planner: ModelClient,
     pub executor: ModelClient,
-    pub sandboxes: BwrapBackend,
+    /// Makes each task's sandbox; the engine never knows which backend it is.
+    pub sandboxes: std::sync::Arc<dyn SandboxBackend>,
     /// Where task workspaces live on the host, one directory per task.
     pub workspaces: PathBuf,
     pub limits: RunLimits,
@@ -97,6 +97,9 @@ pub struct Engine {
     pub github: Option<std::sync::Arc<deft_github::GitHub>>,
     /// The runs going in this process, whose files the workspace sweep leaves alone.
     pub active: crate::housekeeping::ActiveTasks,
+    /// The image builder for repositories with a Dockerfile; `None` when none is configured
+    /// (commands then use the host's tools, and the task's log says so).
+    pub images: Option<crate::setup::ImageBuilder>,
 }
 
 /// The agent's own identity in commits.
@@ -546,6 +549,12 @@ fn attention(kind: AttentionKind, message: impl Into<String>) -> Attention {
     }
 }
 
+/// A task's sandbox, whichever backend made it.
+type TaskSandbox = dyn Sandbox + 'static;
+
+/// The root a task's commands get, and the image that must outlive the run.
+type EnvironmentRoot = (Option<deft_sandbox::ImageRoot>, Option<deft_images::Prepared>);
+
 struct Context {
     task: Task,
     owner: User,
@@ -679,6 +688,94 @@ impl Engine {
         std::fs::create_dir_all(&workspace).map_err(|e| deft_store::StoreError::Corrupt {
             what: format!("workspace {}: {e}", workspace.display()),
         })?;
+        // Repository analysis.
+        self.step(id, "analysis", "started", json!({})).await?;
+        let branch = deft_forge::branch_name(id.as_str(), &task.description);
+        let mut repos = Vec::new();
+        for repo_id in &task.repos {
+            let repo = self.store.repository(&owner.id, repo_id.as_str()).await?;
+            // One directory per repository, named after it; two of one name get a suffix.
+            let mut name = repo.name.clone();
+            let mut n = 2;
+            while repos.iter().any(
+                |(_, dir, _): &(deft_core::Repository, PathBuf, RepoFacts)| {
+                    dir.file_name() == Some(std::ffi::OsStr::new(&name))
+                },
+            ) {
+                name = format!("{}-{n}", repo.name);
+                n += 1;
+            }
+            let dir = workspace.join(&name);
+            // Cloned once; a resumed task continues in the clone it has.
+            if !dir.exists() {
+                if let Err(error) = self.clone(id, &repo, &dir).await {
+                    return Ok(RunOutcome::NeedsAttention(attention(
+                        AttentionKind::Error,
+                        format!("cannot clone {}: {error}", repo.name),
+                    )));
+                }
+                // The base the change is judged against, kept where commands cannot rewrite it
+                // (they can move the clone's own `origin/…`).
+                let base = format!("origin/{}", repo.default_branch);
+                if let Ok(commit) = deft_forge::commit_of(&dir, &base).await {
+                    self.record_base(id, repo.id.as_str(), &commit);
+                }
+            }
+            // What commands left may have replaced the clone with a link (to another
+            // repository of the host): then it is not used, nor read.
+            if !std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
+                return Ok(RunOutcome::NeedsAttention(attention(
+                    AttentionKind::Error,
+                    format!(
+                        "`{name}` in the task's workspace is no longer the clone deft made (a link or a file?); cancel the task and start it again"
+                    ),
+                )));
+            }
+            if let Err(error) =
+                deft_forge::checkout_branch(&dir, &branch, &repo.default_branch).await
+            {
+                return Ok(RunOutcome::NeedsAttention(attention(
+                    AttentionKind::Error,
+                    format!("cannot check out {branch} in {}: {error}", repo.name),
+                )));
+            }
+            // Off the async threads, with a deadline: the clone holds what commands left.
+            let facts = {
+                let (dir, name) = (dir.clone(), name.clone());
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(60),
+                    tokio::task::spawn_blocking(move || analyse(&dir, &name)),
+                )
+                .await
+            };
+            let Ok(Ok(facts)) = facts else {
+                return Ok(RunOutcome::NeedsAttention(attention(
+                    AttentionKind::Error,
+                    format!(
+                        "reading {} took over a minute (a file that never answers, such as a FIFO?); remove it, then answer this task",
+                        repo.name
+                    ),
+                )));
+            };
+            repos.push((repo, dir, facts));
+        }
+        let summary: Vec<Value> = repos
+            .iter()
+            .map(|(repo, _, facts)| json!({"repo": repo.name, "steering": facts.steering.iter().map(|(p, _)| p).collect::<Vec<_>>(), "checks": facts.checks}))
+            .collect();
+        self.step(
+            id,
+            "analysis",
+            "done",
+            json!({"repos": summary, "branch": branch}),
+        )
+        .await?;
+        // What commands run on: a repository's Dockerfile, built once per version, or the
+        // host's tools.
+        let (root, _image) = match self.environment_root(id, &task, &repos).await? {
+            Ok(found) => found,
+            Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
+        };
         let environment = self.store.environment(&owner.id).await?;
         let secrets = self.store.secret_values(&owner.id).await?;
         let (events, mut decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
@@ -694,7 +791,7 @@ impl Engine {
             ),
             resolver: Resolver::System,
             limits: Limits::default(),
-            root: None,
+            root,
         };
         let sandbox = match self.sandboxes.create(spec, events).await {
             Ok(sandbox) => sandbox,
@@ -723,92 +820,6 @@ impl Engine {
         )
         .await?;
 
-        // Repository analysis.
-        self.step(id, "analysis", "started", json!({})).await?;
-        let branch = deft_forge::branch_name(id.as_str(), &task.description);
-        let mut repos = Vec::new();
-        for repo_id in &task.repos {
-            let repo = self.store.repository(&owner.id, repo_id.as_str()).await?;
-            // One directory per repository, named after it; two of one name get a suffix.
-            let mut name = repo.name.clone();
-            let mut n = 2;
-            while repos.iter().any(
-                |(_, dir, _): &(deft_core::Repository, PathBuf, RepoFacts)| {
-                    dir.file_name() == Some(std::ffi::OsStr::new(&name))
-                },
-            ) {
-                name = format!("{}-{n}", repo.name);
-                n += 1;
-            }
-            let dir = workspace.join(&name);
-            // Cloned once; a resumed task continues in the clone it has.
-            if !dir.exists() {
-                if let Err(error) = self.clone(id, &repo, &dir).await {
-                    network_log.abort();
-                    return Ok(RunOutcome::NeedsAttention(attention(
-                        AttentionKind::Error,
-                        format!("cannot clone {}: {error}", repo.name),
-                    )));
-                }
-                // The base the change is judged against, kept where commands cannot rewrite it
-                // (they can move the clone's own `origin/…`).
-                let base = format!("origin/{}", repo.default_branch);
-                if let Ok(commit) = deft_forge::commit_of(&dir, &base).await {
-                    self.record_base(id, repo.id.as_str(), &commit);
-                }
-            }
-            // What commands left may have replaced the clone with a link (to another
-            // repository of the host): then it is not used, nor read.
-            if !std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
-                network_log.abort();
-                return Ok(RunOutcome::NeedsAttention(attention(
-                    AttentionKind::Error,
-                    format!(
-                        "`{name}` in the task's workspace is no longer the clone deft made (a link or a file?); cancel the task and start it again"
-                    ),
-                )));
-            }
-            if let Err(error) =
-                deft_forge::checkout_branch(&dir, &branch, &repo.default_branch).await
-            {
-                network_log.abort();
-                return Ok(RunOutcome::NeedsAttention(attention(
-                    AttentionKind::Error,
-                    format!("cannot check out {branch} in {}: {error}", repo.name),
-                )));
-            }
-            // Off the async threads, with a deadline: the clone holds what commands left.
-            let facts = {
-                let (dir, name) = (dir.clone(), name.clone());
-                tokio::time::timeout(
-                    std::time::Duration::from_secs(60),
-                    tokio::task::spawn_blocking(move || analyse(&dir, &name)),
-                )
-                .await
-            };
-            let Ok(Ok(facts)) = facts else {
-                network_log.abort();
-                return Ok(RunOutcome::NeedsAttention(attention(
-                    AttentionKind::Error,
-                    format!(
-                        "reading {} took over a minute (a file that never answers, such as a FIFO?); remove it, then answer this task",
-                        repo.name
-                    ),
-                )));
-            };
-            repos.push((repo, dir, facts));
-        }
-        let summary: Vec<Value> = repos
-            .iter()
-            .map(|(repo, _, facts)| json!({"repo": repo.name, "steering": facts.steering.iter().map(|(p, _)| p).collect::<Vec<_>>(), "checks": facts.checks}))
-            .collect();
-        self.step(
-            id,
-            "analysis",
-            "done",
-            json!({"repos": summary, "branch": branch}),
-        )
-        .await?;
         let learnings = self
             .store
             .list_learnings(&owner.id)
@@ -829,7 +840,7 @@ impl Engine {
 
         // The user's MCP servers run in this sandbox; one that fails is left out, and said so.
         let (mut mcp, started) = crate::mcp::McpServers::start(
-            &sandbox,
+            &*sandbox,
             &environment.mcp,
             environment.env.as_map(),
             &secrets,
@@ -846,7 +857,7 @@ impl Engine {
             }
         }
         let outcome = self
-            .work(&context, &sandbox, &mcp, &mut progress, cancel)
+            .work(&context, &*sandbox, &mcp, &mut progress, cancel)
             .await;
         mcp.shutdown().await;
         network_log.abort();
@@ -857,7 +868,7 @@ impl Engine {
     async fn work(
         &self,
         context: &Context,
-        sandbox: &BwrapSandbox,
+        sandbox: &TaskSandbox,
         mcp: &crate::mcp::McpServers,
         progress: &mut Value,
         cancel: &CancellationToken,
@@ -1199,7 +1210,7 @@ impl Engine {
     async fn plan(
         &self,
         context: &Context,
-        tools: &mut Tools<'_, BwrapSandbox>,
+        tools: &mut Tools<'_, TaskSandbox>,
         cancel: &CancellationToken,
     ) -> Result<Phase<Plan>, EngineError> {
         let system = self.system_prompt(context, "planning", "Read what you need of the repositories (search, view, read-only commands), then call `submit_plan` with the requirements, the acceptance criteria that will show they are met, and ordered steps small enough to verify one at a time. If something essential is unclear, call `ask_user`. Change nothing yet.");
@@ -1272,7 +1283,7 @@ impl Engine {
         context: &Context,
         plan: &Plan,
         index: usize,
-        tools: &mut Tools<'_, BwrapSandbox>,
+        tools: &mut Tools<'_, TaskSandbox>,
         cancel: &CancellationToken,
     ) -> Result<Phase<String>, EngineError> {
         let step = &plan.steps[index];
@@ -1416,7 +1427,7 @@ impl Engine {
     async fn verify(
         &self,
         context: &Context,
-        sandbox: &BwrapSandbox,
+        sandbox: &TaskSandbox,
         cancel: &CancellationToken,
     ) -> Result<(), String> {
         for (repo, _, facts) in &context.repos {
@@ -1523,6 +1534,107 @@ impl Engine {
     }
 
     /// Where the base commits of a task's clones are kept: beside its workspace, never in it.
+    /// The root filesystem the task's commands get, with the image that must outlive the run
+    /// (the cache never prunes an image in use); or why the task stops. A build's output goes
+    /// to the task's log, folded.
+    async fn environment_root(
+        &self,
+        id: &TaskId,
+        task: &Task,
+        repos: &[(deft_core::Repository, PathBuf, RepoFacts)],
+    ) -> Result<Result<EnvironmentRoot, Attention>, EngineError> {
+        let bases = self.bases(id);
+        let mut found = Vec::new();
+        for (repo, dir, _) in repos {
+            let Some(commit) = bases.get(repo.id.as_str()) else {
+                continue;
+            };
+            found.push(crate::setup::RepoBase {
+                name: repo.name.clone(),
+                private: self.private_repo(&task.id, dir),
+                commit: commit.clone(),
+            });
+        }
+        let wanted = match crate::setup::wanted(&found).await {
+            Ok(wanted) => wanted,
+            Err(error) => {
+                return Ok(Err(attention(
+                    AttentionKind::Error,
+                    format!("cannot read the repositories' environment files: {error}"),
+                )));
+            }
+        };
+        let crate::setup::Wanted::Dockerfile {
+            repo,
+            path,
+            context,
+            tree,
+            ignored,
+        } = wanted
+        else {
+            return Ok(Ok((None, None)));
+        };
+        let mut summary = format!("{repo}/{path}");
+        if !ignored.is_empty() {
+            summary.push_str(&format!(
+                " (one environment per task: {} not used)",
+                ignored.join(", ")
+            ));
+        }
+        let Some(crate::setup::ImageBuilder(images)) = &self.images else {
+            self.step(
+                id,
+                "image",
+                "skipped",
+                json!({"summary": format!("{summary} is not built: no image builder is configured, so commands use the host's tools; set `[environments] builder` (Podman's or Docker's Engine API socket) and restart")}),
+            )
+            .await?;
+            return Ok(Ok((None, None)));
+        };
+        self.step(id, "image", "started", json!({"summary": summary}))
+            .await?;
+        let request = deft_images::BuildRequest {
+            context_tar: context,
+            dockerfile: path.clone(),
+            contents_id: Some(tree),
+        };
+        let mut lines = Vec::new();
+        let prepared = images
+            .prepare(&request, &mut |line: &str| lines.push(line.to_owned()))
+            .await;
+        let output = crate::setup::tail(&lines, 400);
+        match prepared {
+            Ok(prepared) => {
+                let status = if prepared.built { "built" } else { "reused" };
+                let mut data = json!({"summary": format!("{summary} as {}", &prepared.key[..12.min(prepared.key.len())])});
+                if !output.is_empty() {
+                    data["output"] = json!(output);
+                }
+                self.step(id, "image", status, data).await?;
+                let root = deft_sandbox::ImageRoot {
+                    rootfs: prepared.rootfs.clone(),
+                    env: prepared.config.env.clone(),
+                };
+                Ok(Ok((Some(root), Some(prepared))))
+            }
+            Err(error) => {
+                self.step(
+                    id,
+                    "image",
+                    "failed",
+                    json!({"summary": summary, "output": output}),
+                )
+                .await?;
+                Ok(Err(attention(
+                    AttentionKind::Error,
+                    format!(
+                        "the environment from {repo}/{path} cannot be made: {error}. Fix the Dockerfile (`deft env build --repo PATH` builds it alone), then answer this task"
+                    ),
+                )))
+            }
+        }
+    }
+
     fn bases_file(&self, id: &TaskId) -> PathBuf {
         crate::workspaces::Workspaces::new(&self.workspaces).bases_file(id)
     }
@@ -1555,7 +1667,7 @@ impl Engine {
     async fn review(
         &self,
         context: &Context,
-        sandbox: &BwrapSandbox,
+        sandbox: &TaskSandbox,
         plan: &Plan,
         cancel: &CancellationToken,
     ) -> Result<Phase<Review>, EngineError> {
@@ -1644,7 +1756,7 @@ impl Engine {
     async fn run_tool(
         &self,
         id: &TaskId,
-        tools: &mut Tools<'_, BwrapSandbox>,
+        tools: &mut Tools<'_, TaskSandbox>,
         call: &deft_llm::ToolCall,
         cancel: &CancellationToken,
     ) -> Result<crate::ToolOutput, EngineError> {

@@ -9,6 +9,7 @@ pub mod files;
 pub mod housekeeping;
 pub mod mcp;
 pub mod outgoing;
+pub mod setup;
 pub mod tools;
 pub mod workspaces;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use deft_core::McpConfig;
 use deft_llm::ToolSpec;
 use deft_sandbox::ExecRequest;
-use deft_sandbox::bwrap::BwrapSandbox;
+use deft_sandbox::Sandbox;
 use rmcp::model::{CallToolRequestParams, Tool};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::{ClientHandler, RoleClient};
@@ -125,7 +125,7 @@ fn offered_name(server: &str, tool: &str) -> String {
 impl McpServers {
     /// Starts every configured server in `sandbox`; those that fail are reported, not fatal.
     pub async fn start(
-        sandbox: &BwrapSandbox,
+        sandbox: &dyn Sandbox,
         config: &McpConfig,
         env: &BTreeMap<String, String>,
         secrets: &BTreeMap<String, String>,
@@ -154,7 +154,7 @@ impl McpServers {
                 }
                 Err(reason) => report.push(Started::Failed {
                     server: name.clone(),
-                    reason: sandbox.redact(&reason),
+                    reason: sandbox.redactor().redact(&reason),
                 }),
             }
         }
@@ -295,7 +295,7 @@ impl McpServers {
 }
 
 async fn start_one(
-    sandbox: &BwrapSandbox,
+    sandbox: &dyn Sandbox,
     name: &str,
     server: &deft_core::McpServer,
     env: &BTreeMap<String, String>,

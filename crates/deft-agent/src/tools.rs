@@ -120,7 +120,7 @@ pub fn specs() -> Vec<ToolSpec> {
 }
 
 /// Runs tool calls for one sandbox and its workspace.
-pub struct Tools<'a, S: Sandbox> {
+pub struct Tools<'a, S: Sandbox + ?Sized> {
     sandbox: &'a S,
     workspace: PathBuf,
     /// The editor and the search, whose file access runs off the async threads.
@@ -129,7 +129,7 @@ pub struct Tools<'a, S: Sandbox> {
     mcp: Option<&'a crate::mcp::McpServers>,
 }
 
-impl<S: Sandbox> std::fmt::Debug for Tools<'_, S> {
+impl<S: Sandbox + ?Sized> std::fmt::Debug for Tools<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tools")
             .field("workspace", &self.workspace)
@@ -175,7 +175,7 @@ pub(crate) fn numbered(text: &str, first: usize) -> String {
         .collect()
 }
 
-impl<'a, S: Sandbox> Tools<'a, S> {
+impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
     pub fn sandbox(&self) -> &'a S {
         self.sandbox
     }

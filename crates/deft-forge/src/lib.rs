@@ -759,7 +759,7 @@ async fn clone_query(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeE
 
 /// git in `dir` (a registered repository, or where a clone is made), without the settings
 /// through which a repository's own config could make the server run its programs.
-fn repo_command(dir: &Path) -> Command {
+pub(crate) fn repo_command(dir: &Path) -> Command {
     // Limited as the jail's git is: a task's branch, fetched into its private repository, can
     // be a few kilobytes of deltas that expand to terabytes.
     let mut command = Command::new("/bin/sh");
@@ -815,7 +815,7 @@ pub const MAX_SEARCHED_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Runs `command` with `args`, its output read with a cap: a branch pushed by a task may hold
 /// anything, and its diff must not fill deft's memory.
-async fn capped_output(
+pub(crate) async fn capped_output(
     mut command: Command,
     args: &[&str],
     env: &[(&str, &str)],

@@ -214,3 +214,55 @@ pub async fn push(
     .await?;
     Ok(())
 }
+
+/// The files of `commit`'s tree in the private repository that name an environment, among
+/// `paths`: regular files only (a link in a repository could point anywhere on the host).
+pub async fn regular_files(
+    private: &Path,
+    commit: &str,
+    paths: &[&str],
+) -> Result<Vec<String>, ForgeError> {
+    let mut args = vec!["ls-tree", "-z", commit, "--"];
+    args.extend_from_slice(paths);
+    let listing = git_checked(private, &args, &[]).await?;
+    Ok(listing
+        .split('\0')
+        .filter_map(|entry| {
+            let (meta, path) = entry.split_once('\t')?;
+            let mode = meta.split_whitespace().next()?;
+            matches!(mode, "100644" | "100755").then(|| path.to_owned())
+        })
+        .collect())
+}
+
+/// One file of `commit`'s tree, as git stores it.
+pub async fn read_file(private: &Path, commit: &str, path: &str) -> Result<Vec<u8>, ForgeError> {
+    let object = format!("{commit}:{path}");
+    raw_output(private, &["cat-file", "blob", &object]).await
+}
+
+/// `commit`'s whole tree as an uncompressed tar (an image's build context), at most 64 MiB:
+/// from git's objects, never from a directory a task could have changed.
+pub async fn archive(private: &Path, commit: &str) -> Result<Vec<u8>, ForgeError> {
+    raw_output(private, &["archive", "--format=tar", commit]).await
+}
+
+/// git's id of `commit`'s tree: what names its files, whatever commit holds them.
+pub async fn tree_of(private: &Path, commit: &str) -> Result<String, ForgeError> {
+    let rev = format!("{commit}^{{tree}}");
+    let out = raw_output(private, &["rev-parse", "--verify", "--end-of-options", &rev]).await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+async fn raw_output(private: &Path, args: &[&str]) -> Result<Vec<u8>, ForgeError> {
+    let mut command = crate::repo_command(private);
+    command.args(["-c", "safe.directory=*"]);
+    let (status, out, err) = crate::capped_output(command, args, &[]).await?;
+    if !status.success() {
+        return Err(ForgeError::Git {
+            command: args.first().copied().unwrap_or("").to_owned(),
+            message: String::from_utf8_lossy(&err).trim().to_owned(),
+        });
+    }
+    Ok(out)
+}

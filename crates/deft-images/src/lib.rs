@@ -62,6 +62,10 @@ pub struct BuildRequest {
     pub context_tar: Vec<u8>,
     /// The Dockerfile's path inside the context, e.g. `Dockerfile` or `.deft/Dockerfile`.
     pub dockerfile: String,
+    /// What names the context's contents when its tar's bytes do not: git's tree id, since
+    /// `git archive` writes the commit's id and time into the tar, and two commits with the
+    /// same files must share one image. `None`: the tar's bytes are the identity.
+    pub contents_id: Option<String>,
 }
 
 /// An image ready for the sandbox. While it lives, its root filesystem is never pruned.
@@ -91,12 +95,22 @@ pub struct ImageConfig {
 
 impl BuildRequest {
     /// The cache key: the hex SHA-256 of the Dockerfile's path (its length first, as 8
-    /// little-endian bytes, then its bytes) followed by the context's bytes.
+    /// little-endian bytes, then its bytes) followed by the contents' id (marked `id:`) or,
+    /// without one, the context's bytes (marked `tar:`).
     pub fn key(&self) -> String {
         let mut hash = Sha256::new();
         hash.update((self.dockerfile.len() as u64).to_le_bytes());
         hash.update(self.dockerfile.as_bytes());
-        hash.update(&self.context_tar);
+        match &self.contents_id {
+            Some(id) => {
+                hash.update(b"id:");
+                hash.update(id.as_bytes());
+            }
+            None => {
+                hash.update(b"tar:");
+                hash.update(&self.context_tar);
+            }
+        }
         hex::encode(hash.finalize())
     }
 }

@@ -79,6 +79,7 @@ fn request(dockerfile: &str) -> BuildRequest {
     BuildRequest {
         context_tar: context(&[Entry::File("Dockerfile", dockerfile)]),
         dockerfile: "Dockerfile".to_owned(),
+        contents_id: None,
     }
 }
 
@@ -241,6 +242,7 @@ async fn a_context_with_a_link_to_the_hosts_files_is_refused() {
             Entry::Symlink("passwd", "/etc/passwd"),
         ]),
         dockerfile: "Dockerfile".to_owned(),
+        contents_id: None,
     };
     let (result, lines) = prepare(&images, &request).await;
     let Err(ImageError::Refused { reason }) = result else {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use deft_core::NetworkLevel;
 use deft_egress::{DomainSet, EgressPolicy, Resolver};
 use deft_sandbox::bwrap::BwrapBackend;
-use deft_sandbox::{ExecRequest, HostSupport, Limits, Sandbox as _, SandboxSpec};
+use deft_sandbox::{ExecRequest, HostSupport, Limits, SandboxSpec};
 
 /// One sandbox's life, timed in its three parts: create, exec `true`, destroy.
 async fn one_sandbox(backend: &BwrapBackend, workspaces: &Path, run: String) -> [Duration; 3] {

@@ -24,8 +24,8 @@ use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
 use crate::plan::{FromInit, LaunchPlan, ToInit};
 use crate::shell::{Pool, Shell, ShellKey};
 use crate::{
-    Ending, ExecOutcome, ExecRequest, HostSupport, Limits, Sandbox, SandboxError, SandboxSpec,
-    inner, workspace,
+    BoxFuture, Ending, ExecOutcome, ExecRequest, HostSupport, Limits, PausedPrograms, Sandbox,
+    SandboxBackend, SandboxError, SandboxProcess, SandboxSpec, inner, workspace,
 };
 
 /// The port inside the sandbox where the bridge to the egress proxy listens.
@@ -919,17 +919,6 @@ fn private_entries(roots: &[&str]) -> Vec<(PathBuf, bool)> {
     found
 }
 
-/// A long-running program in the sandbox that talks over its standard input and output (an
-/// MCP server): same isolation, limits and network policy as any command. It is killed, with
-/// everything it started, when this is dropped or the sandbox goes.
-#[derive(Debug)]
-pub struct SandboxProcess {
-    pub child: tokio::process::Child,
-    pub stdin: tokio::process::ChildStdin,
-    pub stdout: tokio::process::ChildStdout,
-    /// What it writes on standard error (not redacted: for deft's log, never the model).
-    pub stderr: tokio::process::ChildStderr,
-}
 
 impl BwrapSandbox {
     /// Starts the launcher (deft's own binary) with all three standard streams piped.
@@ -1026,13 +1015,13 @@ impl BwrapSandbox {
 
 /// The task's long-running programs, stopped (`SIGSTOP`) until this is dropped.
 #[derive(Debug)]
-pub struct PausedPrograms {
+struct ProgramsStopped {
     procs: Vec<PathBuf>,
     /// The freezer's control file when the cgroup was frozen rather than signalled.
     thaw: Option<PathBuf>,
 }
 
-impl Drop for PausedPrograms {
+impl Drop for ProgramsStopped {
     fn drop(&mut self) {
         if let Some(control) = &self.thaw
             && std::fs::write(control, "0").is_ok()
@@ -1090,10 +1079,10 @@ impl BwrapSandbox {
             .as_ref()
             .and_then(|group| group.freeze(std::time::Duration::from_secs(5)))
         {
-            return PausedPrograms {
+            return PausedPrograms::holding(ProgramsStopped {
                 procs,
                 thaw: Some(control),
-            };
+            });
         }
         drop(cgroup);
         // A process that forks while being stopped leaves a child the next look stops. A
@@ -1106,7 +1095,7 @@ impl BwrapSandbox {
                 let _ = rustix::process::kill_process(*pid, rustix::process::Signal::STOP);
             }
             if pids.iter().all(|pid| is_stopped(*pid)) {
-                return PausedPrograms { procs, thaw: None };
+                return PausedPrograms::holding(ProgramsStopped { procs, thaw: None });
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -1123,7 +1112,7 @@ impl BwrapSandbox {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        PausedPrograms { procs, thaw: None }
+        PausedPrograms::holding(ProgramsStopped { procs, thaw: None })
     }
 }
 
@@ -1169,8 +1158,8 @@ impl BwrapSandbox {
     }
 }
 
-impl Sandbox for BwrapSandbox {
-    async fn exec(
+impl BwrapSandbox {
+    pub async fn exec(
         &self,
         request: &ExecRequest,
         on_output: &mut (dyn FnMut(&str) + Send),
@@ -1294,17 +1283,80 @@ impl Sandbox for BwrapSandbox {
         })
     }
 
-    async fn copy_in(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+    pub async fn copy_in(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
         workspace::write(&self.spec.workspace, path, contents)
     }
 
-    async fn copy_out(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+    pub async fn copy_out(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
         workspace::read(&self.spec.workspace, path)
     }
 
-    async fn destroy(self) -> Result<(), SandboxError> {
+    pub async fn destroy(self) -> Result<(), SandboxError> {
         // Dropping does the work, so that a sandbox that is merely dropped is cleaned up too.
         drop(self);
         Ok(())
+    }
+}
+
+impl Sandbox for BwrapSandbox {
+    fn exec<'a>(
+        &'a self,
+        request: &'a ExecRequest,
+        on_output: &'a mut (dyn FnMut(&str) + Send),
+    ) -> BoxFuture<'a, Result<ExecOutcome, SandboxError>> {
+        Box::pin(BwrapSandbox::exec(self, request, on_output))
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        request: &'a ExecRequest,
+        extra_env: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<SandboxProcess, SandboxError>> {
+        Box::pin(BwrapSandbox::spawn(self, request, extra_env))
+    }
+
+    fn pause_programs(&self) -> PausedPrograms {
+        BwrapSandbox::pause_programs(self)
+    }
+
+    fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    fn workspace(&self) -> &Path {
+        &self.spec.workspace
+    }
+
+    fn copy_in<'a>(
+        &'a self,
+        path: &'a str,
+        contents: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(BwrapSandbox::copy_in(self, path, contents))
+    }
+
+    fn copy_out<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SandboxError>> {
+        Box::pin(BwrapSandbox::copy_out(self, path))
+    }
+
+    fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>> {
+        Box::pin(BwrapSandbox::destroy(*self))
+    }
+}
+
+impl SandboxBackend for BwrapBackend {
+    fn name(&self) -> &'static str {
+        "bwrap"
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: SandboxSpec,
+        events: mpsc::UnboundedSender<ProxyEvent>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>> {
+        Box::pin(async move {
+            let sandbox = BwrapBackend::create(self, spec, events).await?;
+            Ok(Box::new(sandbox) as Box<dyn Sandbox>)
+        })
     }
 }

@@ -8,7 +8,10 @@ use std::time::Instant;
 use deft_core::{NetworkLevel, Redactor};
 
 use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
-use crate::{Ending, ExecOutcome, ExecRequest, Sandbox, SandboxError, SandboxSpec, workspace};
+use crate::{
+    BoxFuture, Ending, ExecOutcome, ExecRequest, PausedPrograms, Sandbox, SandboxBackend,
+    SandboxError, SandboxProcess, SandboxSpec, workspace,
+};
 
 #[derive(Debug)]
 pub struct HostSandbox {
@@ -29,8 +32,8 @@ impl HostSandbox {
     }
 }
 
-impl Sandbox for HostSandbox {
-    async fn exec(
+impl HostSandbox {
+    pub async fn exec(
         &self,
         request: &ExecRequest,
         on_output: &mut (dyn FnMut(&str) + Send),
@@ -103,15 +106,113 @@ impl Sandbox for HostSandbox {
         })
     }
 
-    async fn copy_in(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
-        workspace::write(&self.spec.workspace, path, contents)
+    /// A long-running program, on the host like every command here.
+    pub async fn spawn(
+        &self,
+        request: &ExecRequest,
+        extra_env: &[(String, String)],
+    ) -> Result<SandboxProcess, SandboxError> {
+        let Some(program) = request.argv.first() else {
+            return Err(SandboxError::Start(
+                "the command is empty; give a program to run".into(),
+            ));
+        };
+        let cwd = match &request.cwd {
+            Some(cwd) => self.spec.workspace.join(workspace::relative(cwd)?),
+            None => self.spec.workspace.clone(),
+        };
+        let mut child = tokio::process::Command::new(program)
+            .args(&request.argv[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&self.spec.secrets)
+            .envs(&self.spec.env)
+            .envs(extra_env.iter().cloned())
+            .current_dir(cwd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0)
+            .spawn()
+            .map_err(|error| SandboxError::Start(format!("{program}: {error}")))?;
+        Ok(SandboxProcess {
+            stdin: child.stdin.take().expect("piped"),
+            stdout: child.stdout.take().expect("piped"),
+            stderr: child.stderr.take().expect("piped"),
+            child,
+        })
+    }
+}
+
+impl Sandbox for HostSandbox {
+    fn exec<'a>(
+        &'a self,
+        request: &'a ExecRequest,
+        on_output: &'a mut (dyn FnMut(&str) + Send),
+    ) -> BoxFuture<'a, Result<ExecOutcome, SandboxError>> {
+        Box::pin(HostSandbox::exec(self, request, on_output))
     }
 
-    async fn copy_out(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
-        workspace::read(&self.spec.workspace, path)
+    fn spawn<'a>(
+        &'a self,
+        request: &'a ExecRequest,
+        extra_env: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<SandboxProcess, SandboxError>> {
+        Box::pin(HostSandbox::spawn(self, request, extra_env))
     }
 
-    async fn destroy(self) -> Result<(), SandboxError> {
-        Ok(())
+    /// Nothing here can be stopped apart from the host: the host backend isolates nothing.
+    fn pause_programs(&self) -> PausedPrograms {
+        PausedPrograms::nothing()
+    }
+
+    fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    fn workspace(&self) -> &std::path::Path {
+        &self.spec.workspace
+    }
+
+    fn copy_in<'a>(
+        &'a self,
+        path: &'a str,
+        contents: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move { workspace::write(&self.spec.workspace, path, contents) })
+    }
+
+    fn copy_out<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SandboxError>> {
+        Box::pin(async move { workspace::read(&self.spec.workspace, path) })
+    }
+
+    fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Makes [`HostSandbox`]es: only when named explicitly, never as a fallback.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostBackend;
+
+impl SandboxBackend for HostBackend {
+    fn name(&self) -> &'static str {
+        "host"
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: SandboxSpec,
+        _events: tokio::sync::mpsc::UnboundedSender<crate::ProxyEvent>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>> {
+        Box::pin(async move {
+            if spec.root.is_some() {
+                return Err(SandboxError::Unsupported(
+                    "the host backend cannot run on an image's root; use the bwrap backend".into(),
+                ));
+            }
+            Ok(Box::new(HostSandbox::create(spec)?) as Box<dyn Sandbox>)
+        })
     }
 }

@@ -206,25 +206,98 @@ impl SandboxError {
     }
 }
 
-/// What every backend offers.
-pub trait Sandbox: Send + Sync {
+/// A future a sandbox returns: boxed, so that [`Sandbox`] and [`SandboxBackend`] can be used
+/// as trait objects and a backend chosen at run time.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What every backend's sandbox offers; the engine and the MCP code use only this.
+pub trait Sandbox: Send + Sync + std::fmt::Debug {
     /// Runs a command, passing each piece of its (redacted) output to `on_output`.
-    fn exec(
-        &self,
-        request: &ExecRequest,
-        on_output: &mut (dyn FnMut(&str) + Send),
-    ) -> impl Future<Output = Result<ExecOutcome, SandboxError>> + Send;
+    fn exec<'a>(
+        &'a self,
+        request: &'a ExecRequest,
+        on_output: &'a mut (dyn FnMut(&str) + Send),
+    ) -> BoxFuture<'a, Result<ExecOutcome, SandboxError>>;
+
+    /// Starts a long-running program that talks over its standard streams (an MCP server),
+    /// with the sandbox's isolation, limits and network policy; `extra_env` adds to its
+    /// environment. It is killed, with what it started, when the process is dropped.
+    fn spawn<'a>(
+        &'a self,
+        request: &'a ExecRequest,
+        extra_env: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<SandboxProcess, SandboxError>>;
+
+    /// Stops the long-running programs until the guard is dropped: deft's git checks the
+    /// clones and then uses them, and nothing may change them in between.
+    fn pause_programs(&self) -> PausedPrograms;
+
+    /// What hides the user's secrets in anything that leaves the sandbox.
+    fn redactor(&self) -> &deft_core::Redactor;
+
+    /// The workspace on the host (at `/workspace` inside), where deft's file tools work.
+    fn workspace(&self) -> &std::path::Path;
 
     /// Writes a file of the workspace (`path` relative to `/workspace`, or absolute inside it).
-    fn copy_in(
-        &self,
-        path: &str,
-        contents: &[u8],
-    ) -> impl Future<Output = Result<(), SandboxError>> + Send;
+    fn copy_in<'a>(
+        &'a self,
+        path: &'a str,
+        contents: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), SandboxError>>;
 
     /// Reads a file of the workspace.
-    fn copy_out(&self, path: &str) -> impl Future<Output = Result<Vec<u8>, SandboxError>> + Send;
+    fn copy_out<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SandboxError>>;
 
     /// Stops everything still running and removes what the sandbox made (not the workspace).
-    fn destroy(self) -> impl Future<Output = Result<(), SandboxError>> + Send;
+    fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>>;
+}
+
+/// Makes sandboxes: one per task, from a [`SandboxSpec`]. A backend is chosen once, at start,
+/// and the engine never knows which it has. What every backend must keep true is written in
+/// ARCHITECTURE.md (`deft-sandbox`).
+pub trait SandboxBackend: Send + Sync + std::fmt::Debug {
+    /// The backend's name in messages and `deft doctor` (`bwrap`, `host`).
+    fn name(&self) -> &'static str;
+
+    /// Makes a sandbox for `spec`, or refuses, saying why, when it cannot keep the spec's
+    /// promises (limits, network level, root). Every connection the egress proxy decides is
+    /// sent to `events`.
+    fn create<'a>(
+        &'a self,
+        spec: SandboxSpec,
+        events: tokio::sync::mpsc::UnboundedSender<ProxyEvent>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>>;
+}
+
+/// Keeps a sandbox's long-running programs stopped until dropped ([`Sandbox::pause_programs`]).
+pub struct PausedPrograms(#[allow(dead_code, reason = "held for its Drop")] Option<Box<dyn Send + Sync>>);
+
+impl PausedPrograms {
+    /// A guard that holds `resume`, whose drop resumes the programs.
+    pub fn holding(resume: impl Send + Sync + 'static) -> PausedPrograms {
+        PausedPrograms(Some(Box::new(resume)))
+    }
+
+    /// Nothing to resume (a backend without long-running programs).
+    pub fn nothing() -> PausedPrograms {
+        PausedPrograms(None)
+    }
+}
+
+impl std::fmt::Debug for PausedPrograms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PausedPrograms")
+    }
+}
+
+/// A long-running program in the sandbox that talks over its standard input and output (an
+/// MCP server): same isolation, limits and network policy as any command. It is killed, with
+/// everything it started, when this is dropped or the sandbox goes.
+#[derive(Debug)]
+pub struct SandboxProcess {
+    pub child: tokio::process::Child,
+    pub stdin: tokio::process::ChildStdin,
+    pub stdout: tokio::process::ChildStdout,
+    /// What it writes on standard error (not redacted: for deft's log, never the model).
+    pub stderr: tokio::process::ChildStderr,
 }

@@ -13,7 +13,6 @@ fn root() -> Option<deft_sandbox::ImageRoot> {
 
 #[tokio::test]
 async fn commands_see_the_images_files_and_environment_not_the_hosts() {
-    use deft_sandbox::Sandbox as _;
     let dir = tempfile::tempdir().unwrap();
     let workspace = dir.path().join("workspace");
     std::fs::create_dir(&workspace).unwrap();
@@ -80,7 +79,6 @@ async fn commands_see_the_images_files_and_environment_not_the_hosts() {
 /// starts deft's init, would run it inside the init. Nothing in the sandbox may load it.
 #[tokio::test]
 async fn an_images_preload_never_reaches_the_init() {
-    use deft_sandbox::Sandbox as _;
     let debian = deft_testkit::rootfs::debian();
     let cache = deft_testkit::rootfs::cache_dir();
     let copy = tempfile::Builder::new()

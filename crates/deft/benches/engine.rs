@@ -125,16 +125,19 @@ async fn run() -> (Duration, Duration, usize) {
         store: store.clone(),
         planner: ModelClient::new(config.clone()).unwrap(),
         executor: ModelClient::new(config).unwrap(),
-        sandboxes: BwrapBackend::new(
-            HostSupport::probe().await,
-            env!("CARGO_BIN_EXE_deft").into(),
-        )
-        .unwrap(),
+        sandboxes: std::sync::Arc::new(
+            BwrapBackend::new(
+                HostSupport::probe().await,
+                env!("CARGO_BIN_EXE_deft").into(),
+            )
+            .unwrap(),
+        ),
         workspaces: dir.path().join("workspaces"),
         limits: RunLimits::default(),
         drain: CancellationToken::new(),
         github: None,
         active: Default::default(),
+        images: None,
     };
     let started = Instant::now();
     let outcome = engine

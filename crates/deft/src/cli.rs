@@ -300,6 +300,17 @@ pub enum EnvCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Build (or find cached) the environment of a local repository alone, with the
+    /// builder's output: its Dockerfile's image, or what its tasks use without one
+    Build {
+        /// The local repository's absolute path
+        #[arg(long, value_name = "PATH")]
+        repo: String,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -380,6 +391,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             local::create_token(&data, &user, &label).await
         }
         Command::Secret(command) => client::secret(command).await,
+        Command::Env(EnvCommand::Build { repo, data, model }) => {
+            crate::env_build::run(&repo, &data, &model).await
+        }
         Command::Env(command) => client::env(command).await,
         Command::Network(command) => client::network(command).await,
         Command::Doctor { data, model } => doctor::run(&data, &model).await,

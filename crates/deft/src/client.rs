@@ -486,6 +486,9 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             (client, saved)
         }
+        EnvCommand::Build { .. } => {
+            anyhow::bail!("`deft env build` runs on this machine, not through the server")
+        }
     };
     let env = environment["env"].as_object().cloned().unwrap_or_default();
     if !client.print_json(&Value::Object(env.clone())) {

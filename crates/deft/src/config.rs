@@ -13,7 +13,15 @@ use crate::env_vars::{DEFT_LOCAL_ROOTS, DEFT_OLLAMA_URL, DEFT_TRUSTED_PROXIES};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// The sections deft reads today; anything else is refused rather than silently ignored.
-const KNOWN_SECTIONS: [&str; 6] = ["model", "forge", "limits", "retention", "github", "server"];
+const KNOWN_SECTIONS: [&str; 7] = [
+    "model",
+    "forge",
+    "limits",
+    "retention",
+    "github",
+    "server",
+    "environments",
+];
 
 #[derive(Debug, Default)]
 pub struct ConfigFile {
@@ -25,6 +33,68 @@ pub struct ConfigFile {
     pub retention: RetentionFile,
     pub github: GithubFile,
     pub server: ServerFile,
+    pub environments: EnvironmentsFile,
+}
+
+/// `[environments]`: where images for repositories with a Dockerfile are built and kept.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentsFile {
+    /// The Engine API socket of the image builder: Podman's (`podman system service --time=0
+    /// unix:///run/deft-podman.sock`) or Docker's (`/var/run/docker.sock`). Unset: no image is
+    /// built, and a task on a repository with a Dockerfile uses the host's tools, saying so.
+    pub builder: Option<PathBuf>,
+    /// The disk the unpacked images may take, in MiB; past it the least recently used are
+    /// deleted (never one a running task uses).
+    #[serde(default = "default_image_cache_mib")]
+    pub cache_mib: u64,
+}
+
+impl Default for EnvironmentsFile {
+    fn default() -> Self {
+        EnvironmentsFile {
+            builder: None,
+            cache_mib: default_image_cache_mib(),
+        }
+    }
+}
+
+fn default_image_cache_mib() -> u64 {
+    20 * 1024
+}
+
+/// The image builder from `DEFT_IMAGE_BUILDER` (a socket path, or `unix://` and one), else
+/// `[environments] builder`; `None` when neither is set. `data_dir/images` keeps the images.
+pub fn images(
+    config: &ConfigFile,
+    data_dir: &Path,
+) -> anyhow::Result<Option<deft_agent::setup::ImageBuilder>> {
+    let socket = std::env::var(crate::env_vars::DEFT_IMAGE_BUILDER)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .map(PathBuf::from)
+        .or_else(|| config.environments.builder.clone());
+    let Some(socket) = socket else {
+        return Ok(None);
+    };
+    let text = socket.to_string_lossy();
+    let socket = PathBuf::from(text.strip_prefix("unix://").unwrap_or(&text));
+    if !socket.is_absolute() {
+        bail!(
+            "the image builder `{}` is not an absolute socket path; set [environments] builder or {} to one, such as unix:///run/deft-podman.sock",
+            socket.display(),
+            crate::env_vars::DEFT_IMAGE_BUILDER
+        );
+    }
+    let images = deft_images::Images::connect(
+        &socket,
+        &data_dir.join("images"),
+        config.environments.cache_mib.saturating_mul(1024 * 1024),
+    )
+    .with_context(|| format!("the image builder at {}", socket.display()))?;
+    Ok(Some(deft_agent::setup::ImageBuilder(std::sync::Arc::new(
+        images,
+    ))))
 }
 
 /// `[server]`: how `deft serve` meets the network.
@@ -222,6 +292,15 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         })?,
         None => ServerFile::default(),
     };
+    let environments = match table.get("environments") {
+        Some(value) => value.clone().try_into::<EnvironmentsFile>().with_context(|| {
+            format!(
+                "{}: bad [environments] section (keys: builder, an Engine API socket path; cache_mib)",
+                path.display()
+            )
+        })?,
+        None => EnvironmentsFile::default(),
+    };
     // A bad entry is refused when the file is read, not at the first request from a proxy.
     if let Some(entries) = &server.trusted_proxies {
         deft_server::TrustedProxies::parse(entries.iter().map(String::as_str))
@@ -238,6 +317,7 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         retention,
         github,
         server,
+        environments,
     })
 }
 

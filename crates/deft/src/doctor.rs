@@ -29,6 +29,7 @@ pub async fn run(data: &DataArgs, model_args: &ModelArgs) -> anyhow::Result<Exit
         ("database", database(data).await),
         ("model", model(data, model_args).await),
         ("workspaces", workspaces(data, model_args)),
+        ("images", images(data, model_args).await),
     ];
     let mut failed = false;
     for (name, check) in checks {
@@ -120,6 +121,56 @@ fn workspaces(data: &DataArgs, args: &ModelArgs) -> Check {
         "{mib} MiB in {tasks} tasks' workspaces at {}; idle ones are kept within {budget} MiB (`[retention] idle_workspaces_mib`)",
         files.root().display()
     ))
+}
+
+/// The image builder for repositories with a Dockerfile, and the cache of their images.
+async fn images(data: &DataArgs, args: &ModelArgs) -> Check {
+    let dir = match local::data_dir(data.data_dir.as_deref()) {
+        Ok(dir) => dir,
+        Err(error) => return Check::Fail(format!("{error:#}")),
+    };
+    let config = match config::load(args.config.as_deref(), &dir) {
+        Ok(config) => config,
+        Err(error) => return Check::Fail(format!("{error:#}")),
+    };
+    let builder = match config::images(&config, &dir) {
+        Ok(Some(deft_agent::setup::ImageBuilder(images))) => images,
+        Ok(None) => {
+            return Check::Warn(format!(
+                "no image builder: tasks on repositories with a Dockerfile use the host's tools; start one (`podman system service --time=0 unix:///run/deft-podman.sock`) and set `[environments] builder` or {}",
+                crate::env_vars::DEFT_IMAGE_BUILDER
+            ));
+        }
+        Err(error) => return Check::Fail(format!("{error:#}")),
+    };
+    match builder.describe().await {
+        Ok(version) => {
+            let cache = dir.join("images");
+            Check::Ok(format!(
+                "{version}; {} MiB of images at {} (kept within {} MiB, `[environments] cache_mib`)",
+                disk_bytes(&cache) / (1024 * 1024),
+                cache.display(),
+                config.environments.cache_mib
+            ))
+        }
+        Err(error) => Check::Fail(error.to_string()),
+    }
+}
+
+/// The bytes of the files under `dir`, links not followed.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            match entry.path().symlink_metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) => total += meta.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// Which model deft would use and why, and whether it answers a one-line prompt.

@@ -43,6 +43,8 @@ pub const DEFT_SANDBOX_POOL: &str = "DEFT_SANDBOX_POOL";
 /// How often (ms) `deft serve` and `deft worker` look for task workspaces to give back
 /// (default 60000).
 pub const DEFT_WORKSPACE_SWEEP_MS: &str = "DEFT_WORKSPACE_SWEEP_MS";
+/// The image builder's Engine API socket (`[environments] builder`), which wins over the file.
+pub const DEFT_IMAGE_BUILDER: &str = "DEFT_IMAGE_BUILDER";
 /// `[github]` of the config file, each key as a variable (SPEC §5).
 pub const DEFT_GITHUB_API_URL: &str = "DEFT_GITHUB_API_URL";
 pub const DEFT_GITHUB_APP_ID: &str = "DEFT_GITHUB_APP_ID";

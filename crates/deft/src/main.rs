@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod config;
 mod doctor;
+mod env_build;
 mod env_vars;
 mod local;
 mod run;

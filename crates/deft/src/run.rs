@@ -147,7 +147,7 @@ pub async fn engine(
         store: store.clone(),
         planner: ModelClient::new(models.for_role(ModelRole::Planner).clone())?,
         executor: ModelClient::new(models.for_role(ModelRole::Executor).clone())?,
-        sandboxes,
+        sandboxes: std::sync::Arc::new(sandboxes),
         workspaces,
         limits: RunLimits {
             task_tokens: config.limits.task_tokens,
@@ -164,6 +164,7 @@ pub async fn engine(
         drain: tokio_util::sync::CancellationToken::new(),
         github,
         active: Default::default(),
+        images: config::images(config, dir)?,
     })
 }
 

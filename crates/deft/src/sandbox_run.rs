@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use deft_core::{NetworkLevel, NetworkPolicy};
 use deft_egress::{DomainSet, EgressPolicy, Resolver};
 use deft_sandbox::bwrap::BwrapBackend;
-use deft_sandbox::{ExecRequest, HostSupport, Limits, Sandbox as _, SandboxSpec};
+use deft_sandbox::{ExecRequest, HostSupport, Limits, SandboxSpec};
 
 use crate::cli::SandboxCommand;
 use crate::local;

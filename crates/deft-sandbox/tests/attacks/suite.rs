@@ -9,7 +9,7 @@ use std::time::Duration;
 use deft_core::{AllowRule, NetworkLevel};
 use deft_egress::{DomainSet, EgressPolicy, ProxyEvent};
 use deft_sandbox::bwrap::{BwrapBackend, BwrapSandbox};
-use deft_sandbox::{Ending, ExecOutcome, ExecRequest, HostSupport, Limits, Sandbox, SandboxSpec};
+use deft_sandbox::{Ending, ExecOutcome, ExecRequest, HostSupport, Limits, SandboxSpec};
 use tokio::sync::mpsc;
 
 const HELPER: &str = env!("CARGO_BIN_EXE_deft-sandbox-helper");

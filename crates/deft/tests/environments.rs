@@ -1,0 +1,209 @@
+//! Task environments from the repository's Dockerfile, end to end: `deft run` with a real
+//! image builder (Podman's Engine API service, started here), a base image made locally from
+//! Debian's packages, real bubblewrap sandboxes on the image's root, and the scripted model.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{DEFT, sh};
+use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
+
+/// A repository whose Dockerfile installs `greet`, a tool the host lacks, and sets its
+/// greeting; `./test.sh` passes once greeting.txt says hello.
+fn repo_with_dockerfile(dir: &Path, dockerfile: &str) -> PathBuf {
+    let repo = dir.join("greeter");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(
+        repo.join("test.sh"),
+        "#!/bin/sh\ntest \"$(cat greeting.txt 2>/dev/null)\" = hello\n",
+    )
+    .unwrap();
+    sh(
+        &repo,
+        "chmod +x test.sh && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    repo
+}
+
+const GREETER: &str = "FROM localhost/deft-test-base:1\n\
+RUN printf '#!/bin/sh\\necho \"$GREETING\"\\n' > /usr/local/bin/greet && chmod +x /usr/local/bin/greet\n\
+ENV GREETING=hello\n";
+
+/// Plans, has `greet` write greeting.txt, finishes, and passes its review.
+fn greeting_task() -> Vec<Step> {
+    vec![
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "p1",
+            "submit_plan",
+            r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt with greet"]}"#,
+        )])),
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "e1",
+            "bash",
+            r#"{"command": "cd greeter && command -v greet && greet > greeting.txt && ./test.sh && echo made-it"}"#,
+        )])),
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "e2",
+            "finish",
+            r#"{"summary": "greeting.txt written by greet"}"#,
+        )])),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ]
+}
+
+async fn deft_run(
+    server: &ScriptedModel,
+    data: &Path,
+    repo: &Path,
+    builder: &Path,
+) -> (Option<i32>, String) {
+    let output = tokio::process::Command::new(DEFT)
+        .args(["run", "--data-dir"])
+        .arg(data)
+        .arg("--repo")
+        .arg(repo)
+        .arg("write greeting.txt with the greet tool, so that ./test.sh passes")
+        .env("DEFT_MODEL", "anthropic/scripted-model")
+        .env("DEFT_MODEL_BASE_URL", &server.url)
+        .env("DEFT_MODEL_API_KEY", "test-key")
+        .env("DEFT_IMAGE_BUILDER", builder)
+        .env_remove("DEFT_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// Podman's service on storage kept in the target directory, with the base image made.
+fn podman() -> deft_testkit::podman::PodmanService {
+    let podman = deft_testkit::podman::PodmanService::start(
+        &deft_testkit::rootfs::cache_dir().join("podman"),
+    );
+    deft_testkit::podman::base_image(&podman);
+    podman
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repositorys_dockerfile_is_the_tasks_environment_and_is_built_once() {
+    let podman = podman();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with_dockerfile(dir.path(), GREETER);
+    let data = dir.path().join("data");
+
+    let first = ScriptedModel::start(greeting_task()).await;
+    let (code, output) = deft_run(&first, &data, &repo, podman.socket()).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("image built"), "{output}");
+    let branch = sh(&repo, "git branch --list 'deft/*' --format='%(refname:short)'")
+        .trim()
+        .to_owned();
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:greeting.txt")),
+        "hello\n",
+        "the task's command found the image's tool and its ENV"
+    );
+    let requests = first.requests();
+    assert!(
+        requests.iter().any(|r| r.body.to_string().contains("made-it")),
+        "the command's output reached the model"
+    );
+
+    // A second task on the same repository uses the same image: nothing is built.
+    let second = ScriptedModel::start(greeting_task()).await;
+    let (code, output) = deft_run(&second, &data, &repo, podman.socket()).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("image reused"), "{output}");
+    assert!(!output.contains("image built"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_that_does_not_build_needs_attention_with_the_builders_words() {
+    let podman = podman();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with_dockerfile(
+        dir.path(),
+        "FROM localhost/deft-test-base:1\nRUN echo the-build-broke-here >&2 && exit 3\n",
+    );
+    let server = ScriptedModel::start(vec![]).await;
+    let (code, output) = deft_run(&server, &dir.path().join("data"), &repo, podman.socket()).await;
+    assert_eq!(code, Some(3), "{output}");
+    assert!(output.contains("image failed"), "{output}");
+    assert!(
+        output.contains("cannot be made") && output.contains("the-build-broke-here"),
+        "{output}"
+    );
+    assert!(server.requests().is_empty(), "no model call before the environment");
+}
+
+fn env_build(data: &Path, repo: &Path, builder: &Path) -> (Option<i32>, String) {
+    let output = std::process::Command::new(DEFT)
+        .args(["env", "build", "--data-dir"])
+        .arg(data)
+        .arg("--repo")
+        .arg(repo)
+        .env("DEFT_IMAGE_BUILDER", builder)
+        .env_remove("DEFT_CONFIG")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_build_shows_a_dockerfiles_build_alone_and_refuses_what_deft_does_not_build() {
+    let podman = podman();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A Dockerfile of its own, so that this test's image is not another test's cached one.
+    let repo = repo_with_dockerfile(
+        dir.path(),
+        &format!("{GREETER}RUN echo built-for-env-build-{}\n", std::process::id()),
+    );
+    let (code, output) = env_build(&data, &repo, podman.socket());
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains("building greeter/Dockerfile") && output.contains("built image"),
+        "{output}"
+    );
+    assert!(output.contains("built-for-env-build-"), "the builder's own output: {output}");
+    assert!(output.contains("ENV GREETING=hello"), "{output}");
+    // Built once: the second time it comes from the cache.
+    let (code, output) = env_build(&data, &repo, podman.socket());
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("cached image"), "{output}");
+
+    let refused = dir.path().join("refused");
+    std::fs::create_dir(&refused).unwrap();
+    let refused = repo_with_dockerfile(
+        &refused,
+        "FROM localhost/deft-test-base:1\nRUN --mount=type=bind,source=/,target=/host true\n",
+    );
+    let (code, output) = env_build(&data, &refused, podman.socket());
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("--mount"), "{output}");
+
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    sh(
+        &plain,
+        "git init -q -b main && echo hi > README && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let (code, output) = env_build(&data, &plain, podman.socket());
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("has no Dockerfile"), "{output}");
+}
