@@ -8,6 +8,7 @@
 
 pub mod github_server;
 pub mod model_server;
+pub mod npm_registry;
 pub mod podman;
 pub mod rootfs;
 
