@@ -553,7 +553,10 @@ fn attention(kind: AttentionKind, message: impl Into<String>) -> Attention {
 type TaskSandbox = dyn Sandbox + 'static;
 
 /// The root a task's commands get, and the image that must outlive the run.
-type EnvironmentRoot = (Option<deft_sandbox::ImageRoot>, Option<deft_images::Prepared>);
+type EnvironmentRoot = (
+    Option<deft_sandbox::ImageRoot>,
+    Option<deft_images::Prepared>,
+);
 
 struct Context {
     task: Task,
@@ -1553,6 +1556,7 @@ impl Engine {
                 name: repo.name.clone(),
                 private: self.private_repo(&task.id, dir),
                 commit: commit.clone(),
+                environment: repo.environment.clone(),
             });
         }
         let wanted = match crate::setup::wanted(&found).await {
@@ -1560,7 +1564,7 @@ impl Engine {
             Err(error) => {
                 return Ok(Err(attention(
                     AttentionKind::Error,
-                    format!("cannot read the repositories' environment files: {error}"),
+                    format!("cannot choose the task's environment: {error}"),
                 )));
             }
         };

@@ -27,6 +27,19 @@ pub struct RepoBase {
     pub private: PathBuf,
     /// The commit the task started from.
     pub commit: String,
+    /// What its owner chose it runs on.
+    pub environment: deft_core::RepoEnvironment,
+}
+
+/// Why the environment cannot be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Forge(#[from] deft_forge::ForgeError),
+    #[error(
+        "{repo}'s environment is `dockerfile {path}`, and its base has no such file (or it is not a regular file); commit it, or change the setting (`deft env from --repo {repo} auto`)"
+    )]
+    MissingDockerfile { repo: String, path: String },
 }
 
 /// The environment the task's repositories ask for.
@@ -47,37 +60,101 @@ pub enum Wanted {
     },
 }
 
-/// Looks at each repository's base for a Dockerfile.
-pub async fn wanted(repos: &[RepoBase]) -> Result<Wanted, deft_forge::ForgeError> {
-    let mut found: Option<(&RepoBase, String)> = None;
+/// Looks at each repository's base for its environment, as its setting says.
+pub async fn wanted(repos: &[RepoBase]) -> Result<Wanted, SetupError> {
+    let mut chosen: Option<(&RepoBase, Source)> = None;
     let mut ignored = Vec::new();
     for repo in repos {
-        let files = deft_forge::private::regular_files(&repo.private, &repo.commit, &DOCKERFILES)
-            .await?;
-        // In the order of DOCKERFILES, not of git's listing.
-        let Some(path) = DOCKERFILES
-            .iter()
-            .find(|wanted| files.iter().any(|file| file == *wanted))
-        else {
-            continue;
+        let source = match &repo.environment {
+            deft_core::RepoEnvironment::Host => continue,
+            deft_core::RepoEnvironment::Image(name) => Source::Image(name.clone()),
+            deft_core::RepoEnvironment::Dockerfile(path) => {
+                let files = deft_forge::private::regular_files(
+                    &repo.private,
+                    &repo.commit,
+                    &[path.as_str()],
+                )
+                .await?;
+                if !files.iter().any(|file| file == path) {
+                    return Err(SetupError::MissingDockerfile {
+                        repo: repo.name.clone(),
+                        path: path.clone(),
+                    });
+                }
+                Source::Dockerfile(path.clone())
+            }
+            deft_core::RepoEnvironment::Auto => {
+                let files =
+                    deft_forge::private::regular_files(&repo.private, &repo.commit, &DOCKERFILES)
+                        .await?;
+                // In the order of DOCKERFILES, not of git's listing.
+                let Some(path) = DOCKERFILES
+                    .iter()
+                    .find(|wanted| files.iter().any(|file| file == *wanted))
+                else {
+                    continue;
+                };
+                Source::Dockerfile((*path).to_owned())
+            }
         };
-        match found {
-            None => found = Some((repo, (*path).to_owned())),
-            Some(_) => ignored.push(format!("{}/{path}", repo.name)),
+        match chosen {
+            None => chosen = Some((repo, source)),
+            Some(_) => ignored.push(format!("{}/{}", repo.name, source.describe())),
         }
     }
-    let Some((repo, path)) = found else {
+    let Some((repo, source)) = chosen else {
         return Ok(Wanted::Host);
     };
-    let context = deft_forge::private::archive(&repo.private, &repo.commit).await?;
-    let tree = deft_forge::private::tree_of(&repo.private, &repo.commit).await?;
-    Ok(Wanted::Dockerfile {
-        repo: repo.name.clone(),
-        path,
-        context,
-        tree,
-        ignored,
-    })
+    match source {
+        Source::Dockerfile(path) => {
+            let context = deft_forge::private::archive(&repo.private, &repo.commit).await?;
+            let tree = deft_forge::private::tree_of(&repo.private, &repo.commit).await?;
+            Ok(Wanted::Dockerfile {
+                repo: repo.name.clone(),
+                path,
+                context,
+                tree,
+                ignored,
+            })
+        }
+        // A public image as it is: a Dockerfile of one line, in a context of its own.
+        Source::Image(name) => Ok(Wanted::Dockerfile {
+            repo: repo.name.clone(),
+            path: "Dockerfile".to_owned(),
+            context: one_file_tar("Dockerfile", format!("FROM {name}\n").as_bytes()),
+            tree: format!("image {name}"),
+            ignored,
+        }),
+    }
+}
+
+/// Where a repository's environment comes from.
+enum Source {
+    Dockerfile(String),
+    Image(String),
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Dockerfile(path) => path.clone(),
+            Source::Image(name) => format!("image {name}"),
+        }
+    }
+}
+
+/// An uncompressed tar holding one file.
+fn one_file_tar(name: &str, contents: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(contents.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, name, contents)
+        .expect("writing to memory cannot fail");
+    builder.into_inner().expect("writing to memory cannot fail")
 }
 
 /// The end of a build's output kept in the task's log.
@@ -96,12 +173,35 @@ pub fn tail(lines: &[String], keep: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::tail;
+    use super::{one_file_tar, tail};
+
+    #[test]
+    fn an_images_context_is_one_dockerfile() {
+        let tar = one_file_tar("Dockerfile", b"FROM node:20\n");
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries: Vec<_> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let mut entry = entry.unwrap();
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+                (entry.path().unwrap().display().to_string(), text)
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![("Dockerfile".to_owned(), "FROM node:20\n".to_owned())]
+        );
+    }
 
     #[test]
     fn the_tail_says_how_much_it_left_out() {
         let lines: Vec<String> = (1..=5).map(|n| format!("line {n}")).collect();
-        assert_eq!(tail(&lines, 2), "[3 earlier lines left out]\nline 4\nline 5\n");
+        assert_eq!(
+            tail(&lines, 2),
+            "[3 earlier lines left out]\nline 4\nline 5\n"
+        );
         assert_eq!(tail(&lines, 9).lines().count(), 5);
     }
 }

@@ -9,6 +9,7 @@ mod event;
 mod ids;
 mod model;
 mod redact;
+mod repo_environment;
 mod task;
 mod time;
 mod validate;
@@ -23,6 +24,7 @@ pub use model::{
     SecretInfo, Task, Usage, User,
 };
 pub use redact::{Redactor, StreamRedactor};
+pub use repo_environment::RepoEnvironment;
 pub use task::{Attention, AttentionKind, TaskState, TaskStatus, Transition, TransitionError};
 pub use time::Timestamp;
 pub use validate::ValidationError;

@@ -49,6 +49,8 @@ pub struct Repository {
     /// Where to clone from: an absolute path for the local forge.
     pub location: String,
     pub default_branch: String,
+    /// What its tasks run on.
+    pub environment: crate::RepoEnvironment,
     pub created_at: Timestamp,
 }
 

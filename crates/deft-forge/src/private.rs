@@ -250,7 +250,11 @@ pub async fn archive(private: &Path, commit: &str) -> Result<Vec<u8>, ForgeError
 /// git's id of `commit`'s tree: what names its files, whatever commit holds them.
 pub async fn tree_of(private: &Path, commit: &str) -> Result<String, ForgeError> {
     let rev = format!("{commit}^{{tree}}");
-    let out = raw_output(private, &["rev-parse", "--verify", "--end-of-options", &rev]).await?;
+    let out = raw_output(
+        private,
+        &["rev-parse", "--verify", "--end-of-options", &rev],
+    )
+    .await?;
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
 

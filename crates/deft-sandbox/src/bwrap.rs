@@ -919,7 +919,6 @@ fn private_entries(roots: &[&str]) -> Vec<(PathBuf, bool)> {
     found
 }
 
-
 impl BwrapSandbox {
     /// Starts the launcher (deft's own binary) with all three standard streams piped.
     fn launcher(&self, args: &[&str]) -> Result<tokio::process::Child, SandboxError> {

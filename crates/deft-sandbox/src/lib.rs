@@ -270,7 +270,9 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug {
 }
 
 /// Keeps a sandbox's long-running programs stopped until dropped ([`Sandbox::pause_programs`]).
-pub struct PausedPrograms(#[allow(dead_code, reason = "held for its Drop")] Option<Box<dyn Send + Sync>>);
+pub struct PausedPrograms(
+    #[allow(dead_code, reason = "held for its Drop")] Option<Box<dyn Send + Sync>>,
+);
 
 impl PausedPrograms {
     /// A guard that holds `resume`, whose drop resumes the programs.

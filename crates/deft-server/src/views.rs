@@ -87,6 +87,7 @@ pub fn repository(repo: &Repository) -> Value {
         "forge": repo.forge,
         "location": repo.location,
         "default_branch": repo.default_branch,
+        "environment": repo.environment,
         "created_at": repo.created_at,
     })
 }

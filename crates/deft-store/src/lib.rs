@@ -196,6 +196,11 @@ impl Store {
                 "issue_tasks",
                 include_str!("../migrations/0009_issue_tasks.sql"),
             ),
+            (
+                10,
+                "repo_environment",
+                include_str!("../migrations/0010_repo_environment.sql"),
+            ),
         ]
         .into_iter()
         .map(|(version, description, sql)| {

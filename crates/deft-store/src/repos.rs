@@ -1,7 +1,7 @@
 //! Repositories a user registered. The forge adapter checks a repository before it is added;
 //! the store only remembers it, once per user and location.
 
-use deft_core::{ForgeKind, RepoId, Repository, Timestamp, UserId};
+use deft_core::{ForgeKind, RepoEnvironment, RepoId, Repository, Timestamp, UserId};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
@@ -15,7 +15,7 @@ pub struct NewRepository {
     pub default_branch: String,
 }
 
-const COLUMNS: &str = "id, name, forge, location, default_branch, created_at";
+const COLUMNS: &str = "id, name, forge, location, default_branch, environment, created_at";
 
 fn repo_from_row(row: &AnyRow) -> Result<Repository, StoreError> {
     let forge: String = row.try_get("forge")?;
@@ -27,6 +27,12 @@ fn repo_from_row(row: &AnyRow) -> Result<Repository, StoreError> {
         })?,
         location: row.try_get("location")?,
         default_branch: row.try_get("default_branch")?,
+        environment: {
+            let text: String = row.try_get("environment")?;
+            RepoEnvironment::parse(&text, "environment").map_err(|_| StoreError::Corrupt {
+                what: format!("repository environment `{text}`"),
+            })?
+        },
         created_at: Timestamp::from_unix_millis(row.try_get("created_at")?),
     })
 }
@@ -93,5 +99,25 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(repo_from_row).collect()
+    }
+
+    /// Sets what a repository's tasks run on; tasks already running keep what they have.
+    pub async fn set_repository_environment(
+        &self,
+        user: &UserId,
+        id: &str,
+        environment: &RepoEnvironment,
+    ) -> Result<Repository, StoreError> {
+        let changed =
+            sqlx::query("UPDATE repositories SET environment = $1 WHERE user_id = $2 AND id = $3")
+                .bind(environment.to_string())
+                .bind(user.as_str())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        if changed.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "repository" });
+        }
+        self.repository(user, id).await
     }
 }

@@ -300,6 +300,18 @@ pub enum EnvCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Set what a repository's tasks run on: auto (its Dockerfile when it has one), host,
+    /// dockerfile PATH, or image NAME
+    From {
+        /// The repository: its id, name or local path
+        #[arg(long, value_name = "REPO")]
+        repo: String,
+        /// auto | host | dockerfile PATH | image NAME
+        #[arg(required = true, num_args = 1..=2, value_name = "SETTING")]
+        setting: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Build (or find cached) the environment of a local repository alone, with the
     /// builder's output: its Dockerfile's image, or what its tasks use without one
     Build {

@@ -486,6 +486,29 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             (client, saved)
         }
+        EnvCommand::From {
+            repo,
+            setting,
+            server,
+        } => {
+            let client = Client::new(server)?;
+            let id = repository_id(&client, repo).await?;
+            let saved = client
+                .call(
+                    Method::PUT,
+                    &format!("/repos/{id}/environment"),
+                    Some(json!({ "environment": setting.join(" ") })),
+                )
+                .await?;
+            if !client.print_json(&saved) {
+                println!(
+                    "{}: {}",
+                    saved["name"].as_str().unwrap_or(""),
+                    saved["environment"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         EnvCommand::Build { .. } => {
             anyhow::bail!("`deft env build` runs on this machine, not through the server")
         }
@@ -497,6 +520,28 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The id of the user's repository named by its id, its name or its local path.
+async fn repository_id(client: &Client, wanted: &str) -> anyhow::Result<String> {
+    let listed = client.call(Method::GET, "/repos", None).await?;
+    let path = std::path::Path::new(wanted)
+        .canonicalize()
+        .ok()
+        .map(|path| path.to_string_lossy().into_owned());
+    let repos = listed["repos"].as_array().cloned().unwrap_or_default();
+    let found = repos.iter().find(|repo| {
+        repo["id"] == wanted
+            || repo["name"] == wanted
+            || repo["location"] == wanted
+            || path.as_deref().is_some_and(|path| repo["location"] == path)
+    });
+    match found.and_then(|repo| repo["id"].as_str()) {
+        Some(id) => Ok(id.to_owned()),
+        None => anyhow::bail!(
+            "no repository of yours is `{wanted}`; give its id, its name, or the path it was registered with (the settings page lists them)"
+        ),
+    }
 }
 
 pub async fn network(command: NetworkCommand) -> anyhow::Result<ExitCode> {

@@ -504,7 +504,7 @@ mod tests {
         let error = parse("[limit]\ntask_tokens = 5\n", path).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention, github, server"
+            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention, github, server, environments"
         );
         assert_eq!(
             parse("[limits]\ntask_tokens = 5\n", path)
@@ -514,6 +514,23 @@ mod tests {
             Some(5)
         );
         assert!(parse("[limits]\ntask_tokens = 0\n", path).is_err());
+        let environments = parse(
+            "[environments]\nbuilder = \"/run/deft-podman.sock\"\ncache_mib = 512\n",
+            path,
+        )
+        .unwrap()
+        .environments;
+        assert_eq!(
+            environments.builder,
+            Some(PathBuf::from("/run/deft-podman.sock"))
+        );
+        assert_eq!(environments.cache_mib, 512);
+        let error = parse("[environments]\nbuildr = \"x\"\n", path).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("[environments]")
+                && format!("{error:#}").contains("buildr"),
+            "{error:#}"
+        );
         let config = parse("[forge]\nlocal_roots = [\"/srv/git\"]\n", path).unwrap();
         assert_eq!(
             config.forge.local_roots,

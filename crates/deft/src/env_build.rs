@@ -2,7 +2,10 @@
 //! made alone, with the builder's output as it comes: for debugging a Dockerfile without
 //! starting a task.
 
-#![allow(clippy::print_stdout, reason = "the builder's output is the command's output")]
+#![allow(
+    clippy::print_stdout,
+    reason = "the builder's output is the command's output"
+)]
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -29,6 +32,8 @@ pub async fn run(repo: &str, data: &DataArgs, args: &ModelArgs) -> anyhow::Resul
         name: local.name.clone(),
         private,
         commit: format!("refs/heads/{}", local.default_branch),
+        // What a new repository's setting is; a registered one's may differ.
+        environment: deft_core::RepoEnvironment::Auto,
     };
     let wanted = deft_agent::setup::wanted(std::slice::from_ref(&base)).await?;
     let deft_agent::setup::Wanted::Dockerfile {

@@ -103,9 +103,12 @@ async fn a_repositorys_dockerfile_is_the_tasks_environment_and_is_built_once() {
     let (code, output) = deft_run(&first, &data, &repo, podman.socket()).await;
     assert_eq!(code, Some(0), "{output}");
     assert!(output.contains("image built"), "{output}");
-    let branch = sh(&repo, "git branch --list 'deft/*' --format='%(refname:short)'")
-        .trim()
-        .to_owned();
+    let branch = sh(
+        &repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    )
+    .trim()
+    .to_owned();
     assert_eq!(
         sh(&repo, &format!("git show {branch}:greeting.txt")),
         "hello\n",
@@ -113,7 +116,9 @@ async fn a_repositorys_dockerfile_is_the_tasks_environment_and_is_built_once() {
     );
     let requests = first.requests();
     assert!(
-        requests.iter().any(|r| r.body.to_string().contains("made-it")),
+        requests
+            .iter()
+            .any(|r| r.body.to_string().contains("made-it")),
         "the command's output reached the model"
     );
 
@@ -141,7 +146,10 @@ async fn a_dockerfile_that_does_not_build_needs_attention_with_the_builders_word
         output.contains("cannot be made") && output.contains("the-build-broke-here"),
         "{output}"
     );
-    assert!(server.requests().is_empty(), "no model call before the environment");
+    assert!(
+        server.requests().is_empty(),
+        "no model call before the environment"
+    );
 }
 
 fn env_build(data: &Path, repo: &Path, builder: &Path) -> (Option<i32>, String) {
@@ -172,7 +180,10 @@ async fn env_build_shows_a_dockerfiles_build_alone_and_refuses_what_deft_does_no
     // A Dockerfile of its own, so that this test's image is not another test's cached one.
     let repo = repo_with_dockerfile(
         dir.path(),
-        &format!("{GREETER}RUN echo built-for-env-build-{}\n", std::process::id()),
+        &format!(
+            "{GREETER}RUN echo built-for-env-build-{}\n",
+            std::process::id()
+        ),
     );
     let (code, output) = env_build(&data, &repo, podman.socket());
     assert_eq!(code, Some(0), "{output}");
@@ -180,7 +191,10 @@ async fn env_build_shows_a_dockerfiles_build_alone_and_refuses_what_deft_does_no
         output.contains("building greeter/Dockerfile") && output.contains("built image"),
         "{output}"
     );
-    assert!(output.contains("built-for-env-build-"), "the builder's own output: {output}");
+    assert!(
+        output.contains("built-for-env-build-"),
+        "the builder's own output: {output}"
+    );
     assert!(output.contains("ENV GREETING=hello"), "{output}");
     // Built once: the second time it comes from the cache.
     let (code, output) = env_build(&data, &repo, podman.socket());
@@ -206,4 +220,90 @@ async fn env_build_shows_a_dockerfiles_build_alone_and_refuses_what_deft_does_no
     let (code, output) = env_build(&data, &plain, podman.socket());
     assert_eq!(code, Some(0), "{output}");
     assert!(output.contains("has no Dockerfile"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repositorys_setting_names_its_dockerfile_and_a_bad_one_is_refused() {
+    let podman = podman();
+    let dir = tempfile::tempdir().unwrap();
+    // The Dockerfile is not where `auto` looks: only the setting finds it.
+    let repo = dir.path().join("greeter");
+    std::fs::create_dir_all(repo.join("ci")).unwrap();
+    std::fs::write(repo.join("ci/Dockerfile"), GREETER).unwrap();
+    std::fs::write(
+        repo.join("test.sh"),
+        "#!/bin/sh\ntest \"$(cat greeting.txt 2>/dev/null)\" = hello\n",
+    )
+    .unwrap();
+    sh(
+        &repo,
+        "chmod +x test.sh && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let model = ScriptedModel::start(greeting_task()).await;
+    let data = dir.path().join("data");
+    let builder = podman.socket().to_string_lossy().into_owned();
+    let server = common::start_with_env(&data, &model, 1, &[("DEFT_IMAGE_BUILDER", &builder)]);
+    let added = server
+        .call(
+            reqwest::Method::POST,
+            "/repos",
+            Some(serde_json::json!({"path": repo})),
+        )
+        .await;
+    assert_eq!(added["environment"], "auto", "{added}");
+    let id = added["id"].as_str().unwrap().to_owned();
+
+    let refused = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/repos/{id}/environment"),
+            Some(serde_json::json!({"environment": "dockerfile ../../etc/passwd"})),
+        )
+        .await;
+    assert!(
+        refused.to_string().contains("environment")
+            && refused.to_string().contains("inside the repository"),
+        "{refused}"
+    );
+    let set = std::process::Command::new(DEFT)
+        .args([
+            "env",
+            "from",
+            "--repo",
+            "greeter",
+            "dockerfile",
+            "ci/Dockerfile",
+        ])
+        .args(["--server", &server.url, "--token", &server.token])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&set.stdout);
+    assert!(
+        set.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert_eq!(said.trim(), "greeter: dockerfile ci/Dockerfile");
+
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(serde_json::json!({
+                "description": "write greeting.txt with the greet tool",
+                "repos": [id],
+            })),
+        )
+        .await;
+    let task_id = task["id"].as_str().unwrap();
+    let done = server.until(task_id, "completed").await;
+    let branch = done["pull_requests"][0]["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:greeting.txt")),
+        "hello\n",
+        "{done}"
+    );
 }

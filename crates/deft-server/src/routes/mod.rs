@@ -49,6 +49,7 @@ pub fn api() -> Router<AppState> {
         )
         .route("/repos", get(repos::list).post(repos::add))
         .route("/repos/github", get(repos::github_list))
+        .route("/repos/{id}/environment", put(repos::put_environment))
         .route("/learnings", get(settings::learnings))
         .route("/learnings/{id}", delete(settings::delete_learning))
 }

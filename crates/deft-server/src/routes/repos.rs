@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::CurrentUser;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, AppState, views};
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +48,28 @@ pub async fn add(
     };
     let repo = app.store.repository(&user.id, repo.as_str()).await?;
     Ok((StatusCode::CREATED, Json(views::repository(&repo))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutEnvironment {
+    environment: String,
+}
+
+/// `PUT /repos/{id}/environment {"environment": "auto" | "host" | "dockerfile PATH" | "image
+/// NAME"}`: what the repository's tasks run on from their next start.
+pub async fn put_environment(
+    State(app): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<PutEnvironment>,
+) -> Result<Json<Value>, ApiError> {
+    let environment = deft_core::RepoEnvironment::parse(&body.environment, "environment")?;
+    let repo = app
+        .store
+        .set_repository_environment(&user.id, &id, &environment)
+        .await?;
+    Ok(Json(views::repository(&repo)))
 }
 
 /// `GET /repos/github`: the GitHub repositories both the App and the user (through their linked
