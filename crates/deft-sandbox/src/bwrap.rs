@@ -69,15 +69,15 @@ pub(crate) struct ShellMaker {
 /// The host's dynamic loader and the libraries deft's binary links, for running deft's init
 /// inside a root filesystem whose C library may be another (or none).
 #[derive(Debug)]
-pub(crate) struct HelperLoader {
-    interpreter: PathBuf,
+pub struct HelperLoader {
+    pub interpreter: PathBuf,
     /// Each library's name as the binary asks for it, and where the host has it.
-    libraries: Vec<(String, PathBuf)>,
+    pub libraries: Vec<(String, PathBuf)>,
 }
 
 /// The loader and libraries `ldd` lists for `helper` (deft's own binary, never a task's):
 /// `None` for a static binary.
-fn helper_loader(helper: &Path) -> Result<Option<HelperLoader>, String> {
+pub fn helper_loader(helper: &Path) -> Result<Option<HelperLoader>, String> {
     let output = std::process::Command::new("ldd")
         .arg(helper)
         .output()
@@ -125,7 +125,7 @@ const PASSWD: &str = "root:x:0:0:root:/root:/usr/sbin/nologin\n\
 const GROUP: &str = "root:x:0:\ndeft:x:1000:\nnogroup:x:65534:\n";
 
 /// Writes the sandbox's `passwd` and `group` into a directory of deft's own, readable by all.
-fn identity_files() -> Result<tempfile::TempDir, SandboxError> {
+pub fn identity_files() -> Result<tempfile::TempDir, SandboxError> {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::Builder::new()
         .prefix("deft-sandbox-etc-")
@@ -570,7 +570,7 @@ fn identity(maker: &ShellMaker, push: &mut impl FnMut(&[&str])) {
 }
 
 /// Directories of the new root that the sandbox makes itself, whatever an image holds there.
-const SANDBOX_OWNED: &[&str] = &[
+pub const SANDBOX_OWNED: &[&str] = &[
     "proc",
     "dev",
     "sys",
@@ -651,14 +651,14 @@ fn image_root(maker: &ShellMaker, rootfs: &Path, push: &mut impl FnMut(&[&str]))
 /// devices read-only (a writable `/proc/sys/kernel/core_pattern` runs a program as host
 /// root), and the files that read kernel memory or other users' keys and timers hidden.
 /// Only what this kernel has: bubblewrap cannot mount over a path that is not there.
-const PROC_READ_ONLY: &[&str] = &[
+pub const PROC_READ_ONLY: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
     "/proc/irq",
     "/proc/bus",
     "/proc/fs",
 ];
-const PROC_HIDDEN_FILES: &[&str] = &[
+pub const PROC_HIDDEN_FILES: &[&str] = &[
     "/proc/kcore",
     "/proc/keys",
     "/proc/key-users",
@@ -680,7 +680,7 @@ const PROC_HIDDEN_FILES: &[&str] = &[
     "/proc/ioports",
     "/proc/modules",
 ];
-const PROC_HIDDEN_DIRS: &[&str] = &["/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/driver"];
+pub const PROC_HIDDEN_DIRS: &[&str] = &["/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/driver"];
 
 /// bubblewrap's arguments that apply [`PROC_READ_ONLY`] and the hidden entries, right after
 /// `--proc /proc`. The read-only views are the host's own entries (the settings are the
@@ -735,7 +735,7 @@ pub struct BwrapSandbox {
 
 /// The environment commands get: a fixed base, the proxy, then secrets, then env vars (which
 /// win over a secret of the same name). Made once per sandbox: it never changes in its life.
-fn environment(spec: &SandboxSpec) -> Vec<(String, String)> {
+pub fn environment(spec: &SandboxSpec) -> Vec<(String, String)> {
     let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
     let mut path = String::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     // The host's toolchains under homes are not in an image's root.
@@ -878,7 +878,7 @@ impl BwrapSandbox {
 }
 
 /// Where a command runs inside.
-fn command_dir(request: &ExecRequest) -> Result<String, SandboxError> {
+pub fn command_dir(request: &ExecRequest) -> Result<String, SandboxError> {
     Ok(match &request.cwd {
         Some(cwd) => format!("/workspace/{}", workspace::relative(cwd)?),
         None => "/workspace".into(),

@@ -8,7 +8,9 @@
 //!   the program and exits with its status (which ends the pid namespace and all in it).
 //!
 //! Both are synchronous and start before any runtime, as `deft __sandbox-launch` and
-//! `deft __sandbox-init`.
+//! `deft __sandbox-init`. A third, `deft __sandbox-launch --await`, stands on the host for a
+//! long-running program of a container's (see `deft-container`): it holds the program's
+//! control socket, exits with the program's status, and its death ends the program.
 
 use std::io::Read as _;
 use std::os::fd::AsFd as _;
@@ -27,6 +29,10 @@ pub const STDIO: &str = "--stdio";
 /// The launcher's option for a resident sandbox (see [`crate::resident`]): standard input is
 /// the control socket, whose first message is the plan.
 pub const RESIDENT: &str = "--resident";
+/// The launcher's option for the stand-in of a program that runs in a container: standard
+/// input is the control socket of the program's init; the stand-in exits with the program's
+/// status, and when it is killed, the socket closes and the init ends the program.
+pub const AWAIT: &str = "--await";
 
 /// Reads one length-prefixed part from standard input without reading past it: the bytes
 /// after it belong to the next reader (bubblewrap's init, then the program).
@@ -44,6 +50,9 @@ fn read_part() -> std::io::Result<Vec<u8>> {
 
 /// Runs the launcher; returns only on failure (it becomes bubblewrap).
 pub fn launch(args: &[String]) -> std::io::Error {
+    if args.iter().any(|arg| arg == AWAIT) {
+        std::process::exit(await_program());
+    }
     let outcome = if args.iter().any(|arg| arg == RESIDENT) {
         try_launch_resident()
     } else if args.iter().any(|arg| arg == STDIO) {
@@ -69,6 +78,65 @@ fn try_launch_resident() -> std::io::Result<std::convert::Infallible> {
     let plan: LaunchPlan =
         serde_json::from_slice(&buffer[..length]).map_err(std::io::Error::other)?;
     exec_bwrap(&plan)
+}
+
+/// Waits for the init on standard input to say how its program ended, and returns the exit
+/// code a shell would give: the program's, 128 and its signal, 125 when the init failed, 137
+/// when the init went away without a word (its container was killed).
+fn await_program() -> i32 {
+    // deft's death ends the stand-in, whose end closes the socket, which ends the program.
+    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .is_err()
+        || rustix::process::getppid().is_none()
+    {
+        return 137;
+    }
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match rustix::net::recv(
+            std::io::stdin().as_fd(),
+            &mut buffer[..],
+            rustix::net::RecvFlags::empty(),
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok((0, _)) | Err(_) => return 137,
+            Ok((length, _)) => {
+                return match serde_json::from_slice(&buffer[..length.min(buffer.len())]) {
+                    Ok(crate::plan::FromInit::Exited(code)) => code,
+                    Ok(crate::plan::FromInit::Signaled(signal)) => 128 + signal,
+                    _ => 125,
+                };
+            }
+        }
+    }
+}
+
+/// Gives the calling process (single-threaded, in a container) a user namespace and a mount
+/// namespace of its own, as bubblewrap gives its init: uid and gid 1000 inside, mapped to the
+/// process's own outside and to nothing else, with every capability over the new namespaces
+/// and none over the container's. Mounts then made (the `.git` protection) stay in the new
+/// mount namespace.
+pub(crate) fn own_namespaces() -> Result<(), String> {
+    let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+    host::unshare_user_and_mounts().map_err(|error| {
+        format!(
+            "cannot make a user namespace in the container ({error}); the kernel or the \
+             engine's seccomp profile forbids them, so deft's init could not protect \
+             .git/hooks and .git/config"
+        )
+    })?;
+    for (file, text) in [
+        ("/proc/self/setgroups", "deny".to_owned()),
+        ("/proc/self/uid_map", format!("1000 {} 1", uid.as_raw())),
+        ("/proc/self/gid_map", format!("1000 {} 1", gid.as_raw())),
+    ] {
+        std::fs::write(file, text).map_err(|error| format!("writing {file}: {error}"))?;
+    }
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .map_err(|error| format!("making the sandbox's mounts private: {error}"))
 }
 
 /// The plan is the first part on standard input; the environment follows, for the init.
@@ -164,6 +232,19 @@ mod host {
         Ok(())
     }
 
+    /// A new user namespace and mount namespace for the calling process (a container's init,
+    /// before it starts any thread).
+    ///
+    /// Sound because the process is single-threaded then and the flags name only namespaces:
+    /// no memory, descriptor table or file system information shared with another thread
+    /// changes under it.
+    pub(crate) fn unshare_user_and_mounts() -> std::io::Result<()> {
+        use rustix::thread::UnshareFlags;
+        // SAFETY: see above; neither CLONE_FILES nor CLONE_FS is among the flags.
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS)? };
+        Ok(())
+    }
+
     /// In a mount namespace of the launcher's own (root's still), binds each source of
     /// bubblewrap's binds that the sandbox's user could not reach where it is under
     /// [`STAGE`], and points the arguments there: bubblewrap, started as that user, then
@@ -223,6 +304,8 @@ mod host {
 struct InitOptions {
     proxy_socket: Option<String>,
     proxy_port: u16,
+    /// In a container: the control socket's path (see [`crate::resident::serve`]).
+    control: Option<String>,
     nproc: u64,
     fsize: u64,
     cpu: u64,
@@ -258,6 +341,7 @@ fn parse_init(args: &[String]) -> Result<InitOptions, String> {
             "--fsize" => options.fsize = number()?,
             "--cpu" => options.cpu = number()?,
             "--cwd" => options.cwd = value.clone(),
+            "--control" => options.control = Some(value.clone()),
             "--resident" => options.resident = value == "1",
             "--argv-on-stdin" => options.argv_on_stdin = value == "1",
             other => return Err(format!("unknown option {other}")),
@@ -300,7 +384,7 @@ fn try_init(args: &[String]) -> Result<i32, String> {
             .proxy_socket
             .clone()
             .map(|socket| (options.proxy_port, socket));
-        return crate::resident::serve(proxy, limits);
+        return crate::resident::serve(proxy, limits, options.control.take());
     }
     // The program's environment comes first on standard input; the rest is the program's.
     let blob = read_part().map_err(|e| format!("reading the environment: {e}"))?;

@@ -39,7 +39,7 @@ mod plan;
 pub mod probe;
 mod resident;
 mod seccomp;
-mod shell;
+pub mod shell;
 pub mod user;
 pub mod workspace;
 

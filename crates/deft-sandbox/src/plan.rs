@@ -37,6 +37,16 @@ pub enum ToInit {
         env: Vec<(String, String)>,
         cwd: String,
     },
+    /// Run a long-running program (an MCP server) whose standard input, output and error are
+    /// the three descriptors sent with this, in that order; answered when it ends.
+    Spawn {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: String,
+    },
+    /// Say what the sandbox's cgroup counted and enforces ([`Usage`]): a container's init
+    /// reads it from inside, where deft on the host may not reach it.
+    Usage,
 }
 
 /// What a resident init answers.
@@ -51,6 +61,21 @@ pub enum FromInit {
     Exited(i32),
     Signaled(i32),
     Failed(String),
+    Usage(Usage),
+}
+
+/// What the cgroup a resident init runs in has counted and enforces, as the init reads it
+/// under `/sys/fs/cgroup`; `None` where it could not be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Processes the kernel killed for memory.
+    pub oom_kills: Option<u64>,
+    /// Forks the process limit refused.
+    pub pids_refused: Option<u64>,
+    /// The memory limit in bytes (`None` also when there is none).
+    pub memory_max: Option<u64>,
+    /// The process limit (`None` also when there is none).
+    pub pids_max: Option<u64>,
 }
 
 /// The largest message either side sends (a command with its environment, in JSON).

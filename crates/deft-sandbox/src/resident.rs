@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use rustix::io::Errno;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags, recvmsg, send};
 
-use crate::plan::{FromInit, MAX_MESSAGE, ToInit};
+use crate::plan::{FromInit, MAX_MESSAGE, ToInit, Usage};
 
 /// Where the directory of workspaces is bound until the task's is attached.
 const STAGE: &str = "/.deft/stage";
@@ -32,15 +32,113 @@ const WORKSPACE: &str = "/workspace";
 const MAX_REPOSITORIES: usize = 256;
 
 /// Runs the resident init; returns the exit code for the sandbox.
+///
+/// `control` names the control socket's path when the init runs in a container (see
+/// `deft-container`): standard input is then the runtime's stream, so the init connects to
+/// the socket deft listens on in a directory bound into the container. There the task's
+/// workspace is already at `/workspace`, and the init first makes a user and mount namespace
+/// of its own ([`crate::inner::own_namespaces`]): uid 1000 inside, its own uid outside, and the
+/// `CAP_SYS_ADMIN` over its own mounts that protecting `.git` needs, which the container's
+/// runtime gives no capability for.
 pub(crate) fn serve(
     proxy: Option<(u16, String)>,
     limits: crate::inner::Rlimits,
+    control: Option<String>,
 ) -> Result<i32, String> {
-    // The control socket is standard input; commands get /dev/null there instead.
-    let control = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("control socket: {e}"))?;
+    let contained = control.is_some();
+    let control = match &control {
+        Some(path) => connect(path)?,
+        // The control socket is standard input; commands get /dev/null there instead.
+        None => std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("control socket: {e}"))?,
+    };
+    let mounter = match start(&control, proxy, &limits, contained) {
+        Ok(mounter) => mounter,
+        Err(why) => {
+            // Said to deft too, which reports it with the sandbox's start.
+            let _ = answer(&control, &FromInit::Failed(why.clone()));
+            return Err(why);
+        }
+    };
+    answer(&control, &FromInit::Ready)?;
+
+    let mut buffer = vec![0u8; MAX_MESSAGE];
+    // In a container the workspace was bound at `/workspace` before the init started.
+    let mut attached = contained;
+    // CPU time is limited per command, not on the init, whose own time (the proxy bridge's
+    // copying) grows with the task.
+    let mut command_cpu = if contained { limits.cpu } else { 0 };
+    loop {
+        let Some((message, mut fds)) = receive(&control, &mut buffer)? else {
+            // deft closed the socket: the sandbox is over.
+            return Ok(0);
+        };
+        let reply = match message {
+            ToInit::Attach { .. } if contained => {
+                FromInit::Failed("a container's workspace is bound when it starts".into())
+            }
+            ToInit::Attach {
+                workspace,
+                nproc,
+                fsize,
+                cpu,
+            } => mounter
+                .run(MountWork::Attach(workspace))
+                .and_then(|()| {
+                    crate::inner::set_limits(&crate::inner::Rlimits {
+                        nproc,
+                        fsize,
+                        cpu: 0,
+                    })
+                })
+                .map_or_else(FromInit::Failed, |()| {
+                    attached = true;
+                    command_cpu = cpu;
+                    FromInit::Done
+                }),
+            ToInit::Usage => FromInit::Usage(usage()),
+            ToInit::Exec { .. } | ToInit::Spawn { .. } if !attached => {
+                FromInit::Failed("no workspace is attached yet".into())
+            }
+            ToInit::Exec { argv, env, cwd } => match (fds.pop(), mounter.run(MountWork::Refresh)) {
+                (_, Err(why)) => FromInit::Failed(why),
+                (None, _) => FromInit::Failed("no output descriptor came with the command".into()),
+                (Some(output), Ok(())) => {
+                    run(&argv, env, &cwd, Streams::Output(output), command_cpu)
+                }
+            },
+            ToInit::Spawn { argv, env, cwd } => {
+                match (
+                    <[OwnedFd; 3]>::try_from(fds),
+                    mounter.run(MountWork::Refresh),
+                ) {
+                    (_, Err(why)) => FromInit::Failed(why),
+                    (Err(_), _) => FromInit::Failed(
+                        "a program needs its standard input, output and error".into(),
+                    ),
+                    (Ok(streams), Ok(())) => {
+                        run(&argv, env, &cwd, Streams::Own(streams), command_cpu)
+                    }
+                }
+            }
+        };
+        answer(&control, &reply)?;
+    }
+}
+
+/// Everything before the init says it is ready: namespaces (in a container), capabilities
+/// per thread, the lifeline, the proxy bridge, rlimits and the seccomp filter.
+fn start(
+    control: &OwnedFd,
+    proxy: Option<(u16, String)>,
+    limits: &crate::inner::Rlimits,
+    contained: bool,
+) -> Result<Mounter, String> {
+    if contained {
+        crate::inner::own_namespaces()?;
+    }
     let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     rustix::stdio::dup2_stdin(&null).map_err(|e| format!("replacing stdin: {e}"))?;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -70,61 +168,96 @@ pub(crate) fn serve(
         },
     )
     .map_err(|e| format!("capabilities: {e}"))?;
+    if contained {
+        // Nothing would be protected later if mounts were refused here (a container engine's
+        // AppArmor profile does): refuse the sandbox now instead.
+        mounter.run(MountWork::Probe)?;
+    }
     crate::inner::watch_for_deft(control.try_clone().map_err(|e| e.to_string())?)?;
     if let Some((port, socket)) = proxy {
         crate::inner::start_bridge(port, socket)?;
     }
-    crate::inner::set_limits(&limits)?;
+    // A container's init gets the task's CPU time as an option; it is for commands only.
+    crate::inner::set_limits(&crate::inner::Rlimits {
+        cpu: if contained { 0 } else { limits.cpu },
+        ..*limits
+    })?;
     for filter in crate::seccomp::filters()? {
         seccompiler::apply_filter(&filter).map_err(|e| format!("seccomp: {e}"))?;
     }
-    answer(&control, &FromInit::Ready)?;
+    Ok(mounter)
+}
 
-    let mut buffer = vec![0u8; MAX_MESSAGE];
-    let mut attached = false;
-    // CPU time is limited per command, not on the init, whose own time (the proxy bridge's
-    // copying) grows with the task.
-    let mut command_cpu = 0;
-    loop {
-        let Some((message, mut fds)) = receive(&control, &mut buffer)? else {
-            // deft closed the socket: the sandbox is over.
-            return Ok(0);
+/// Connects to deft's control socket at `path` (a `SOCK_SEQPACKET` listener).
+fn connect(path: &str) -> Result<OwnedFd, String> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("control socket: {e}"))?;
+    let address = SocketAddrUnix::new(path).map_err(|e| format!("control socket {path}: {e}"))?;
+    rustix::net::connect(&socket, &address)
+        .map_err(|e| format!("connecting to deft at {path}: {e}"))?;
+    Ok(socket)
+}
+
+/// Reads the cgroup the init runs in, as a container shows it: the container's own cgroup at
+/// the root of `/sys/fs/cgroup` (v2 with a cgroup namespace; v1, where the runtime binds each
+/// controller's directory there), or below it at the path `/proc/self/cgroup` names.
+fn usage() -> Usage {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let read = |controller: &str, file: &str| -> Option<String> {
+        let (root, path) = if controller.is_empty() {
+            let path = own.lines().find_map(|line| line.strip_prefix("0::"));
+            ("/sys/fs/cgroup".to_owned(), path)
+        } else {
+            let path = own.lines().find_map(|line| {
+                let mut parts = line.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == controller)
+                    .then_some(path)
+            });
+            (format!("/sys/fs/cgroup/{controller}"), path)
         };
-        let reply = match message {
-            ToInit::Attach {
-                workspace,
-                nproc,
-                fsize,
-                cpu,
-            } => mounter
-                .run(MountWork::Attach(workspace))
-                .and_then(|()| {
-                    crate::inner::set_limits(&crate::inner::Rlimits {
-                        nproc,
-                        fsize,
-                        cpu: 0,
-                    })
-                })
-                .map_or_else(FromInit::Failed, |()| {
-                    attached = true;
-                    command_cpu = cpu;
-                    FromInit::Done
-                }),
-            ToInit::Exec { .. } if !attached => {
-                FromInit::Failed("no workspace is attached yet".into())
-            }
-            ToInit::Exec { argv, env, cwd } => match (fds.pop(), mounter.run(MountWork::Refresh)) {
-                (_, Err(why)) => FromInit::Failed(why),
-                (None, _) => FromInit::Failed("no output descriptor came with the command".into()),
-                (Some(output), Ok(())) => run(&argv, env, &cwd, output, command_cpu),
-            },
-        };
-        answer(&control, &reply)?;
+        let below = path.map(|path| format!("{root}/{}/{file}", path.trim_start_matches('/')));
+        below
+            .into_iter()
+            .chain([format!("{root}/{file}")])
+            .find_map(|candidate| std::fs::read_to_string(candidate).ok())
+    };
+    let counter = |text: Option<String>, name: &str| {
+        text?.lines().find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+    };
+    let number = |text: Option<String>| text?.trim().parse::<u64>().ok();
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Usage {
+            oom_kills: counter(read("", "memory.events"), "oom_kill"),
+            pids_refused: counter(read("", "pids.events"), "max"),
+            memory_max: number(read("", "memory.max")),
+            pids_max: number(read("", "pids.max")),
+        }
+    } else {
+        Usage {
+            oom_kills: counter(read("memory", "memory.oom_control"), "oom_kill"),
+            pids_refused: counter(read("pids", "pids.events"), "max"),
+            // v1 says "no limit" with the largest page-aligned number.
+            memory_max: number(read("memory", "memory.limit_in_bytes"))
+                .filter(|bytes| *bytes < i64::MAX as u64 / 2),
+            pids_max: number(read("pids", "pids.max")),
+        }
     }
 }
 
 fn receive(control: &OwnedFd, buffer: &mut [u8]) -> Result<Option<(ToInit, Vec<OwnedFd>)>, String> {
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut ancillary = RecvAncillaryBuffer::new(&mut space);
     let received = loop {
         match recvmsg(
@@ -163,27 +296,41 @@ fn answer(control: &OwnedFd, reply: &FromInit) -> Result<(), String> {
     }
 }
 
+/// Where a command's standard streams go.
+enum Streams {
+    /// A command's: no input, output and errors into the one descriptor, in the order written.
+    Output(OwnedFd),
+    /// A long-running program's: standard input, output and error of its own.
+    Own([OwnedFd; 3]),
+}
+
 /// Runs one command to its end, then ends everything else in the sandbox.
 fn run(
     argv: &[String],
     env: Vec<(String, String)>,
     cwd: &str,
-    output: OwnedFd,
+    streams: Streams,
     cpu_seconds: u64,
 ) -> FromInit {
     let Some(program) = argv.first() else {
         return FromInit::Failed("an empty command".into());
     };
-    let (Ok(stdout), Ok(stderr)) = (output.try_clone(), output.try_clone()) else {
-        return FromInit::Failed("cannot duplicate the output descriptor".into());
+    let (stdin, stdout, stderr) = match streams {
+        Streams::Output(output) => match (output.try_clone(), output.try_clone()) {
+            (Ok(stdout), Ok(stderr)) => (Stdio::null(), stdout, stderr),
+            _ => return FromInit::Failed("cannot duplicate the output descriptor".into()),
+        },
+        Streams::Own([stdin, stdout, stderr]) => (Stdio::from(stdin), stdout, stderr),
+    };
+    let Ok(errors) = stderr.try_clone() else {
+        return FromInit::Failed("cannot duplicate the error descriptor".into());
     };
     let child = Command::new(program)
         .args(&argv[1..])
         .env_clear()
         .envs(env)
         .current_dir(cwd)
-        .stdin(Stdio::null())
-        // stderr joins stdout, so the output keeps the order in which it was written.
+        .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
         .spawn();
@@ -196,13 +343,13 @@ fn run(
                 126
             };
             let _ = writeln!(
-                std::fs::File::from(output),
+                std::fs::File::from(errors),
                 "deft sandbox: cannot run `{program}`: {error}"
             );
             return FromInit::Exited(code);
         }
     };
-    drop(output);
+    drop(errors);
     if cpu_seconds > 0 {
         // Set from outside, a moment after the start: what the command may have run by then
         // is microseconds of the hour.
@@ -276,6 +423,8 @@ fn end_everything_else() {
 enum MountWork {
     Attach(String),
     Refresh,
+    /// Whether the mounter can make a read-only bind at all.
+    Probe,
 }
 
 /// The one thread of the init that may mount, asked over a channel.
@@ -305,6 +454,7 @@ impl Mounter {
                     let result = match job {
                         MountWork::Attach(name) => attach(&name),
                         MountWork::Refresh => protect_git_dirs(),
+                        MountWork::Probe => probe(),
                     };
                     if results.send(result).is_err() {
                         return;
@@ -394,6 +544,29 @@ fn protect_git_dirs() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Makes a read-only bind of a scratch directory and takes it down again: what protecting a
+/// repository does, where nothing depends on it.
+fn probe() -> Result<(), String> {
+    use rustix::fs::{Mode, OFlags};
+    let dir = format!("/tmp/.deft-mount-probe-{}", std::process::id());
+    std::fs::create_dir(&dir).map_err(|e| format!("making {dir}: {e}"))?;
+    let outcome = rustix::fs::open(
+        dir.as_str(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|target| read_only_bind(&target))
+    .and_then(|()| rustix::mount::unmount(dir.as_str(), rustix::mount::UnmountFlags::DETACH));
+    let _ = std::fs::remove_dir(&dir);
+    outcome.map_err(|error| {
+        format!(
+            "the sandbox's init cannot make read-only mounts ({error}), so it could not protect \
+             each repository's .git/hooks and .git/config; a security profile of the container \
+             engine (AppArmor's, SELinux's) forbids mounts"
+        )
+    })
 }
 
 fn mount_id(fd: &OwnedFd) -> Result<u64, String> {

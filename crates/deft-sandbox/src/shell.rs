@@ -6,11 +6,16 @@
 //! mounts, the init), several milliseconds on a small host; a pool keeps a few started for
 //! each directory of workspaces, so a task's sandbox is ready in the time its workspace takes
 //! to attach. A shell is never used for two tasks: after its task it is killed.
+//!
+//! The control channel itself ([`Control`]) and one command's run through it
+//! ([`Control::run`]) do not depend on how the init was started, and are public for the
+//! other backend whose sandboxes hold deft's resident init: `deft-container`, whose init
+//! connects to a [`ControlListener`] from inside a container.
 
 use std::collections::{HashMap, HashSet};
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,7 +24,6 @@ use rustix::net::{
     AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags,
     SocketType,
 };
-use std::os::fd::AsFd as _;
 use tokio::io::{AsyncReadExt as _, Interest};
 use tokio::net::UnixStream;
 
@@ -51,9 +55,7 @@ pub(crate) struct ShellKey {
 #[derive(Debug)]
 pub(crate) struct Shell {
     child: tokio::process::Child,
-    /// A `SOCK_SEQPACKET` socket, driven through tokio's stream type for its readiness only:
-    /// every read and write is one whole message.
-    control: UnixStream,
+    control: Control,
     /// Where the proxy socket goes, bound at `/.deft/net`.
     pub runtime_dir: PathBuf,
     /// Removed once the shell is killed: its runtime directory until a sandbox adopts it, and
@@ -125,8 +127,7 @@ impl Shell {
             .map_err(|error| {
                 SandboxError::Start(format!("{}: {error}", recipe.helper().display()))
             })?;
-        let control = UnixStream::from_std(std::os::unix::net::UnixStream::from(ours))
-            .map_err(SandboxError::io("control socket"))?;
+        let control = Control::new(ours)?;
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let mut shell = Shell {
             child,
@@ -140,7 +141,7 @@ impl Shell {
             shell.remove_on_drop.push(shell.runtime_dir.clone());
         }
         let plan = serde_json::to_vec(&plan).expect("plans serialize");
-        let ready = match shell.send_bytes(&plan, None).await {
+        let ready = match shell.control.send_bytes(&plan, &[]).await {
             Ok(()) => shell.receive().await,
             Err(error) => Err(error),
         };
@@ -232,6 +233,192 @@ impl Shell {
         message: &ToInit,
         fd: Option<BorrowedFd<'_>>,
     ) -> Result<(), SandboxError> {
+        self.control.send(message, fd.as_slice()).await
+    }
+
+    pub async fn receive(&self) -> Result<FromInit, SandboxError> {
+        self.control.receive().await
+    }
+}
+
+/// deft's end of a resident init's control socket: a `SOCK_SEQPACKET` socket, driven through
+/// tokio's stream type for its readiness only, every read and write one whole message of the
+/// protocol in `crate::plan`. Dropping it ends the init (which watches the socket), and with
+/// it everything in the sandbox.
+#[derive(Debug)]
+pub struct Control {
+    socket: UnixStream,
+}
+
+/// How a command run through [`Control::run`] went: its (redacted, capped) output, and the
+/// control channel back unless the command's end took the init with it.
+#[derive(Debug)]
+pub struct CommandRun {
+    /// `None` after a timeout (the init was dropped, and with it the command) or when the
+    /// init failed; the next command needs a new sandbox.
+    pub control: Option<Control>,
+    pub ending: Result<crate::Ending, SandboxError>,
+    pub output: String,
+    pub truncated: bool,
+}
+
+pub use crate::plan::Usage;
+
+impl Control {
+    fn new(socket: std::os::fd::OwnedFd) -> Result<Control, SandboxError> {
+        let socket = std::os::unix::net::UnixStream::from(socket);
+        socket
+            .set_nonblocking(true)
+            .map_err(SandboxError::io("control socket"))?;
+        Ok(Control {
+            socket: UnixStream::from_std(socket).map_err(SandboxError::io("control socket"))?,
+        })
+    }
+
+    /// The uid of the process at the other end, as the kernel saw it connect (in deft's user
+    /// namespace).
+    pub fn peer_uid(&self) -> Option<u32> {
+        rustix::net::sockopt::socket_peercred(&self.socket)
+            .ok()
+            .map(|credentials| credentials.uid.as_raw())
+    }
+
+    /// Waits for the init to say it is ready; its failure to start is the error, in its words.
+    pub async fn ready(&self) -> Result<(), SandboxError> {
+        match self.receive().await? {
+            FromInit::Ready => Ok(()),
+            FromInit::Failed(why) => Err(SandboxError::Start(why)),
+            other => Err(SandboxError::Start(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// What the sandbox's cgroup counted and enforces, as the init reads it.
+    pub async fn usage(&self) -> Result<Usage, SandboxError> {
+        self.send(&ToInit::Usage, &[]).await?;
+        match self.receive().await? {
+            FromInit::Usage(usage) => Ok(usage),
+            other => Err(SandboxError::Start(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Starts a long-running program with `stdio` (its standard input, output and error) and
+    /// returns at once; the init answers on this channel when the program ends.
+    pub async fn spawn(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &str,
+        stdio: [BorrowedFd<'_>; 3],
+    ) -> Result<(), SandboxError> {
+        let request = ToInit::Spawn {
+            argv: argv.to_vec(),
+            env: env.to_vec(),
+            cwd: cwd.to_owned(),
+        };
+        self.send(&request, &stdio).await
+    }
+
+    /// The socket itself, blocking again, for a process that waits on it in deft's stead.
+    pub fn into_fd(self) -> Result<std::os::fd::OwnedFd, SandboxError> {
+        let socket = self
+            .socket
+            .into_std()
+            .map_err(SandboxError::io("control socket"))?;
+        socket
+            .set_nonblocking(false)
+            .map_err(SandboxError::io("control socket"))?;
+        Ok(socket.into())
+    }
+
+    /// Runs one command (`request.argv` in `cwd`, the path inside, with exactly `env`) and
+    /// streams its redacted output to `on_output`, keeping `request.output_cap` of it. At
+    /// `request.timeout`, the control channel is dropped, which ends the init and every
+    /// process the command started.
+    pub async fn run(
+        self,
+        request: &crate::ExecRequest,
+        cwd: &str,
+        env: &[(String, String)],
+        redactor: &deft_core::Redactor,
+        on_output: &mut (dyn FnMut(&str) + Send),
+    ) -> CommandRun {
+        use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
+        let (argv, timeout) = (&request.argv, request.timeout);
+        let mut kept = CappedOutput::new(request.output_cap);
+        let mut text = OutputText::new(redactor.stream());
+        let started = async {
+            let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| SandboxError::io("making the output pipe")(e.into()))?;
+            let request = ToInit::Exec {
+                argv: argv.to_vec(),
+                env: env.to_vec(),
+                cwd: cwd.to_owned(),
+            };
+            self.send(&request, &[writer.as_fd()]).await?;
+            drop(writer);
+            tokio::net::unix::pipe::Receiver::from_owned_fd(reader)
+                .map_err(SandboxError::io("reading the command's output"))
+        };
+        let reader = match started.await {
+            Ok(reader) => reader,
+            Err(error) => {
+                return CommandRun {
+                    control: None,
+                    ending: Err(error),
+                    output: String::new(),
+                    truncated: false,
+                };
+            }
+        };
+        let read_all = async {
+            read_streams(
+                reader,
+                tokio::io::empty(),
+                Stderr::Aside,
+                &mut text,
+                &mut kept,
+                on_output,
+            )
+            .await;
+            self.receive().await
+        };
+        let waited = tokio::time::timeout(timeout, read_all).await;
+        let (control, ending) = match waited {
+            Ok(Ok(FromInit::Exited(code))) => (Some(self), Ok(crate::Ending::Exited(code))),
+            Ok(Ok(FromInit::Signaled(signal))) => (Some(self), Ok(crate::Ending::Signaled(signal))),
+            Ok(Ok(FromInit::Failed(why))) => (Some(self), Err(SandboxError::Start(why))),
+            Ok(Ok(other)) => (
+                None,
+                Err(SandboxError::Start(format!(
+                    "the sandbox's init answered {other:?} to a command"
+                ))),
+            ),
+            // The init is gone (killed, or out of memory itself).
+            Ok(Err(error)) => (None, Err(error)),
+            Err(_) => {
+                drop(self);
+                (None, Ok(crate::Ending::TimedOut))
+            }
+        };
+        let rest = text.finish();
+        kept.push(&rest);
+        if !rest.is_empty() {
+            on_output(&String::from_utf8_lossy(&rest));
+        }
+        let (output, truncated) = kept.finish();
+        CommandRun {
+            control,
+            ending,
+            output,
+            truncated,
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        message: &ToInit,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SandboxError> {
         let bytes = serde_json::to_vec(message).expect("requests serialize");
         if bytes.len() > MAX_MESSAGE {
             return Err(SandboxError::Start(format!(
@@ -240,28 +427,23 @@ impl Shell {
                 bytes.len()
             )));
         }
-        self.send_bytes(&bytes, fd).await
+        self.send_bytes(&bytes, fds).await
     }
 
-    async fn send_bytes(
-        &self,
-        bytes: &[u8],
-        fd: Option<BorrowedFd<'_>>,
-    ) -> Result<(), SandboxError> {
-        let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
+    async fn send_bytes(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), SandboxError> {
         loop {
-            self.control
+            self.socket
                 .writable()
                 .await
                 .map_err(SandboxError::io("writing to the sandbox's init"))?;
-            let sent = self.control.try_io(Interest::WRITABLE, || {
-                let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let sent = self.socket.try_io(Interest::WRITABLE, || {
+                let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(3))];
                 let mut ancillary = SendAncillaryBuffer::new(&mut space);
                 if !fds.is_empty() {
-                    ancillary.push(SendAncillaryMessage::ScmRights(&fds));
+                    ancillary.push(SendAncillaryMessage::ScmRights(fds));
                 }
                 rustix::net::sendmsg(
-                    self.control.as_fd(),
+                    self.socket.as_fd(),
                     &[IoSlice::new(bytes)],
                     &mut ancillary,
                     SendFlags::NOSIGNAL,
@@ -278,15 +460,15 @@ impl Shell {
         }
     }
 
-    pub async fn receive(&self) -> Result<FromInit, SandboxError> {
+    pub(crate) async fn receive(&self) -> Result<FromInit, SandboxError> {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            self.control
+            self.socket
                 .readable()
                 .await
                 .map_err(SandboxError::io("reading from the sandbox's init"))?;
-            let received = self.control.try_io(Interest::READABLE, || {
-                rustix::net::recv(self.control.as_fd(), &mut buffer[..], RecvFlags::empty())
+            let received = self.socket.try_io(Interest::READABLE, || {
+                rustix::net::recv(self.socket.as_fd(), &mut buffer[..], RecvFlags::empty())
                     .map(|(kept, _)| kept)
                     .map_err(std::io::Error::from)
             });
@@ -303,6 +485,89 @@ impl Shell {
                 }
             }
         }
+    }
+}
+
+/// A `SOCK_SEQPACKET` socket deft listens on for one resident init to connect to (from inside
+/// a container, where its standard input is the runtime's stream). Connectable by every user,
+/// since the init runs as the sandbox's: keep it in a directory only the sandbox reaches, and
+/// drop it (which removes the file) once the init connected.
+#[derive(Debug)]
+pub struct ControlListener {
+    /// tokio's stream listener type, for readiness and `accept` only (which are the same for
+    /// a `SOCK_SEQPACKET` socket).
+    socket: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+impl ControlListener {
+    /// Listens at `path` (of any length: a long one is bound through its directory).
+    pub fn bind(path: &Path) -> Result<ControlListener, SandboxError> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let failed = |error: rustix::io::Errno| {
+            SandboxError::io(format!("listening at {}", path.display()))(error.into())
+        };
+        let socket = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .map_err(failed)?;
+        let _ = std::fs::remove_file(path);
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(SandboxError::Start(format!(
+                "{} names no socket in a directory",
+                path.display()
+            )));
+        };
+        let dir_fd = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(failed)?;
+        let short = if path.as_os_str().as_bytes().len() < 100 {
+            path.to_path_buf()
+        } else {
+            Path::new("/proc/self/fd")
+                .join(std::os::fd::AsRawFd::as_raw_fd(&dir_fd).to_string())
+                .join(name)
+        };
+        let address = rustix::net::SocketAddrUnix::new(short.as_path()).map_err(failed)?;
+        rustix::net::bind(&socket, &address).map_err(failed)?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+                .map_err(SandboxError::io(format!("opening {}", path.display())))?;
+        }
+        rustix::net::listen(&socket, 1).map_err(failed)?;
+        Ok(ControlListener {
+            socket: tokio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(
+                socket,
+            ))
+            .map_err(SandboxError::io(format!("listening at {}", path.display())))?,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The first connection, once it comes.
+    pub async fn accept(&self) -> Result<Control, SandboxError> {
+        let (socket, _) = self
+            .socket
+            .accept()
+            .await
+            .map_err(SandboxError::io("accepting the sandbox's init"))?;
+        let socket = socket
+            .into_std()
+            .map_err(SandboxError::io("accepting the sandbox's init"))?;
+        Control::new(socket.into())
+    }
+}
+
+impl Drop for ControlListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -4,6 +4,18 @@
 #[path = "attacks/suite.rs"]
 mod suite;
 
+async fn backend() -> suite::Backend {
+    let backend = deft_sandbox::bwrap::BwrapBackend::new(
+        deft_sandbox::HostSupport::probe().await,
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper")),
+    )
+    .expect("bubblewrap works here");
+    suite::Backend {
+        backend: Box::new(backend),
+        keep: Box::new(()),
+    }
+}
+
 fn root() -> Option<deft_sandbox::ImageRoot> {
     Some(deft_sandbox::ImageRoot {
         rootfs: deft_testkit::rootfs::debian(),
