@@ -779,13 +779,29 @@ impl Engine {
             Ok(found) => found,
             Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
         };
+        // Without a Dockerfile, the repositories' own tools install their dependencies.
+        let dependencies = if root.is_none() {
+            self.dependencies(id, &repos).await
+        } else {
+            Vec::new()
+        };
         let environment = self.store.environment(&owner.id).await?;
         let secrets = self.store.secret_values(&owner.id).await?;
         let (events, mut decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
+        // The caches' variables, under the user's own (which win).
+        let mut env: std::collections::BTreeMap<String, String> = crate::install::cache_env(
+            &dependencies
+                .iter()
+                .flat_map(|found| found.ecosystems.iter().cloned())
+                .collect::<Vec<_>>(),
+        )
+        .into_iter()
+        .collect();
+        env.extend(environment.env.as_map().clone());
         let spec = SandboxSpec {
             workspace: workspace.clone(),
             state_dir: crate::workspaces::Workspaces::new(&self.workspaces).sandbox_dir(id),
-            env: environment.env.as_map().clone(),
+            env,
             secrets: secrets.clone(),
             network: EgressPolicy::new(
                 environment.network.level,
@@ -822,6 +838,24 @@ impl Engine {
             json!({"network": environment.network.level}),
         )
         .await?;
+        // One repository's kept caches come into the workspace (one set per task).
+        let cached = dependencies
+            .iter()
+            .find(|found| !found.ecosystems.is_empty())
+            .map(|found| {
+                crate::install::kept_caches(&self.workspaces, owner.id.as_str(), &found.repo_id)
+            });
+        if let Some(kept) = &cached {
+            crate::install::take_caches(kept, &workspace);
+        }
+        let installed = self.install(id, &*sandbox, &dependencies, cancel).await;
+        if let Err(error) = installed {
+            if let Some(kept) = &cached {
+                crate::install::give_back_caches(&workspace, kept);
+            }
+            network_log.abort();
+            return Err(error);
+        }
 
         let learnings = self
             .store
@@ -863,6 +897,9 @@ impl Engine {
             .work(&context, &*sandbox, &mcp, &mut progress, cancel)
             .await;
         mcp.shutdown().await;
+        if let Some(kept) = &cached {
+            crate::install::give_back_caches(&workspace, kept);
+        }
         network_log.abort();
         drop(sandbox);
         outcome
@@ -1637,6 +1674,154 @@ impl Engine {
                 )))
             }
         }
+    }
+
+    /// The ecosystems of each repository, from its base in its private repository. A
+    /// repository that cannot be read is left out (its dependencies are the agent's to fetch).
+    async fn dependencies(
+        &self,
+        id: &TaskId,
+        repos: &[(deft_core::Repository, PathBuf, RepoFacts)],
+    ) -> Vec<crate::install::RepoDependencies> {
+        let bases = self.bases(id);
+        let mut found = Vec::new();
+        for (repo, dir, _) in repos {
+            let Some(commit) = bases.get(repo.id.as_str()) else {
+                continue;
+            };
+            let name = dir
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match crate::install::detect(&self.private_repo(id, dir), commit).await {
+                Ok(ecosystems) => found.push(crate::install::RepoDependencies {
+                    name,
+                    repo_id: repo.id.as_str().to_owned(),
+                    ecosystems,
+                }),
+                Err(error) => {
+                    tracing::warn!(task.id = %id, repo = %repo.name, %error, "cannot look for the repository's ecosystems");
+                }
+            }
+        }
+        found
+    }
+
+    /// Installs each repository's dependencies once per task (a resumed task does not again),
+    /// in its sandbox, recording each install as a step with its output. A failed install does
+    /// not stop the task: the agent sees the step and can do better.
+    async fn install(
+        &self,
+        id: &TaskId,
+        sandbox: &TaskSandbox,
+        dependencies: &[crate::install::RepoDependencies],
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let marker = crate::workspaces::Workspaces::new(&self.workspaces)
+            .private_dir(id)
+            .join("installed.json");
+        let mut done: Vec<String> = std::fs::read(&marker)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        for found in dependencies {
+            for ecosystem in &found.ecosystems {
+                let dir = if ecosystem.dir.is_empty() {
+                    found.name.clone()
+                } else {
+                    format!("{}/{}", found.name, ecosystem.dir)
+                };
+                let key = format!("{dir} {}", ecosystem.kind);
+                if done.contains(&key) {
+                    continue;
+                }
+                done.push(key.clone());
+                let outcome = self.install_one(id, sandbox, ecosystem, &dir, cancel).await;
+                if let Err(error) = std::fs::write(
+                    &marker,
+                    serde_json::to_vec(&done).expect("strings serialize"),
+                ) {
+                    tracing::warn!(task.id = %id, %error, "cannot record an install");
+                }
+                outcome?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn install_one(
+        &self,
+        id: &TaskId,
+        sandbox: &TaskSandbox,
+        ecosystem: &deft_ecosystems::Ecosystem,
+        dir: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let what = format!("{dir} ({})", ecosystem.kind);
+        let Some(install) = &ecosystem.install else {
+            let note = ecosystem.note.clone().unwrap_or_default();
+            return self
+                .step(
+                    id,
+                    "install",
+                    "skipped",
+                    json!({"summary": format!("{what}: {note}")}),
+                )
+                .await;
+        };
+        let probe = ExecRequest {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("command -v '{}'", ecosystem.program.replace('\'', "")),
+            ],
+            cwd: Some(dir.to_owned()),
+            timeout: std::time::Duration::from_secs(30),
+            output_cap: 4096,
+        };
+        let found = sandbox.exec(&probe, &mut |_| {}).await;
+        if !found.as_ref().is_ok_and(|outcome| outcome.exit_code() == 0) {
+            return self
+                .step(
+                    id,
+                    "install",
+                    "skipped",
+                    json!({"summary": format!("{what}: this environment has no `{}`; install it on the host, or add a Dockerfile that does", ecosystem.program)}),
+                )
+                .await;
+        }
+        self.step(id, "install", "started", json!({"summary": what}))
+            .await?;
+        let request = ExecRequest {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                crate::install::script(ecosystem, install),
+            ],
+            cwd: Some(dir.to_owned()),
+            timeout: std::time::Duration::from_secs(20 * 60),
+            output_cap: 64 * 1024,
+        };
+        let mut ignore = |_: &str| {};
+        let ran = tokio::select! {
+            _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+            ran = sandbox.exec(&request, &mut ignore) => ran,
+        };
+        let (status, output) = match ran {
+            Ok(outcome) if outcome.exit_code() == 0 => ("done", outcome.output),
+            Ok(outcome) => (
+                "failed",
+                format!("{}\n[exit status {}]", outcome.output, outcome.exit_code()),
+            ),
+            Err(error) => ("failed", error.to_string()),
+        };
+        self.step(
+            id,
+            "install",
+            status,
+            json!({"summary": what, "output": output}),
+        )
+        .await
     }
 
     fn bases_file(&self, id: &TaskId) -> PathBuf {

@@ -7,6 +7,7 @@ pub mod context;
 pub mod engine;
 pub mod files;
 pub mod housekeeping;
+pub mod install;
 pub mod mcp;
 pub mod outgoing;
 pub mod setup;

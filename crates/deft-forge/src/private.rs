@@ -247,6 +247,20 @@ pub async fn archive(private: &Path, commit: &str) -> Result<Vec<u8>, ForgeError
     raw_output(private, &["archive", "--format=tar", commit]).await
 }
 
+/// Every file path of `commit`'s tree, as git stores them (at most 64 MiB of listing).
+pub async fn list_paths(private: &Path, commit: &str) -> Result<Vec<String>, ForgeError> {
+    let out = raw_output(
+        private,
+        &["ls-tree", "-r", "-z", "--name-only", "--end-of-options", commit],
+    )
+    .await?;
+    Ok(out
+        .split(|byte| *byte == 0)
+        .filter(|path| !path.is_empty())
+        .map(|path| String::from_utf8_lossy(path).into_owned())
+        .collect())
+}
+
 /// git's id of `commit`'s tree: what names its files, whatever commit holds them.
 pub async fn tree_of(private: &Path, commit: &str) -> Result<String, ForgeError> {
     let rev = format!("{commit}^{{tree}}");

@@ -9,8 +9,13 @@
 //! the same without a pool (bubblewrap starting inside create), and runs back to back, where
 //! the pool's refilling competes with them.
 //!
+//! Also on an image's root (a Debian root filesystem, `deft_testkit::rootfs::debian`), which is
+//! never pooled (its root is known only once a task's repositories are): against the host's
+//! root without a pool, where both start bubblewrap in create.
+//!
 //! Run with `cargo bench -p deft-sandbox --bench sandbox`; `DEFT_BENCH_RUNS` sets the number of
-//! runs of each (default 50). Targets: within 3x a bare exec; at least 20x faster than podman.
+//! runs of each (default 50). Targets: within 3x a bare exec; at least 20x faster than podman;
+//! an image's root within 1.5x of the host's, both unpooled.
 
 #![allow(
     clippy::print_stdout,
@@ -29,6 +34,15 @@ use deft_sandbox::{ExecRequest, HostSupport, Limits, SandboxSpec};
 
 /// One sandbox's life, timed in its three parts: create, exec `true`, destroy.
 async fn one_sandbox(backend: &BwrapBackend, workspaces: &Path, run: String) -> [Duration; 3] {
+    one_sandbox_on(backend, workspaces, run, None).await
+}
+
+async fn one_sandbox_on(
+    backend: &BwrapBackend,
+    workspaces: &Path,
+    run: String,
+    root: Option<deft_sandbox::ImageRoot>,
+) -> [Duration; 3] {
     let workspace = workspaces.join(&run);
     std::fs::create_dir(&workspace).unwrap();
     let spec = SandboxSpec {
@@ -39,7 +53,7 @@ async fn one_sandbox(backend: &BwrapBackend, workspaces: &Path, run: String) -> 
         network: EgressPolicy::new(NetworkLevel::Connections, vec![], DomainSet::default()),
         resolver: Resolver::System,
         limits: Limits::default(),
-        root: None,
+        root,
     };
     let started = Instant::now();
     let (events, _decisions) = tokio::sync::mpsc::unbounded_channel();
@@ -90,7 +104,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (bare_times, warm, cold, back_to_back, podman) = runtime.block_on(async {
+    let rootfs = deft_testkit::rootfs::debian();
+    let (bare_times, warm, cold, back_to_back, podman, image) = runtime.block_on(async {
         let support = HostSupport::probe().await;
         let helper = PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper"));
         let pooled = BwrapBackend::new(support.clone(), helper.clone()).unwrap();
@@ -102,6 +117,7 @@ fn main() {
         let mut bare_times = Vec::new();
         let mut warm: [Vec<Duration>; 3] = Default::default();
         let mut cold: [Vec<Duration>; 3] = Default::default();
+        let mut image: [Vec<Duration>; 3] = Default::default();
         for run in 0..runs {
             settle(&pooled, &workspaces).await;
             bare_times.push(bare().await);
@@ -114,6 +130,15 @@ fn main() {
             for (all, part) in cold.iter_mut().zip(parts) {
                 all.push(part);
             }
+            settle(&pooled, &workspaces).await;
+            let root = deft_sandbox::ImageRoot {
+                rootfs: rootfs.clone(),
+                env: vec![],
+            };
+            let parts = one_sandbox_on(&unpooled, &workspaces, format!("i{run}"), Some(root)).await;
+            for (all, part) in image.iter_mut().zip(parts) {
+                all.push(part);
+            }
         }
         settle(&pooled, &workspaces).await;
         let started = Instant::now();
@@ -122,7 +147,7 @@ fn main() {
         }
         let back_to_back = started.elapsed() / runs as u32;
         let podman = podman_runs(runs.min(10)).await;
-        (bare_times, warm, cold, back_to_back, podman)
+        (bare_times, warm, cold, back_to_back, podman, image)
     });
     let total = |parts: &[Vec<Duration>; 3]| -> Vec<Duration> {
         (0..parts[0].len())
@@ -132,6 +157,7 @@ fn main() {
     let bare = summary(bare_times);
     let sandboxed = summary(total(&warm));
     let unpooled = summary(total(&cold));
+    let on_image = summary(total(&image));
     println!("sandbox benchmark: {runs} runs each (median, p90)");
     println!("| measure | median | p90 |");
     println!("| --- | --- | --- |");
@@ -153,6 +179,12 @@ fn main() {
     );
     print_parts(cold);
     println!(
+        "| on an image's root (never pooled) | {:.2} ms | {:.2} ms |",
+        ms(on_image.0),
+        ms(on_image.1)
+    );
+    print_parts(image);
+    println!(
         "| {runs} sandboxes back to back, the pool refilling meanwhile: mean each | {:.2} ms | |",
         ms(back_to_back)
     );
@@ -162,6 +194,13 @@ fn main() {
     if ratio > 3.0 {
         missed.push(format!(
             "the sandbox takes {ratio:.1}x a bare exec, not within 3x"
+        ));
+    }
+    let image_ratio = ms(on_image.0) / ms(unpooled.0);
+    println!("| image's root / host's root, both unpooled | {image_ratio:.2}x | |");
+    if image_ratio > 1.5 {
+        missed.push(format!(
+            "an image's root takes {image_ratio:.2}x the host's, not within 1.5x"
         ));
     }
     match podman {

@@ -307,3 +307,168 @@ async fn a_repositorys_setting_names_its_dockerfile_and_a_bad_one_is_refused() {
         "{done}"
     );
 }
+
+/// A Node project without a Dockerfile, its lockfile made against the registry stand-in.
+fn node_repo(dir: &Path, registry: &str) -> PathBuf {
+    let repo = dir.join("app");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(
+        repo.join("package.json"),
+        r#"{"name": "app", "version": "1.0.0", "dependencies": {"left-pad": "1.0.0"},
+            "scripts": {"test": "node -e \"require('left-pad')\""}}"#,
+    )
+    .unwrap();
+    std::fs::write(repo.join(".gitignore"), "node_modules/\n").unwrap();
+    let home = dir.join("npm-home");
+    std::fs::create_dir(&home).unwrap();
+    let locked = std::process::Command::new("npm")
+        .args([
+            "install",
+            "--package-lock-only",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+        ])
+        .arg(format!("--registry={registry}"))
+        .arg(format!("--cache={}", home.join("cache").display()))
+        .current_dir(&repo)
+        .env("HOME", &home)
+        .env("npm_config_update_notifier", "false")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .output()
+        .unwrap();
+    assert!(locked.status.success(), "{locked:?}");
+    sh(
+        &repo,
+        "git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    repo
+}
+
+/// Plans, shows the dependency is installed by writing proof.txt, finishes, passes review.
+fn proof_task() -> Vec<Step> {
+    vec![
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "p1",
+            "submit_plan",
+            r#"{"requirements": ["proof.txt"], "acceptance_criteria": ["left-pad loads"], "steps": ["Write proof.txt"]}"#,
+        )])),
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "e1",
+            "bash",
+            r#"{"command": "cd app && node -e \"process.stdout.write(require('left-pad'))\" > proof.txt && cat proof.txt"}"#,
+        )])),
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "e2",
+            "finish",
+            r#"{"summary": "proof.txt written"}"#,
+        )])),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ]
+}
+
+/// Waits for the task to end its run, completed or not.
+async fn until_settled(server: &common::Server, id: &str) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let task = server
+            .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
+            .await;
+        if task["state"] == "completed" || task["state"] == "needs_attention" {
+            return task;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{task}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_projects_dependencies_are_installed_once_and_the_next_task_uses_the_cache() {
+    use deft_testkit::npm_registry::{NpmRegistry, Package};
+    let registry = NpmRegistry::start(vec![Package::new("left-pad", "1.0.0")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = node_repo(dir.path(), registry.url());
+    let downloads_before = registry.tarball_downloads();
+    let model = ScriptedModel::start([proof_task(), proof_task()].concat()).await;
+    let data = dir.path().join("data");
+    let server = common::start_with(&data, &model, 1);
+    // The stand-in is on this machine: only a rule naming the address lets the proxy through,
+    // and npm must not go around the proxy for it.
+    let settings = server
+        .call(
+            reqwest::Method::PUT,
+            "/settings/environment",
+            Some(serde_json::json!({
+                "network": {"level": "custom", "allow": ["127.0.0.1"]},
+                "env": {"npm_config_registry": registry.url(), "NO_PROXY": "", "no_proxy": ""},
+            })),
+        )
+        .await;
+    assert_eq!(settings["network"]["level"], "custom", "{settings}");
+
+    let mut branches = Vec::new();
+    let mut after_first = 0;
+    for round in 0..2 {
+        let task = server
+            .call(
+                reqwest::Method::POST,
+                "/tasks",
+                Some(serde_json::json!({
+                    "description": format!("write proof.txt, round {round}"),
+                    "repos": [repo.to_string_lossy()],
+                })),
+            )
+            .await;
+        let id = task["id"].as_str().unwrap().to_owned();
+        let done = until_settled(&server, &id).await;
+        let events = server
+            .call(reqwest::Method::GET, &format!("/tasks/{id}/events"), None)
+            .await;
+        assert_eq!(done["state"], "completed", "{done}\n{events}");
+        let installs: Vec<_> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["data"]["step"] == "install")
+            .map(|event| event["data"]["status"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(installs, ["started", "done"], "{events}");
+        branches.push(
+            done["pull_requests"][0]["head"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        if round == 0 {
+            after_first = registry.tarball_downloads();
+            assert!(
+                after_first > downloads_before,
+                "the first task downloads the package"
+            );
+        }
+    }
+    for branch in &branches {
+        assert_eq!(
+            sh(&repo, &format!("git show {branch}:proof.txt")),
+            "left-pad@1.0.0",
+            "the task's command found the installed dependency"
+        );
+        assert!(
+            sh(&repo, &format!("git ls-tree -r --name-only {branch}"))
+                .lines()
+                .all(|path| !path.starts_with("node_modules")),
+            "node_modules is not committed"
+        );
+    }
+    assert_eq!(
+        registry.tarball_downloads(),
+        after_first,
+        "the second task's install took the tarball from the kept cache"
+    );
+}

@@ -26,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-egress",
             "deft-sandbox",
             "deft-images",
+            "deft-ecosystems",
         ],
     ),
     (
