@@ -151,13 +151,21 @@ fn start(
     // which commands are started, empties even its bounding set (the reason bubblewrap gave
     // it CAP_SETPCAP), so no program it starts could ever regain one.
     let mounter = Mounter::start()?;
-    for capability in [
-        rustix::thread::CapabilitySet::SYS_ADMIN,
-        rustix::thread::CapabilitySet::SETPCAP,
-    ] {
-        rustix::thread::remove_capability_from_bounding_set(capability)
-            .map_err(|e| format!("capabilities: {e}"))?;
+    // Every one: a user namespace of the init's own (a container's) starts with a full
+    // bounding set. CAP_SETPCAP, which dropping needs, goes last; capabilities this kernel
+    // does not know cannot be dropped, nor had.
+    use rustix::thread::CapabilitySet;
+    for capability in CapabilitySet::all().iter() {
+        if capability == CapabilitySet::SETPCAP {
+            continue;
+        }
+        let dropped = rustix::thread::remove_capability_from_bounding_set(capability);
+        if capability == CapabilitySet::SYS_ADMIN {
+            dropped.map_err(|e| format!("capabilities: {e}"))?;
+        }
     }
+    rustix::thread::remove_capability_from_bounding_set(CapabilitySet::SETPCAP)
+        .map_err(|e| format!("capabilities: {e}"))?;
     rustix::thread::clear_ambient_capability_set().map_err(|e| format!("capabilities: {e}"))?;
     rustix::thread::set_capabilities(
         None,
@@ -172,6 +180,7 @@ fn start(
         // Nothing would be protected later if mounts were refused here (a container engine's
         // AppArmor profile does): refuse the sandbox now instead.
         mounter.run(MountWork::Probe)?;
+        mounter.run(MountWork::MaskProc)?;
     }
     crate::inner::watch_for_deft(control.try_clone().map_err(|e| e.to_string())?)?;
     if let Some((port, socket)) = proxy {
@@ -425,6 +434,8 @@ enum MountWork {
     Refresh,
     /// Whether the mounter can make a read-only bind at all.
     Probe,
+    /// `/proc` as bubblewrap's sandboxes have it, whatever the container engine did.
+    MaskProc,
 }
 
 /// The one thread of the init that may mount, asked over a channel.
@@ -455,6 +466,7 @@ impl Mounter {
                         MountWork::Attach(name) => attach(&name),
                         MountWork::Refresh => protect_git_dirs(),
                         MountWork::Probe => probe(),
+                        MountWork::MaskProc => mask_proc(),
                     };
                     if results.send(result).is_err() {
                         return;
@@ -567,6 +579,45 @@ fn probe() -> Result<(), String> {
              engine (AppArmor's, SELinux's) forbids mounts"
         )
     })
+}
+
+/// Makes `/proc` what bubblewrap's sandboxes see (`crate::bwrap`'s lists): the kernel's
+/// settings and devices' interfaces read-only, the files that read kernel memory or keys
+/// covered with `/dev/null`, their directories with an empty read-only tmpfs. A container
+/// engine does some of this, and which part varies (Podman ignores the API's `MaskedPaths`),
+/// so the init does all of it in its own mount namespace.
+fn mask_proc() -> Result<(), String> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::MountFlags;
+    let failed = |path: &str, error: Errno| format!("hiding {path}: {error}");
+    for path in crate::bwrap::PROC_HIDDEN_FILES {
+        if Path::new(path).exists() {
+            rustix::mount::mount_bind("/dev/null", *path).map_err(|e| failed(path, e))?;
+        }
+    }
+    for path in crate::bwrap::PROC_HIDDEN_DIRS {
+        if Path::new(path).is_dir() {
+            rustix::mount::mount(
+                "deft-hidden",
+                *path,
+                "tmpfs",
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                c"size=4096,mode=0555",
+            )
+            .map_err(|e| failed(path, e))?;
+        }
+    }
+    for path in crate::bwrap::PROC_READ_ONLY {
+        let Ok(target) = rustix::fs::open(
+            *path,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        read_only_bind(&target).map_err(|e| format!("making {path} read-only: {e}"))?;
+    }
+    Ok(())
 }
 
 fn mount_id(fd: &OwnedFd) -> Result<u64, String> {
