@@ -53,6 +53,7 @@ fn main() {
         context_tar: context(&dockerfile),
         dockerfile: "Dockerfile".to_owned(),
         contents_id: None,
+        network: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -16,7 +16,7 @@ use bollard::Docker;
 use bollard::errors::Error as ApiError;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    BuildImageOptions, CreateContainerOptions, RemoveContainerOptions, RemoveImageOptions,
+    CreateContainerOptions, RemoveContainerOptions, RemoveImageOptions,
 };
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
@@ -32,6 +32,27 @@ const EXPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// How many of the builder's last lines a failed build reports.
 const LAST_LINES: usize = 20;
+
+/// One JSON message of the build's answer: its text goes to the output; an error ends it.
+fn build_message(line: &[u8], output: &mut Output<'_>) -> Result<(), String> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let message: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|error| format!("the builder answered something not JSON ({error})"))?;
+    if let Some(error) = message["error"]
+        .as_str()
+        .or_else(|| message["errorDetail"]["message"].as_str())
+    {
+        return Err(error.to_owned());
+    }
+    for key in ["stream", "status"] {
+        if let Some(text) = message[key].as_str() {
+            output.push(text);
+        }
+    }
+    Ok(())
+}
 
 /// The builder, as the rest of the crate uses it.
 pub(crate) struct Builder {
@@ -62,41 +83,121 @@ impl Builder {
         Ok(format!("{engine} (Engine API {api})"))
     }
 
-    /// Builds `context` into the image `tag`, sending each output line to `on_line`.
+    /// Whether the builder is Podman, whose Engine API takes the network of a build's `RUN`
+    /// steps as `nsoptions` (its `networkmode` is another setting) where Docker's takes
+    /// `networkmode`.
+    async fn is_podman(&self) -> bool {
+        self.describe()
+            .await
+            .is_ok_and(|engine| engine.contains("Podman"))
+    }
+
+    /// The query of a build: what to build, and the network its `RUN` steps get.
+    async fn build_query(
+        &self,
+        dockerfile: &str,
+        tag: &str,
+        network: &crate::BuildNetwork,
+    ) -> Result<Vec<(&'static str, String)>, ImageError> {
+        let mut query = vec![
+            ("dockerfile", dockerfile.to_owned()),
+            ("t", tag.to_owned()),
+            ("rm", "1".to_owned()),
+            ("forcerm", "1".to_owned()),
+        ];
+        let podman = self.is_podman().await;
+        match network {
+            crate::BuildNetwork::None if podman => {
+                // Without `nsoptions`, Podman runs `RUN` in the host's network namespace.
+                query.push(("networkmode", "NetworkDisabled".to_owned()));
+                query.push((
+                    "nsoptions",
+                    r#"[{"Name":"network","Host":false}]"#.to_owned(),
+                ));
+            }
+            crate::BuildNetwork::None => query.push(("networkmode", "none".to_owned())),
+            crate::BuildNetwork::Egress { namespace, proxy } => {
+                if !podman {
+                    return Err(ImageError::Refused {
+                        reason: "this builder cannot run `RUN` steps behind deft's egress proxy (Docker's Engine API joins no network namespace by path); use Podman's (`podman system service`)".to_owned(),
+                    });
+                }
+                let namespace = namespace.to_str().ok_or_else(|| ImageError::Refused {
+                    reason: "the build's network namespace has no UTF-8 path".to_owned(),
+                })?;
+                query.push(("networkmode", "NetworkDisabled".to_owned()));
+                query.push((
+                    "nsoptions",
+                    serde_json::json!([{"Name": "network", "Host": false, "Path": namespace}])
+                        .to_string(),
+                ));
+                // Docker's predefined build arguments: every `RUN` sees them, no `ARG` needed,
+                // and they stay out of the image's history.
+                let mut args = serde_json::Map::new();
+                for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                    args.insert(name.to_owned(), serde_json::json!(proxy));
+                }
+                for name in ["NO_PROXY", "no_proxy"] {
+                    args.insert(name.to_owned(), serde_json::json!(""));
+                }
+                query.push(("buildargs", serde_json::Value::Object(args).to_string()));
+            }
+        }
+        Ok(query)
+    }
+
+    /// Builds `context` into the image `tag`, sending each output line to `on_line`. The
+    /// request is made here rather than through bollard, whose build options cannot carry
+    /// Podman's `nsoptions`.
     pub(crate) async fn build(
         &self,
         context: Vec<u8>,
         dockerfile: &str,
         tag: &str,
         base_images: &[String],
+        network: &crate::BuildNetwork,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), ImageError> {
-        let options = BuildImageOptions {
-            dockerfile: dockerfile.to_owned(),
-            t: Some(tag.to_owned()),
-            rm: true,
-            forcerm: true,
-            networkmode: Some("none".to_owned()),
-            ..Default::default()
-        };
+        let query = self.build_query(dockerfile, tag, network).await?;
+        let client = reqwest::Client::builder()
+            .unix_socket(self.socket.clone())
+            .build()
+            .map_err(|error| ImageError::Builder {
+                action: "be reached",
+                message: error.to_string(),
+            })?;
         let mut output = Output::new(on_line);
         // No credentials, ever: a base image that needs them fails to pull.
-        let stream =
-            self.docker
-                .build_image(options, None, Some(bollard::body_full(context.into())));
         let outcome = tokio::time::timeout(BUILD_TIMEOUT, async {
-            futures_util::pin_mut!(stream);
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(info) => {
-                        for text in [info.stream, info.status].into_iter().flatten() {
-                            output.push(&text);
-                        }
-                    }
-                    Err(error) => return Err(error),
+            let query = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&query)
+                .finish();
+            let response = client
+                .post(format!("http://builder/v1.41/build?{query}"))
+                .header("Content-Type", "application/x-tar")
+                .body(context)
+                .send()
+                .await
+                .map_err(|error| error.to_string())?;
+            if !response.status().is_success() {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|value| value["message"].as_str().map(str::to_owned))
+                    .unwrap_or(body);
+                return Err(format!("{status}: {message}"));
+            }
+            let mut body = response.bytes_stream();
+            let mut pending = Vec::new();
+            while let Some(chunk) = body.next().await {
+                pending.extend_from_slice(&chunk.map_err(|error| error.to_string())?);
+                while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    build_message(&line, &mut output)?;
                 }
             }
-            Ok(())
+            build_message(&pending, &mut output)
         })
         .await;
         output.finish();
@@ -106,9 +207,7 @@ impl Builder {
                 "deft stopped the build after {} minutes",
                 BUILD_TIMEOUT.as_secs() / 60
             ),
-            Ok(Err(ApiError::DockerStreamError { error })) => error,
-            Ok(Err(ApiError::DockerResponseServerError { message, .. })) => message,
-            Ok(Err(other)) => return Err(ImageError::from_api(&self.socket, "build", other)),
+            Ok(Err(message)) => message,
         };
         let failure = failure.trim().to_owned();
         if let Some(image) = private_image(&failure, base_images) {

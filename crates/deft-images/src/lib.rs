@@ -66,6 +66,20 @@ pub struct BuildRequest {
     /// `git archive` writes the commit's id and time into the tar, and two commits with the
     /// same files must share one image. `None`: the tar's bytes are the identity.
     pub contents_id: Option<String>,
+    /// The network the build's `RUN` steps get.
+    pub network: BuildNetwork,
+}
+
+/// The network of a build's `RUN` steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BuildNetwork {
+    /// None at all: only their own loopback.
+    #[default]
+    None,
+    /// A network namespace whose only way out is deft's egress proxy at `proxy`
+    /// (`http://127.0.0.1:3128`), as a task's sandbox has: the task's network policy decides
+    /// what `RUN` reaches. Podman's builder only.
+    Egress { namespace: PathBuf, proxy: String },
 }
 
 /// An image ready for the sandbox. While it lives, its root filesystem is never pruned.
@@ -182,6 +196,7 @@ impl Images {
                 &request.dockerfile,
                 &tag,
                 &dockerfile.base_images,
+                &request.network,
                 on_line,
             )
             .await?;

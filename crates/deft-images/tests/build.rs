@@ -80,6 +80,7 @@ fn request(dockerfile: &str) -> BuildRequest {
         context_tar: context(&[Entry::File("Dockerfile", dockerfile)]),
         dockerfile: "Dockerfile".to_owned(),
         contents_id: None,
+        network: Default::default(),
     }
 }
 
@@ -243,6 +244,7 @@ async fn a_context_with_a_link_to_the_hosts_files_is_refused() {
         ]),
         dockerfile: "Dockerfile".to_owned(),
         contents_id: None,
+        network: Default::default(),
     };
     let (result, lines) = prepare(&images, &request).await;
     let Err(ImageError::Refused { reason }) = result else {
@@ -334,4 +336,37 @@ async fn no_builder_at_the_socket_says_how_to_start_one() {
     let images = Images::connect(&socket, &dir.path().join("cache"), BUDGET).unwrap();
     let error = images.describe().await.unwrap_err();
     assert!(matches!(error, ImageError::Unavailable { .. }), "{error:?}");
+}
+
+/// A hostile Dockerfile's `RUN` tries what it would to reach this machine's own services on
+/// loopback (deft's API, a cloud's metadata relay): it reaches nothing. Podman's Engine API
+/// runs `RUN` in the host's network namespace unless told otherwise (its `networkmode` is not
+/// the network namespace): before the fix this connected.
+#[tokio::test]
+async fn run_steps_reach_nothing_on_the_hosts_network() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let builder = Builder::start();
+    let images = builder.images(BUDGET);
+    let dockerfile = format!(
+        "FROM localhost/deft-test-base:1\n\
+         RUN bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected$((6*7))' || echo refused$((6*7)); \
+             echo interfaces $(tail -n +3 /proc/net/dev | cut -d: -f1)\n"
+    );
+    let (result, lines) = prepare(&images, &request(&dockerfile)).await;
+    result.unwrap();
+    let output = lines.join("\n");
+    // The markers are computed by the shell: the command itself, echoed, holds neither.
+    assert!(output.contains("refused42"), "{output}");
+    assert!(!output.contains("connected42"), "{output}");
+    assert!(output.contains("interfaces lo"), "{output}");
+    assert!(
+        !output.contains("eth0"),
+        "no interface of the host: {output}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "nothing connected to the host's listener"
+    );
 }

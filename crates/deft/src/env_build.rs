@@ -69,6 +69,7 @@ pub async fn run(repo: &str, data: &DataArgs, args: &ModelArgs) -> anyhow::Resul
         context_tar: context,
         dockerfile: path,
         contents_id: Some(tree),
+        network: Default::default(),
     };
     let prepared = images
         .prepare(&request, &mut |line: &str| println!("  {line}"))
