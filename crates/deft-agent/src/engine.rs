@@ -775,7 +775,11 @@ impl Engine {
         .await?;
         // What commands run on: a repository's Dockerfile, built once per version, or the
         // host's tools.
-        let (root, _image) = match self.environment_root(id, &task, &repos).await? {
+        let environment = self.store.environment(&owner.id).await?;
+        let (root, _image) = match self
+            .environment_root(id, &task, &repos, &environment)
+            .await?
+        {
             Ok(found) => found,
             Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
         };
@@ -785,7 +789,6 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let environment = self.store.environment(&owner.id).await?;
         let secrets = self.store.secret_values(&owner.id).await?;
         let (events, mut decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
         // The caches' variables, under the user's own (which win).
@@ -1582,6 +1585,7 @@ impl Engine {
         id: &TaskId,
         task: &Task,
         repos: &[(deft_core::Repository, PathBuf, RepoFacts)],
+        environment: &deft_store::Environment,
     ) -> Result<Result<EnvironmentRoot, Attention>, EngineError> {
         let bases = self.bases(id);
         let mut found = Vec::new();
@@ -1634,15 +1638,64 @@ impl Engine {
         };
         self.step(id, "image", "started", json!({"summary": summary}))
             .await?;
+        let mut lines = Vec::new();
+        // The build's RUN steps go out only through the egress proxy, under the task's
+        // network policy, where the builder can join a namespace (Podman); else nowhere.
+        let (events, mut decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
+        let (network, network_hold) = match images.describe().await {
+            Ok(engine) if engine.contains("Podman") => {
+                let policy = EgressPolicy::new(
+                    environment.network.level,
+                    environment.network.allow.clone(),
+                    DomainSet::default(),
+                );
+                match crate::setup::build_network(
+                    self.sandboxes.as_ref(),
+                    &self.workspaces,
+                    id,
+                    policy,
+                    events,
+                )
+                .await
+                {
+                    Ok((network, hold)) => (network, Some(hold)),
+                    Err(error) => {
+                        lines.push(format!("deft: RUN steps get no network ({error})"));
+                        (deft_images::BuildNetwork::None, None)
+                    }
+                }
+            }
+            _ => {
+                drop(events);
+                lines.push(
+                    "deft: RUN steps get no network (this builder cannot join deft's egress proxy)"
+                        .to_owned(),
+                );
+                (deft_images::BuildNetwork::None, None)
+            }
+        };
+        let network_log = {
+            let store = self.store.clone();
+            let task = id.clone();
+            tokio::spawn(async move {
+                while let Some(event) = decisions.recv().await {
+                    let data = json!({"host": event.host, "port": event.port, "allowed": event.allowed, "rule": event.rule, "build": true});
+                    let _ = store.append_event(&task, EventKind::Network, data).await;
+                }
+            })
+        };
         let request = deft_images::BuildRequest {
             context_tar: context,
             dockerfile: path.clone(),
             contents_id: Some(tree),
+            network,
         };
-        let mut lines = Vec::new();
         let prepared = images
             .prepare(&request, &mut |line: &str| lines.push(line.to_owned()))
             .await;
+        drop(network_hold);
+        // What the proxy decided is written before the build's step.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), network_log).await;
         let output = crate::setup::tail(&lines, 400);
         match prepared {
             Ok(prepared) => {

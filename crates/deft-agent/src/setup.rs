@@ -157,6 +157,78 @@ fn one_file_tar(name: &str, contents: &[u8]) -> Vec<u8> {
     builder.into_inner().expect("writing to memory cannot fail")
 }
 
+/// What keeps a build's network up: a sandbox under the task's network policy, and a
+/// program in it whose network namespace the builder's `RUN` steps join. Its directory goes
+/// with it.
+#[derive(Debug)]
+pub struct BuildNetworkHold {
+    process: Option<deft_sandbox::SandboxProcess>,
+    sandbox: Option<Box<dyn deft_sandbox::Sandbox>>,
+    dir: PathBuf,
+}
+
+impl Drop for BuildNetworkHold {
+    fn drop(&mut self) {
+        drop(self.process.take());
+        drop(self.sandbox.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A network for a build's `RUN` steps like a task's commands have: loopback, and the egress
+/// proxy's bridge at `127.0.0.1:3128` deciding by `network`. Each decision goes to `events`.
+pub async fn build_network(
+    backend: &dyn deft_sandbox::SandboxBackend,
+    workspaces: &std::path::Path,
+    task: &deft_core::TaskId,
+    network: deft_egress::EgressPolicy,
+    events: tokio::sync::mpsc::UnboundedSender<deft_egress::ProxyEvent>,
+) -> Result<(deft_images::BuildNetwork, BuildNetworkHold), deft_sandbox::SandboxError> {
+    let dir = workspaces.join(format!("{}-build", task.as_str()));
+    std::fs::create_dir_all(&dir).map_err(|source| deft_sandbox::SandboxError::Io {
+        context: format!("making {}", dir.display()),
+        source,
+    })?;
+    let mut hold = BuildNetworkHold {
+        process: None,
+        sandbox: None,
+        dir: dir.clone(),
+    };
+    let spec = deft_sandbox::SandboxSpec {
+        workspace: dir.clone(),
+        state_dir: workspaces.join(format!("{}-build.sandbox", task.as_str())),
+        env: Default::default(),
+        secrets: Default::default(),
+        network,
+        resolver: deft_egress::Resolver::System,
+        limits: deft_sandbox::Limits::default(),
+        root: None,
+    };
+    let sandbox = backend.create(spec, events).await?;
+    let request = deft_sandbox::ExecRequest {
+        argv: vec!["sleep".into(), "86400".into()],
+        ..deft_sandbox::ExecRequest::shell("")
+    };
+    let process = sandbox.spawn(&request, &[]).await?;
+    let launcher = process.child.id();
+    hold.sandbox = Some(sandbox);
+    hold.process = Some(process);
+    // The namespace exists once bubblewrap has made it: a few milliseconds after the start.
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(namespace) = launcher.and_then(deft_sandbox::netns::namespace_below) {
+            let proxy = format!("http://127.0.0.1:{}", deft_sandbox::bwrap::PROXY_PORT);
+            return Ok((deft_images::BuildNetwork::Egress { namespace, proxy }, hold));
+        }
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            return Err(deft_sandbox::SandboxError::Start(
+                "the build's network namespace never appeared".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// The end of a build's output kept in the task's log.
 pub fn tail(lines: &[String], keep: usize) -> String {
     let start = lines.len().saturating_sub(keep);

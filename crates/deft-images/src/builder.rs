@@ -125,11 +125,11 @@ impl Builder {
                 let namespace = namespace.to_str().ok_or_else(|| ImageError::Refused {
                     reason: "the build's network namespace has no UTF-8 path".to_owned(),
                 })?;
-                query.push(("networkmode", "NetworkDisabled".to_owned()));
+                // No `networkmode` here: Podman's `NetworkDisabled` would make a namespace of
+                // its own rather than join this one.
                 query.push((
                     "nsoptions",
-                    serde_json::json!([{"Name": "network", "Host": false, "Path": namespace}])
-                        .to_string(),
+                    serde_json::json!([{"Name": "network", "Path": namespace}]).to_string(),
                 ));
                 // Docker's predefined build arguments: every `RUN` sees them, no `ARG` needed,
                 // and they stay out of the image's history.

@@ -34,6 +34,7 @@ pub mod bwrap;
 mod cgroup;
 pub mod host;
 pub mod inner;
+pub mod netns;
 mod output;
 mod plan;
 pub mod probe;

@@ -472,3 +472,79 @@ async fn a_node_projects_dependencies_are_installed_once_and_the_next_task_uses_
         "the second task's install took the tarball from the kept cache"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builds_run_steps_go_out_only_through_the_tasks_egress_proxy() {
+    use deft_testkit::npm_registry::{NpmRegistry, Package};
+    let podman = podman();
+    let registry = NpmRegistry::start(vec![Package::new("left-pad", "1.0.0")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The RUN step speaks to the proxy the build arguments name; a direct connection to the
+    // registry would find nothing listening in the build's namespace.
+    let dockerfile = format!(
+        "{GREETER}RUN bash -c 'exec 9<>/dev/tcp/127.0.0.1/{port} && echo direct$((6*7))' || echo no-direct$((6*7)); \
+         bash -c 'p=${{HTTP_PROXY#http://}}; exec 3<>/dev/tcp/${{p%:*}}/${{p##*:}}; \
+         printf \"GET {url}/left-pad HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3' | head -c 400\n",
+        port = registry
+            .url()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/'),
+        url = registry.url().trim_end_matches('/'),
+    );
+    let repo = repo_with_dockerfile(dir.path(), &dockerfile);
+    let model = ScriptedModel::start(greeting_task()).await;
+    let data = dir.path().join("data");
+    let builder = podman.socket().to_string_lossy().into_owned();
+    let server = common::start_with_env(&data, &model, 1, &[("DEFT_IMAGE_BUILDER", &builder)]);
+    let settings = server
+        .call(
+            reqwest::Method::PUT,
+            "/settings/environment",
+            Some(serde_json::json!({"network": {"level": "custom", "allow": ["127.0.0.1"]}})),
+        )
+        .await;
+    assert_eq!(settings["network"]["level"], "custom", "{settings}");
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(serde_json::json!({
+                "description": "write greeting.txt with the greet tool",
+                "repos": [repo.to_string_lossy()],
+            })),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let done = until_settled(&server, &id).await;
+    let events = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}/events"), None)
+        .await;
+    assert_eq!(done["state"], "completed", "{done}\n{events}");
+    let events = events["events"].as_array().unwrap().clone();
+    let built = events
+        .iter()
+        .find(|event| event["data"]["step"] == "image" && event["data"]["status"] == "built")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    let output = built["data"]["output"].as_str().unwrap();
+    assert!(output.contains("no-direct42"), "{output}");
+    assert!(
+        output.contains("\"left-pad\""),
+        "the packument came through the proxy: {output}"
+    );
+    assert!(
+        events.iter().any(|event| event["kind"] == "network"
+            && event["data"]["build"] == true
+            && event["data"]["allowed"] == true),
+        "the proxy's decision on the build's request is in the task's log: {events:?}"
+    );
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .any(|path| path.contains("left-pad")),
+        "{:?}",
+        registry.requests()
+    );
+}
