@@ -9,7 +9,11 @@
 //! cache is kept within a byte budget.
 //!
 //! Guarantees:
-//! - `RUN` steps have no network in this version (network mode `none`); `RUN --mount`,
+//! - `RUN` steps never run in the host's network namespace: they get a private one with only
+//!   loopback ([`BuildNetwork::None`]), or join one whose only way out is deft's egress proxy
+//!   ([`BuildNetwork::Egress`], Podman only). Podman's Engine API takes that as `nsoptions`
+//!   (its `networkmode` says whether to configure a network, and without `nsoptions` it uses
+//!   the host's), so the build request is made here, not through bollard. `RUN --mount`,
 //!   `--network` and `--security`, `ADD` from a URL and `# syntax=` directives are refused
 //!   before the builder sees the Dockerfile, naming the line.
 //! - No registry credentials are sent, so only public base images build
