@@ -16,6 +16,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-images", &["deft-core"]),
     ("deft-sandbox", &["deft-core", "deft-egress"]),
     (
+        "deft-container",
+        &["deft-core", "deft-egress", "deft-sandbox"],
+    ),
+    (
         "deft-agent",
         &[
             "deft-core",
@@ -46,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-agent",
             "deft-server",
             "deft-images",
+            "deft-container",
         ],
     ),
     ("deft-testkit", &[]),
