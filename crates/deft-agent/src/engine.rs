@@ -100,6 +100,9 @@ pub struct Engine {
     /// The image builder for repositories with a Dockerfile; `None` when none is configured
     /// (commands then use the host's tools, and the task's log says so).
     pub images: Option<crate::setup::ImageBuilder>,
+    /// The image for tasks whose repositories have no Dockerfile (`[environments]
+    /// default_image`); `None`: the host's tools.
+    pub default_image: Option<String>,
 }
 
 /// The agent's own identity in commits.
@@ -553,9 +556,12 @@ fn attention(kind: AttentionKind, message: impl Into<String>) -> Attention {
 type TaskSandbox = dyn Sandbox + 'static;
 
 /// The root a task's commands get, and the image that must outlive the run.
+/// The root a task's commands get, the image that must outlive the run, and whether a
+/// repository's own Dockerfile (or setting) made it: else its dependencies are installed.
 type EnvironmentRoot = (
     Option<deft_sandbox::ImageRoot>,
     Option<deft_images::Prepared>,
+    bool,
 );
 
 struct Context {
@@ -776,7 +782,7 @@ impl Engine {
         // What commands run on: a repository's Dockerfile, built once per version, or the
         // host's tools.
         let environment = self.store.environment(&owner.id).await?;
-        let (root, _image) = match self
+        let (root, _image, own_environment) = match self
             .environment_root(id, &task, &repos, &environment)
             .await?
         {
@@ -784,7 +790,7 @@ impl Engine {
             Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
         };
         // Without a Dockerfile, the repositories' own tools install their dependencies.
-        let dependencies = if root.is_none() {
+        let dependencies = if !own_environment {
             self.dependencies(id, &repos).await
         } else {
             Vec::new()
@@ -1609,6 +1615,14 @@ impl Engine {
                 )));
             }
         };
+        // No Dockerfile: the operator's default image, when there is one and a builder.
+        let own = !matches!(wanted, crate::setup::Wanted::Host);
+        let wanted = match (&wanted, &self.default_image, &self.images) {
+            (crate::setup::Wanted::Host, Some(image), Some(_)) => {
+                crate::setup::default_image(image)
+            }
+            _ => wanted,
+        };
         let crate::setup::Wanted::Dockerfile {
             repo,
             path,
@@ -1617,7 +1631,7 @@ impl Engine {
             ignored,
         } = wanted
         else {
-            return Ok(Ok((None, None)));
+            return Ok(Ok((None, None, false)));
         };
         let mut summary = format!("{repo}/{path}");
         if !ignored.is_empty() {
@@ -1634,7 +1648,7 @@ impl Engine {
                 json!({"summary": format!("{summary} is not built: no image builder is configured, so commands use the host's tools; set `[environments] builder` (Podman's or Docker's Engine API socket) and restart")}),
             )
             .await?;
-            return Ok(Ok((None, None)));
+            return Ok(Ok((None, None, own)));
         };
         self.step(id, "image", "started", json!({"summary": summary}))
             .await?;
@@ -1709,7 +1723,7 @@ impl Engine {
                     rootfs: prepared.rootfs.clone(),
                     env: prepared.config.env.clone(),
                 };
-                Ok(Ok((Some(root), Some(prepared))))
+                Ok(Ok((Some(root), Some(prepared), own)))
             }
             Err(error) => {
                 self.step(

@@ -128,6 +128,17 @@ pub async fn wanted(repos: &[RepoBase]) -> Result<Wanted, SetupError> {
     }
 }
 
+/// The operator's default image, for tasks whose repositories have no Dockerfile.
+pub fn default_image(name: &str) -> Wanted {
+    Wanted::Dockerfile {
+        repo: "the default image".to_owned(),
+        path: "Dockerfile".to_owned(),
+        context: one_file_tar("Dockerfile", format!("FROM {name}\n").as_bytes()),
+        tree: format!("image {name}"),
+        ignored: Vec::new(),
+    }
+}
+
 /// Where a repository's environment comes from.
 enum Source {
     Dockerfile(String),

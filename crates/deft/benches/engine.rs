@@ -138,6 +138,7 @@ async fn run() -> (Duration, Duration, usize) {
         github: None,
         active: Default::default(),
         images: None,
+        default_image: None,
     };
     let started = Instant::now();
     let outcome = engine

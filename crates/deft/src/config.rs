@@ -48,6 +48,9 @@ pub struct EnvironmentsFile {
     /// deleted (never one a running task uses).
     #[serde(default = "default_image_cache_mib")]
     pub cache_mib: u64,
+    /// The public image tasks run on when their repositories have no Dockerfile (with a
+    /// builder); unset: the host's tools.
+    pub default_image: Option<String>,
 }
 
 impl Default for EnvironmentsFile {
@@ -55,6 +58,7 @@ impl Default for EnvironmentsFile {
         EnvironmentsFile {
             builder: None,
             cache_mib: default_image_cache_mib(),
+            default_image: None,
         }
     }
 }
@@ -295,12 +299,16 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
     let environments = match table.get("environments") {
         Some(value) => value.clone().try_into::<EnvironmentsFile>().with_context(|| {
             format!(
-                "{}: bad [environments] section (keys: builder, an Engine API socket path; cache_mib)",
+                "{}: bad [environments] section (keys: builder, an Engine API socket path; cache_mib; default_image)",
                 path.display()
             )
         })?,
         None => EnvironmentsFile::default(),
     };
+    if let Some(image) = &environments.default_image {
+        deft_core::RepoEnvironment::parse(&format!("image {image}"), "default_image")
+            .with_context(|| format!("{}: [environments] default_image", path.display()))?;
+    }
     // A bad entry is refused when the file is read, not at the first request from a proxy.
     if let Some(entries) = &server.trusted_proxies {
         deft_server::TrustedProxies::parse(entries.iter().map(String::as_str))

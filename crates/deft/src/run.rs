@@ -165,6 +165,7 @@ pub async fn engine(
         github,
         active: Default::default(),
         images: config::images(config, dir)?,
+        default_image: config.environments.default_image.clone(),
     })
 }
 

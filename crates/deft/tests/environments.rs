@@ -548,3 +548,59 @@ async fn a_builds_run_steps_go_out_only_through_the_tasks_egress_proxy() {
         registry.requests()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_dockerfile_the_operators_default_image_is_the_environment() {
+    let podman = podman();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("plain");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "echo hi > README && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[environments]\ndefault_image = \"localhost/deft-test-base:1\"\n",
+    )
+    .unwrap();
+    // The host has bubblewrap; the Debian base image does not.
+    assert!(Path::new("/usr/bin/bwrap").exists());
+    let model = ScriptedModel::start(vec![
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "p1",
+            "submit_plan",
+            r#"{"requirements": ["where.txt"], "acceptance_criteria": ["it says where"], "steps": ["Write where.txt"]}"#,
+        )])),
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "e1",
+            "bash",
+            r#"{"command": "cd plain && (test -e /usr/bin/bwrap && echo host || echo image) > where.txt"}"#,
+        )])),
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "e2",
+            "finish",
+            r#"{"summary": "where.txt written"}"#,
+        )])),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let (code, output) = deft_run(&model, &data, &repo, podman.socket()).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains("image built") || output.contains("image reused"),
+        "{output}"
+    );
+    let branch = sh(
+        &repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    )
+    .trim()
+    .to_owned();
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:where.txt")),
+        "image\n"
+    );
+}
