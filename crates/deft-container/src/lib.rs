@@ -514,7 +514,10 @@ impl ContainerSandbox {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let listener = ControlListener::bind(&self.runtime_dir.join(format!("{name}.sock")))?;
+        let listener = ControlListener::bind(
+            &self.runtime_dir.join(format!("{name}.sock")),
+            deft_sandbox::user::sandbox_user()?,
+        )?;
         let engine = &self.shared.engine;
         let id = engine.run(&name, self.body(&name)).await?;
         let container = Container {

@@ -489,9 +489,9 @@ impl Control {
 }
 
 /// A `SOCK_SEQPACKET` socket deft listens on for one resident init to connect to (from inside
-/// a container, where its standard input is the runtime's stream). Connectable by every user,
-/// since the init runs as the sandbox's: keep it in a directory only the sandbox reaches, and
-/// drop it (which removes the file) once the init connected.
+/// a container, where its standard input is the runtime's stream). Only its owner may connect:
+/// the user the init runs as. Drop it (which removes the file) once the init connected, and
+/// check who did ([`Control::peer_uid`]).
 #[derive(Debug)]
 pub struct ControlListener {
     /// tokio's stream listener type, for readiness and `accept` only (which are the same for
@@ -501,8 +501,12 @@ pub struct ControlListener {
 }
 
 impl ControlListener {
-    /// Listens at `path` (of any length: a long one is bound through its directory).
-    pub fn bind(path: &Path) -> Result<ControlListener, SandboxError> {
+    /// Listens at `path` (of any length: a long one is bound through its directory), for
+    /// `owner` (deft's own user when `None`) alone.
+    pub fn bind(
+        path: &Path,
+        owner: Option<crate::user::HostUser>,
+    ) -> Result<ControlListener, SandboxError> {
         use std::os::unix::ffi::OsStrExt as _;
         let failed = |error: rustix::io::Errno| {
             SandboxError::io(format!("listening at {}", path.display()))(error.into())
@@ -538,8 +542,15 @@ impl ControlListener {
         rustix::net::bind(&socket, &address).map_err(failed)?;
         {
             use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-                .map_err(SandboxError::io(format!("opening {}", path.display())))?;
+            let opened = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .and_then(|()| match owner {
+                    Some(user) => std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid)),
+                    None => Ok(()),
+                });
+            opened.map_err(SandboxError::io(format!(
+                "giving {} to the sandbox",
+                path.display()
+            )))?;
         }
         rustix::net::listen(&socket, 1).map_err(failed)?;
         Ok(ControlListener {
