@@ -91,6 +91,18 @@ impl Store {
         repo_from_row(&row)
     }
 
+    /// A repository by its id, whoever registered it: for the operator's local commands.
+    pub async fn repository_by_id(&self, id: &str) -> Result<Repository, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM repositories WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound { what: "repository" })?;
+        repo_from_row(&row)
+    }
+
     pub async fn list_repositories(&self, user: &UserId) -> Result<Vec<Repository>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM repositories WHERE user_id = $1 ORDER BY name, id"

@@ -315,8 +315,9 @@ pub enum EnvCommand {
     /// Build (or find cached) the environment of a local repository alone, with the
     /// builder's output: its Dockerfile's image, or what its tasks use without one
     Build {
-        /// The local repository's absolute path
-        #[arg(long, value_name = "PATH")]
+        /// The local repository's absolute path, or a registered repository's id (whose
+        /// environment setting then applies)
+        #[arg(long, value_name = "PATH_OR_ID")]
         repo: String,
         #[command(flatten)]
         data: DataArgs,

@@ -18,12 +18,23 @@ use crate::{config, local};
 pub async fn run(repo: &str, data: &DataArgs, args: &ModelArgs) -> anyhow::Result<ExitCode> {
     let dir = local::data_dir(data.data_dir.as_deref())?;
     let config = config::load(args.config.as_deref(), &dir)?;
-    if !Path::new(repo).is_absolute() {
-        bail!(
-            "`{repo}` is not an absolute path; give the local repository's full path (`--repo \"$PWD\"`)"
-        );
-    }
-    let local = deft_forge::inspect_local(repo).await?;
+    // A path, or the id of a registered repository, whose setting then applies.
+    let (path, environment) = if Path::new(repo).is_absolute() {
+        (repo.to_owned(), deft_core::RepoEnvironment::Auto)
+    } else {
+        let (_, store) = local::open_store(data).await?;
+        let registered = store.repository_by_id(repo).await.with_context(|| {
+            format!("`{repo}` is neither an absolute path nor the id of a registered repository")
+        })?;
+        if registered.forge != deft_core::ForgeKind::Local {
+            bail!(
+                "{} is on GitHub; `deft env build` builds local repositories (give a clone's path)",
+                registered.name
+            );
+        }
+        (registered.location, registered.environment)
+    };
+    let local = deft_forge::inspect_local(&path).await?;
     // As a task does: from a copy of the repository's objects, never from its work tree.
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
     let private = scratch.path().join("repository.git");
@@ -32,8 +43,7 @@ pub async fn run(repo: &str, data: &DataArgs, args: &ModelArgs) -> anyhow::Resul
         name: local.name.clone(),
         private,
         commit: format!("refs/heads/{}", local.default_branch),
-        // What a new repository's setting is; a registered one's may differ.
-        environment: deft_core::RepoEnvironment::Auto,
+        environment,
     };
     let wanted = deft_agent::setup::wanted(std::slice::from_ref(&base)).await?;
     let deft_agent::setup::Wanted::Dockerfile {

@@ -284,6 +284,13 @@ async fn a_repositorys_setting_names_its_dockerfile_and_a_bad_one_is_refused() {
         String::from_utf8_lossy(&set.stderr)
     );
     assert_eq!(said.trim(), "greeter: dockerfile ci/Dockerfile");
+    // The build alone, by the repository's id: its setting applies.
+    let (code, output) = env_build(&data, Path::new(&id), podman.socket());
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains("building greeter/ci/Dockerfile"),
+        "{output}"
+    );
 
     let task = server
         .call(
