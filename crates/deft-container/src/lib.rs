@@ -30,9 +30,11 @@
 //!   (`deft`) mapped to that user alone, and the init keeps `CAP_SYS_ADMIN` over its own mount
 //!   namespace only, to make each repository's `.git/hooks` and `.git/config` read-only before
 //!   every command, repositories cloned after the start included;
-//! - deft's seccomp filter on every command (the engine's own profile is replaced by it, since
-//!   it would refuse the init's mounts), `/proc`'s kernel settings read-only and its kernel
-//!   memory files hidden (`ReadonlyPaths`, `MaskedPaths`, the lists of `deft_sandbox::bwrap`);
+//! - deft's seccomp filter on every command, over Podman's default profile (Docker's refuses
+//!   the init's own user namespace and mounts, so there deft's filter is the only one);
+//!   `/proc`'s kernel settings read-only and its kernel memory files hidden by the init in its
+//!   own mount namespace (the lists of `deft_sandbox::bwrap`; Podman ignores the API's
+//!   `MaskedPaths`, which deft sends for Docker all the same);
 //! - memory (`Memory`, `MemorySwap`) and processes (`PidsLimit`) limited by the engine's
 //!   cgroup, and checked from inside: the init reads the limits its cgroup enforces before the
 //!   first command, and a sandbox whose limits are not those of its spec is refused (an
@@ -63,8 +65,12 @@
 //!   bubblewrap backend's. Note that deft's git jail (`deft-forge`) needs bubblewrap anyway.
 //! - The engine's default `/dev` (with `/dev/pts`) and a read-only `/sys` are there, which
 //!   bubblewrap's sandboxes do not have; `TIOCSTI` is still refused by the seccomp filter.
-//! - `RLIMIT_NPROC` is set to 32768 (an engine applies one of its own otherwise, which can
-//!   exceed what it may set); the process limit is the engine's `PidsLimit`.
+//! - `RLIMIT_NPROC` is set to 32768 and `RLIMIT_NOFILE` to 4096 (an engine applies its own
+//!   otherwise, which can exceed what it may set, and the container fails to start); the
+//!   process limit is the engine's `PidsLimit`. Like every sandbox user's process on the
+//!   host, commands of all tasks count towards the one `RLIMIT_NPROC`, as in bubblewrap's.
+//! - Podman mounts a tmpfs at `/var/tmp` of a read-only container: an image with a `/var`
+//!   but no `/var/tmp` cannot start (the image's `/var` is read-only), and says so.
 
 mod engine;
 mod root;

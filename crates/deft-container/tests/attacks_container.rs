@@ -84,7 +84,8 @@ async fn commands_see_the_images_files_and_environment_not_the_hosts() {
                 "test -e /usr/bin/bwrap && echo host-usr || echo image-usr; echo $FROM_THE_IMAGE; \
                  test -s /etc/ld.so.preload && echo preload-says-something; \
                  ls /.deft/lib | grep -c . ; id -un; hostname; cat /etc/hostname; \
-                 touch /etc/x 2>/dev/null || echo etc-read-only",
+                 touch /etc/x 2>/dev/null || echo etc-read-only; \
+                 grep Seccomp_filters /proc/self/status",
             ),
             &mut |_| {},
         )
@@ -100,11 +101,13 @@ async fn commands_see_the_images_files_and_environment_not_the_hosts() {
         outcome.output
     );
     assert_eq!(
-        lines[3..],
+        lines[3..7],
         ["deft", "sandbox", "sandbox", "etc-read-only"],
         "{}",
         outcome.output
     );
+    // deft's three filters, and Podman's default profile beneath them.
+    assert_eq!(lines[7], "Seccomp_filters:\t4", "{}", outcome.output);
     sandbox.destroy().await.unwrap();
 }
 
