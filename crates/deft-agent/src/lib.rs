@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod context;
+pub mod devcontainer;
 pub mod engine;
 pub mod files;
 pub mod housekeeping;

@@ -37,6 +37,10 @@ pub enum SetupError {
     #[error(transparent)]
     Forge(#[from] deft_forge::ForgeError),
     #[error(
+        "{repo}: {message}; fix the file, or set the repository's environment (`deft env from`)"
+    )]
+    DevContainer { repo: String, message: String },
+    #[error(
         "{repo}'s environment is `dockerfile {path}`, and its base has no such file (or it is not a regular file); commit it, or change the setting (`deft env from --repo {repo} auto`)"
     )]
     MissingDockerfile { repo: String, path: String },
@@ -84,17 +88,20 @@ pub async fn wanted(repos: &[RepoBase]) -> Result<Wanted, SetupError> {
                 Source::Dockerfile(path.clone())
             }
             deft_core::RepoEnvironment::Auto => {
+                let mut wanted = DOCKERFILES.to_vec();
+                wanted.push(crate::devcontainer::PATH);
                 let files =
-                    deft_forge::private::regular_files(&repo.private, &repo.commit, &DOCKERFILES)
+                    deft_forge::private::regular_files(&repo.private, &repo.commit, &wanted)
                         .await?;
                 // In the order of DOCKERFILES, not of git's listing.
-                let Some(path) = DOCKERFILES
+                match wanted
                     .iter()
                     .find(|wanted| files.iter().any(|file| file == *wanted))
-                else {
-                    continue;
-                };
-                Source::Dockerfile((*path).to_owned())
+                {
+                    None => continue,
+                    Some(&crate::devcontainer::PATH) => devcontainer(repo).await?,
+                    Some(path) => Source::Dockerfile((*path).to_owned()),
+                }
             }
         };
         match chosen {
@@ -112,6 +119,19 @@ pub async fn wanted(repos: &[RepoBase]) -> Result<Wanted, SetupError> {
             Ok(Wanted::Dockerfile {
                 repo: repo.name.clone(),
                 path,
+                context,
+                tree,
+                ignored,
+            })
+        }
+        // A context below the root: git's tree of that directory.
+        Source::Context { dir, dockerfile } => {
+            let treeish = format!("{}:{dir}", repo.commit);
+            let context = deft_forge::private::archive(&repo.private, &treeish).await?;
+            let tree = deft_forge::private::tree_of(&repo.private, &treeish).await?;
+            Ok(Wanted::Dockerfile {
+                repo: repo.name.clone(),
+                path: dockerfile,
                 context,
                 tree,
                 ignored,
@@ -141,7 +161,13 @@ pub fn default_image(name: &str) -> Wanted {
 
 /// Where a repository's environment comes from.
 enum Source {
+    /// A Dockerfile at this path, the whole repository its context.
     Dockerfile(String),
+    /// A Dockerfile inside the context `dir` (a directory of the repository).
+    Context {
+        dir: String,
+        dockerfile: String,
+    },
     Image(String),
 }
 
@@ -149,7 +175,60 @@ impl Source {
     fn describe(&self) -> String {
         match self {
             Source::Dockerfile(path) => path.clone(),
+            Source::Context { dir, dockerfile } => format!("{dir}/{dockerfile}"),
             Source::Image(name) => format!("image {name}"),
+        }
+    }
+}
+
+/// What the repository's `.devcontainer/devcontainer.json` asks for, checked against its
+/// tree: an image's name as an image setting would be, a Dockerfile that is a regular file.
+async fn devcontainer(repo: &RepoBase) -> Result<Source, SetupError> {
+    let refused = |message: String| SetupError::DevContainer {
+        repo: repo.name.clone(),
+        message,
+    };
+    let bytes =
+        deft_forge::private::read_file(&repo.private, &repo.commit, crate::devcontainer::PATH)
+            .await?;
+    if bytes.len() > 1024 * 1024 {
+        return Err(refused(format!(
+            "{} is over 1 MiB",
+            crate::devcontainer::PATH
+        )));
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    match crate::devcontainer::parse(&text).map_err(refused)? {
+        crate::devcontainer::DevContainer::Image(name) => {
+            deft_core::RepoEnvironment::parse(&format!("image {name}"), "image")
+                .map_err(|error| refused(error.message))?;
+            Ok(Source::Image(name))
+        }
+        crate::devcontainer::DevContainer::Build {
+            context,
+            dockerfile,
+        } => {
+            let full = if context.is_empty() {
+                dockerfile.clone()
+            } else {
+                format!("{context}/{dockerfile}")
+            };
+            let files =
+                deft_forge::private::regular_files(&repo.private, &repo.commit, &[full.as_str()])
+                    .await?;
+            if !files.contains(&full) {
+                return Err(refused(format!(
+                    "its Dockerfile `{full}` is not a regular file of the repository"
+                )));
+            }
+            if context.is_empty() {
+                Ok(Source::Dockerfile(dockerfile))
+            } else {
+                Ok(Source::Context {
+                    dir: context,
+                    dockerfile,
+                })
+            }
         }
     }
 }

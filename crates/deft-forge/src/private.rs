@@ -251,7 +251,14 @@ pub async fn archive(private: &Path, commit: &str) -> Result<Vec<u8>, ForgeError
 pub async fn list_paths(private: &Path, commit: &str) -> Result<Vec<String>, ForgeError> {
     let out = raw_output(
         private,
-        &["ls-tree", "-r", "-z", "--name-only", "--end-of-options", commit],
+        &[
+            "ls-tree",
+            "-r",
+            "-z",
+            "--name-only",
+            "--end-of-options",
+            commit,
+        ],
     )
     .await?;
     Ok(out
@@ -263,7 +270,12 @@ pub async fn list_paths(private: &Path, commit: &str) -> Result<Vec<String>, For
 
 /// git's id of `commit`'s tree: what names its files, whatever commit holds them.
 pub async fn tree_of(private: &Path, commit: &str) -> Result<String, ForgeError> {
-    let rev = format!("{commit}^{{tree}}");
+    // `COMMIT:dir` names a tree already; `^{tree}` would be read as part of its path.
+    let rev = if commit.contains(':') {
+        commit.to_owned()
+    } else {
+        format!("{commit}^{{tree}}")
+    };
     let out = raw_output(
         private,
         &["rev-parse", "--verify", "--end-of-options", &rev],

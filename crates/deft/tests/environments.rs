@@ -611,3 +611,39 @@ async fn without_a_dockerfile_the_operators_default_image_is_the_environment() {
         "image\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devcontainers_build_is_the_environment_when_there_is_no_dockerfile_at_the_root() {
+    let podman = podman();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("greeter");
+    std::fs::create_dir_all(repo.join(".devcontainer")).unwrap();
+    std::fs::write(repo.join(".devcontainer/Dockerfile"), GREETER).unwrap();
+    std::fs::write(
+        repo.join(".devcontainer/devcontainer.json"),
+        "// as editors write it\n{\"name\": \"greeter\", \"build\": {\"dockerfile\": \"Dockerfile\",},}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("test.sh"),
+        "#!/bin/sh\ntest \"$(cat greeting.txt 2>/dev/null)\" = hello\n",
+    )
+    .unwrap();
+    sh(
+        &repo,
+        "chmod +x test.sh && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let model = ScriptedModel::start(greeting_task()).await;
+    let (code, output) = deft_run(&model, &dir.path().join("data"), &repo, podman.socket()).await;
+    assert_eq!(code, Some(0), "{output}");
+    let branch = sh(
+        &repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    )
+    .trim()
+    .to_owned();
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:greeting.txt")),
+        "hello\n"
+    );
+}
