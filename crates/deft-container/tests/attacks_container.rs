@@ -13,9 +13,12 @@ use deft_sandbox::{ExecRequest, ImageRoot, SandboxError, SandboxSpec};
 const HELPER: &str = env!("CARGO_BIN_EXE_deft-container-helper");
 
 async fn backend() -> suite::Backend {
-    let service = deft_testkit::podman::PodmanService::start(
-        &deft_testkit::rootfs::cache_dir().join("podman"),
-    );
+    let dir = deft_testkit::rootfs::cache_dir().join("podman");
+    // conmon marks an out-of-memory kill with a file `oom` in the service's working directory,
+    // which would otherwise be this crate's.
+    std::fs::create_dir_all(&dir).unwrap();
+    std::env::set_current_dir(&dir).unwrap();
+    let service = deft_testkit::podman::PodmanService::start(&dir);
     let backend =
         deft_container::ContainerBackend::connect(service.socket(), PathBuf::from(HELPER))
             .await
