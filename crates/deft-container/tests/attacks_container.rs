@@ -178,15 +178,20 @@ async fn an_images_preload_never_reaches_the_init() {
     );
 }
 
-/// Destroying a sandbox removes its containers, the programs' too, and its directory.
+/// A program dropped takes its container along; destroying a sandbox removes its containers,
+/// the programs' too, and its directory.
 #[tokio::test]
-async fn destroy_leaves_no_container_behind() {
+async fn dropped_programs_and_destroyed_sandboxes_leave_no_container_behind() {
     let backend = backend().await;
     let dir = tempfile::tempdir().unwrap();
     let (sender, _events) = tokio::sync::mpsc::unbounded_channel();
     let spec = spec(dir.path(), root());
     let state = spec.state_dir.clone();
     let sandbox = backend.backend.create(spec, sender).await.unwrap();
+    let dropped = sandbox
+        .spawn(&ExecRequest::shell("cat"), &[])
+        .await
+        .unwrap();
     let _program = sandbox
         .spawn(&ExecRequest::shell("cat"), &[])
         .await
@@ -215,9 +220,18 @@ async fn destroy_leaves_no_container_behind() {
         .unwrap();
     assert_eq!(
         ours(service),
-        2,
-        "the commands' container and the program's"
+        3,
+        "the commands' container and the programs'"
     );
+    drop(dropped);
+    let started = std::time::Instant::now();
+    while ours(service) > 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "a dropped program's container stays"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     sandbox.destroy().await.unwrap();
     let started = std::time::Instant::now();
     while ours(service) > 0 || state.exists() {
