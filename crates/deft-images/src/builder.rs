@@ -16,7 +16,7 @@ use bollard::Docker;
 use bollard::errors::Error as ApiError;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, RemoveImageOptions,
+    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, RemoveImageOptions,
 };
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
@@ -104,6 +104,10 @@ impl Builder {
             ("t", tag.to_owned()),
             ("rm", "1".to_owned()),
             ("forcerm", "1".to_owned()),
+            // deft caches whole images by their context; the builder's layer cache would only
+            // be looked up, and Podman's lookup fails when another build removes an image
+            // meanwhile ("layer not known").
+            ("nocache", "1".to_owned()),
         ];
         let podman = self.is_podman().await;
         match network {
@@ -220,6 +224,54 @@ impl Builder {
         Err(ImageError::BuildFailed {
             last_lines: Vec::from(output.tail).join("\n"),
         })
+    }
+
+    /// Refuses base images that carry `ONBUILD` triggers: the builder would run them as part of
+    /// this build, and no lint has read them. A base image missing here is pulled first, as
+    /// the build would (without credentials); a pull that fails is left for the build to report.
+    pub(crate) async fn refuse_triggers(&self, base_images: &[String]) -> Result<(), ImageError> {
+        for image in base_images {
+            if self.docker.inspect_image(image).await.is_err() {
+                let options = CreateImageOptions {
+                    from_image: Some(image.clone()),
+                    ..Default::default()
+                };
+                let pull = self.docker.create_image(Some(options), None, None);
+                futures_util::pin_mut!(pull);
+                while let Some(progress) = pull.next().await {
+                    if progress.is_err() {
+                        break;
+                    }
+                }
+            }
+            let Ok(inspect) = self.docker.inspect_image(image).await else {
+                continue;
+            };
+            let mut triggers = inspect
+                .config
+                .and_then(|config| config.on_build)
+                .unwrap_or_default();
+            // Podman's Engine API does not report them in the config: its history does.
+            // An ancestor's triggers, already spent, show there too, and are refused all the
+            // same: a false refusal costs a base image, a missed trigger runs unread code.
+            if let Ok(history) = self.docker.image_history(image).await {
+                triggers.extend(
+                    history
+                        .into_iter()
+                        .map(|layer| layer.created_by)
+                        .filter(|created_by| created_by.contains("ONBUILD")),
+                );
+            }
+            if !triggers.is_empty() {
+                return Err(ImageError::Refused {
+                    reason: format!(
+                        "the base image `{image}` carries ONBUILD triggers ({}), which would run in this build unchecked; use a base image without them",
+                        triggers.join("; ")
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The parts of the image's config deft uses.

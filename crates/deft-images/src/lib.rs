@@ -195,6 +195,9 @@ impl Images {
 
         let tag = format!("deft-env:{key}");
         self.builder
+            .refuse_triggers(&dockerfile.base_images)
+            .await?;
+        self.builder
             .build(
                 request.context_tar.clone(),
                 &request.dockerfile,

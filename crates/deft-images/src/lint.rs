@@ -28,6 +28,24 @@ pub(crate) fn lint(path: &str, text: &str) -> Result<Dockerfile, ImageError> {
         ),
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // Builders split lines and continuations on ASCII blanks only; a character this reader
+    // and the builder could see differently (a no-break space after an escape, a form feed,
+    // a lone carriage return) would let an instruction hide from the checks below.
+    for (index, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(odd) = line.chars().find(|c| {
+            (c.is_control() && *c != '\t') || (c.is_whitespace() && !matches!(c, ' ' | '\t'))
+        }) {
+            return Err(refuse(
+                index + 1,
+                line,
+                format!(
+                    "the character U+{:04X} is not allowed in a Dockerfile deft builds; use plain spaces and tabs",
+                    u32::from(odd)
+                ),
+            ));
+        }
+    }
     let mut escape = '\\';
     let mut dockerfile = Dockerfile::default();
     let mut stages: Vec<String> = Vec::new();
@@ -38,7 +56,7 @@ pub(crate) fn lint(path: &str, text: &str) -> Result<Dockerfile, ImageError> {
 
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
-        let trimmed = line.trim();
+        let trimmed = line.trim_matches([' ', '\t']);
         if pending.is_none() {
             if let Some(comment) = trimmed.strip_prefix('#') {
                 if let Some((key, value)) = directive(comment) {
@@ -55,7 +73,16 @@ pub(crate) fn lint(path: &str, text: &str) -> Result<Dockerfile, ImageError> {
                     if directives_open && key.eq_ignore_ascii_case("escape") {
                         escape = match value {
                             "`" => '`',
-                            _ => '\\',
+                            "\\" => '\\',
+                            other => {
+                                return Err(refuse(
+                                    number,
+                                    line,
+                                    format!(
+                                        "`{other}` is not an escape character builders agree on; use `\\` or a backtick"
+                                    ),
+                                ));
+                            }
                         };
                     }
                 } else {
@@ -72,7 +99,7 @@ pub(crate) fn lint(path: &str, text: &str) -> Result<Dockerfile, ImageError> {
             continue;
         }
         before_first_instruction = false;
-        let (continues, content) = match line.trim_end().strip_suffix(escape) {
+        let (continues, content) = match line.trim_end_matches([' ', '\t']).strip_suffix(escape) {
             Some(content) => (true, content),
             None => (false, line),
         };
@@ -124,6 +151,11 @@ fn check_instruction(
                 .filter(|word| !word.starts_with("--"))
                 .collect();
             if let Some(image) = words.first() {
+                if image.contains('$') {
+                    return Err(format!(
+                        "`FROM {image}` names its base image through a variable; write the image's name, since deft checks base images before it builds"
+                    ));
+                }
                 note_image(image, dockerfile, stages);
             }
             if let [_, as_word, name, ..] = words.as_slice()
@@ -175,15 +207,19 @@ fn check_add(rest: &str) -> Result<(), String> {
     };
     match sources.iter().find(|source| is_remote(source)) {
         Some(source) => Err(format!(
-            "`ADD {source}` downloads during the build, and builds have no network in this \
-             version; put the file in the repository and COPY it"
+            "`ADD {source}` may download during the build (a URL, or a variable or quoting \
+             that could become one), and the builder's downloads bypass the task's network \
+             policy; put the file in the repository and COPY it"
         )),
         None => Ok(()),
     }
 }
 
+/// Whether the builder could take `source` for something to download. The builder expands
+/// variables and drops quotes and escapes before it decides, so anything that could become a
+/// URL or a `host:path` after that counts.
 fn is_remote(source: &str) -> bool {
-    source.contains("://") || source.starts_with("git@")
+    source.contains([':', '$', '"', '\'', '\\', '`']) || source.starts_with("git@")
 }
 
 /// The leading `--flag` words of an instruction's arguments.
@@ -321,12 +357,41 @@ mod tests {
         );
     }
 
+    /// An instruction hidden behind a continuation the builder does not see, from the
+    /// review: a no-break space after the escape made this reader join the next line.
+    #[test]
+    fn characters_builders_read_differently_are_refused() {
+        for odd in ['\u{a0}', '\u{c}', '\u{b}', '\u{85}', '\u{2028}', '\u{3000}'] {
+            let text = format!(
+                "FROM a\nRUN echo one \\{odd}\nRUN --mount=type=bind,from=s,source=/,target=/h,rw true\n"
+            );
+            check(&text, Err("is not allowed in a Dockerfile"));
+        }
+        check(
+            "# escape=` x\nFROM a\nRUN echo `\n  --mount=x\n",
+            Err("is not an escape character"),
+        );
+        check("FROM a\r\nRUN echo hi\r\n", Ok(&["a"]));
+        check("FROM a\nRUN echo \rhidden\n", Err("U+000D"));
+        check("FROM a\nRUN echo one \\ \t\n  two\n", Ok(&["a"]));
+    }
+
     #[test]
     fn add_from_a_url_is_refused() {
         check(
             "FROM a\nADD https://example.test/x.tgz /x\n",
-            Err("downloads during the build"),
+            Err("may download during the build"),
         );
+        // What the builder turns into a URL after expanding and unquoting.
+        for hidden in [
+            "FROM a\nARG U=http://127.0.0.1:1/s\nADD ${U} /x\n",
+            "FROM a\nADD ht\"tp:\"//127.0.0.1:1/s /y\n",
+            "FROM a\nADD http:\\/\\/127.0.0.1:1/s /z\n",
+            "FROM a\nONBUILD ADD $U /z\n",
+        ] {
+            check(hidden, Err("may download during the build"));
+        }
+        check("FROM a\nADD vendor.tar.gz lib/ /opt/\n", Ok(&["a"]));
         check(
             "FROM a\nADD --chmod=644 [\"git@example.test:x.git\", \"/x\"]\n",
             Err("`ADD git@"),

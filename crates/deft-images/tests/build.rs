@@ -370,3 +370,41 @@ async fn run_steps_reach_nothing_on_the_hosts_network() {
         "nothing connected to the host's listener"
     );
 }
+
+/// A base image's ONBUILD triggers run in the build that uses it, unseen by the lint: such a
+/// base is refused before anything is built.
+#[tokio::test]
+async fn a_base_image_with_onbuild_triggers_is_refused() {
+    let builder = Builder::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM localhost/deft-test-base:1\nONBUILD RUN echo the-trigger-ran\n",
+    )
+    .unwrap();
+    let made = builder
+        .service
+        .cli()
+        .args(["build", "--format", "docker", "--network", "none"])
+        .args(["-t", "localhost/deft-onbuild:1"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let images = builder.images(BUDGET);
+    let (result, lines) = prepare(
+        &images,
+        &request("FROM localhost/deft-onbuild:1\nRUN true\n"),
+    )
+    .await;
+    match result {
+        Err(ImageError::Refused { reason }) => {
+            assert!(reason.contains("ONBUILD"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !lines.iter().any(|line| line.contains("the-trigger-ran")),
+        "{lines:?}"
+    );
+}
