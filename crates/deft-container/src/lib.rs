@@ -188,6 +188,7 @@ impl ContainerBackend {
                     .into(),
             ));
         };
+        image.check()?;
         if spec.limits.memory_bytes == 0 || spec.limits.processes == 0 {
             return Err(SandboxError::Unsupported(
                 "a container sandbox needs a memory and a process limit".into(),

@@ -219,6 +219,9 @@ impl BwrapBackend {
         if let Some(why) = self.maker.support.refusal(&spec.limits) {
             return Err(SandboxError::Unsupported(why));
         }
+        if let Some(root) = &spec.root {
+            root.check()?;
+        }
         spec.workspace = spec.workspace.canonicalize().map_err(|error| {
             SandboxError::Start(format!(
                 "the workspace {} cannot be used ({error}); make the directory first",

@@ -111,6 +111,29 @@ pub struct ImageRoot {
     pub env: Vec<(String, String)>,
 }
 
+impl ImageRoot {
+    /// Refuses a root whose files deft covers or replaces could be elsewhere: `/etc` must be a
+    /// directory and its `ld.so.preload`, when there, a regular file. The host's loader starts
+    /// deft's init inside the root and reads that preload file; through a link (`etc ->
+    /// usr/etc`, or the file linked into `/tmp`) it would escape the cover deft puts over it.
+    pub fn check(&self) -> Result<(), SandboxError> {
+        let refuse = |what: &str| {
+            Err(SandboxError::Unsupported(format!(
+                "the image's {what}; deft runs images whose /etc is a directory and whose /etc/ld.so.preload, if any, is a regular file"
+            )))
+        };
+        match std::fs::symlink_metadata(self.rootfs.join("etc")) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return refuse("/etc is not a directory (a link?)"),
+            Err(_) => return refuse("/etc is missing"),
+        }
+        match std::fs::symlink_metadata(self.rootfs.join("etc/ld.so.preload")) {
+            Ok(meta) if !meta.is_file() => refuse("/etc/ld.so.preload is not a regular file"),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One command to run.
 #[derive(Debug, Clone)]
 pub struct ExecRequest {

@@ -87,26 +87,18 @@ async fn commands_see_the_images_files_and_environment_not_the_hosts() {
     assert!(seen.output.contains("No such file"), "{}", seen.output);
 }
 
-/// An image whose `/etc/ld.so.preload` names a library of its own: the host's loader, which
-/// starts deft's init, would run it inside the init. Nothing in the sandbox may load it.
-#[tokio::test]
-async fn an_images_preload_never_reaches_the_init() {
-    let debian = deft_testkit::rootfs::debian();
-    let cache = deft_testkit::rootfs::cache_dir();
-    let copy = tempfile::Builder::new()
-        .prefix("preload-")
-        .tempdir_in(&cache)
-        .unwrap();
-    let rootfs = copy.path().join("root");
-    // Linked, not copied: the same file system, and only new files are written.
+/// A copy of the Debian root (linked, not copied: only new files are written) whose
+/// `/etc/ld.so.preload` names a library that leaves a mark in `/workspace` when loaded.
+fn image_with_a_preload(copy: &std::path::Path) -> std::path::PathBuf {
+    let rootfs = copy.join("root");
     let status = std::process::Command::new("cp")
         .arg("-al")
-        .arg(&debian)
+        .arg(deft_testkit::rootfs::debian())
         .arg(&rootfs)
         .status()
         .unwrap();
     assert!(status.success());
-    let source = copy.path().join("evil.c");
+    let source = copy.join("evil.c");
     std::fs::write(
         &source,
         "#include <fcntl.h>\n#include <unistd.h>\n\
@@ -125,6 +117,22 @@ async fn an_images_preload_never_reaches_the_init() {
     assert!(status.success(), "a C compiler builds the library");
     std::fs::remove_file(rootfs.join("etc/ld.so.preload")).ok();
     std::fs::write(rootfs.join("etc/ld.so.preload"), "/usr/lib/evil.so\n").unwrap();
+    rootfs
+}
+
+fn scratch_copy() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("preload-")
+        .tempdir_in(deft_testkit::rootfs::cache_dir())
+        .unwrap()
+}
+
+/// An image whose `/etc/ld.so.preload` names a library of its own: the host's loader, which
+/// starts deft's init, would run it inside the init. Nothing in the sandbox may load it.
+#[tokio::test]
+async fn an_images_preload_never_reaches_the_init() {
+    let copy = scratch_copy();
+    let rootfs = image_with_a_preload(copy.path());
 
     let dir = tempfile::tempdir().unwrap();
     let workspace = dir.path().join("workspace");
@@ -165,4 +173,58 @@ async fn an_images_preload_never_reaches_the_init() {
         !workspace.join("preloaded").exists(),
         "the image's preload library ran in the sandbox"
     );
+}
+
+/// The same preload where deft's cover would miss it (from the review): `/etc` a link to
+/// another directory of the image, or the preload file a link into `/tmp`, which a later
+/// mount covers. Such images are refused before any program starts.
+#[tokio::test]
+async fn an_image_whose_etc_or_preload_is_a_link_is_refused() {
+    let copy = scratch_copy();
+    let rootfs = image_with_a_preload(copy.path());
+    std::fs::rename(rootfs.join("etc"), rootfs.join("usr/etc")).unwrap();
+    std::os::unix::fs::symlink("usr/etc", rootfs.join("etc")).unwrap();
+    let linked_etc = deft_sandbox::ImageRoot {
+        rootfs: rootfs.clone(),
+        env: vec![],
+    };
+    let error = linked_etc.check().unwrap_err().to_string();
+    assert!(error.contains("/etc is not a directory"), "{error}");
+
+    std::fs::remove_file(rootfs.join("etc")).unwrap();
+    std::fs::rename(rootfs.join("usr/etc"), rootfs.join("etc")).unwrap();
+    std::fs::remove_file(rootfs.join("etc/ld.so.preload")).unwrap();
+    std::os::unix::fs::symlink("/tmp/p", rootfs.join("etc/ld.so.preload")).unwrap();
+    let error = linked_etc.check().unwrap_err().to_string();
+    assert!(
+        error.contains("ld.so.preload is not a regular file"),
+        "{error}"
+    );
+
+    // And the backend refuses it, before any program of the image runs.
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let backend = deft_sandbox::bwrap::BwrapBackend::new(
+        deft_sandbox::HostSupport::probe().await,
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper")),
+    )
+    .unwrap();
+    let spec = deft_sandbox::SandboxSpec {
+        workspace: workspace.clone(),
+        state_dir: dir.path().join("state"),
+        env: Default::default(),
+        secrets: Default::default(),
+        network: deft_egress::EgressPolicy::new(
+            deft_core::NetworkLevel::Connections,
+            vec![],
+            deft_egress::DomainSet::default(),
+        ),
+        resolver: deft_egress::Resolver::System,
+        limits: deft_sandbox::Limits::default(),
+        root: Some(linked_etc),
+    };
+    let (sender, _events) = tokio::sync::mpsc::unbounded_channel();
+    assert!(backend.create(spec, sender).await.is_err());
+    assert!(!workspace.join("preloaded").exists());
 }
