@@ -818,9 +818,16 @@ impl BwrapSandbox {
         let workspace = self.spec.workspace.to_string_lossy();
         push(&["--bind", &workspace, "/workspace"]);
         // A repository's hooks and config would let a command make the host's git run code.
+        // The launcher binds these sources as root, following links: every step of the path
+        // must be what it seems, not only the last (a `.git` linked to `/root/.ssh` would show
+        // the host's `config`). No command runs while a program starts, so nothing swaps them.
+        let real_dir = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
         if let Ok(entries) = std::fs::read_dir(&self.spec.workspace) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
+                if !real_dir(&entry.path()) || !real_dir(&entry.path().join(".git")) {
+                    continue;
+                }
                 for part in ["hooks", "config"] {
                     let source = entry.path().join(".git").join(part);
                     if std::fs::symlink_metadata(&source).is_ok_and(|m| !m.file_type().is_symlink())
