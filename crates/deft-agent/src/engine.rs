@@ -906,11 +906,12 @@ impl Engine {
             .work(&context, &*sandbox, &mcp, &mut progress, cancel)
             .await;
         mcp.shutdown().await;
+        network_log.abort();
+        // Only once nothing of the task runs: the caches' directory is the task's to change.
+        drop(sandbox);
         if let Some(kept) = &cached {
             crate::install::give_back_caches(&workspace, kept);
         }
-        network_log.abort();
-        drop(sandbox);
         outcome
     }
 
@@ -1701,7 +1702,9 @@ impl Engine {
         let request = deft_images::BuildRequest {
             context_tar: context,
             dockerfile: path.clone(),
-            contents_id: Some(tree),
+            // One owner's builds never become another's: what a build fetches, it fetches
+            // under its owner's network policy.
+            contents_id: Some(format!("{} {tree}", task.owner.as_str())),
             network,
         };
         let prepared = images

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use deft_ecosystems::Ecosystem;
 
 /// Caches whose tool verifies each file it takes against the repository's lockfile: npm
-/// (the lockfile's `integrity`), Cargo (`Cargo.lock`'s checksums), Go (`go.sum`). pip, Maven,
-/// Gradle and Bundler trust their caches, so theirs start empty in every task.
+/// (the lockfile's `integrity`), Cargo (`Cargo.lock`'s checksums), Go (`go.sum`), each only
+/// in the parts that are checked (see `unverified_parts`). pip, Maven, Gradle and Bundler
+/// trust their caches, so theirs start empty in every task.
 pub const VERIFIED_CACHES: [&str; 3] = ["npm", "cargo-registry", "go-mod"];
 
 /// One repository's ecosystems, as found at the task's base.
@@ -102,10 +103,46 @@ pub fn give_back_caches(workspace: &Path, kept: &Path) {
         if !std::fs::symlink_metadata(&cache).is_ok_and(|meta| meta.is_dir()) {
             continue;
         }
+        unverified_parts(name, &cache);
         // rename(2) would replace an empty directory there and refuse a full one.
         let to = kept.join(name);
         if std::fs::symlink_metadata(&to).is_err() && std::fs::create_dir_all(kept).is_ok() {
             let _ = std::fs::rename(&cache, &to);
+        }
+    }
+}
+
+/// Removes what a tool takes from its cache without checking it against the lockfile: Cargo
+/// trusts the crates it unpacked under `registry/src`, Go the modules it extracted; only
+/// their downloads (`registry/cache`, `registry/index`; `cache/download`) are checked.
+fn unverified_parts(name: &str, cache: &Path) {
+    let keep: &[&str] = match name {
+        "cargo-registry" => &["cache", "index"],
+        "go-mod" => &["cache"],
+        _ => return,
+    };
+    for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        if keep.iter().any(|kept| file_name == *kept) {
+            continue;
+        }
+        // Never follows a link: remove_dir_all removes the link itself.
+        let _ = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(entry.path()),
+            _ => std::fs::remove_file(entry.path()),
+        };
+    }
+    if name == "go-mod" {
+        let downloads = cache.join("cache");
+        for entry in std::fs::read_dir(&downloads)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name() != "download" {
+                let _ = std::fs::remove_dir_all(entry.path())
+                    .or_else(|_| std::fs::remove_file(entry.path()));
+            }
         }
     }
 }
@@ -165,6 +202,36 @@ mod tests {
         assert!(
             !text.contains(".deft-cache"),
             "pip's cache is not kept: {text}"
+        );
+    }
+
+    #[test]
+    fn only_the_checked_parts_of_cargos_and_gos_caches_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (workspace, kept) = (dir.path().join("w"), dir.path().join("kept"));
+        let caches = workspace.join(".deft-cache");
+        for part in [
+            "cargo-registry/cache/index.crates/serde-1.0.crate",
+            "cargo-registry/index/x",
+            "cargo-registry/src/index.crates/serde-1.0/src",
+            "go-mod/cache/download/example.com/m/@v",
+            "go-mod/cache/vcs/abc",
+            "go-mod/example.com/m@v1.0.0",
+        ] {
+            std::fs::create_dir_all(caches.join(part)).unwrap();
+        }
+        give_back_caches(&workspace, &kept);
+        assert!(kept.join("cargo-registry/cache/index.crates").is_dir());
+        assert!(kept.join("cargo-registry/index/x").is_dir());
+        assert!(
+            !kept.join("cargo-registry/src").exists(),
+            "unpacked crates are not checked"
+        );
+        assert!(kept.join("go-mod/cache/download/example.com").is_dir());
+        assert!(!kept.join("go-mod/cache/vcs").exists());
+        assert!(
+            !kept.join("go-mod/example.com").exists(),
+            "extracted modules are not checked"
         );
     }
 
