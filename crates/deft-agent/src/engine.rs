@@ -103,6 +103,9 @@ pub struct Engine {
     /// The image for tasks whose repositories have no Dockerfile (`[environments]
     /// default_image`); `None`: the host's tools.
     pub default_image: Option<String>,
+    /// What runs tasks on an image's root when it is not `sandboxes` (`[environments] backend
+    /// = "container"`).
+    pub image_sandboxes: Option<std::sync::Arc<dyn SandboxBackend>>,
 }
 
 /// The agent's own identity in commits.
@@ -821,7 +824,11 @@ impl Engine {
             limits: Limits::default(),
             root,
         };
-        let sandbox = match self.sandboxes.create(spec, events).await {
+        let backend = match (&spec.root, &self.image_sandboxes) {
+            (Some(_), Some(containers)) => containers,
+            _ => &self.sandboxes,
+        };
+        let sandbox = match backend.create(spec, events).await {
             Ok(sandbox) => sandbox,
             Err(error) => {
                 return Ok(RunOutcome::NeedsAttention(attention(

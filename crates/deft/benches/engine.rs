@@ -139,6 +139,7 @@ async fn run() -> (Duration, Duration, usize) {
         active: Default::default(),
         images: None,
         default_image: None,
+        image_sandboxes: None,
     };
     let started = Instant::now();
     let outcome = engine

@@ -51,6 +51,15 @@ pub struct EnvironmentsFile {
     /// The public image tasks run on when their repositories have no Dockerfile (with a
     /// builder); unset: the host's tools.
     pub default_image: Option<String>,
+    /// How an image's root runs: `bwrap` (bubblewrap over the unpacked root, the default) or
+    /// `container` (one container per task through the builder's Engine API, for hosts
+    /// where deft itself runs in a container without user namespaces).
+    #[serde(default = "default_image_backend")]
+    pub backend: String,
+}
+
+fn default_image_backend() -> String {
+    "bwrap".to_owned()
 }
 
 impl Default for EnvironmentsFile {
@@ -59,6 +68,7 @@ impl Default for EnvironmentsFile {
             builder: None,
             cache_mib: default_image_cache_mib(),
             default_image: None,
+            backend: default_image_backend(),
         }
     }
 }
@@ -73,6 +83,43 @@ pub fn images(
     config: &ConfigFile,
     data_dir: &Path,
 ) -> anyhow::Result<Option<deft_agent::setup::ImageBuilder>> {
+    let Some(socket) = builder_socket(config)? else {
+        return Ok(None);
+    };
+    let images = deft_images::Images::connect(
+        &socket,
+        &data_dir.join("images"),
+        config.environments.cache_mib.saturating_mul(1024 * 1024),
+    )
+    .with_context(|| format!("the image builder at {}", socket.display()))?;
+    Ok(Some(deft_agent::setup::ImageBuilder(std::sync::Arc::new(
+        images,
+    ))))
+}
+
+/// The backend that runs tasks on an image's root when `[environments] backend` is
+/// `container`: the builder's engine; `None` for bubblewrap.
+pub async fn image_sandboxes(
+    config: &ConfigFile,
+) -> anyhow::Result<Option<std::sync::Arc<dyn deft_sandbox::SandboxBackend>>> {
+    if config.environments.backend != "container" {
+        return Ok(None);
+    }
+    let Some(socket) = builder_socket(config)? else {
+        bail!(
+            "[environments] backend = \"container\" needs an Engine API: set [environments] builder or {}",
+            crate::env_vars::DEFT_IMAGE_BUILDER
+        );
+    };
+    let helper = std::env::current_exe().context("cannot find deft's own executable")?;
+    let backend = deft_container::ContainerBackend::connect(&socket, helper)
+        .await
+        .with_context(|| format!("the container backend at {}", socket.display()))?;
+    Ok(Some(std::sync::Arc::new(backend)))
+}
+
+/// The builder's socket from `DEFT_IMAGE_BUILDER` or the file, checked to be absolute.
+fn builder_socket(config: &ConfigFile) -> anyhow::Result<Option<PathBuf>> {
     let socket = std::env::var(crate::env_vars::DEFT_IMAGE_BUILDER)
         .ok()
         .filter(|value| !value.trim().is_empty())
@@ -90,15 +137,7 @@ pub fn images(
             crate::env_vars::DEFT_IMAGE_BUILDER
         );
     }
-    let images = deft_images::Images::connect(
-        &socket,
-        &data_dir.join("images"),
-        config.environments.cache_mib.saturating_mul(1024 * 1024),
-    )
-    .with_context(|| format!("the image builder at {}", socket.display()))?;
-    Ok(Some(deft_agent::setup::ImageBuilder(std::sync::Arc::new(
-        images,
-    ))))
+    Ok(Some(socket))
 }
 
 /// `[server]`: how `deft serve` meets the network.
@@ -299,12 +338,19 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
     let environments = match table.get("environments") {
         Some(value) => value.clone().try_into::<EnvironmentsFile>().with_context(|| {
             format!(
-                "{}: bad [environments] section (keys: builder, an Engine API socket path; cache_mib; default_image)",
+                "{}: bad [environments] section (keys: builder, an Engine API socket path; cache_mib; default_image; backend)",
                 path.display()
             )
         })?,
         None => EnvironmentsFile::default(),
     };
+    if !matches!(environments.backend.as_str(), "bwrap" | "container") {
+        bail!(
+            "{}: [environments] backend is `{}`; use `bwrap` or `container`",
+            path.display(),
+            environments.backend
+        );
+    }
     if let Some(image) = &environments.default_image {
         deft_core::RepoEnvironment::parse(&format!("image {image}"), "default_image")
             .with_context(|| format!("{}: [environments] default_image", path.display()))?;

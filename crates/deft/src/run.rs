@@ -166,6 +166,7 @@ pub async fn engine(
         active: Default::default(),
         images: config::images(config, dir)?,
         default_image: config.environments.default_image.clone(),
+        image_sandboxes: config::image_sandboxes(config).await?,
     })
 }
 

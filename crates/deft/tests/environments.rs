@@ -647,3 +647,53 @@ async fn a_devcontainers_build_is_the_environment_when_there_is_no_dockerfile_at
         "hello\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_backend_runs_a_tasks_commands_in_a_container_of_the_image() {
+    let podman = podman();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with_dockerfile(dir.path(), GREETER);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[environments]\nbackend = \"container\"\n",
+    )
+    .unwrap();
+    let model = ScriptedModel::start(vec![
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "p1",
+            "submit_plan",
+            r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt with greet"]}"#,
+        )])),
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "e1",
+            "bash",
+            r#"{"command": "cd greeter && greet > greeting.txt && tr '\\0' ' ' < /proc/1/cmdline > init.txt && ./test.sh"}"#,
+        )])),
+        Step::Reply(Turn::calls(vec![ScriptedCall::new(
+            "e2",
+            "finish",
+            r#"{"summary": "greeting.txt written by greet"}"#,
+        )])),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let (code, output) = deft_run(&model, &data, &repo, podman.socket()).await;
+    assert_eq!(code, Some(0), "{output}");
+    let branch = sh(
+        &repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    )
+    .trim()
+    .to_owned();
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:greeting.txt")),
+        "hello\n"
+    );
+    let init = sh(&repo, &format!("git show {branch}:init.txt"));
+    assert!(
+        init.contains("--control"),
+        "pid 1 is deft's init in a container, holding its control socket: {init}"
+    );
+}
