@@ -799,7 +799,7 @@ impl Engine {
             Vec::new()
         };
         let secrets = self.store.secret_values(&owner.id).await?;
-        let (events, mut decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
+        let (events, decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
         // The caches' variables, under the user's own (which win).
         let mut env: std::collections::BTreeMap<String, String> = crate::install::cache_env(
             &dependencies
@@ -837,16 +837,7 @@ impl Engine {
                 )));
             }
         };
-        let network_log = {
-            let store = self.store.clone();
-            let task = id.clone();
-            tokio::spawn(async move {
-                while let Some(event) = decisions.recv().await {
-                    let data = json!({"host": event.host, "port": event.port, "allowed": event.allowed, "rule": event.rule});
-                    let _ = store.append_event(&task, EventKind::Network, data).await;
-                }
-            })
-        };
+        let network_log = self.log_network(id, decisions, false);
         self.step(
             id,
             "environment",
@@ -1663,7 +1654,7 @@ impl Engine {
         let mut lines = Vec::new();
         // The build's RUN steps go out only through the egress proxy, under the task's
         // network policy, where the builder can join a namespace (Podman); else nowhere.
-        let (events, mut decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
+        let (events, decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
         let (network, network_hold) = match images.describe().await {
             Ok(engine) if engine.contains("Podman") => {
                 let policy = EgressPolicy::new(
@@ -1696,16 +1687,7 @@ impl Engine {
                 (deft_images::BuildNetwork::None, None)
             }
         };
-        let network_log = {
-            let store = self.store.clone();
-            let task = id.clone();
-            tokio::spawn(async move {
-                while let Some(event) = decisions.recv().await {
-                    let data = json!({"host": event.host, "port": event.port, "allowed": event.allowed, "rule": event.rule, "build": true});
-                    let _ = store.append_event(&task, EventKind::Network, data).await;
-                }
-            })
-        };
+        let network_log = self.log_network(id, decisions, true);
         let request = deft_images::BuildRequest {
             context_tar: context,
             dockerfile: path.clone(),
@@ -1899,6 +1881,27 @@ impl Engine {
             json!({"summary": what, "output": output}),
         )
         .await
+    }
+
+    /// Records each decision of a sandbox's egress proxy as a network event of the task
+    /// (`build`: the proxy of an image's build), until the proxy goes.
+    fn log_network(
+        &self,
+        id: &TaskId,
+        mut decisions: tokio::sync::mpsc::UnboundedReceiver<ProxyEvent>,
+        build: bool,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let task = id.clone();
+        tokio::spawn(async move {
+            while let Some(event) = decisions.recv().await {
+                let mut data = json!({"host": event.host, "port": event.port, "allowed": event.allowed, "rule": event.rule});
+                if build {
+                    data["build"] = json!(true);
+                }
+                let _ = store.append_event(&task, EventKind::Network, data).await;
+            }
+        })
     }
 
     fn bases_file(&self, id: &TaskId) -> PathBuf {

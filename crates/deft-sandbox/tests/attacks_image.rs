@@ -23,20 +23,20 @@ fn root() -> Option<deft_sandbox::ImageRoot> {
     })
 }
 
-#[tokio::test]
-async fn commands_see_the_images_files_and_environment_not_the_hosts() {
-    let dir = tempfile::tempdir().unwrap();
-    let workspace = dir.path().join("workspace");
-    std::fs::create_dir(&workspace).unwrap();
-    let support = deft_sandbox::HostSupport::probe().await;
+/// A bubblewrap backend, and the spec of a sandbox on `root`.
+async fn image_spec(
+    workspace: std::path::PathBuf,
+    state_dir: std::path::PathBuf,
+    root: Option<deft_sandbox::ImageRoot>,
+) -> (deft_sandbox::bwrap::BwrapBackend, deft_sandbox::SandboxSpec) {
     let backend = deft_sandbox::bwrap::BwrapBackend::new(
-        support,
+        deft_sandbox::HostSupport::probe().await,
         std::path::PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper")),
     )
     .unwrap();
     let spec = deft_sandbox::SandboxSpec {
         workspace,
-        state_dir: dir.path().join("state"),
+        state_dir,
         env: Default::default(),
         secrets: Default::default(),
         network: deft_egress::EgressPolicy::new(
@@ -46,8 +46,17 @@ async fn commands_see_the_images_files_and_environment_not_the_hosts() {
         ),
         resolver: deft_egress::Resolver::System,
         limits: deft_sandbox::Limits::default(),
-        root: root(),
+        root,
     };
+    (backend, spec)
+}
+
+#[tokio::test]
+async fn commands_see_the_images_files_and_environment_not_the_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let (backend, spec) = image_spec(workspace, dir.path().join("state"), root()).await;
     let (sender, _events) = tokio::sync::mpsc::unbounded_channel();
     let sandbox = backend.create(spec, sender).await.unwrap();
     let outcome = sandbox
@@ -137,28 +146,15 @@ async fn an_images_preload_never_reaches_the_init() {
     let dir = tempfile::tempdir().unwrap();
     let workspace = dir.path().join("workspace");
     std::fs::create_dir(&workspace).unwrap();
-    let backend = deft_sandbox::bwrap::BwrapBackend::new(
-        deft_sandbox::HostSupport::probe().await,
-        std::path::PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper")),
-    )
-    .unwrap();
-    let spec = deft_sandbox::SandboxSpec {
-        workspace: workspace.clone(),
-        state_dir: dir.path().join("state"),
-        env: Default::default(),
-        secrets: Default::default(),
-        network: deft_egress::EgressPolicy::new(
-            deft_core::NetworkLevel::Connections,
-            vec![],
-            deft_egress::DomainSet::default(),
-        ),
-        resolver: deft_egress::Resolver::System,
-        limits: deft_sandbox::Limits::default(),
-        root: Some(deft_sandbox::ImageRoot {
+    let (backend, spec) = image_spec(
+        workspace.clone(),
+        dir.path().join("state"),
+        Some(deft_sandbox::ImageRoot {
             rootfs,
             env: vec![],
         }),
-    };
+    )
+    .await;
     let (sender, _events) = tokio::sync::mpsc::unbounded_channel();
     let sandbox = backend.create(spec, sender).await.unwrap();
     let outcome = sandbox
@@ -205,25 +201,12 @@ async fn an_image_whose_etc_or_preload_is_a_link_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let workspace = dir.path().join("workspace");
     std::fs::create_dir(&workspace).unwrap();
-    let backend = deft_sandbox::bwrap::BwrapBackend::new(
-        deft_sandbox::HostSupport::probe().await,
-        std::path::PathBuf::from(env!("CARGO_BIN_EXE_deft-sandbox-helper")),
+    let (backend, spec) = image_spec(
+        workspace.clone(),
+        dir.path().join("state"),
+        Some(linked_etc),
     )
-    .unwrap();
-    let spec = deft_sandbox::SandboxSpec {
-        workspace: workspace.clone(),
-        state_dir: dir.path().join("state"),
-        env: Default::default(),
-        secrets: Default::default(),
-        network: deft_egress::EgressPolicy::new(
-            deft_core::NetworkLevel::Connections,
-            vec![],
-            deft_egress::DomainSet::default(),
-        ),
-        resolver: deft_egress::Resolver::System,
-        limits: deft_sandbox::Limits::default(),
-        root: Some(linked_etc),
-    };
+    .await;
     let (sender, _events) = tokio::sync::mpsc::unbounded_channel();
     assert!(backend.create(spec, sender).await.is_err());
     assert!(!workspace.join("preloaded").exists());
