@@ -1026,14 +1026,15 @@ impl BwrapSandbox {
 #[derive(Debug)]
 struct ProgramsStopped {
     procs: Vec<PathBuf>,
-    /// The freezer's control file when the cgroup was frozen rather than signalled.
-    thaw: Option<PathBuf>,
+    /// The freezer's control file, and what thaws it, when the cgroup was frozen rather
+    /// than signalled.
+    thaw: Option<(PathBuf, &'static str)>,
 }
 
 impl Drop for ProgramsStopped {
     fn drop(&mut self) {
-        if let Some(control) = &self.thaw
-            && std::fs::write(control, "0").is_ok()
+        if let Some((control, thawed)) = &self.thaw
+            && std::fs::write(control, thawed).is_ok()
         {
             return;
         }

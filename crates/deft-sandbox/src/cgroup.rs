@@ -7,8 +7,15 @@ use std::path::{Path, PathBuf};
 /// The cgroup layout of this host, as far as deft may use it.
 #[derive(Debug, Clone)]
 pub enum Cgroups {
-    V2 { base: PathBuf },
-    V1 { memory: PathBuf, pids: PathBuf },
+    V2 {
+        base: PathBuf,
+    },
+    /// The freezer, when its hierarchy is mounted and writable, pauses programs atomically.
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        freezer: Option<PathBuf>,
+    },
     None(String),
 }
 
@@ -44,7 +51,11 @@ impl Cgroups {
         };
         match (find("memory"), find("pids")) {
             (Some(memory), Some(pids)) => match writable(&memory).and_then(|()| writable(&pids)) {
-                Ok(()) => Cgroups::V1 { memory, pids },
+                Ok(()) => Cgroups::V1 {
+                    memory,
+                    pids,
+                    freezer: find("freezer").filter(|freezer| writable(freezer).is_ok()),
+                },
                 Err(why) => {
                     Cgroups::None(format!("cgroup v1 controllers are not writable ({why})"))
                 }
@@ -60,7 +71,13 @@ impl Cgroups {
     pub fn describe(&self) -> String {
         match self {
             Cgroups::V2 { base } => format!("v2 under {}", base.display()),
-            Cgroups::V1 { memory, .. } => format!("v1 (memory, pids) under {}", memory.display()),
+            Cgroups::V1 {
+                memory, freezer, ..
+            } => format!(
+                "v1 (memory, pids{}) under {}",
+                if freezer.is_some() { ", freezer" } else { "" },
+                memory.display()
+            ),
             Cgroups::None(why) => format!("none usable: {why}"),
         }
     }
@@ -70,7 +87,14 @@ impl Cgroups {
         let parents: Vec<&PathBuf> = match self {
             Cgroups::None(_) => return,
             Cgroups::V2 { base } => vec![base],
-            Cgroups::V1 { memory, pids } => vec![memory, pids],
+            Cgroups::V1 {
+                memory,
+                pids,
+                freezer,
+            } => [Some(memory), Some(pids), freezer.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
         };
         for parent in parents {
             let Ok(entries) = std::fs::read_dir(parent) else {
@@ -90,6 +114,7 @@ impl Cgroups {
                 let stale = SandboxCgroup {
                     v2: matches!(self, Cgroups::V2 { .. }),
                     dirs: vec![entry.path()],
+                    freezer: None,
                 };
                 stale.remove();
             }
@@ -106,13 +131,27 @@ impl Cgroups {
         let dirs = match self {
             Cgroups::None(_) => return Ok(None),
             Cgroups::V2 { base } => vec![base.join(name)],
-            Cgroups::V1 { memory, pids } => vec![memory.join(name), pids.join(name)],
+            Cgroups::V1 {
+                memory,
+                pids,
+                freezer,
+            } => [Some(memory), Some(pids), freezer.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|parent| parent.join(name))
+                .collect(),
         };
         for dir in &dirs {
             std::fs::create_dir(dir)?;
         }
         let group = SandboxCgroup {
             v2: matches!(self, Cgroups::V2 { .. }),
+            freezer: match self {
+                Cgroups::V1 {
+                    freezer: Some(_), ..
+                } => Some(2),
+                _ => None,
+            },
             dirs,
         };
         match self {
@@ -148,6 +187,8 @@ fn writable(dir: &Path) -> Result<(), String> {
 pub struct SandboxCgroup {
     v2: bool,
     dirs: Vec<PathBuf>,
+    /// Which of `dirs` is v1's freezer, when there is one.
+    freezer: Option<usize>,
 }
 
 impl SandboxCgroup {
@@ -167,23 +208,31 @@ impl SandboxCgroup {
             .collect()
     }
 
-    /// Freezes everything inside through cgroup v2's freezer, forks included, and waits until
-    /// the kernel says it is frozen. The path to write `0` to thaw it comes back; `None` where
-    /// the kernel cannot (cgroup v1) or did not finish in time (then it is thawed again).
-    pub fn freeze(&self, patience: std::time::Duration) -> Option<PathBuf> {
-        if !self.v2 {
-            return None;
-        }
-        let control = self.dirs[0].join("cgroup.freeze");
-        std::fs::write(&control, "1").ok()?;
+    /// Freezes everything inside through the cgroup freezer (v2's `cgroup.freeze`, or v1's
+    /// `freezer.state` when that hierarchy is there), forks included, and waits until the
+    /// kernel says it is frozen. The file and the value that thaw it come back; `None` where
+    /// there is no freezer or it did not finish in time (then it is thawed again).
+    pub fn freeze(&self, patience: std::time::Duration) -> Option<(PathBuf, &'static str)> {
+        let (dir, file, frozen, thawed) = if self.v2 {
+            (0, "cgroup.freeze", "1", "0")
+        } else {
+            (self.freezer?, "freezer.state", "FROZEN", "THAWED")
+        };
+        let control = self.dirs[dir].join(file);
+        std::fs::write(&control, frozen).ok()?;
         let started = std::time::Instant::now();
         while started.elapsed() < patience {
-            if counter(&self.read(0, "cgroup.events"), "frozen") == 1 {
-                return Some(control);
+            let done = if self.v2 {
+                counter(&self.read(0, "cgroup.events"), "frozen") == 1
+            } else {
+                self.read(dir, "freezer.state").trim() == "FROZEN"
+            };
+            if done {
+                return Some((control, thawed));
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let _ = std::fs::write(&control, "0");
+        let _ = std::fs::write(&control, thawed);
         None
     }
 
@@ -251,6 +300,11 @@ impl SandboxCgroup {
     }
 
     pub fn remove(&self) {
+        // Frozen processes die only once thawed.
+        for dir in &self.dirs {
+            let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+            let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+        }
         self.kill_all();
         for dir in &self.dirs {
             let _ = std::fs::remove_dir(dir);
