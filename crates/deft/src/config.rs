@@ -193,25 +193,6 @@ fn default_idle_workspaces_mib() -> u64 {
     20 * 1024
 }
 
-/// A duration in milliseconds from the variable `name`, or `default_ms` when it is unset.
-/// A value that is not a number of milliseconds is refused loudly rather than ignored.
-pub fn env_millis(name: &str, default_ms: u64) -> std::time::Duration {
-    match std::env::var(name) {
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(ms) if ms > 0 => std::time::Duration::from_millis(ms),
-            _ => {
-                tracing::error!(
-                    variable = name,
-                    value = %text,
-                    "not a positive number of milliseconds; using the default {default_ms}"
-                );
-                std::time::Duration::from_millis(default_ms)
-            }
-        },
-        Err(_) => std::time::Duration::from_millis(default_ms),
-    }
-}
-
 fn default_retention_days() -> u32 {
     90
 }

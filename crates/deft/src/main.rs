@@ -13,6 +13,7 @@ mod local;
 mod run;
 mod sandbox_run;
 mod serve;
+mod tuning;
 
 use std::process::ExitCode;
 

@@ -30,6 +30,7 @@ pub async fn run(
     model: &ModelArgs,
 ) -> anyhow::Result<ExitCode> {
     serve::init_logging("warn");
+    crate::tuning::Tuning::load()?;
     let (dir, store) = local::open_store(data).await?;
     if let Some(admin) = store.bootstrap_admin().await? {
         local::write_admin_token(&dir, &admin.token)?;
@@ -152,13 +153,7 @@ pub async fn engine(
         limits: RunLimits {
             task_tokens: config.limits.task_tokens,
             weekly_tokens: config.limits.weekly_tokens,
-            mcp_call_timeout: std::env::var(crate::env_vars::DEFT_MCP_CALL_TIMEOUT_MS)
-                .ok()
-                .and_then(|ms| ms.parse().ok())
-                .map_or(
-                    RunLimits::default().mcp_call_timeout,
-                    std::time::Duration::from_millis,
-                ),
+            mcp_call_timeout: crate::tuning::Tuning::load()?.mcp_call_timeout,
             ..RunLimits::default()
         },
         drain: tokio_util::sync::CancellationToken::new(),

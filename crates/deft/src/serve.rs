@@ -22,6 +22,7 @@ pub async fn run(
     model: &ModelArgs,
 ) -> anyhow::Result<ExitCode> {
     init_logging("info");
+    crate::tuning::Tuning::load()?;
     let (dir, store) = local::open_store(data).await?;
     let config = config::load(model.config.as_deref(), &dir)?;
     let local_roots = config::local_roots(&config)?;
@@ -200,21 +201,13 @@ fn worker_name(kind: &str, n: u64) -> String {
 /// How long a stopping deft lets a running step go on before cutting it short: 10 s, or
 /// `DEFT_SHUTDOWN_GRACE_MS`.
 fn shutdown_grace() -> std::time::Duration {
-    let ms = std::env::var(crate::env_vars::DEFT_SHUTDOWN_GRACE_MS)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    std::time::Duration::from_millis(ms)
+    crate::tuning::Tuning::get().shutdown_grace
 }
 
 /// How long a claim lasts without a heartbeat; a worker that dies loses its task after this.
 /// `DEFT_LEASE_MS` shortens it (tests that kill workers).
 fn lease_ms() -> i64 {
-    std::env::var(crate::env_vars::DEFT_LEASE_MS)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|ms| *ms >= 100)
-        .unwrap_or(30_000)
+    i64::try_from(crate::tuning::Tuning::get().lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// `deft worker`: workers only, against a PostgreSQL database shared with `deft serve` and
@@ -229,6 +222,7 @@ pub async fn worker(
     model: &ModelArgs,
 ) -> anyhow::Result<ExitCode> {
     init_logging("info");
+    crate::tuning::Tuning::load()?;
     let Some(url) = &data.database_url else {
         anyhow::bail!(
             "`deft worker` needs `--database-url postgres://…` (or DEFT_DATABASE_URL): on SQLite, `deft serve` runs every worker itself"
@@ -481,7 +475,7 @@ async fn sweep_workspaces(
     budget: u64,
     shutdown: CancellationToken,
 ) {
-    let every = crate::config::env_millis(crate::env_vars::DEFT_WORKSPACE_SWEEP_MS, 60_000);
+    let every = crate::tuning::Tuning::get().workspace_sweep;
     loop {
         let swept = engine.sweep_workspaces(budget).await;
         if swept.removed > 0 || swept.evicted > 0 {
