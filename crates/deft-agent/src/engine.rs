@@ -2309,3 +2309,24 @@ fn pull_request_body(description: &str, plan: &Plan, summaries: &[String]) -> St
         description
     )
 }
+
+#[cfg(test)]
+mod snapshots {
+    use super::pull_request_body;
+
+    /// The pull request's body as a reviewer reads it; a change to it shows in review.
+    #[test]
+    fn pull_request_body_text() {
+        let plan = deft_core::Plan {
+            requirements: vec!["GET /healthz answers 200".into()],
+            acceptance_criteria: vec!["curl /healthz returns ok".into(), "./test.sh passes".into()],
+            steps: vec!["Add the route".into(), "Test it".into()],
+        };
+        let summaries = vec!["Added GET /healthz".into(), "Covered it with a test".into()];
+        insta::assert_snapshot!(pull_request_body(
+            "Add a health check endpoint",
+            &plan,
+            &summaries
+        ));
+    }
+}

@@ -225,13 +225,21 @@ async fn lifecycle(
 }
 
 fn print_task(task: &Value) {
-    println!("task      {}", task["id"].as_str().unwrap_or(""));
-    println!("state     {}", task["state"].as_str().unwrap_or(""));
+    print!("{}", task_text(task));
+}
+
+/// `deft task show`'s text for a task as the API gives it.
+fn task_text(task: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "task      {}", task["id"].as_str().unwrap_or(""));
+    let _ = writeln!(out, "state     {}", task["state"].as_str().unwrap_or(""));
     if let Some(position) = task["queue_position"].as_i64() {
-        println!("queue     #{position} of your queued tasks");
+        let _ = writeln!(out, "queue     #{position} of your queued tasks");
     }
     if let Some(attention) = task.get("attention") {
-        println!(
+        let _ = writeln!(
+            out,
             "waiting   {}: {}",
             attention["kind"].as_str().unwrap_or(""),
             attention["message"].as_str().unwrap_or("")
@@ -246,16 +254,26 @@ fn print_task(task: &Value) {
                 .collect()
         })
         .unwrap_or_default();
-    println!("repos     {}", repos.join(", "));
-    println!("created   {}", task["created_at"].as_str().unwrap_or(""));
-    println!("updated   {}", task["updated_at"].as_str().unwrap_or(""));
-    println!(
+    let _ = writeln!(out, "repos     {}", repos.join(", "));
+    let _ = writeln!(
+        out,
+        "created   {}",
+        task["created_at"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(
+        out,
+        "updated   {}",
+        task["updated_at"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(
+        out,
         "usage     {} input, {} output tokens",
         task["usage"]["input_tokens"].as_i64().unwrap_or(0),
         task["usage"]["output_tokens"].as_i64().unwrap_or(0)
     );
     for pr in task["pull_requests"].as_array().into_iter().flatten() {
-        println!(
+        let _ = writeln!(
+            out,
             "pr        {} ({} ← {}) {}",
             pr["title"].as_str().unwrap_or(""),
             pr["base"].as_str().unwrap_or(""),
@@ -263,8 +281,9 @@ fn print_task(task: &Value) {
             pr["status"].as_str().unwrap_or("")
         );
     }
-    println!();
-    println!("{}", task["description"].as_str().unwrap_or(""));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", task["description"].as_str().unwrap_or(""));
+    out
 }
 
 /// The state changes after which following a task's log stops: it is done, or waits for you.
@@ -579,4 +598,26 @@ pub async fn network(command: NetworkCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_text;
+
+    /// `deft task show` as a person reads it; a change to it shows in review.
+    #[test]
+    fn task_show_text() {
+        let task = serde_json::json!({
+            "id": "01a24d00-4827-72b4-85ed-10695cd23499",
+            "state": "needs_attention",
+            "attention": {"kind": "question", "message": "Which port should the health check use?"},
+            "repos": [{"id": "r1", "name": "widgets"}, {"id": "r2"}],
+            "created_at": "2026-12-06T20:16:33.837Z",
+            "updated_at": "2026-12-06T20:17:02.001Z",
+            "usage": {"input_tokens": 1200, "output_tokens": 340},
+            "pull_requests": [{"title": "Add a health check", "base": "main", "head": "deft/01a24d00-add-a-health-check", "status": "open"}],
+            "description": "Add a health check endpoint",
+        });
+        insta::assert_snapshot!(task_text(&task));
+    }
 }
