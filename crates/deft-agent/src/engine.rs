@@ -1655,56 +1655,24 @@ impl Engine {
         self.step(id, "image", "started", json!({"summary": summary}))
             .await?;
         let mut lines = Vec::new();
-        // The build's RUN steps go out only through the egress proxy, under the task's
-        // network policy, where the builder can join a namespace (Podman); else nowhere.
-        let (events, decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
-        let (network, network_hold) = match images.describe().await {
-            Ok(engine) if engine.contains("Podman") => {
-                let policy = EgressPolicy::new(
-                    environment.network.level,
-                    environment.network.allow.clone(),
-                    DomainSet::default(),
-                );
-                match crate::setup::build_network(
-                    self.sandboxes.as_ref(),
-                    &self.workspaces,
-                    id,
-                    policy,
-                    events,
-                )
-                .await
-                {
-                    Ok((network, hold)) => (network, Some(hold)),
-                    Err(error) => {
-                        lines.push(format!("deft: RUN steps get no network ({error})"));
-                        (deft_images::BuildNetwork::None, None)
-                    }
-                }
-            }
-            _ => {
-                drop(events);
-                lines.push(
-                    "deft: RUN steps get no network (this builder cannot join deft's egress proxy)"
-                        .to_owned(),
-                );
-                (deft_images::BuildNetwork::None, None)
-            }
-        };
-        let network_log = self.log_network(id, decisions, true);
         let request = deft_images::BuildRequest {
             context_tar: context,
             dockerfile: path.clone(),
             // One owner's builds never become another's: what a build fetches, it fetches
             // under its owner's network policy.
             contents_id: Some(format!("{} {tree}", task.owner.as_str())),
-            network,
+            network: deft_images::BuildNetwork::None,
         };
-        let prepared = images
-            .prepare(&request, &mut |line: &str| lines.push(line.to_owned()))
-            .await;
-        drop(network_hold);
-        // What the proxy decided is written before the build's step.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), network_log).await;
+        // A built image is used as it is: no builder asked, no network made for a build that
+        // will not run.
+        let prepared = match images.cached(&request).await {
+            Ok(Some(prepared)) => Ok(prepared),
+            Ok(None) => {
+                self.build_image(id, images, request, environment, &mut lines)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         let output = crate::setup::tail(&lines, 400);
         match prepared {
             Ok(prepared) => {
@@ -1884,6 +1852,56 @@ impl Engine {
             json!({"summary": what, "output": output}),
         )
         .await
+    }
+
+    /// Builds the image, its `RUN` steps going out only through the egress proxy under the
+    /// task's network policy where the builder can join a namespace (Podman); else nowhere.
+    async fn build_image(
+        &self,
+        id: &TaskId,
+        images: &deft_images::Images,
+        mut request: deft_images::BuildRequest,
+        environment: &deft_store::Environment,
+        lines: &mut Vec<String>,
+    ) -> Result<deft_images::Prepared, deft_images::ImageError> {
+        let (events, decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
+        let mut network_hold = None;
+        if images.joins_namespaces().await {
+            let policy = EgressPolicy::new(
+                environment.network.level,
+                environment.network.allow.clone(),
+                DomainSet::default(),
+            );
+            match crate::setup::build_network(
+                self.sandboxes.as_ref(),
+                &self.workspaces,
+                id,
+                policy,
+                events,
+            )
+            .await
+            {
+                Ok((network, hold)) => {
+                    request.network = network;
+                    network_hold = Some(hold);
+                }
+                Err(error) => lines.push(format!("deft: RUN steps get no network ({error})")),
+            }
+        } else {
+            drop(events);
+            lines.push(
+                "deft: RUN steps get no network (this builder cannot join deft's egress proxy)"
+                    .to_owned(),
+            );
+        }
+        let network_log = self.log_network(id, decisions, true);
+        let prepared = images
+            .prepare(&request, &mut |line: &str| lines.push(line.to_owned()))
+            .await;
+        drop(network_hold);
+        // What the proxy decided is written before the build's step.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), network_log).await;
+        prepared
     }
 
     /// Records each decision of a sandbox's egress proxy as a network event of the task

@@ -58,6 +58,8 @@ fn build_message(line: &[u8], output: &mut Output<'_>) -> Result<(), String> {
 pub(crate) struct Builder {
     pub docker: Docker,
     pub socket: PathBuf,
+    /// Whether the engine is Podman, asked once.
+    pub podman: tokio::sync::OnceCell<bool>,
 }
 
 impl Builder {
@@ -86,10 +88,15 @@ impl Builder {
     /// Whether the builder is Podman, whose Engine API takes the network of a build's `RUN`
     /// steps as `nsoptions` (its `networkmode` is another setting) where Docker's takes
     /// `networkmode`.
-    async fn is_podman(&self) -> bool {
-        self.describe()
+    pub(crate) async fn is_podman(&self) -> bool {
+        *self
+            .podman
+            .get_or_init(|| async {
+                self.describe()
+                    .await
+                    .is_ok_and(|engine| engine.contains("Podman"))
+            })
             .await
-            .is_ok_and(|engine| engine.contains("Podman"))
     }
 
     /// The query of a build: what to build, and the network its `RUN` steps get.

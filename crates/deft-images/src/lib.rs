@@ -157,6 +157,7 @@ impl Images {
             builder: builder::Builder {
                 docker,
                 socket: socket.to_owned(),
+                podman: tokio::sync::OnceCell::new(),
             },
             cache: cache::Cache::new(cache_dir.to_owned(), budget_bytes),
         })
@@ -171,6 +172,36 @@ impl Images {
     /// Finds in the cache, or builds, the image for this Dockerfile and context, unpacked.
     /// `on_line` receives the builder's output lines (for the task's log); a cached image
     /// builds nothing, sends no line, and comes back with `built == false`.
+    /// The image for `request` when it is built and unpacked already (held, as `prepare`
+    /// holds it), after the same checks; `None` when `prepare` would build. The builder is not
+    /// asked anything, so a caller can leave out what only a build needs.
+    pub async fn cached(&self, request: &BuildRequest) -> Result<Option<Prepared>, ImageError> {
+        let dockerfile_text = context::check(&request.context_tar, &request.dockerfile)?;
+        lint::lint(&request.dockerfile, &dockerfile_text)?;
+        let key = request.key();
+        let _lock = self.cache.lock(&key).await;
+        Ok(self
+            .cache
+            .lookup(&key)?
+            .map(|record| self.cache_hit(key, record)))
+    }
+
+    fn cache_hit(&self, key: String, record: cache::Record) -> Prepared {
+        Prepared {
+            rootfs: self.cache.rootfs(&key),
+            config: record.config,
+            built: false,
+            _in_use: self.cache.hold(&key),
+            key,
+        }
+    }
+
+    /// Whether the builder runs `RUN` steps in a network namespace deft names
+    /// ([`BuildNetwork::Egress`]): Podman's does, Docker's does not.
+    pub async fn joins_namespaces(&self) -> bool {
+        self.builder.is_podman().await
+    }
+
     pub async fn prepare(
         &self,
         request: &BuildRequest,
@@ -183,14 +214,7 @@ impl Images {
 
         let lock = self.cache.lock(&key).await;
         if let Some(record) = self.cache.lookup(&key)? {
-            let in_use = self.cache.hold(&key);
-            return Ok(Prepared {
-                key,
-                rootfs,
-                config: record.config,
-                built: false,
-                _in_use: in_use,
-            });
+            return Ok(self.cache_hit(key, record));
         }
 
         let tag = format!("deft-env:{key}");
