@@ -51,12 +51,16 @@ impl PodmanService {
             std::process::id(),
             STARTED.fetch_add(1, Ordering::Relaxed)
         );
-        for sub in ["storage", "run", "sockets", "logs"] {
+        for sub in ["storage", "logs"] {
             std::fs::create_dir_all(dir.join(sub)).expect("the podman test directory can be made");
+        }
+        let run = run_dir(dir);
+        for sub in ["libpod", "sockets"] {
+            std::fs::create_dir_all(run.join(sub)).expect("podman's run directory can be made");
         }
         let registries = dir.join("registries.conf");
         std::fs::write(&registries, REGISTRIES_CONF).expect("registries.conf can be written");
-        let socket = dir.join("sockets").join(format!("{name}.sock"));
+        let socket = run.join("sockets").join(format!("{name}.sock"));
         let log = dir.join("logs").join(format!("{name}.log"));
         let _ = std::fs::remove_file(&socket);
         let log_file = std::fs::File::create(&log).expect("the service's log can be made");
@@ -127,16 +131,40 @@ impl Drop for PodmanService {
     }
 }
 
+/// Podman's run directory for the storage under `dir`. Podman refuses a runroot longer than 50
+/// characters and a unix socket's path holds at most 107 bytes, while `dir` lies in a checkout
+/// whose path can be of any length; so the run directory (and the sockets in it) is a short one
+/// under the temporary directory, named by a hash of `dir` so that every process sharing the
+/// storage shares its locks too.
+fn run_dir(dir: &Path) -> PathBuf {
+    // FNV-1a: stable across processes and builds, which `DefaultHasher` does not promise.
+    let hash = dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let temp = std::env::temp_dir();
+    let base = if temp.as_os_str().len() <= 16 {
+        temp
+    } else {
+        PathBuf::from("/tmp")
+    };
+    base.join(format!("deft-podman-{hash:016x}"))
+}
+
 /// `podman` with the storage under `dir`, and the flags a machine without systemd needs.
 fn podman(dir: &Path) -> Command {
+    let run = run_dir(dir);
     let mut command = Command::new("podman");
     command
         .arg("--root")
         .arg(dir.join("storage"))
         .arg("--runroot")
-        .arg(dir.join("run"))
+        .arg(&run)
         .arg("--tmpdir")
-        .arg(dir.join("run/libpod"))
+        .arg(run.join("libpod"))
         .args([
             "--storage-driver",
             "vfs",
