@@ -121,12 +121,16 @@ pub(crate) async fn append_in(
     data: serde_json::Value,
     at: Timestamp,
 ) -> Result<Event, StoreError> {
+    // The owner writing to the task gives it a fresh count of lost leases (`queue.rs`).
+    let owner_wrote = i64::from(kind == EventKind::UserMessage);
     let row = sqlx::query(
-        "UPDATE tasks SET last_seq = last_seq + 1, updated_at = $2 WHERE id = $1 \
+        "UPDATE tasks SET last_seq = last_seq + 1, updated_at = $2, \
+         leases_lost = CASE WHEN $3 = 1 THEN 0 ELSE leases_lost END WHERE id = $1 \
          RETURNING last_seq, user_id",
     )
     .bind(task.as_str())
     .bind(at.unix_millis())
+    .bind(owner_wrote)
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(StoreError::NotFound { what: "task" })?;

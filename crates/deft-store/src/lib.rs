@@ -201,6 +201,11 @@ impl Store {
                 "repo_environment",
                 include_str!("../migrations/0010_repo_environment.sql"),
             ),
+            (
+                11,
+                "leases_lost",
+                include_str!("../migrations/0011_leases_lost.sql"),
+            ),
         ]
         .into_iter()
         .map(|(version, description, sql)| {

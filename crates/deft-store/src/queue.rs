@@ -98,6 +98,18 @@ impl Store {
             .flatten())
     }
 
+    /// How many times the task lost its worker since its owner last wrote to it (for
+    /// operators and tests); at [`LEASES_LOST_BEFORE_ATTENTION`] and one more, it stops.
+    pub async fn leases_lost(&self, id: &TaskId) -> Result<i64, StoreError> {
+        sqlx::query("SELECT leases_lost FROM tasks WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "task" })?
+            .try_get("leases_lost")
+            .map_err(StoreError::from)
+    }
+
     /// Extends `worker`'s lease on a running task; `false` when the lease is no longer its own
     /// (it ran out and the task went back to the queue).
     pub async fn renew_lease(
@@ -171,36 +183,26 @@ impl Store {
         for id in expired {
             let mut tx = self.begin_write().await?;
             // Read again under the write lock: the worker may have renewed or finished since.
-            let still: Option<i64> = sqlx::query(
-                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE id = $1 AND state = 'in_progress' \
-                 AND lease_expires < $2 RETURNING last_seq",
+            // A task that takes its worker down every time (it exhausts memory, say) would
+            // otherwise go round the workers for ever: `leases_lost` counts the losses since
+            // the owner last wrote (a `user_message` event resets it), this one included.
+            let lost: Option<i64> = sqlx::query(
+                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL, leases_lost = leases_lost + 1 \
+                 WHERE id = $1 AND state = 'in_progress' AND lease_expires < $2 RETURNING leases_lost",
             )
             .bind(id.as_str())
             .bind(now.unix_millis())
             .fetch_optional(&mut *tx)
             .await?
-            .map(|row| row.try_get("last_seq"))
+            .map(|row| row.try_get("leases_lost"))
             .transpose()?;
-            if still.is_none() {
+            let Some(lost) = lost else {
                 continue;
-            }
-            // A task that takes its worker down every time (it exhausts memory, say) would
-            // otherwise go round the workers for ever. Counted since the owner last spoke, so
-            // that an answer gives it a fresh start.
-            let lost: i64 = sqlx::query(
-                "SELECT COUNT(*) AS n FROM events WHERE task_id = $1 AND kind = 'step' \
-                 AND data LIKE '%\"cause\":\"lease_expired\"%' AND seq > COALESCE(\
-                 (SELECT MAX(seq) FROM events WHERE task_id = $1 AND kind = 'user_message'), 0)",
-            )
-            .bind(id.as_str())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
-            let (transition, note) = if lost >= LEASES_LOST_BEFORE_ATTENTION {
+            };
+            let (transition, note) = if lost > LEASES_LOST_BEFORE_ATTENTION {
                 let message = format!(
-                    "the task's worker stopped {} times in a row while running it (it died or stalled); \
-                     look at the last events for the cause, then answer to try again",
-                    lost + 1
+                    "the task's worker stopped {lost} times in a row while running it (it died or stalled); \
+                     look at the last events for the cause, then answer to try again"
                 );
                 (
                     Transition::NeedAttention(deft_core::Attention {

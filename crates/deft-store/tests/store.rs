@@ -1326,8 +1326,9 @@ async fn a_task_that_keeps_losing_its_worker_asks_for_attention(store: Store) {
         );
         store.task(&ada.id, &task).await.unwrap()
     };
-    for _ in 0..deft_store::LEASES_LOST_BEFORE_ATTENTION {
+    for lost in 1..=deft_store::LEASES_LOST_BEFORE_ATTENTION {
         assert_eq!(lose_worker().await.state(), TaskState::Queued);
+        assert_eq!(store.leases_lost(&task).await.unwrap(), lost);
     }
     let stopped = lose_worker().await;
     assert_eq!(stopped.state(), TaskState::NeedsAttention);
@@ -1347,7 +1348,79 @@ async fn a_task_that_keeps_losing_its_worker_asks_for_attention(store: Store) {
         .transition(Actor::Owner(&ada.id), &task, Transition::Answer, note)
         .await
         .unwrap();
+    assert_eq!(store.leases_lost(&task).await.unwrap(), 0);
     assert_eq!(lose_worker().await.state(), TaskState::Queued);
+    assert_eq!(store.leases_lost(&task).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_leases_are_counted_from_the_log_when_the_count_is_added_sqlite() {
+    the_count_of_lost_leases_is_backfilled(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_leases_are_counted_from_the_log_when_the_count_is_added_postgres() {
+    the_count_of_lost_leases_is_backfilled(TestDatabase::postgres().await).await;
+}
+
+/// A database from before `leases_lost` (migration 11) gets the count its log shows: the
+/// losses since the owner last wrote, and none for a task that is over.
+async fn the_count_of_lost_leases_is_backfilled(db: TestDatabase) {
+    let store = open(&db).await;
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let mut tasks = Vec::new();
+    for description in ["steered", "lost twice", "cancelled"] {
+        let task = store.create_task(&ada.id, new_task(description, &repo));
+        tasks.push(task.await.unwrap().id);
+    }
+    for _ in 0..2 {
+        for _ in &tasks {
+            assert!(
+                store
+                    .claim_next("w", later(60_000), 10)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            store.requeue_expired(later(120_000)).await.unwrap().len(),
+            3
+        );
+    }
+    store
+        .transition(
+            Actor::Owner(&ada.id),
+            &tasks[0],
+            Transition::Steer,
+            Some((
+                EventKind::UserMessage,
+                json!({"kind": "steering", "message": "m"}),
+            )),
+        )
+        .await
+        .unwrap();
+    store
+        .transition(Actor::Owner(&ada.id), &tasks[2], Transition::Cancel, None)
+        .await
+        .unwrap();
+    for (task, count) in tasks.iter().zip([0, 2, 2]) {
+        assert_eq!(store.leases_lost(task).await.unwrap(), count, "{task}");
+    }
+    store.close().await;
+    // Back to the schema before migration 11, with the log as it stands.
+    let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    for sql in [
+        "ALTER TABLE tasks DROP COLUMN leases_lost",
+        "DELETE FROM _sqlx_migrations WHERE version = 11",
+    ] {
+        sqlx::query(sql).execute(&raw).await.unwrap();
+    }
+    raw.close().await;
+    let store = open(&db).await;
+    for (task, count) in tasks.iter().zip([0, 2, 0]) {
+        assert_eq!(store.leases_lost(task).await.unwrap(), count, "{task}");
+    }
 }
 
 async fn passwords_sessions_and_login_links_sign_in_once_and_expire(store: Store) {
