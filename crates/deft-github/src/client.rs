@@ -17,6 +17,11 @@ use crate::{GithubAuth, GithubConfig, GithubError, RepoName};
 /// webhooks, short enough that a removed collaborator stops quickly.
 const PERMISSION_TTL: Duration = Duration::from_secs(60);
 
+/// A page of a list, as large as GitHub gives.
+pub(crate) const PER_PAGE: usize = 100;
+/// The most pages of one list deft reads: a thousand comments is past what a task can use.
+pub(crate) const MAX_PAGES: usize = 10;
+
 /// What deft needs of a repository.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct RepoInfo {
@@ -75,6 +80,9 @@ pub struct Comment {
     pub user: Login,
     #[serde(default)]
     pub body: Option<String>,
+    /// When it was written (RFC 3339, as GitHub writes it).
+    #[serde(default)]
+    pub created_at: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -115,6 +123,11 @@ pub struct GitHub {
     /// Which installation serves each repository.
     repo_installations: Mutex<HashMap<String, u64>>,
     permissions: Mutex<HashMap<(String, String), (Instant, Permission)>>,
+    /// `github.api_url`, for the calls made without octocrab (`http.rs`).
+    pub(crate) api_url: String,
+    pub(crate) http: reqwest::Client,
+    /// The App's user authorization (`github.client_id`, `github.client_secret`), if set.
+    pub(crate) oauth: Option<crate::OAuthApp>,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -123,7 +136,7 @@ impl std::fmt::Debug for GitHub {
     }
 }
 
-fn api_error(call: &str, error: octocrab::Error) -> GithubError {
+pub(crate) fn api_error(call: &str, error: octocrab::Error) -> GithubError {
     match error {
         octocrab::Error::GitHub { source, .. } => GithubError::Api {
             call: call.to_owned(),
@@ -168,6 +181,9 @@ impl GitHub {
             what: error.to_string(),
         })?;
         Ok(GitHub {
+            api_url: config.api_url.trim_end_matches('/').to_owned(),
+            http: crate::http::client(&config.api_url)?,
+            oauth: config.oauth.clone(),
             root: Arc::new(root),
             token,
             installations: Mutex::new(HashMap::new()),
@@ -177,7 +193,7 @@ impl GitHub {
     }
 
     /// The client that acts on `repo`: the App's installation on it, or the token.
-    async fn client(&self, repo: &RepoName) -> Result<Arc<Octocrab>, GithubError> {
+    pub(crate) async fn client(&self, repo: &RepoName) -> Result<Arc<Octocrab>, GithubError> {
         if self.token.is_some() {
             return Ok(self.root.clone());
         }
@@ -502,6 +518,8 @@ impl GitHub {
         Ok(())
     }
 
+    /// The comments of an issue (or of a pull request's conversation), oldest first: up to
+    /// [`MAX_PAGES`] pages of 100.
     pub async fn issue_comments(
         &self,
         repo: &RepoName,
@@ -509,13 +527,22 @@ impl GitHub {
     ) -> Result<Vec<Comment>, GithubError> {
         let client = self.client(repo).await?;
         let call = format!("GET /repos/{repo}/issues/{number}/comments");
-        client
-            .get(
-                format!("/repos/{repo}/issues/{number}/comments"),
-                Some(&json!({"per_page": 100})),
-            )
-            .await
-            .map_err(|error| api_error(&call, error))
+        let mut comments = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let batch: Vec<Comment> = client
+                .get(
+                    format!("/repos/{repo}/issues/{number}/comments"),
+                    Some(&json!({"per_page": PER_PAGE, "page": page})),
+                )
+                .await
+                .map_err(|error| api_error(&call, error))?;
+            let last = batch.len() < PER_PAGE;
+            comments.extend(batch);
+            if last {
+                break;
+            }
+        }
+        Ok(comments)
     }
 
     /// The comments of one submitted review.

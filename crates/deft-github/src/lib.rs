@@ -7,11 +7,19 @@
 //! Every route is built from a repository name checked by [`RepoName::parse`], so nothing
 //! from a webhook reaches a URL unchecked.
 
+mod checks;
 mod client;
+mod http;
+mod oauth;
+mod review;
 pub mod untrusted;
 pub mod webhook;
 
+pub use checks::{FAILING, FailingCheck, clean_log, clip};
 pub use client::{Comment, GitHub, Permission, PullRequestInfo, RepoInfo, ReviewComment};
+pub use http::web_url;
+pub use oauth::{OAuthApp, Pkce, new_state};
+pub use review::{ConversationComment, PullRequestHead, PullState, ReviewThread, ThreadComment};
 pub use webhook::{Delivery, WebhookError};
 
 /// `[github]` of the configuration (SPEC §5).
@@ -25,6 +33,9 @@ pub struct GithubConfig {
     pub webhook_secret: Option<String>,
     /// The issue label that hands an issue to deft.
     pub label: String,
+    /// The App's OAuth client, with which people connect their own GitHub accounts from the
+    /// settings page; without it, an administrator links them (`deft user github`).
+    pub oauth: Option<OAuthApp>,
 }
 
 impl std::fmt::Debug for GithubConfig {
@@ -33,6 +44,7 @@ impl std::fmt::Debug for GithubConfig {
             .field("api_url", &self.api_url)
             .field("auth", &self.auth)
             .field("label", &self.label)
+            .field("oauth", &self.oauth)
             .finish_non_exhaustive()
     }
 }

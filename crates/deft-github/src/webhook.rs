@@ -91,6 +91,8 @@ pub enum Delivery {
     CheckFailed {
         repo: RepoName,
         head_branch: String,
+        /// The commit it checked.
+        head_sha: String,
         name: String,
         conclusion: String,
         details_url: String,
@@ -183,6 +185,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Delivery, WebhookError> {
             Ok(Delivery::CheckFailed {
                 repo: repo_of(&payload)?,
                 head_branch: text(&run["check_suite"]["head_branch"]),
+                head_sha: text(&run["head_sha"]),
                 name: text(&run["name"]),
                 conclusion: text(&run["conclusion"]),
                 details_url: text(&run["html_url"]),
@@ -195,6 +198,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Delivery, WebhookError> {
             Ok(Delivery::CheckFailed {
                 repo: repo_of(&payload)?,
                 head_branch: text(&suite["head_branch"]),
+                head_sha: text(&suite["head_sha"]),
                 name: format!("check suite of {}", text(&suite["app"]["name"])),
                 conclusion: text(&suite["conclusion"]),
                 details_url: text(&suite["url"]),
@@ -207,6 +211,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Delivery, WebhookError> {
             Ok(Delivery::CheckFailed {
                 repo: repo_of(&payload)?,
                 head_branch: text(&run["head_branch"]),
+                head_sha: text(&run["head_sha"]),
                 name: text(&run["name"]),
                 conclusion: text(&run["conclusion"]),
                 details_url: text(&run["html_url"]),
@@ -362,14 +367,21 @@ mod fixtures {
         let mut failed = passed.clone();
         failed["check_run"]["conclusion"] = json!("failure");
         let Delivery::CheckFailed {
-            head_branch, name, ..
+            head_branch,
+            head_sha,
+            name,
+            ..
         } = read("check_run", &failed)
         else {
             panic!("a failed check run");
         };
         assert_eq!(
-            (head_branch.as_str(), name.as_str()),
-            ("changes", "Octocoders-linter")
+            (head_branch.as_str(), head_sha.as_str(), name.as_str()),
+            (
+                "changes",
+                "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+                "Octocoders-linter"
+            )
         );
         let mut workflow = example("workflow_run", "completed.payload.json");
         workflow["workflow_run"]["conclusion"] = json!("failure");

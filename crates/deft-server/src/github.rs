@@ -296,6 +296,7 @@ async fn act(app: &AppState, hooks: &GithubHooks, delivery: Delivery) -> Result<
         Delivery::CheckFailed {
             repo,
             head_branch,
+            head_sha: _,
             name,
             conclusion,
             details_url,

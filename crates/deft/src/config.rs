@@ -160,6 +160,11 @@ pub struct GithubFile {
     pub webhook_secret: Option<String>,
     pub token: Option<String>,
     pub label: Option<String>,
+    /// The App's OAuth client, with which people connect their own accounts in the settings.
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// Where people authorize the App; derived from `api_url` when unset.
+    pub web_url: Option<String>,
 }
 
 /// `[retention]`: how long finished tasks and chats are kept after their last activity.
@@ -301,7 +306,7 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
     let github = match table.get("github") {
         Some(value) => value.clone().try_into::<GithubFile>().with_context(|| {
             format!(
-                "{}: bad [github] section (keys: api_url, app_id, private_key_path, webhook_secret, token, label)",
+                "{}: bad [github] section (keys: api_url, app_id, private_key_path, webhook_secret, token, label, client_id, client_secret, web_url)",
                 path.display()
             )
         })?,
@@ -383,8 +388,9 @@ fn trusted_proxies_from(
 /// neither an App nor a token is set.
 pub fn github(config: &ConfigFile) -> anyhow::Result<Option<deft_github::GithubConfig>> {
     use crate::env_vars::{
-        DEFT_GITHUB_API_URL, DEFT_GITHUB_APP_ID, DEFT_GITHUB_LABEL, DEFT_GITHUB_PRIVATE_KEY_PATH,
-        DEFT_GITHUB_TOKEN, DEFT_GITHUB_WEBHOOK_SECRET,
+        DEFT_GITHUB_API_URL, DEFT_GITHUB_APP_ID, DEFT_GITHUB_CLIENT_ID, DEFT_GITHUB_CLIENT_SECRET,
+        DEFT_GITHUB_LABEL, DEFT_GITHUB_PRIVATE_KEY_PATH, DEFT_GITHUB_TOKEN, DEFT_GITHUB_WEB_URL,
+        DEFT_GITHUB_WEBHOOK_SECRET,
     };
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let file = &config.github;
@@ -411,11 +417,28 @@ pub fn github(config: &ConfigFile) -> anyhow::Result<Option<deft_github::GithubC
         (None, None, Some(token)) => deft_github::GithubAuth::Token(token),
         (None, None, None) => return Ok(None),
     };
+    let api_url = var(DEFT_GITHUB_API_URL)
+        .or_else(|| file.api_url.clone())
+        .unwrap_or_else(|| deft_github::DEFAULT_API_URL.to_owned());
+    let client_id = var(DEFT_GITHUB_CLIENT_ID).or_else(|| file.client_id.clone());
+    let client_secret = var(DEFT_GITHUB_CLIENT_SECRET).or_else(|| file.client_secret.clone());
+    let oauth = match (client_id, client_secret) {
+        (Some(client_id), Some(client_secret)) => Some(deft_github::OAuthApp {
+            client_id,
+            client_secret,
+            web_url: var(DEFT_GITHUB_WEB_URL)
+                .or_else(|| file.web_url.clone())
+                .unwrap_or_else(|| deft_github::web_url(&api_url)),
+        }),
+        (None, None) => None,
+        _ => bail!(
+            "people connect their GitHub accounts with the App's OAuth client, which needs both github.client_id and github.client_secret (or {DEFT_GITHUB_CLIENT_ID} and {DEFT_GITHUB_CLIENT_SECRET})"
+        ),
+    };
     Ok(Some(deft_github::GithubConfig {
-        api_url: var(DEFT_GITHUB_API_URL)
-            .or_else(|| file.api_url.clone())
-            .unwrap_or_else(|| deft_github::DEFAULT_API_URL.to_owned()),
+        api_url,
         auth,
+        oauth,
         webhook_secret: var(DEFT_GITHUB_WEBHOOK_SECRET).or_else(|| file.webhook_secret.clone()),
         label: var(DEFT_GITHUB_LABEL)
             .or_else(|| file.label.clone())
