@@ -51,9 +51,8 @@ impl PodmanService {
             std::process::id(),
             STARTED.fetch_add(1, Ordering::Relaxed)
         );
-        for sub in ["storage", "logs"] {
-            std::fs::create_dir_all(dir.join(sub)).expect("the podman test directory can be made");
-        }
+        std::fs::create_dir_all(storage_dir(dir)).expect("podman's storage can be made");
+        std::fs::create_dir_all(dir.join("logs")).expect("the podman test directory can be made");
         let run = run_dir(dir);
         for sub in ["libpod", "sockets"] {
             std::fs::create_dir_all(run.join(sub)).expect("podman's run directory can be made");
@@ -131,20 +130,20 @@ impl Drop for PodmanService {
     }
 }
 
+/// Podman's storage under `dir`, named after `dir` itself: Podman's database remembers the
+/// paths it was made with and refuses to start from any other, so a checkout that moved (or
+/// a target directory seen through another path) gets a storage of its own.
+fn storage_dir(dir: &Path) -> PathBuf {
+    dir.join(format!("storage-{:016x}", path_hash(dir)))
+}
+
 /// Podman's run directory for the storage under `dir`. Podman refuses a runroot longer than 50
 /// characters and a unix socket's path holds at most 107 bytes, while `dir` lies in a checkout
 /// whose path can be of any length; so the run directory (and the sockets in it) is a short one
 /// under the temporary directory, named by a hash of `dir` so that every process sharing the
 /// storage shares its locks too.
 fn run_dir(dir: &Path) -> PathBuf {
-    // FNV-1a: stable across processes and builds, which `DefaultHasher` does not promise.
-    let hash = dir
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+    let hash = path_hash(dir);
     let temp = std::env::temp_dir();
     let base = if temp.as_os_str().len() <= 16 {
         temp
@@ -154,13 +153,24 @@ fn run_dir(dir: &Path) -> PathBuf {
     base.join(format!("deft-podman-{hash:016x}"))
 }
 
+/// FNV-1a of a path: stable across processes and builds, which `DefaultHasher` does not
+/// promise.
+fn path_hash(path: &Path) -> u64 {
+    path.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
 /// `podman` with the storage under `dir`, and the flags a machine without systemd needs.
 fn podman(dir: &Path) -> Command {
     let run = run_dir(dir);
     let mut command = Command::new("podman");
     command
         .arg("--root")
-        .arg(dir.join("storage"))
+        .arg(storage_dir(dir))
         .arg("--runroot")
         .arg(&run)
         .arg("--tmpdir")
