@@ -8,8 +8,10 @@ mod environment;
 mod event;
 mod ids;
 mod model;
+mod progress;
 mod redact;
 mod repo_environment;
+mod step;
 mod task;
 mod time;
 mod validate;
@@ -23,8 +25,10 @@ pub use model::{
     Chat, ChatMessage, ForgeKind, Learning, Plan, PullRequest, PullRequestStatus, Repository,
     SecretInfo, Task, Usage, User,
 };
+pub use progress::{Phase, Progress, SelfReview, Verdict};
 pub use redact::{Redactor, StreamRedactor};
 pub use repo_environment::RepoEnvironment;
+pub use step::{RepoFound, StepEvent, StepStatus, WorkStep};
 pub use task::{Attention, AttentionKind, TaskState, TaskStatus, Transition, TransitionError};
 pub use time::Timestamp;
 pub use validate::ValidationError;

@@ -90,6 +90,29 @@ pub enum ForgeError {
     Jail { message: String },
 }
 
+impl ForgeError {
+    /// Whether the same git call may succeed a moment later: the remote could not be reached,
+    /// hung up, or answered a server error or "too many requests". Everything else (a refused
+    /// credential, a missing repository, a protected branch) fails the same way again.
+    pub fn is_transient(&self) -> bool {
+        let ForgeError::Git { message, .. } = self else {
+            return false;
+        };
+        const PASSING: [&str; 9] = [
+            "The requested URL returned error: 5",
+            "The requested URL returned error: 429",
+            "Could not resolve host",
+            "Failed to connect",
+            "Connection timed out",
+            "Connection reset",
+            "Operation timed out",
+            "early EOF",
+            "RPC failed",
+        ];
+        PASSING.iter().any(|sign| message.contains(sign))
+    }
+}
+
 /// [`inspect_local`] for a path that must lie under `roots`: checked on the path as written,
 /// before the file system is touched (so a refused path reveals nothing about what exists),
 /// and again after symlinks are resolved.

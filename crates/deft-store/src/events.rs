@@ -231,3 +231,24 @@ impl Store {
         Ok(events)
     }
 }
+
+impl Store {
+    /// What the owner said to the task after event `after` (answers, feedback, steering), and
+    /// nothing else of its log: what the engine needs to hear.
+    pub async fn owner_messages_after(
+        &self,
+        task: &TaskId,
+        after: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT task_id, seq, at, kind, data FROM events \
+             WHERE task_id = $1 AND kind = $2 AND seq > $3 ORDER BY seq",
+        )
+        .bind(task.as_str())
+        .bind(EventKind::UserMessage.as_str())
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}

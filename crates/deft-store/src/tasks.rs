@@ -5,8 +5,8 @@
 //! disagree and two concurrent changes cannot both succeed from the same state.
 
 use deft_core::{
-    ChatId, Event, EventKind, Plan, PullRequest, PullRequestStatus, RepoId, Task, TaskId,
-    TaskState, TaskStatus, Timestamp, Transition, Usage, UserId, ValidationError,
+    ChatId, Event, EventKind, Plan, Progress, PullRequest, PullRequestStatus, RepoId, StepEvent,
+    Task, TaskId, TaskState, TaskStatus, Timestamp, Transition, Usage, UserId, ValidationError,
 };
 use serde_json::json;
 use sqlx::Row as _;
@@ -331,7 +331,7 @@ impl Store {
     }
 
     /// Where the task's run stands, as the engine last wrote it.
-    pub async fn progress(&self, id: &TaskId) -> Result<Option<serde_json::Value>, StoreError> {
+    pub async fn progress(&self, id: &TaskId) -> Result<Option<Progress>, StoreError> {
         let text: Option<String> = sqlx::query("SELECT progress FROM tasks WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -342,14 +342,10 @@ impl Store {
             .transpose()
     }
 
-    pub async fn set_progress(
-        &self,
-        id: &TaskId,
-        progress: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+    pub async fn set_progress(&self, id: &TaskId, progress: &Progress) -> Result<(), StoreError> {
         sqlx::query("UPDATE tasks SET progress = $2 WHERE id = $1")
             .bind(id.as_str())
-            .bind(progress.to_string())
+            .bind(progress_json(progress))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -551,21 +547,28 @@ impl Store {
         Ok(event)
     }
 
-    /// Saves where the run stands and logs why, in one transaction.
+    /// Saves where the run stands and logs the step that moved it, in one transaction.
     pub async fn set_progress_with(
         &self,
         id: &TaskId,
-        progress: &serde_json::Value,
-        kind: EventKind,
-        data: serde_json::Value,
+        progress: &Progress,
+        step: &StepEvent,
     ) -> Result<Event, StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE tasks SET progress = $2 WHERE id = $1")
             .bind(id.as_str())
-            .bind(progress.to_string())
+            .bind(progress_json(progress))
             .execute(&mut *tx)
             .await?;
-        let event = append_in(&mut tx, &self.key, id, kind, data, Timestamp::now()).await?;
+        let event = append_in(
+            &mut tx,
+            &self.key,
+            id,
+            EventKind::Step,
+            step.to_data(),
+            Timestamp::now(),
+        )
+        .await?;
         tx.commit().await?;
         self.published(&event);
         Ok(event)
@@ -737,4 +740,8 @@ async fn set_plan_in(
         .await?;
     let data = serde_json::to_value(plan).expect("plans serialize");
     append_in(tx, key, id, EventKind::Plan, data, Timestamp::now()).await
+}
+
+fn progress_json(progress: &Progress) -> String {
+    serde_json::to_string(progress).expect("progress serializes")
 }

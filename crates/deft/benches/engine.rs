@@ -135,7 +135,7 @@ async fn run() -> (Duration, Duration, usize) {
         workspaces: dir.path().join("workspaces"),
         limits: RunLimits::default(),
         drain: CancellationToken::new(),
-        github: None,
+        forges: deft_agent::forge::Forges::default(),
         active: Default::default(),
         images: None,
         default_image: None,

@@ -157,7 +157,7 @@ pub async fn engine(
             ..RunLimits::default()
         },
         drain: tokio_util::sync::CancellationToken::new(),
-        github,
+        forges: deft_agent::forge::Forges::new(github),
         active: Default::default(),
         images: config::images(config, dir)?,
         default_image: config.environments.default_image.clone(),
@@ -236,7 +236,10 @@ fn describe(event: &Event) -> String {
     let line = match event.kind {
         EventKind::TaskCreated => format!("created: {}", text("description")),
         EventKind::StateChanged => format!("{} → {}", text("from"), text("to")),
-        EventKind::Step => format!("{} {}", text("step"), text("status")),
+        EventKind::Step => match deft_core::StepEvent::from_data(data) {
+            Some(step) => format!("{} {}", step.step.as_str(), step.status.as_str()),
+            None => data.to_string(),
+        },
         EventKind::Plan => format!(
             "plan: {} steps",
             data["steps"].as_array().map_or(0, Vec::len)

@@ -136,21 +136,23 @@ pub fn entry(event: &Event) -> LogEntry {
         EventKind::Step => {
             entry.class = "step";
             entry.label = "Step";
-            let step = text(data, "step");
-            let status = text(data, "status").replace('_', " ");
-            entry.summary = match data["index"].as_u64() {
-                Some(index) => format!("{step} {} {status}", index + 1),
-                None => format!("{step} {status}"),
+            let Some(step) = deft_core::StepEvent::from_data(data) else {
+                entry.summary = first_line(&data.to_string(), 200);
+                return entry;
             };
-            for key in ["summary", "reason", "learning"] {
-                let more = text(data, key);
-                if !more.is_empty() {
-                    entry.summary.push_str(": ");
-                    entry.summary.push_str(&first_line(&more, 200));
-                }
+            let status = step.status.as_str().replace('_', " ");
+            entry.summary = match step.index {
+                Some(index) => format!("{} {} {status}", step.step.as_str(), index + 1),
+                None => format!("{} {status}", step.step.as_str()),
+            };
+            for more in [&step.summary, &step.reason, &step.learning]
+                .into_iter()
+                .flatten()
+            {
+                entry.summary.push_str(": ");
+                entry.summary.push_str(&first_line(more, 200));
             }
-            let output = text(data, "output");
-            if !output.is_empty() {
+            if let Some(output) = step.output.filter(|output| !output.is_empty()) {
                 entry.detail = Some(Detail::Text {
                     title: "Output".into(),
                     text: output,

@@ -221,7 +221,7 @@ async fn summary_of(
 ) -> Result<Summary, WebError> {
     let task = app.store.task(&session.user.id, id).await?;
     let names = repo_names(app.store.list_repositories(&session.user.id).await?);
-    let progress = app.store.progress(id).await?.unwrap_or_default();
+    let progress = app.store.progress(id).await?;
     let allows = |transition: Transition| task.status.apply(transition).is_ok();
     let why = match (&task.status, task.queue_position) {
         (deft_core::TaskStatus::NeedsAttention(attention), _) => Some(attention.message.clone()),
@@ -231,7 +231,7 @@ async fn summary_of(
         (deft_core::TaskStatus::Queued, None) => Some("Waiting for a free slot.".into()),
         (deft_core::TaskStatus::InProgress, _) => Some(format!(
             "Working: {}.",
-            progress["phase"].as_str().unwrap_or("starting")
+            progress.as_ref().map_or("starting", |p| p.phase.as_str())
         )),
         (deft_core::TaskStatus::Completed, _) if !task.pull_requests.is_empty() => Some(
             "Done: its pull requests are open for review. Feedback sends it back to work.".into(),
@@ -242,11 +242,10 @@ async fn summary_of(
         }
     };
     let plan = task.plan.as_ref().map(|plan| {
-        let done = match progress["phase"].as_str() {
-            Some("execution") => progress["step"].as_u64().unwrap_or(0) as usize,
-            Some("review" | "completion" | "done") => plan.steps.len(),
-            _ if task.state() == TaskState::Completed => plan.steps.len(),
-            _ => 0,
+        let done = match &progress {
+            Some(progress) => progress.steps_done(plan.steps.len()),
+            None if task.state() == TaskState::Completed => plan.steps.len(),
+            None => 0,
         }
         .min(plan.steps.len());
         let running = task.state() == TaskState::InProgress;

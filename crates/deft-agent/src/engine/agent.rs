@@ -1,0 +1,495 @@
+//! The agent's side of a run: the model's turns with the tools in planning and execution,
+//! the verification of each step by the repositories' own checks, and the self-review.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use deft_core::{
+    AttentionKind, EventKind, Plan, SelfReview, StepEvent, StepStatus, TaskId, Verdict, WorkStep,
+};
+use deft_llm::{Completion, Message, ModelClient, ModelError, Request, ToolResult, ToolSpec};
+use deft_sandbox::ExecRequest;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, Engine, EngineError, Phase, TaskSandbox, attention};
+use crate::analysis::fence;
+use crate::prompts::{PLANNING, REVIEWER, execution, list, system_prompt, tail};
+use crate::tools::{Effect, Tools, specs};
+
+impl Engine {
+    pub(super) async fn plan(
+        &self,
+        context: &Context,
+        tools: &mut Tools<'_, TaskSandbox>,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<Plan>, EngineError> {
+        let system = system_prompt(&context.repos, &context.learnings, "planning", PLANNING);
+        let built_in: Vec<ToolSpec> = specs().into_iter().filter(|t| t.name != "finish").collect();
+        let mut request = Request {
+            system,
+            messages: vec![Message::user(self.task_message(context))],
+            tools: Vec::new(),
+            max_tokens: 8192,
+        };
+        let mut nudges = 0;
+        for _ in 0..self.limits.turns_per_step {
+            request.tools = tools.offered(&built_in).await;
+            let calls = match self
+                .turn(&self.planner, "planner", context, &mut request, cancel)
+                .await?
+            {
+                Phase::Done(calls) => calls,
+                Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+            };
+            if calls.is_empty() {
+                nudges += 1;
+                if nudges > 2 {
+                    return Ok(Phase::Stop(attention(
+                        AttentionKind::Error,
+                        "the model did not submit a plan; try a more capable model for planning ([model.planner])",
+                    )));
+                }
+                request.messages.push(Message::user(
+                    "Call `submit_plan` now, or `ask_user` if you cannot.",
+                ));
+                continue;
+            }
+            let mut results = Vec::new();
+            let mut outcome = None;
+            for call in &calls {
+                let output = self.run_tool(&context.task.id, tools, call, cancel).await?;
+                match &output.effect {
+                    Effect::Plan(plan) => outcome = Some(Phase::Done(plan.clone())),
+                    Effect::Ask(question) => {
+                        outcome = Some(self.ask(&context.task.id, question).await?)
+                    }
+                    _ => {}
+                }
+                results.push(ToolResult {
+                    call_id: call.id.clone(),
+                    content: output.content,
+                    is_error: output.is_error,
+                });
+            }
+            if let Some(outcome) = outcome {
+                return Ok(outcome);
+            }
+            request.messages.push(Message::tool_results(results));
+        }
+        Ok(Phase::Stop(attention(
+            AttentionKind::Error,
+            "planning took too many turns without a plan",
+        )))
+    }
+
+    pub(super) async fn execute(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        index: usize,
+        tools: &mut Tools<'_, TaskSandbox>,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<String>, EngineError> {
+        let step = &plan.steps[index];
+        // Steering sent during the previous step is part of this step's prompt.
+        self.hear_owner(context).await?;
+        let plan_text = format!(
+            "Requirements:\n{}\nAcceptance criteria:\n{}\nSteps:\n{}",
+            list(&plan.requirements),
+            list(&plan.acceptance_criteria),
+            plan.steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!(
+                    "{}. {s}{}",
+                    i + 1,
+                    if i == index { "   <- this step" } else { "" }
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let system = system_prompt(
+            &context.repos,
+            &context.learnings,
+            "execution",
+            &execution(&plan_text),
+        );
+        let built_in: Vec<ToolSpec> = specs()
+            .into_iter()
+            .filter(|t| t.name != "submit_plan")
+            .collect();
+        let mut request = Request {
+            system,
+            messages: vec![Message::user(format!(
+                "{}\n\nDo step {} of {}: {step}",
+                self.task_message(context),
+                index + 1,
+                plan.steps.len()
+            ))],
+            tools: Vec::new(),
+            max_tokens: 8192,
+        };
+        let mut failed_verifications = 0;
+        let mut last_failure: Option<(String, u32)> = None;
+        for _ in 0..self.limits.turns_per_step {
+            request.tools = tools.offered(&built_in).await;
+            let calls = match self
+                .turn(&self.executor, "executor", context, &mut request, cancel)
+                .await?
+            {
+                Phase::Done(calls) => calls,
+                Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+            };
+            if calls.is_empty() {
+                request.messages.push(Message::user(
+                    "Use the tools to do the step, then call `finish`.",
+                ));
+                continue;
+            }
+            let mut results = Vec::new();
+            let mut done = None;
+            for call in &calls {
+                let mut output = self.run_tool(&context.task.id, tools, call, cancel).await?;
+                match &output.effect {
+                    Effect::Ask(question) => return self.ask(&context.task.id, question).await,
+                    Effect::Finish(summary) => {
+                        match self.verify(context, tools.sandbox(), cancel).await {
+                            Ok(()) => done = Some(summary.clone()),
+                            // Stopped, not failed: no verification_failed event, no retry.
+                            Err(_) if cancel.is_cancelled() => return Err(EngineError::Cancelled),
+                            Err(failure) => {
+                                failed_verifications += 1;
+                                self.step(
+                                    &context.task.id,
+                                    StepEvent::new(
+                                        WorkStep::Execution,
+                                        StepStatus::VerificationFailed,
+                                    )
+                                    .index(index)
+                                    .output(tail(&failure, 2000)),
+                                )
+                                .await?;
+                                if failed_verifications > self.limits.verify_retries {
+                                    return Ok(Phase::Stop(attention(
+                                        AttentionKind::Error,
+                                        format!(
+                                            "step {} keeps failing its checks after {failed_verifications} attempts; the last failure:\n{}",
+                                            index + 1,
+                                            tail(&failure, 1500)
+                                        ),
+                                    )));
+                                }
+                                output.content = format!(
+                                    "The checks failed, so the step is not done. Fix this and call `finish` again:\n{failure}"
+                                );
+                                output.is_error = true;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                // The same failing call over and over is a loop, not progress.
+                if output.is_error && !matches!(output.effect, Effect::Finish(_)) {
+                    let key = format!("{}:{}", call.name, call.arguments.to_json_text());
+                    let count = match &last_failure {
+                        Some((last, count)) if *last == key => count + 1,
+                        _ => 1,
+                    };
+                    if count >= self.limits.repeats {
+                        return Ok(Phase::Stop(attention(
+                            AttentionKind::Error,
+                            format!(
+                                "the agent repeated the same failing `{}` call {count} times; give it a hint by answering",
+                                call.name
+                            ),
+                        )));
+                    }
+                    last_failure = Some((key, count));
+                } else {
+                    last_failure = None;
+                }
+                results.push(ToolResult {
+                    call_id: call.id.clone(),
+                    content: output.content,
+                    is_error: output.is_error,
+                });
+            }
+            if let Some(summary) = done {
+                return Ok(Phase::Done(summary));
+            }
+            let mut turn = Message::tool_results(results);
+            let said = self.hear_owner(context).await?;
+            if !said.is_empty() {
+                turn.content.push(deft_llm::Content::Text(format!(
+                    "The owner has just said (take it into account from now on):\n{}",
+                    said.join("\n")
+                )));
+            }
+            request.messages.push(turn);
+        }
+        Ok(Phase::Stop(attention(
+            AttentionKind::Error,
+            format!("step {} took too many turns", index + 1),
+        )))
+    }
+
+    /// Runs every repository's checks; the combined output of the first that fails.
+    async fn verify(
+        &self,
+        context: &Context,
+        sandbox: &TaskSandbox,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        for (repo, _, facts) in &context.repos {
+            for check in &facts.checks {
+                let request = ExecRequest {
+                    cwd: Some(facts.name.clone()),
+                    ..ExecRequest::shell(check)
+                };
+                let mut ignore = |_: &str| {};
+                let run = tokio::select! {
+                    run = sandbox.exec(&request, &mut ignore) => run,
+                    _ = cancel.cancelled() => return Err("the run was cancelled".into()),
+                };
+                match run {
+                    Ok(outcome) if outcome.exit_code() == 0 => {}
+                    Ok(outcome) => {
+                        return Err(format!(
+                            "`{check}` in {} exited {}:\n{}",
+                            repo.name,
+                            outcome.exit_code(),
+                            outcome.output
+                        ));
+                    }
+                    Err(error) => {
+                        return Err(format!("`{check}` in {} could not run: {error}", repo.name));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The reviewer's verdict on the whole change.
+    pub(super) async fn review(
+        &self,
+        context: &Context,
+        sandbox: &TaskSandbox,
+        plan: &Plan,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<SelfReview>, EngineError> {
+        let mut diffs = String::new();
+        let bases = self.bases(&context.task.id);
+        // The clones are checked, then read by git: the task's MCP servers wait meanwhile.
+        let paused = sandbox.pause_programs();
+        for (repo, dir, _) in &context.repos {
+            let against = bases
+                .get(repo.id.as_str())
+                .cloned()
+                .unwrap_or_else(|| format!("origin/{}", repo.default_branch));
+            match deft_forge::worktree_diff(dir, &against).await {
+                Ok(diff) if !diff.trim().is_empty() => {
+                    diffs.push_str(&fence(&format!("{} diff", repo.name), &tail(&diff, 60_000)))
+                }
+                Ok(_) => {}
+                Err(error) => diffs.push_str(&format!("(no diff of {}: {error})\n", repo.name)),
+            }
+        }
+        drop(paused);
+        let user = format!(
+            "{}\n\nRequirements:\n{}\nAcceptance criteria:\n{}\n\nThe change:\n{}",
+            self.task_message(context),
+            list(&plan.requirements),
+            list(&plan.acceptance_criteria),
+            if diffs.is_empty() {
+                "(no changes)".to_owned()
+            } else {
+                diffs
+            }
+        );
+        let mut request = Request {
+            system: vec![REVIEWER.to_owned()],
+            messages: vec![Message::user(user)],
+            tools: Vec::new(),
+            max_tokens: 2048,
+        };
+        let completion = match self
+            .call(
+                &self.planner,
+                "reviewer",
+                &context.task.id,
+                &context.spent,
+                &mut request,
+                cancel,
+            )
+            .await?
+        {
+            Phase::Done(completion) => completion,
+            Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+        };
+        let text = completion.response.text();
+        let parsed = text
+            .find('{')
+            .and_then(|start| text.rfind('}').map(|end| &text[start..=end]))
+            .and_then(|json| serde_json::from_str::<Value>(json).ok());
+        let review = match parsed {
+            Some(value) => SelfReview {
+                verdict: match value["verdict"].as_str() {
+                    Some("fix") => Verdict::Fix,
+                    Some("pass") | None => Verdict::Pass,
+                    Some(_) => Verdict::Unclear,
+                },
+                fixes: value["fixes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect(),
+            },
+            None => SelfReview {
+                verdict: Verdict::Unclear,
+                fixes: vec![format!(
+                    "the reviewer gave no verdict: {}",
+                    tail(&text, 300)
+                )],
+            },
+        };
+        Ok(Phase::Done(review))
+    }
+
+    pub(super) async fn ask<T>(
+        &self,
+        id: &TaskId,
+        question: &str,
+    ) -> Result<Phase<T>, EngineError> {
+        self.store
+            .append_event(id, EventKind::Question, json!({"question": question}))
+            .await?;
+        Ok(Phase::Stop(attention(AttentionKind::Question, question)))
+    }
+
+    async fn run_tool(
+        &self,
+        id: &TaskId,
+        tools: &mut Tools<'_, TaskSandbox>,
+        call: &deft_llm::ToolCall,
+        cancel: &CancellationToken,
+    ) -> Result<crate::ToolOutput, EngineError> {
+        self.store
+            .append_event(
+                id,
+                EventKind::ToolCall,
+                json!({"id": call.id, "name": call.name, "arguments": call.arguments.as_object()}),
+            )
+            .await?;
+        // Dropping the call on cancellation kills its sandboxed command, with its children.
+        let mut ignore = |_: &str| {};
+        let output = tokio::select! {
+            output = tools.call(call, &mut ignore) => output,
+            _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+        };
+        self.store
+            .append_event(id, EventKind::ToolResult, json!({"id": call.id, "is_error": output.is_error, "content": tail(&output.content, 4000)}))
+            .await?;
+        Ok(output)
+    }
+
+    /// One turn of a tool-using conversation: the model's answer joins the conversation, and
+    /// its tool calls come back to be run.
+    async fn turn(
+        &self,
+        client: &ModelClient,
+        role: &str,
+        context: &Context,
+        request: &mut Request,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<Vec<deft_llm::ToolCall>>, EngineError> {
+        let completion = match self
+            .call(
+                client,
+                role,
+                &context.task.id,
+                &context.spent,
+                request,
+                cancel,
+            )
+            .await?
+        {
+            Phase::Done(completion) => completion,
+            Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+        };
+        let calls = completion.response.tool_calls().cloned().collect();
+        request.messages.push(completion.response.to_message());
+        Ok(Phase::Done(calls))
+    }
+
+    /// One model call with its usage recorded (and counted in `spent`, the task's tokens so
+    /// far); a model problem the owner can fix stops the run.
+    pub(super) async fn call(
+        &self,
+        client: &ModelClient,
+        role: &str,
+        id: &TaskId,
+        spent: &std::sync::atomic::AtomicI64,
+        request: &mut Request,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<Completion>, EngineError> {
+        let started = Instant::now();
+        crate::context::fit(request, self.limits.context_tokens);
+        // The model never receives a request over its window: when eliding old output is not
+        // enough, the task stops and says so.
+        let size = crate::context::estimate(request);
+        if size > self.limits.context_tokens {
+            return Ok(Phase::Stop(attention(
+                AttentionKind::Error,
+                format!(
+                    "the next request would hold about {size} tokens, more than the {} the model's window allows, even with old tool output elided; split the task or use a model with a larger window",
+                    self.limits.context_tokens
+                ),
+            )));
+        }
+        if let Some(budget) = self.limits.task_tokens {
+            let spent = spent.load(Ordering::Relaxed);
+            let needed = crate::context::estimate(request) as i64 + 256;
+            if spent + needed > budget {
+                return Ok(Phase::Stop(attention(
+                    AttentionKind::TokenBudget,
+                    format!(
+                        "the task's token budget is spent: {spent} of {budget} tokens used, and the next call could need {needed}; raise limits.task_tokens and answer to continue"
+                    ),
+                )));
+            }
+            // The answer may use what is left, and no more.
+            request.max_tokens = request
+                .max_tokens
+                .min((budget - spent - needed + 256) as u32);
+        }
+        match deft_llm::complete_with_usable_tool_calls(client, request, cancel).await {
+            Ok(completion) => {
+                let usage = completion.response.usage;
+                spent.fetch_add(usage.input_tokens + usage.output_tokens, Ordering::Relaxed);
+                let data = json!({
+                    "role": role, "model": client.config().label(), "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens, "cached_tokens": usage.cached_tokens,
+                    "attempts": completion.attempts, "duration_ms": started.elapsed().as_millis() as u64,
+                    "duration_us": started.elapsed().as_micros() as u64,
+                });
+                self.store
+                    .record_model_call(id, &client.config().label(), usage, Some(data))
+                    .await?;
+                Ok(Phase::Done(completion))
+            }
+            Err(ModelError::Cancelled) => Err(EngineError::Cancelled),
+            Err(error) => {
+                self.store
+                    .append_event(id, EventKind::Error, json!({"message": error.to_string()}))
+                    .await?;
+                Ok(Phase::Stop(attention(
+                    AttentionKind::Error,
+                    format!("the model call failed: {error}"),
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! What the owner says to a task (answers, feedback, steering), heard at the run's start and
+//! between turns, and the conventions their feedback teaches.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use deft_core::{Attention, EventKind, StepEvent, StepStatus, Task, TaskId, User, WorkStep};
+use deft_llm::{Message, Request};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, Engine, EngineError, Phase};
+use crate::analysis::fence;
+use crate::prompts::LEARNER;
+
+/// What the owner said after some event of the log.
+#[derive(Debug, Default)]
+pub(super) struct Said {
+    /// Each message as the agent reads it: `answer: …`, `feedback: …`, `steer: …`.
+    pub messages: Vec<String>,
+    /// The forge's side of each feedback message (its pull request, its review comments).
+    pub feedback: Vec<Value>,
+    /// The last feedback's words, for the conventions it may state.
+    pub last_feedback: Option<String>,
+}
+
+impl Engine {
+    /// The owner's messages after event `after`, with the number of the last one read.
+    pub(super) async fn owner_messages(
+        &self,
+        id: &TaskId,
+        after: i64,
+    ) -> Result<(Said, i64), EngineError> {
+        let events = self.store.owner_messages_after(id, after).await?;
+        let last = events.last().map_or(after, |e| e.seq);
+        let mut said = Said::default();
+        for event in events.iter().filter(|e| e.kind == EventKind::UserMessage) {
+            let Some(message) = event.data["message"].as_str() else {
+                continue;
+            };
+            let kind = event.data["kind"].as_str().unwrap_or("message");
+            said.messages.push(format!("{kind}: {message}"));
+            if kind == "feedback" {
+                said.last_feedback = Some(message.to_owned());
+                if event.data["github"].is_object() {
+                    let mut forge = event.data["github"].clone();
+                    forge["message"] = Value::String(message.to_owned());
+                    said.feedback.push(forge);
+                }
+            }
+        }
+        Ok((said, last))
+    }
+
+    /// What the owner said since the agent last looked (also kept for later steps' prompts):
+    /// steering sent while a task runs reaches the agent at its next turn.
+    pub(super) async fn hear_owner(&self, context: &Context) -> Result<Vec<String>, EngineError> {
+        let after = context.heard.load(Ordering::Relaxed);
+        let (said, last) = self.owner_messages(&context.task.id, after).await?;
+        context.heard.store(last, Ordering::Relaxed);
+        context
+            .answers
+            .lock()
+            .expect("the answers lock is never held across a panic")
+            .extend(said.messages.iter().cloned());
+        context
+            .feedback
+            .lock()
+            .expect("the feedback lock is never held across a panic")
+            .extend(said.feedback);
+        Ok(said.messages)
+    }
+
+    /// The task as the agent reads it: the description, then all the owner said since.
+    pub(super) fn task_message(&self, context: &Context) -> String {
+        let mut text = format!(
+            "The task, from its owner {}:\n{}",
+            context.owner.name, context.task.description
+        );
+        let answers = context
+            .answers
+            .lock()
+            .expect("the answers lock is never held across a panic");
+        if !answers.is_empty() {
+            text.push_str("\n\nThe owner has since said:\n");
+            text.push_str(&answers.join("\n"));
+        }
+        text
+    }
+
+    /// Records the conventions the owner's latest feedback states, as learnings.
+    pub(super) async fn learn(
+        &self,
+        task: &Task,
+        owner: &User,
+        said: &Said,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Attention>, EngineError> {
+        let Some(feedback) = &said.last_feedback else {
+            return Ok(None);
+        };
+        let mut request = Request {
+            system: vec![LEARNER.to_owned()],
+            messages: vec![Message::user(fence("owner feedback", feedback))],
+            tools: Vec::new(),
+            max_tokens: 1024,
+        };
+        let spent = AtomicI64::new(task.usage.input_tokens + task.usage.output_tokens);
+        let completion = match self
+            .call(
+                &self.planner,
+                "learner",
+                &task.id,
+                &spent,
+                &mut request,
+                cancel,
+            )
+            .await?
+        {
+            Phase::Done(completion) => completion,
+            Phase::Stop(attention) => return Ok(Some(attention)),
+        };
+        let text = completion.response.text();
+        let learned: Vec<String> = text
+            .find('[')
+            .and_then(|start| text.rfind(']').map(|end| &text[start..=end]))
+            .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
+            .unwrap_or_default();
+        let existing: Vec<String> = self
+            .store
+            .list_learnings(&owner.id)
+            .await?
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        for convention in learned
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty() && c.len() <= 500)
+        {
+            if existing.iter().any(|e| e == convention) {
+                continue;
+            }
+            let learning = self
+                .store
+                .add_learning(
+                    &owner.id,
+                    convention,
+                    &format!("feedback on task {}", task.id),
+                )
+                .await?;
+            let mut event = StepEvent::new(WorkStep::Learning, StepStatus::Recorded);
+            event.learning = Some(learning.text);
+            self.step(&task.id, event).await?;
+        }
+        Ok(None)
+    }
+}

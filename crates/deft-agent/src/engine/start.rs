@@ -1,0 +1,424 @@
+//! A run's start: the workspace, a clone of each repository, their analysis, the environment
+//! commands run on (a repository's image, or the host's tools with the dependencies
+//! installed), and the sandbox with its egress proxy.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use deft_core::{
+    Attention, AttentionKind, EventKind, Progress, RepoFound, StepEvent, StepStatus, Task, TaskId,
+    User, WorkStep,
+};
+use deft_egress::{DomainSet, EgressPolicy, ProxyEvent, Resolver};
+use deft_sandbox::{Limits, Sandbox, SandboxSpec};
+use deft_store::Store;
+
+use super::{Engine, EngineError, TaskRepo, attention};
+use crate::analysis::analyse;
+use crate::workspaces::Workspaces;
+
+/// What the run starts with.
+pub(super) struct Prepared {
+    pub repos: Vec<TaskRepo>,
+    pub branch: String,
+    pub sandbox: Box<dyn Sandbox>,
+    pub environment: deft_store::Environment,
+    pub secrets: BTreeMap<String, String>,
+    pub network_log: NetworkLog,
+    pub caches: Caches,
+    /// The image the sandbox's root comes from, held until the run ends: the cache never
+    /// prunes an image in use.
+    pub image: Option<deft_images::Prepared>,
+}
+
+/// The egress proxy's decisions, written to the task's log as they come; the refusals are
+/// also counted for the pull request's body.
+pub(super) struct NetworkLog {
+    writer: tokio::task::JoinHandle<()>,
+    refused: Arc<Mutex<BTreeMap<(String, u16), u32>>>,
+}
+
+impl NetworkLog {
+    /// Records each decision of a sandbox's egress proxy as a network event of the task
+    /// (`build`: the proxy of an image's build), until the proxy goes.
+    pub(super) fn start(
+        store: &Store,
+        id: &TaskId,
+        mut decisions: tokio::sync::mpsc::UnboundedReceiver<ProxyEvent>,
+        build: bool,
+    ) -> NetworkLog {
+        let store = store.clone();
+        let task = id.clone();
+        let refused = Arc::new(Mutex::new(BTreeMap::new()));
+        let counts = refused.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(event) = decisions.recv().await {
+                if !event.allowed && !build {
+                    *counts
+                        .lock()
+                        .expect("the refusals lock is never held across a panic")
+                        .entry((event.host.clone(), event.port))
+                        .or_default() += 1;
+                }
+                let mut data = serde_json::json!({"host": event.host, "port": event.port, "allowed": event.allowed, "rule": event.rule});
+                if build {
+                    data["build"] = serde_json::json!(true);
+                }
+                let _ = store.append_event(&task, EventKind::Network, data).await;
+            }
+        });
+        NetworkLog { writer, refused }
+    }
+
+    /// Moves the refusals counted since the last call into `progress`, which keeps them.
+    pub(super) fn count_into(&self, progress: &mut Progress) {
+        let counted = std::mem::take(
+            &mut *self
+                .refused
+                .lock()
+                .expect("the refusals lock is never held across a panic"),
+        );
+        for ((host, port), count) in counted {
+            for _ in 0..count {
+                progress.refused(&host, port);
+            }
+        }
+    }
+
+    pub(super) fn stop(&self) {
+        self.writer.abort();
+    }
+
+    /// Waits, at most `patience`, for the decisions already made to be written.
+    async fn finish(self, patience: std::time::Duration) {
+        let _ = tokio::time::timeout(patience, self.writer).await;
+    }
+}
+
+/// The download caches kept for the task's repository between tasks: in its workspace while
+/// it runs, given back when nothing of it runs any more.
+pub(super) struct Caches {
+    kept: Option<PathBuf>,
+    workspace: PathBuf,
+}
+
+impl Caches {
+    pub(super) fn give_back(&self) {
+        if let Some(kept) = &self.kept {
+            crate::install::give_back_caches(&self.workspace, kept);
+        }
+    }
+}
+
+impl Engine {
+    /// Everything before the agent's first turn; or why the task stops.
+    pub(super) async fn prepare(
+        &self,
+        task: &Task,
+        owner: &User,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Result<Prepared, Attention>, EngineError> {
+        let id = &task.id;
+        self.step(
+            id,
+            StepEvent::new(WorkStep::Environment, StepStatus::Started),
+        )
+        .await?;
+        let workspace = self.workspaces.join(id.as_str());
+        std::fs::create_dir_all(&workspace).map_err(|e| deft_store::StoreError::Corrupt {
+            what: format!("workspace {}: {e}", workspace.display()),
+        })?;
+        self.step(id, StepEvent::new(WorkStep::Analysis, StepStatus::Started))
+            .await?;
+        let branch = deft_forge::branch_name(id.as_str(), &task.description);
+        let repos = match self
+            .clone_and_read(task, owner, &workspace, &branch)
+            .await?
+        {
+            Ok(repos) => repos,
+            Err(stop) => return Ok(Err(stop)),
+        };
+        let mut analysed = StepEvent::new(WorkStep::Analysis, StepStatus::Done);
+        analysed.branch = Some(branch.clone());
+        analysed.repos = repos
+            .iter()
+            .map(|(repo, _, facts)| RepoFound {
+                repo: repo.name.clone(),
+                steering: facts
+                    .steering
+                    .iter()
+                    .map(|(path, _)| path.clone())
+                    .collect(),
+                checks: facts.checks.clone(),
+            })
+            .collect();
+        self.step(id, analysed).await?;
+        // What commands run on: a repository's Dockerfile, built once per version, or the
+        // host's tools.
+        let environment = self.store.environment(&owner.id).await?;
+        let (root, image, own_environment) =
+            match self.environment_root(task, &repos, &environment).await? {
+                Ok(found) => found,
+                Err(stop) => return Ok(Err(stop)),
+            };
+        // Without a Dockerfile, the repositories' own tools install their dependencies.
+        let dependencies = if own_environment {
+            Vec::new()
+        } else {
+            self.dependencies(id, &repos).await
+        };
+        let secrets = self.store.secret_values(&owner.id).await?;
+        let (events, decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
+        // The caches' variables, under the user's own (which win).
+        let mut env: BTreeMap<String, String> = crate::install::cache_env(
+            &dependencies
+                .iter()
+                .flat_map(|found| found.ecosystems.iter().cloned())
+                .collect::<Vec<_>>(),
+        )
+        .into_iter()
+        .collect();
+        env.extend(environment.env.as_map().clone());
+        let spec = SandboxSpec {
+            workspace: workspace.clone(),
+            state_dir: Workspaces::new(&self.workspaces).sandbox_dir(id),
+            env,
+            secrets: secrets.clone(),
+            network: EgressPolicy::new(
+                environment.network.level,
+                environment.network.allow.clone(),
+                DomainSet::default(),
+            ),
+            resolver: Resolver::System,
+            limits: Limits::default(),
+            root,
+        };
+        let backend = match (&spec.root, &self.image_sandboxes) {
+            (Some(_), Some(containers)) => containers,
+            _ => &self.sandboxes,
+        };
+        let sandbox = match backend.create(spec, events).await {
+            Ok(sandbox) => sandbox,
+            Err(error) => {
+                return Ok(Err(attention(
+                    AttentionKind::Error,
+                    format!("the sandbox is unavailable: {error}"),
+                )));
+            }
+        };
+        let network_log = NetworkLog::start(&self.store, id, decisions, false);
+        let mut ready = StepEvent::new(WorkStep::Environment, StepStatus::Done);
+        ready.network = Some(environment.network.level.as_str().to_owned());
+        self.step(id, ready).await?;
+        // One repository's kept caches come into the workspace (one set per task).
+        let caches = Caches {
+            kept: dependencies
+                .iter()
+                .find(|found| !found.ecosystems.is_empty())
+                .map(|found| {
+                    crate::install::kept_caches(&self.workspaces, owner.id.as_str(), &found.repo_id)
+                }),
+            workspace,
+        };
+        if let Some(kept) = &caches.kept {
+            crate::install::take_caches(kept, &caches.workspace);
+        }
+        if let Err(error) = self.install(id, &*sandbox, &dependencies, cancel).await {
+            caches.give_back();
+            network_log.stop();
+            return Err(error);
+        }
+        Ok(Ok(Prepared {
+            repos,
+            branch,
+            sandbox,
+            environment,
+            secrets,
+            network_log,
+            caches,
+            image,
+        }))
+    }
+
+    /// A clone of each of the task's repositories in its workspace (made once; a resumed task
+    /// continues in the clone it has), on the task's branch, with what analysis found.
+    async fn clone_and_read(
+        &self,
+        task: &Task,
+        owner: &User,
+        workspace: &Path,
+        branch: &str,
+    ) -> Result<Result<Vec<TaskRepo>, Attention>, EngineError> {
+        let id = &task.id;
+        let mut repos: Vec<TaskRepo> = Vec::new();
+        for repo_id in &task.repos {
+            let repo = self.store.repository(&owner.id, repo_id.as_str()).await?;
+            // One directory per repository, named after it; two of one name get a suffix.
+            let mut name = repo.name.clone();
+            let mut n = 2;
+            while repos
+                .iter()
+                .any(|(_, dir, _)| dir.file_name() == Some(std::ffi::OsStr::new(&name)))
+            {
+                name = format!("{}-{n}", repo.name);
+                n += 1;
+            }
+            let dir = workspace.join(&name);
+            if !dir.exists() {
+                if let Err(error) = self.clone(id, &repo, &dir).await {
+                    return Ok(Err(attention(
+                        AttentionKind::Error,
+                        format!("cannot clone {}: {error}", repo.name),
+                    )));
+                }
+                // The base the change is judged against, kept where commands cannot rewrite it
+                // (they can move the clone's own `origin/…`).
+                let base = format!("origin/{}", repo.default_branch);
+                if let Ok(commit) = deft_forge::commit_of(&dir, &base).await {
+                    self.record_base(id, repo.id.as_str(), &commit);
+                }
+            }
+            // What commands left may have replaced the clone with a link (to another
+            // repository of the host): then it is not used, nor read.
+            if !std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
+                return Ok(Err(attention(
+                    AttentionKind::Error,
+                    format!(
+                        "`{name}` in the task's workspace is no longer the clone deft made (a link or a file?); cancel the task and start it again"
+                    ),
+                )));
+            }
+            if let Err(error) =
+                deft_forge::checkout_branch(&dir, branch, &repo.default_branch).await
+            {
+                return Ok(Err(attention(
+                    AttentionKind::Error,
+                    format!("cannot check out {branch} in {}: {error}", repo.name),
+                )));
+            }
+            // Off the async threads, with a deadline: the clone holds what commands left.
+            let facts = {
+                let (dir, name) = (dir.clone(), name.clone());
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(60),
+                    tokio::task::spawn_blocking(move || analyse(&dir, &name)),
+                )
+                .await
+            };
+            let Ok(Ok(facts)) = facts else {
+                return Ok(Err(attention(
+                    AttentionKind::Error,
+                    format!(
+                        "reading {} took over a minute (a file that never answers, such as a FIFO?); remove it, then answer this task",
+                        repo.name
+                    ),
+                )));
+            };
+            repos.push((repo, dir, facts));
+        }
+        Ok(Ok(repos))
+    }
+
+    /// The task's private repository for the clone `dir`: outside every sandbox.
+    pub(super) fn private_repo(&self, task: &TaskId, dir: &Path) -> PathBuf {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Workspaces::new(&self.workspaces).private_repo(task, &name)
+    }
+
+    /// A fresh clone of the repository in `dir`: the forge copies it into the task's private
+    /// repository on the host, and the clone is made from that in the jail.
+    async fn clone(
+        &self,
+        task: &TaskId,
+        repo: &deft_core::Repository,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let private = self.private_repo(task, dir);
+        self.forges
+            .mirror(repo, &private)
+            .await
+            .map_err(|e| e.to_string())?;
+        deft_forge::private::clone_into_workspace(&private, dir)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The base commit of each of the task's clones, by repository id, as cloned.
+    pub(super) fn bases(&self, id: &TaskId) -> std::collections::HashMap<String, String> {
+        std::fs::read(Workspaces::new(&self.workspaces).bases_file(id))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records the base of a repository's first clone; a clone made again later (its
+    /// workspace given back for the disk budget) keeps the first base, which the branch grew
+    /// from.
+    fn record_base(&self, id: &TaskId, repo: &str, commit: &str) {
+        let mut bases = self.bases(id);
+        if bases.contains_key(repo) {
+            return;
+        }
+        bases.insert(repo.to_owned(), commit.to_owned());
+        if let Err(error) = std::fs::write(
+            Workspaces::new(&self.workspaces).bases_file(id),
+            serde_json::to_vec(&bases).expect("a map of strings serializes"),
+        ) {
+            tracing::warn!(task.id = %id.as_str(), %error, "cannot record a clone's base commit");
+        }
+    }
+
+    /// Builds the image, its `RUN` steps going out only through the egress proxy under the
+    /// task's network policy where the builder can join a namespace (Podman); else nowhere.
+    pub(super) async fn build_image(
+        &self,
+        id: &TaskId,
+        images: &deft_images::Images,
+        mut request: deft_images::BuildRequest,
+        environment: &deft_store::Environment,
+        lines: &mut Vec<String>,
+    ) -> Result<deft_images::Prepared, deft_images::ImageError> {
+        let (events, decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
+        let mut network_hold = None;
+        if images.joins_namespaces().await {
+            let policy = EgressPolicy::new(
+                environment.network.level,
+                environment.network.allow.clone(),
+                DomainSet::default(),
+            );
+            match crate::setup::build_network(
+                self.sandboxes.as_ref(),
+                &self.workspaces,
+                id,
+                policy,
+                events,
+            )
+            .await
+            {
+                Ok((network, hold)) => {
+                    request.network = network;
+                    network_hold = Some(hold);
+                }
+                Err(error) => lines.push(format!("deft: RUN steps get no network ({error})")),
+            }
+        } else {
+            drop(events);
+            lines.push(
+                "deft: RUN steps get no network (this builder cannot join deft's egress proxy)"
+                    .to_owned(),
+            );
+        }
+        let network_log = NetworkLog::start(&self.store, id, decisions, true);
+        let prepared = images
+            .prepare(&request, &mut |line: &str| lines.push(line.to_owned()))
+            .await;
+        drop(network_hold);
+        // What the proxy decided is written before the build's step.
+        network_log.finish(std::time::Duration::from_secs(2)).await;
+        prepared
+    }
+}
