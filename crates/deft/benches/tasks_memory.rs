@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use deft_testkit::model_server::{ScriptedModel, Turn};
 
-/// What the machine-wide default sets aside per task (`capacity::MEMORY_PER_TASK`).
+/// What the machine-wide default sets aside per task
+/// (`deft_scheduler::capacity::MEMORY_PER_TASK`).
 const BUDGET_PER_TASK_MIB: f64 = 512.0;
 
 fn main() {

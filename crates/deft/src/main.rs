@@ -1,7 +1,6 @@
 //! The `deft` binary: parse the command line, run the command, and turn the outcome into an
 //! exit code. The exit-code policy lives here and nowhere else.
 
-mod capacity;
 mod chat;
 mod cli;
 mod client;

@@ -165,18 +165,6 @@ pub async fn engine(
     })
 }
 
-/// How many sandboxes a long-running deft keeps started ahead of tasks.
-pub fn sandbox_pool() -> anyhow::Result<usize> {
-    match std::env::var(crate::env_vars::DEFT_SANDBOX_POOL) {
-        Err(_) => Ok(deft_sandbox::bwrap::DEFAULT_POOL),
-        Ok(value) => value.trim().parse().map_err(|_| {
-            anyhow::anyhow!(
-                "DEFT_SANDBOX_POOL is `{value}`; set it to a number of sandboxes (0 for none)"
-            )
-        }),
-    }
-}
-
 /// The GitHub connection, when `[github]` configures one.
 pub fn github(
     config: &config::ConfigFile,

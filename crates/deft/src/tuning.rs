@@ -1,6 +1,6 @@
-//! The timing variables (`DEFT_*_MS`), read and checked once when a command starts: a value
-//! that is not a whole number of milliseconds in range stops the command, naming the variable
-//! and what it takes, rather than being ignored.
+//! The variables that tune a running deft (the timings `DEFT_*_MS`, `DEFT_SANDBOX_POOL`), read
+//! and checked once when a command starts: a value that is not a whole number in range stops
+//! the command, naming the variable and what it takes, rather than being ignored.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::env_vars::{
-    DEFT_LEASE_MS, DEFT_MCP_CALL_TIMEOUT_MS, DEFT_SHUTDOWN_GRACE_MS, DEFT_WORKSPACE_SWEEP_MS,
+    DEFT_LEASE_MS, DEFT_MCP_CALL_TIMEOUT_MS, DEFT_SANDBOX_POOL, DEFT_SHUTDOWN_GRACE_MS,
+    DEFT_WORKSPACE_SWEEP_MS,
 };
 
-/// The timings a running deft uses.
+/// The tuning a running deft uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     /// How long a claim lasts without a heartbeat.
@@ -22,15 +23,19 @@ pub struct Tuning {
     pub workspace_sweep: Duration,
     /// How long one MCP tool call may take.
     pub mcp_call_timeout: Duration,
+    /// Sandboxes `deft serve` and `deft worker` keep started ahead of tasks.
+    pub sandbox_pool: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Tuning {
+        let scheduler = deft_scheduler::SchedulerConfig::default();
         Tuning {
-            lease: Duration::from_millis(30_000),
-            shutdown_grace: Duration::from_millis(10_000),
-            workspace_sweep: Duration::from_millis(60_000),
+            lease: scheduler.lease,
+            shutdown_grace: scheduler.shutdown_grace,
+            workspace_sweep: scheduler.workspace_sweep,
             mcp_call_timeout: Duration::from_millis(120_000),
+            sandbox_pool: deft_sandbox::bwrap::DEFAULT_POOL,
         }
     }
 }
@@ -54,11 +59,23 @@ impl Tuning {
                 ),
             }
         };
+        let pool = match lookup(DEFT_SANDBOX_POOL) {
+            None => defaults.sandbox_pool,
+            Some(text) => text.trim().parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{DEFT_SANDBOX_POOL} is `{}`; set it to a number of sandboxes (0 for none; unset, it is {})",
+                    text.chars().take(40).collect::<String>(),
+                    defaults.sandbox_pool
+                )
+            })?,
+        };
+        let least_lease = u64::try_from(deft_scheduler::MIN_LEASE.as_millis()).unwrap_or(u64::MAX);
         Ok(Tuning {
-            lease: millis(DEFT_LEASE_MS, defaults.lease, 100)?,
+            lease: millis(DEFT_LEASE_MS, defaults.lease, least_lease)?,
             shutdown_grace: millis(DEFT_SHUTDOWN_GRACE_MS, defaults.shutdown_grace, 0)?,
             workspace_sweep: millis(DEFT_WORKSPACE_SWEEP_MS, defaults.workspace_sweep, 10)?,
             mcp_call_timeout: millis(DEFT_MCP_CALL_TIMEOUT_MS, defaults.mcp_call_timeout, 1)?,
+            sandbox_pool: pool,
         })
     }
 
@@ -69,12 +86,6 @@ impl Tuning {
         }
         let tuning = Tuning::read(|name| std::env::var(name).ok())?;
         Ok(*TUNING.get_or_init(|| tuning))
-    }
-
-    /// The loaded timings (the defaults before [`Tuning::load`], which every command that
-    /// runs tasks calls first).
-    pub fn get() -> Tuning {
-        TUNING.get().copied().unwrap_or_default()
     }
 }
 

@@ -33,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-ecosystems",
         ],
     ),
+    ("deft-scheduler", &["deft-core", "deft-store", "deft-agent"]),
     (
         "deft-server",
         &["deft-core", "deft-store", "deft-forge", "deft-github"],
@@ -48,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-egress",
             "deft-sandbox",
             "deft-agent",
+            "deft-scheduler",
             "deft-server",
             "deft-images",
             "deft-container",

@@ -1,43 +1,42 @@
-//! How many tasks one deft process runs at once when `--workers` is not given. A task spends
-//! most of its life waiting on the model, so the cap is set by what the machine can hold when
-//! many of them run commands at once, never below the per-user limit's default of 10.
+//! How many tasks one deft process runs at once when it is not told. A task spends most of
+//! its life waiting on the model, so the cap is set by what the machine can hold when many of
+//! them run commands at once, never below the per-user limit's default of 10.
 
 /// The fewest tasks run at once by default: the per-user limit, so one user's burst shows.
-pub const FLOOR: usize = 10;
+pub const FLOOR: usize = crate::DEFAULT_PER_USER as usize;
 /// Memory set aside for each running task: its sandbox's commands, the engine's state, and
 /// the clone's page cache (docs/PERFORMANCE.md has what an idle running task measures).
 pub const MEMORY_PER_TASK: u64 = 512 * 1024 * 1024;
 /// Running tasks per core: most of them wait on the model at any moment.
 pub const TASKS_PER_CORE: usize = 8;
 
-/// The default cap on this machine.
-pub fn machine_default() -> usize {
-    cap(memory_total(), cores())
+/// What the cap is reckoned from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    pub cores: usize,
+    /// Bytes of memory: the machine's, or its cgroup's limit when that is lower; `None` when
+    /// it cannot be read.
+    pub memory: Option<u64>,
 }
 
-/// The cap for a machine of `memory` bytes (when known) and `cores` cores.
-pub fn cap(memory: Option<u64>, cores: usize) -> usize {
-    let by_cpu = cores.saturating_mul(TASKS_PER_CORE);
-    let by_memory = memory.map_or(usize::MAX, |bytes| {
-        usize::try_from(bytes / MEMORY_PER_TASK).unwrap_or(usize::MAX)
-    });
-    by_cpu.min(by_memory).max(FLOOR)
-}
+impl Machine {
+    /// This machine.
+    pub fn probe() -> Machine {
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            memory: memory_total(),
+        }
+    }
 
-/// Why the default is what it is, for the line `deft serve` prints at start.
-pub fn explain(capacity: usize) -> String {
-    let memory = memory_total()
-        .map(|bytes| format!("{} MiB", bytes / (1024 * 1024)))
-        .unwrap_or_else(|| "unknown memory".to_owned());
-    format!(
-        "{capacity} from {} cores and {memory}: {TASKS_PER_CORE} a core, {} MiB each, at least {FLOOR}; `--workers N` sets it",
-        cores(),
-        MEMORY_PER_TASK / (1024 * 1024)
-    )
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    /// The default cap: [`TASKS_PER_CORE`] a core and [`MEMORY_PER_TASK`] each, whichever
+    /// allows fewer, and never under [`FLOOR`].
+    pub fn capacity(&self) -> usize {
+        let by_cpu = self.cores.saturating_mul(TASKS_PER_CORE);
+        let by_memory = self.memory.map_or(usize::MAX, |bytes| {
+            usize::try_from(bytes / MEMORY_PER_TASK).unwrap_or(usize::MAX)
+        });
+        by_cpu.min(by_memory).max(FLOOR)
+    }
 }
 
 /// The machine's memory, or the cgroup's limit when deft runs in a smaller one.
@@ -63,6 +62,10 @@ mod tests {
     use super::*;
 
     const GIB: u64 = 1024 * 1024 * 1024;
+
+    fn cap(memory: Option<u64>, cores: usize) -> usize {
+        Machine { cores, memory }.capacity()
+    }
 
     #[test]
     fn the_cap_follows_the_smaller_of_cores_and_memory_and_never_drops_below_ten() {
