@@ -116,5 +116,7 @@ pub fn environment(environment: &Environment) -> Value {
         "env": environment.env.as_map(),
         "mcp": environment.mcp.to_json(),
         "approve_plan": environment.approve_plan,
+        "fix_failing_checks": environment.fix_failing_checks,
+        "check_fix_rounds": environment.check_fix_rounds,
     })
 }

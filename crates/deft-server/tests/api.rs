@@ -759,7 +759,7 @@ async fn environment_settings_are_validated_and_partial() {
     let (_, initial) = app.get(&app.admin, "/settings/environment").await;
     assert_eq!(
         initial,
-        json!({"network": {"level": "connections", "allow": []}, "env": {}, "mcp": {"mcpServers": {}}, "approve_plan": false})
+        json!({"network": {"level": "connections", "allow": []}, "env": {}, "mcp": {"mcpServers": {}}, "approve_plan": false, "fix_failing_checks": false, "check_fix_rounds": 3})
     );
     let put = |body: Value| {
         app.call(
@@ -789,6 +789,11 @@ async fn environment_settings_are_validated_and_partial() {
             &json!("mcp.mcpServers.github.command")
         )
     );
+    let (status, body) = put(json!({"fix_failing_checks": true, "check_fix_rounds": 11})).await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("check_fix_rounds"))
+    );
     let (status, body) = put(json!({"network": {"level": "internet"}})).await;
     assert_eq!(
         (status, &body["error"]["field"]),
@@ -805,6 +810,15 @@ async fn environment_settings_are_validated_and_partial() {
     assert_eq!(
         (&changed["env"], &changed["network"]),
         (&json!({}), &saved["network"])
+    );
+    let (status, body) = put(json!({"fix_failing_checks": true, "check_fix_rounds": 2})).await;
+    assert_eq!(
+        (
+            status,
+            &body["fix_failing_checks"],
+            &body["check_fix_rounds"]
+        ),
+        (StatusCode::OK, &json!(true), &json!(2))
     );
 }
 

@@ -1,12 +1,63 @@
 //! What the store keeps for GitHub: the link from a GitHub login to a deft user, received
-//! webhook deliveries (for idempotence), and the lookups from a pull request or branch on
-//! GitHub back to its task.
+//! webhook deliveries (for idempotence), the lookups from an issue, a pull request or a
+//! branch on GitHub back to its tasks, the rounds failing checks started on each pull
+//! request, and the App authorizations people start from the settings page.
 
-use deft_core::{ForgeKind, TaskId, TaskState, Timestamp, User, UserId};
+use deft_core::{ForgeKind, PullRequestStatus, TaskId, TaskState, Timestamp, User, UserId};
 use sqlx::Row as _;
 
-use crate::users::user_from_row;
+use crate::users::{hash_token, user_from_row};
 use crate::{Store, StoreError};
+
+/// A task started from a GitHub issue, with its owner and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueTask {
+    pub task: TaskId,
+    pub owner: UserId,
+    pub state: TaskState,
+}
+
+/// An authorization of the App a person started: what finishing it needs.
+#[derive(Clone)]
+pub struct PendingAuthorization {
+    pub user: UserId,
+    /// The PKCE verifier of the challenge GitHub was given.
+    pub verifier: String,
+    pub redirect_uri: String,
+}
+
+impl std::fmt::Debug for PendingAuthorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAuthorization")
+            .field("user", &self.user)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses feedback on a task whose pull requests were all merged: its work has landed, so
+/// it is final (SPEC §5 "GitHub"); more work is a new task. Called inside the transition's
+/// write transaction.
+pub(crate) async fn refuse_if_merged(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &TaskId,
+) -> Result<(), StoreError> {
+    let rows = sqlx::query("SELECT status FROM pull_requests WHERE task_id = $1")
+        .bind(id.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+    let merged = PullRequestStatus::Merged.as_str();
+    let statuses = rows
+        .iter()
+        .map(|row| row.try_get::<String, _>("status"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !statuses.is_empty() && statuses.iter().all(|status| status == merged) {
+        return Err(StoreError::Conflict {
+            message: "this task's pull request was merged, so the task is final; create a new task for more work".into(),
+        });
+    }
+    Ok(())
+}
 
 /// Which GitHub repositories a lookup covers.
 #[derive(Debug, Clone, Copy)]
@@ -263,5 +314,109 @@ impl Store {
             }
         }
         Ok(tasks)
+    }
+
+    /// The tasks started from issue `number` of `repo`, newest first.
+    pub async fn issue_tasks(&self, repo: &str, number: u64) -> Result<Vec<IssueTask>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.user_id, t.state FROM github_issue_tasks g JOIN tasks t ON t.id = g.task_id \
+             WHERE g.repo = $1 AND g.number = $2 ORDER BY t.created_at DESC, t.id DESC",
+        )
+        .bind(repo)
+        .bind(i64::try_from(number).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(IssueTask {
+                    task: TaskId::from_stored(row.try_get("id")?),
+                    owner: UserId::from_stored(row.try_get("user_id")?),
+                    state: TaskState::parse(&state).ok_or_else(|| StoreError::Corrupt {
+                        what: format!("state `{state}` of a task"),
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts a round failing checks start on the pull request at `url` for its head commit
+    /// `sha`: `false`, counting nothing, when one was already started for that commit or
+    /// `cap` rounds were.
+    pub async fn take_check_fix_round(
+        &self,
+        url: &str,
+        sha: &str,
+        cap: u32,
+    ) -> Result<bool, StoreError> {
+        let taken = sqlx::query(
+            "UPDATE pull_requests SET check_fix_rounds = check_fix_rounds + 1, check_fix_sha = $2 \
+             WHERE url = $1 AND check_fix_rounds < $3 AND (check_fix_sha IS NULL OR check_fix_sha <> $2)",
+        )
+        .bind(url)
+        .bind(sha)
+        .bind(i64::from(cap))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken > 0)
+    }
+
+    /// Remembers an authorization of the App that `user` starts in the browser session
+    /// `session` (its token): `state` and the PKCE `verifier`, for `ttl_ms`.
+    pub async fn begin_github_authorization(
+        &self,
+        user: &UserId,
+        session: &str,
+        state: &str,
+        verifier: &str,
+        redirect_uri: &str,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        sqlx::query("DELETE FROM github_authorizations WHERE expires_at < $1")
+            .bind(now.unix_millis())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO github_authorizations (state_hash, session_hash, user_id, verifier, redirect_uri, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(hash_token(state))
+        .bind(hash_token(session))
+        .bind(user.as_str())
+        .bind(verifier)
+        .bind(redirect_uri)
+        .bind(now.plus_millis(ttl_ms).unix_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the authorization started with `state`: `None` when there is none, it expired,
+    /// or it was started in another browser session. Taken once, whatever the answer.
+    pub async fn take_github_authorization(
+        &self,
+        state: &str,
+        session: &str,
+    ) -> Result<Option<PendingAuthorization>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM github_authorizations WHERE state_hash = $1 \
+             RETURNING session_hash, user_id, verifier, redirect_uri, expires_at",
+        )
+        .bind(hash_token(state))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let session_hash: String = row.try_get("session_hash")?;
+        let expires: i64 = row.try_get("expires_at")?;
+        if session_hash != hash_token(session) || expires < Timestamp::now().unix_millis() {
+            return Ok(None);
+        }
+        Ok(Some(PendingAuthorization {
+            user: UserId::from_stored(row.try_get("user_id")?),
+            verifier: row.try_get("verifier")?,
+            redirect_uri: row.try_get("redirect_uri")?,
+        }))
     }
 }

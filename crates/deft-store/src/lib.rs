@@ -28,11 +28,11 @@ use sqlx::{AnyPool, Executor, Row as _};
 pub use cipher::{MASTER_KEY_FILE, MasterKey, MasterKeyError, write_private_file};
 pub use error::StoreError;
 pub use events::{EventBus, QueueChanges};
-pub use github::GithubScope;
+pub use github::{GithubScope, IssueTask, PendingAuthorization};
 pub use queue::LEASES_LOST_BEFORE_ATTENTION;
 pub use repos::NewRepository;
 pub use sessions::{MIN_PASSWORD_CHARS, NewSession, Session};
-pub use settings::Environment;
+pub use settings::{DEFAULT_CHECK_FIX_ROUNDS, Environment, MAX_CHECK_FIX_ROUNDS, check_fix_rounds};
 pub use tasks::{Actor, NewTask, TaskFilter, TaskPage};
 pub use users::validate_user_name;
 pub use users::{NewToken, TokenInfo};
@@ -205,6 +205,11 @@ impl Store {
                 11,
                 "leases_lost",
                 include_str!("../migrations/0011_leases_lost.sql"),
+            ),
+            (
+                12,
+                "github_loop",
+                include_str!("../migrations/0012_github_loop.sql"),
             ),
         ]
         .into_iter()

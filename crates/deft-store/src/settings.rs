@@ -10,14 +10,50 @@ use sqlx::Row as _;
 
 use crate::{Store, StoreError, from_json};
 
-/// Everything a user's sandboxes are set up with, but the secrets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Everything a user's sandboxes are set up with, but the secrets, and how their tasks go.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Environment {
     pub network: NetworkPolicy,
     pub env: EnvVars,
     pub mcp: McpConfig,
     /// New tasks wait for plan approval unless they say otherwise.
     pub approve_plan: bool,
+    /// A failing check on a pull request's head commit starts a round by itself (off: only
+    /// feedback does, and the checks are read then).
+    pub fix_failing_checks: bool,
+    /// The most rounds failing checks start by themselves on one pull request.
+    pub check_fix_rounds: u32,
+}
+
+/// Rounds failing checks may start on one pull request unless the owner says otherwise.
+pub const DEFAULT_CHECK_FIX_ROUNDS: u32 = 3;
+/// The most an owner may allow: past it, a check that keeps failing needs a person.
+pub const MAX_CHECK_FIX_ROUNDS: u32 = 10;
+
+impl Default for Environment {
+    fn default() -> Environment {
+        Environment {
+            network: NetworkPolicy::default(),
+            env: EnvVars::default(),
+            mcp: McpConfig::default(),
+            approve_plan: false,
+            fix_failing_checks: false,
+            check_fix_rounds: DEFAULT_CHECK_FIX_ROUNDS,
+        }
+    }
+}
+
+/// Checks the rounds failing checks may start on one pull request.
+pub fn check_fix_rounds(rounds: i64, field: &str) -> Result<u32, ValidationError> {
+    u32::try_from(rounds)
+        .ok()
+        .filter(|rounds| (1..=MAX_CHECK_FIX_ROUNDS).contains(rounds))
+        .ok_or_else(|| {
+            ValidationError::new(
+                field,
+                format!("must be between 1 and {MAX_CHECK_FIX_ROUNDS} rounds, not {rounds}"),
+            )
+        })
 }
 
 fn corrupt(what: &str, error: ValidationError) -> StoreError {
@@ -41,6 +77,9 @@ fn environment_from_row(row: &sqlx::any::AnyRow) -> Result<Environment, StoreErr
         mcp: McpConfig::from_json(&from_json(&mcp, "MCP configuration")?)
             .map_err(|e| corrupt("MCP configuration", e))?,
         approve_plan: row.try_get::<i64, _>("approve_plan")? != 0,
+        fix_failing_checks: row.try_get::<i64, _>("fix_failing_checks")? != 0,
+        check_fix_rounds: check_fix_rounds(row.try_get("check_fix_rounds")?, "check_fix_rounds")
+            .map_err(|e| corrupt("check fix rounds", e))?,
     })
 }
 
@@ -53,7 +92,8 @@ impl Store {
     /// The user's environment; the defaults (`connections`, nothing else) until first saved.
     pub async fn environment(&self, user: &UserId) -> Result<Environment, StoreError> {
         let row = sqlx::query(
-            "SELECT network_level, network_allow, env, mcp, approve_plan FROM environments WHERE user_id = $1",
+            "SELECT network_level, network_allow, env, mcp, approve_plan, fix_failing_checks, \
+             check_fix_rounds FROM environments WHERE user_id = $1",
         )
         .bind(user.as_str())
         .fetch_optional(&self.pool)
@@ -106,7 +146,8 @@ impl Store {
         // `BEGIN IMMEDIATE` already serialises writers.
         let row = sqlx::query(
             "UPDATE environments SET updated_at = updated_at WHERE user_id = $1 \
-             RETURNING network_level, network_allow, env, mcp, approve_plan",
+             RETURNING network_level, network_allow, env, mcp, approve_plan, fix_failing_checks, \
+             check_fix_rounds",
         )
         .bind(user.as_str())
         .fetch_one(&mut *tx)
@@ -115,7 +156,8 @@ impl Store {
         change(&mut environment)?;
         sqlx::query(
             "UPDATE environments SET network_level = $2, network_allow = $3, env = $4, mcp = $5, \
-             updated_at = $6, approve_plan = $7 WHERE user_id = $1",
+             updated_at = $6, approve_plan = $7, fix_failing_checks = $8, check_fix_rounds = $9 \
+             WHERE user_id = $1",
         )
         .bind(user.as_str())
         .bind(environment.network.level.as_str())
@@ -126,6 +168,8 @@ impl Store {
         .bind(environment.mcp.to_json().to_string())
         .bind(now)
         .bind(i64::from(environment.approve_plan))
+        .bind(i64::from(environment.fix_failing_checks))
+        .bind(i64::from(environment.check_fix_rounds))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -697,6 +697,11 @@ pub(crate) async fn transition_in(
                 what: format!("state of task {id}"),
             }
         })?;
+    if before == TaskStatus::Completed
+        && matches!(transition, Transition::Feedback | Transition::Steer)
+    {
+        crate::github::refuse_if_merged(tx, id).await?;
+    }
     // A task put back after its worker stopped keeps its place in its owner's queue; new
     // input (an answer, feedback) queues it behind what is already waiting.
     let keeps_place = i64::from(matches!(transition, Transition::Requeue));

@@ -62,6 +62,7 @@ on_both!(
     passwords_sessions_and_login_links_sign_in_once_and_expire,
     tokens_are_listed_without_values_and_revoked_by_their_owner_only,
     github_logins_link_once_and_deliveries_count_once,
+    github_issues_check_rounds_authorizations_and_merged_tasks,
     usage_outside_tasks_counts_towards_the_week,
 );
 
@@ -584,6 +585,8 @@ async fn environment_round_trips_and_defaults_to_connections(store: Store) {
         )
         .unwrap(),
         approve_plan: true,
+        fix_failing_checks: true,
+        check_fix_rounds: 5,
     };
     store.put_environment(&ada.id, &environment).await.unwrap();
     assert_eq!(store.environment(&ada.id).await.unwrap(), environment);
@@ -1707,5 +1710,138 @@ async fn usage_outside_tasks_counts_towards_the_week(store: Store) {
     assert_eq!(
         store.usage_since(&bob.id, week).await.unwrap().input_tokens,
         0
+    );
+}
+
+async fn github_issues_check_rounds_authorizations_and_merged_tasks(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("Fix #7", &repo))
+        .await
+        .unwrap();
+    store
+        .link_issue(&task.id, "octo-org/widgets", 7)
+        .await
+        .unwrap();
+    let found = store.issue_tasks("octo-org/widgets", 7).await.unwrap();
+    assert_eq!(
+        found,
+        [deft_store::IssueTask {
+            task: task.id.clone(),
+            owner: ada.id.clone(),
+            state: TaskState::Queued
+        }]
+    );
+    assert!(
+        store
+            .issue_tasks("octo-org/widgets", 8)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Failing checks start one round per head commit, and at most `cap` in all.
+    let url = "https://github.example/octo-org/widgets/pull/101";
+    let mut pull_request = PullRequest {
+        repo: repo.clone(),
+        base: "main".into(),
+        head: "deft/fix-7".into(),
+        title: "Fix #7".into(),
+        body: String::new(),
+        status: PullRequestStatus::Open,
+        url: Some(url.into()),
+    };
+    store
+        .upsert_pull_request(&task.id, &pull_request)
+        .await
+        .unwrap();
+    let round = |sha: &'static str| store.take_check_fix_round(url, sha, 2);
+    assert!(round("aaa").await.unwrap());
+    assert!(!round("aaa").await.unwrap(), "once per commit");
+    assert!(round("bbb").await.unwrap());
+    assert!(!round("ccc").await.unwrap(), "the cap is reached");
+
+    // A completed task whose pull request merged is final; a closed one takes feedback.
+    for transition in [Transition::Start, Transition::Complete] {
+        store
+            .transition(Actor::Deft, &task.id, transition, None)
+            .await
+            .unwrap();
+    }
+    pull_request.status = PullRequestStatus::Merged;
+    store
+        .upsert_pull_request(&task.id, &pull_request)
+        .await
+        .unwrap();
+    let refused = store
+        .transition(Actor::Owner(&ada.id), &task.id, Transition::Feedback, None)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("merged, so the task is final"),
+        "{refused}"
+    );
+    pull_request.status = PullRequestStatus::Closed;
+    store
+        .upsert_pull_request(&task.id, &pull_request)
+        .await
+        .unwrap();
+    let reopened = store
+        .transition(Actor::Owner(&ada.id), &task.id, Transition::Feedback, None)
+        .await
+        .unwrap();
+    assert_eq!(reopened.state(), TaskState::Queued);
+
+    // An authorization is taken once, by the session that started it, before it expires.
+    let take = |state: &'static str, session: &'static str| {
+        store.take_github_authorization(state, session)
+    };
+    store
+        .begin_github_authorization(
+            &ada.id,
+            "session-1",
+            "state-1",
+            "verifier-1",
+            "http://x/cb",
+            60_000,
+        )
+        .await
+        .unwrap();
+    assert!(
+        take("state-1", "session-2").await.unwrap().is_none(),
+        "another session"
+    );
+    assert!(
+        take("state-1", "session-1").await.unwrap().is_none(),
+        "used up by the attempt"
+    );
+    store
+        .begin_github_authorization(
+            &ada.id,
+            "session-1",
+            "state-2",
+            "verifier-2",
+            "http://x/cb",
+            60_000,
+        )
+        .await
+        .unwrap();
+    let pending = take("state-2", "session-1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            pending.user,
+            pending.verifier.as_str(),
+            pending.redirect_uri.as_str()
+        ),
+        (ada.id.clone(), "verifier-2", "http://x/cb")
+    );
+    assert!(!format!("{:?}", take("state-2", "session-1").await.unwrap()).contains("verifier"));
+    store
+        .begin_github_authorization(&ada.id, "session-1", "state-3", "v", "http://x/cb", -1)
+        .await
+        .unwrap();
+    assert!(
+        take("state-3", "session-1").await.unwrap().is_none(),
+        "expired"
     );
 }

@@ -1,7 +1,15 @@
 //! `POST /webhooks/github`: deliveries checked (signature, then once per `X-GitHub-Delivery`),
 //! answered at once, and acted on in the background: a label or a `/deft` comment starts the
-//! sender's own task; reviews, comments and failed checks on a task's pull request are its
-//! owner's feedback; an uninstall or a revoked authorization stops what waits.
+//! sender's own task, and its owner's later comments on the issue reach it (`issues.rs`);
+//! reviews and comments on a task's pull request are its owner's feedback, failing checks
+//! only when the owner opted in (`feedback.rs`); an uninstall, a revoked authorization or a
+//! disconnected account stops the affected tasks at once (`access.rs`).
+
+mod access;
+mod feedback;
+mod issues;
+
+pub(crate) use access::disconnect_user;
 
 use std::sync::Arc;
 
@@ -10,14 +18,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use deft_core::{
-    Attention, AttentionKind, EventKind, ForgeKind, PullRequestStatus, TaskId, TaskState,
-    Transition, User,
-};
-use deft_github::untrusted::{fenced, visible};
-use deft_github::{Delivery, GitHub, RepoName, webhook};
-use deft_store::{Actor, GithubScope, NewRepository, NewTask, StoreError};
-use serde_json::{Value, json};
+use deft_core::PullRequestStatus;
+use deft_github::{Delivery, GitHub, webhook};
+use deft_store::StoreError;
+use serde_json::json;
 
 use crate::{ApiError, AppState};
 
@@ -189,6 +193,7 @@ impl From<ApiError> for ActError {
     }
 }
 
+/// Acts on one delivery: each kind of event has its module.
 async fn act(app: &AppState, hooks: &GithubHooks, delivery: Delivery) -> Result<(), ActError> {
     match delivery {
         Delivery::Labeled {
@@ -201,141 +206,22 @@ async fn act(app: &AppState, hooks: &GithubHooks, delivery: Delivery) -> Result<
             sender,
         } => {
             if label.eq_ignore_ascii_case(&hooks.label) {
-                let issue = Issue {
+                let issue = issues::Issue {
                     repo,
                     number,
                     title,
                     body,
                     author,
                 };
-                start(app, hooks, &issue, &sender, None).await?;
+                issues::start(app, hooks, &issue, &sender, None).await?;
             }
             Ok(())
         }
-        Delivery::Commented {
-            repo,
-            number,
-            html_url,
-            is_pull_request,
-            title,
-            issue_body,
-            author,
-            comment_id,
-            comment,
-            sender,
-        } => {
-            let command = comment
-                .trim_start()
-                .strip_prefix(COMMAND)
-                .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
-                .map(str::trim);
-            let task = if is_pull_request {
-                app.store.task_by_pull_request_url(&html_url).await?
-            } else {
-                None
-            };
-            match (task, command) {
-                // On a task's pull request, the owner's comment (with or without the command)
-                // is feedback; nobody else's is.
-                (Some(task), _) => {
-                    let text = command.unwrap_or(&comment).to_owned();
-                    let meta =
-                        json!({"repo": repo.as_str(), "pull": number, "comment": comment_id});
-                    owner_feedback(app, &task, &sender, &text, meta).await
-                }
-                (None, Some(extra)) => {
-                    let issue = Issue {
-                        repo,
-                        number,
-                        title,
-                        body: issue_body,
-                        author,
-                    };
-                    start(app, hooks, &issue, &sender, Some(extra)).await
-                }
-                (None, None) => Ok(()),
-            }
-        }
-        Delivery::Reviewed {
-            repo,
-            number,
-            html_url,
-            head_branch,
-            review_id,
-            state,
-            body,
-            sender,
-        } => {
-            let task = match app.store.task_by_pull_request_url(&html_url).await? {
-                Some(task) => Some(task),
-                None => {
-                    app.store
-                        .task_by_branch(repo.as_str(), &head_branch)
-                        .await?
-                }
-            };
-            let Some(task) = task else { return Ok(()) };
-            let comments = hooks
-                .client
-                .review_comments(&repo, number, review_id)
-                .await?;
-            if comments.is_empty() && body.trim().is_empty() {
-                // An approval with nothing to act on.
-                return Ok(());
-            }
-            let message =
-                review_message(hooks, &repo, number, &sender, &state, &body, &comments).await?;
-            let meta = json!({
-                "repo": repo.as_str(),
-                "pull": number,
-                "review": review_id,
-                "review_comments": comments.iter().map(|c| c.id).collect::<Vec<_>>(),
-            });
-            owner_feedback(app, &task, &sender, &message, meta).await
-        }
-        Delivery::CheckFailed {
-            repo,
-            head_branch,
-            head_sha: _,
-            name,
-            conclusion,
-            details_url,
-        } => {
-            let Some(task) = app
-                .store
-                .task_by_branch(repo.as_str(), &head_branch)
-                .await?
-            else {
-                return Ok(());
-            };
-            let task = app.store.task_by_id(&task).await?;
-            let message = format!(
-                "The check `{name}` ended in `{conclusion}` on this pull request's head commit ({details_url}). Find out why from the repository's CI configuration and the code, fix it, and push again."
-            );
-            let meta = json!({"repo": repo.as_str(), "check": name});
-            feedback(app, &task.id, &task.owner, "CI", &message, meta).await
-        }
+        Delivery::Commented { .. } => issues::commented(app, hooks, delivery).await,
+        Delivery::Reviewed { .. } => feedback::reviewed(app, hooks, delivery).await,
+        Delivery::CheckFailed { .. } => feedback::check_failed(app, hooks, delivery).await,
         Delivery::AccessRemoved { repos, all, .. } => {
-            for repo in &repos {
-                hooks.client.forget(repo);
-            }
-            let names: Vec<String> = repos.iter().map(ToString::to_string).collect();
-            // An uninstall from all repositories may not list them: then it is all of them.
-            let scope = if all && names.is_empty() {
-                GithubScope::All
-            } else {
-                GithubScope::Repos(&names)
-            };
-            let tasks = app.store.open_github_tasks(scope).await?;
-            let why = format!(
-                "the GitHub App no longer has access to {}; reinstall it on the repository, then answer this task",
-                if names.is_empty() {
-                    "its repositories".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            );
-            stop_waiting(app, &tasks, &why).await
+            access::access_removed(app, hooks, &repos, all).await
         }
         Delivery::PullRequestClosed {
             repo,
@@ -347,7 +233,8 @@ async fn act(app: &AppState, hooks: &GithubHooks, delivery: Delivery) -> Result<
             } else {
                 PullRequestStatus::Closed
             };
-            // Its task's workspace is given back by the next sweep once nothing is open.
+            // Its task's workspace is given back by the next sweep once nothing is open; a
+            // merged one makes its task final (the store refuses feedback on it).
             if app
                 .store
                 .set_pull_request_status_at(&html_url, status)
@@ -358,17 +245,10 @@ async fn act(app: &AppState, hooks: &GithubHooks, delivery: Delivery) -> Result<
             Ok(())
         }
         Delivery::AuthorizationRevoked { login } => {
-            let Some(user) = app.store.unlink_github(&login).await? else {
-                return Ok(());
-            };
-            let tasks = app
-                .store
-                .open_github_tasks(GithubScope::User(&user))
-                .await?;
             let why = format!(
-                "@{login} revoked deft's access to their GitHub account; an administrator links it again with `deft user github`, then answer this task"
+                "@{login} revoked deft's access to their GitHub account; connect it again in the settings, then answer this task"
             );
-            stop_waiting(app, &tasks, &why).await
+            access::disconnect_login(app, &login, &why).await
         }
         Delivery::Ignored { why } => {
             tracing::debug!(delivery = %why, "a GitHub delivery deft does not act on");
@@ -376,230 +256,6 @@ async fn act(app: &AppState, hooks: &GithubHooks, delivery: Delivery) -> Result<
         }
     }
 }
-
-/// Queued tasks that can no longer reach GitHub wait for their owner, saying why.
-async fn stop_waiting(app: &AppState, tasks: &[TaskId], why: &str) -> Result<(), ActError> {
-    for id in tasks {
-        let task = app.store.task_by_id(id).await?;
-        if task.state() != TaskState::Queued {
-            continue;
-        }
-        let attention = Attention {
-            kind: AttentionKind::Error,
-            message: why.to_owned(),
-        };
-        match app
-            .store
-            .transition(Actor::Deft, id, Transition::NeedAttention(attention), None)
-            .await
-        {
-            Ok(_) | Err(StoreError::Transition(_)) => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(())
-}
-
-struct Issue {
-    repo: RepoName,
-    number: u64,
-    title: String,
-    body: String,
-    author: String,
-}
-
-/// A label or a `/deft` comment: the sender's own task, if they may have one.
-async fn start(
-    app: &AppState,
-    hooks: &GithubHooks,
-    issue: &Issue,
-    sender: &str,
-    extra: Option<&str>,
-) -> Result<(), ActError> {
-    let github = &hooks.client;
-    let Some(user) = app.store.github_user(sender).await? else {
-        let reply = format!(
-            "@{sender} deft does not know your GitHub account, so nothing was started. A deft administrator can link it (`deft user github NAME {sender}`); then try again."
-        );
-        github.comment(&issue.repo, issue.number, &reply).await?;
-        return Ok(());
-    };
-    let permission = github.permission(&issue.repo, sender).await?;
-    if !permission.can_write() {
-        let reply = format!(
-            "@{sender} deft takes work on {} only from people with write permission on it, so nothing was started.",
-            issue.repo
-        );
-        github.comment(&issue.repo, issue.number, &reply).await?;
-        return Ok(());
-    }
-    let repo = registered(app, github, &user, &issue.repo).await?;
-    let mut description = format!(
-        "{}\n\nResolve GitHub issue {}#{}, handed to deft by @{sender}.",
-        visible(&issue.title).trim(),
-        issue.repo,
-        issue.number
-    );
-    if let Some(extra) = extra.filter(|extra| !extra.is_empty()) {
-        description.push_str(&format!("\n\n@{sender} adds: {}", visible(extra)));
-    }
-    description.push_str("\n\nThe issue:\n");
-    description.push_str(&fenced(&issue.author, &issue.body));
-    for comment in github.issue_comments(&issue.repo, issue.number).await? {
-        let body = comment.body.unwrap_or_default();
-        if body.trim_start().starts_with(COMMAND) || comment.user.login.ends_with("[bot]") {
-            continue;
-        }
-        description.push_str("\n\nA comment on the issue:\n");
-        description.push_str(&fenced(&comment.user.login, &body));
-    }
-    let approve_plan = app.store.environment(&user.id).await?.approve_plan;
-    let task = app
-        .store
-        .create_task(
-            &user.id,
-            NewTask {
-                description,
-                repos: vec![repo],
-                chat_id: None,
-                approve_plan,
-            },
-        )
-        .await?;
-    app.store
-        .link_issue(&task.id, issue.repo.as_str(), issue.number)
-        .await?;
-    let task = crate::routes::tasks::created(app, task).await?;
-    let reply = format!(
-        "@{sender} deft started task `{}` for this issue; its pull request will follow.",
-        task.id
-    );
-    // The task exists now: a failure from here on must not make a retry start it twice.
-    if let Err(error) = github.comment(&issue.repo, issue.number, &reply).await {
-        tracing::warn!(task.id = %task.id, error = %error, "cannot say on the issue that the task started");
-    }
-    Ok(())
-}
-
-/// The user's registration of a GitHub repository, made now if need be.
-async fn registered(
-    app: &AppState,
-    github: &GitHub,
-    user: &User,
-    repo: &RepoName,
-) -> Result<deft_core::RepoId, ActError> {
-    if let Some(found) = app
-        .store
-        .repository_at(&user.id, ForgeKind::Github, repo.as_str())
-        .await?
-    {
-        return Ok(found.id);
-    }
-    let info = github.repository(repo).await?;
-    let new = NewRepository {
-        name: repo.name().to_owned(),
-        forge: ForgeKind::Github,
-        location: repo.as_str().to_owned(),
-        default_branch: info.default_branch,
-    };
-    Ok(app.store.add_repository(&user.id, new).await?.id)
-}
-
-/// A review as the agent reads it: the reviewer's words, then each comment with its thread;
-/// what others wrote in a thread is fenced as data.
-async fn review_message(
-    hooks: &GithubHooks,
-    repo: &RepoName,
-    number: u64,
-    sender: &str,
-    state: &str,
-    body: &str,
-    comments: &[deft_github::ReviewComment],
-) -> Result<String, ActError> {
-    let mut message = format!("Review of the pull request ({}):", state.replace('_', " "));
-    if !body.trim().is_empty() {
-        message.push_str(&format!("\n\n{}", visible(body).trim()));
-    }
-    let threads = if comments.iter().any(|c| c.in_reply_to_id.is_some()) {
-        hooks.client.pull_comments(repo, number).await?
-    } else {
-        Vec::new()
-    };
-    for comment in comments {
-        let place = match comment.line {
-            Some(line) => format!("{}:{line}", comment.path),
-            None => comment.path.clone(),
-        };
-        message.push_str(&format!("\n\nOn `{place}` (comment {}):", comment.id));
-        if let Some(root) = comment.in_reply_to_id {
-            for earlier in threads
-                .iter()
-                .filter(|c| c.id == root || c.in_reply_to_id == Some(root))
-            {
-                if earlier.id == comment.id {
-                    continue;
-                }
-                if earlier.user.login.eq_ignore_ascii_case(sender) {
-                    message.push_str(&format!(
-                        "\n(earlier in the thread, @{sender}) {}",
-                        visible(&earlier.body).trim()
-                    ));
-                } else {
-                    message.push('\n');
-                    message.push_str(&fenced(&earlier.user.login, &earlier.body));
-                }
-            }
-        }
-        message.push_str(&format!("\n{}", visible(&comment.body).trim()));
-    }
-    Ok(message)
-}
-
-/// Feedback written on GitHub by `login`: acted on only when `login` is the task's owner.
-async fn owner_feedback(
-    app: &AppState,
-    task: &TaskId,
-    login: &str,
-    message: &str,
-    meta: Value,
-) -> Result<(), ActError> {
-    let task = app.store.task_by_id(task).await?;
-    let owner_login = app.store.github_login(&task.owner).await?;
-    if !owner_login.is_some_and(|owner| owner.eq_ignore_ascii_case(login)) {
-        tracing::debug!(task.id = %task.id, login, "feedback by someone other than the task's owner is not acted on");
-        return Ok(());
-    }
-    feedback(app, &task.id, &task.owner, login, message, meta).await
-}
-
-/// Gives the task its owner's feedback: a completed task goes back to the queue, a waiting or
-/// running one takes it in at its next step (SPEC §2).
-async fn feedback(
-    app: &AppState,
-    id: &TaskId,
-    owner: &deft_core::UserId,
-    author: &str,
-    message: &str,
-    meta: Value,
-) -> Result<(), ActError> {
-    let task = app.store.task(owner, id).await?;
-    let transition = match task.state() {
-        TaskState::Completed => Transition::Feedback,
-        TaskState::Cancelled => return Ok(()),
-        _ => Transition::Steer,
-    };
-    let note = json!({"kind": "feedback", "author": author, "message": message, "github": meta});
-    app.store
-        .transition(
-            Actor::Owner(owner),
-            id,
-            transition,
-            Some((EventKind::UserMessage, note)),
-        )
-        .await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

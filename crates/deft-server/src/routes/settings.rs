@@ -39,6 +39,10 @@ pub struct PutEnvironment {
     mcp: Option<Value>,
     /// Whether new tasks wait for plan approval by default.
     approve_plan: Option<bool>,
+    /// Whether failing checks on a pull request's head commit start a round by themselves.
+    fix_failing_checks: Option<bool>,
+    /// The most rounds they start on one pull request (1 to 10).
+    check_fix_rounds: Option<i64>,
 }
 
 pub async fn put_environment(
@@ -62,6 +66,13 @@ pub async fn put_environment(
             }
             if let Some(approve_plan) = body.approve_plan {
                 environment.approve_plan = approve_plan;
+            }
+            if let Some(fix) = body.fix_failing_checks {
+                environment.fix_failing_checks = fix;
+            }
+            if let Some(rounds) = body.check_fix_rounds {
+                environment.check_fix_rounds =
+                    deft_store::check_fix_rounds(rounds, "check_fix_rounds")?;
             }
             Ok(())
         })

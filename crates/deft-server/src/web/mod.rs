@@ -6,6 +6,7 @@
 //! through the same user-filtered calls as the API, so another user's task is a 404 here too.
 
 mod chats;
+mod github;
 mod log;
 mod settings;
 mod signin;
@@ -72,6 +73,9 @@ pub fn pages() -> Router<AppState> {
         .route("/chats/{id}/task", post(chats::create_task))
         .route("/settings", get(settings::page))
         .route("/settings/check", post(settings::check))
+        .route("/settings/github/connect", get(github::connect))
+        .route(github::CALLBACK_PATH, get(github::callback))
+        .route("/settings/github/disconnect", post(github::disconnect))
         .route("/settings/{section}", post(settings::save))
         .route("/settings/{section}/{item}/delete", post(settings::delete))
         .route("/assets/app.css", get(stylesheet))

@@ -1,5 +1,6 @@
-//! Settings: repositories, password, network level and allow-list, plan approval, env vars,
-//! secrets (write-only), the MCP configuration, learnings, this week's usage, API tokens.
+//! Settings: repositories and the GitHub account, password, network level and allow-list,
+//! plan approval, fixing failing checks, env vars, secrets (write-only), the MCP
+//! configuration, learnings, this week's usage, API tokens.
 //!
 //! A refused form is drawn again with what was typed and the message beside its field; what
 //! was stored before stays as it was.
@@ -47,6 +48,7 @@ pub struct Errors {
     pub secret: Option<String>,
     pub mcp: Option<String>,
     pub token: Option<String>,
+    pub checks: Option<String>,
 }
 
 #[derive(Template)]
@@ -56,10 +58,14 @@ struct SettingsPage {
     repos: Vec<RepoRow>,
     /// `Some` when GitHub is configured: the user's linked login, if any.
     github: Option<Option<String>>,
+    /// People connect their own GitHub accounts here (the App's OAuth client is set).
+    github_connect: bool,
     has_password: bool,
     levels: Vec<LevelChoice>,
     allow_text: String,
     approve_plan: bool,
+    fix_failing_checks: bool,
+    check_fix_rounds: u32,
     env: Vec<Named>,
     secrets: Vec<Named>,
     mcp_text: String,
@@ -126,6 +132,10 @@ async fn draw(
             Some(_) => Some(app.store.github_login(&user.id).await?),
             None => None,
         },
+        github_connect: app
+            .github
+            .as_ref()
+            .is_some_and(|hooks| hooks.client.oauth().is_some()),
         has_password: app.store.has_password(&user.id).await?,
         levels: NetworkLevel::ALL
             .into_iter()
@@ -139,6 +149,8 @@ async fn draw(
             .allow
             .unwrap_or_else(|| environment.network.allow_strings().join("\n")),
         approve_plan: environment.approve_plan,
+        fix_failing_checks: environment.fix_failing_checks,
+        check_fix_rounds: environment.check_fix_rounds,
         env: environment
             .env
             .as_map()
@@ -288,6 +300,40 @@ async fn refused(
     Ok((status, render(&page)?).into_response())
 }
 
+/// The settings drawn again with `message` beside the GitHub account (a connection that
+/// could not be finished).
+pub(super) async fn refused_github(
+    app: &AppState,
+    session: &WebSession,
+    message: String,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let errors = Errors {
+        github: Some(message),
+        ..Errors::default()
+    };
+    refused(app, session, Typed::default(), errors, status).await
+}
+
+/// The change of the failing checks' setting, as the form sent it.
+fn check_fixes(
+    enabled: bool,
+    rounds: &str,
+) -> Result<impl FnOnce(&mut deft_store::Environment) -> Result<(), StoreError>, ValidationError> {
+    let rounds = rounds.trim().parse::<i64>().map_err(|_| {
+        ValidationError::new(
+            "check_fix_rounds",
+            format!("must be a whole number of rounds, not `{}`", rounds.trim()),
+        )
+    })?;
+    let rounds = deft_store::check_fix_rounds(rounds, "check_fix_rounds")?;
+    Ok(move |environment: &mut deft_store::Environment| {
+        environment.fix_failing_checks = enabled;
+        environment.check_fix_rounds = rounds;
+        Ok(())
+    })
+}
+
 fn message(error: StoreError) -> (StatusCode, String) {
     let error = ApiError::from(error);
     (error.status, error.message)
@@ -420,6 +466,16 @@ pub async fn save(
                 });
             save_environment(app, session, "plan", change, typed, |e, m| {
                 e.allow = Some(m);
+            })
+            .await
+        }
+        "checks" => {
+            let change = check_fixes(
+                form.checked("fix_failing_checks"),
+                form.get("check_fix_rounds"),
+            );
+            save_environment(app, session, "checks", change, typed, |e, m| {
+                e.checks = Some(m);
             })
             .await
         }
