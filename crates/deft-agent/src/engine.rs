@@ -147,6 +147,8 @@ struct Context {
     /// What the owner's feedback said about where it came from on the forge (the pull
     /// request, the review comments), in order.
     feedback: std::sync::Mutex<Vec<serde_json::Value>>,
+    /// What the task's pull requests held when this round's feedback came.
+    gathered: Vec<deft_core::Gathered>,
     /// The number of the last event read for owner messages: a message after it arrived while
     /// the task ran, and reaches the agent at its next turn.
     heard: AtomicI64,
@@ -259,8 +261,10 @@ impl Engine {
             self.store.set_progress(&id, &progress).await?;
         }
         let (said, heard) = self.owner_messages(&id, 0).await?;
-        // The owner's feedback may state a convention worth keeping for every later task.
         if progress.phase == WorkPhase::Learning {
+            // What the pull requests hold now is this round's to address.
+            self.gather_feedback(&task, &owner, &mut progress).await?;
+            // The owner's feedback may state a convention worth keeping for every later task.
             if let Some(stop) = self.learn(&task, &owner, &said, cancel).await? {
                 return Ok(RunOutcome::NeedsAttention(stop));
             }
@@ -297,6 +301,7 @@ impl Engine {
             branch,
             answers: said.messages.into(),
             feedback: said.feedback.into(),
+            gathered: progress.gathered.clone(),
             heard: heard.into(),
             spent: spent.into(),
         };

@@ -176,16 +176,26 @@ impl Forges {
     }
 
     /// Opens (or updates) the pull request where the forge keeps them; `None` for the local
-    /// forge, whose pull requests live in deft alone.
+    /// forge, whose pull requests live in deft alone. A `previous` one that was closed (new
+    /// feedback came after) is opened again rather than replaced.
     pub(crate) async fn publish(
         &self,
         repo: &Repository,
         pull_request: &PullRequest,
+        previous: Option<&PullRequest>,
     ) -> Result<Option<Published>, ForgeFailure> {
         match repo.forge {
             ForgeKind::Local => Ok(None),
             ForgeKind::Github => {
                 let github = self.github(repo)?;
+                let closed = previous
+                    .filter(|pr| pr.status == deft_core::PullRequestStatus::Closed)
+                    .and_then(|pr| pr.url.as_deref())
+                    .and_then(pull_number);
+                if let Some(number) = closed {
+                    self.retried("reopening the pull request", || github.reopen(number))
+                        .await?;
+                }
                 self.retried("opening the pull request", || github.publish(pull_request))
                     .await
                     .map(Some)
@@ -199,5 +209,109 @@ impl Forges {
         repo: &'a Repository,
     ) -> Result<github::GithubRepo<'a>, ForgeFailure> {
         github::GithubRepo::new(self.github.as_deref(), repo)
+    }
+}
+
+/// The number of a pull request from its page's address (`…/pull/12`).
+pub(crate) fn pull_number(url: &str) -> Option<u64> {
+    url.rsplit_once("/pull/")
+        .and_then(|(_, number)| number.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn forges(attempts: u32) -> Forges {
+        Forges {
+            github: None,
+            retry: Retry {
+                attempts,
+                first_wait: Duration::from_millis(1),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_passing_failure_is_tried_again_until_it_succeeds() {
+        let calls = AtomicU32::new(0);
+        let result = forges(4)
+            .retried("the push", || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 | 1 => Err(ForgeFailure::Transient("GitHub answered 502".into())),
+                    _ => Ok("pushed"),
+                }
+            })
+            .await;
+        assert_eq!(result, Ok("pushed"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_tried_again_and_a_lasting_outage_says_how_often_it_was_tried() {
+        let calls = AtomicU32::new(0);
+        let refused: Result<(), _> = forges(4)
+            .retried("the push", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(ForgeFailure::Refused("protected branch".into()))
+            })
+            .await;
+        assert_eq!(
+            refused,
+            Err(ForgeFailure::Refused("protected branch".into()))
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let down: Result<(), _> = forges(3)
+            .retried("the push", || async {
+                Err(ForgeFailure::Transient("GitHub answered 503".into()))
+            })
+            .await;
+        let Err(ForgeFailure::Transient(message)) = down else {
+            panic!("{down:?}");
+        };
+        assert!(message.contains("tried 3 times"), "{message}");
+    }
+
+    #[test]
+    fn githubs_passing_answers_are_transient_and_its_refusals_are_not() {
+        let api = |status: u16, message: &str| deft_github::GithubError::Api {
+            call: "POST /repos/o/r/pulls".into(),
+            status,
+            message: message.into(),
+        };
+        assert!(ForgeFailure::from(api(502, "Bad Gateway")).is_transient());
+        assert!(ForgeFailure::from(api(429, "slow down")).is_transient());
+        assert!(
+            ForgeFailure::from(api(403, "You have exceeded a secondary rate limit")).is_transient()
+        );
+        assert!(
+            !ForgeFailure::from(api(403, "Resource not accessible by integration")).is_transient()
+        );
+        assert!(!ForgeFailure::from(api(422, "Validation Failed")).is_transient());
+        let git = |message: &str| deft_forge::ForgeError::Git {
+            command: "push".into(),
+            message: message.into(),
+        };
+        assert!(
+            ForgeFailure::from(git(
+                "fatal: unable to access: The requested URL returned error: 502"
+            ))
+            .is_transient()
+        );
+        assert!(
+            !ForgeFailure::from(git(
+                "! [remote rejected] main (protected branch hook declined)"
+            ))
+            .is_transient()
+        );
+    }
+
+    #[test]
+    fn a_pull_requests_number_comes_from_its_address() {
+        assert_eq!(pull_number("https://github.com/o/r/pull/12"), Some(12));
+        assert_eq!(pull_number("https://github.com/o/r/issues/12"), None);
     }
 }

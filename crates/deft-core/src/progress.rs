@@ -73,6 +73,23 @@ impl Verdict {
     }
 }
 
+/// A pull request as it stood when its owner gave feedback: every unresolved review thread
+/// and conversation comment, and the failing checks of its head commit, for the round that
+/// feedback opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gathered {
+    /// The repository, as the forge names it.
+    pub repo: String,
+    /// The pull request's number on the forge.
+    pub pull: u64,
+    /// What the agent reads: the owner's words as they are, everyone else's fenced as data.
+    pub text: String,
+    /// The review comments that open the unresolved threads: each gets a reply once the
+    /// round is pushed.
+    #[serde(default)]
+    pub threads: Vec<u64>,
+}
+
 /// A run's position and memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
@@ -95,9 +112,9 @@ pub struct Progress {
     /// Whether the issue the task came from has been told where its pull request is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub issue_linked: bool,
-    /// Whether the question the task waits on has been put where the task came from.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub question_posted: bool,
+    /// What the pull requests held when the owner gave this round's feedback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gathered: Vec<Gathered>,
     /// Connections the sandbox's network policy refused, by `host:port`, with how often: the
     /// pull request's body lists them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -125,7 +142,7 @@ impl Progress {
             review: None,
             replied: BTreeSet::new(),
             issue_linked: false,
-            question_posted: false,
+            gathered: Vec::new(),
             refused: BTreeMap::new(),
         }
     }

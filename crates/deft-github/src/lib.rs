@@ -11,6 +11,7 @@ mod checks;
 mod client;
 mod http;
 mod oauth;
+mod pulls;
 mod review;
 pub mod untrusted;
 pub mod webhook;

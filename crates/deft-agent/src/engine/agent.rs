@@ -61,9 +61,7 @@ impl Engine {
                 let output = self.run_tool(&context.task.id, tools, call, cancel).await?;
                 match &output.effect {
                     Effect::Plan(plan) => outcome = Some(Phase::Done(plan.clone())),
-                    Effect::Ask(question) => {
-                        outcome = Some(self.ask(&context.task.id, question).await?)
-                    }
+                    Effect::Ask(question) => outcome = Some(self.ask(context, question).await?),
                     _ => {}
                 }
                 results.push(ToolResult {
@@ -152,7 +150,7 @@ impl Engine {
             for call in &calls {
                 let mut output = self.run_tool(&context.task.id, tools, call, cancel).await?;
                 match &output.effect {
-                    Effect::Ask(question) => return self.ask(&context.task.id, question).await,
+                    Effect::Ask(question) => return self.ask(context, question).await,
                     Effect::Finish(summary) => {
                         match self.verify(context, tools.sandbox(), cancel).await {
                             Ok(()) => done = Some(summary.clone()),
@@ -358,14 +356,18 @@ impl Engine {
         Ok(Phase::Done(review))
     }
 
+    /// Puts a question to the owner: in the task's log, and on the issue the task came from,
+    /// where a reply answers it.
     pub(super) async fn ask<T>(
         &self,
-        id: &TaskId,
+        context: &Context,
         question: &str,
     ) -> Result<Phase<T>, EngineError> {
+        let id = &context.task.id;
         self.store
             .append_event(id, EventKind::Question, json!({"question": question}))
             .await?;
+        self.ask_on_issue(context, question).await?;
         Ok(Phase::Stop(attention(AttentionKind::Question, question)))
     }
 

@@ -124,7 +124,12 @@ impl Engine {
                 status: PullRequestStatus::Open,
                 url: None,
             };
-            let published = match self.forges.publish(repo, &pull_request).await {
+            let previous = context
+                .task
+                .pull_requests
+                .iter()
+                .find(|pr| pr.repo == repo.id);
+            let published = match self.forges.publish(repo, &pull_request, previous).await {
                 Ok(published) => published,
                 Err(failure) => {
                     return Ok(Some(attention(
@@ -317,7 +322,12 @@ impl Engine {
             .filter(|f| f["repo"] == forge.name.as_str() && f["pull"] == published.number)
             .cloned()
             .collect();
-        if feedback.is_empty() {
+        let gathered: Vec<&deft_core::Gathered> = context
+            .gathered
+            .iter()
+            .filter(|g| g.repo == forge.name.as_str() && g.pull == published.number)
+            .collect();
+        if feedback.is_empty() && gathered.is_empty() {
             return Ok(());
         }
         let short = &commit[..commit.len().min(12)];
@@ -326,12 +336,15 @@ impl Engine {
         } else {
             format!("\n\n{}", crate::prompts::list(&progress.summaries))
         };
-        let pending: Vec<u64> = feedback
+        let mut pending: Vec<u64> = feedback
             .iter()
             .flat_map(|f| f["review_comments"].as_array().cloned().unwrap_or_default())
             .filter_map(|c| c.as_u64())
+            .chain(gathered.iter().flat_map(|g| g.threads.iter().copied()))
             .filter(|c| !progress.replied.contains(c))
             .collect();
+        pending.sort_unstable();
+        pending.dedup();
         let verdicts = if pending.is_empty() {
             HashMap::new()
         } else {
@@ -340,7 +353,12 @@ impl Engine {
                 .iter()
                 .find(|(r, _, _)| r.id == repo.id)
                 .map(|(_, dir, _)| dir.as_path());
-            self.thread_verdicts(context, dir, commit, &feedback, &pending, progress, cancel)
+            let asked: Vec<&str> = feedback
+                .iter()
+                .filter_map(|f| f["message"].as_str())
+                .chain(gathered.iter().map(|g| g.text.as_str()))
+                .collect();
+            self.thread_verdicts(context, dir, commit, &asked, &pending, progress, cancel)
                 .await?
         };
         for comment in pending {
@@ -397,7 +415,7 @@ impl Engine {
         context: &Context,
         dir: Option<&Path>,
         commit: &str,
-        feedback: &[Value],
+        asked: &[&str],
         comments: &[u64],
         progress: &Progress,
         cancel: &CancellationToken,
@@ -415,10 +433,6 @@ impl Engine {
             }
             diff.truncate(cut);
         }
-        let asked: Vec<&str> = feedback
-            .iter()
-            .filter_map(|f| f["message"].as_str())
-            .collect();
         let message = format!(
             "Comment ids: {comments:?}\n\n{}\n\nWhat you did:\n{}\n\n{}",
             fence("review feedback", &asked.join("\n\n")),

@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use deft_core::{Attention, EventKind, StepEvent, StepStatus, Task, TaskId, User, WorkStep};
+use deft_core::{
+    Attention, EventKind, Progress, StepEvent, StepStatus, Task, TaskId, User, WorkStep,
+};
 use deft_llm::{Message, Request};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +72,89 @@ impl Engine {
         Ok(said.messages)
     }
 
+    /// At the start of a round: each of the task's pull requests on a forge as it stands now
+    /// (its unresolved threads, its comments, its failing checks), kept in the progress for
+    /// the round. A forge that cannot be read is said in the log and left out.
+    pub(super) async fn gather_feedback(
+        &self,
+        task: &Task,
+        owner: &User,
+        progress: &mut Progress,
+    ) -> Result<(), EngineError> {
+        progress.gathered.clear();
+        let login = self.store.github_login(&owner.id).await?;
+        for pull_request in &task.pull_requests {
+            let Some(number) = pull_request
+                .url
+                .as_deref()
+                .and_then(crate::forge::pull_number)
+            else {
+                continue;
+            };
+            let repo = self
+                .store
+                .repository(&owner.id, pull_request.repo.as_str())
+                .await?;
+            let Ok(forge) = self.forges.github(&repo) else {
+                continue;
+            };
+            match self
+                .forges
+                .retried("reading the pull request", || {
+                    forge.gather(number, login.as_deref())
+                })
+                .await
+            {
+                Ok(gathered) => progress.gathered.push(gathered),
+                Err(failure) => {
+                    let event = StepEvent::new(WorkStep::Forge, StepStatus::Failed).reason(
+                        format!("the pull request of {} could not be read ({failure}); the round goes on with the owner's words alone", repo.name),
+                    );
+                    self.step(&task.id, event).await?;
+                }
+            }
+        }
+        self.store.set_progress(&task.id, progress).await?;
+        Ok(())
+    }
+
+    /// A question of a task that came from an issue, put on that issue (once: each question
+    /// is asked once), so that the owner can answer where they asked for the work.
+    pub(super) async fn ask_on_issue(
+        &self,
+        context: &Context,
+        question: &str,
+    ) -> Result<(), EngineError> {
+        let id = &context.task.id;
+        let Some((full, number)) = self.store.issue_of(id).await? else {
+            return Ok(());
+        };
+        let Some(forge) = context
+            .repos
+            .iter()
+            .find(|(repo, _, _)| repo.location == full)
+            .and_then(|(repo, _, _)| self.forges.github(repo).ok())
+        else {
+            return Ok(());
+        };
+        let text = format!(
+            "deft needs an answer to go on with this issue's task:\n\n> {}\n\nReply in a comment here (or on the task's page in deft) and the task continues with your answer.",
+            question.trim().replace('\n', "\n> ")
+        );
+        let status = match self
+            .forges
+            .retried("the question on the issue", || forge.comment(number, &text))
+            .await
+        {
+            Ok(()) => StepEvent::new(WorkStep::Forge, StepStatus::Asked)
+                .summary(format!("the question is on issue #{number}")),
+            Err(failure) => StepEvent::new(WorkStep::Forge, StepStatus::Failed).reason(format!(
+                "the question could not be put on issue #{number} ({failure}); answer it on the task's page"
+            )),
+        };
+        self.step(id, status).await
+    }
+
     /// The task as the agent reads it: the description, then all the owner said since.
     pub(super) fn task_message(&self, context: &Context) -> String {
         let mut text = format!(
@@ -83,6 +168,10 @@ impl Engine {
         if !answers.is_empty() {
             text.push_str("\n\nThe owner has since said:\n");
             text.push_str(&answers.join("\n"));
+        }
+        for gathered in &context.gathered {
+            text.push_str("\n\n");
+            text.push_str(&gathered.text);
         }
         text
     }

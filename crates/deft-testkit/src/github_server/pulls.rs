@@ -38,11 +38,10 @@ pub(super) async fn list_pulls(
         .pulls
         .iter()
         .filter(|p| p.repo == full)
-        .filter(|_| {
-            query
-                .state
-                .as_deref()
-                .is_none_or(|s| s == "open" || s == "all")
+        // GitHub lists open pull requests unless asked for `closed` or `all`.
+        .filter(|p| match query.state.as_deref().unwrap_or("open") {
+            "all" => true,
+            wanted => p.state == wanted,
         })
         .filter(|p| {
             query
@@ -155,6 +154,17 @@ pub(super) async fn update_pull(
     }
     if let Some(text) = body["body"].as_str() {
         pull.body = text.to_owned();
+    }
+    match body["state"].as_str() {
+        Some("open") if pull.merged => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": "state cannot be changed. The pull request has been merged."}]})),
+            )
+                .into_response();
+        }
+        Some(state @ ("open" | "closed")) => pull.state = state.to_owned(),
+        _ => {}
     }
     axum::Json(pull_json(&base, pull)).into_response()
 }
