@@ -325,15 +325,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_reviews_and_failed_checks_c
     assert_eq!(model.remaining_steps(), 0);
 
     // No token reached the task's events.
-    let events = server
-        .call_as(
-            &ada,
-            reqwest::Method::GET,
-            &format!("/tasks/{id}/events"),
-            None,
-        )
-        .await
-        .to_string();
+    let events = events_text(&server, &ada, &id).await;
     assert!(
         !events.contains("ghs_"),
         "an installation token is in the events"
@@ -463,11 +455,7 @@ async fn only_linked_writers_give_work_and_lost_access_stops_what_waits() {
     // The App is uninstalled: the queued task stops, saying why, and GitHub is not called
     // for the repository again.
     github.uninstall(REPO);
-    let mut uninstalled = fixture("installation", "deleted.payload.json");
-    uninstalled["installation"]["id"] = json!(INSTALLATION);
-    uninstalled["repositories"] =
-        json!([{"id": 1, "name": "widgets", "full_name": REPO, "private": false}]);
-    let (status, _) = deliver(&server, "installation", "d-4", &uninstalled, SECRET).await;
+    let (status, _) = deliver(&server, "installation", "d-4", &uninstalled(), SECRET).await;
     assert_eq!(status, 202);
     let waiting = server.until_as(&ada, &id, "needs_attention").await;
     let message = waiting["attention"]["message"].as_str().unwrap();

@@ -2,6 +2,11 @@
 //! repository it serves, `deft serve` connected to it as the App, deliveries built from the
 //! real payload examples and signed as GitHub signs them, and waits on what follows.
 
+#![allow(
+    dead_code,
+    reason = "each GitHub test file uses its own part of these helpers"
+)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,6 +21,9 @@ pub const REPO: &str = "octo-org/widgets";
 pub const SECRET: &str = "webhook-secret-for-tests";
 pub const APP_ID: u64 = 4242;
 pub const INSTALLATION: u64 = 77;
+/// The App's OAuth client, as deft and the stand-in know it.
+pub const CLIENT_ID: &str = "Iv1.deft-tests";
+pub const CLIENT_SECRET: &str = "oauth-client-secret-for-tests";
 
 /// A 2048-bit RSA key pair made now: (private PEM path, public PEM).
 pub fn app_key(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
@@ -75,6 +83,8 @@ pub fn serve(
             ("DEFT_GITHUB_APP_ID", &app_id),
             ("DEFT_GITHUB_PRIVATE_KEY_PATH", &key),
             ("DEFT_GITHUB_WEBHOOK_SECRET", SECRET),
+            ("DEFT_GITHUB_CLIENT_ID", CLIENT_ID),
+            ("DEFT_GITHUB_CLIENT_SECRET", CLIENT_SECRET),
         ],
     );
     let ada = user_with_token(data, "ada");
@@ -191,4 +201,83 @@ pub fn round(plan: &str, edit: Step) -> Vec<Step> {
         call("f", "finish", r#"{"summary": "Greeting updated"}"#),
         Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
     ]
+}
+
+/// The first task of the user with `token`, once the delivery that makes it was acted on.
+pub async fn first_task(server: &Server, token: &str) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(task) = tasks_of(server, token).await.first() {
+            return task["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no task was made"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A comment by `sender` on issue (or pull request) `number`, as GitHub delivers it.
+pub fn comment_on(number: u64, sender: &str, body: &str, pull_url: Option<&str>) -> Value {
+    let mut payload = patched("issue_comment", "created.payload.json", sender);
+    payload["issue"]["number"] = json!(number);
+    payload["issue"]["user"]["login"] = json!("reporter");
+    payload["comment"]["body"] = json!(body);
+    payload["comment"]["id"] = json!(700_000 + number);
+    match pull_url {
+        Some(url) => {
+            payload["issue"]["pull_request"] = json!({"html_url": url});
+            payload["issue"]["html_url"] = json!(url);
+        }
+        None => {
+            payload["issue"]
+                .as_object_mut()
+                .unwrap()
+                .remove("pull_request");
+        }
+    }
+    payload
+}
+
+/// The owner's messages in a task's log: `(kind, message)`.
+pub async fn messages(server: &Server, token: &str, id: &str) -> Vec<(String, String)> {
+    let events = server
+        .call_as(
+            token,
+            reqwest::Method::GET,
+            &format!("/tasks/{id}/events"),
+            None,
+        )
+        .await;
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "user_message")
+        .map(|e| {
+            (
+                e["data"]["kind"].as_str().unwrap_or_default().to_owned(),
+                e["data"]["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The App uninstalled from the repository, as GitHub delivers it.
+pub fn uninstalled() -> Value {
+    let mut payload = fixture("installation", "deleted.payload.json");
+    payload["installation"]["id"] = json!(INSTALLATION);
+    payload["repositories"] =
+        json!([{"id": 1, "name": "widgets", "full_name": REPO, "private": false}]);
+    payload
+}
+
+/// A task's whole log as text, to search.
+pub async fn events_text(server: &Server, token: &str, id: &str) -> String {
+    let path = format!("/tasks/{id}/events");
+    server
+        .call_as(token, reqwest::Method::GET, &path, None)
+        .await
+        .to_string()
 }
