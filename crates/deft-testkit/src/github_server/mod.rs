@@ -112,6 +112,8 @@ struct Hub {
     requests: Vec<String>,
     /// API requests still to answer with 502, as GitHub does in a bad moment.
     failing: usize,
+    /// Requests starting with a `METHOD path` still to answer with 502, with how many.
+    failing_on: Vec<(String, usize)>,
     /// GraphQL review thread nodes per pull request.
     threads: HashMap<(String, u64), Vec<Value>>,
     /// Check runs per commit.
@@ -348,6 +350,11 @@ impl GithubStandIn {
         self.lock().failing = count;
     }
 
+    /// Answers the next `count` requests whose `METHOD path` starts with `route` with 502.
+    pub fn fail_next_on(&self, route: &str, count: usize) {
+        self.lock().failing_on.push((route.to_owned(), count));
+    }
+
     pub fn pulls(&self) -> Vec<OpenedPull> {
         self.lock().pulls.clone()
     }
@@ -382,6 +389,15 @@ async fn log_request(
         hub.requests.push(line);
         if hub.failing > 0 && !path.starts_with("/app/") {
             hub.failing -= 1;
+            return error(StatusCode::BAD_GATEWAY, "Server Error");
+        }
+        let line = format!("{} {}", request.method(), request.uri().path());
+        if let Some((_, left)) = hub
+            .failing_on
+            .iter_mut()
+            .find(|(route, left)| *left > 0 && line.starts_with(route.as_str()))
+        {
+            *left -= 1;
             return error(StatusCode::BAD_GATEWAY, "Server Error");
         }
     }
