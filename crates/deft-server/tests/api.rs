@@ -1569,9 +1569,11 @@ async fn web_sign_in_sets_a_strict_cookie_refuses_forged_forms_and_pages_load_no
         .unwrap()
         .id;
     for n in 0..69 {
-        let data = json!({"step": format!("s{n}"), "status": "done"});
+        let step =
+            deft_core::StepEvent::new(deft_core::WorkStep::Execution, deft_core::StepStatus::Done)
+                .summary(format!("s{n}"));
         app.store
-            .append_event(&task, deft_core::EventKind::Step, data)
+            .append_event(&task, deft_core::EventKind::Step, step.to_data())
             .await
             .unwrap();
     }
@@ -1602,7 +1604,7 @@ async fn web_sign_in_sets_a_strict_cookie_refuses_forged_forms_and_pages_load_no
         60,
         "the end of the log"
     );
-    assert!(end.contains("s68 done") && !end.contains(">s8 done"));
+    assert!(end.contains("execution done: s68") && !end.contains("execution done: s8<"));
     assert!(
         end.contains(&format!(r#"href="/tasks/{task}?from=0#log-heading""#)),
         "earlier events are linked"
@@ -1610,6 +1612,7 @@ async fn web_sign_in_sets_a_strict_cookie_refuses_forged_forms_and_pages_load_no
     let (_, start) = page(format!("/tasks/{task}?from=0")).await;
     assert_eq!(start.matches(r#"<li class="entry"#).count(), 60);
     assert!(start.contains("A long one") && start.contains("Later events"));
+    assert!(start.contains("execution done: s8<"), "{start}");
     assert!(
         !start.contains(r#"id="log""#),
         "an earlier page is not live"
