@@ -64,11 +64,11 @@ enum Command {
     /// Run the API, web app, webhooks, scheduler and workers in one process
     Serve {
         /// The address to listen on
-        #[arg(long, env = DEFT_LISTEN, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+        #[arg(long, env = DEFT_LISTEN, default_value = "127.0.0.1:7878", value_name = "ADDR", value_parser = listen_address)]
         listen: String,
         /// Tasks run at once in this process (0: only serve the API) [default: from the
         /// machine's cores and memory, at least 10]
-        #[arg(long, env = DEFT_WORKERS)]
+        #[arg(long, env = DEFT_WORKERS, value_parser = workers::<0>)]
         workers: Option<usize>,
         #[command(flatten)]
         data: DataArgs,
@@ -79,7 +79,7 @@ enum Command {
     Worker {
         /// Tasks run at once in this process [default: from the machine's cores and memory,
         /// at least 10]
-        #[arg(long, env = DEFT_WORKERS)]
+        #[arg(long, env = DEFT_WORKERS, value_parser = workers::<1>)]
         workers: Option<usize>,
         #[command(flatten)]
         data: DataArgs,
@@ -130,6 +130,33 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+}
+
+/// `--workers` (`DEFT_WORKERS`): a whole number of tasks, at least `LEAST`. clap says which
+/// flag a bad value was for, not that it came from the variable, so the message names both.
+fn workers<const LEAST: usize>(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= LEAST => Ok(n),
+        _ => Err(format!(
+            "give a whole number of tasks run at once, at least {LEAST}, to `--workers` or {DEFT_WORKERS} (unset, it follows the machine)"
+        )),
+    }
+}
+
+/// `--listen` (`DEFT_LISTEN`): an address and port, checked before the data dir is touched.
+/// A host name is let through (`localhost:7878`); whether it resolves is for the bind to say.
+fn listen_address(text: &str) -> Result<String, String> {
+    let host_and_port = text.parse::<std::net::SocketAddr>().is_ok()
+        || text.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+        });
+    if host_and_port {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "give an address and port, such as 127.0.0.1:7878 or [::]:7878, to `--listen` or {DEFT_LISTEN}"
+        ))
+    }
 }
 
 #[derive(Debug, Subcommand)]

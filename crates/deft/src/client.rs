@@ -37,7 +37,9 @@ impl Client {
         };
         let base = args.server.trim_end_matches('/').to_owned();
         let url = reqwest::Url::parse(&base).with_context(|| {
-            format!("`--server {base}` is not a URL; use e.g. http://127.0.0.1:7878")
+            format!(
+                "`--server` (or DEFT_SERVER) is `{base}`, not a URL; use e.g. http://127.0.0.1:7878"
+            )
         })?;
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
         // A proxy from the environment has no business relaying traffic to this machine.

@@ -330,6 +330,13 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         })?,
         None => EnvironmentsFile::default(),
     };
+    if environments.cache_mib == 0 {
+        bail!(
+            "{}: [environments] cache_mib is 0, which keeps no image; give the disk the images may take in MiB (unset, it is {})",
+            path.display(),
+            default_image_cache_mib()
+        );
+    }
     if !matches!(environments.backend.as_str(), "bwrap" | "container") {
         bail!(
             "{}: [environments] backend is `{}`; use `bwrap` or `container`",
@@ -372,10 +379,20 @@ fn trusted_proxies_from(
     config: &ConfigFile,
 ) -> anyhow::Result<deft_server::TrustedProxies> {
     match env.filter(|value| !value.trim().is_empty()) {
-        Some(value) => deft_server::TrustedProxies::parse(
-            value.split(',').map(str::trim).filter(|e| !e.is_empty()),
-        )
-        .with_context(|| format!("{DEFT_TRUSTED_PROXIES} (comma-separated)")),
+        Some(value) => {
+            let entries: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .collect();
+            if entries.is_empty() {
+                bail!(
+                    "{DEFT_TRUSTED_PROXIES} is `{value}`, which names no proxy; give addresses or CIDR blocks separated by commas, or unset it"
+                );
+            }
+            deft_server::TrustedProxies::parse(entries)
+                .with_context(|| format!("{DEFT_TRUSTED_PROXIES} (comma-separated)"))
+        }
         None => match &config.server.trusted_proxies {
             Some(entries) => deft_server::TrustedProxies::parse(entries.iter().map(String::as_str))
                 .context("[server] trusted_proxies"),
@@ -450,8 +467,15 @@ pub fn github(config: &ConfigFile) -> anyhow::Result<Option<deft_github::GithubC
 /// Each must be an existing absolute directory; symlinks are resolved so that checks compare
 /// real paths.
 pub fn local_roots(config: &ConfigFile) -> anyhow::Result<deft_forge::LocalRoots> {
-    let (roots, setting) = match std::env::var(DEFT_LOCAL_ROOTS) {
-        Ok(value) if !value.is_empty() => (
+    local_roots_from(std::env::var(DEFT_LOCAL_ROOTS).ok(), config)
+}
+
+fn local_roots_from(
+    env: Option<String>,
+    config: &ConfigFile,
+) -> anyhow::Result<deft_forge::LocalRoots> {
+    let (roots, setting) = match env {
+        Some(value) if !value.is_empty() => (
             value
                 .split(':')
                 .filter(|p| !p.is_empty())
@@ -464,6 +488,13 @@ pub fn local_roots(config: &ConfigFile) -> anyhow::Result<deft_forge::LocalRoots
             None => return Ok(deft_forge::LocalRoots::unrestricted()),
         },
     };
+    // `[forge] local_roots = []` is a choice (no local repositories for anyone); the variable
+    // set to only colons is a slip.
+    if roots.is_empty() && setting == DEFT_LOCAL_ROOTS {
+        bail!(
+            "{DEFT_LOCAL_ROOTS} names no directory; give the directories under which people may register repositories, separated by `:`, or unset it"
+        );
+    }
     let mut canonical = Vec::with_capacity(roots.len());
     for root in roots {
         if !root.is_absolute() {
@@ -493,8 +524,27 @@ pub async fn models(args: &ModelArgs, config: &ConfigFile) -> Result<Models, def
             .unwrap_or_else(|| CONFIG_FILE.into()),
         ollama: None,
     };
-    let ollama = std::env::var(DEFT_OLLAMA_URL).ok();
+    let ollama = ollama_url(std::env::var(DEFT_OLLAMA_URL).ok())?;
     deft_llm::resolve_with_probe(inputs, ollama.as_deref()).await
+}
+
+/// `DEFT_OLLAMA_URL`, when set: an http or https URL, else where to look is unknown and the
+/// model's resolution says so (rather than probing the default address instead).
+fn ollama_url(value: Option<String>) -> Result<Option<String>, deft_llm::ModelError> {
+    let Some(text) = value.filter(|text| !text.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match reqwest::Url::parse(text.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(Some(text.trim().to_owned()))
+        }
+        _ => Err(deft_llm::ModelError::Config {
+            setting: DEFT_OLLAMA_URL.to_owned(),
+            message: format!(
+                "`{text}` is not an http:// or https:// URL; set it to where Ollama listens, such as http://127.0.0.1:11434, or unset it"
+            ),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -605,6 +655,53 @@ mod tests {
                 .to_string()
                 .contains("is not valid TOML")
         );
+    }
+
+    /// Values that parse but mean nothing are refused, naming the setting and what it takes.
+    #[test]
+    fn settings_that_would_be_ignored_are_refused_naming_them() {
+        let path = Path::new("deft.toml");
+        let error = format!(
+            "{:#}",
+            parse("[environments]\ncache_mib = 0\n", path).unwrap_err()
+        );
+        assert!(
+            error.starts_with("deft.toml: [environments] cache_mib is 0") && error.contains("MiB"),
+            "{error}"
+        );
+        let none = parse("", path).unwrap();
+        let error = local_roots_from(Some(":".into()), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("DEFT_LOCAL_ROOTS names no directory"),
+            "{error}"
+        );
+        let error = local_roots_from(Some("srv/git".into()), &none)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "DEFT_LOCAL_ROOTS: `srv/git` is not an absolute path");
+        let chosen = parse("[forge]\nlocal_roots = []\n", path).unwrap();
+        assert!(
+            local_roots_from(None, &chosen).unwrap().is_restricted(),
+            "an empty list in the file is a choice: no local repositories"
+        );
+        let error = trusted_proxies_from(Some(" , ".into()), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("names no proxy"), "{error}");
+        for bad in ["127.0.0.1:11434", "ollama", "file:///tmp/x", "http://"] {
+            let error = ollama_url(Some(bad.into())).unwrap_err().to_string();
+            assert!(
+                error.starts_with("DEFT_OLLAMA_URL: `") && error.contains("http://127.0.0.1:11434"),
+                "{bad}: {error}"
+            );
+        }
+        assert_eq!(
+            ollama_url(Some("http://gpu.lan:11434".into())).unwrap(),
+            Some("http://gpu.lan:11434".into())
+        );
+        assert_eq!(ollama_url(Some(" ".into())).unwrap(), None);
     }
 
     #[test]

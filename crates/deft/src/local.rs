@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use deft_store::{MasterKey, Store};
 
 use crate::cli::DataArgs;
-use crate::env_vars::DEFT_MASTER_KEY;
+use crate::env_vars::{DEFT_DATABASE_URL, DEFT_MASTER_KEY};
 
 /// The file `deft serve` writes the first admin token to.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -54,7 +54,12 @@ pub async fn open_store(args: &DataArgs) -> anyhow::Result<(PathBuf, Store)> {
     let env_key = std::env::var(DEFT_MASTER_KEY).ok();
     let key = MasterKey::load(env_key.as_deref(), &dir).context("cannot load the master key")?;
     let store = match &args.database_url {
-        Some(url) => Store::open(url, key).await?,
+        Some(url) => Store::open(url, key).await.map_err(|error| match error {
+            deft_store::StoreError::BadUrl { .. } => {
+                anyhow::anyhow!(error).context(format!("`--database-url` or {DEFT_DATABASE_URL}"))
+            }
+            error => error.into(),
+        })?,
         None => Store::open_data_dir(&dir, key).await?,
     };
     Ok((dir, store))

@@ -29,7 +29,7 @@ pub async fn run(
     data: &DataArgs,
     model: &ModelArgs,
 ) -> anyhow::Result<ExitCode> {
-    serve::init_logging("warn");
+    serve::init_logging("warn")?;
     crate::tuning::Tuning::load()?;
     let (dir, store) = local::open_store(data).await?;
     if let Some(admin) = store.bootstrap_admin().await? {

@@ -10,7 +10,7 @@ use deft_server::{AppState, ModelReadiness};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DataArgs, ModelArgs};
-use crate::env_vars::DEFT_LOG;
+use crate::env_vars::{DEFT_LISTEN, DEFT_LOG};
 use crate::tuning::Tuning;
 use crate::{config, local};
 
@@ -24,7 +24,7 @@ pub async fn run(
     data: &DataArgs,
     model: &ModelArgs,
 ) -> anyhow::Result<ExitCode> {
-    init_logging("info");
+    init_logging("info")?;
     let tuning = Tuning::load()?;
     let (dir, store) = local::open_store(data).await?;
     let config = config::load(model.config.as_deref(), &dir)?;
@@ -68,7 +68,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
-            format!("cannot listen on {listen}; pass `--listen ADDR` with a free port")
+            format!("cannot listen on {listen}; give `--listen` or {DEFT_LISTEN} an address of this machine with a free port")
         })?;
     let address = listener.local_addr()?;
     eprintln!(
@@ -220,7 +220,7 @@ pub async fn worker(
     data: &DataArgs,
     model: &ModelArgs,
 ) -> anyhow::Result<ExitCode> {
-    init_logging("info");
+    init_logging("info")?;
     let tuning = Tuning::load()?;
     let Some(url) = &data.database_url else {
         anyhow::bail!(
@@ -280,11 +280,25 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-pub fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(DEFT_LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+/// Logs to standard error, filtered by `DEFT_LOG` (else `default`); a filter that does not
+/// parse stops the command rather than leaving it quiet.
+pub fn init_logging(default: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var(DEFT_LOG) {
+        Ok(text) if !text.trim().is_empty() => EnvFilter::try_new(&text).map_err(|error| {
+            anyhow::anyhow!(
+                "{DEFT_LOG} is `{}`, not a log filter ({error}); set it to a level such as `info`, or `deft_scheduler=debug,info`",
+                text.chars().take(80).collect::<String>()
+            )
+        })?,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("{DEFT_LOG} is not text; set it to a level such as `info`")
+        }
+        _ => EnvFilter::new(default),
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    Ok(())
 }

@@ -126,5 +126,13 @@ mod tests {
                 "{error}"
             );
         }
+        let error = read(&[("DEFT_SANDBOX_POOL", "two")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("DEFT_SANDBOX_POOL is `two`") && error.contains("0 for none"),
+            "{error}"
+        );
+        assert_eq!(read(&[("DEFT_SANDBOX_POOL", "0")]).unwrap().sandbox_pool, 0);
     }
 }
