@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deft_agent::Engine;
-use deft_core::{EventKind, TaskId, Transition};
+use deft_core::{EventKind, StepEvent, StepStatus, TaskId, Transition, WorkStep};
 use deft_store::{Actor, Backend, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -115,10 +115,9 @@ impl Scheduler {
         }
         let abandoned = store.in_progress().await?;
         for task in &abandoned {
-            let note = (
-                EventKind::Step,
-                serde_json::json!({"step": "recovery", "status": "requeued", "reason": "deft restarted while the task ran"}),
-            );
+            let note = StepEvent::new(WorkStep::Recovery, StepStatus::Requeued)
+                .reason("deft restarted while the task ran");
+            let note = (EventKind::Step, note.to_data());
             store
                 .transition(Actor::Deft, task, Transition::Requeue, Some(note))
                 .await?;

@@ -8,8 +8,7 @@
 //! row is locked while the running tasks are counted, so the limit holds across them. On
 //! SQLite, `BEGIN IMMEDIATE` serialises claims.
 
-use deft_core::{EventKind, TaskId, Timestamp, Transition};
-use serde_json::json;
+use deft_core::{EventKind, StepEvent, StepStatus, TaskId, Timestamp, Transition, WorkStep};
 use sqlx::Row as _;
 
 use crate::tasks::{Actor, transition_in};
@@ -148,7 +147,9 @@ impl Store {
         }
         let note = (
             EventKind::Step,
-            json!({"step": "shutdown", "status": "requeued", "reason": "the worker running the task is stopping"}),
+            StepEvent::new(WorkStep::Shutdown, StepStatus::Requeued)
+                .reason("the worker running the task is stopping")
+                .to_data(),
         );
         let (_, events) = transition_in(
             &mut tx,
@@ -209,12 +210,15 @@ impl Store {
                         kind: deft_core::AttentionKind::Error,
                         message,
                     }),
-                    json!({"step": "recovery", "status": "given_up", "cause": "lease_expired"}),
+                    lease_expired(StepEvent::new(WorkStep::Recovery, StepStatus::GivenUp)),
                 )
             } else {
                 (
                     Transition::Requeue,
-                    json!({"step": "recovery", "status": "requeued", "cause": "lease_expired", "reason": "the worker running the task stopped renewing its lease"}),
+                    lease_expired(
+                        StepEvent::new(WorkStep::Recovery, StepStatus::Requeued)
+                            .reason("the worker running the task stopped renewing its lease"),
+                    ),
                 )
             };
             let (_, events) = transition_in(
@@ -234,4 +238,14 @@ impl Store {
         }
         Ok(requeued)
     }
+}
+
+/// A recovery's event when its cause is a lease that ran out (the migration that made
+/// `tasks.leases_lost` counted these in the log).
+fn lease_expired(event: StepEvent) -> serde_json::Value {
+    StepEvent {
+        cause: Some("lease_expired".to_owned()),
+        ..event
+    }
+    .to_data()
 }
