@@ -91,8 +91,8 @@ use deft_sandbox::bwrap::{HelperLoader, PROXY_PORT};
 use deft_sandbox::shell::{Control, ControlListener, Usage};
 use deft_sandbox::user::HostUser;
 use deft_sandbox::{
-    BoxFuture, Ending, ExecOutcome, ExecRequest, PausedPrograms, Sandbox, SandboxBackend,
-    SandboxError, SandboxProcess, SandboxSpec, inner, workspace,
+    BoxFuture, ExecOutcome, ExecRequest, LimitCounts, PausedPrograms, Sandbox, SandboxBackend,
+    SandboxError, SandboxProcess, SandboxSpec, inner,
 };
 use tokio::sync::mpsc;
 
@@ -616,25 +616,15 @@ impl ContainerSandbox {
         let run = control
             .run(request, &cwd, &self.environment, &self.redactor, on_output)
             .await;
-        let mut limits_hit = Vec::new();
-        let mut out_of_memory = false;
+        let mut counts = LimitCounts::default();
         if let Some(control) = run.control
             && let Ok(after) = control.usage().await
         {
             let grew = |was: Option<u64>, is: Option<u64>| is.unwrap_or(0) > was.unwrap_or(0);
-            if grew(before.oom_kills, after.oom_kills) {
-                out_of_memory = true;
-                limits_hit.push(format!(
-                    "the memory limit ({} MiB) was reached and a process was killed",
-                    self.spec.limits.memory_bytes / (1024 * 1024)
-                ));
-            }
-            if grew(before.pids_refused, after.pids_refused) {
-                limits_hit.push(format!(
-                    "the process limit ({}) refused new processes",
-                    self.spec.limits.processes
-                ));
-            }
+            counts = LimitCounts {
+                oom_killed: grew(before.oom_kills, after.oom_kills),
+                pids_refused: grew(before.pids_refused, after.pids_refused),
+            };
             *slot = Some(Running {
                 control,
                 container,
@@ -642,28 +632,9 @@ impl ContainerSandbox {
             });
         }
         drop(slot);
-        let mut ending = run.ending?;
-        if out_of_memory && matches!(ending, Ending::Signaled(9) | Ending::Exited(137)) {
-            ending = Ending::OutOfMemory;
-        }
-        // The walk may be long (a command can leave millions of files): off the async threads.
-        let root = self.spec.workspace.clone();
-        let used = tokio::task::spawn_blocking(move || workspace::size(&root))
-            .await
-            .unwrap_or(0);
-        if used > self.spec.limits.disk_bytes {
-            limits_hit.push(format!(
-                "the workspace is over its disk limit ({} MiB)",
-                self.spec.limits.disk_bytes / (1024 * 1024)
-            ));
-        }
-        Ok(ExecOutcome {
-            ending,
-            output: run.output,
-            truncated: run.truncated,
-            duration: started.elapsed(),
-            limits_hit,
-        })
+        let ending = run.ending?;
+        let output = (run.output, run.truncated);
+        Ok(ExecOutcome::measured(&self.spec, started, ending, counts, output).await)
     }
 
     /// Starts `request.argv` in a container of its own (a command's end must not take it
@@ -866,18 +837,6 @@ impl Sandbox for ContainerSandbox {
 
     fn workspace(&self) -> &Path {
         &self.spec.workspace
-    }
-
-    fn copy_in<'a>(
-        &'a self,
-        path: &'a str,
-        contents: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move { workspace::write(&self.spec.workspace, path, contents) })
-    }
-
-    fn copy_out<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SandboxError>> {
-        Box::pin(async move { workspace::read(&self.spec.workspace, path) })
     }
 
     fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>> {

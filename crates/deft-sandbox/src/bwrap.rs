@@ -9,7 +9,6 @@
 //! of their own, with the same isolation. See [`crate::inner`].
 
 use std::collections::BTreeMap;
-use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,12 +19,11 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
 use crate::cgroup::SandboxCgroup;
-use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
-use crate::plan::{FromInit, LaunchPlan, ToInit};
-use crate::shell::{Pool, Shell, ShellKey};
+use crate::plan::LaunchPlan;
+use crate::shell::{Answer, Pool, Shell, ShellKey};
 use crate::{
-    BoxFuture, Ending, ExecOutcome, ExecRequest, HostSupport, Limits, PausedPrograms, Sandbox,
-    SandboxBackend, SandboxError, SandboxProcess, SandboxSpec, inner, workspace,
+    BoxFuture, Ending, ExecOutcome, ExecRequest, HostSupport, LimitCounts, Limits, PausedPrograms,
+    Sandbox, SandboxBackend, SandboxError, SandboxProcess, SandboxSpec, inner, workspace,
 };
 
 /// The port inside the sandbox where the bridge to the egress proxy listens.
@@ -1191,72 +1189,31 @@ impl BwrapSandbox {
         };
         let oom_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
         let pids_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::pids_refused);
-        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| SandboxError::io("making the output pipe")(e.into()))?;
-        let request_message = ToInit::Exec {
-            argv: request.argv.clone(),
-            env: self.environment.clone(),
-            cwd,
-        };
-        shell.send(&request_message, Some(writer.as_fd())).await?;
-        drop(request_message);
-        drop(writer);
-        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)
-            .map_err(SandboxError::io("reading the command's output"))?;
-        let mut text = OutputText::new(self.redactor.stream());
-        let mut kept = CappedOutput::new(request.output_cap);
-        let read_all = async {
-            read_streams(
-                reader,
-                tokio::io::empty(),
-                Stderr::Aside,
-                &mut text,
-                &mut kept,
-                on_output,
-            )
+        let run = shell
+            .control
+            .command(request, &cwd, &self.environment, &self.redactor, on_output)
             .await;
-            shell.receive().await
-        };
-        let waited = tokio::time::timeout(request.timeout, read_all).await;
-        let mut limits_hit = Vec::new();
-        let mut out_of_memory = false;
-        if let Some(cgroup) = &shell.cgroup {
-            if cgroup.oom_kills() > oom_before {
-                out_of_memory = true;
-                limits_hit.push(format!(
-                    "the memory limit ({} MiB) was reached and a process was killed",
-                    self.spec.limits.memory_bytes / (1024 * 1024)
-                ));
-            }
-            if cgroup.pids_refused() > pids_before {
-                limits_hit.push(format!(
-                    "the process limit ({}) refused new processes",
-                    self.spec.limits.processes
-                ));
-            }
-        }
-        let mut ending = match waited {
-            Ok(Ok(FromInit::Exited(code))) => {
+        let counts = shell
+            .cgroup
+            .as_ref()
+            .map(|cgroup| LimitCounts {
+                oom_killed: cgroup.oom_kills() > oom_before,
+                pids_refused: cgroup.pids_refused() > pids_before,
+            })
+            .unwrap_or_default();
+        let ending = match run.answer {
+            Answer::Ended(ending) => {
                 *slot = Some(shell);
-                Ending::Exited(code)
+                ending
             }
-            Ok(Ok(FromInit::Signaled(signal))) => {
+            Answer::Refused(error) => {
                 *slot = Some(shell);
-                Ending::Signaled(signal)
-            }
-            Ok(Ok(FromInit::Failed(why))) => {
-                *slot = Some(shell);
-                return Err(SandboxError::Start(why));
-            }
-            Ok(Ok(other)) => {
-                return Err(SandboxError::Start(format!(
-                    "the sandbox's init answered {other:?} to a command"
-                )));
+                return Err(error);
             }
             // The init is gone (killed, or out of memory itself): the next command gets a new
             // one.
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
+            Answer::Lost(error) => return Err(error),
+            Answer::TimedOut => {
                 // The command and all it started die with the whole sandbox; the next command
                 // gets a new one on the same workspace.
                 drop(shell);
@@ -1264,41 +1221,8 @@ impl BwrapSandbox {
             }
         };
         drop(slot);
-        if out_of_memory && matches!(ending, Ending::Signaled(9) | Ending::Exited(137)) {
-            ending = Ending::OutOfMemory;
-        }
-        let rest = text.finish();
-        kept.push(&rest);
-        if !rest.is_empty() {
-            on_output(&String::from_utf8_lossy(&rest));
-        }
-        // The walk may be long (a command can leave millions of files): off the async threads.
-        let root = self.spec.workspace.clone();
-        let used = tokio::task::spawn_blocking(move || workspace::size(&root))
-            .await
-            .unwrap_or(0);
-        if used > self.spec.limits.disk_bytes {
-            limits_hit.push(format!(
-                "the workspace is over its disk limit ({} MiB)",
-                self.spec.limits.disk_bytes / (1024 * 1024)
-            ));
-        }
-        let (output, truncated) = kept.finish();
-        Ok(ExecOutcome {
-            ending,
-            output,
-            truncated,
-            duration: started.elapsed(),
-            limits_hit,
-        })
-    }
-
-    pub async fn copy_in(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
-        workspace::write(&self.spec.workspace, path, contents)
-    }
-
-    pub async fn copy_out(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
-        workspace::read(&self.spec.workspace, path)
+        let output = (run.output, run.truncated);
+        Ok(ExecOutcome::measured(&self.spec, started, ending, counts, output).await)
     }
 
     pub async fn destroy(self) -> Result<(), SandboxError> {
@@ -1335,18 +1259,6 @@ impl Sandbox for BwrapSandbox {
 
     fn workspace(&self) -> &Path {
         &self.spec.workspace
-    }
-
-    fn copy_in<'a>(
-        &'a self,
-        path: &'a str,
-        contents: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(BwrapSandbox::copy_in(self, path, contents))
-    }
-
-    fn copy_out<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SandboxError>> {
-        Box::pin(BwrapSandbox::copy_out(self, path))
     }
 
     fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>> {

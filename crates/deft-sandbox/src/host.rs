@@ -175,18 +175,6 @@ impl Sandbox for HostSandbox {
         &self.spec.workspace
     }
 
-    fn copy_in<'a>(
-        &'a self,
-        path: &'a str,
-        contents: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move { workspace::write(&self.spec.workspace, path, contents) })
-    }
-
-    fn copy_out<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SandboxError>> {
-        Box::pin(async move { workspace::read(&self.spec.workspace, path) })
-    }
-
     fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>> {
         Box::pin(async { Ok(()) })
     }

@@ -192,6 +192,65 @@ impl ExecOutcome {
     }
 }
 
+/// What a sandbox's cgroup counted while one command ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitCounts {
+    /// The kernel killed a process for going over the memory limit.
+    pub oom_killed: bool,
+    /// The process limit refused a new process.
+    pub pids_refused: bool,
+}
+
+impl ExecOutcome {
+    /// The outcome of a command of a sandbox made with `spec` that ran from `started` and
+    /// ended as `ending`, having left `output`: a kill the memory limit caused is
+    /// [`Ending::OutOfMemory`], and each limit it ran into is said in words, the workspace's
+    /// disk limit measured now.
+    pub async fn measured(
+        spec: &SandboxSpec,
+        started: std::time::Instant,
+        ending: Ending,
+        counts: LimitCounts,
+        (output, truncated): (String, bool),
+    ) -> ExecOutcome {
+        let mut limits_hit = Vec::new();
+        if counts.oom_killed {
+            limits_hit.push(format!(
+                "the memory limit ({} MiB) was reached and a process was killed",
+                spec.limits.memory_bytes / (1024 * 1024)
+            ));
+        }
+        if counts.pids_refused {
+            limits_hit.push(format!(
+                "the process limit ({}) refused new processes",
+                spec.limits.processes
+            ));
+        }
+        let ending = match ending {
+            Ending::Signaled(9) | Ending::Exited(137) if counts.oom_killed => Ending::OutOfMemory,
+            ending => ending,
+        };
+        // The walk may be long (a command can leave millions of files): off the async threads.
+        let root = spec.workspace.clone();
+        let used = tokio::task::spawn_blocking(move || workspace::size(&root))
+            .await
+            .unwrap_or(0);
+        if used > spec.limits.disk_bytes {
+            limits_hit.push(format!(
+                "the workspace is over its disk limit ({} MiB)",
+                spec.limits.disk_bytes / (1024 * 1024)
+            ));
+        }
+        ExecOutcome {
+            ending,
+            output,
+            truncated,
+            duration: started.elapsed(),
+            limits_hit,
+        }
+    }
+}
+
 /// A network connection the egress proxy decided, for the task's events.
 pub use deft_egress::ProxyEvent;
 
@@ -263,14 +322,19 @@ pub trait Sandbox: Send + Sync + std::fmt::Debug {
     fn workspace(&self) -> &std::path::Path;
 
     /// Writes a file of the workspace (`path` relative to `/workspace`, or absolute inside it).
+    /// Every backend's workspace is a directory of the host, so deft writes it there itself.
     fn copy_in<'a>(
         &'a self,
         path: &'a str,
         contents: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), SandboxError>>;
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move { workspace::write(self.workspace(), path, contents) })
+    }
 
-    /// Reads a file of the workspace.
-    fn copy_out<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SandboxError>>;
+    /// Reads a file of the workspace, on the host as [`Sandbox::copy_in`] writes it.
+    fn copy_out<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SandboxError>> {
+        Box::pin(async move { workspace::read(self.workspace(), path) })
+    }
 
     /// Stops everything still running and removes what the sandbox made (not the workspace).
     fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>>;

@@ -55,7 +55,8 @@ pub(crate) struct ShellKey {
 #[derive(Debug)]
 pub(crate) struct Shell {
     child: tokio::process::Child,
-    control: Control,
+    /// The init's control channel, through which the sandbox runs its commands.
+    pub control: Control,
     /// Where the proxy socket goes, bound at `/.deft/net`.
     pub runtime_dir: PathBuf,
     /// Removed once the shell is killed: its runtime directory until a sandbox adopts it, and
@@ -262,6 +263,28 @@ pub struct CommandRun {
     pub truncated: bool,
 }
 
+/// What the init answered to one command ([`Control::command`]).
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The command ended; the init waits for the next.
+    Ended(crate::Ending),
+    /// The init could not run the command and says why; it waits for the next.
+    Refused(SandboxError),
+    /// The command never started or the init is gone: the next command needs a new sandbox.
+    Lost(SandboxError),
+    /// The timeout came first: the caller drops the channel, which ends the init and with it
+    /// everything the command started.
+    TimedOut,
+}
+
+/// One command's answer and its (redacted, capped) output.
+#[derive(Debug)]
+pub(crate) struct Executed {
+    pub answer: Answer,
+    pub output: String,
+    pub truncated: bool,
+}
+
 pub use crate::plan::Usage;
 
 impl Control {
@@ -342,19 +365,51 @@ impl Control {
         redactor: &deft_core::Redactor,
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> CommandRun {
+        let Executed {
+            answer,
+            output,
+            truncated,
+        } = self.command(request, cwd, env, redactor, on_output).await;
+        let (control, ending) = match answer {
+            Answer::Ended(ending) => (Some(self), Ok(ending)),
+            Answer::Refused(error) => (Some(self), Err(error)),
+            Answer::Lost(error) => (None, Err(error)),
+            Answer::TimedOut => {
+                drop(self);
+                (None, Ok(crate::Ending::TimedOut))
+            }
+        };
+        CommandRun {
+            control,
+            ending,
+            output,
+            truncated,
+        }
+    }
+
+    /// One command's run through the init, up to its answer or `request.timeout`, for
+    /// [`Control::run`] and the bwrap backend's shells: what becomes of the channel after
+    /// each answer is the caller's.
+    pub(crate) async fn command(
+        &self,
+        request: &crate::ExecRequest,
+        cwd: &str,
+        env: &[(String, String)],
+        redactor: &deft_core::Redactor,
+        on_output: &mut (dyn FnMut(&str) + Send),
+    ) -> Executed {
         use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
-        let (argv, timeout) = (&request.argv, request.timeout);
         let mut kept = CappedOutput::new(request.output_cap);
         let mut text = OutputText::new(redactor.stream());
         let started = async {
             let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                 .map_err(|e| SandboxError::io("making the output pipe")(e.into()))?;
-            let request = ToInit::Exec {
-                argv: argv.to_vec(),
+            let message = ToInit::Exec {
+                argv: request.argv.clone(),
                 env: env.to_vec(),
                 cwd: cwd.to_owned(),
             };
-            self.send(&request, &[writer.as_fd()]).await?;
+            self.send(&message, &[writer.as_fd()]).await?;
             drop(writer);
             tokio::net::unix::pipe::Receiver::from_owned_fd(reader)
                 .map_err(SandboxError::io("reading the command's output"))
@@ -362,9 +417,8 @@ impl Control {
         let reader = match started.await {
             Ok(reader) => reader,
             Err(error) => {
-                return CommandRun {
-                    control: None,
-                    ending: Err(error),
+                return Executed {
+                    answer: Answer::Lost(error),
                     output: String::new(),
                     truncated: false,
                 };
@@ -382,23 +436,16 @@ impl Control {
             .await;
             self.receive().await
         };
-        let waited = tokio::time::timeout(timeout, read_all).await;
-        let (control, ending) = match waited {
-            Ok(Ok(FromInit::Exited(code))) => (Some(self), Ok(crate::Ending::Exited(code))),
-            Ok(Ok(FromInit::Signaled(signal))) => (Some(self), Ok(crate::Ending::Signaled(signal))),
-            Ok(Ok(FromInit::Failed(why))) => (Some(self), Err(SandboxError::Start(why))),
-            Ok(Ok(other)) => (
-                None,
-                Err(SandboxError::Start(format!(
-                    "the sandbox's init answered {other:?} to a command"
-                ))),
-            ),
+        let answer = match tokio::time::timeout(request.timeout, read_all).await {
+            Ok(Ok(FromInit::Exited(code))) => Answer::Ended(crate::Ending::Exited(code)),
+            Ok(Ok(FromInit::Signaled(signal))) => Answer::Ended(crate::Ending::Signaled(signal)),
+            Ok(Ok(FromInit::Failed(why))) => Answer::Refused(SandboxError::Start(why)),
+            Ok(Ok(other)) => Answer::Lost(SandboxError::Start(format!(
+                "the sandbox's init answered {other:?} to a command"
+            ))),
             // The init is gone (killed, or out of memory itself).
-            Ok(Err(error)) => (None, Err(error)),
-            Err(_) => {
-                drop(self);
-                (None, Ok(crate::Ending::TimedOut))
-            }
+            Ok(Err(error)) => Answer::Lost(error),
+            Err(_) => Answer::TimedOut,
         };
         let rest = text.finish();
         kept.push(&rest);
@@ -406,9 +453,8 @@ impl Control {
             on_output(&String::from_utf8_lossy(&rest));
         }
         let (output, truncated) = kept.finish();
-        CommandRun {
-            control,
-            ending,
+        Executed {
+            answer,
             output,
             truncated,
         }
