@@ -34,6 +34,26 @@ pub const RESIDENT: &str = "--resident";
 /// status, and when it is killed, the socket closes and the init ends the program.
 pub const AWAIT: &str = "--await";
 
+/// The whole of a small program that answers the launcher's and the init's verbs, for a
+/// crate's tests and benchmarks (the `deft` binary answers them in production); `name` is the
+/// program's own, for its one diagnostic.
+#[allow(clippy::print_stderr, reason = "the helper's one diagnostic")]
+pub fn helper_main(name: &str) -> ! {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some(LAUNCH) => {
+            let error = launch(&args[2..]);
+            eprintln!("{name}: {error}");
+            std::process::exit(125);
+        }
+        Some(INIT) => std::process::exit(init(&args[2..])),
+        _ => {
+            eprintln!("{name}: this helper is started by deft's sandbox only");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Reads one length-prefixed part from standard input without reading past it: the bytes
 /// after it belong to the next reader (bubblewrap's init, then the program).
 fn read_part() -> std::io::Result<Vec<u8>> {
@@ -353,6 +373,31 @@ fn parse_init(args: &[String]) -> Result<InitOptions, String> {
     Ok(options)
 }
 
+/// The command for `argv` (not empty) in `cwd`, with exactly `env`.
+pub(crate) fn program(argv: &[String], env: Vec<(String, String)>, cwd: &str) -> Command {
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env_clear()
+        .envs(env)
+        .current_dir(cwd);
+    command
+}
+
+/// A program that could not start, as a shell reports it: the exit code (127 when it is not
+/// there, else 126) and the line for its standard error.
+pub(crate) fn not_started(program: &str, error: &std::io::Error) -> (i32, String) {
+    let code = if error.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    (
+        code,
+        format!("deft sandbox: cannot run `{program}`: {error}"),
+    )
+}
+
 /// Runs the init; returns the exit code for the sandbox.
 #[allow(
     clippy::print_stderr,
@@ -419,22 +464,11 @@ fn try_init(args: &[String]) -> Result<i32, String> {
         seccompiler::apply_filter(&filter).map_err(|e| format!("seccomp: {e}"))?;
     }
 
-    let mut command = Command::new(&options.argv[0]);
-    command
-        .args(&options.argv[1..])
-        .env_clear()
-        .envs(env)
-        .current_dir(&options.cwd);
-    let child = command.spawn();
-    let child = match child {
+    let child = match program(&options.argv, env, &options.cwd).spawn() {
         Ok(child) => child,
         Err(error) => {
-            let code = if error.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            eprintln!("deft sandbox: cannot run `{}`: {error}", options.argv[0]);
+            let (code, line) = not_started(&options.argv[0], &error);
+            eprintln!("{line}");
             return Ok(code);
         }
     };

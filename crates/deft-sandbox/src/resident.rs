@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 
 use rustix::io::Errno;
@@ -334,11 +334,7 @@ fn run(
     let Ok(errors) = stderr.try_clone() else {
         return FromInit::Failed("cannot duplicate the error descriptor".into());
     };
-    let child = Command::new(program)
-        .args(&argv[1..])
-        .env_clear()
-        .envs(env)
-        .current_dir(cwd)
+    let child = crate::inner::program(argv, env, cwd)
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
@@ -346,15 +342,8 @@ fn run(
     let child = match child {
         Ok(child) => child,
         Err(error) => {
-            let code = if error.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            let _ = writeln!(
-                std::fs::File::from(errors),
-                "deft sandbox: cannot run `{program}`: {error}"
-            );
+            let (code, line) = crate::inner::not_started(program, &error);
+            let _ = writeln!(std::fs::File::from(errors), "{line}");
             return FromInit::Exited(code);
         }
     };
