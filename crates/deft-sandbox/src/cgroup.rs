@@ -82,10 +82,11 @@ impl Cgroups {
         }
     }
 
-    /// Kills and removes the cgroups named `PREFIX<pid>-…` whose deft process is gone.
-    pub fn sweep_stale(&self, prefix: &str) {
-        let parents: Vec<&PathBuf> = match self {
-            Cgroups::None(_) => return,
+    /// The directories each sandbox's cgroups are made in: one on v2, one per controller on
+    /// v1, none without cgroups.
+    fn parents(&self) -> Vec<&PathBuf> {
+        match self {
+            Cgroups::None(_) => Vec::new(),
             Cgroups::V2 { base } => vec![base],
             Cgroups::V1 {
                 memory,
@@ -95,8 +96,12 @@ impl Cgroups {
                 .into_iter()
                 .flatten()
                 .collect(),
-        };
-        for parent in parents {
+        }
+    }
+
+    /// Kills and removes the cgroups named `PREFIX<pid>-…` whose deft process is gone.
+    pub fn sweep_stale(&self, prefix: &str) {
+        for parent in self.parents() {
             let Ok(entries) = std::fs::read_dir(parent) else {
                 continue;
             };
@@ -128,19 +133,14 @@ impl Cgroups {
         memory: u64,
         processes: u64,
     ) -> std::io::Result<Option<SandboxCgroup>> {
-        let dirs = match self {
-            Cgroups::None(_) => return Ok(None),
-            Cgroups::V2 { base } => vec![base.join(name)],
-            Cgroups::V1 {
-                memory,
-                pids,
-                freezer,
-            } => [Some(memory), Some(pids), freezer.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|parent| parent.join(name))
-                .collect(),
-        };
+        if let Cgroups::None(_) = self {
+            return Ok(None);
+        }
+        let dirs: Vec<PathBuf> = self
+            .parents()
+            .into_iter()
+            .map(|parent| parent.join(name))
+            .collect();
         for dir in &dirs {
             std::fs::create_dir(dir)?;
         }
