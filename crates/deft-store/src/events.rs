@@ -165,7 +165,19 @@ impl Store {
         kind: EventKind,
         data: serde_json::Value,
     ) -> Result<Event, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let tx = self.begin_write().await?;
+        self.commit_with_event(tx, task, kind, data).await
+    }
+
+    /// Appends one event at the end of the write `tx`, commits, and wakes the task's
+    /// watchers: how a write that logs one event ends.
+    pub(crate) async fn commit_with_event(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        task: &TaskId,
+        kind: EventKind,
+        data: serde_json::Value,
+    ) -> Result<Event, StoreError> {
         let event = append_in(&mut tx, &self.key, task, kind, data, Timestamp::now()).await?;
         tx.commit().await?;
         self.published(&event);

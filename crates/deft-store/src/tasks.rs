@@ -416,18 +416,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let data = serde_json::to_value(pull_request).expect("pull requests serialize");
-        let event = append_in(
-            &mut tx,
-            &self.key,
-            id,
-            EventKind::PullRequest,
-            data,
-            Timestamp::now(),
-        )
-        .await?;
-        tx.commit().await?;
-        self.published(&event);
-        Ok(event)
+        self.commit_with_event(tx, id, EventKind::PullRequest, data)
+            .await
     }
 
     /// Records that a task's pull request for `repo` was merged or closed on its forge (a
@@ -503,20 +493,7 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound { what: "task" })?
         .try_get("user_id")?;
-        sqlx::query(
-            "INSERT INTO usage_records (id, user_id, task_id, model, input_tokens, output_tokens, cached_tokens, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(TaskId::generate().as_str())
-        .bind(owner)
-        .bind(id.as_str())
-        .bind(model)
-        .bind(usage.input_tokens)
-        .bind(usage.output_tokens)
-        .bind(usage.cached_tokens)
-        .bind(Timestamp::now().unix_millis())
-        .execute(&mut *tx)
-        .await?;
+        insert_usage(&mut *tx, &owner, Some(id), model, usage).await?;
         let event = match event {
             Some(data) => Some(
                 append_in(
@@ -560,18 +537,8 @@ impl Store {
             .bind(progress_json(progress))
             .execute(&mut *tx)
             .await?;
-        let event = append_in(
-            &mut tx,
-            &self.key,
-            id,
-            EventKind::Step,
-            step.to_data(),
-            Timestamp::now(),
-        )
-        .await?;
-        tx.commit().await?;
-        self.published(&event);
-        Ok(event)
+        self.commit_with_event(tx, id, EventKind::Step, step.to_data())
+            .await
     }
 
     /// The user's tokens spent since `since` (for weekly limits).
@@ -583,20 +550,7 @@ impl Store {
         model: &str,
         usage: Usage,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO usage_records (id, user_id, task_id, model, input_tokens, output_tokens, cached_tokens, at) \
-             VALUES ($1, $2, NULL, $3, $4, $5, $6, $7)",
-        )
-        .bind(TaskId::generate().as_str())
-        .bind(user.as_str())
-        .bind(model)
-        .bind(usage.input_tokens)
-        .bind(usage.output_tokens)
-        .bind(usage.cached_tokens)
-        .bind(Timestamp::now().unix_millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_usage(&self.pool, user.as_str(), None, model, usage).await
     }
 
     pub async fn usage_since(&self, user: &UserId, since: Timestamp) -> Result<Usage, StoreError> {
@@ -749,4 +703,30 @@ async fn set_plan_in(
 
 fn progress_json(progress: &Progress) -> String {
     serde_json::to_string(progress).expect("progress serializes")
+}
+
+/// Records the tokens of one model call for `owner`: for a task, or (`None`) for the user
+/// outside any task.
+async fn insert_usage<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    owner: &str,
+    task: Option<&TaskId>,
+    model: &str,
+    usage: Usage,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO usage_records (id, user_id, task_id, model, input_tokens, output_tokens, cached_tokens, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(TaskId::generate().as_str())
+    .bind(owner)
+    .bind(task.map(TaskId::as_str))
+    .bind(model)
+    .bind(usage.input_tokens)
+    .bind(usage.output_tokens)
+    .bind(usage.cached_tokens)
+    .bind(Timestamp::now().unix_millis())
+    .execute(executor)
+    .await?;
+    Ok(())
 }
