@@ -105,11 +105,8 @@ impl<'a> Jail<'a> {
         // ref that is a device or a huge diff) or run for ever.
         command.args(["--", "/bin/sh", "-c", crate::GIT_LIMITS, "git"]);
         command
+            .args(crate::NO_PROGRAMS)
             .args([
-                "-c",
-                "core.fsmonitor=false",
-                "-c",
-                "core.hooksPath=/dev/null",
                 "-c",
                 "core.attributesFile=/dev/null",
                 "-c",

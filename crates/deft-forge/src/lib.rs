@@ -790,14 +790,8 @@ pub(crate) fn repo_command(dir: &Path) -> Command {
         .args(["-c", GIT_LIMITS, "git"])
         .arg("-C")
         .arg(dir)
-        .args([
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "pack.threads=1",
-        ])
+        .args(NO_PROGRAMS)
+        .args(["-c", "pack.threads=1"])
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
         .kill_on_drop(true);
@@ -824,6 +818,15 @@ async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
         .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap_or(dir));
     query(command, args).await
 }
+
+/// The settings through which a repository's own config could make git run one of its
+/// programs (a file-system monitor, hooks), turned off on every git deft runs on a repository.
+pub(crate) const NO_PROGRAMS: [&str; 4] = [
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+];
 
 /// The most bytes kept of one host git command's output (a diff a person reads, a listing).
 const HOST_OUTPUT_CAP: u64 = 64 * 1024 * 1024;
