@@ -254,6 +254,27 @@ impl Store {
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         Ok(self.pool.begin_with(self.backend.begin_write()).await?)
     }
+
+    /// Runs `delete`, which removes `user`'s (`$1`) row named `key` (`$2`); none is
+    /// `NotFound { what }`, whether the row is missing or another user's.
+    async fn delete_owned(
+        &self,
+        delete: &'static str,
+        user: &deft_core::UserId,
+        key: &str,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        let deleted = sqlx::query(delete)
+            .bind(user.as_str())
+            .bind(key)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound { what });
+        }
+        Ok(())
+    }
 }
 
 use sqlx::SqlSafeStr as _;

@@ -239,16 +239,8 @@ impl Store {
     }
 
     pub async fn delete_secret(&self, user: &UserId, name: &str) -> Result<(), StoreError> {
-        let deleted = sqlx::query("DELETE FROM secrets WHERE user_id = $1 AND name = $2")
-            .bind(user.as_str())
-            .bind(name)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound { what: "secret" });
-        }
-        Ok(())
+        let delete = "DELETE FROM secrets WHERE user_id = $1 AND name = $2";
+        self.delete_owned(delete, user, name, "secret").await
     }
 
     /// The user's secrets, opened: only for setting up a sandbox, never for a response.
@@ -306,16 +298,8 @@ impl Store {
     }
 
     pub async fn delete_learning(&self, user: &UserId, id: &str) -> Result<(), StoreError> {
-        let deleted = sqlx::query("DELETE FROM learnings WHERE user_id = $1 AND id = $2")
-            .bind(user.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound { what: "learning" });
-        }
-        Ok(())
+        let delete = "DELETE FROM learnings WHERE user_id = $1 AND id = $2";
+        self.delete_owned(delete, user, id, "learning").await
     }
 }
 

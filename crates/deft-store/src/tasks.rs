@@ -429,17 +429,10 @@ impl Store {
         repo: &RepoId,
         status: PullRequestStatus,
     ) -> Result<bool, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE pull_requests SET status = $3, updated_at = $4 WHERE task_id = $1 AND repo_id = $2",
-        )
-        .bind(id.as_str())
-        .bind(repo.as_str())
-        .bind(status.as_str())
-        .bind(Timestamp::now().unix_millis())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(changed > 0)
+        let update = "UPDATE pull_requests SET status = $1, updated_at = $2 \
+                      WHERE task_id = $3 AND repo_id = $4";
+        self.update_pull_request_status(update, status, &[id.as_str(), repo.as_str()])
+            .await
     }
 
     /// The same for the pull request whose page is `url` (a GitHub webhook names it so).
@@ -448,15 +441,26 @@ impl Store {
         url: &str,
         status: PullRequestStatus,
     ) -> Result<bool, StoreError> {
-        let changed =
-            sqlx::query("UPDATE pull_requests SET status = $2, updated_at = $3 WHERE url = $1")
-                .bind(url)
-                .bind(status.as_str())
-                .bind(Timestamp::now().unix_millis())
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-        Ok(changed > 0)
+        let update = "UPDATE pull_requests SET status = $1, updated_at = $2 WHERE url = $3";
+        self.update_pull_request_status(update, status, &[url])
+            .await
+    }
+
+    /// Runs `update`, which sets the status (`$1`) and the time of change (`$2`) of the pull
+    /// requests `keys` (`$3`…) name; `false` when it names none.
+    async fn update_pull_request_status(
+        &self,
+        update: &'static str,
+        status: PullRequestStatus,
+        keys: &[&str],
+    ) -> Result<bool, StoreError> {
+        let mut query = sqlx::query(update)
+            .bind(status.as_str())
+            .bind(Timestamp::now().unix_millis());
+        for key in keys {
+            query = query.bind(*key);
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected() > 0)
     }
 
     /// Adds the tokens of one model call to the task and to its owner's usage.

@@ -157,16 +157,8 @@ impl Store {
 
     /// Revokes one of the user's tokens: it stops working at once.
     pub async fn revoke_token(&self, user: &UserId, id: &str) -> Result<(), StoreError> {
-        let deleted = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user.as_str())
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound { what: "token" });
-        }
-        Ok(())
+        let delete = "DELETE FROM api_tokens WHERE user_id = $1 AND id = $2";
+        self.delete_owned(delete, user, id, "token").await
     }
 
     /// The user a bearer token belongs to, or `None` for an unknown token.
