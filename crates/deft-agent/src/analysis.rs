@@ -22,77 +22,104 @@ pub struct RepoFacts {
 }
 
 const MAP_FILES: usize = 300;
+/// The most of a steering file the model reads.
+const STEERING_BYTES: usize = 64 * 1024;
+const STEERING_FOLDERS: [&str; 2] = [".kiro/steering", ".deft/steering"];
 
+/// What analysis reads of a repository: its clone in the workspace, or a commit's tree.
+trait RepoView {
+    /// The names of the regular files directly in `folder`.
+    fn files_in(&self, folder: &str) -> Vec<String>;
+    /// A regular file's text, at most [`STEERING_BYTES`]; `None` for anything else.
+    fn text(&self, path: &str) -> Option<String>;
+    fn is_regular(&self, path: &str) -> bool;
+    fn is_executable(&self, path: &str) -> bool;
+    /// Every file, as paths relative to the repository's top.
+    fn all_files(&self) -> Vec<String>;
+}
+
+/// The facts of the clone `dir`, read beneath it (the task's commands may have left anything
+/// there): for a task that continues in the clone it has.
 pub fn analyse(dir: &Path, name: &str) -> RepoFacts {
+    facts(name, &Clone { dir })
+}
+
+/// The facts of `commit` in a repository deft reads on the host (a private or a registered
+/// local one, never a workspace), from git's objects: what a fresh clone of it will hold, known
+/// before the clone is made.
+pub async fn analyse_commit(
+    repo: &Path,
+    commit: &str,
+    name: &str,
+) -> Result<RepoFacts, deft_forge::ForgeError> {
+    let entries = deft_forge::private::list_tree(repo, commit).await?;
+    let mut tree = Tree {
+        entries,
+        texts: std::collections::HashMap::new(),
+    };
+    let wanted: Vec<String> = tree
+        .entries
+        .iter()
+        .filter(|(mode, path)| is_file_mode(mode) && is_steering(path))
+        .map(|(_, path)| path.clone())
+        .collect();
+    for path in wanted {
+        if let Ok(bytes) = deft_forge::private::read_file(repo, commit, &path).await
+            && bytes.len() <= STEERING_BYTES
+            && let Ok(text) = String::from_utf8(bytes)
+        {
+            tree.texts.insert(path, text);
+        }
+    }
+    Ok(facts(name, &tree))
+}
+
+fn is_steering(path: &str) -> bool {
+    path == "AGENTS.md"
+        || STEERING_FOLDERS.iter().any(|folder| {
+            path.strip_prefix(folder)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|file| !file.contains('/') && file.ends_with(".md"))
+        })
+}
+
+fn is_file_mode(mode: &str) -> bool {
+    matches!(mode, "100644" | "100755")
+}
+
+fn facts(name: &str, view: &impl RepoView) -> RepoFacts {
     let mut steering = Vec::new();
-    // Everything is reached beneath the clone: a steering folder that is a link to a host
-    // directory is not listed, and a steering file that is a FIFO is not opened.
-    for folder in [".kiro/steering", ".deft/steering"] {
-        let Ok(entries) = workspace::list(dir, folder) else {
-            continue;
-        };
-        for (name, is_dir) in entries {
-            if is_dir || !name.ends_with(".md") {
-                continue;
-            }
-            let file = format!("{folder}/{name}");
-            if let Some(text) = read_regular(dir, &file) {
-                steering.push((file, text));
+    for folder in STEERING_FOLDERS {
+        let mut names = view.files_in(folder);
+        names.sort();
+        for file in names.into_iter().filter(|name| name.ends_with(".md")) {
+            let path = format!("{folder}/{file}");
+            if let Some(text) = view.text(&path) {
+                steering.push((path, text));
             }
         }
     }
-    if let Some(text) = read_regular(dir, "AGENTS.md") {
+    if let Some(text) = view.text("AGENTS.md") {
         steering.push(("AGENTS.md".into(), text));
     }
-    let mut checks = Vec::new();
-    let executable = |file: &str| {
-        use std::os::unix::fs::PermissionsExt as _;
-        // No component may be a link (a `scripts` linked to a host directory would tell
-        // whether a file exists there).
-        let mut so_far = dir.to_path_buf();
-        let parts: Vec<&str> = file.split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            so_far.push(part);
-            if !std::fs::symlink_metadata(&so_far).is_ok_and(|m| m.is_dir()) {
-                return false;
-            }
-        }
-        std::fs::symlink_metadata(dir.join(file))
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    for script in ["test.sh", "check.sh", "scripts/test"] {
-        if executable(script) {
-            checks.push(format!("./{script}"));
-        }
-    }
+    let mut checks: Vec<String> = ["test.sh", "check.sh", "scripts/test"]
+        .into_iter()
+        .filter(|script| view.is_executable(script))
+        .map(|script| format!("./{script}"))
+        .collect();
     if checks.is_empty() {
-        if regular(dir, "Cargo.toml") {
-            checks.push("cargo test --quiet".into());
-        } else if regular(dir, "package.json") {
-            checks.push("npm test --silent".into());
-        } else if regular(dir, "Makefile") {
-            checks.push("make test".into());
-        } else if regular(dir, "pyproject.toml") || regular(dir, "pytest.ini") {
-            checks.push("python3 -m pytest -q".into());
+        let by_manifest = [
+            ("Cargo.toml", "cargo test --quiet"),
+            ("package.json", "npm test --silent"),
+            ("Makefile", "make test"),
+            ("pyproject.toml", "python3 -m pytest -q"),
+            ("pytest.ini", "python3 -m pytest -q"),
+        ];
+        if let Some((_, check)) = by_manifest.iter().find(|(file, _)| view.is_regular(file)) {
+            checks.push((*check).to_owned());
         }
     }
-    let mut files = Vec::new();
-    // The repository's ignore files are read by deft, safely; the walker opens none itself.
-    let walker = crate::files::SafeIgnores::read(dir, dir)
-        .walker(dir)
-        .build();
-    for entry in walker.flatten() {
-        if entry.file_type().is_some_and(|t| t.is_file()) {
-            files.push(
-                entry
-                    .path()
-                    .strip_prefix(dir)
-                    .unwrap_or(entry.path())
-                    .display()
-                    .to_string(),
-            );
-        }
-    }
+    let mut files = view.all_files();
     files.sort();
     let total = files.len();
     files.truncate(MAP_FILES);
@@ -108,17 +135,115 @@ pub fn analyse(dir: &Path, name: &str) -> RepoFacts {
     }
 }
 
-/// Whether `name` in the clone is a regular file, looked at without following a link (a link
-/// would tell the model whether a host file exists).
-fn regular(dir: &Path, name: &str) -> bool {
-    std::fs::symlink_metadata(dir.join(name)).is_ok_and(|meta| meta.is_file())
+/// A clone in the workspace, reached beneath it only: a steering folder that is a link to a
+/// host directory is not listed, a file that is a FIFO is not opened, and no path with a link
+/// in it tells whether a host file exists.
+struct Clone<'a> {
+    dir: &'a Path,
 }
 
-/// A steering file's text: a regular file beneath the clone, of 64 KiB at most (a link, a
-/// FIFO or a device is skipped, never followed or opened to block).
-fn read_regular(dir: &Path, path: &str) -> Option<String> {
-    let bytes = workspace::read_capped(dir, path, 64 * 1024).ok()?;
-    String::from_utf8(bytes).ok()
+impl Clone<'_> {
+    /// Whether every directory on the way to `file` is a real directory of the clone.
+    fn no_links_to(&self, file: &str) -> bool {
+        let mut so_far = self.dir.to_path_buf();
+        let parts: Vec<&str> = file.split('/').collect();
+        parts[..parts.len() - 1].iter().all(|part| {
+            so_far.push(part);
+            std::fs::symlink_metadata(&so_far).is_ok_and(|m| m.is_dir())
+        })
+    }
+}
+
+impl RepoView for Clone<'_> {
+    fn files_in(&self, folder: &str) -> Vec<String> {
+        workspace::list(self.dir, folder)
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .filter(|(_, is_dir)| !is_dir)
+                    .map(|(name, _)| name)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn text(&self, path: &str) -> Option<String> {
+        let bytes = workspace::read_capped(self.dir, path, STEERING_BYTES as u64).ok()?;
+        String::from_utf8(bytes).ok()
+    }
+
+    fn is_regular(&self, path: &str) -> bool {
+        std::fs::symlink_metadata(self.dir.join(path)).is_ok_and(|meta| meta.is_file())
+    }
+
+    fn is_executable(&self, path: &str) -> bool {
+        use std::os::unix::fs::PermissionsExt as _;
+        self.no_links_to(path)
+            && std::fs::symlink_metadata(self.dir.join(path))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+
+    fn all_files(&self) -> Vec<String> {
+        // The repository's ignore files are read by deft, safely; the walker opens none itself.
+        let walker = crate::files::SafeIgnores::read(self.dir, self.dir)
+            .walker(self.dir)
+            .build();
+        walker
+            .flatten()
+            .filter(|entry| entry.file_type().is_some_and(|t| t.is_file()))
+            .map(|entry| {
+                entry
+                    .path()
+                    .strip_prefix(self.dir)
+                    .unwrap_or(entry.path())
+                    .display()
+                    .to_string()
+            })
+            .collect()
+    }
+}
+
+/// A commit's tree as git lists it, with the steering files' texts read from its objects.
+struct Tree {
+    /// `(mode, path)` of every entry.
+    entries: Vec<(String, String)>,
+    texts: std::collections::HashMap<String, String>,
+}
+
+impl RepoView for Tree {
+    fn files_in(&self, folder: &str) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(mode, _)| is_file_mode(mode))
+            .filter_map(|(_, path)| path.strip_prefix(folder)?.strip_prefix('/'))
+            .filter(|name| !name.contains('/'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn text(&self, path: &str) -> Option<String> {
+        self.texts.get(path).cloned()
+    }
+
+    fn is_regular(&self, path: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(mode, entry)| entry == path && is_file_mode(mode))
+    }
+
+    fn is_executable(&self, path: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(mode, entry)| entry == path && mode == "100755")
+    }
+
+    fn all_files(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(mode, _)| mode != "160000")
+            .map(|(_, path)| path.clone())
+            .collect()
+    }
 }
 
 /// Text from outside the owner, made safe to show a model as data: HTML comments and

@@ -82,6 +82,79 @@ pub async fn clone_into_workspace(private: &Path, dest: &Path) -> Result<(), For
     Ok(())
 }
 
+/// The commit branch ref `reference` (`refs/heads/…`) points at in a repository deft reads on
+/// the host (a private repository, or a registered local one, which no task writes); `None`
+/// when there is no such branch.
+pub async fn resolve_ref(repo: &Path, reference: &str) -> Result<Option<String>, ForgeError> {
+    if !reference.starts_with("refs/heads/") {
+        return Err(ForgeError::Refused {
+            what: format!("resolving `{reference}`: only branches are resolved here"),
+        });
+    }
+    let mut command = crate::repo_command(repo);
+    command.args(["-c", "safe.directory=*"]);
+    let rev = format!("{reference}^{{commit}}");
+    let args = ["rev-parse", "--verify", "--quiet", "--end-of-options", &rev];
+    let (status, out, err) = crate::capped_output(command, &args, &[]).await?;
+    match status.code() {
+        Some(0) => Ok(Some(String::from_utf8_lossy(&out).trim().to_owned())),
+        Some(1) if err.is_empty() => Ok(None),
+        _ => Err(ForgeError::Git {
+            command: "rev-parse".into(),
+            message: String::from_utf8_lossy(&err).trim().to_owned(),
+        }),
+    }
+}
+
+/// Makes the task's clone `dest` on its `branch` in one start of the jail. The branch is made
+/// in the private repository first (deft's own, which no task writes) at `base`, a commit it
+/// holds, unless the forge already has it (a later round of the same task); the clone then
+/// checks it out as it is made. What `dest`'s parent holds is the workspace's, which only the
+/// jail touches.
+pub async fn clone_on_branch(
+    private: &Path,
+    dest: &Path,
+    branch: &str,
+    base: &str,
+) -> Result<(), ForgeError> {
+    if !branch.starts_with("deft/") {
+        return Err(ForgeError::Refused {
+            what: format!("making a clone on `{branch}`: deft works only on `deft/…` branches"),
+        });
+    }
+    let target = format!("refs/heads/{branch}");
+    if resolve_ref(private, &target).await?.is_none() {
+        git_checked(private, &["update-ref", &target, base], &[]).await?;
+    }
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(ForgeError::Refused {
+            what: format!("a clone at {}: it needs a named directory", dest.display()),
+        });
+    };
+    Jail {
+        workspace: parent,
+        clone: None,
+        origin: Some(private),
+    }
+    .git(
+        &[
+            "clone",
+            "--quiet",
+            "--no-hardlinks",
+            "--branch",
+            branch,
+            "--",
+            ORIGIN,
+            &format!("{WORKSPACE}/{name}"),
+        ],
+        &[],
+        true,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Brings the clone's `branch` into the private repository: the jail bundles what the branch
 /// has beyond `base` (a commit the private repository has), deft keeps the bundle beside the
 /// private repository, and git checks and fetches it there. The branch in the private
@@ -265,6 +338,22 @@ pub async fn list_paths(private: &Path, commit: &str) -> Result<Vec<String>, For
         .split(|byte| *byte == 0)
         .filter(|path| !path.is_empty())
         .map(|path| String::from_utf8_lossy(path).into_owned())
+        .collect())
+}
+
+/// Every entry of `commit`'s tree, recursively, with git's mode: `100644` a regular file,
+/// `100755` an executable one, `120000` a link, `160000` a submodule (at most 64 MiB of
+/// listing).
+pub async fn list_tree(repo: &Path, commit: &str) -> Result<Vec<(String, String)>, ForgeError> {
+    let out = raw_output(repo, &["ls-tree", "-r", "-z", "--end-of-options", commit]).await?;
+    Ok(out
+        .split(|byte| *byte == 0)
+        .filter_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (meta, path) = entry.split_once('\t')?;
+            let mode = meta.split_whitespace().next()?;
+            Some((mode.to_owned(), path.to_owned()))
+        })
         .collect())
 }
 

@@ -421,7 +421,7 @@ impl Engine {
             Phase::Done(completion) => completion,
             Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
         };
-        let calls = completion.response.tool_calls().cloned().collect();
+        let calls: Vec<deft_llm::ToolCall> = completion.response.tool_calls().cloned().collect();
         request.messages.push(completion.response.to_message());
         Ok(Phase::Done(calls))
     }

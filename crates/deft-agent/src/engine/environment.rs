@@ -26,18 +26,19 @@ impl Engine {
         &self,
         task: &Task,
         repos: &[TaskRepo],
+        objects: &[std::path::PathBuf],
         environment: &deft_store::Environment,
     ) -> Result<Result<EnvironmentRoot, Attention>, EngineError> {
         let id = &task.id;
         let bases = self.bases(id);
         let mut found = Vec::new();
-        for (repo, dir, _) in repos {
+        for ((repo, _, _), objects) in repos.iter().zip(objects) {
             let Some(commit) = bases.get(repo.id.as_str()) else {
                 continue;
             };
             found.push(crate::setup::RepoBase {
                 name: repo.name.clone(),
-                private: self.private_repo(&task.id, dir),
+                private: objects.clone(),
                 commit: commit.clone(),
                 environment: repo.environment.clone(),
             });
@@ -154,10 +155,11 @@ impl Engine {
         &self,
         id: &TaskId,
         repos: &[TaskRepo],
+        objects: &[std::path::PathBuf],
     ) -> Vec<crate::install::RepoDependencies> {
         let bases = self.bases(id);
         let mut found = Vec::new();
-        for (repo, dir, _) in repos {
+        for ((repo, dir, _), objects) in repos.iter().zip(objects) {
             let Some(commit) = bases.get(repo.id.as_str()) else {
                 continue;
             };
@@ -165,7 +167,7 @@ impl Engine {
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match crate::install::detect(&self.private_repo(id, dir), commit).await {
+            match crate::install::detect(objects, commit).await {
                 Ok(ecosystems) => found.push(crate::install::RepoDependencies {
                     name,
                     repo_id: repo.id.as_str().to_owned(),

@@ -15,7 +15,7 @@ use deft_sandbox::{Limits, Sandbox, SandboxSpec};
 use deft_store::Store;
 
 use super::{Engine, EngineError, TaskRepo, attention};
-use crate::analysis::analyse;
+use crate::analysis::{RepoFacts, analyse};
 use crate::workspaces::Workspaces;
 
 /// What the run starts with.
@@ -96,6 +96,68 @@ impl NetworkLog {
     }
 }
 
+/// The task's repositories as the run starts with them.
+pub(super) struct Cloned {
+    pub repos: Vec<TaskRepo>,
+    /// Where each repository's git objects are read on the host, in the order of `repos`.
+    pub objects: Vec<PathBuf>,
+    pub checkouts: Checkouts,
+}
+
+/// A fresh clone being made in the workspace while the run goes on.
+pub(super) struct Checkout {
+    name: String,
+    dir: PathBuf,
+    making: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+/// The fresh clones still being made while the repositories are read from git's objects and
+/// the environment is chosen: awaited before the sandbox is made over them, and stopped if the
+/// run ends first.
+pub(super) struct Checkouts(Vec<Checkout>);
+
+impl Checkouts {
+    /// Waits for every clone still being made; why the task stops when one failed.
+    pub(super) async fn wait(&mut self) -> Result<(), Attention> {
+        for checkout in std::mem::take(&mut self.0) {
+            let made = match checkout.making.await {
+                Ok(made) => made,
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = made {
+                // A clone half made is not a clone: the next run makes it again.
+                let _ = std::fs::remove_dir_all(&checkout.dir);
+                return Err(attention(
+                    AttentionKind::Error,
+                    format!("cannot clone {}: {error}", checkout.name),
+                ));
+            }
+            if !std::fs::symlink_metadata(&checkout.dir).is_ok_and(|meta| meta.is_dir()) {
+                return Err(not_the_clone(&checkout.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Checkouts {
+    fn drop(&mut self) {
+        for checkout in &self.0 {
+            checkout.making.abort();
+        }
+    }
+}
+
+/// Why a task stops whose clone was replaced by what its commands left.
+fn not_the_clone(name: &str) -> Attention {
+    attention(
+        AttentionKind::Error,
+        format!(
+            "`{name}` in the task's workspace is no longer the clone deft made (a link or a file?); cancel the task and start it again"
+        ),
+    )
+}
+
 /// The download caches kept for the task's repository between tasks: in its workspace while
 /// it runs, given back when nothing of it runs any more.
 pub(super) struct Caches {
@@ -132,15 +194,20 @@ impl Engine {
         self.step(id, StepEvent::new(WorkStep::Analysis, StepStatus::Started))
             .await?;
         let branch = deft_forge::branch_name(id.as_str(), &task.description);
-        let repos = match self
+        let cloned = match self
             .clone_and_read(task, owner, &workspace, &branch)
             .await?
         {
-            Ok(repos) => repos,
+            Ok(cloned) => cloned,
             Err(stop) => return Ok(Err(stop)),
         };
         let mut analysed = StepEvent::new(WorkStep::Analysis, StepStatus::Done);
         analysed.branch = Some(branch.clone());
+        let Cloned {
+            repos,
+            objects,
+            mut checkouts,
+        } = cloned;
         analysed.repos = repos
             .iter()
             .map(|(repo, _, facts)| RepoFound {
@@ -157,16 +224,18 @@ impl Engine {
         // What commands run on: a repository's Dockerfile, built once per version, or the
         // host's tools.
         let environment = self.store.environment(&owner.id).await?;
-        let (root, image, own_environment) =
-            match self.environment_root(task, &repos, &environment).await? {
-                Ok(found) => found,
-                Err(stop) => return Ok(Err(stop)),
-            };
+        let (root, image, own_environment) = match self
+            .environment_root(task, &repos, &objects, &environment)
+            .await?
+        {
+            Ok(found) => found,
+            Err(stop) => return Ok(Err(stop)),
+        };
         // Without a Dockerfile, the repositories' own tools install their dependencies.
         let dependencies = if own_environment {
             Vec::new()
         } else {
-            self.dependencies(id, &repos).await
+            self.dependencies(id, &repos, &objects).await
         };
         let secrets = self.store.secret_values(&owner.id).await?;
         let (events, decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
@@ -194,6 +263,11 @@ impl Engine {
             limits: Limits::default(),
             root,
         };
+        // The sandbox is made over whole clones: its init makes each one's git hooks and
+        // configuration read-only as it starts.
+        if let Err(stop) = checkouts.wait().await {
+            return Ok(Err(stop));
+        }
         let backend = match (&spec.root, &self.image_sandboxes) {
             (Some(_), Some(containers)) => containers,
             _ => &self.sandboxes,
@@ -249,15 +323,20 @@ impl Engine {
         owner: &User,
         workspace: &Path,
         branch: &str,
-    ) -> Result<Result<Vec<TaskRepo>, Attention>, EngineError> {
+    ) -> Result<Result<Cloned, Attention>, EngineError> {
         let id = &task.id;
-        let mut repos: Vec<TaskRepo> = Vec::new();
+        let mut found = Cloned {
+            repos: Vec::new(),
+            objects: Vec::new(),
+            checkouts: Checkouts(Vec::new()),
+        };
         for repo_id in &task.repos {
             let repo = self.store.repository(&owner.id, repo_id.as_str()).await?;
             // One directory per repository, named after it; two of one name get a suffix.
             let mut name = repo.name.clone();
             let mut n = 2;
-            while repos
+            while found
+                .repos
                 .iter()
                 .any(|(_, dir, _)| dir.file_name() == Some(std::ffi::OsStr::new(&name)))
             {
@@ -266,29 +345,28 @@ impl Engine {
             }
             let dir = workspace.join(&name);
             if !dir.exists() {
-                if let Err(error) = self.clone(id, &repo, &dir).await {
-                    return Ok(Err(attention(
-                        AttentionKind::Error,
-                        format!("cannot clone {}: {error}", repo.name),
-                    )));
+                // A fresh clone: read from git's objects while it is made.
+                match self.start_clone(id, &repo, &dir, &name, branch).await {
+                    Ok((objects, facts, checkout)) => {
+                        found.objects.push(objects);
+                        found.checkouts.0.push(checkout);
+                        found.repos.push((repo, dir, facts));
+                    }
+                    Err(error) => {
+                        return Ok(Err(attention(
+                            AttentionKind::Error,
+                            format!("cannot clone {}: {error}", repo.name),
+                        )));
+                    }
                 }
-                // The base the change is judged against, kept where commands cannot rewrite it
-                // (they can move the clone's own `origin/…`).
-                let base = format!("origin/{}", repo.default_branch);
-                if let Ok(commit) = deft_forge::commit_of(&dir, &base).await {
-                    self.record_base(id, repo.id.as_str(), &commit);
-                }
+                continue;
             }
             // What commands left may have replaced the clone with a link (to another
             // repository of the host): then it is not used, nor read.
             if !std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
-                return Ok(Err(attention(
-                    AttentionKind::Error,
-                    format!(
-                        "`{name}` in the task's workspace is no longer the clone deft made (a link or a file?); cancel the task and start it again"
-                    ),
-                )));
+                return Ok(Err(not_the_clone(&name)));
             }
+            // A kept clone is put back on the task's branch.
             if let Err(error) =
                 deft_forge::checkout_branch(&dir, branch, &repo.default_branch).await
             {
@@ -315,9 +393,10 @@ impl Engine {
                     ),
                 )));
             };
-            repos.push((repo, dir, facts));
+            found.objects.push(self.private_repo(id, &dir));
+            found.repos.push((repo, dir, facts));
         }
-        Ok(Ok(repos))
+        Ok(Ok(found))
     }
 
     /// The task's private repository for the clone `dir`: outside every sandbox.
@@ -329,22 +408,81 @@ impl Engine {
         Workspaces::new(&self.workspaces).private_repo(task, &name)
     }
 
-    /// A fresh clone of the repository in `dir`: the forge copies it into the task's private
-    /// repository on the host, and the clone is made from that in the jail.
-    async fn clone(
+    /// Starts a fresh clone of the repository in `dir`, on the task's branch, and reads what
+    /// it will hold from git's objects meanwhile: where those objects are (the registered
+    /// repository for the local forge, else the task's private repository, copied from the
+    /// forge first), the facts, and the clone being made. The base commit the work starts from
+    /// is recorded where commands cannot rewrite it (they can move the clone's own `origin/…`).
+    async fn start_clone(
         &self,
-        task: &TaskId,
+        id: &TaskId,
         repo: &deft_core::Repository,
         dir: &Path,
-    ) -> Result<(), String> {
-        let private = self.private_repo(task, dir);
-        self.forges
-            .mirror(repo, &private)
+        name: &str,
+        branch: &str,
+    ) -> Result<(PathBuf, RepoFacts, Checkout), String> {
+        let private = self.private_repo(id, dir);
+        let local = repo.forge == deft_core::ForgeKind::Local;
+        let objects = if local {
+            PathBuf::from(&repo.location)
+        } else {
+            self.forges
+                .mirror(repo, &private)
+                .await
+                .map_err(|e| e.to_string())?;
+            private.clone()
+        };
+        let head = |branch: &str| {
+            let objects = objects.clone();
+            let reference = format!("refs/heads/{branch}");
+            async move { deft_forge::private::resolve_ref(&objects, &reference).await }
+        };
+        let base = head(&repo.default_branch)
             .await
-            .map_err(|e| e.to_string())?;
-        deft_forge::private::clone_into_workspace(&private, dir)
-            .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "its default branch `{}` is not in the repository; set the right one, then answer this task",
+                    repo.default_branch
+                )
+            })?;
+        self.record_base(id, repo.id.as_str(), &base);
+        // A later round whose clone was given back continues the branch the forge has.
+        let tip = head(branch).await.map_err(|e| e.to_string())?;
+        let (forges, repo_copy, dir_copy, branch_copy, base_copy) = (
+            self.forges.clone(),
+            repo.clone(),
+            dir.to_owned(),
+            branch.to_owned(),
+            base.clone(),
+        );
+        let making = tokio::spawn(async move {
+            if local {
+                forges
+                    .mirror(&repo_copy, &private)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            deft_forge::private::clone_on_branch(&private, &dir_copy, &branch_copy, &base_copy)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let facts = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            crate::analysis::analyse_commit(&objects, tip.as_deref().unwrap_or(&base), name),
+        )
+        .await
+        .map_err(|_| "reading its files from git took over a minute".to_owned())?
+        .map_err(|e| e.to_string())?;
+        Ok((
+            objects,
+            facts,
+            Checkout {
+                name: repo.name.clone(),
+                dir: dir.to_owned(),
+                making,
+            },
+        ))
     }
 
     /// The base commit of each of the task's clones, by repository id, as cloned.
