@@ -6,11 +6,11 @@ use std::convert::Infallible;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use deft_core::{AttentionKind, EventKind, Task, TaskId, TaskState, Transition};
 use deft_store::{Actor, TaskFilter};
-use futures_util::{Stream, StreamExt as _};
+use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -223,6 +223,11 @@ async fn summary_of(
     let names = repo_names(app.store.list_repositories(&session.user.id).await?);
     let progress = app.store.progress(id).await?;
     let allows = |transition: Transition| task.status.apply(transition).is_ok();
+    let merged = !task.pull_requests.is_empty()
+        && task
+            .pull_requests
+            .iter()
+            .all(|pr| pr.status == deft_core::PullRequestStatus::Merged);
     let why = match (&task.status, task.queue_position) {
         (deft_core::TaskStatus::NeedsAttention(attention), _) => Some(attention.message.clone()),
         (deft_core::TaskStatus::Queued, Some(position)) => Some(format!(
@@ -233,6 +238,9 @@ async fn summary_of(
             "Working: {}.",
             progress.as_ref().map_or("starting", |p| p.phase.as_str())
         )),
+        (deft_core::TaskStatus::Completed, _) if merged => {
+            Some("Done and merged: the task is final; create a new task for more work.".into())
+        }
         (deft_core::TaskStatus::Completed, _) if !task.pull_requests.is_empty() => Some(
             "Done: its pull requests are open for review. Feedback sends it back to work.".into(),
         ),
@@ -326,7 +334,8 @@ async fn summary_of(
         pull_requests,
         can_answer: allows(Transition::Answer),
         can_approve: allows(Transition::Approve),
-        can_feedback: allows(Transition::Feedback),
+        // A task whose pull requests were all merged is final (the store refuses feedback).
+        can_feedback: allows(Transition::Feedback) && !merged,
         can_cancel: allows(Transition::Cancel),
         chat: task.chat_id.as_ref().map(ToString::to_string),
         error: None,
@@ -416,17 +425,20 @@ pub async fn live_log(
         .and_then(|text| text.trim().parse::<i64>().ok())
         .or(query.after)
         .unwrap_or(0);
-    let stream = crate::routes::stream::follow(app, session.user.id, id, after).map(|event| {
-        let entry = log::entry(&event);
-        let html = OneEntry { entry: &entry }.render().unwrap_or_else(|error| {
-            format!("<li>event {} could not be shown: {error}</li>", event.seq)
-        });
-        Ok(SseEvent::default()
-            .id(event.seq.to_string())
-            .event("entry")
-            .data(html))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    let user = session.user.id;
+    Ok(crate::routes::stream::live(
+        app,
+        user,
+        id,
+        after,
+        |event, sse| {
+            let entry = log::entry(event);
+            let html = OneEntry { entry: &entry }.render().unwrap_or_else(|error| {
+                format!("<li>event {} could not be shown: {error}</li>", event.seq)
+            });
+            sse.event("entry").data(html)
+        },
+    ))
 }
 
 /// The owner's controls: cancel, answer, approve, feedback.
