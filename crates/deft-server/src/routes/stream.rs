@@ -48,12 +48,27 @@ pub async fn events(
             .ok_or_else(|| ApiError::field("Last-Event-ID", "must be the number of an event"))?,
         None => query.after.unwrap_or(0),
     };
-    let stream = follow(app, user.id, task, after).map(|event| {
-        Ok(SseEvent::default()
-            .id(event.seq.to_string())
-            .data(views::event(&event).to_string()))
+    Ok(live(app, user.id, task, after, |event, sse| {
+        sse.data(views::event(event).to_string())
+    }))
+}
+
+/// [`follow`] as Server-Sent Events, kept alive: `render` fills each in, given it with the
+/// event's number as its id, which a reconnecting client sends back as `Last-Event-ID`.
+pub(crate) fn live(
+    app: AppState,
+    user: UserId,
+    task: TaskId,
+    after: i64,
+    render: impl Fn(&Event, SseEvent) -> SseEvent + Send + 'static,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = follow(app, user, task, after).map(move |event| {
+        Ok(render(
+            &event,
+            SseEvent::default().id(event.seq.to_string()),
+        ))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// The task's events after `after`, then each new one as it is written, until the server
