@@ -115,8 +115,8 @@ pub async fn create_task(
     };
     let task =
         crate::routes::tasks::created(&app, app.store.create_task(&user.id, new).await?).await?;
-    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
-    Ok((StatusCode::CREATED, Json(views::task(task, &names))))
+    let view = crate::routes::tasks::view(&app, &user.id, task).await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// A chat's task description: what the owner asked, in their words. When the agent took part,

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use deft_core::{EventKind, Plan, TaskId, TaskState, Transition};
+use deft_core::{EventKind, Plan, TaskId, TaskState, Transition, UserId};
 use deft_store::{Actor, NewTask, TaskFilter};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -50,8 +50,17 @@ pub async fn create(
         approve_plan,
     };
     let task = created(&app, app.store.create_task(&user.id, new).await?).await?;
-    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
-    Ok((StatusCode::CREATED, Json(views::task(task, &names))))
+    Ok((StatusCode::CREATED, Json(view(&app, &user.id, task).await?)))
+}
+
+/// `task` as the API shows it, with its repositories' names.
+pub(crate) async fn view(
+    app: &AppState,
+    user: &UserId,
+    task: deft_core::Task,
+) -> Result<TaskView, ApiError> {
+    let names = views::repo_names(app.store.list_repositories(user).await?);
+    Ok(views::task(task, &names))
 }
 
 /// A new task cannot start without a model: say so on the task at once, with what to set,
@@ -129,8 +138,7 @@ pub async fn show(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskView>, ApiError> {
     let task = app.store.task(&user.id, &TaskId::from_stored(id)).await?;
-    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
-    Ok(Json(views::task(task, &names)))
+    Ok(Json(view(&app, &user.id, task).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,8 +186,7 @@ async fn act(
             note,
         )
         .await?;
-    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
-    Ok(Json(views::task(task, &names)))
+    Ok(Json(view(app, &user.id, task).await?))
 }
 
 pub async fn cancel(
@@ -281,8 +288,7 @@ pub async fn approve(
         .store
         .approve_plan(&user.id, &TaskId::from_stored(id), plan.as_ref(), note)
         .await?;
-    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
-    Ok(Json(views::task(task, &names)))
+    Ok(Json(view(&app, &user.id, task).await?))
 }
 
 /// The diff of each of the task's pull requests (the local forge keeps them, so deft serves
