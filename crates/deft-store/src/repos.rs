@@ -15,6 +15,18 @@ pub struct NewRepository {
     pub default_branch: String,
 }
 
+impl NewRepository {
+    /// A repository of the local forge: the git directory at `path` on this machine.
+    pub fn local(name: String, path: &std::path::Path, default_branch: String) -> NewRepository {
+        NewRepository {
+            name,
+            forge: ForgeKind::Local,
+            location: path.to_string_lossy().into_owned(),
+            default_branch,
+        }
+    }
+}
+
 const COLUMNS: &str = "id, name, forge, location, default_branch, environment, created_at";
 
 fn repo_from_row(row: &AnyRow) -> Result<Repository, StoreError> {

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use deft_agent::{Engine, RunLimits, RunOutcome};
-use deft_core::{Attention, AttentionKind, Event, EventKind, ForgeKind, Transition};
+use deft_core::{Attention, AttentionKind, Event, EventKind, Transition};
 use deft_llm::{ModelClient, ModelRole};
 use deft_sandbox::HostSupport;
 use deft_sandbox::bwrap::BwrapBackend;
@@ -20,6 +20,7 @@ use deft_store::{Actor, NewRepository, NewTask, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DataArgs, ModelArgs};
+use crate::client::one_line;
 use crate::{config, local, serve};
 
 pub async fn run(
@@ -47,12 +48,7 @@ pub async fn run(
         let repo = store
             .add_repository(
                 &user.id,
-                NewRepository {
-                    name: local.name,
-                    forge: ForgeKind::Local,
-                    location: local.path.to_string_lossy().into_owned(),
-                    default_branch: local.default_branch,
-                },
+                NewRepository::local(local.name, &local.path, local.default_branch),
             )
             .await?;
         repos.push(repo.id);
@@ -273,15 +269,6 @@ fn describe(event: &Event) -> String {
         _ => one_line(&data.to_string(), 100),
     };
     format!("#{:<4} {:12} {line}", event.seq, event.kind.as_str())
-}
-
-fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        flat
-    } else {
-        format!("{}…", flat.chars().take(max - 1).collect::<String>())
-    }
 }
 
 async fn verdict(store: &Store, task: &deft_core::TaskId, outcome: RunOutcome) -> ExitCode {

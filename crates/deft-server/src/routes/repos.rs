@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use deft_core::{ForgeKind, RepoId, User};
+use deft_core::{RepoId, User};
 use deft_store::NewRepository;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -208,12 +208,7 @@ pub(crate) async fn register_local(
         .store
         .add_repository(
             &user.id,
-            NewRepository {
-                name: local.name,
-                forge: ForgeKind::Local,
-                location: local.path.to_string_lossy().into_owned(),
-                default_branch: local.default_branch,
-            },
+            NewRepository::local(local.name, &local.path, local.default_branch),
         )
         .await?;
     Ok(repo.id)
