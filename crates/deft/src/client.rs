@@ -175,31 +175,20 @@ pub async fn task(command: TaskCommand) -> anyhow::Result<ExitCode> {
             id,
             message,
             server,
-        } => {
-            lifecycle(
-                &server,
-                &id,
-                "answer",
-                Some(json!({ "message": message.join(" ") })),
-            )
-            .await?
-        }
+        } => lifecycle(&server, &id, "answer", Some(said(&message))).await?,
         TaskCommand::Approve { id, server } => lifecycle(&server, &id, "approve", None).await?,
         TaskCommand::Feedback {
             id,
             message,
             server,
-        } => {
-            lifecycle(
-                &server,
-                &id,
-                "feedback",
-                Some(json!({ "message": message.join(" ") })),
-            )
-            .await?
-        }
+        } => lifecycle(&server, &id, "feedback", Some(said(&message))).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The body of an answer or feedback: the words given, as one message.
+fn said(message: &[String]) -> serde_json::Value {
+    json!({ "message": message.join(" ") })
 }
 
 async fn lifecycle(
@@ -412,7 +401,8 @@ fn print_event(client: &Client, event: &Value) {
     );
 }
 
-fn one_line(text: &str, max: usize) -> String {
+/// `text` on one line of at most `max` characters, for a listing or a log line.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
         flat
