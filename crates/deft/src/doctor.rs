@@ -104,16 +104,25 @@ async fn database(data: &DataArgs) -> Check {
     }
 }
 
+/// The data dir and its config file, where most checks start; failing to read either fails
+/// the check.
+fn data_and_config(
+    data: &DataArgs,
+    args: &ModelArgs,
+) -> Result<(std::path::PathBuf, config::ConfigFile), Check> {
+    let fail = |error: anyhow::Error| Check::Fail(format!("{error:#}"));
+    let dir = local::data_dir(data.data_dir.as_deref()).map_err(fail)?;
+    let config = config::load(args.config.as_deref(), &dir).map_err(fail)?;
+    Ok((dir, config))
+}
+
 /// How much disk the tasks' workspaces take, beside the budget for idle ones.
 fn workspaces(data: &DataArgs, args: &ModelArgs) -> Check {
-    let dir = match local::data_dir(data.data_dir.as_deref()) {
-        Ok(dir) => dir,
-        Err(error) => return Check::Fail(format!("{error:#}")),
+    let (dir, config) = match data_and_config(data, args) {
+        Ok(found) => found,
+        Err(check) => return check,
     };
-    let budget = match config::load(args.config.as_deref(), &dir) {
-        Ok(config) => config.retention.idle_workspaces_mib,
-        Err(error) => return Check::Fail(format!("{error:#}")),
-    };
+    let budget = config.retention.idle_workspaces_mib;
     let files = deft_agent::workspaces::Workspaces::new(dir.join("workspaces"));
     let tasks = files.tasks().map(|tasks| tasks.len()).unwrap_or(0);
     let mib = files.total_bytes() / (1024 * 1024);
@@ -125,13 +134,9 @@ fn workspaces(data: &DataArgs, args: &ModelArgs) -> Check {
 
 /// The image builder for repositories with a Dockerfile, and the cache of their images.
 async fn images(data: &DataArgs, args: &ModelArgs) -> Check {
-    let dir = match local::data_dir(data.data_dir.as_deref()) {
-        Ok(dir) => dir,
-        Err(error) => return Check::Fail(format!("{error:#}")),
-    };
-    let config = match config::load(args.config.as_deref(), &dir) {
-        Ok(config) => config,
-        Err(error) => return Check::Fail(format!("{error:#}")),
+    let (dir, config) = match data_and_config(data, args) {
+        Ok(found) => found,
+        Err(check) => return check,
     };
     let builder = match config::images(&config, &dir) {
         Ok(Some(deft_agent::setup::ImageBuilder(images))) => images,
@@ -175,13 +180,9 @@ fn disk_bytes(dir: &std::path::Path) -> u64 {
 
 /// Which model deft would use and why, and whether it answers a one-line prompt.
 async fn model(data: &DataArgs, args: &ModelArgs) -> Check {
-    let dir = match local::data_dir(data.data_dir.as_deref()) {
-        Ok(dir) => dir,
-        Err(error) => return Check::Fail(format!("{error:#}")),
-    };
-    let config = match config::load(args.config.as_deref(), &dir) {
-        Ok(config) => config,
-        Err(error) => return Check::Fail(format!("{error:#}")),
+    let (_, config) = match data_and_config(data, args) {
+        Ok(found) => found,
+        Err(check) => return check,
     };
     let models = match config::models(args, &config).await {
         Ok(models) => models,
