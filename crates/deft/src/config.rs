@@ -255,33 +255,20 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
             );
         }
     }
-    let model = match table.get("model") {
-        Some(value) => Some(
-            value
-                .clone()
-                .try_into::<ModelFile>()
-                .with_context(|| format!("{}: bad [model] section (keys: name, base_url, api_key, [model.planner], [model.executor])", path.display()))?,
-        ),
-        None => None,
-    };
-    let forge = match table.get("forge") {
-        Some(value) => value.clone().try_into::<ForgeFile>().with_context(|| {
-            format!(
-                "{}: bad [forge] section (keys: local_roots)",
-                path.display()
-            )
-        })?,
-        None => ForgeFile::default(),
-    };
-    let limits = match table.get("limits") {
-        Some(value) => value.clone().try_into::<LimitsFile>().with_context(|| {
-            format!(
-                "{}: bad [limits] section (keys: task_tokens, weekly_tokens, concurrent_tasks_per_user)",
-                path.display()
-            )
-        })?,
-        None => LimitsFile::default(),
-    };
+    let model = section(
+        &table,
+        path,
+        "model",
+        "name, base_url, api_key, [model.planner], [model.executor]",
+    )?;
+    let forge: ForgeFile = section(&table, path, "forge", "local_roots")?.unwrap_or_default();
+    let limits: LimitsFile = section(
+        &table,
+        path,
+        "limits",
+        "task_tokens, weekly_tokens, concurrent_tasks_per_user",
+    )?
+    .unwrap_or_default();
     for (key, value) in [
         ("task_tokens", limits.task_tokens),
         ("weekly_tokens", limits.weekly_tokens),
@@ -294,42 +281,23 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
             bail!("{}: [limits] {key} must be positive", path.display());
         }
     }
-    let retention = match table.get("retention") {
-        Some(value) => value.clone().try_into::<RetentionFile>().with_context(|| {
-            format!(
-                "{}: bad [retention] section (keys: days, idle_workspaces_mib)",
-                path.display()
-            )
-        })?,
-        None => RetentionFile::default(),
-    };
-    let github = match table.get("github") {
-        Some(value) => value.clone().try_into::<GithubFile>().with_context(|| {
-            format!(
-                "{}: bad [github] section (keys: api_url, app_id, private_key_path, webhook_secret, token, label, client_id, client_secret, web_url)",
-                path.display()
-            )
-        })?,
-        None => GithubFile::default(),
-    };
-    let server = match table.get("server") {
-        Some(value) => value.clone().try_into::<ServerFile>().with_context(|| {
-            format!(
-                "{}: bad [server] section (keys: trusted_proxies, a list such as [\"127.0.0.1\", \"10.0.0.0/8\"])",
-                path.display()
-            )
-        })?,
-        None => ServerFile::default(),
-    };
-    let environments = match table.get("environments") {
-        Some(value) => value.clone().try_into::<EnvironmentsFile>().with_context(|| {
-            format!(
-                "{}: bad [environments] section (keys: builder, an Engine API socket path; cache_mib; default_image; backend)",
-                path.display()
-            )
-        })?,
-        None => EnvironmentsFile::default(),
-    };
+    let retention: RetentionFile =
+        section(&table, path, "retention", "days, idle_workspaces_mib")?.unwrap_or_default();
+    let github: GithubFile = section(&table, path, "github", "api_url, app_id, private_key_path, webhook_secret, token, label, client_id, client_secret, web_url")?.unwrap_or_default();
+    let server: ServerFile = section(
+        &table,
+        path,
+        "server",
+        "trusted_proxies, a list such as [\"127.0.0.1\", \"10.0.0.0/8\"]",
+    )?
+    .unwrap_or_default();
+    let environments: EnvironmentsFile = section(
+        &table,
+        path,
+        "environments",
+        "builder, an Engine API socket path; cache_mib; default_image; backend",
+    )?
+    .unwrap_or_default();
     if environments.cache_mib == 0 {
         bail!(
             "{}: [environments] cache_mib is 0, which keeps no image; give the disk the images may take in MiB (unset, it is {})",
@@ -366,6 +334,24 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         server,
         environments,
     })
+}
+
+/// The file's `[name]` section read as `T`, or `None` when it is absent; `keys` says what the
+/// section may hold, for the message when it does not read.
+fn section<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+    path: &Path,
+    name: &str,
+    keys: &str,
+) -> anyhow::Result<Option<T>> {
+    let Some(value) = table.get(name) else {
+        return Ok(None);
+    };
+    let section = value
+        .clone()
+        .try_into::<T>()
+        .with_context(|| format!("{}: bad [{name}] section (keys: {keys})", path.display()))?;
+    Ok(Some(section))
 }
 
 /// The trusted proxies: `DEFT_TRUSTED_PROXIES` (comma-separated), else `[server]
