@@ -129,6 +129,9 @@ fn attention(kind: AttentionKind, message: impl Into<String>) -> Attention {
     }
 }
 
+/// The planner's first answer, asked while the sandbox was made, with the request it answered.
+type Early = (Phase<deft_llm::Completion>, deft_llm::Request);
+
 /// A task's sandbox, whichever backend made it.
 type TaskSandbox = dyn Sandbox + 'static;
 
@@ -271,9 +274,59 @@ impl Engine {
             progress.enter(WorkPhase::Planning);
             self.store.set_progress(&id, &progress).await?;
         }
-        let prepared = match self.prepare(&task, &owner, cancel).await? {
+        let cloned = match self.read_repositories(&task, &owner).await? {
+            Ok(cloned) => cloned,
+            Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
+        };
+        let learnings: Vec<String> = self
+            .store
+            .list_learnings(&owner.id)
+            .await?
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        let environment = self.store.environment(&owner.id).await?;
+        let chosen = match self
+            .choose_environment(&task, &cloned.repos, &cloned.objects)
+            .await?
+        {
+            Ok(chosen) => chosen,
+            Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
+        };
+        let spent = AtomicI64::new(task.usage.input_tokens + task.usage.output_tokens);
+        // The planner starts reading while the sandbox is made: nothing in its first request
+        // needs the sandbox, unless the owner's MCP servers are to offer their tools in it;
+        // and no tokens are spent before an image that may not build is made.
+        let early = (progress.phase == WorkPhase::Planning
+            && environment.mcp.servers.is_empty()
+            && !self.builds_image(&chosen))
+        .then(|| {
+            let text = owner::task_text(
+                &owner.name,
+                &task.description,
+                &said.messages,
+                &progress.gathered,
+            );
+            Self::planning_request(&cloned.repos, &learnings, text)
+        });
+        let (prepared, first) = self
+            .prepare_while_planning(
+                &task,
+                &owner,
+                (cloned, chosen, environment),
+                early,
+                &spent,
+                cancel,
+            )
+            .await?;
+        let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
+        };
+        let first = match first {
+            None => None,
+            Some((Phase::Done(completion), request)) => Some((completion, request)),
+            Some((Phase::Stop(stop), _)) => return Ok(RunOutcome::NeedsAttention(stop)),
         };
         let start::Prepared {
             repos,
@@ -285,14 +338,6 @@ impl Engine {
             caches,
             image,
         } = prepared;
-        let learnings = self
-            .store
-            .list_learnings(&owner.id)
-            .await?
-            .into_iter()
-            .map(|l| l.text)
-            .collect();
-        let spent = task.usage.input_tokens + task.usage.output_tokens;
         let context = Context {
             task,
             owner,
@@ -303,7 +348,7 @@ impl Engine {
             feedback: said.feedback.into(),
             gathered: progress.gathered.clone(),
             heard: heard.into(),
-            spent: spent.into(),
+            spent,
         };
 
         // The user's MCP servers run in this sandbox; one that fails is left out, and said so.
@@ -331,6 +376,7 @@ impl Engine {
                 &mcp,
                 &mut progress,
                 &network_log,
+                first,
                 cancel,
             )
             .await;
@@ -343,6 +389,10 @@ impl Engine {
         outcome
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named there"
+    )]
     async fn work(
         &self,
         context: &Context,
@@ -350,6 +400,7 @@ impl Engine {
         mcp: &crate::mcp::McpServers,
         progress: &mut Progress,
         network: &start::NetworkLog,
+        first: Option<(deft_llm::Completion, deft_llm::Request)>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, EngineError> {
         let id = &context.task.id;
@@ -357,9 +408,11 @@ impl Engine {
 
         let mut plan = context.task.plan.clone();
         if progress.phase == WorkPhase::Planning {
-            self.step(id, StepEvent::new(WorkStep::Planning, StepStatus::Started))
-                .await?;
-            let made = match self.plan(context, &mut tools, cancel).await? {
+            if first.is_none() {
+                self.step(id, StepEvent::new(WorkStep::Planning, StepStatus::Started))
+                    .await?;
+            }
+            let made = match self.plan(context, &mut tools, first, cancel).await? {
                 Phase::Done(plan) => plan,
                 Phase::Stop(attention) => return Ok(RunOutcome::NeedsAttention(attention)),
             };
@@ -477,6 +530,67 @@ impl Engine {
                 .await?;
         }
         Ok(RunOutcome::Completed)
+    }
+
+    /// The sandbox made (`prepare`) while the planner, when `early` holds its first request,
+    /// answers it: the model's first request does not wait for the clones and the sandbox.
+    /// The planner's answer is taken only when the sandbox is ready; a start that fails drops
+    /// the request.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named there"
+    )]
+    async fn prepare_while_planning(
+        &self,
+        task: &Task,
+        owner: &User,
+        (cloned, chosen, environment): (
+            start::Cloned,
+            environment::Chosen,
+            deft_store::Environment,
+        ),
+        early: Option<deft_llm::Request>,
+        spent: &AtomicI64,
+        cancel: &CancellationToken,
+    ) -> Result<(Result<start::Prepared, Attention>, Option<Early>), EngineError> {
+        let prepare = self.prepare(task, owner, cloned, chosen, environment, cancel);
+        let Some(mut request) = early else {
+            return Ok((prepare.await?, None));
+        };
+        let planning = async {
+            self.step(
+                &task.id,
+                StepEvent::new(WorkStep::Planning, StepStatus::Started),
+            )
+            .await?;
+            let answer = self
+                .call(
+                    &self.planner,
+                    "planner",
+                    &task.id,
+                    spent,
+                    &mut request,
+                    cancel,
+                )
+                .await?;
+            Ok::<_, EngineError>((answer, request))
+        };
+        tokio::pin!(prepare, planning);
+        let mut answered = None;
+        let prepared = loop {
+            tokio::select! {
+                prepared = &mut prepare => break prepared?,
+                answer = &mut planning, if answered.is_none() => answered = Some(answer),
+            }
+        };
+        if prepared.is_err() {
+            return Ok((prepared, None));
+        }
+        let answer = match answered {
+            Some(answer) => answer?,
+            None => planning.await?,
+        };
+        Ok((prepared, Some(answer)))
     }
 
     /// Self-review: a fresh reviewer reads the whole diff against the plan; fixes it asks for

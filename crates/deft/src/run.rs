@@ -221,7 +221,15 @@ fn describe(event: &Event) -> String {
         EventKind::TaskCreated => format!("created: {}", text("description")),
         EventKind::StateChanged => format!("{} → {}", text("from"), text("to")),
         EventKind::Step => match deft_core::StepEvent::from_data(data) {
-            Some(step) => format!("{} {}", step.step.as_str(), step.status.as_str()),
+            Some(step) => {
+                let mut line = format!("{} {}", step.step.as_str(), step.status.as_str());
+                let said = [&step.summary, &step.reason, &step.output];
+                if let Some(more) = said.into_iter().flatten().next() {
+                    line.push_str(": ");
+                    line.push_str(more.lines().last().unwrap_or_default());
+                }
+                line
+            }
             None => data.to_string(),
         },
         EventKind::Plan => format!(

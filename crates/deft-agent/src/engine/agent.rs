@@ -18,29 +18,50 @@ use crate::prompts::{PLANNING, REVIEWER, execution, list, system_prompt, tail};
 use crate::tools::{Effect, Tools, specs};
 
 impl Engine {
+    /// The planner's first request: the repositories, the conventions, the task, and the
+    /// built-in tools it may use (the owner's MCP servers' are added once they run).
+    pub(super) fn planning_request(
+        repos: &[super::TaskRepo],
+        learnings: &[String],
+        task: String,
+    ) -> Request {
+        Request {
+            system: system_prompt(repos, learnings, "planning", PLANNING),
+            messages: vec![Message::user(task)],
+            tools: planning_tools(),
+            max_tokens: 8192,
+        }
+    }
+
+    /// Planning until `submit_plan`. `first`: the planner's first answer and the request it
+    /// answered, when it was asked while the sandbox was being made.
     pub(super) async fn plan(
         &self,
         context: &Context,
         tools: &mut Tools<'_, TaskSandbox>,
+        mut first: Option<(Completion, Request)>,
         cancel: &CancellationToken,
     ) -> Result<Phase<Plan>, EngineError> {
-        let system = system_prompt(&context.repos, &context.learnings, "planning", PLANNING);
-        let built_in: Vec<ToolSpec> = specs().into_iter().filter(|t| t.name != "finish").collect();
-        let mut request = Request {
-            system,
-            messages: vec![Message::user(self.task_message(context))],
-            tools: Vec::new(),
-            max_tokens: 8192,
-        };
+        let built_in = planning_tools();
+        let mut request = Self::planning_request(
+            &context.repos,
+            &context.learnings,
+            self.task_message(context),
+        );
         let mut nudges = 0;
         for _ in 0..self.limits.turns_per_step {
-            request.tools = tools.offered(&built_in).await;
-            let calls = match self
-                .turn(&self.planner, "planner", context, &mut request, cancel)
-                .await?
-            {
-                Phase::Done(calls) => calls,
-                Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+            let calls = if let Some((completion, asked)) = first.take() {
+                request = asked;
+                heard(&mut request, completion)
+            } else {
+                request.tools = tools.offered(&built_in).await;
+                match self
+                    .turn(&self.planner, "planner", context, &mut request, cancel)
+                    .await?
+                {
+                    Phase::Done(calls) => calls,
+                    Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+                }
             };
             if calls.is_empty() {
                 nudges += 1;
@@ -421,9 +442,7 @@ impl Engine {
             Phase::Done(completion) => completion,
             Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
         };
-        let calls: Vec<deft_llm::ToolCall> = completion.response.tool_calls().cloned().collect();
-        request.messages.push(completion.response.to_message());
-        Ok(Phase::Done(calls))
+        Ok(Phase::Done(heard(request, completion)))
     }
 
     /// One model call with its usage recorded (and counted in `spent`, the task's tokens so
@@ -494,4 +513,16 @@ impl Engine {
             }
         }
     }
+}
+
+/// The tools of planning: every built-in one but `finish`.
+fn planning_tools() -> Vec<ToolSpec> {
+    specs().into_iter().filter(|t| t.name != "finish").collect()
+}
+
+/// The model's answer joins the conversation; its tool calls, to run.
+fn heard(request: &mut Request, completion: Completion) -> Vec<deft_llm::ToolCall> {
+    let calls = completion.response.tool_calls().cloned().collect();
+    request.messages.push(completion.response.to_message());
+    calls
 }

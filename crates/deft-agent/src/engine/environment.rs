@@ -8,6 +8,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineError, TaskRepo, TaskSandbox, attention};
 
+/// The environment chosen for a task, before anything is built.
+pub(super) struct Chosen {
+    wanted: crate::setup::Wanted,
+    /// A repository's own Dockerfile or setting chose it: its dependencies are its own.
+    own: bool,
+}
+
 /// The root a task's commands get, the image that must outlive the run, and whether a
 /// repository's own Dockerfile (or setting) made it: else its dependencies are installed.
 pub(super) type EnvironmentRoot = (
@@ -17,20 +24,15 @@ pub(super) type EnvironmentRoot = (
 );
 
 impl Engine {
-    /// The root filesystem the task's commands get, with the image that must outlive the run
-    /// (the cache never prunes an image in use); or why the task stops. A build's output goes
-    /// to the task's log, folded.
-    /// (the cache never prunes an image in use); or why the task stops. A build's output goes
-    /// to the task's log, folded.
-    pub(super) async fn environment_root(
+    /// What the task's commands will run on, chosen from the bases' trees in git's objects:
+    /// a repository's Dockerfile (or setting), the operator's default image, or the host.
+    pub(super) async fn choose_environment(
         &self,
         task: &Task,
         repos: &[TaskRepo],
         objects: &[std::path::PathBuf],
-        environment: &deft_store::Environment,
-    ) -> Result<Result<EnvironmentRoot, Attention>, EngineError> {
-        let id = &task.id;
-        let bases = self.bases(id);
+    ) -> Result<Result<Chosen, Attention>, EngineError> {
+        let bases = self.bases(&task.id);
         let mut found = Vec::new();
         for ((repo, _, _), objects) in repos.iter().zip(objects) {
             let Some(commit) = bases.get(repo.id.as_str()) else {
@@ -60,6 +62,25 @@ impl Engine {
             }
             _ => wanted,
         };
+        Ok(Ok(Chosen { wanted, own }))
+    }
+
+    /// Whether the chosen environment is an image to prepare (and so a build may run).
+    pub(super) fn builds_image(&self, chosen: &Chosen) -> bool {
+        self.images.is_some() && matches!(chosen.wanted, crate::setup::Wanted::Dockerfile { .. })
+    }
+
+    /// The root filesystem the task's commands get, with the image that must outlive the run
+    /// (the cache never prunes an image in use); or why the task stops. A build's output goes
+    /// to the task's log, folded.
+    pub(super) async fn environment_root(
+        &self,
+        task: &Task,
+        chosen: Chosen,
+        environment: &deft_store::Environment,
+    ) -> Result<Result<EnvironmentRoot, Attention>, EngineError> {
+        let id = &task.id;
+        let Chosen { wanted, own } = chosen;
         let crate::setup::Wanted::Dockerfile {
             repo,
             path,

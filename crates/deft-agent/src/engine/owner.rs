@@ -157,23 +157,16 @@ impl Engine {
 
     /// The task as the agent reads it: the description, then all the owner said since.
     pub(super) fn task_message(&self, context: &Context) -> String {
-        let mut text = format!(
-            "The task, from its owner {}:\n{}",
-            context.owner.name, context.task.description
-        );
         let answers = context
             .answers
             .lock()
             .expect("the answers lock is never held across a panic");
-        if !answers.is_empty() {
-            text.push_str("\n\nThe owner has since said:\n");
-            text.push_str(&answers.join("\n"));
-        }
-        for gathered in &context.gathered {
-            text.push_str("\n\n");
-            text.push_str(&gathered.text);
-        }
-        text
+        task_text(
+            &context.owner.name,
+            &context.task.description,
+            &answers,
+            &context.gathered,
+        )
     }
 
     /// Records the conventions the owner's latest feedback states, as learnings.
@@ -243,4 +236,24 @@ impl Engine {
         }
         Ok(None)
     }
+}
+
+/// The task as the agent reads it: its description from its owner, all the owner said since,
+/// and what the pull requests held when this round's feedback came.
+pub(super) fn task_text(
+    owner: &str,
+    description: &str,
+    answers: &[String],
+    gathered: &[deft_core::Gathered],
+) -> String {
+    let mut text = format!("The task, from its owner {owner}:\n{description}");
+    if !answers.is_empty() {
+        text.push_str("\n\nThe owner has since said:\n");
+        text.push_str(&answers.join("\n"));
+    }
+    for gathered in gathered {
+        text.push_str("\n\n");
+        text.push_str(&gathered.text);
+    }
+    text
 }

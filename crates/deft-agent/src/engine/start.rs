@@ -96,7 +96,7 @@ impl NetworkLog {
     }
 }
 
-/// The task's repositories as the run starts with them.
+/// The task's repositories as the run starts with them: read, and their clones being made.
 pub(super) struct Cloned {
     pub repos: Vec<TaskRepo>,
     /// Where each repository's git objects are read on the host, in the order of `repos`.
@@ -175,12 +175,11 @@ impl Caches {
 
 impl Engine {
     /// Everything before the agent's first turn; or why the task stops.
-    pub(super) async fn prepare(
+    pub(super) async fn read_repositories(
         &self,
         task: &Task,
         owner: &User,
-        cancel: &tokio_util::sync::CancellationToken,
-    ) -> Result<Result<Prepared, Attention>, EngineError> {
+    ) -> Result<Result<Cloned, Attention>, EngineError> {
         let id = &task.id;
         self.step(
             id,
@@ -202,13 +201,9 @@ impl Engine {
             Err(stop) => return Ok(Err(stop)),
         };
         let mut analysed = StepEvent::new(WorkStep::Analysis, StepStatus::Done);
-        analysed.branch = Some(branch.clone());
-        let Cloned {
-            repos,
-            objects,
-            mut checkouts,
-        } = cloned;
-        analysed.repos = repos
+        analysed.branch = Some(branch);
+        analysed.repos = cloned
+            .repos
             .iter()
             .map(|(repo, _, facts)| RepoFound {
                 repo: repo.name.clone(),
@@ -221,16 +216,41 @@ impl Engine {
             })
             .collect();
         self.step(id, analysed).await?;
+        Ok(Ok(cloned))
+    }
+
+    /// The rest of a run's start, once the repositories are read: the environment, the
+    /// sandbox over whole clones, the dependencies installed.
+    pub(super) async fn prepare(
+        &self,
+        task: &Task,
+        owner: &User,
+        cloned: Cloned,
+        chosen: super::environment::Chosen,
+        environment: deft_store::Environment,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Result<Prepared, Attention>, EngineError> {
+        let id = &task.id;
+        let workspace = self.workspaces.join(id.as_str());
+        let branch = deft_forge::branch_name(id.as_str(), &task.description);
+        let Cloned {
+            repos,
+            objects,
+            mut checkouts,
+        } = cloned;
         // What commands run on: a repository's Dockerfile, built once per version, or the
         // host's tools.
-        let environment = self.store.environment(&owner.id).await?;
-        let (root, image, own_environment) = match self
-            .environment_root(task, &repos, &objects, &environment)
-            .await?
+        // A build's network is a sandbox of the task's: it is made over whole clones.
+        if self.builds_image(&chosen)
+            && let Err(stop) = checkouts.wait().await
         {
-            Ok(found) => found,
-            Err(stop) => return Ok(Err(stop)),
-        };
+            return Ok(Err(stop));
+        }
+        let (root, image, own_environment) =
+            match self.environment_root(task, chosen, &environment).await? {
+                Ok(found) => found,
+                Err(stop) => return Ok(Err(stop)),
+            };
         // Without a Dockerfile, the repositories' own tools install their dependencies.
         let dependencies = if own_environment {
             Vec::new()
@@ -330,6 +350,8 @@ impl Engine {
             objects: Vec::new(),
             checkouts: Checkouts(Vec::new()),
         };
+        // One jail at a time in a workspace: a jail's mounts cover the other clones there.
+        let one_jail = std::sync::Arc::new(tokio::sync::Mutex::new(()));
         for repo_id in &task.repos {
             let repo = self.store.repository(&owner.id, repo_id.as_str()).await?;
             // One directory per repository, named after it; two of one name get a suffix.
@@ -346,7 +368,10 @@ impl Engine {
             let dir = workspace.join(&name);
             if !dir.exists() {
                 // A fresh clone: read from git's objects while it is made.
-                match self.start_clone(id, &repo, &dir, &name, branch).await {
+                match self
+                    .start_clone(id, &repo, &dir, &name, branch, one_jail.clone())
+                    .await
+                {
                     Ok((objects, facts, checkout)) => {
                         found.objects.push(objects);
                         found.checkouts.0.push(checkout);
@@ -420,6 +445,7 @@ impl Engine {
         dir: &Path,
         name: &str,
         branch: &str,
+        one_jail: std::sync::Arc<tokio::sync::Mutex<()>>,
     ) -> Result<(PathBuf, RepoFacts, Checkout), String> {
         let private = self.private_repo(id, dir);
         let local = repo.forge == deft_core::ForgeKind::Local;
@@ -463,6 +489,7 @@ impl Engine {
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            let _jail = one_jail.lock().await;
             deft_forge::private::clone_on_branch(&private, &dir_copy, &branch_copy, &base_copy)
                 .await
                 .map_err(|e| e.to_string())
