@@ -278,13 +278,7 @@ impl Engine {
             Ok(cloned) => cloned,
             Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
         };
-        let learnings: Vec<String> = self
-            .store
-            .list_learnings(&owner.id)
-            .await?
-            .into_iter()
-            .map(|l| l.text)
-            .collect();
+        let learnings = self.learnings(&owner).await?;
         let environment = self.store.environment(&owner.id).await?;
         let chosen = match self
             .choose_environment(&task, &cloned.repos, &cloned.objects)
@@ -332,11 +326,7 @@ impl Engine {
             repos,
             branch,
             sandbox,
-            environment,
-            secrets,
-            network_log,
-            caches,
-            image,
+            ..
         } = prepared;
         let context = Context {
             task,
@@ -354,9 +344,9 @@ impl Engine {
         // The user's MCP servers run in this sandbox; one that fails is left out, and said so.
         let (mut mcp, started) = crate::mcp::McpServers::start(
             &*sandbox,
-            &environment.mcp,
-            environment.env.as_map(),
-            &secrets,
+            &prepared.environment.mcp,
+            prepared.environment.env.as_map(),
+            &prepared.secrets,
         )
         .await;
         mcp.call_timeout = self.limits.mcp_call_timeout;
@@ -375,17 +365,17 @@ impl Engine {
                 &*sandbox,
                 &mcp,
                 &mut progress,
-                &network_log,
+                &prepared.network_log,
                 first,
                 cancel,
             )
             .await;
         mcp.shutdown().await;
-        network_log.stop();
+        prepared.network_log.stop();
         // Only once nothing of the task runs: the caches' directory is the task's to change.
         drop(sandbox);
-        drop(image);
-        caches.give_back();
+        drop(prepared.image);
+        prepared.caches.give_back();
         outcome
     }
 

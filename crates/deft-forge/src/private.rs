@@ -55,29 +55,27 @@ async fn mirror(private: &Path, from: &str, env: &[(&str, &str)]) -> Result<(), 
 /// yet) from its private repository, inside the jail: the workspace may hold anything a
 /// command left there.
 pub async fn clone_into_workspace(private: &Path, dest: &Path) -> Result<(), ForgeError> {
+    jail_clone(private, dest, &[]).await
+}
+
+/// `git clone` from the private repository to `dest`, inside the jail, with `options`.
+async fn jail_clone(private: &Path, dest: &Path, options: &[&str]) -> Result<(), ForgeError> {
     let (Some(parent), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str()))
     else {
         return Err(ForgeError::Refused {
             what: format!("a clone at {}: it needs a named directory", dest.display()),
         });
     };
+    let into = format!("{WORKSPACE}/{name}");
+    let mut args = vec!["clone", "--quiet", "--no-hardlinks"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--", ORIGIN, &into]);
     Jail {
         workspace: parent,
         clone: None,
         origin: Some(private),
     }
-    .git(
-        &[
-            "clone",
-            "--quiet",
-            "--no-hardlinks",
-            "--",
-            ORIGIN,
-            &format!("{WORKSPACE}/{name}"),
-        ],
-        &[],
-        true,
-    )
+    .git(&args, &[], true)
     .await?;
     Ok(())
 }
@@ -126,33 +124,7 @@ pub async fn clone_on_branch(
     if resolve_ref(private, &target).await?.is_none() {
         git_checked(private, &["update-ref", &target, base], &[]).await?;
     }
-    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str()))
-    else {
-        return Err(ForgeError::Refused {
-            what: format!("a clone at {}: it needs a named directory", dest.display()),
-        });
-    };
-    Jail {
-        workspace: parent,
-        clone: None,
-        origin: Some(private),
-    }
-    .git(
-        &[
-            "clone",
-            "--quiet",
-            "--no-hardlinks",
-            "--branch",
-            branch,
-            "--",
-            ORIGIN,
-            &format!("{WORKSPACE}/{name}"),
-        ],
-        &[],
-        true,
-    )
-    .await?;
-    Ok(())
+    jail_clone(private, dest, &["--branch", branch]).await
 }
 
 /// Brings the clone's `branch` into the private repository: the jail bundles what the branch

@@ -246,21 +246,33 @@ impl Store {
 
 impl Store {
     /// What the owner said to the task after event `after` (answers, feedback, steering), and
-    /// nothing else of its log: what the engine needs to hear.
+    /// nothing else of its log, with the number of the task's last event: what the engine
+    /// needs to hear, and where to start next time, so that no event is read twice.
     pub async fn owner_messages_after(
         &self,
         task: &TaskId,
         after: i64,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<(Vec<Event>, i64), StoreError> {
+        let last: i64 = sqlx::query("SELECT last_seq FROM tasks WHERE id = $1")
+            .bind(task.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "task" })?
+            .try_get("last_seq")?;
+        if last <= after {
+            return Ok((Vec::new(), after));
+        }
         let rows = sqlx::query(
             "SELECT task_id, seq, at, kind, data FROM events \
-             WHERE task_id = $1 AND kind = $2 AND seq > $3 ORDER BY seq",
+             WHERE task_id = $1 AND seq > $2 AND seq <= $3 AND kind = $4 ORDER BY seq",
         )
         .bind(task.as_str())
-        .bind(EventKind::UserMessage.as_str())
         .bind(after)
+        .bind(last)
+        .bind(EventKind::UserMessage.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+        Ok((events, last))
     }
 }

@@ -327,31 +327,20 @@ impl Engine {
                 diffs
             }
         );
-        let mut request = Request {
-            system: vec![REVIEWER.to_owned()],
-            messages: vec![Message::user(user)],
-            tools: Vec::new(),
+        let asked = OneShot {
+            client: &self.planner,
+            role: "reviewer",
+            system: REVIEWER,
             max_tokens: 2048,
         };
-        let completion = match self
-            .call(
-                &self.planner,
-                "reviewer",
-                &context.task.id,
-                &context.spent,
-                &mut request,
-                cancel,
-            )
+        let text = match self
+            .one_shot(asked, &context.task.id, &context.spent, user, cancel)
             .await?
         {
-            Phase::Done(completion) => completion,
+            Phase::Done(text) => text,
             Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
         };
-        let text = completion.response.text();
-        let parsed = text
-            .find('{')
-            .and_then(|start| text.rfind('}').map(|end| &text[start..=end]))
-            .and_then(|json| serde_json::from_str::<Value>(json).ok());
+        let parsed = json_between(&text, '{', '}');
         let review = match parsed {
             Some(value) => SelfReview {
                 verdict: match value["verdict"].as_str() {
@@ -525,4 +514,49 @@ fn heard(request: &mut Request, completion: Completion) -> Vec<deft_llm::ToolCal
     let calls = completion.response.tool_calls().cloned().collect();
     request.messages.push(completion.response.to_message());
     calls
+}
+
+/// A question to a model without tools.
+pub(super) struct OneShot<'a> {
+    pub client: &'a ModelClient,
+    /// Who asks, for the log: `reviewer`, `learner`.
+    pub role: &'a str,
+    pub system: &'a str,
+    pub max_tokens: u32,
+}
+
+impl Engine {
+    /// Asks `asked` once, about `user`; the answer's text.
+    pub(super) async fn one_shot(
+        &self,
+        asked: OneShot<'_>,
+        id: &TaskId,
+        spent: &std::sync::atomic::AtomicI64,
+        user: String,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<String>, EngineError> {
+        let mut request = Request {
+            system: vec![asked.system.to_owned()],
+            messages: vec![Message::user(user)],
+            tools: Vec::new(),
+            max_tokens: asked.max_tokens,
+        };
+        Ok(
+            match self
+                .call(asked.client, asked.role, id, spent, &mut request, cancel)
+                .await?
+            {
+                Phase::Done(completion) => Phase::Done(completion.response.text()),
+                Phase::Stop(attention) => Phase::Stop(attention),
+            },
+        )
+    }
+}
+
+/// The JSON value in a model's answer, from the first `open` to the last `close`: models wrap
+/// what they are asked for in prose and code fences.
+pub(super) fn json_between(text: &str, open: char, close: char) -> Option<Value> {
+    let start = text.find(open)?;
+    let end = text.rfind(close)?;
+    serde_json::from_str(text.get(start..=end)?).ok()
 }

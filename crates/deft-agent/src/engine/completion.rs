@@ -10,10 +10,10 @@ use deft_core::{
     StepEvent, StepStatus, User, WorkStep,
 };
 use deft_forge::Identity;
-use deft_llm::{Message, Request};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::agent::{OneShot, json_between};
 use super::{Context, Engine, EngineError, Phase, attention};
 use crate::analysis::fence;
 use crate::forge::Published;
@@ -439,31 +439,21 @@ impl Engine {
             progress.summaries.join("\n"),
             fence("diff of the new commit", &diff)
         );
-        let mut request = Request {
-            system: vec![THREAD_REPLIES.to_owned()],
-            messages: vec![Message::user(message)],
-            tools: Vec::new(),
+        let asked = OneShot {
+            client: &self.executor,
+            role: "review replies",
+            system: THREAD_REPLIES,
             max_tokens: 2048,
         };
-        let completion = match self
-            .call(
-                &self.executor,
-                "review replies",
-                &context.task.id,
-                &context.spent,
-                &mut request,
-                cancel,
-            )
+        let text = match self
+            .one_shot(asked, &context.task.id, &context.spent, message, cancel)
             .await?
         {
-            Phase::Done(completion) => completion,
+            Phase::Done(text) => text,
             Phase::Stop(_) => return Ok(HashMap::new()),
         };
-        let text = completion.response.text();
-        let verdicts: Vec<Value> = text
-            .find('[')
-            .and_then(|start| text.rfind(']').map(|end| &text[start..=end]))
-            .and_then(|json| serde_json::from_str(json).ok())
+        let verdicts: Vec<Value> = json_between(&text, '[', ']')
+            .and_then(|json| serde_json::from_value(json).ok())
             .unwrap_or_default();
         Ok(verdicts
             .iter()

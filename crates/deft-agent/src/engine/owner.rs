@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use deft_core::{
     Attention, EventKind, Progress, StepEvent, StepStatus, Task, TaskId, User, WorkStep,
 };
-use deft_llm::{Message, Request};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::agent::{OneShot, json_between};
 use super::{Context, Engine, EngineError, Phase};
 use crate::analysis::fence;
 use crate::prompts::LEARNER;
@@ -32,8 +32,7 @@ impl Engine {
         id: &TaskId,
         after: i64,
     ) -> Result<(Said, i64), EngineError> {
-        let events = self.store.owner_messages_after(id, after).await?;
-        let last = events.last().map_or(after, |e| e.seq);
+        let (events, last) = self.store.owner_messages_after(id, after).await?;
         let mut said = Said::default();
         for event in events.iter().filter(|e| e.kind == EventKind::UserMessage) {
             let Some(message) = event.data["message"].as_str() else {
@@ -155,6 +154,17 @@ impl Engine {
         self.step(id, status).await
     }
 
+    /// The conventions learned from the owner's feedback, in every task's prompt of theirs.
+    pub(super) async fn learnings(&self, owner: &User) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .store
+            .list_learnings(&owner.id)
+            .await?
+            .into_iter()
+            .map(|l| l.text)
+            .collect())
+    }
+
     /// The task as the agent reads it: the description, then all the owner said since.
     pub(super) fn task_message(&self, context: &Context) -> String {
         let answers = context
@@ -180,40 +190,30 @@ impl Engine {
         let Some(feedback) = &said.last_feedback else {
             return Ok(None);
         };
-        let mut request = Request {
-            system: vec![LEARNER.to_owned()],
-            messages: vec![Message::user(fence("owner feedback", feedback))],
-            tools: Vec::new(),
+        let spent = AtomicI64::new(task.usage.input_tokens + task.usage.output_tokens);
+        let asked = OneShot {
+            client: &self.planner,
+            role: "learner",
+            system: LEARNER,
             max_tokens: 1024,
         };
-        let spent = AtomicI64::new(task.usage.input_tokens + task.usage.output_tokens);
-        let completion = match self
-            .call(
-                &self.planner,
-                "learner",
+        let text = match self
+            .one_shot(
+                asked,
                 &task.id,
                 &spent,
-                &mut request,
+                fence("owner feedback", feedback),
                 cancel,
             )
             .await?
         {
-            Phase::Done(completion) => completion,
+            Phase::Done(text) => text,
             Phase::Stop(attention) => return Ok(Some(attention)),
         };
-        let text = completion.response.text();
-        let learned: Vec<String> = text
-            .find('[')
-            .and_then(|start| text.rfind(']').map(|end| &text[start..=end]))
-            .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
+        let learned: Vec<String> = json_between(&text, '[', ']')
+            .and_then(|json| serde_json::from_value(json).ok())
             .unwrap_or_default();
-        let existing: Vec<String> = self
-            .store
-            .list_learnings(&owner.id)
-            .await?
-            .into_iter()
-            .map(|l| l.text)
-            .collect();
+        let existing = self.learnings(owner).await?;
         for convention in learned
             .iter()
             .map(|c| c.trim())
