@@ -1083,9 +1083,12 @@ impl BwrapSandbox {
             .unwrap_or_default();
         // The freezer stops a forking program at once, its new children included; signals
         // race with forks and with a loaded machine, so they are only the fallback (cgroup v1).
+        // A program in the middle of a write under heavy disk load is frozen only when the
+        // write ends, so the freezer is given long: waiting costs the task seconds, giving up
+        // costs it its MCP servers.
         if let Some(control) = cgroup
             .as_ref()
-            .and_then(|group| group.freeze(std::time::Duration::from_secs(5)))
+            .and_then(|group| group.freeze(std::time::Duration::from_secs(20)))
         {
             return PausedPrograms::holding(ProgramsStopped {
                 procs,

@@ -1035,7 +1035,7 @@ async fn long_running_programs_wait_while_deft_uses_the_clones() {
     let resumed = std::time::Instant::now();
     while read() == frozen {
         assert!(
-            resumed.elapsed() < Duration::from_secs(5),
+            resumed.elapsed() < Duration::from_secs(20),
             "the program never resumed"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
