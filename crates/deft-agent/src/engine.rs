@@ -280,12 +280,17 @@ impl Engine {
         };
         let learnings = self.learnings(&owner).await?;
         let environment = self.store.environment(&owner.id).await?;
+        let mut cloned = cloned;
         let chosen = match self
             .choose_environment(&task, &cloned.repos, &cloned.objects)
             .await?
         {
             Ok(chosen) => chosen,
-            Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
+            Err(stop) => {
+                // No clone goes on being written behind a run that ended.
+                let _ = cloned.checkouts.wait().await;
+                return Ok(RunOutcome::NeedsAttention(stop));
+            }
         };
         let spent = AtomicI64::new(task.usage.input_tokens + task.usage.output_tokens);
         // The planner starts reading while the sandbox is made: nothing in its first request

@@ -104,6 +104,18 @@ pub async fn resolve_ref(repo: &Path, reference: &str) -> Result<Option<String>,
     }
 }
 
+/// Whether the private repository holds `commit` (a full object id).
+pub async fn has_commit(private: &Path, commit: &str) -> Result<bool, ForgeError> {
+    if !matches!(commit.len(), 40 | 64) || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let mut command = crate::repo_command(private);
+    command.args(["-c", "safe.directory=*"]);
+    let object = format!("{commit}^{{commit}}");
+    let (status, _, _) = crate::capped_output(command, &["cat-file", "-e", &object], &[]).await?;
+    Ok(status.success())
+}
+
 /// Makes the task's clone `dest` on its `branch` in one start of the jail. The branch is made
 /// in the private repository first (deft's own, which no task writes) at `base`, a commit it
 /// holds, unless the forge already has it (a later round of the same task); the clone then

@@ -237,3 +237,64 @@ async fn a_fifo_cannot_hang_the_tools_or_the_server() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The registered repository's own git configuration names a filter program, and its
+/// attributes send every file through it; the repository has a Dockerfile, so choosing the
+/// environment reads its whole tree. deft reads repositories only from its private copy,
+/// which carries no configuration of theirs: the program never runs on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_repositorys_git_filters_never_run_on_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let ran = dir.path().join("the-filter-ran");
+    sh(
+        &repo,
+        &format!(
+            "printf 'FROM scratch\\n' > Dockerfile && git add Dockerfile && git -c user.name=t -c user.email=t@t commit -q -m image \
+             && git config filter.evil.smudge 'touch {0}; cat' && git config filter.evil.clean 'touch {0}; cat' \
+             && mkdir -p .git/info && echo '* filter=evil' > .git/info/attributes",
+            ran.display()
+        ),
+    );
+    let model = ScriptedModel::start(vec![
+        plan(),
+        call("e1", "finish", r#"{"summary": "Nothing to do"}"#),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let server = start(&dir.path().join("data"), &model);
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Look around", "repos": [repo]})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    loop {
+        let state = server
+            .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
+            .await;
+        if matches!(
+            state["state"].as_str(),
+            Some("completed" | "needs_attention")
+        ) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !ran.exists(),
+        "a filter of the registered repository ran on the host"
+    );
+    let events = server
+        .call(reqwest::Method::GET, &format!("/tasks/{id}/events"), None)
+        .await
+        .to_string();
+    assert!(
+        events.contains("Dockerfile"),
+        "the environment was chosen from the tree: {events}"
+    );
+}

@@ -924,26 +924,43 @@ async fn sandboxes_started_ahead_of_tasks_die_with_a_killed_server() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Each bubblewrap's child is a waiting init, pid 1 of its sandbox.
-    let inits: Vec<String> = sandboxes()
-        .iter()
-        .flat_map(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    assert!(!inits.is_empty(), "no init under {:?}", sandboxes());
-    for init in &inits {
-        let cmdline = std::fs::read(format!("/proc/{init}/cmdline")).unwrap_or_default();
+    // Each bubblewrap's child is a waiting init, pid 1 of its sandbox (a sandbox just started
+    // may still be bubblewrap's own fork, about to become the init: it is given a moment).
+    let inits = || -> Vec<(String, String)> {
+        sandboxes()
+            .iter()
+            .flat_map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(|child| {
+                        let cmdline =
+                            std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+                        (
+                            child.to_owned(),
+                            String::from_utf8_lossy(&cmdline).into_owned(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    let inits: Vec<String> = loop {
+        let found = inits();
+        if !found.is_empty()
+            && found
+                .iter()
+                .all(|(_, cmdline)| cmdline.contains("__sandbox-init"))
+        {
+            break found.into_iter().map(|(pid, _)| pid).collect();
+        }
         assert!(
-            String::from_utf8_lossy(&cmdline).contains("__sandbox-init"),
-            "{}",
-            String::from_utf8_lossy(&cmdline)
+            started.elapsed() < Duration::from_secs(10),
+            "not every sandbox's child is its init: {found:?}"
         );
-    }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     server.child.kill().unwrap();
     let _ = server.child.wait();
     let killed = Instant::now();

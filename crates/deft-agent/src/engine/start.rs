@@ -108,6 +108,9 @@ pub(super) struct Cloned {
 pub(super) struct Checkout {
     name: String,
     dir: PathBuf,
+    /// A file in deft's own directory of the task, there while the clone is being made: a
+    /// clone whose run ended before it was whole is made again, never used.
+    marker: PathBuf,
     making: tokio::task::JoinHandle<Result<(), String>>,
 }
 
@@ -119,7 +122,22 @@ pub(super) struct Checkouts(Vec<Checkout>);
 impl Checkouts {
     /// Waits for every clone still being made; why the task stops when one failed.
     pub(super) async fn wait(&mut self) -> Result<(), Attention> {
-        for checkout in std::mem::take(&mut self.0) {
+        let outcome = self.wait_each().await;
+        if outcome.is_err() {
+            // None of the rest may go on writing in the workspace behind the next run.
+            for checkout in std::mem::take(&mut self.0) {
+                checkout.making.abort();
+                let _ = checkout.making.await;
+                let _ = std::fs::remove_dir_all(&checkout.dir);
+                let _ = std::fs::remove_file(&checkout.marker);
+            }
+        }
+        outcome
+    }
+
+    async fn wait_each(&mut self) -> Result<(), Attention> {
+        while !self.0.is_empty() {
+            let checkout = self.0.remove(0);
             let made = match checkout.making.await {
                 Ok(made) => made,
                 Err(error) => Err(error.to_string()),
@@ -127,6 +145,7 @@ impl Checkouts {
             if let Err(error) = made {
                 // A clone half made is not a clone: the next run makes it again.
                 let _ = std::fs::remove_dir_all(&checkout.dir);
+                let _ = std::fs::remove_file(&checkout.marker);
                 return Err(attention(
                     AttentionKind::Error,
                     format!("cannot clone {}: {error}", checkout.name),
@@ -135,6 +154,7 @@ impl Checkouts {
             if !std::fs::symlink_metadata(&checkout.dir).is_ok_and(|meta| meta.is_dir()) {
                 return Err(not_the_clone(&checkout.name));
             }
+            let _ = std::fs::remove_file(&checkout.marker);
         }
         Ok(())
     }
@@ -366,10 +386,19 @@ impl Engine {
                 n += 1;
             }
             let dir = workspace.join(&name);
-            if !dir.exists() {
+            let marker = Workspaces::new(&self.workspaces)
+                .private_dir(id)
+                .join(format!("cloning-{name}"));
+            if marker.exists() {
+                // A clone an earlier run left half made (a link there is removed, not
+                // followed).
+                let _ = std::fs::remove_dir_all(&dir).or_else(|_| std::fs::remove_file(&dir));
+                let _ = std::fs::remove_file(&marker);
+            }
+            if std::fs::symlink_metadata(&dir).is_err() {
                 // A fresh clone: read from git's objects while it is made.
                 match self
-                    .start_clone(id, &repo, &dir, &name, branch, one_jail.clone())
+                    .start_clone(id, &repo, &dir, &name, branch, (one_jail.clone(), marker))
                     .await
                 {
                     Ok((objects, facts, checkout)) => {
@@ -391,10 +420,12 @@ impl Engine {
             if !std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
                 return Ok(Err(not_the_clone(&name)));
             }
-            // A kept clone is put back on the task's branch.
-            if let Err(error) =
+            // A kept clone is put back on the task's branch, in the one jail of the workspace.
+            let checked_out = {
+                let _jail = one_jail.lock().await;
                 deft_forge::checkout_branch(&dir, branch, &repo.default_branch).await
-            {
+            };
+            if let Err(error) = checked_out {
                 return Ok(Err(attention(
                     AttentionKind::Error,
                     format!("cannot check out {branch} in {}: {error}", repo.name),
@@ -445,25 +476,21 @@ impl Engine {
         dir: &Path,
         name: &str,
         branch: &str,
-        one_jail: std::sync::Arc<tokio::sync::Mutex<()>>,
+        (one_jail, marker): (std::sync::Arc<tokio::sync::Mutex<()>>, PathBuf),
     ) -> Result<(PathBuf, RepoFacts, Checkout), String> {
+        // Every git on the host reads the private copy, which has no configuration of the
+        // repository's owner (filters and the programs they name never run here).
         let private = self.private_repo(id, dir);
-        let local = repo.forge == deft_core::ForgeKind::Local;
-        let objects = if local {
-            PathBuf::from(&repo.location)
-        } else {
-            self.forges
-                .mirror(repo, &private)
-                .await
-                .map_err(|e| e.to_string())?;
-            private.clone()
-        };
+        self.forges
+            .mirror(repo, &private)
+            .await
+            .map_err(|e| e.to_string())?;
         let head = |branch: &str| {
-            let objects = objects.clone();
+            let private = private.clone();
             let reference = format!("refs/heads/{branch}");
-            async move { deft_forge::private::resolve_ref(&objects, &reference).await }
+            async move { deft_forge::private::resolve_ref(&private, &reference).await }
         };
-        let base = head(&repo.default_branch)
+        let now = head(&repo.default_branch)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| {
@@ -472,24 +499,31 @@ impl Engine {
                     repo.default_branch
                 )
             })?;
+        // A clone made again keeps the base its first clone recorded, when the forge still has
+        // it: the branch grew from there, and the diff and the review measure from there.
+        let recorded = self.bases(id).get(repo.id.as_str()).cloned();
+        let base = match recorded {
+            Some(recorded)
+                if deft_forge::private::has_commit(&private, &recorded)
+                    .await
+                    .unwrap_or(false) =>
+            {
+                recorded
+            }
+            _ => now,
+        };
         self.record_base(id, repo.id.as_str(), &base);
         // A later round whose clone was given back continues the branch the forge has.
         let tip = head(branch).await.map_err(|e| e.to_string())?;
-        let (forges, repo_copy, dir_copy, branch_copy, base_copy) = (
-            self.forges.clone(),
-            repo.clone(),
-            dir.to_owned(),
-            branch.to_owned(),
-            base.clone(),
-        );
+        let objects = private.clone();
+        let (dir_copy, branch_copy, base_copy) = (dir.to_owned(), branch.to_owned(), base.clone());
+        if let Some(parent) = marker.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::write(&marker, b"").map_err(|e| format!("cannot mark the clone as begun: {e}"))?;
+        let jail = one_jail.clone();
         let making = tokio::spawn(async move {
-            if local {
-                forges
-                    .mirror(&repo_copy, &private)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            let _jail = one_jail.lock().await;
+            let _jail = jail.lock().await;
             deft_forge::private::clone_on_branch(&private, &dir_copy, &branch_copy, &base_copy)
                 .await
                 .map_err(|e| e.to_string())
@@ -507,6 +541,7 @@ impl Engine {
             Checkout {
                 name: repo.name.clone(),
                 dir: dir.to_owned(),
+                marker,
                 making,
             },
         ))
@@ -525,7 +560,7 @@ impl Engine {
     /// from.
     fn record_base(&self, id: &TaskId, repo: &str, commit: &str) {
         let mut bases = self.bases(id);
-        if bases.contains_key(repo) {
+        if bases.get(repo).is_some_and(|recorded| recorded == commit) {
             return;
         }
         bases.insert(repo.to_owned(), commit.to_owned());
