@@ -34,17 +34,12 @@ async fn mirror(private: &Path, from: &str, env: &[(&str, &str)]) -> Result<(), 
         _ => {}
     }
     let dest = private.to_string_lossy().into_owned();
+    // A local repository's objects are linked, not copied: git never changes an object file
+    // in place, neither here nor there, and no sandbox or jail mounts the private copy (the
+    // workspace's clone of it is made without links).
     git_checked(
         parent,
-        &[
-            "clone",
-            "--quiet",
-            "--bare",
-            "--no-hardlinks",
-            "--",
-            from,
-            &dest,
-        ],
+        &["clone", "--quiet", "--bare", "--", from, &dest],
         env,
     )
     .await?;
