@@ -281,10 +281,7 @@ impl Engine {
         let learnings = self.learnings(&owner).await?;
         let environment = self.store.environment(&owner.id).await?;
         let mut cloned = cloned;
-        let chosen = match self
-            .choose_environment(&task, &cloned.repos, &cloned.objects)
-            .await?
-        {
+        let chosen = match self.choose_environment(&task, &cloned.repos).await? {
             Ok(chosen) => chosen,
             Err(stop) => {
                 // No clone goes on being written behind a run that ended.

@@ -30,17 +30,16 @@ impl Engine {
         &self,
         task: &Task,
         repos: &[TaskRepo],
-        objects: &[std::path::PathBuf],
     ) -> Result<Result<Chosen, Attention>, EngineError> {
         let bases = self.bases(&task.id);
         let mut found = Vec::new();
-        for ((repo, _, _), objects) in repos.iter().zip(objects) {
+        for (repo, dir, _) in repos {
             let Some(commit) = bases.get(repo.id.as_str()) else {
                 continue;
             };
             found.push(crate::setup::RepoBase {
                 name: repo.name.clone(),
-                private: objects.clone(),
+                private: self.private_repo(&task.id, dir),
                 commit: commit.clone(),
                 environment: repo.environment.clone(),
             });
@@ -176,11 +175,10 @@ impl Engine {
         &self,
         id: &TaskId,
         repos: &[TaskRepo],
-        objects: &[std::path::PathBuf],
     ) -> Vec<crate::install::RepoDependencies> {
         let bases = self.bases(id);
         let mut found = Vec::new();
-        for ((repo, dir, _), objects) in repos.iter().zip(objects) {
+        for (repo, dir, _) in repos {
             let Some(commit) = bases.get(repo.id.as_str()) else {
                 continue;
             };
@@ -188,7 +186,7 @@ impl Engine {
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match crate::install::detect(objects, commit).await {
+            match crate::install::detect(&self.private_repo(id, dir), commit).await {
                 Ok(ecosystems) => found.push(crate::install::RepoDependencies {
                     name,
                     repo_id: repo.id.as_str().to_owned(),

@@ -99,8 +99,6 @@ impl NetworkLog {
 /// The task's repositories as the run starts with them: read, and their clones being made.
 pub(super) struct Cloned {
     pub repos: Vec<TaskRepo>,
-    /// Where each repository's git objects are read on the host, in the order of `repos`.
-    pub objects: Vec<PathBuf>,
     pub checkouts: Checkouts,
 }
 
@@ -255,7 +253,6 @@ impl Engine {
         let branch = deft_forge::branch_name(id.as_str(), &task.description);
         let Cloned {
             repos,
-            objects,
             mut checkouts,
         } = cloned;
         // What commands run on: a repository's Dockerfile, built once per version, or the
@@ -275,7 +272,7 @@ impl Engine {
         let dependencies = if own_environment {
             Vec::new()
         } else {
-            self.dependencies(id, &repos, &objects).await
+            self.dependencies(id, &repos).await
         };
         let secrets = self.store.secret_values(&owner.id).await?;
         let (events, decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
@@ -367,7 +364,6 @@ impl Engine {
         let id = &task.id;
         let mut found = Cloned {
             repos: Vec::new(),
-            objects: Vec::new(),
             checkouts: Checkouts(Vec::new()),
         };
         // One jail at a time in a workspace: a jail's mounts cover the other clones there.
@@ -401,8 +397,7 @@ impl Engine {
                     .start_clone(id, &repo, &dir, &name, branch, (one_jail.clone(), marker))
                     .await
                 {
-                    Ok((objects, facts, checkout)) => {
-                        found.objects.push(objects);
+                    Ok((facts, checkout)) => {
                         found.checkouts.0.push(checkout);
                         found.repos.push((repo, dir, facts));
                     }
@@ -449,7 +444,6 @@ impl Engine {
                     ),
                 )));
             };
-            found.objects.push(self.private_repo(id, &dir));
             found.repos.push((repo, dir, facts));
         }
         Ok(Ok(found))
@@ -477,7 +471,7 @@ impl Engine {
         name: &str,
         branch: &str,
         (one_jail, marker): (std::sync::Arc<tokio::sync::Mutex<()>>, PathBuf),
-    ) -> Result<(PathBuf, RepoFacts, Checkout), String> {
+    ) -> Result<(RepoFacts, Checkout), String> {
         // Every git on the host reads the private copy, which has no configuration of the
         // repository's owner (filters and the programs they name never run here).
         let private = self.private_repo(id, dir);
@@ -515,8 +509,12 @@ impl Engine {
         self.record_base(id, repo.id.as_str(), &base);
         // A later round whose clone was given back continues the branch the forge has.
         let tip = head(branch).await.map_err(|e| e.to_string())?;
-        let objects = private.clone();
-        let (dir_copy, branch_copy, base_copy) = (dir.to_owned(), branch.to_owned(), base.clone());
+        let (private_copy, dir_copy, branch_copy, base_copy) = (
+            private.clone(),
+            dir.to_owned(),
+            branch.to_owned(),
+            base.clone(),
+        );
         if let Some(parent) = marker.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -524,19 +522,18 @@ impl Engine {
         let jail = one_jail.clone();
         let making = tokio::spawn(async move {
             let _jail = jail.lock().await;
-            deft_forge::private::clone_on_branch(&private, &dir_copy, &branch_copy, &base_copy)
+            deft_forge::private::clone_on_branch(&private_copy, &dir_copy, &branch_copy, &base_copy)
                 .await
                 .map_err(|e| e.to_string())
         });
         let facts = tokio::time::timeout(
             std::time::Duration::from_secs(60),
-            crate::analysis::analyse_commit(&objects, tip.as_deref().unwrap_or(&base), name),
+            crate::analysis::analyse_commit(&private, tip.as_deref().unwrap_or(&base), name),
         )
         .await
         .map_err(|_| "reading its files from git took over a minute".to_owned())?
         .map_err(|e| e.to_string())?;
         Ok((
-            objects,
             facts,
             Checkout {
                 name: repo.name.clone(),
@@ -555,9 +552,8 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Records the base of a repository's first clone; a clone made again later (its
-    /// workspace given back for the disk budget) keeps the first base, which the branch grew
-    /// from.
+    /// Records the base a repository's clone starts from (`start_clone` keeps the first one
+    /// while the forge still has it: the branch grew from there).
     fn record_base(&self, id: &TaskId, repo: &str, commit: &str) {
         let mut bases = self.bases(id);
         if bases.get(repo).is_some_and(|recorded| recorded == commit) {
