@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A block of addresses with what it is set aside for.
@@ -24,19 +24,17 @@ pub struct Range {
 }
 
 impl Range {
-    const fn v4(octets: [u8; 4], prefix: u8, purpose: &'static str) -> Range {
+    /// A range in CIDR notation (`192.168.0.0/16`), from one of the tables below, which a
+    /// test reads whole: a bad entry fails it, never a connection.
+    fn parse(cidr: &str, purpose: &'static str) -> Range {
+        let (first, prefix) = cidr
+            .split_once('/')
+            .expect("a table entry has a prefix length");
         Range {
-            first: IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3])),
-            prefix,
-            purpose,
-        }
-    }
-
-    const fn v6(segments: [u16; 8], prefix: u8, purpose: &'static str) -> Range {
-        let [a, b, c, d, e, f, g, h] = segments;
-        Range {
-            first: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)),
-            prefix,
+            first: first.parse().expect("a table entry's address parses"),
+            prefix: prefix
+                .parse()
+                .expect("a table entry's prefix length parses"),
             purpose,
         }
     }
@@ -72,87 +70,84 @@ impl fmt::Display for Range {
 
 /// The IANA IPv4 Special-Purpose Address Registry, with multicast (a registry of its own).
 /// Globally reachable entries (AS112, AMT) are here too: a task has no business with them, and
-/// a list that refuses every entry needs no judgement kept up to date.
-pub const SPECIAL_V4: &[Range] = &[
-    Range::v4([0, 0, 0, 0], 32, "unspecified: reaches this machine"),
-    Range::v4([0, 0, 0, 0], 8, "\"this network\""),
-    Range::v4([10, 0, 0, 0], 8, "private"),
-    Range::v4(
-        [100, 64, 0, 0],
-        10,
-        "shared address space, carrier-grade NAT",
-    ),
-    Range::v4([127, 0, 0, 0], 8, "loopback"),
-    Range::v4(
-        [169, 254, 0, 0],
-        16,
-        "link-local, where cloud metadata answers",
-    ),
-    Range::v4([172, 16, 0, 0], 12, "private"),
-    Range::v4([192, 0, 0, 0], 24, "IETF protocol assignments"),
-    Range::v4([192, 0, 2, 0], 24, "documentation, TEST-NET-1"),
-    Range::v4([192, 31, 196, 0], 24, "AS112-v4"),
-    Range::v4([192, 52, 193, 0], 24, "AMT"),
-    Range::v4([192, 88, 99, 0], 24, "deprecated 6to4 relay anycast"),
-    Range::v4([192, 168, 0, 0], 16, "private"),
-    Range::v4([192, 175, 48, 0], 24, "AS112 direct delegation"),
-    Range::v4([198, 18, 0, 0], 15, "benchmarking"),
-    Range::v4([198, 51, 100, 0], 24, "documentation, TEST-NET-2"),
-    Range::v4([203, 0, 113, 0], 24, "documentation, TEST-NET-3"),
-    Range::v4([224, 0, 0, 0], 4, "multicast"),
-    Range::v4([240, 0, 0, 0], 4, "reserved"),
-    Range::v4([255, 255, 255, 255], 32, "limited broadcast"),
+/// a list that refuses every entry needs no judgement kept up to date. Each entry is a range in
+/// CIDR notation, as the registry writes it, with its purpose.
+const SPECIAL_V4: &[(&str, &str)] = &[
+    ("0.0.0.0/32", "unspecified: reaches this machine"),
+    ("0.0.0.0/8", "\"this network\""),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "shared address space, carrier-grade NAT"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local, where cloud metadata answers"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation, TEST-NET-1"),
+    ("192.31.196.0/24", "AS112-v4"),
+    ("192.52.193.0/24", "AMT"),
+    ("192.88.99.0/24", "deprecated 6to4 relay anycast"),
+    ("192.168.0.0/16", "private"),
+    ("192.175.48.0/24", "AS112 direct delegation"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation, TEST-NET-2"),
+    ("203.0.113.0/24", "documentation, TEST-NET-3"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+    ("255.255.255.255/32", "limited broadcast"),
 ];
 
 /// The IANA IPv6 Special-Purpose Address Registry, with the deprecated forms that still mean
 /// something to a stack (IPv4-compatible, IPv4-translated, site-local) and multicast.
-pub const SPECIAL_V6: &[Range] = &[
-    Range::v6([0; 8], 128, "unspecified: reaches this machine"),
-    Range::v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "loopback"),
-    Range::v6([0; 8], 96, "IPv4-compatible, deprecated"),
-    Range::v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96, "IPv4-mapped"),
-    Range::v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96, "IPv4-translated"),
-    Range::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96, "NAT64"),
-    Range::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48, "local-use NAT64"),
-    Range::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "discard-only"),
-    Range::v6([0x100, 0, 0, 1, 0, 0, 0, 0], 64, "dummy prefix"),
-    Range::v6(
-        [0x2001, 0, 0, 0, 0, 0, 0, 0],
-        23,
-        "IETF protocol assignments",
-    ),
-    Range::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32, "Teredo"),
-    Range::v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48, "benchmarking"),
-    Range::v6([0x2001, 3, 0, 0, 0, 0, 0, 0], 32, "AMT"),
-    Range::v6([0x2001, 4, 0x112, 0, 0, 0, 0, 0], 48, "AS112-v6"),
-    Range::v6([0x2001, 0x10, 0, 0, 0, 0, 0, 0], 28, "ORCHID, deprecated"),
-    Range::v6([0x2001, 0x20, 0, 0, 0, 0, 0, 0], 28, "ORCHIDv2"),
-    Range::v6([0x2001, 0x30, 0, 0, 0, 0, 0, 0], 28, "drone remote ID"),
-    Range::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, "documentation"),
-    Range::v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16, "6to4"),
-    Range::v6(
-        [0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0],
-        48,
-        "AS112 direct delegation",
-    ),
-    Range::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "documentation"),
-    Range::v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16, "segment routing SIDs"),
-    Range::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, "unique local"),
-    Range::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, "link-local"),
-    Range::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, "site-local, deprecated"),
-    Range::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, "multicast"),
+const SPECIAL_V6: &[(&str, &str)] = &[
+    ("::/128", "unspecified: reaches this machine"),
+    ("::1/128", "loopback"),
+    ("::/96", "IPv4-compatible, deprecated"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+    ("::ffff:0:0:0/96", "IPv4-translated"),
+    ("64:ff9b::/96", "NAT64"),
+    ("64:ff9b:1::/48", "local-use NAT64"),
+    ("100::/64", "discard-only"),
+    ("100:0:0:1::/64", "dummy prefix"),
+    ("2001::/23", "IETF protocol assignments"),
+    ("2001::/32", "Teredo"),
+    ("2001:2::/48", "benchmarking"),
+    ("2001:3::/32", "AMT"),
+    ("2001:4:112::/48", "AS112-v6"),
+    ("2001:10::/28", "ORCHID, deprecated"),
+    ("2001:20::/28", "ORCHIDv2"),
+    ("2001:30::/28", "drone remote ID"),
+    ("2001:db8::/32", "documentation"),
+    ("2002::/16", "6to4"),
+    ("2620:4f:8000::/48", "AS112 direct delegation"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing SIDs"),
+    ("fc00::/7", "unique local"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local, deprecated"),
+    ("ff00::/8", "multicast"),
 ];
 
 /// All IPv6 global unicast is given out from here; anything else is reserved, and a stack or a
 /// future standard may give it a meaning that reaches somewhere it should not.
-const GLOBAL_UNICAST: Range = Range::v6([0x2000, 0, 0, 0, 0, 0, 0, 0], 3, "global unicast");
+static GLOBAL_UNICAST: LazyLock<Range> =
+    LazyLock::new(|| Range::parse("2000::/3", "global unicast"));
+
+/// The tables above as ranges, parsed once.
+static RANGES_V4: LazyLock<Vec<Range>> = LazyLock::new(|| parsed(SPECIAL_V4));
+static RANGES_V6: LazyLock<Vec<Range>> = LazyLock::new(|| parsed(SPECIAL_V6));
+
+fn parsed(table: &[(&str, &'static str)]) -> Vec<Range> {
+    table
+        .iter()
+        .map(|&(cidr, purpose)| Range::parse(cidr, purpose))
+        .collect()
+}
 
 /// The most specific special-purpose range holding `ip`, so the reason is the precise one
 /// (Teredo, not the IETF block around it).
 pub fn special_range(ip: IpAddr) -> Option<Range> {
     let table = match ip {
-        IpAddr::V4(_) => SPECIAL_V4,
-        IpAddr::V6(_) => SPECIAL_V6,
+        IpAddr::V4(_) => &RANGES_V4,
+        IpAddr::V6(_) => &RANGES_V6,
     };
     table
         .iter()
@@ -381,6 +376,24 @@ mod tests {
 
     fn judged(text: &str, own: &OwnAddresses) -> Option<String> {
         refusal(ip(text), own).map(|refusal| refusal.to_string())
+    }
+
+    #[test]
+    fn every_table_entry_is_a_network_at_its_first_address() {
+        for range in RANGES_V4.iter().chain(RANGES_V6.iter()) {
+            let width = if range.first.is_ipv4() { 32 } else { 128 };
+            assert!(range.prefix <= width, "{range}");
+            let first = match range.first {
+                IpAddr::V4(ip) => u128::from(ip.to_bits()),
+                IpAddr::V6(ip) => ip.to_bits(),
+            };
+            let host_bits = u32::from(width - range.prefix);
+            assert_eq!(
+                first.checked_shl(128 - host_bits).unwrap_or(0),
+                0,
+                "{range}"
+            );
+        }
     }
 
     #[test]
