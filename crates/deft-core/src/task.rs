@@ -298,63 +298,31 @@ mod tests {
 
     #[test]
     fn every_spec_edge_is_allowed() {
-        check(
-            TaskStatus::Queued,
-            Transition::Start,
-            Ok(TaskState::InProgress),
-        );
-        check(
-            TaskStatus::InProgress,
-            Transition::Complete,
-            Ok(TaskState::Completed),
-        );
-        check(
-            TaskStatus::InProgress,
-            Transition::NeedAttention(question()),
-            Ok(TaskState::NeedsAttention),
-        );
-        check(
-            TaskStatus::NeedsAttention(question()),
-            Transition::Answer,
-            Ok(TaskState::Queued),
-        );
-        check(
-            TaskStatus::NeedsAttention(plan_approval()),
-            Transition::Approve,
-            Ok(TaskState::Queued),
-        );
-        check(
-            TaskStatus::Completed,
-            Transition::Feedback,
-            Ok(TaskState::Queued),
-        );
-        check(
-            TaskStatus::Completed,
-            Transition::Steer,
-            Ok(TaskState::Queued),
-        );
-        check(
-            TaskStatus::InProgress,
-            Transition::Steer,
-            Ok(TaskState::InProgress),
-        );
-        check(
-            TaskStatus::InProgress,
-            Transition::Requeue,
-            Ok(TaskState::Queued),
-        );
-        for from in [
-            TaskStatus::Queued,
-            TaskStatus::InProgress,
-            TaskStatus::Completed,
-        ] {
-            check(from, Transition::Cancel, Ok(TaskState::Cancelled));
+        use TaskState as To;
+        use TaskStatus as S;
+        use Transition as T;
+        let edges = [
+            (S::Queued, T::Start, To::InProgress),
+            (S::InProgress, T::Complete, To::Completed),
+            (
+                S::InProgress,
+                T::NeedAttention(question()),
+                To::NeedsAttention,
+            ),
+            (S::NeedsAttention(question()), T::Answer, To::Queued),
+            (S::NeedsAttention(plan_approval()), T::Approve, To::Queued),
+            (S::Completed, T::Feedback, To::Queued),
+            (S::Completed, T::Steer, To::Queued),
+            (S::InProgress, T::Steer, To::InProgress),
+            (S::InProgress, T::Requeue, To::Queued),
+            (S::Queued, T::Cancel, To::Cancelled),
+            (S::InProgress, T::Cancel, To::Cancelled),
+            (S::Completed, T::Cancel, To::Cancelled),
+            (S::NeedsAttention(question()), T::Cancel, To::Cancelled),
+        ];
+        for (from, transition, to) in edges {
+            check(from, transition, Ok(to));
         }
-        check(
-            TaskStatus::NeedsAttention(question()),
-            Transition::Cancel,
-            Ok(TaskState::Cancelled),
-        );
     }
 
     /// Every state against every transition: the whole table, written out, so that an
@@ -381,65 +349,24 @@ mod tests {
             Transition::Requeue,
             Transition::Cancel,
         ];
-        // Rows follow `states`, columns follow `transitions`; `None` is a refusal.
+        // Rows follow `states`, columns follow `transitions`. A cell is the state reached
+        // (queued, in progress, needs attention, completed, cancelled); `no`, a refusal.
+        let (qu, ip, na, co, ca) = (
+            Some(Queued),
+            Some(InProgress),
+            Some(NeedsAttention),
+            Some(Completed),
+            Some(Cancelled),
+        );
+        let no = None;
         let expected: [[Option<TaskState>; 9]; 6] = [
-            // start        complete         attention             answer        approve       feedback      steer              requeue       cancel
-            [
-                Some(InProgress),
-                None,
-                Some(NeedsAttention),
-                None,
-                None,
-                None,
-                Some(Queued),
-                None,
-                Some(Cancelled),
-            ],
-            [
-                None,
-                Some(Completed),
-                Some(NeedsAttention),
-                None,
-                None,
-                None,
-                Some(InProgress),
-                Some(Queued),
-                Some(Cancelled),
-            ],
-            [
-                None,
-                None,
-                None,
-                Some(Queued),
-                None,
-                None,
-                Some(Queued),
-                None,
-                Some(Cancelled),
-            ],
-            [
-                None,
-                None,
-                None,
-                Some(Queued),
-                Some(Queued),
-                None,
-                Some(Queued),
-                None,
-                Some(Cancelled),
-            ],
-            [
-                None,
-                None,
-                None,
-                None,
-                None,
-                Some(Queued),
-                Some(Queued),
-                None,
-                Some(Cancelled),
-            ],
-            [None, None, None, None, None, None, None, None, None],
+            // start, complete, attention, answer, approve, feedback, steer, requeue, cancel
+            [ip, no, na, no, no, no, qu, no, ca], // queued
+            [no, co, na, no, no, no, ip, qu, ca], // in progress
+            [no, no, no, qu, no, no, qu, no, ca], // needs attention: a question
+            [no, no, no, qu, qu, no, qu, no, ca], // needs attention: a plan to approve
+            [no, no, no, no, no, qu, qu, no, ca], // completed
+            [no, no, no, no, no, no, no, no, no], // cancelled
         ];
         for (row, from) in states.iter().enumerate() {
             for (column, transition) in transitions.iter().enumerate() {
