@@ -388,33 +388,17 @@ pub async fn commit_of(dir: &Path, rev: &str) -> Result<String, ForgeError> {
 pub async fn worktree_diff(dir: &Path, against: &str) -> Result<String, ForgeError> {
     ensure_untampered(dir).await?;
     clone_checked(dir, &["add", "--all"], &[]).await?;
-    clone_checked(
-        dir,
-        &[
-            "diff",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--cached",
-            against,
-        ],
-        &[],
-    )
-    .await
+    clone_checked(dir, &[GIT_DIFF, &["--cached", against]].concat(), &[]).await
 }
+
+/// `git diff` as deft runs it: without the external diff or text conversion a repository's
+/// config or attributes could name.
+const GIT_DIFF: &[&str] = &["diff", "--no-ext-diff", "--no-textconv"];
 
 /// The changes of `head` against `base` in a registered repository, as a unified diff.
 pub async fn diff(repo: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
-    git_checked(
-        repo,
-        &[
-            "diff",
-            "--no-ext-diff",
-            "--no-textconv",
-            &format!("{base}...{head}"),
-        ],
-        &[],
-    )
-    .await
+    let range = format!("{base}...{head}");
+    git_checked(repo, &[GIT_DIFF, &[&range]].concat(), &[]).await
 }
 
 /// Where a task's branch stands in a registered local repository, the local forge's stand-in
@@ -485,7 +469,7 @@ pub async fn each_outgoing<T>(
     overlap: usize,
     mut visit: impl FnMut(Outgoing<'_>) -> Option<T>,
 ) -> Result<Option<T>, ForgeError> {
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
     const STRETCH: usize = 1024 * 1024;
     let listing = git_checked(
         private,
@@ -516,7 +500,7 @@ pub async fn each_outgoing<T>(
     let sizes = git_with_input(
         private,
         &["cat-file", "--batch-check=%(objectsize)"],
-        ids.into_bytes(),
+        ids.clone().into_bytes(),
     )
     .await?;
     let total: u64 = sizes
@@ -530,21 +514,7 @@ pub async fn each_outgoing<T>(
             ),
         });
     }
-    let mut command = repo_command(private);
-    command.args(["-c", "safe.directory=*"]);
-    let mut child = command
-        .args(["cat-file", "--batch"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(ForgeError::GitMissing)?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let ids: String = wanted.iter().map(|(id, _)| format!("{id}\n")).collect();
-    // Written while the answers are read, so that neither pipe fills and stalls the other.
-    let writer = tokio::spawn(async move {
-        let _ = stdin.write_all(ids.as_bytes()).await;
-    });
+    let (mut child, writer) = git_fed(private, &["cat-file", "--batch"], ids.into_bytes())?;
     let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
     let broken = |what: &str| ForgeError::Git {
         command: "cat-file".into(),
@@ -598,17 +568,8 @@ pub async fn each_outgoing<T>(
 /// [`diff`] in a task's clone, which passed through the sandbox.
 pub async fn clone_diff(dir: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
     ensure_untampered(dir).await?;
-    clone_checked(
-        dir,
-        &[
-            "diff",
-            "--no-ext-diff",
-            "--no-textconv",
-            &format!("{base}...{head}"),
-        ],
-        &[],
-    )
-    .await
+    let range = format!("{base}...{head}");
+    clone_checked(dir, &[GIT_DIFF, &[&range]].concat(), &[]).await
 }
 
 /// The configuration keys a clone made by deft has (as git writes them: section and key in
@@ -906,8 +867,14 @@ pub(crate) async fn read_keeping(
     }
 }
 
-/// A host git command in `dir` reading `input` on its standard input; its output (capped).
-async fn git_with_input(dir: &Path, args: &[&str], input: Vec<u8>) -> Result<String, ForgeError> {
+/// Starts a host git command in `dir` that reads `input` on its standard input, with its
+/// standard output piped. The input is written by the returned task while the output is read,
+/// so that neither pipe fills and stalls the other.
+fn git_fed(
+    dir: &Path,
+    args: &[&str],
+    input: Vec<u8>,
+) -> Result<(tokio::process::Child, tokio::task::JoinHandle<()>), ForgeError> {
     use tokio::io::AsyncWriteExt as _;
     let mut command = repo_command(dir);
     command.args(["-c", "safe.directory=*"]);
@@ -922,6 +889,12 @@ async fn git_with_input(dir: &Path, args: &[&str], input: Vec<u8>) -> Result<Str
     let writer = tokio::spawn(async move {
         let _ = stdin.write_all(&input).await;
     });
+    Ok((child, writer))
+}
+
+/// A host git command in `dir` reading `input` on its standard input; its output (capped).
+async fn git_with_input(dir: &Path, args: &[&str], input: Vec<u8>) -> Result<String, ForgeError> {
+    let (mut child, writer) = git_fed(dir, args, input)?;
     let stdout = child.stdout.take().expect("piped");
     let run = async {
         let out = read_keeping(stdout, HOST_OUTPUT_CAP)
