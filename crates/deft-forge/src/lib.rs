@@ -980,6 +980,40 @@ mod tests {
         origin
     }
 
+    /// deft as the author of its commits.
+    fn deft() -> Identity {
+        Identity {
+            name: "deft".into(),
+            email: "deft@localhost".into(),
+        }
+    }
+
+    /// A repository `name` in `dir` whose one commit holds `secret.txt`: another repository
+    /// of the host, which no clone may read or write.
+    fn private_repo(dir: &Path, name: &str) -> std::path::PathBuf {
+        let repo = dir.join(name);
+        std::fs::create_dir(&repo).unwrap();
+        sh(
+            &repo,
+            "git init -q -b main && echo private > secret.txt && git add -A && git -c user.name=t -c user.email=t@t commit -q -m private",
+        );
+        repo
+    }
+
+    /// A task's clone at `work` of `origin`'s private copy, made at `private`, on the branch
+    /// `deft/t-1`; the commit the branch starts from.
+    async fn task_clone(origin: &Path, private: &Path, work: &Path) -> String {
+        private::mirror_local(origin, private).await.unwrap();
+        branch_clone(private, work).await;
+        commit_of(work, "origin/main").await.unwrap()
+    }
+
+    /// A task's clone at `work` of the private copy `private`, on the branch `deft/t-1`.
+    async fn branch_clone(private: &Path, work: &Path) {
+        private::clone_into_workspace(private, work).await.unwrap();
+        checkout_branch(work, "deft/t-1", "main").await.unwrap();
+    }
+
     const INIT: &str = "git init -q -b trunk && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init";
 
     #[tokio::test]
@@ -1103,16 +1137,7 @@ mod tests {
         for (name, attack, named) in attacks {
             let work = fresh(name).await;
             sh(&work, &attack);
-            let refused = commit_all(
-                &work,
-                "x",
-                &Identity {
-                    name: "deft".into(),
-                    email: "deft@localhost".into(),
-                },
-                &[],
-            )
-            .await;
+            let refused = commit_all(&work, "x", &deft(), &[]).await;
             assert!(
                 matches!(&refused, Err(ForgeError::Refused { what }) if what.contains(named)),
                 "{name}: {refused:?}"
@@ -1144,16 +1169,7 @@ mod tests {
                 witness.display()
             ),
         );
-        let refused = commit_all(
-            &work,
-            "x",
-            &Identity {
-                name: "deft".into(),
-                email: "deft@localhost".into(),
-            },
-            &[],
-        )
-        .await;
+        let refused = commit_all(&work, "x", &deft(), &[]).await;
         assert!(refused.is_err(), "{refused:?}");
         assert!(!witness.exists(), "a filter ran on the host");
     }
@@ -1170,21 +1186,12 @@ mod tests {
         std::fs::create_dir(&host).unwrap();
         std::fs::write(host.join("bashrc"), "host rc\n").unwrap();
         std::fs::write(host.join("log"), "host log\n").unwrap();
+        let host_file = |name: &str| std::fs::read_to_string(host.join(name)).unwrap();
         // Another repository of the host, whose objects must not be read through the clone.
-        let other = dir.path().join("other");
-        std::fs::create_dir(&other).unwrap();
-        sh(
-            &other,
-            "git init -q -b main && echo private > secret.txt && git add -A && git -c user.name=t -c user.email=t@t commit -q -m private",
-        );
+        let other = private_repo(dir.path(), "other");
         let work = dir.path().join("work");
         let private = dir.path().join("private.git");
-        private::mirror_local(&origin, &private).await.unwrap();
-        private::clone_into_workspace(&private, &work)
-            .await
-            .unwrap();
-        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
-        let base = commit_of(&work, "origin/main").await.unwrap();
+        let base = task_clone(&origin, &private, &work).await;
         sh(
             &work,
             &format!(
@@ -1196,27 +1203,18 @@ mod tests {
                 other = other.display()
             ),
         );
-        let deft = Identity {
-            name: "deft".into(),
-            email: "deft@localhost".into(),
-        };
+        let deft = deft();
         // The link leads nowhere in the jail: the commit fails there, the host file is intact.
         let committed = commit_all(&work, "the model's own words", &deft, &[]).await;
         assert!(
             matches!(&committed, Err(ForgeError::Git { message, .. }) if message.contains("COMMIT_EDITMSG")),
             "{committed:?}"
         );
-        assert_eq!(
-            std::fs::read_to_string(host.join("bashrc")).unwrap(),
-            "host rc\n"
-        );
+        assert_eq!(host_file("bashrc"), "host rc\n");
         sh(&work, "rm .git/COMMIT_EDITMSG");
         let committed = commit_all(&work, "the model's own words", &deft, &[]).await;
         assert!(committed.is_err(), "the reflog's link leads nowhere too");
-        assert_eq!(
-            std::fs::read_to_string(host.join("log")).unwrap(),
-            "host log\n"
-        );
+        assert_eq!(host_file("log"), "host log\n");
         // Without the links the commit goes through and the branch is delivered.
         sh(&work, "rm .git/logs/HEAD .git/logs/refs/heads/deft/t-1");
         let committed = commit_all(&work, "the model's own words", &deft, &[]).await;
@@ -1233,14 +1231,8 @@ mod tests {
         );
         let stolen = private::deliver(&work, &private, &base, "deft/t-2").await;
         assert!(stolen.is_err(), "{stolen:?}");
-        assert_eq!(
-            std::fs::read_to_string(host.join("bashrc")).unwrap(),
-            "host rc\n"
-        );
-        assert_eq!(
-            std::fs::read_to_string(host.join("log")).unwrap(),
-            "host log\n"
-        );
+        assert_eq!(host_file("bashrc"), "host rc\n");
+        assert_eq!(host_file("log"), "host log\n");
         // The private repository holds the task's change and nothing of the other repository.
         let listing = git_checked(&private, &["rev-list", "--objects", "--all"], &[])
             .await
@@ -1257,32 +1249,19 @@ mod tests {
     async fn a_clone_replaced_by_a_link_reaches_nothing_of_the_host() {
         let dir = tempfile::tempdir().unwrap();
         let origin = origin_repo(dir.path());
-        let victim = dir.path().join("victim");
-        std::fs::create_dir(&victim).unwrap();
-        sh(
-            &victim,
-            "git init -q -b main && echo private > secret.txt && git add -A && git -c user.name=t -c user.email=t@t commit -q -m private && echo wip > wip.txt",
-        );
+        let victim = private_repo(dir.path(), "victim");
+        std::fs::write(victim.join("wip.txt"), "wip\n").unwrap();
         let before = sh_out(&victim, "git rev-parse HEAD");
         let workspace = dir.path().join("workspace");
         std::fs::create_dir(&workspace).unwrap();
         let work = workspace.join("repo");
         let private = dir.path().join("private.git");
-        private::mirror_local(&origin, &private).await.unwrap();
-        private::clone_into_workspace(&private, &work)
-            .await
-            .unwrap();
-        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
-        let base = commit_of(&work, "origin/main").await.unwrap();
+        let base = task_clone(&origin, &private, &work).await;
         for link in [victim.display().to_string(), "../victim".to_owned()] {
             std::fs::remove_dir_all(&work).ok();
             std::fs::remove_file(&work).ok();
             std::os::unix::fs::symlink(&link, &work).unwrap();
-            let deft = Identity {
-                name: "deft".into(),
-                email: "deft@localhost".into(),
-            };
-            assert!(commit_all(&work, "mine now", &deft, &[]).await.is_err());
+            assert!(commit_all(&work, "mine now", &deft(), &[]).await.is_err());
             assert!(worktree_diff(&work, &base).await.is_err());
             assert!(
                 private::deliver(&work, &private, &base, "deft/t-1")
@@ -1294,10 +1273,7 @@ mod tests {
         assert_eq!(sh_out(&victim, "git status --porcelain"), "?? wip.txt\n");
         // A ref that is an endless device is not there in the jail.
         std::fs::remove_file(&work).unwrap();
-        private::clone_into_workspace(&private, &work)
-            .await
-            .unwrap();
-        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
+        branch_clone(&private, &work).await;
         std::os::unix::fs::symlink("/dev/zero", work.join(".git/refs/heads/deft/t-2")).unwrap();
         let started = std::time::Instant::now();
         assert!(commit_of(&work, "deft/t-2").await.is_err());
@@ -1360,10 +1336,7 @@ mod tests {
             name: "ada".into(),
             email: "ada@example.test".into(),
         };
-        let deft = Identity {
-            name: "deft".into(),
-            email: "deft@localhost".into(),
-        };
+        let deft = deft();
         assert_eq!(
             commit_all(&work, "Nothing", &deft, std::slice::from_ref(&ada))
                 .await
