@@ -42,6 +42,16 @@ pub struct ModelArgs {
     pub config: Option<PathBuf>,
 }
 
+/// What a command that runs tasks, or checks that they can run, is given: the data dir and
+/// the model.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
 /// How to reach a running server.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
@@ -59,33 +69,37 @@ pub struct ServerArgs {
     pub json: bool,
 }
 
+/// What `deft serve` is given.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The address to listen on
+    #[arg(long, env = DEFT_LISTEN, default_value = "127.0.0.1:7878", value_name = "ADDR", value_parser = listen_address)]
+    pub listen: String,
+    /// Tasks run at once in this process (0: only serve the API) [default: from the
+    /// machine's cores and memory, at least 10]
+    #[arg(long, env = DEFT_WORKERS, value_parser = workers::<0>)]
+    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// What `deft worker` is given.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Tasks run at once in this process [default: from the machine's cores and memory,
+    /// at least 10]
+    #[arg(long, env = DEFT_WORKERS, value_parser = workers::<1>)]
+    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API, web app, webhooks, scheduler and workers in one process
-    Serve {
-        /// The address to listen on
-        #[arg(long, env = DEFT_LISTEN, default_value = "127.0.0.1:7878", value_name = "ADDR", value_parser = listen_address)]
-        listen: String,
-        /// Tasks run at once in this process (0: only serve the API) [default: from the
-        /// machine's cores and memory, at least 10]
-        #[arg(long, env = DEFT_WORKERS, value_parser = workers::<0>)]
-        workers: Option<usize>,
-        #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        model: ModelArgs,
-    },
+    Serve(ServeArgs),
     /// Run workers only, against a shared PostgreSQL database
-    Worker {
-        /// Tasks run at once in this process [default: from the machine's cores and memory,
-        /// at least 10]
-        #[arg(long, env = DEFT_WORKERS, value_parser = workers::<1>)]
-        workers: Option<usize>,
-        #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        model: ModelArgs,
-    },
+    Worker(WorkerArgs),
     /// Run one task in the foreground, without a server
     Run {
         /// A repository: a local path (repeatable)
@@ -98,9 +112,7 @@ enum Command {
         #[arg(required = true)]
         description: Vec<String>,
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        model: ModelArgs,
+        engine: EngineArgs,
     },
     /// Tasks on a running server
     #[command(subcommand)]
@@ -124,12 +136,7 @@ enum Command {
     #[command(subcommand)]
     Sandbox(SandboxCommand),
     /// Check everything deft needs and say how to fix what is missing
-    Doctor {
-        #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        model: ModelArgs,
-    },
+    Doctor(EngineArgs),
 }
 
 /// `--workers` (`DEFT_WORKERS`): a whole number of tasks, at least `LEAST`. clap says which
@@ -347,9 +354,7 @@ pub enum EnvCommand {
         #[arg(long, value_name = "PATH_OR_ID")]
         repo: String,
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        model: ModelArgs,
+        engine: EngineArgs,
     },
 }
 
@@ -395,24 +400,24 @@ pub enum SandboxCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve {
-            listen,
-            workers,
-            data,
-            model,
-        } => serve::run(&listen, workers, &data, &model).await,
-        Command::Worker {
-            workers,
-            data,
-            model,
-        } => serve::worker(workers, &data, &model).await,
+        Command::Serve(args) => serve::run(&args).await,
+        Command::Worker(args) => serve::worker(&args).await,
         Command::Run {
             repos,
             approve_plan,
             description,
-            data,
-            model,
-        } => run::run(&repos, approve_plan, &description.join(" "), &data, &model).await,
+            engine,
+        } => {
+            let description = description.join(" ");
+            run::run(
+                &repos,
+                approve_plan,
+                &description,
+                &engine.data,
+                &engine.model,
+            )
+            .await
+        }
         Command::Sandbox(command) => sandbox_run::run(command).await,
         Command::Task(command) => client::task(command).await,
         Command::User(UserCommand::Create { name, admin, data }) => {
@@ -431,11 +436,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             local::create_token(&data, &user, &label).await
         }
         Command::Secret(command) => client::secret(command).await,
-        Command::Env(EnvCommand::Build { repo, data, model }) => {
-            crate::env_build::run(&repo, &data, &model).await
+        Command::Env(EnvCommand::Build { repo, engine }) => {
+            crate::env_build::run(&repo, &engine.data, &engine.model).await
         }
         Command::Env(command) => client::env(command).await,
         Command::Network(command) => client::network(command).await,
-        Command::Doctor { data, model } => doctor::run(&data, &model).await,
+        Command::Doctor(engine) => doctor::run(&engine.data, &engine.model).await,
     }
 }

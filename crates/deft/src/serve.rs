@@ -1,5 +1,10 @@
 //! `deft serve`: open the data dir, make the first admin on an empty one, and serve until told
-//! to stop (Ctrl-C or SIGTERM), finishing the requests in flight.
+//! to stop (Ctrl-C or SIGTERM), finishing the requests in flight; and `deft worker`.
+
+#![allow(
+    clippy::print_stderr,
+    reason = "what a person starting the server or a worker needs to read"
+)]
 
 use std::process::ExitCode;
 
@@ -9,25 +14,16 @@ use deft_scheduler::{Retention, Scheduler, SchedulerConfig};
 use deft_server::{AppState, ModelReadiness};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{DataArgs, ModelArgs};
+use crate::cli::{ServeArgs, WorkerArgs};
 use crate::env_vars::{DEFT_LISTEN, DEFT_LOG};
 use crate::tuning::Tuning;
 use crate::{config, local};
 
-#[allow(
-    clippy::print_stderr,
-    reason = "what a person starting the server needs to read"
-)]
-pub async fn run(
-    listen: &str,
-    workers: Option<usize>,
-    data: &DataArgs,
-    model: &ModelArgs,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging("info")?;
     let tuning = Tuning::load()?;
-    let (dir, store) = local::open_store(data).await?;
-    let config = config::load(model.config.as_deref(), &dir)?;
+    let (dir, store) = local::open_store(&args.engine.data).await?;
+    let config = config::load(args.engine.model.config.as_deref(), &dir)?;
     let local_roots = config::local_roots(&config)?;
     let trusted_proxies = config::trusted_proxies(&config)?;
     let github_config = config::github(&config)?;
@@ -36,7 +32,7 @@ pub async fn run(
         None => None,
     };
     // No model is not a crash: the server runs, and new tasks say what to set.
-    let models = config::models(model, &config).await;
+    let models = config::models(&args.engine.model, &config).await;
     let readiness = match &models {
         Ok(models) => {
             let default = &models.default;
@@ -65,10 +61,10 @@ pub async fn run(
             path.display()
         );
     }
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| {
-            format!("cannot listen on {listen}; give `--listen` or {DEFT_LISTEN} an address of this machine with a free port")
+            format!("cannot listen on {}; give `--listen` or {DEFT_LISTEN} an address of this machine with a free port", args.listen)
         })?;
     let address = listener.local_addr()?;
     eprintln!(
@@ -87,7 +83,7 @@ pub async fn run(
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let mut runners = Vec::new();
     let machine = Machine::probe();
-    let capacity = workers.unwrap_or_else(|| machine.capacity());
+    let capacity = args.workers.unwrap_or_else(|| machine.capacity());
     if let Ok(models) = &models
         && capacity > 0
     {
@@ -111,7 +107,7 @@ pub async fn run(
         eprintln!(
             "running up to {capacity} tasks at once, at most {} of one user ({})",
             per_user(&config),
-            match workers {
+            match args.workers {
                 Some(_) => "--workers".to_owned(),
                 None => explain(&machine, capacity),
             }
@@ -211,18 +207,10 @@ fn explain(machine: &Machine, capacity: usize) -> String {
 
 /// `deft worker`: workers only, against a PostgreSQL database shared with `deft serve` and
 /// other workers, until SIGTERM or Ctrl-C.
-#[allow(
-    clippy::print_stderr,
-    reason = "what a person starting a worker needs to read"
-)]
-pub async fn worker(
-    workers: Option<usize>,
-    data: &DataArgs,
-    model: &ModelArgs,
-) -> anyhow::Result<ExitCode> {
+pub async fn worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     init_logging("info")?;
     let tuning = Tuning::load()?;
-    let Some(url) = &data.database_url else {
+    let Some(url) = &args.engine.data.database_url else {
         anyhow::bail!(
             "`deft worker` needs `--database-url postgres://…` (or DEFT_DATABASE_URL): on SQLite, `deft serve` runs every worker itself"
         );
@@ -232,9 +220,9 @@ pub async fn worker(
             "`deft worker` runs against PostgreSQL; on SQLite, `deft serve --workers N` runs the workers"
         );
     }
-    let (dir, store) = local::open_store(data).await?;
-    let config = config::load(model.config.as_deref(), &dir)?;
-    let models = config::models(model, &config)
+    let (dir, store) = local::open_store(&args.engine.data).await?;
+    let config = config::load(args.engine.model.config.as_deref(), &dir)?;
+    let models = config::models(&args.engine.model, &config)
         .await
         .context("a worker needs a model")?;
     let shutdown = CancellationToken::new();
@@ -248,7 +236,7 @@ pub async fn worker(
         tuning.sandbox_pool,
     )
     .await?;
-    let capacity = workers.unwrap_or_else(|| Machine::probe().capacity());
+    let capacity = args.workers.unwrap_or_else(|| Machine::probe().capacity());
     let scheduler = Scheduler::new(
         engine,
         scheduler_config("worker", capacity, &config, &tuning),
