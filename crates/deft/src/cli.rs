@@ -94,6 +94,14 @@ pub struct WorkerArgs {
     pub engine: EngineArgs,
 }
 
+/// A secret or an environment variable, by its name, on a running server.
+#[derive(Debug, Clone, Args)]
+pub struct NameArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API, web app, webhooks, scheduler and workers in one process
@@ -296,22 +304,11 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
     /// Set a secret; its value is read from standard input, never from the command line
-    Set {
-        name: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Set(NameArgs),
     /// List secret names
-    List {
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    List(ServerArgs),
     /// Delete a secret
-    Rm {
-        name: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Rm(NameArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,16 +321,9 @@ pub enum EnvCommand {
         server: ServerArgs,
     },
     /// List environment variables
-    List {
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    List(ServerArgs),
     /// Remove an environment variable
-    Rm {
-        name: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Rm(NameArgs),
     /// Set what a repository's tasks run on: auto (its Dockerfile when it has one), host,
     /// dockerfile PATH, or image NAME
     From {

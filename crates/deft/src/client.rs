@@ -13,7 +13,7 @@ use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cli::{EnvCommand, NetworkCommand, SecretCommand, ServerArgs, TaskCommand};
+use crate::cli::{EnvCommand, NameArgs, NetworkCommand, SecretCommand, ServerArgs, TaskCommand};
 use crate::local;
 
 struct Client {
@@ -413,7 +413,7 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
 
 pub async fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
     match command {
-        SecretCommand::Set { name, server } => {
+        SecretCommand::Set(NameArgs { name, server }) => {
             let client = Client::new(&server)?;
             let mut value = String::new();
             std::io::stdin()
@@ -434,7 +434,7 @@ pub async fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
                 println!("secret {name} is set");
             }
         }
-        SecretCommand::List { server } => {
+        SecretCommand::List(server) => {
             let client = Client::new(&server)?;
             let list = client.call(Method::GET, "/secrets", None).await?;
             if !client.print_json(&list) {
@@ -443,7 +443,7 @@ pub async fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        SecretCommand::Rm { name, server } => {
+        SecretCommand::Rm(NameArgs { name, server }) => {
             let client = Client::new(&server)?;
             client
                 .call(Method::DELETE, &format!("/secrets/{name}"), None)
@@ -470,7 +470,7 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             (client, saved)
         }
-        EnvCommand::Rm { name, server } => {
+        EnvCommand::Rm(NameArgs { name, server }) => {
             let client = Client::new(server)?;
             let path = format!("/settings/environment/env/{name}");
             client
@@ -490,7 +490,7 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             (client, saved)
         }
-        EnvCommand::List { server } => {
+        EnvCommand::List(server) => {
             let client = Client::new(server)?;
             let saved = client
                 .call(Method::GET, "/settings/environment", None)
