@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::auth::CurrentUser;
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::repos;
+use crate::routes::{repos, tasks};
 use crate::views::{self, TaskView};
 use crate::{ApiError, AppState};
 
@@ -103,19 +103,14 @@ pub async fn create_task(
             "the chat has no repositories; choose at least one with `repos`",
         ));
     }
-    let approve_plan = match body.approve_plan {
-        Some(approve_plan) => approve_plan,
-        None => app.store.environment(&user.id).await?.approve_plan,
-    };
     let new = NewTask {
         description,
         repos,
         chat_id: Some(chat.id),
-        approve_plan,
+        approve_plan: tasks::plan_approval(&app, &user.id, body.approve_plan).await?,
     };
-    let task =
-        crate::routes::tasks::created(&app, app.store.create_task(&user.id, new).await?).await?;
-    let view = crate::routes::tasks::view(&app, &user.id, task).await?;
+    let task = tasks::create_task(&app, &user.id, new).await?;
+    let view = tasks::view(&app, &user.id, task).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 

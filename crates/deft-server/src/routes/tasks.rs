@@ -38,19 +38,36 @@ pub async fn create(
         ));
     }
     let repos = repos::resolve(&app, &user, &body.repos, "repos").await?;
-    let chat_id = body.chat_id.map(deft_core::ChatId::from_stored);
-    let approve_plan = match body.approve_plan {
-        Some(approve_plan) => approve_plan,
-        None => app.store.environment(&user.id).await?.approve_plan,
-    };
     let new = NewTask {
         description: body.description,
         repos,
-        chat_id,
-        approve_plan,
+        chat_id: body.chat_id.map(deft_core::ChatId::from_stored),
+        approve_plan: plan_approval(&app, &user.id, body.approve_plan).await?,
     };
-    let task = created(&app, app.store.create_task(&user.id, new).await?).await?;
+    let task = create_task(&app, &user.id, new).await?;
     Ok((StatusCode::CREATED, Json(view(&app, &user.id, task).await?)))
+}
+
+/// Whether a new task of `user` waits for the plan's approval: as `asked`, else as the user's
+/// environment settings say.
+pub(crate) async fn plan_approval(
+    app: &AppState,
+    user: &UserId,
+    asked: Option<bool>,
+) -> Result<bool, ApiError> {
+    match asked {
+        Some(approve_plan) => Ok(approve_plan),
+        None => Ok(app.store.environment(user).await?.approve_plan),
+    }
+}
+
+/// Stores `new` as a task of `user`, then tells it at once when it cannot start ([`created`]).
+pub(crate) async fn create_task(
+    app: &AppState,
+    user: &UserId,
+    new: NewTask,
+) -> Result<deft_core::Task, ApiError> {
+    created(app, app.store.create_task(user, new).await?).await
 }
 
 /// `task` as the API shows it, with its repositories' names.

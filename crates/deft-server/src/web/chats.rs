@@ -299,7 +299,6 @@ pub async fn create_task(
         chat_id: Some(chat.id.clone()),
         approve_plan: form.checked("approve_plan"),
     };
-    let task =
-        crate::routes::tasks::created(&app, app.store.create_task(&user.id, new).await?).await?;
+    let task = crate::routes::tasks::create_task(&app, &user.id, new).await?;
     Ok(Redirect::to(&format!("/tasks/{}", task.id)).into_response())
 }
