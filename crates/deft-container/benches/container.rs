@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use deft_sandbox::{ExecRequest, ImageRoot, Limits, SandboxSpec};
+use deft_sandbox::{
+    ExecRequest, ImageRoot, Limits, NativeBackend as _, NativeSandbox as _, SandboxSpec,
+};
 use futures_util::StreamExt as _;
 
 const HELPER: &str = env!("CARGO_BIN_EXE_deft-container-helper");

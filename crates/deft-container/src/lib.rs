@@ -91,7 +91,7 @@ use deft_sandbox::bwrap::{HelperLoader, PROXY_PORT};
 use deft_sandbox::shell::{Control, ControlListener, Usage};
 use deft_sandbox::user::HostUser;
 use deft_sandbox::{
-    BoxFuture, ExecOutcome, ExecRequest, LimitCounts, PausedPrograms, Sandbox, SandboxBackend,
+    ExecOutcome, ExecRequest, LimitCounts, NativeBackend, NativeSandbox, PausedPrograms,
     SandboxError, SandboxProcess, SandboxSpec, inner,
 };
 use tokio::sync::mpsc;
@@ -172,10 +172,35 @@ impl ContainerBackend {
         })
     }
 
+    /// The root filesystem at `rootfs` as the engine's image, laid out and imported once.
+    async fn root(&self, rootfs: &Path) -> Result<Arc<root::Root>, SandboxError> {
+        let mut roots = self.shared.roots.lock().await;
+        if let Some(root) = roots.get(rootfs) {
+            return Ok(root.clone());
+        }
+        let path = rootfs.to_owned();
+        let root = tokio::task::spawn_blocking(move || root::layout(&path))
+            .await
+            .map_err(|_| SandboxError::Start("laying out the image's root failed".into()))??;
+        self.shared
+            .engine
+            .ensure_image(&root.tag, root.tar.clone())
+            .await?;
+        let root = Arc::new(root);
+        roots.insert(rootfs.to_owned(), root.clone());
+        Ok(root)
+    }
+}
+
+impl NativeBackend for ContainerBackend {
+    const NAME: &'static str = "container";
+
+    type Sandbox = ContainerSandbox;
+
     /// Makes a sandbox for `spec`, or refuses, saying why: without an image's root, or when
     /// the engine cannot keep the spec's limits. Every connection the egress proxy decides is
     /// sent to `events`.
-    pub async fn create(
+    async fn create(
         &self,
         mut spec: SandboxSpec,
         events: mpsc::UnboundedSender<ProxyEvent>,
@@ -237,25 +262,6 @@ impl ContainerBackend {
         let running = sandbox.start().await?;
         *sandbox.current.lock().await = Some(running);
         Ok(sandbox)
-    }
-
-    /// The root filesystem at `rootfs` as the engine's image, laid out and imported once.
-    async fn root(&self, rootfs: &Path) -> Result<Arc<root::Root>, SandboxError> {
-        let mut roots = self.shared.roots.lock().await;
-        if let Some(root) = roots.get(rootfs) {
-            return Ok(root.clone());
-        }
-        let path = rootfs.to_owned();
-        let root = tokio::task::spawn_blocking(move || root::layout(&path))
-            .await
-            .map_err(|_| SandboxError::Start("laying out the image's root failed".into()))??;
-        self.shared
-            .engine
-            .ensure_image(&root.tag, root.tar.clone())
-            .await?;
-        let root = Arc::new(root);
-        roots.insert(rootfs.to_owned(), root.clone());
-        Ok(root)
     }
 }
 
@@ -588,8 +594,10 @@ impl ContainerSandbox {
             usage,
         })
     }
+}
 
-    pub async fn exec(
+impl NativeSandbox for ContainerSandbox {
+    async fn exec(
         &self,
         request: &ExecRequest,
         on_output: &mut (dyn FnMut(&str) + Send),
@@ -641,7 +649,7 @@ impl ContainerSandbox {
     /// along), with its standard streams connected to the returned process: a stand-in on the
     /// host (`deft __sandbox-launch --await`) that holds the program's control channel, exits
     /// with its status, and whose death ends it.
-    pub async fn spawn(
+    async fn spawn(
         &self,
         request: &ExecRequest,
         extra_env: &[(String, String)],
@@ -718,7 +726,7 @@ impl ContainerSandbox {
 
     /// Freezes the programs' containers (the engine's pause, the cgroup freezer) until the
     /// guard drops; a program that cannot be paused is killed, as in bubblewrap's sandboxes.
-    pub fn pause_programs(&self) -> PausedPrograms {
+    fn pause_programs(&self) -> PausedPrograms {
         let ids: Vec<String> = self
             .programs
             .lock()
@@ -752,6 +760,30 @@ impl ContainerSandbox {
             engine: self.shared.engine.clone(),
             ids: paused,
         })
+    }
+
+    async fn destroy(self) -> Result<(), SandboxError> {
+        let mut this = self;
+        if let Some(running) = this.current.get_mut().take() {
+            drop(running.control);
+            let container = running.container;
+            container.engine.remove(&container.id).await;
+        }
+        let programs = std::mem::take(this.programs.get_mut().expect("never poisoned"));
+        for program in programs {
+            program.engine.remove(&program.id).await;
+        }
+        // Dropping does the rest.
+        drop(this);
+        Ok(())
+    }
+
+    fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    fn workspace(&self) -> &Path {
+        &self.spec.workspace
     }
 }
 
@@ -789,74 +821,5 @@ impl Drop for ContainerSandbox {
             }
             Err(_) => remove(),
         }
-    }
-}
-
-impl ContainerSandbox {
-    pub async fn destroy(self) -> Result<(), SandboxError> {
-        let mut this = self;
-        if let Some(running) = this.current.get_mut().take() {
-            drop(running.control);
-            let container = running.container;
-            container.engine.remove(&container.id).await;
-        }
-        let programs = std::mem::take(this.programs.get_mut().expect("never poisoned"));
-        for program in programs {
-            program.engine.remove(&program.id).await;
-        }
-        // Dropping does the rest.
-        drop(this);
-        Ok(())
-    }
-}
-
-impl Sandbox for ContainerSandbox {
-    fn exec<'a>(
-        &'a self,
-        request: &'a ExecRequest,
-        on_output: &'a mut (dyn FnMut(&str) + Send),
-    ) -> BoxFuture<'a, Result<ExecOutcome, SandboxError>> {
-        Box::pin(ContainerSandbox::exec(self, request, on_output))
-    }
-
-    fn spawn<'a>(
-        &'a self,
-        request: &'a ExecRequest,
-        extra_env: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<SandboxProcess, SandboxError>> {
-        Box::pin(ContainerSandbox::spawn(self, request, extra_env))
-    }
-
-    fn pause_programs(&self) -> PausedPrograms {
-        ContainerSandbox::pause_programs(self)
-    }
-
-    fn redactor(&self) -> &Redactor {
-        &self.redactor
-    }
-
-    fn workspace(&self) -> &Path {
-        &self.spec.workspace
-    }
-
-    fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>> {
-        Box::pin(ContainerSandbox::destroy(*self))
-    }
-}
-
-impl SandboxBackend for ContainerBackend {
-    fn name(&self) -> &'static str {
-        "container"
-    }
-
-    fn create<'a>(
-        &'a self,
-        spec: SandboxSpec,
-        events: mpsc::UnboundedSender<ProxyEvent>,
-    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>> {
-        Box::pin(async move {
-            let sandbox = ContainerBackend::create(self, spec, events).await?;
-            Ok(Box::new(sandbox) as Box<dyn Sandbox>)
-        })
     }
 }

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use deft_core::NetworkLevel;
 use deft_egress::{DomainSet, EgressPolicy, Resolver};
 use deft_sandbox::bwrap::BwrapBackend;
-use deft_sandbox::{ExecRequest, HostSupport, Limits, SandboxSpec};
+use deft_sandbox::{
+    ExecRequest, HostSupport, Limits, NativeBackend as _, NativeSandbox as _, SandboxSpec,
+};
 
 /// One sandbox's life, timed in its three parts: create, exec `true`, destroy.
 async fn one_sandbox(backend: &BwrapBackend, workspaces: &Path, run: String) -> [Duration; 3] {

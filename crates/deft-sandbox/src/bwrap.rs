@@ -22,8 +22,8 @@ use crate::cgroup::SandboxCgroup;
 use crate::plan::LaunchPlan;
 use crate::shell::{Answer, Pool, Shell, ShellKey};
 use crate::{
-    BoxFuture, Ending, ExecOutcome, ExecRequest, HostSupport, LimitCounts, Limits, PausedPrograms,
-    Sandbox, SandboxBackend, SandboxError, SandboxProcess, SandboxSpec, inner, workspace,
+    Ending, ExecOutcome, ExecRequest, HostSupport, LimitCounts, Limits, NativeBackend,
+    NativeSandbox, PausedPrograms, SandboxError, SandboxProcess, SandboxSpec, inner, workspace,
 };
 
 /// The port inside the sandbox where the bridge to the egress proxy listens.
@@ -206,10 +206,16 @@ impl BwrapBackend {
     pub fn pool_size(&self) -> usize {
         self.pool.size()
     }
+}
+
+impl NativeBackend for BwrapBackend {
+    const NAME: &'static str = "bwrap";
+
+    type Sandbox = BwrapSandbox;
 
     /// Makes a sandbox for `spec`, or refuses, saying why, when its limits cannot be enforced.
     /// Every connection the egress proxy decides is sent to `events`.
-    pub async fn create(
+    async fn create(
         &self,
         mut spec: SandboxSpec,
         events: mpsc::UnboundedSender<ProxyEvent>,
@@ -947,15 +953,162 @@ impl BwrapSandbox {
     pub fn redact(&self, text: &str) -> String {
         self.redactor.redact(text)
     }
+}
 
-    /// What masks the sandbox's secrets, for output that reaches deft another way.
-    pub fn redactor(&self) -> &Redactor {
-        &self.redactor
+/// The task's long-running programs, stopped (`SIGSTOP`) until this is dropped.
+#[derive(Debug)]
+struct ProgramsStopped {
+    procs: Vec<PathBuf>,
+    /// The freezer's control file, and what thaws it, when the cgroup was frozen rather
+    /// than signalled.
+    thaw: Option<(PathBuf, &'static str)>,
+}
+
+impl Drop for ProgramsStopped {
+    fn drop(&mut self) {
+        if let Some((control, thawed)) = &self.thaw
+            && std::fs::write(control, thawed).is_ok()
+        {
+            return;
+        }
+        for pid in cgroup_pids(&self.procs) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+        }
+    }
+}
+
+fn cgroup_pids(procs: &[PathBuf]) -> Vec<rustix::process::Pid> {
+    let mut pids: Vec<rustix::process::Pid> = procs
+        .iter()
+        .flat_map(|file| {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|line| line.trim().parse::<i32>().ok())
+        .filter_map(rustix::process::Pid::from_raw)
+        .collect();
+    pids.sort_by_key(|pid| pid.as_raw_nonzero());
+    pids.dedup();
+    pids
+}
+
+/// Whether the process is stopped, as `/proc/PID/stat` says (a gone process counts).
+fn is_stopped(pid: rustix::process::Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())) else {
+        return true;
+    };
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_none_or(|state| matches!(state, 'T' | 't' | 'Z' | 'X'))
+}
+
+impl Drop for BwrapSandbox {
+    fn drop(&mut self) {
+        drop(self.proxy.take());
+        if let Some(cgroup) = self
+            .programs_cgroup
+            .get_mut()
+            .expect("never poisoned")
+            .take()
+        {
+            crate::shell::aside(move || cgroup.remove());
+        }
+        // Only its own: the state directory's name, when this sandbox did not get it, may be
+        // another sandbox's by now.
+        let dirs = vec![self.runtime_dir.clone()];
+        match self.shell.get_mut().take() {
+            Some(mut shell) => shell.remove_on_drop.extend(dirs),
+            None => crate::shell::aside(move || {
+                for dir in dirs {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }),
+        }
+    }
+}
+
+impl BwrapSandbox {
+    /// A shell for this sandbox after its first was killed: started now, not from the pool,
+    /// since the proxy's socket stays where it is.
+    async fn restart(&self) -> Result<Shell, SandboxError> {
+        let mut shell = Shell::start(
+            self.maker.as_ref(),
+            &self.key,
+            Some(self.runtime_dir.clone()),
+        )
+        .await?;
+        shell
+            .attach(&self.workspace_name, &self.spec.limits)
+            .await?;
+        Ok(shell)
+    }
+}
+
+impl NativeSandbox for BwrapSandbox {
+    async fn exec(
+        &self,
+        request: &ExecRequest,
+        on_output: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ExecOutcome, SandboxError> {
+        let started = Instant::now();
+        let cwd = command_dir(request)?;
+        if request.argv.is_empty() {
+            return Err(SandboxError::Start(
+                "the command is empty; give a program to run".into(),
+            ));
+        }
+        let mut slot = self.shell.lock().await;
+        // Owned for the command's time: should this future be dropped mid-command (a task
+        // cancelled), the shell goes with it, killing everything the command started, and no
+        // late answer can be taken for the next command's. It goes back when the command ended.
+        let shell = match slot.take() {
+            Some(shell) => shell,
+            None => self.restart().await?,
+        };
+        let oom_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
+        let pids_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::pids_refused);
+        let run = shell
+            .control
+            .command(request, &cwd, &self.environment, &self.redactor, on_output)
+            .await;
+        let counts = shell
+            .cgroup
+            .as_ref()
+            .map(|cgroup| LimitCounts {
+                oom_killed: cgroup.oom_kills() > oom_before,
+                pids_refused: cgroup.pids_refused() > pids_before,
+            })
+            .unwrap_or_default();
+        let ending = match run.answer {
+            Answer::Ended(ending) => {
+                *slot = Some(shell);
+                ending
+            }
+            Answer::Refused(error) => {
+                *slot = Some(shell);
+                return Err(error);
+            }
+            // The init is gone (killed, or out of memory itself): the next command gets a new
+            // one.
+            Answer::Lost(error) => return Err(error),
+            Answer::TimedOut => {
+                // The command and all it started die with the whole sandbox; the next command
+                // gets a new one on the same workspace.
+                drop(shell);
+                Ending::TimedOut
+            }
+        };
+        drop(slot);
+        let output = (run.output, run.truncated);
+        Ok(ExecOutcome::measured(&self.spec, started, ending, counts, output).await)
     }
 
     /// Starts `request.argv` with its standard input and output connected to the returned
     /// process, `extra_env` added to (and winning over) the sandbox's environment.
-    pub async fn spawn(
+    async fn spawn(
         &self,
         request: &ExecRequest,
         extra_env: &[(String, String)],
@@ -1018,64 +1171,12 @@ impl BwrapSandbox {
             child,
         })
     }
-}
 
-/// The task's long-running programs, stopped (`SIGSTOP`) until this is dropped.
-#[derive(Debug)]
-struct ProgramsStopped {
-    procs: Vec<PathBuf>,
-    /// The freezer's control file, and what thaws it, when the cgroup was frozen rather
-    /// than signalled.
-    thaw: Option<(PathBuf, &'static str)>,
-}
-
-impl Drop for ProgramsStopped {
-    fn drop(&mut self) {
-        if let Some((control, thawed)) = &self.thaw
-            && std::fs::write(control, thawed).is_ok()
-        {
-            return;
-        }
-        for pid in cgroup_pids(&self.procs) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
-        }
-    }
-}
-
-fn cgroup_pids(procs: &[PathBuf]) -> Vec<rustix::process::Pid> {
-    let mut pids: Vec<rustix::process::Pid> = procs
-        .iter()
-        .flat_map(|file| {
-            std::fs::read_to_string(file)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|line| line.trim().parse::<i32>().ok())
-        .filter_map(rustix::process::Pid::from_raw)
-        .collect();
-    pids.sort_by_key(|pid| pid.as_raw_nonzero());
-    pids.dedup();
-    pids
-}
-
-/// Whether the process is stopped, as `/proc/PID/stat` says (a gone process counts).
-fn is_stopped(pid: rustix::process::Pid) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())) else {
-        return true;
-    };
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
-        .is_none_or(|state| matches!(state, 'T' | 't' | 'Z' | 'X'))
-}
-
-impl BwrapSandbox {
     /// Stops the task's long-running programs (MCP servers, which share the workspace) until
     /// the returned guard is dropped: deft's git on the host checks a clone and then uses it,
     /// and nothing may change the clone in between. Commands of the sandbox are never running
     /// then. Without a cgroup to find them by, the programs keep running.
-    pub fn pause_programs(&self) -> PausedPrograms {
+    fn pause_programs(&self) -> PausedPrograms {
         let cgroup = self.programs_cgroup.lock().expect("never poisoned");
         let procs = cgroup
             .as_ref()
@@ -1125,163 +1226,13 @@ impl BwrapSandbox {
         }
         PausedPrograms::holding(ProgramsStopped { procs, thaw: None })
     }
-}
 
-impl Drop for BwrapSandbox {
-    fn drop(&mut self) {
-        drop(self.proxy.take());
-        if let Some(cgroup) = self
-            .programs_cgroup
-            .get_mut()
-            .expect("never poisoned")
-            .take()
-        {
-            crate::shell::aside(move || cgroup.remove());
-        }
-        // Only its own: the state directory's name, when this sandbox did not get it, may be
-        // another sandbox's by now.
-        let dirs = vec![self.runtime_dir.clone()];
-        match self.shell.get_mut().take() {
-            Some(mut shell) => shell.remove_on_drop.extend(dirs),
-            None => crate::shell::aside(move || {
-                for dir in dirs {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-            }),
-        }
-    }
-}
-
-impl BwrapSandbox {
-    /// A shell for this sandbox after its first was killed: started now, not from the pool,
-    /// since the proxy's socket stays where it is.
-    async fn restart(&self) -> Result<Shell, SandboxError> {
-        let mut shell = Shell::start(
-            self.maker.as_ref(),
-            &self.key,
-            Some(self.runtime_dir.clone()),
-        )
-        .await?;
-        shell
-            .attach(&self.workspace_name, &self.spec.limits)
-            .await?;
-        Ok(shell)
-    }
-}
-
-impl BwrapSandbox {
-    pub async fn exec(
-        &self,
-        request: &ExecRequest,
-        on_output: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<ExecOutcome, SandboxError> {
-        let started = Instant::now();
-        let cwd = command_dir(request)?;
-        if request.argv.is_empty() {
-            return Err(SandboxError::Start(
-                "the command is empty; give a program to run".into(),
-            ));
-        }
-        let mut slot = self.shell.lock().await;
-        // Owned for the command's time: should this future be dropped mid-command (a task
-        // cancelled), the shell goes with it, killing everything the command started, and no
-        // late answer can be taken for the next command's. It goes back when the command ended.
-        let shell = match slot.take() {
-            Some(shell) => shell,
-            None => self.restart().await?,
-        };
-        let oom_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
-        let pids_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::pids_refused);
-        let run = shell
-            .control
-            .command(request, &cwd, &self.environment, &self.redactor, on_output)
-            .await;
-        let counts = shell
-            .cgroup
-            .as_ref()
-            .map(|cgroup| LimitCounts {
-                oom_killed: cgroup.oom_kills() > oom_before,
-                pids_refused: cgroup.pids_refused() > pids_before,
-            })
-            .unwrap_or_default();
-        let ending = match run.answer {
-            Answer::Ended(ending) => {
-                *slot = Some(shell);
-                ending
-            }
-            Answer::Refused(error) => {
-                *slot = Some(shell);
-                return Err(error);
-            }
-            // The init is gone (killed, or out of memory itself): the next command gets a new
-            // one.
-            Answer::Lost(error) => return Err(error),
-            Answer::TimedOut => {
-                // The command and all it started die with the whole sandbox; the next command
-                // gets a new one on the same workspace.
-                drop(shell);
-                Ending::TimedOut
-            }
-        };
-        drop(slot);
-        let output = (run.output, run.truncated);
-        Ok(ExecOutcome::measured(&self.spec, started, ending, counts, output).await)
-    }
-
-    pub async fn destroy(self) -> Result<(), SandboxError> {
-        // Dropping does the work, so that a sandbox that is merely dropped is cleaned up too.
-        drop(self);
-        Ok(())
-    }
-}
-
-impl Sandbox for BwrapSandbox {
-    fn exec<'a>(
-        &'a self,
-        request: &'a ExecRequest,
-        on_output: &'a mut (dyn FnMut(&str) + Send),
-    ) -> BoxFuture<'a, Result<ExecOutcome, SandboxError>> {
-        Box::pin(BwrapSandbox::exec(self, request, on_output))
-    }
-
-    fn spawn<'a>(
-        &'a self,
-        request: &'a ExecRequest,
-        extra_env: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<SandboxProcess, SandboxError>> {
-        Box::pin(BwrapSandbox::spawn(self, request, extra_env))
-    }
-
-    fn pause_programs(&self) -> PausedPrograms {
-        BwrapSandbox::pause_programs(self)
-    }
-
+    /// What masks the sandbox's secrets, for output that reaches deft another way.
     fn redactor(&self) -> &Redactor {
         &self.redactor
     }
 
     fn workspace(&self) -> &Path {
         &self.spec.workspace
-    }
-
-    fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>> {
-        Box::pin(BwrapSandbox::destroy(*self))
-    }
-}
-
-impl SandboxBackend for BwrapBackend {
-    fn name(&self) -> &'static str {
-        "bwrap"
-    }
-
-    fn create<'a>(
-        &'a self,
-        spec: SandboxSpec,
-        events: mpsc::UnboundedSender<ProxyEvent>,
-    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>> {
-        Box::pin(async move {
-            let sandbox = BwrapBackend::create(self, spec, events).await?;
-            Ok(Box::new(sandbox) as Box<dyn Sandbox>)
-        })
     }
 }

@@ -9,10 +9,12 @@ use deft_core::{NetworkLevel, Redactor};
 
 use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
 use crate::{
-    BoxFuture, Ending, ExecOutcome, ExecRequest, PausedPrograms, Sandbox, SandboxBackend,
-    SandboxError, SandboxProcess, SandboxSpec, workspace,
+    Ending, ExecOutcome, ExecRequest, NativeBackend, NativeSandbox, SandboxError, SandboxProcess,
+    SandboxSpec, workspace,
 };
 
+/// Commands of a task, run on the host. Its programs are never paused: nothing here can be
+/// stopped apart from the host, since the host backend isolates nothing.
 #[derive(Debug)]
 pub struct HostSandbox {
     spec: SandboxSpec,
@@ -32,8 +34,8 @@ impl HostSandbox {
     }
 }
 
-impl HostSandbox {
-    pub async fn exec(
+impl NativeSandbox for HostSandbox {
+    async fn exec(
         &self,
         request: &ExecRequest,
         on_output: &mut (dyn FnMut(&str) + Send),
@@ -107,7 +109,7 @@ impl HostSandbox {
     }
 
     /// A long-running program, on the host like every command here.
-    pub async fn spawn(
+    async fn spawn(
         &self,
         request: &ExecRequest,
         extra_env: &[(String, String)],
@@ -143,29 +145,6 @@ impl HostSandbox {
             child,
         })
     }
-}
-
-impl Sandbox for HostSandbox {
-    fn exec<'a>(
-        &'a self,
-        request: &'a ExecRequest,
-        on_output: &'a mut (dyn FnMut(&str) + Send),
-    ) -> BoxFuture<'a, Result<ExecOutcome, SandboxError>> {
-        Box::pin(HostSandbox::exec(self, request, on_output))
-    }
-
-    fn spawn<'a>(
-        &'a self,
-        request: &'a ExecRequest,
-        extra_env: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<SandboxProcess, SandboxError>> {
-        Box::pin(HostSandbox::spawn(self, request, extra_env))
-    }
-
-    /// Nothing here can be stopped apart from the host: the host backend isolates nothing.
-    fn pause_programs(&self) -> PausedPrograms {
-        PausedPrograms::nothing()
-    }
 
     fn redactor(&self) -> &Redactor {
         &self.redactor
@@ -174,33 +153,27 @@ impl Sandbox for HostSandbox {
     fn workspace(&self) -> &std::path::Path {
         &self.spec.workspace
     }
-
-    fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>> {
-        Box::pin(async { Ok(()) })
-    }
 }
 
 /// Makes [`HostSandbox`]es: only when named explicitly, never as a fallback.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HostBackend;
 
-impl SandboxBackend for HostBackend {
-    fn name(&self) -> &'static str {
-        "host"
-    }
+impl NativeBackend for HostBackend {
+    const NAME: &'static str = "host";
 
-    fn create<'a>(
-        &'a self,
+    type Sandbox = HostSandbox;
+
+    async fn create(
+        &self,
         spec: SandboxSpec,
         _events: tokio::sync::mpsc::UnboundedSender<crate::ProxyEvent>,
-    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>> {
-        Box::pin(async move {
-            if spec.root.is_some() {
-                return Err(SandboxError::Unsupported(
-                    "the host backend cannot run on an image's root; use the bwrap backend".into(),
-                ));
-            }
-            Ok(Box::new(HostSandbox::create(spec)?) as Box<dyn Sandbox>)
-        })
+    ) -> Result<HostSandbox, SandboxError> {
+        if spec.root.is_some() {
+            return Err(SandboxError::Unsupported(
+                "the host backend cannot run on an image's root; use the bwrap backend".into(),
+            ));
+        }
+        HostSandbox::create(spec)
     }
 }

@@ -3,7 +3,8 @@
 //! never carries a secret's value.
 //!
 //! [`Sandbox`] is what every backend offers: exec with streaming output, a timeout and an
-//! output cap; copy in and out; destroy. Two backends exist: [`bwrap`] (the default on Linux)
+//! output cap; copy in and out; destroy. A backend writes it as a [`NativeSandbox`], made by a
+//! [`NativeBackend`]. Two backends exist here: [`bwrap`] (the default on Linux)
 //! and [`host`] (no isolation at all, only when named explicitly, for development). Nothing
 //! falls back from one to the other.
 //!
@@ -355,6 +356,111 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug {
         spec: SandboxSpec,
         events: tokio::sync::mpsc::UnboundedSender<ProxyEvent>,
     ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>>;
+}
+
+/// A backend's sandbox as the backend writes it: plain `async fn`s on its own type. Every such
+/// type is a [`Sandbox`]; the boxing that trait objects need is done once, here, for all.
+pub trait NativeSandbox: Send + Sync + std::fmt::Debug + Sized + 'static {
+    /// [`Sandbox::exec`].
+    fn exec(
+        &self,
+        request: &ExecRequest,
+        on_output: &mut (dyn FnMut(&str) + Send),
+    ) -> impl Future<Output = Result<ExecOutcome, SandboxError>> + Send;
+
+    /// [`Sandbox::spawn`].
+    fn spawn(
+        &self,
+        request: &ExecRequest,
+        extra_env: &[(String, String)],
+    ) -> impl Future<Output = Result<SandboxProcess, SandboxError>> + Send;
+
+    /// [`Sandbox::pause_programs`]: nothing to stop, unless the backend has a way to.
+    fn pause_programs(&self) -> PausedPrograms {
+        PausedPrograms::nothing()
+    }
+
+    /// [`Sandbox::destroy`]: dropping the sandbox, unless the backend has more to do, so that a
+    /// sandbox that is merely dropped is cleaned up too.
+    fn destroy(self) -> impl Future<Output = Result<(), SandboxError>> + Send {
+        async move {
+            drop(self);
+            Ok(())
+        }
+    }
+
+    /// [`Sandbox::redactor`].
+    fn redactor(&self) -> &deft_core::Redactor;
+
+    /// [`Sandbox::workspace`].
+    fn workspace(&self) -> &std::path::Path;
+}
+
+impl<S: NativeSandbox> Sandbox for S {
+    fn exec<'a>(
+        &'a self,
+        request: &'a ExecRequest,
+        on_output: &'a mut (dyn FnMut(&str) + Send),
+    ) -> BoxFuture<'a, Result<ExecOutcome, SandboxError>> {
+        Box::pin(NativeSandbox::exec(self, request, on_output))
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        request: &'a ExecRequest,
+        extra_env: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<SandboxProcess, SandboxError>> {
+        Box::pin(NativeSandbox::spawn(self, request, extra_env))
+    }
+
+    fn pause_programs(&self) -> PausedPrograms {
+        NativeSandbox::pause_programs(self)
+    }
+
+    fn redactor(&self) -> &deft_core::Redactor {
+        NativeSandbox::redactor(self)
+    }
+
+    fn workspace(&self) -> &std::path::Path {
+        NativeSandbox::workspace(self)
+    }
+
+    fn destroy(self: Box<Self>) -> BoxFuture<'static, Result<(), SandboxError>> {
+        Box::pin(NativeSandbox::destroy(*self))
+    }
+}
+
+/// A backend as it is written, making its own type of [`NativeSandbox`]. Every such backend is
+/// a [`SandboxBackend`], whose sandboxes are boxed here.
+pub trait NativeBackend: Send + Sync + std::fmt::Debug {
+    /// [`SandboxBackend::name`].
+    const NAME: &'static str;
+
+    type Sandbox: NativeSandbox;
+
+    /// [`SandboxBackend::create`].
+    fn create(
+        &self,
+        spec: SandboxSpec,
+        events: tokio::sync::mpsc::UnboundedSender<ProxyEvent>,
+    ) -> impl Future<Output = Result<Self::Sandbox, SandboxError>> + Send;
+}
+
+impl<B: NativeBackend> SandboxBackend for B {
+    fn name(&self) -> &'static str {
+        B::NAME
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: SandboxSpec,
+        events: tokio::sync::mpsc::UnboundedSender<ProxyEvent>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>> {
+        Box::pin(async move {
+            let sandbox = NativeBackend::create(self, spec, events).await?;
+            Ok(Box::new(sandbox) as Box<dyn Sandbox>)
+        })
+    }
 }
 
 /// Keeps a sandbox's long-running programs stopped until dropped ([`Sandbox::pause_programs`]).

@@ -12,7 +12,9 @@ use std::time::Duration;
 use deft_core::NetworkLevel;
 use deft_egress::{DomainSet, EgressPolicy};
 use deft_sandbox::bwrap::BwrapBackend;
-use deft_sandbox::{ExecRequest, HostSupport, Limits, SandboxSpec};
+use deft_sandbox::{
+    ExecRequest, HostSupport, Limits, NativeBackend as _, NativeSandbox as _, SandboxSpec,
+};
 use tokio::sync::mpsc;
 
 const HELPER: &str = env!("CARGO_BIN_EXE_deft-sandbox-helper");

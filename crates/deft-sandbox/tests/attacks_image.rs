@@ -4,6 +4,8 @@
 #[path = "attacks/suite.rs"]
 mod suite;
 
+use deft_sandbox::{NativeBackend as _, NativeSandbox as _};
+
 async fn backend() -> suite::Backend {
     let backend = deft_sandbox::bwrap::BwrapBackend::new(
         deft_sandbox::HostSupport::probe().await,

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use deft_core::{NetworkLevel, NetworkPolicy};
 use deft_egress::{DomainSet, EgressPolicy, Resolver};
 use deft_sandbox::bwrap::BwrapBackend;
-use deft_sandbox::{ExecRequest, HostSupport, Limits, SandboxSpec};
+use deft_sandbox::{
+    ExecRequest, HostSupport, Limits, NativeBackend as _, NativeSandbox as _, SandboxSpec,
+};
 
 use crate::cli::SandboxCommand;
 use crate::local;
