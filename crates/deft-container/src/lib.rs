@@ -219,14 +219,7 @@ impl NativeBackend for ContainerBackend {
                 "a container sandbox needs a memory and a process limit".into(),
             ));
         }
-        spec.workspace = spec.workspace.canonicalize().map_err(|error| {
-            SandboxError::Start(format!(
-                "the workspace {} cannot be used ({error}); make the directory first",
-                spec.workspace.display()
-            ))
-        })?;
-        // The sandbox's user writes in it (when deft is root; else it is deft's own).
-        deft_sandbox::user::give(&spec.workspace)?;
+        spec.claim_workspace()?;
         let root = self.root(&image.rootfs).await?;
         let runtime_dir = runtime_dir(&spec.state_dir)?;
         let socket = runtime_dir.join("proxy.sock");
@@ -603,12 +596,7 @@ impl NativeSandbox for ContainerSandbox {
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SandboxError> {
         let started = Instant::now();
-        let cwd = deft_sandbox::bwrap::command_dir(request)?;
-        if request.argv.is_empty() {
-            return Err(SandboxError::Start(
-                "the command is empty; give a program to run".into(),
-            ));
-        }
+        let cwd = deft_sandbox::bwrap::checked_command_dir(request)?;
         let mut slot = self.current.lock().await;
         // Owned for the command's time: should this future be dropped mid-command (a task
         // cancelled), the container goes with it, and no late answer can be taken for the
@@ -654,12 +642,7 @@ impl NativeSandbox for ContainerSandbox {
         request: &ExecRequest,
         extra_env: &[(String, String)],
     ) -> Result<SandboxProcess, SandboxError> {
-        let cwd = deft_sandbox::bwrap::command_dir(request)?;
-        if request.argv.is_empty() {
-            return Err(SandboxError::Start(
-                "the command is empty; give a program to run".into(),
-            ));
-        }
+        let cwd = deft_sandbox::bwrap::checked_command_dir(request)?;
         let mut env: BTreeMap<String, String> = self.environment.iter().cloned().collect();
         env.extend(extra_env.iter().cloned());
         let env: Vec<(String, String)> = env.into_iter().collect();

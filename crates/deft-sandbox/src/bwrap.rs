@@ -226,14 +226,7 @@ impl NativeBackend for BwrapBackend {
         if let Some(root) = &spec.root {
             root.check()?;
         }
-        spec.workspace = spec.workspace.canonicalize().map_err(|error| {
-            SandboxError::Start(format!(
-                "the workspace {} cannot be used ({error}); make the directory first",
-                spec.workspace.display()
-            ))
-        })?;
-        // The sandbox's user writes in it (when deft is root; else it is deft's own).
-        crate::user::give(&spec.workspace)?;
+        spec.claim_workspace()?;
         let (Some(stage), Some(name)) = (
             spec.workspace.parent(),
             spec.workspace.file_name().and_then(|name| name.to_str()),
@@ -899,6 +892,18 @@ pub fn command_dir(request: &ExecRequest) -> Result<String, SandboxError> {
     })
 }
 
+/// Where a command runs inside, or why it cannot run: a directory outside the workspace, or
+/// no program to run.
+pub fn checked_command_dir(request: &ExecRequest) -> Result<String, SandboxError> {
+    let cwd = command_dir(request)?;
+    if request.argv.is_empty() {
+        return Err(SandboxError::Start(
+            "the command is empty; give a program to run".into(),
+        ));
+    }
+    Ok(cwd)
+}
+
 /// Entries under `roots` that others may not read (files) or enter (directories), without
 /// descending into the directories found.
 fn private_entries(roots: &[&str]) -> Vec<(PathBuf, bool)> {
@@ -1054,12 +1059,7 @@ impl NativeSandbox for BwrapSandbox {
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SandboxError> {
         let started = Instant::now();
-        let cwd = command_dir(request)?;
-        if request.argv.is_empty() {
-            return Err(SandboxError::Start(
-                "the command is empty; give a program to run".into(),
-            ));
-        }
+        let cwd = checked_command_dir(request)?;
         let mut slot = self.shell.lock().await;
         // Owned for the command's time: should this future be dropped mid-command (a task
         // cancelled), the shell goes with it, killing everything the command started, and no

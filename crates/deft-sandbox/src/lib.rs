@@ -100,6 +100,20 @@ pub struct SandboxSpec {
     pub root: Option<ImageRoot>,
 }
 
+impl SandboxSpec {
+    /// Makes the workspace's path canonical and gives the directory to the sandbox's user
+    /// (when deft is root; else it is deft's own already), as every backend needs it.
+    pub fn claim_workspace(&mut self) -> Result<(), SandboxError> {
+        self.workspace = self.workspace.canonicalize().map_err(|error| {
+            SandboxError::Start(format!(
+                "the workspace {} cannot be used ({error}); make the directory first",
+                self.workspace.display()
+            ))
+        })?;
+        user::give(&self.workspace)
+    }
+}
+
 /// A root filesystem made from an image: read-only in every sandbox that uses it, with the
 /// image's environment. Commands still run as the sandbox's user `deft` (uid 1000) in
 /// `/workspace`, where the repositories are: an image's `USER` and `WORKDIR` are recorded
