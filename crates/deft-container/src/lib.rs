@@ -87,7 +87,7 @@ use bollard::models::{
 };
 use deft_core::Redactor;
 use deft_egress::{EgressProxy, ProxyEvent};
-use deft_sandbox::bwrap::{HelperLoader, PROXY_PORT};
+use deft_sandbox::bwrap::{HelperLoader, INIT_THROUGH_LOADER, resident_init_args};
 use deft_sandbox::shell::{Control, ControlListener, Usage};
 use deft_sandbox::user::HostUser;
 use deft_sandbox::{
@@ -395,14 +395,7 @@ impl ContainerSandbox {
             for (library, path) in &loader.libraries {
                 mounts.push(bind(path, &format!("/.deft/lib/{library}"), true));
             }
-            cmd = [
-                "/.deft/lib/ld.so",
-                "--library-path",
-                "/.deft/lib",
-                "/.deft/init",
-            ]
-            .map(str::to_owned)
-            .to_vec();
+            cmd = INIT_THROUGH_LOADER.map(str::to_owned).to_vec();
         }
         // Read-only: connecting to a socket needs no more, and commands may neither replace
         // one nor keep files on the host outside the workspace.
@@ -424,15 +417,9 @@ impl ContainerSandbox {
         } else {
             format!("uid={},gid={}", user.uid, user.gid)
         };
+        cmd.extend(resident_init_args());
         cmd.extend(
             [
-                inner::INIT,
-                "--proxy-socket",
-                "/.deft/net/proxy.sock",
-                "--proxy-port",
-                &PROXY_PORT.to_string(),
-                "--resident",
-                "1",
                 "--control",
                 &format!("/.deft/net/{name}.sock"),
                 "--nproc",

@@ -35,6 +35,32 @@ const SMALL_TMPFS: &str = "16777216";
 /// The uid and gid commands see inside (mapped to the sandbox's own on the host).
 const INSIDE_ID: &str = "1000";
 
+/// The command line that starts deft's init on an image's root: through the host's loader and
+/// libraries, bound at `/.deft/lib`, since the image's own may not run deft's binary.
+pub const INIT_THROUGH_LOADER: [&str; 4] = [
+    "/.deft/lib/ld.so",
+    "--library-path",
+    "/.deft/lib",
+    "/.deft/init",
+];
+
+/// The arguments that make deft's init the resident one of a sandbox, which bridges
+/// `127.0.0.1:PROXY_PORT` to the egress proxy's socket at `/.deft/net/proxy.sock`.
+pub fn resident_init_args() -> Vec<String> {
+    let port = PROXY_PORT.to_string();
+    [
+        inner::INIT,
+        "--proxy-socket",
+        "/.deft/net/proxy.sock",
+        "--proxy-port",
+        &port,
+        "--resident",
+        "1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// How many sandboxes are kept started ahead of tasks, per directory of workspaces.
 pub const DEFAULT_POOL: usize = 2;
 
@@ -357,14 +383,7 @@ impl ShellMaker {
     /// host's loader at `/.deft/lib` on an image's.
     pub(crate) fn init_command(&self, image: bool) -> Vec<String> {
         if image && matches!(self.image_loader(), Ok(Some(_))) {
-            [
-                "/.deft/lib/ld.so",
-                "--library-path",
-                "/.deft/lib",
-                "/.deft/init",
-            ]
-            .map(str::to_owned)
-            .to_vec()
+            INIT_THROUGH_LOADER.map(str::to_owned).to_vec()
         } else {
             vec!["/.deft/init".to_owned()]
         }
@@ -465,16 +484,7 @@ impl ShellMaker {
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
         push(&["--remount-ro", "/", "--chdir", "/", "--"]);
         args.extend(self.init_command(key.image.is_some()));
-        let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
-        push(&[
-            inner::INIT,
-            "--proxy-socket",
-            "/.deft/net/proxy.sock",
-            "--proxy-port",
-            &PROXY_PORT.to_string(),
-            "--resident",
-            "1",
-        ]);
+        args.extend(resident_init_args());
         args
     }
 }
