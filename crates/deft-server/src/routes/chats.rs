@@ -34,11 +34,9 @@ pub async fn create(
 pub async fn show(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<ChatId>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(views::chat(
-        &app.store.chat(&user.id, &ChatId::from_stored(id)).await?,
-    )))
+    Ok(Json(views::chat(&app.store.chat(&user.id, &id).await?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,10 +48,9 @@ pub struct PostMessage {
 pub async fn message(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(chat): ApiPath<ChatId>,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let chat = ChatId::from_stored(id);
     let message = app
         .store
         .post_chat_message(&user.id, &chat, &user.name, &body.message)
@@ -73,10 +70,10 @@ pub struct ChatTask {
 pub async fn create_task(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<ChatId>,
     ApiJson(body): ApiJson<ChatTask>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
-    let chat = app.store.chat(&user.id, &ChatId::from_stored(id)).await?;
+    let chat = app.store.chat(&user.id, &id).await?;
     if let Some(task) = &chat.task_id {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

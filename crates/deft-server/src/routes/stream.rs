@@ -33,11 +33,10 @@ const BATCH: i64 = 500;
 pub async fn events(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(task): ApiPath<TaskId>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let task = TaskId::from_stored(id);
     app.store.task(&user.id, &task).await?;
     // A reconnecting browser sends the last id it saw; it wins over the query.
     let after = match headers.get("last-event-id") {

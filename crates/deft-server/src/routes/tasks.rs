@@ -20,7 +20,7 @@ pub struct CreateTask {
     description: String,
     #[serde(default)]
     repos: Vec<String>,
-    chat_id: Option<String>,
+    chat_id: Option<deft_core::ChatId>,
     /// Absent: the user's default (`approve_plan` in the environment settings).
     approve_plan: Option<bool>,
 }
@@ -41,7 +41,7 @@ pub async fn create(
     let new = NewTask {
         description: body.description,
         repos,
-        chat_id: body.chat_id.map(deft_core::ChatId::from_stored),
+        chat_id: body.chat_id,
         approve_plan: plan_approval(&app, &user.id, body.approve_plan).await?,
     };
     let task = create_task(&app, &user.id, new).await?;
@@ -106,7 +106,7 @@ pub async fn created(app: &AppState, task: deft_core::Task) -> Result<deft_core:
 pub struct ListQuery {
     state: Option<String>,
     limit: Option<i64>,
-    before: Option<String>,
+    before: Option<TaskId>,
 }
 
 /// Tasks per page unless `?limit=` says otherwise (at most 500).
@@ -134,7 +134,7 @@ pub async fn list(
     }
     let filter = TaskFilter {
         state,
-        before: query.before.map(TaskId::from_stored),
+        before: query.before,
         limit,
     };
     let page = app.store.list_tasks(&user.id, &filter).await?;
@@ -152,9 +152,9 @@ pub async fn list(
 pub async fn show(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<TaskId>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let task = app.store.task(&user.id, &TaskId::from_stored(id)).await?;
+    let task = app.store.task(&user.id, &id).await?;
     Ok(Json(view(&app, &user.id, task).await?))
 }
 
@@ -168,10 +168,9 @@ pub struct EventsQuery {
 pub async fn events(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<TaskId>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = TaskId::from_stored(id);
     // Tells "no events yet" from "no such task".
     app.store.task(&user.id, &id).await?;
     let limit = query.limit.unwrap_or(1000);
@@ -190,18 +189,13 @@ pub async fn events(
 async fn act(
     app: &AppState,
     user: &deft_core::User,
-    id: String,
+    id: TaskId,
     transition: Transition,
     note: Option<(EventKind, Value)>,
 ) -> Result<Json<TaskView>, ApiError> {
     let task = app
         .store
-        .transition(
-            Actor::Owner(&user.id),
-            &TaskId::from_stored(id),
-            transition,
-            note,
-        )
+        .transition(Actor::Owner(&user.id), &id, transition, note)
         .await?;
     Ok(Json(view(app, &user.id, task).await?))
 }
@@ -209,7 +203,7 @@ async fn act(
 pub async fn cancel(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<TaskId>,
 ) -> Result<Json<TaskView>, ApiError> {
     act(&app, &user, id, Transition::Cancel, None).await
 }
@@ -240,7 +234,7 @@ fn owner_message(
 pub async fn answer(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<TaskId>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> Result<Json<TaskView>, ApiError> {
     let note = owner_message(&user, "answer", &body.message)?;
@@ -250,7 +244,7 @@ pub async fn answer(
 pub async fn feedback(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<TaskId>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> Result<Json<TaskView>, ApiError> {
     let note = owner_message(&user, "feedback", &body.message)?;
@@ -266,7 +260,7 @@ pub struct ApproveBody {
 pub async fn approve(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<TaskId>,
     body: axum::body::Bytes,
 ) -> Result<Json<TaskView>, ApiError> {
     // The body is optional: an empty one approves the plan as it stands.
@@ -303,7 +297,7 @@ pub async fn approve(
     );
     let task = app
         .store
-        .approve_plan(&user.id, &TaskId::from_stored(id), plan.as_ref(), note)
+        .approve_plan(&user.id, &id, plan.as_ref(), note)
         .await?;
     Ok(Json(view(&app, &user.id, task).await?))
 }
@@ -313,9 +307,9 @@ pub async fn approve(
 pub async fn diff(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<TaskId>,
 ) -> Result<Json<Value>, ApiError> {
-    let task = app.store.task(&user.id, &TaskId::from_stored(id)).await?;
+    let task = app.store.task(&user.id, &id).await?;
     let mut diffs = Vec::new();
     for pull_request in &task.pull_requests {
         let repo = app

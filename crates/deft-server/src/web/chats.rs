@@ -247,17 +247,16 @@ async fn chat_page(
 pub async fn page(
     State(app): State<AppState>,
     session: WebSession,
-    Path(id): Path<String>,
+    Path(id): Path<ChatId>,
 ) -> Result<Response, WebError> {
-    chat_page(&app, &session, &ChatId::from_stored(id), None, None).await
+    chat_page(&app, &session, &id, None, None).await
 }
 
 pub async fn message(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ChatId>,
     form: WebForm,
 ) -> Result<Response, WebError> {
-    let id = ChatId::from_stored(id);
     let user = &form.session.user;
     let text = form.get("message").trim().to_owned();
     if text.is_empty() {
@@ -282,10 +281,9 @@ pub async fn message(
 
 pub async fn create_task(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ChatId>,
     form: WebForm,
 ) -> Result<Response, WebError> {
-    let id = ChatId::from_stored(id);
     let user = &form.session.user;
     let chat = app.store.chat(&user.id, &id).await?;
     if let Some(task) = &chat.task_id {

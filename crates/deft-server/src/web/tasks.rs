@@ -49,7 +49,7 @@ struct ListPage {
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     state: Option<String>,
-    before: Option<String>,
+    before: Option<TaskId>,
 }
 
 fn title(description: &str) -> String {
@@ -90,7 +90,7 @@ pub async fn list(
     };
     let filter = TaskFilter {
         state,
-        before: query.before.map(TaskId::from_stored),
+        before: query.before,
         limit: 50,
     };
     let page = app.store.list_tasks(&session.user.id, &filter).await?;
@@ -389,18 +389,18 @@ pub struct PageQuery {
 pub async fn page(
     State(app): State<AppState>,
     session: WebSession,
-    Path(id): Path<String>,
+    Path(id): Path<TaskId>,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, WebError> {
-    task_page(&app, &session, &TaskId::from_stored(id), None, query.from).await
+    task_page(&app, &session, &id, None, query.from).await
 }
 
 pub async fn summary(
     State(app): State<AppState>,
     session: WebSession,
-    Path(id): Path<String>,
+    Path(id): Path<TaskId>,
 ) -> Result<Response, WebError> {
-    let summary = summary_of(&app, &session, &TaskId::from_stored(id)).await?;
+    let summary = summary_of(&app, &session, &id).await?;
     render(&SummaryFragment { summary })
 }
 
@@ -413,11 +413,10 @@ pub struct LogQuery {
 pub async fn live_log(
     State(app): State<AppState>,
     session: WebSession,
-    Path(id): Path<String>,
+    Path(id): Path<TaskId>,
     headers: axum::http::HeaderMap,
     Query(query): Query<LogQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {
-    let id = TaskId::from_stored(id);
     app.store.task(&session.user.id, &id).await?;
     let after = headers
         .get("last-event-id")
@@ -444,10 +443,9 @@ pub async fn live_log(
 /// The owner's controls: cancel, answer, approve, feedback.
 pub async fn act(
     State(app): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
+    Path((id, action)): Path<(TaskId, String)>,
     form: WebForm,
 ) -> Result<Response, WebError> {
-    let id = TaskId::from_stored(id);
     let user = &form.session.user;
     let message = form.get("message").trim().to_owned();
     let needs_message = |kind: &str| -> Result<(EventKind, serde_json::Value), String> {
