@@ -27,9 +27,6 @@ pub struct StreamQuery {
     after: Option<i64>,
 }
 
-/// Events read from the store at a time.
-const BATCH: i64 = 500;
-
 pub async fn events(
     State(app): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -92,6 +89,9 @@ pub(crate) fn follow(
         Some((event, reader))
     })
 }
+
+/// Events a [`Reader`] reads from the store at a time.
+const BATCH: i64 = 500;
 
 struct Reader {
     app: AppState,
