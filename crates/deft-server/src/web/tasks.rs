@@ -4,8 +4,10 @@
 use std::convert::Infallible;
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use deft_core::{AttentionKind, EventKind, Task, TaskId, TaskState, Transition};
@@ -404,9 +406,31 @@ pub async fn summary(
     render(&SummaryFragment { summary })
 }
 
+/// Where the live log resumes: after the event a reconnecting browser names in
+/// `Last-Event-ID`, else after `?after=`, else at the start. A header that is not an event's
+/// number is passed over.
+#[derive(Debug)]
+pub struct ResumeAfter(i64);
+
 #[derive(Debug, Deserialize)]
-pub struct LogQuery {
+struct LogQuery {
     after: Option<i64>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ResumeAfter {
+    type Rejection = QueryRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, QueryRejection> {
+        let Query(query) = Query::<LogQuery>::from_request_parts(parts, state).await?;
+        let after = parts
+            .headers
+            .get("last-event-id")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.trim().parse::<i64>().ok())
+            .or(query.after)
+            .unwrap_or(0);
+        Ok(ResumeAfter(after))
+    }
 }
 
 /// The log's new entries as Server-Sent Events, each one rendered `<li>`.
@@ -414,16 +438,9 @@ pub async fn live_log(
     State(app): State<AppState>,
     session: WebSession,
     Path(id): Path<TaskId>,
-    headers: axum::http::HeaderMap,
-    Query(query): Query<LogQuery>,
+    ResumeAfter(after): ResumeAfter,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {
     app.store.task(&session.user.id, &id).await?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.trim().parse::<i64>().ok())
-        .or(query.after)
-        .unwrap_or(0);
     let user = session.user.id;
     Ok(crate::routes::stream::live(
         app,
