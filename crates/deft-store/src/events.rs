@@ -115,29 +115,61 @@ pub(crate) fn event_from_row(row: &AnyRow) -> Result<Event, StoreError> {
 /// Appends one event inside the caller's transaction. The caller publishes it after commit.
 pub(crate) async fn append_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    key: &crate::MasterKey,
+    key: &crate::settings::Keyring,
     task: &TaskId,
     kind: EventKind,
     data: serde_json::Value,
     at: Timestamp,
 ) -> Result<Event, StoreError> {
+    let change = RowChange::default();
+    Ok(append_changing_in(tx, key, task, (kind, data, at), change)
+        .await?
+        .0)
+}
+
+/// What else the event's own update of its task's row changes: one statement rather than two
+/// for the writes that go with an event (a run's progress, a model call's tokens).
+#[derive(Debug, Default)]
+pub(crate) struct RowChange {
+    pub progress: Option<String>,
+    pub usage: deft_core::Usage,
+}
+
+/// [`append_in`], changing the task's row by `change` in the same statement; the event, and
+/// the task's owner.
+pub(crate) async fn append_changing_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &crate::settings::Keyring,
+    task: &TaskId,
+    (kind, data, at): (EventKind, serde_json::Value, Timestamp),
+    change: RowChange,
+) -> Result<(Event, UserId), StoreError> {
     // The owner writing to the task gives it a fresh count of lost leases (`queue.rs`).
     let owner_wrote = i64::from(kind == EventKind::UserMessage);
     let row = sqlx::query(
         "UPDATE tasks SET last_seq = last_seq + 1, updated_at = $2, \
-         leases_lost = CASE WHEN $3 = 1 THEN 0 ELSE leases_lost END WHERE id = $1 \
-         RETURNING last_seq, user_id",
+         leases_lost = CASE WHEN $3 = 1 THEN 0 ELSE leases_lost END, \
+         progress = COALESCE($4, progress), input_tokens = input_tokens + $5, \
+         output_tokens = output_tokens + $6, cached_tokens = cached_tokens + $7 WHERE id = $1 \
+         RETURNING last_seq, user_id, \
+         (SELECT secrets_rev FROM users WHERE users.id = tasks.user_id) AS secrets_rev",
     )
     .bind(task.as_str())
     .bind(at.unix_millis())
     .bind(owner_wrote)
+    .bind(change.progress)
+    .bind(change.usage.input_tokens)
+    .bind(change.usage.output_tokens)
+    .bind(change.usage.cached_tokens)
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(StoreError::NotFound { what: "task" })?;
     let seq: i64 = row.try_get("last_seq")?;
     let owner = UserId::from_stored(row.try_get("user_id")?);
+    let secrets_rev: i64 = row.try_get("secrets_rev")?;
     // Whatever writes an event, the owner's secret values never reach the log (SPEC §3).
-    let data = crate::settings::redactor_in(tx, key, &owner)
+    let data = key
+        .redactor_in(tx, &owner, secrets_rev)
         .await?
         .redact_json(&data);
     sqlx::query("INSERT INTO events (task_id, seq, at, kind, data) VALUES ($1, $2, $3, $4, $5)")
@@ -148,13 +180,14 @@ pub(crate) async fn append_in(
         .bind(data.to_string())
         .execute(&mut **tx)
         .await?;
-    Ok(Event {
+    let event = Event {
         seq,
         task_id: task.clone(),
         at,
         kind,
         data,
-    })
+    };
+    Ok((event, owner))
 }
 
 impl Store {
@@ -253,26 +286,33 @@ impl Store {
         task: &TaskId,
         after: i64,
     ) -> Result<(Vec<Event>, i64), StoreError> {
-        let last: i64 = sqlx::query("SELECT last_seq FROM tasks WHERE id = $1")
-            .bind(task.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound { what: "task" })?
-            .try_get("last_seq")?;
-        if last <= after {
-            return Ok((Vec::new(), after));
-        }
+        // One statement, asked each turn: the task's last number, with the owner's messages
+        // after `after` when there are any.
         let rows = sqlx::query(
-            "SELECT task_id, seq, at, kind, data FROM events \
-             WHERE task_id = $1 AND seq > $2 AND seq <= $3 AND kind = $4 ORDER BY seq",
+            "SELECT t.last_seq, e.task_id, e.seq, e.at, e.kind, e.data FROM tasks t \
+             LEFT JOIN events e ON e.task_id = t.id AND e.seq > $2 AND e.kind = $3 \
+             WHERE t.id = $1 ORDER BY e.seq",
         )
         .bind(task.as_str())
         .bind(after)
-        .bind(last)
         .bind(EventKind::UserMessage.as_str())
         .fetch_all(&self.pool)
         .await?;
-        let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+        let first = rows.first().ok_or(StoreError::NotFound { what: "task" })?;
+        let last: i64 = first.try_get("last_seq")?;
+        let rows: Vec<_> = rows
+            .iter()
+            .filter(|row| {
+                row.try_get::<Option<i64>, _>("seq")
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+            .collect();
+        let events = rows
+            .iter()
+            .map(|row| event_from_row(row))
+            .collect::<Result<_, _>>()?;
         Ok((events, last))
     }
 }

@@ -75,7 +75,7 @@ pub const SQLITE_FILE: &str = "deft.db";
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    key: MasterKey,
+    key: settings::Keyring,
     events: EventBus,
 }
 
@@ -111,19 +111,24 @@ impl Store {
             })
             .acquire_timeout(Duration::from_secs(10));
         let options = match backend {
-            Backend::Sqlite => options.after_connect(|connection, _| {
-                Box::pin(async move {
-                    // WAL lets readers run while one writer writes; NORMAL sync is durable
-                    // across application crashes, which is what WAL mode needs.
-                    connection
-                        .execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+            // An embedded database has no link to go stale: asking it whether it is alive
+            // before each use cost a round trip to its thread for every statement and
+            // transaction.
+            Backend::Sqlite => options
+                .test_before_acquire(false)
+                .after_connect(|connection, _| {
+                    Box::pin(async move {
+                        // WAL lets readers run while one writer writes; NORMAL sync is durable
+                        // across application crashes, which is what WAL mode needs.
+                        connection
+                            .execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
-                    Ok(())
-                })
-            }),
+                            )
+                            .await?;
+                        Ok(())
+                    })
+                }),
             Backend::Postgres => options,
         };
         let pool = options
@@ -133,7 +138,7 @@ impl Store {
         let store = Store {
             pool,
             backend,
-            key,
+            key: settings::Keyring::new(key),
             events: EventBus::default(),
         };
         store.migrate().await?;
@@ -210,6 +215,11 @@ impl Store {
                 12,
                 "github_loop",
                 include_str!("../migrations/0012_github_loop.sql"),
+            ),
+            (
+                13,
+                "secrets_rev",
+                include_str!("../migrations/0013_secrets_rev.sql"),
             ),
         ]
         .into_iter()

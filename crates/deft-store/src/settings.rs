@@ -1,6 +1,7 @@
 //! A user's environment (network policy, env vars, MCP configuration), secrets and learnings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use deft_core::{
     EnvVars, Learning, LearningId, McpConfig, NetworkLevel, NetworkPolicy, SecretInfo, Timestamp,
@@ -200,6 +201,7 @@ impl Store {
         }
         let (nonce, sealed) = self.key.seal(&secret_context(user, name), value.as_bytes());
         let now = Timestamp::now().unix_millis();
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO secrets (user_id, name, nonce, ciphertext, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id, name) DO UPDATE SET \
@@ -210,8 +212,12 @@ impl Store {
         .bind(nonce)
         .bind(sealed)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // In the same transaction: no event is written after the secret without its value
+        // being scrubbed.
+        secrets_changed_in(&mut tx, user).await?;
+        tx.commit().await?;
         self.list_secrets(user)
             .await?
             .into_iter()
@@ -239,8 +245,19 @@ impl Store {
     }
 
     pub async fn delete_secret(&self, user: &UserId, name: &str) -> Result<(), StoreError> {
-        let delete = "DELETE FROM secrets WHERE user_id = $1 AND name = $2";
-        self.delete_owned(delete, user, name, "secret").await
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM secrets WHERE user_id = $1 AND name = $2")
+            .bind(user.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound { what: "secret" });
+        }
+        secrets_changed_in(&mut tx, user).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The user's secrets, opened: only for setting up a sandbox, never for a response.
@@ -303,17 +320,77 @@ impl Store {
     }
 }
 
-/// The owner's secrets as a redactor, read inside the caller's transaction.
-pub(crate) async fn redactor_in(
+/// The master key, with each owner's secrets opened as a redactor while they stay as they
+/// were: every event is scrubbed with its owner's secrets, and opening them for each event
+/// cost a query of its own. Clones of a store share what is kept.
+#[derive(Clone)]
+pub(crate) struct Keyring {
+    key: crate::MasterKey,
+    /// By user id: the `secrets_rev` the redactor was made at, and the redactor.
+    redactors: Arc<std::sync::Mutex<Redactors>>,
+}
+
+type Redactors = HashMap<String, (i64, Arc<deft_core::Redactor>)>;
+
+impl Keyring {
+    pub(crate) fn new(key: crate::MasterKey) -> Keyring {
+        Keyring {
+            key,
+            redactors: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The owner's secrets as a redactor, as they stand at `rev` (read by the caller in its
+    /// transaction): kept from an earlier event while the number has not moved.
+    pub(crate) async fn redactor_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        user: &UserId,
+        rev: i64,
+    ) -> Result<Arc<deft_core::Redactor>, StoreError> {
+        let kept = self
+            .redactors
+            .lock()
+            .expect("no panic while the redactors are held")
+            .get(user.as_str())
+            .filter(|(at, _)| *at == rev)
+            .map(|(_, redactor)| redactor.clone());
+        if let Some(redactor) = kept {
+            return Ok(redactor);
+        }
+        let rows = sqlx::query("SELECT name, nonce, ciphertext FROM secrets WHERE user_id = $1")
+            .bind(user.as_str())
+            .fetch_all(&mut **tx)
+            .await?;
+        let redactor = Arc::new(deft_core::Redactor::new(&open_secrets(
+            &self.key, user, &rows,
+        )?));
+        self.redactors
+            .lock()
+            .expect("no panic while the redactors are held")
+            .insert(user.as_str().to_owned(), (rev, redactor.clone()));
+        Ok(redactor)
+    }
+}
+
+impl std::ops::Deref for Keyring {
+    type Target = crate::MasterKey;
+
+    fn deref(&self) -> &crate::MasterKey {
+        &self.key
+    }
+}
+
+/// Counts a change to `user`'s secrets, inside the transaction that makes it.
+async fn secrets_changed_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    key: &crate::MasterKey,
     user: &UserId,
-) -> Result<deft_core::Redactor, StoreError> {
-    let rows = sqlx::query("SELECT name, nonce, ciphertext FROM secrets WHERE user_id = $1")
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET secrets_rev = secrets_rev + 1 WHERE id = $1")
         .bind(user.as_str())
-        .fetch_all(&mut **tx)
+        .execute(&mut **tx)
         .await?;
-    Ok(deft_core::Redactor::new(&open_secrets(key, user, &rows)?))
+    Ok(())
 }
 
 /// Opens sealed secret rows (`name`, `nonce`, `ciphertext`) of `user`.

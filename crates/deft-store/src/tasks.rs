@@ -12,7 +12,7 @@ use serde_json::json;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use crate::events::append_in;
+use crate::events::{RowChange, append_changing_in, append_in};
 use crate::{Store, StoreError, bool_column, from_json};
 
 #[derive(Debug, Clone)]
@@ -470,48 +470,68 @@ impl Store {
         model: &str,
         usage: Usage,
     ) -> Result<(), StoreError> {
-        self.record_model_call(id, model, usage, None)
+        self.record_model_call(id, model, usage, None, &[])
             .await
             .map(drop)
     }
 
     /// Adds the tokens of one model call and, in the same transaction, the event that tells
-    /// of it: one write instead of two on the agent's hot path.
+    /// of it and a `tool_call` event for each of `calls` (the data of each) that the answer
+    /// asked for: one write instead of several on the agent's hot path.
     pub async fn record_model_call(
         &self,
         id: &TaskId,
         model: &str,
         usage: Usage,
         event: Option<serde_json::Value>,
+        calls: &[serde_json::Value],
     ) -> Result<Option<Event>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let owner: String = sqlx::query(
-            "UPDATE tasks SET input_tokens = input_tokens + $2, output_tokens = output_tokens + $3, \
-             cached_tokens = cached_tokens + $4 WHERE id = $1 RETURNING user_id",
-        )
-        .bind(id.as_str())
-        .bind(usage.input_tokens)
-        .bind(usage.output_tokens)
-        .bind(usage.cached_tokens)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound { what: "task" })?
-        .try_get("user_id")?;
-        insert_usage(&mut *tx, &owner, Some(id), model, usage).await?;
         let event = match event {
-            Some(data) => Some(
+            // The tokens are added by the event's own update of the task.
+            Some(data) => {
+                let change = RowChange {
+                    progress: None,
+                    usage,
+                };
+                let event = (EventKind::ModelCall, data, Timestamp::now());
+                let (event, owner) =
+                    append_changing_in(&mut tx, &self.key, id, event, change).await?;
+                insert_usage(&mut *tx, owner.as_str(), Some(id), model, usage).await?;
+                Some(event)
+            }
+            None => {
+                let owner: String = sqlx::query(
+                    "UPDATE tasks SET input_tokens = input_tokens + $2, output_tokens = output_tokens + $3, \
+                     cached_tokens = cached_tokens + $4 WHERE id = $1 RETURNING user_id",
+                )
+                .bind(id.as_str())
+                .bind(usage.input_tokens)
+                .bind(usage.output_tokens)
+                .bind(usage.cached_tokens)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound { what: "task" })?
+                .try_get("user_id")?;
+                insert_usage(&mut *tx, &owner, Some(id), model, usage).await?;
+                None
+            }
+        };
+        let mut asked = Vec::with_capacity(calls.len());
+        for call in calls {
+            let now = Timestamp::now();
+            asked.push(
                 append_in(
                     &mut tx,
                     &self.key,
                     id,
-                    EventKind::ModelCall,
-                    data,
-                    Timestamp::now(),
+                    EventKind::ToolCall,
+                    call.clone(),
+                    now,
                 )
                 .await?,
-            ),
-            None => None,
-        };
+            );
+        }
         tx.commit().await?;
         for (kind, tokens) in [
             ("input", usage.input_tokens),
@@ -522,27 +542,47 @@ impl Store {
                 .increment(u64::try_from(tokens).unwrap_or(0));
         }
         metrics::counter!("deft_model_calls_total").increment(1);
-        if let Some(event) = &event {
+        for event in event.iter().chain(&asked) {
             self.published(event);
         }
         Ok(event)
     }
 
-    /// Saves where the run stands and logs the step that moved it, in one transaction.
+    /// Saves where the run stands and logs the steps that moved it, in one transaction.
     pub async fn set_progress_with(
         &self,
         id: &TaskId,
         progress: &Progress,
-        step: &StepEvent,
-    ) -> Result<Event, StoreError> {
+        steps: &[StepEvent],
+    ) -> Result<Vec<Event>, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE tasks SET progress = $2 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(progress_json(progress))
-            .execute(&mut *tx)
-            .await?;
-        self.commit_with_event(tx, id, EventKind::Step, step.to_data())
-            .await
+        let mut events = Vec::with_capacity(steps.len());
+        // The progress is saved by the first event's own update of the task.
+        let mut progress = Some(progress_json(progress));
+        for step in steps {
+            let change = RowChange {
+                progress: progress.take(),
+                usage: Usage::default(),
+            };
+            let event = (EventKind::Step, step.to_data(), Timestamp::now());
+            events.push(
+                append_changing_in(&mut tx, &self.key, id, event, change)
+                    .await?
+                    .0,
+            );
+        }
+        if let Some(progress) = progress {
+            sqlx::query("UPDATE tasks SET progress = $2 WHERE id = $1")
+                .bind(id.as_str())
+                .bind(progress)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        for event in &events {
+            self.published(event);
+        }
+        Ok(events)
     }
 
     /// The user's tokens spent since `since` (for weekly limits).
@@ -620,7 +660,7 @@ async fn claim_chat(
 /// owner and the events written, for the caller to publish after commit.
 pub(crate) async fn transition_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    key: &crate::MasterKey,
+    key: &crate::settings::Keyring,
     actor: Actor<'_>,
     id: &TaskId,
     transition: Transition,
@@ -692,7 +732,7 @@ pub(crate) async fn transition_in(
 
 async fn set_plan_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    key: &crate::MasterKey,
+    key: &crate::settings::Keyring,
     id: &TaskId,
     plan: &Plan,
 ) -> Result<Event, StoreError> {

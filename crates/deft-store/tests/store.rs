@@ -978,6 +978,54 @@ async fn no_event_records_a_secret_value(store: Store) {
     assert_eq!(text.matches("[secret:GITHUB_TOKEN]").count(), 4, "{text}");
 }
 
+/// Each process keeps its users' redactors; a secret set or deleted through another process
+/// (a `deft serve` beside `deft worker`s) is in force from the next event on.
+async fn secrets_changed_by_another_process_apply_to_the_next_event(db: &TestDatabase) {
+    let (worker, server) = (open(db).await, open(db).await);
+    let (ada, repo) = user_with_repo(&worker, "ada").await;
+    let task = worker
+        .create_task(&ada.id, new_task("push", &repo))
+        .await
+        .unwrap();
+    let output = |value: &str| json!({"output": format!("token={value}")});
+    let first = "first-secret-value-0001";
+    worker
+        .append_event(&task.id, EventKind::ToolResult, output(first))
+        .await
+        .unwrap();
+    server.put_secret(&ada.id, "TOKEN", first).await.unwrap();
+    let scrubbed = worker
+        .append_event(&task.id, EventKind::ToolResult, output(first))
+        .await
+        .unwrap();
+    assert_eq!(scrubbed.data["output"], "token=[secret:TOKEN]");
+    let second = "second-secret-value-0002";
+    server.put_secret(&ada.id, "TOKEN", second).await.unwrap();
+    let rotated = worker
+        .append_event(&task.id, EventKind::ToolResult, output(second))
+        .await
+        .unwrap();
+    assert_eq!(rotated.data["output"], "token=[secret:TOKEN]");
+    server.delete_secret(&ada.id, "TOKEN").await.unwrap();
+    let deleted = worker
+        .append_event(&task.id, EventKind::ToolResult, output(second))
+        .await
+        .unwrap();
+    assert_eq!(deleted.data["output"], format!("token={second}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_changed_by_another_process_apply_to_the_next_event_on_sqlite() {
+    let db = deft_testkit::TestDatabase::sqlite();
+    secrets_changed_by_another_process_apply_to_the_next_event(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_changed_by_another_process_apply_to_the_next_event_on_postgres() {
+    let db = deft_testkit::TestDatabase::postgres().await;
+    secrets_changed_by_another_process_apply_to_the_next_event(&db).await;
+}
+
 async fn retention_deletes_what_is_old_and_keeps_what_is_not(store: Store) {
     let (ada, repo) = user_with_repo(&store, "ada").await;
     let old = store

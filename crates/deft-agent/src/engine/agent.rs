@@ -388,13 +388,7 @@ impl Engine {
         call: &deft_llm::ToolCall,
         cancel: &CancellationToken,
     ) -> Result<crate::ToolOutput, EngineError> {
-        self.store
-            .append_event(
-                id,
-                EventKind::ToolCall,
-                json!({"id": call.id, "name": call.name, "arguments": call.arguments.as_object()}),
-            )
-            .await?;
+        // The call is in the log already, with the model's answer that asked for it.
         // Dropping the call on cancellation kills its sandboxed command, with its children.
         let mut ignore = |_: &str| {};
         let output = tokio::select! {
@@ -485,8 +479,15 @@ impl Engine {
                     "attempts": completion.attempts, "duration_ms": started.elapsed().as_millis() as u64,
                     "duration_us": started.elapsed().as_micros() as u64,
                 });
+                // The calls the answer asks for are logged with it when tools were offered (they
+                // are run, each result logged as it comes).
+                let calls: Vec<serde_json::Value> = if request.tools.is_empty() {
+                    Vec::new()
+                } else {
+                    completion.response.tool_calls().map(call_event).collect()
+                };
                 self.store
-                    .record_model_call(id, &client.config().label(), usage, Some(data))
+                    .record_model_call(id, &client.config().label(), usage, Some(data), &calls)
                     .await?;
                 Ok(Phase::Done(completion))
             }
@@ -502,6 +503,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// A `tool_call` event's data.
+fn call_event(call: &deft_llm::ToolCall) -> serde_json::Value {
+    json!({"id": call.id, "name": call.name, "arguments": call.arguments.as_object()})
 }
 
 /// The tools of planning: every built-in one but `finish`.
