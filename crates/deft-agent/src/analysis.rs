@@ -19,6 +19,9 @@ pub struct RepoFacts {
     pub checks: Vec<String>,
     /// The files, one per line, cut at a few hundred.
     pub map: String,
+    /// The commit analysed and its regular files, when read from git's objects: what the
+    /// environment is chosen from without listing the same tree again.
+    pub listed: Option<(String, Vec<String>)>,
 }
 
 const MAP_FILES: usize = 300;
@@ -71,7 +74,15 @@ pub async fn analyse_commit(
             tree.texts.insert(path, text);
         }
     }
-    Ok(facts(name, &tree))
+    let mut facts = facts(name, &tree);
+    let regular = tree
+        .entries
+        .into_iter()
+        .filter(|(mode, _)| is_file_mode(mode))
+        .map(|(_, path)| path)
+        .collect();
+    facts.listed = Some((commit.to_owned(), regular));
+    Ok(facts)
 }
 
 fn is_steering(path: &str) -> bool {
@@ -132,6 +143,7 @@ fn facts(name: &str, view: &impl RepoView) -> RepoFacts {
         steering,
         checks,
         map,
+        listed: None,
     }
 }
 

@@ -256,6 +256,7 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, EngineError> {
         let id = task.id.clone();
+        let began = std::time::Instant::now();
         let owner = self.store.user_by_id(&task.owner).await?;
         let mut progress = self.store.progress(&id).await?.unwrap_or_default();
         // New input on a completed task: a new round in the same branch and pull request.
@@ -278,6 +279,7 @@ impl Engine {
             Ok(cloned) => cloned,
             Err(stop) => return Ok(RunOutcome::NeedsAttention(stop)),
         };
+        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "repositories read");
         let learnings = self.learnings(&owner).await?;
         let environment = self.store.environment(&owner.id).await?;
         let mut cloned = cloned;
@@ -289,6 +291,7 @@ impl Engine {
                 return Ok(RunOutcome::NeedsAttention(stop));
             }
         };
+        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "environment chosen");
         let spent = AtomicI64::new(task.usage.input_tokens + task.usage.output_tokens);
         // The planner starts reading while the sandbox is made: nothing in its first request
         // needs the sandbox, unless the owner's MCP servers are to offer their tools in it;
@@ -441,17 +444,21 @@ impl Engine {
 
         // Execution, step by step, each verified before the next.
         if progress.phase == WorkPhase::Execution {
+            let started = |index: usize| {
+                StepEvent::new(WorkStep::Execution, StepStatus::Started)
+                    .index(index)
+                    .summary(plan.steps[index].clone())
+            };
+            // Whether the step's start is logged already: with the previous step's end, in
+            // its transaction.
+            let mut announced = false;
             for index in progress.step..plan.steps.len() {
                 if self.drain.is_cancelled() {
                     return Err(EngineError::Cancelled);
                 }
-                self.step(
-                    id,
-                    StepEvent::new(WorkStep::Execution, StepStatus::Started)
-                        .index(index)
-                        .summary(plan.steps[index].clone()),
-                )
-                .await?;
+                if !announced {
+                    self.step(id, started(index)).await?;
+                }
                 let summary = match self
                     .execute(context, &plan, index, &mut tools, cancel)
                     .await?
@@ -462,12 +469,16 @@ impl Engine {
                 progress.step = index + 1;
                 progress.summaries.push(summary.clone());
                 network.count_into(progress);
-                let verified = StepEvent::new(WorkStep::Execution, StepStatus::Verified)
-                    .index(index)
-                    .summary(summary);
-                self.store
-                    .set_progress_with(id, progress, &verified)
-                    .await?;
+                let mut steps = vec![
+                    StepEvent::new(WorkStep::Execution, StepStatus::Verified)
+                        .index(index)
+                        .summary(summary),
+                ];
+                announced = index + 1 < plan.steps.len() && !self.drain.is_cancelled();
+                if announced {
+                    steps.push(started(index + 1));
+                }
+                self.store.set_progress_with(id, progress, &steps).await?;
             }
             progress.enter(WorkPhase::Review);
             self.store.set_progress(id, progress).await?;
@@ -555,6 +566,7 @@ impl Engine {
                 StepEvent::new(WorkStep::Planning, StepStatus::Started),
             )
             .await?;
+            tracing::debug!(task.id = %task.id.as_str(), "planner asked while the sandbox is made");
             let answer = self
                 .call(
                     &self.planner,

@@ -150,6 +150,7 @@ mod snapshots {
             steering: vec![("AGENTS.md".into(), "Use the error helper.".into())],
             checks: vec!["cargo test".into()],
             map: "Cargo.toml\nsrc/lib.rs".into(),
+            listed: None,
         };
         vec![(repo, "/workspace/widgets".into(), facts)]
     }

@@ -29,6 +29,22 @@ pub struct RepoBase {
     pub commit: String,
     /// What its owner chose it runs on.
     pub environment: deft_core::RepoEnvironment,
+    /// `commit`'s regular files, when they were listed already; else git lists them.
+    pub regular: Option<Vec<String>>,
+}
+
+impl RepoBase {
+    /// Which of `paths` are regular files of the base.
+    async fn regular_among(&self, paths: &[&str]) -> Result<Vec<String>, SetupError> {
+        if let Some(regular) = &self.regular {
+            return Ok(paths
+                .iter()
+                .filter(|path| regular.iter().any(|file| file == *path))
+                .map(|path| (*path).to_owned())
+                .collect());
+        }
+        Ok(deft_forge::private::regular_files(&self.private, &self.commit, paths).await?)
+    }
 }
 
 /// Why the environment cannot be chosen.
@@ -73,12 +89,7 @@ pub async fn wanted(repos: &[RepoBase]) -> Result<Wanted, SetupError> {
             deft_core::RepoEnvironment::Host => continue,
             deft_core::RepoEnvironment::Image(name) => Source::Image(name.clone()),
             deft_core::RepoEnvironment::Dockerfile(path) => {
-                let files = deft_forge::private::regular_files(
-                    &repo.private,
-                    &repo.commit,
-                    &[path.as_str()],
-                )
-                .await?;
+                let files = repo.regular_among(&[path.as_str()]).await?;
                 if !files.iter().any(|file| file == path) {
                     return Err(SetupError::MissingDockerfile {
                         repo: repo.name.clone(),
@@ -90,9 +101,7 @@ pub async fn wanted(repos: &[RepoBase]) -> Result<Wanted, SetupError> {
             deft_core::RepoEnvironment::Auto => {
                 let mut wanted = DOCKERFILES.to_vec();
                 wanted.push(crate::devcontainer::PATH);
-                let files =
-                    deft_forge::private::regular_files(&repo.private, &repo.commit, &wanted)
-                        .await?;
+                let files = repo.regular_among(&wanted).await?;
                 // In the order of DOCKERFILES, not of git's listing.
                 match wanted
                     .iter()
@@ -213,9 +222,7 @@ async fn devcontainer(repo: &RepoBase) -> Result<Source, SetupError> {
             } else {
                 format!("{context}/{dockerfile}")
             };
-            let files =
-                deft_forge::private::regular_files(&repo.private, &repo.commit, &[full.as_str()])
-                    .await?;
+            let files = repo.regular_among(&[full.as_str()]).await?;
             if !files.contains(&full) {
                 return Err(refused(format!(
                     "its Dockerfile `{full}` is not a regular file of the repository"

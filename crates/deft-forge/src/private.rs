@@ -99,6 +99,52 @@ pub async fn resolve_ref(repo: &Path, reference: &str) -> Result<Option<String>,
     }
 }
 
+/// The commit each branch of `branches` (names without `refs/heads/`) points at in a
+/// repository deft reads on the host, in one start of git; `None` for a branch that is not
+/// there, or that names anything but a commit.
+pub async fn resolve_branches(
+    repo: &Path,
+    branches: &[&str],
+) -> Result<Vec<Option<String>>, ForgeError> {
+    let wanted: Vec<String> = branches
+        .iter()
+        .map(|branch| format!("refs/heads/{branch}"))
+        .collect();
+    let mut command = crate::repo_command(repo);
+    command.args(["-c", "safe.directory=*"]);
+    let mut args = vec![
+        "for-each-ref",
+        "--format=%(refname)%00%(objecttype)%00%(objectname)",
+        "--",
+    ];
+    args.extend(wanted.iter().map(String::as_str));
+    let (status, out, err) = crate::capped_output(command, &args, &[]).await?;
+    if !status.success() {
+        return Err(ForgeError::Git {
+            command: "for-each-ref".into(),
+            message: String::from_utf8_lossy(&err).trim().to_owned(),
+        });
+    }
+    let out = String::from_utf8_lossy(&out);
+    // A pattern also matches the refs below it (`main` matches `main/x`): only exact names.
+    let found: Vec<(&str, &str, &str)> = out
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\0');
+            Some((fields.next()?, fields.next()?, fields.next()?))
+        })
+        .collect();
+    Ok(wanted
+        .iter()
+        .map(|reference| {
+            found
+                .iter()
+                .find(|(name, kind, _)| name == reference && *kind == "commit")
+                .map(|(_, _, id)| (*id).to_owned())
+        })
+        .collect())
+}
+
 /// Whether the private repository holds `commit` (a full object id).
 pub async fn has_commit(private: &Path, commit: &str) -> Result<bool, ForgeError> {
     if !matches!(commit.len(), 40 | 64) || !commit.chars().all(|c| c.is_ascii_hexdigit()) {

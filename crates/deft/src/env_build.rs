@@ -44,6 +44,7 @@ pub async fn run(repo: &str, data: &DataArgs, args: &ModelArgs) -> anyhow::Resul
         private,
         commit: format!("refs/heads/{}", local.default_branch),
         environment,
+        regular: None,
     };
     let wanted = deft_agent::setup::wanted(std::slice::from_ref(&base)).await?;
     let deft_agent::setup::Wanted::Dockerfile {

@@ -33,15 +33,22 @@ impl Engine {
     ) -> Result<Result<Chosen, Attention>, EngineError> {
         let bases = self.bases(&task.id);
         let mut found = Vec::new();
-        for (repo, dir, _) in repos {
+        for (repo, dir, facts) in repos {
             let Some(commit) = bases.get(repo.id.as_str()) else {
                 continue;
             };
+            // The analysis listed the base's tree already when it read the base.
+            let regular = facts
+                .listed
+                .as_ref()
+                .filter(|(listed, _)| listed == commit)
+                .map(|(_, regular)| regular.clone());
             found.push(crate::setup::RepoBase {
                 name: repo.name.clone(),
                 private: self.private_repo(&task.id, dir),
                 commit: commit.clone(),
                 environment: repo.environment.clone(),
+                regular,
             });
         }
         let wanted = match crate::setup::wanted(&found).await {

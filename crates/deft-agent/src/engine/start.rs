@@ -199,22 +199,31 @@ impl Engine {
         owner: &User,
     ) -> Result<Result<Cloned, Attention>, EngineError> {
         let id = &task.id;
-        self.step(
-            id,
-            StepEvent::new(WorkStep::Environment, StepStatus::Started),
-        )
-        .await?;
         let workspace = self.workspaces.join(id.as_str());
         std::fs::create_dir_all(&workspace).map_err(|e| deft_store::StoreError::Corrupt {
             what: format!("workspace {}: {e}", workspace.display()),
         })?;
-        self.step(id, StepEvent::new(WorkStep::Analysis, StepStatus::Started))
-            .await?;
         let branch = deft_forge::branch_name(id.as_str(), &task.description);
-        let cloned = match self
-            .clone_and_read(task, owner, &workspace, &branch)
-            .await?
-        {
+        // The copies are made while the steps are written: nothing in them waits for the store.
+        let steps = async {
+            self.step(
+                id,
+                StepEvent::new(WorkStep::Environment, StepStatus::Started),
+            )
+            .await?;
+            self.step(id, StepEvent::new(WorkStep::Analysis, StepStatus::Started))
+                .await
+        };
+        let (stepped, cloned) =
+            tokio::join!(steps, self.clone_and_read(task, owner, &workspace, &branch));
+        if let Err(error) = stepped {
+            // No clone goes on being written behind a run that ended.
+            if let Ok(Ok(mut cloned)) = cloned {
+                let _ = cloned.checkouts.wait().await;
+            }
+            return Err(error);
+        }
+        let cloned = match cloned? {
             Ok(cloned) => cloned,
             Err(stop) => return Ok(Err(stop)),
         };
@@ -475,24 +484,25 @@ impl Engine {
         // Every git on the host reads the private copy, which has no configuration of the
         // repository's owner (filters and the programs they name never run here).
         let private = self.private_repo(id, dir);
+        let began = std::time::Instant::now();
         self.forges
             .mirror(repo, &private)
             .await
             .map_err(|e| e.to_string())?;
-        let head = |branch: &str| {
-            let private = private.clone();
-            let reference = format!("refs/heads/{branch}");
-            async move { deft_forge::private::resolve_ref(&private, &reference).await }
-        };
-        let now = head(&repo.default_branch)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
+        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "private copy made");
+        let heads =
+            deft_forge::private::resolve_branches(&private, &[&repo.default_branch, branch])
+                .await
+                .map_err(|e| e.to_string())?;
+        let (now, tip) = match <[Option<String>; 2]>::try_from(heads) {
+            Ok([Some(now), tip]) => (now, tip),
+            _ => {
+                return Err(format!(
                     "its default branch `{}` is not in the repository; set the right one, then answer this task",
                     repo.default_branch
-                )
-            })?;
+                ));
+            }
+        };
         // A clone made again keeps the base its first clone recorded, when the forge still has
         // it: the branch grew from there, and the diff and the review measure from there.
         let recorded = self.bases(id).get(repo.id.as_str()).cloned();
@@ -507,8 +517,8 @@ impl Engine {
             _ => now,
         };
         self.record_base(id, repo.id.as_str(), &base);
-        // A later round whose clone was given back continues the branch the forge has.
-        let tip = head(branch).await.map_err(|e| e.to_string())?;
+        // A later round whose clone was given back continues the branch the forge has
+        // (`tip`).
         let (private_copy, dir_copy, branch_copy, base_copy) = (
             private.clone(),
             dir.to_owned(),
@@ -526,6 +536,7 @@ impl Engine {
                 .await
                 .map_err(|e| e.to_string())
         });
+        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "clone begun");
         let facts = tokio::time::timeout(
             std::time::Duration::from_secs(60),
             crate::analysis::analyse_commit(&private, tip.as_deref().unwrap_or(&base), name),
@@ -533,6 +544,7 @@ impl Engine {
         .await
         .map_err(|_| "reading its files from git took over a minute".to_owned())?
         .map_err(|e| e.to_string())?;
+        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "commit analysed");
         Ok((
             facts,
             Checkout {

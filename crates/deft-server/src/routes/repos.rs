@@ -214,6 +214,19 @@ pub(crate) async fn register_local(
     Ok(repo.id)
 }
 
+/// The user's local repository registered at `path` already: a task started again on the same
+/// path (as `deft run` does) is not inspected with git again.
+async fn registered_at(known: &[deft_core::Repository], path: &str) -> Option<RepoId> {
+    let canonical = tokio::fs::canonicalize(path).await.ok()?;
+    known
+        .iter()
+        .find(|repo| {
+            repo.forge == deft_core::ForgeKind::Local
+                && std::path::Path::new(&repo.location) == canonical
+        })
+        .map(|repo| repo.id.clone())
+}
+
 /// Turns what the user wrote for each repository into the ids of their repositories.
 pub async fn resolve(
     app: &AppState,
@@ -229,7 +242,10 @@ pub async fn resolve(
         let id = if let Some(repo) = known.iter().find(|repo| repo.id.as_str() == item) {
             repo.id.clone()
         } else if item.starts_with('/') {
-            register_local(app, user, item, &field).await?
+            match registered_at(&known, item).await {
+                Some(id) => id,
+                None => register_local(app, user, item, &field).await?,
+            }
         } else {
             let named: Vec<_> = known.iter().filter(|repo| repo.name == item).collect();
             match named.as_slice() {
