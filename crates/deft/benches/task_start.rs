@@ -55,7 +55,11 @@ fn main() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_deft"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
-        .env("DEFT_LOG", "error")
+        // `DEFT_BENCH_LOG=deft_agent=debug` shows where a start's time goes.
+        .env(
+            "DEFT_LOG",
+            std::env::var("DEFT_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .env("DEFT_MODEL", "anthropic/scripted-model")
         .env("DEFT_MODEL_BASE_URL", &model.url)
         .env("DEFT_MODEL_API_KEY", "bench-key")
@@ -71,7 +75,15 @@ fn main() {
             break rest.split("/api/v1").next().unwrap().to_owned();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    let echo = std::env::var_os("DEFT_BENCH_LOG").is_some();
+    std::thread::spawn(move || {
+        let echo = std::env::var_os("DEFT_BENCH_LOG").is_some();
+        for line in lines.map_while(Result::ok) {
+            if echo {
+                eprintln!("{line}");
+            }
+        }
+    });
     let token = std::fs::read_to_string(data.join("admin-token"))
         .unwrap()
         .trim()
@@ -112,6 +124,13 @@ fn main() {
         if n > 0 {
             times.push(first.saturating_duration_since(posted));
         }
+        if echo {
+            eprintln!(
+                "bench: posted at {}, first request {:.1} ms later",
+                humantime_now(posted),
+                first.saturating_duration_since(posted).as_secs_f64() * 1000.0
+            );
+        }
         let id = task["id"].as_str().unwrap();
         let cancelled = client
             .post(format!("{base}/api/v1/tasks/{id}/cancel"))
@@ -150,4 +169,11 @@ fn main() {
         std::process::exit(1);
     }
     println!("target met: under {} ms", TARGET.as_millis());
+}
+
+/// The wall-clock time of `at`, to set beside the server's log lines.
+fn humantime_now(at: Instant) -> String {
+    let now = std::time::SystemTime::now() - at.elapsed();
+    let since = now.duration_since(std::time::UNIX_EPOCH).unwrap();
+    format!("{}.{:06}", since.as_secs() % 60, since.subsec_micros())
 }
