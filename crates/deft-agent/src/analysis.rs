@@ -94,6 +94,39 @@ fn is_steering(path: &str) -> bool {
         })
 }
 
+/// `python3 -m unittest` over the repository's `test_*.py` (or `*_test.py`) files, from the
+/// one directory that holds them (the top, or a folder such as `tests`); `None` without any.
+fn unittest_check(files: &[String]) -> Option<String> {
+    let mut dirs: Vec<&str> = files
+        .iter()
+        .filter_map(|path| {
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+            let test =
+                name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"));
+            test.then_some(dir)
+        })
+        .collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    let pattern = if files.iter().any(|path| {
+        path.rsplit('/')
+            .next()
+            .is_some_and(|name| name.ends_with("_test.py"))
+    }) {
+        " -p '*test*.py'"
+    } else {
+        ""
+    };
+    match dirs.as_slice() {
+        [] => None,
+        // Tests at the top, or in packages below it, are all found from the top.
+        [dir] if !dir.is_empty() && !dir.contains(['\'', ' ']) => {
+            Some(format!("python3 -m unittest discover -q -s {dir}{pattern}"))
+        }
+        _ => Some(format!("python3 -m unittest discover -q{pattern}")),
+    }
+}
+
 fn is_file_mode(mode: &str) -> bool {
     matches!(mode, "100644" | "100755")
 }
@@ -118,19 +151,26 @@ fn facts(name: &str, view: &impl RepoView) -> RepoFacts {
         .filter(|script| view.is_executable(script))
         .map(|script| format!("./{script}"))
         .collect();
+    let mut files = view.all_files();
     if checks.is_empty() {
         let by_manifest = [
             ("Cargo.toml", "cargo test --quiet"),
             ("package.json", "npm test --silent"),
             ("Makefile", "make test"),
-            ("pyproject.toml", "python3 -m pytest -q"),
             ("pytest.ini", "python3 -m pytest -q"),
+            ("conftest.py", "python3 -m pytest -q"),
         ];
         if let Some((_, check)) = by_manifest.iter().find(|(file, _)| view.is_regular(file)) {
             checks.push((*check).to_owned());
+        } else if view
+            .text("pyproject.toml")
+            .is_some_and(|text| text.contains("pytest"))
+        {
+            checks.push("python3 -m pytest -q".to_owned());
+        } else if let Some(check) = unittest_check(&files) {
+            checks.push(check);
         }
     }
-    let mut files = view.all_files();
     files.sort();
     let total = files.len();
     files.truncate(MAP_FILES);
@@ -288,6 +328,29 @@ fn is_invisible(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_tests_without_a_runner_are_run_by_unittest() {
+        let files = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            unittest_check(&files(&["util.py", "test_util.py"])).as_deref(),
+            Some("python3 -m unittest discover -q")
+        );
+        assert_eq!(
+            unittest_check(&files(&["slug/core.py", "tests/test_core.py"])).as_deref(),
+            Some("python3 -m unittest discover -q -s tests")
+        );
+        assert_eq!(
+            unittest_check(&files(&["core.py", "core_test.py"])).as_deref(),
+            Some("python3 -m unittest discover -q -p '*test*.py'")
+        );
+        assert_eq!(unittest_check(&files(&["main.py", "README.md"])), None);
+        assert_eq!(
+            unittest_check(&files(&["a/test_x.py", "b/test_y.py"])).as_deref(),
+            Some("python3 -m unittest discover -q"),
+            "tests in several folders are found from the top"
+        );
+    }
 
     #[test]
     fn steering_checks_and_map_are_found() {

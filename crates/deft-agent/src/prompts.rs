@@ -63,7 +63,7 @@ pub(crate) const PLANNING: &str = "Read what you need of the repositories (searc
 /// What the executor of one step is told to do, with the plan's steps and which is its own.
 pub(crate) fn execution(plan_text: &str) -> String {
     format!(
-        "You carry out one step of the plan, with the tools; paths are under /workspace, one directory per repository. When the step is done, call `finish` with a short summary; its checks run then, and a failure comes back to you.\n\nThe plan:\n{plan_text}"
+        "You carry out one step of the plan, with the tools; paths are under /workspace, one directory per repository. When the step is done, call `finish` with a short summary (a reply without a tool call ends the step the same way, as its summary); its checks run then, and a failure comes back to you.\n\nThe plan:\n{plan_text}"
     )
 }
 

@@ -50,7 +50,7 @@ impl Engine {
         );
         let mut nudges = 0;
         for _ in 0..self.limits.turns_per_step {
-            let calls = if let Some((completion, asked)) = first.take() {
+            let Heard { calls, .. } = if let Some((completion, asked)) = first.take() {
                 request = asked;
                 heard(&mut request, completion)
             } else {
@@ -59,7 +59,7 @@ impl Engine {
                     .turn(&self.planner, "planner", context, &mut request, cancel)
                     .await?
                 {
-                    Phase::Done(calls) => calls,
+                    Phase::Done(heard) => heard,
                     Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
                 }
             };
@@ -149,21 +149,28 @@ impl Engine {
             tools: Vec::new(),
             max_tokens: 8192,
         };
-        let mut failed_verifications = 0;
+        let mut failed = 0;
         let mut last_failure: Option<(String, u32)> = None;
         for _ in 0..self.limits.turns_per_step {
             request.tools = tools.offered(&built_in).await;
-            let calls = match self
+            let Heard { calls, text } = match self
                 .turn(&self.executor, "executor", context, &mut request, cancel)
                 .await?
             {
-                Phase::Done(calls) => calls,
+                Phase::Done(heard) => heard,
                 Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
             };
             if calls.is_empty() {
-                request.messages.push(Message::user(
-                    "Use the tools to do the step, then call `finish`.",
-                ));
+                // Most models end a turn by answering in words: that ends the step as
+                // `finish` would, the reply its summary, and the checks decide.
+                match self
+                    .check_done(context, tools.sandbox(), index, &mut failed, cancel)
+                    .await?
+                {
+                    Checked::Passed => return Ok(Phase::Done(reply_summary(&text))),
+                    Checked::Failed(told) => request.messages.push(Message::user(told)),
+                    Checked::Stop(attention) => return Ok(Phase::Stop(attention)),
+                }
                 continue;
             }
             let mut results = Vec::new();
@@ -173,37 +180,16 @@ impl Engine {
                 match &output.effect {
                     Effect::Ask(question) => return self.ask(context, question).await,
                     Effect::Finish(summary) => {
-                        match self.verify(context, tools.sandbox(), cancel).await {
-                            Ok(()) => done = Some(summary.clone()),
-                            // Stopped, not failed: no verification_failed event, no retry.
-                            Err(_) if cancel.is_cancelled() => return Err(EngineError::Cancelled),
-                            Err(failure) => {
-                                failed_verifications += 1;
-                                self.step(
-                                    &context.task.id,
-                                    StepEvent::new(
-                                        WorkStep::Execution,
-                                        StepStatus::VerificationFailed,
-                                    )
-                                    .index(index)
-                                    .output(tail(&failure, 2000)),
-                                )
-                                .await?;
-                                if failed_verifications > self.limits.verify_retries {
-                                    return Ok(Phase::Stop(attention(
-                                        AttentionKind::Error,
-                                        format!(
-                                            "step {} keeps failing its checks after {failed_verifications} attempts; the last failure:\n{}",
-                                            index + 1,
-                                            tail(&failure, 1500)
-                                        ),
-                                    )));
-                                }
-                                output.content = format!(
-                                    "The checks failed, so the step is not done. Fix this and call `finish` again:\n{failure}"
-                                );
+                        match self
+                            .check_done(context, tools.sandbox(), index, &mut failed, cancel)
+                            .await?
+                        {
+                            Checked::Passed => done = Some(summary.clone()),
+                            Checked::Failed(told) => {
+                                output.content = told;
                                 output.is_error = true;
                             }
+                            Checked::Stop(attention) => return Ok(Phase::Stop(attention)),
                         }
                     }
                     _ => {}
@@ -250,6 +236,45 @@ impl Engine {
         Ok(Phase::Stop(attention(
             AttentionKind::Error,
             format!("step {} took too many turns", index + 1),
+        )))
+    }
+
+    /// The checks run on a step the model says is done (by `finish`, or by answering in
+    /// words); `failed` counts the failures so far, and too many stop the run.
+    async fn check_done(
+        &self,
+        context: &Context,
+        sandbox: &TaskSandbox,
+        index: usize,
+        failed: &mut u32,
+        cancel: &CancellationToken,
+    ) -> Result<Checked, EngineError> {
+        let failure = match self.verify(context, sandbox, cancel).await {
+            Ok(()) => return Ok(Checked::Passed),
+            // Stopped, not failed: no verification_failed event, no retry.
+            Err(_) if cancel.is_cancelled() => return Err(EngineError::Cancelled),
+            Err(failure) => failure,
+        };
+        *failed += 1;
+        self.step(
+            &context.task.id,
+            StepEvent::new(WorkStep::Execution, StepStatus::VerificationFailed)
+                .index(index)
+                .output(tail(&failure, 2000)),
+        )
+        .await?;
+        if *failed > self.limits.verify_retries {
+            return Ok(Checked::Stop(attention(
+                AttentionKind::Error,
+                format!(
+                    "step {} keeps failing its checks after {failed} attempts; the last failure:\n{}",
+                    index + 1,
+                    tail(&failure, 1500)
+                ),
+            )));
+        }
+        Ok(Checked::Failed(format!(
+            "The checks failed, so the step is not done. Fix this, then call `finish` again:\n{failure}"
         )))
     }
 
@@ -410,7 +435,7 @@ impl Engine {
         context: &Context,
         request: &mut Request,
         cancel: &CancellationToken,
-    ) -> Result<Phase<Vec<deft_llm::ToolCall>>, EngineError> {
+    ) -> Result<Phase<Heard>, EngineError> {
         let completion = match self
             .call(
                 client,
@@ -505,6 +530,16 @@ impl Engine {
     }
 }
 
+/// A step's summary from the model's closing words: their first paragraph, short.
+fn reply_summary(text: &str) -> String {
+    let first = text.trim().split("\n\n").next().unwrap_or("").trim();
+    if first.is_empty() {
+        "done".to_owned()
+    } else {
+        first.chars().take(500).collect()
+    }
+}
+
 /// A `tool_call` event's data.
 fn call_event(call: &deft_llm::ToolCall) -> serde_json::Value {
     json!({"id": call.id, "name": call.name, "arguments": call.arguments.as_object()})
@@ -515,11 +550,26 @@ fn planning_tools() -> Vec<ToolSpec> {
     specs().into_iter().filter(|t| t.name != "finish").collect()
 }
 
-/// The model's answer joins the conversation; its tool calls, to run.
-fn heard(request: &mut Request, completion: Completion) -> Vec<deft_llm::ToolCall> {
+/// What a model's answer holds: its tool calls, to run, and its words.
+struct Heard {
+    calls: Vec<deft_llm::ToolCall>,
+    text: String,
+}
+
+/// The model's answer joins the conversation.
+fn heard(request: &mut Request, completion: Completion) -> Heard {
     let calls = completion.response.tool_calls().cloned().collect();
+    let text = completion.response.text();
     request.messages.push(completion.response.to_message());
-    calls
+    Heard { calls, text }
+}
+
+/// How a step's claim to be done stood up to its checks.
+enum Checked {
+    Passed,
+    /// The checks failed: what the model is told.
+    Failed(String),
+    Stop(deft_core::Attention),
 }
 
 /// A question to a model without tools.

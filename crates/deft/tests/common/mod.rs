@@ -6,6 +6,8 @@
     reason = "each test file uses its own part of these helpers"
 )]
 
+pub mod greeter;
+
 use std::io::BufRead as _;
 use std::path::Path;
 use std::process::{Command, Stdio};

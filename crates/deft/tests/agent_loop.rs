@@ -1,0 +1,124 @@
+//! How the agent's loop treats what a real model does (issue: the agent with a real model):
+//! a reply in words, checks that tests discover, with the real `deft run`, bubblewrap and git,
+//! and the scripted model server.
+
+mod common;
+
+use common::greeter::{create_turn, deft_run, greeting_repo, plan_turn, review_pass};
+use common::sh;
+use deft_testkit::model_server::{ScriptedModel, Step, Turn};
+
+/// "Most models end a turn by answering in text": a reply without a tool call ends the step
+/// as `finish` would, and the checks decide. A reply before the work is done is sent back
+/// with the checks' failure; the reply after it ends the step with the reply as its summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_in_words_ends_the_step_and_the_checks_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        Step::Reply(Turn::text("I will create the file now.")),
+        create_turn(),
+        Step::Reply(Turn::text(
+            "Created greeting.txt saying hello.\n\nThe test passes now.",
+        )),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello, and make ./test.sh pass",
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("completed"), "{stdout}");
+    let requests = server.requests();
+    // The early reply came back with the checks' failure, not a bare "use the tools".
+    let told = requests[2].body["messages"].to_string();
+    assert!(
+        told.contains("The checks failed") && told.contains("greeting.txt must say hello"),
+        "{told}"
+    );
+    let branch = sh(
+        &repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    );
+    let message = sh(&repo, &format!("git log -1 --format=%B {}", branch.trim()));
+    assert!(
+        message.contains("Created greeting.txt saying hello."),
+        "the reply is the step's summary: {message}"
+    );
+    assert_eq!(requests.len(), 5, "no turn after the step ended");
+}
+
+/// "Check discovery misses `python3 -m unittest` with `test_*.py`": a Python repository with
+/// unittest tests and no runner configured has them as its checks, so a step that leaves the
+/// bug in place is not verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_repositorys_unittest_tests_are_its_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("slugs");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(
+        repo.join("util.py"),
+        "def slug(text):\n    return text.lower()\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("test_util.py"),
+        "import unittest\nfrom util import slug\n\n\nclass SlugTest(unittest.TestCase):\n    def test_spaces(self):\n        self.assertEqual(slug('Hello World'), 'hello-world')\n",
+    )
+    .unwrap();
+    sh(
+        &repo,
+        "git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let server = ScriptedModel::start(vec![
+        Step::Reply(Turn::calls(vec![deft_testkit::model_server::ScriptedCall::new(
+            "p1",
+            "submit_plan",
+            r#"{"requirements": ["slug joins words with -"], "acceptance_criteria": ["the tests pass"], "steps": ["Fix slug"]}"#,
+        )])),
+        Step::Reply(Turn::text("The function looks right to me.")),
+        Step::Reply(Turn::calls(vec![deft_testkit::model_server::ScriptedCall::new(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "str_replace", "path": "slugs/util.py", "old_str": "text.lower()", "new_str": "text.lower().replace(' ', '-')"}"#,
+        )])),
+        Step::Reply(Turn::text("slug now joins words with a hyphen.")),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "slug('Hello World') should be hello-world",
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("execution verification_failed: FAILED (failures=1)")
+            && stdout.contains("execution verified"),
+        "{stdout}"
+    );
+    let told = server.requests()[2].body["messages"].to_string();
+    assert!(
+        told.contains("The checks failed") && told.contains("hello-world"),
+        "unittest's failure reached the model: {told}"
+    );
+}

@@ -1,0 +1,79 @@
+//! The greeter: a repository whose `./test.sh` passes once greeting.txt says hello, the
+//! scripted turns of a task on it, and `deft run` against the scripted model.
+
+use std::path::{Path, PathBuf};
+
+use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
+
+use super::{DEFT, sh};
+
+/// A repository whose `./test.sh` passes once greeting.txt says hello.
+pub fn greeting_repo(dir: &Path) -> PathBuf {
+    let repo = dir.join("greeter");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("test.sh"), "#!/bin/sh\ntest \"$(cat greeting.txt 2>/dev/null)\" = hello || { echo 'greeting.txt must say hello'; exit 1; }\n").unwrap();
+    std::fs::write(
+        repo.join("AGENTS.md"),
+        "Steering: keep every file under ten lines.\n",
+    )
+    .unwrap();
+    sh(
+        &repo,
+        "chmod +x test.sh && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    repo
+}
+
+pub fn plan_turn() -> Step {
+    Step::Reply(Turn::calls(vec![ScriptedCall::new(
+        "p1",
+        "submit_plan",
+        r#"{"requirements": ["greeting.txt contains hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Create greeting.txt saying hello"]}"#,
+    )]))
+}
+
+pub fn create_turn() -> Step {
+    Step::Reply(Turn::calls(vec![ScriptedCall::new(
+        "e1",
+        "str_replace_based_edit_tool",
+        r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
+    )]))
+}
+
+/// The self-review's verdict.
+pub fn review(verdict: &str) -> Step {
+    Step::Reply(Turn::text(verdict))
+}
+
+pub fn review_pass() -> Step {
+    review(r#"{"verdict": "pass"}"#)
+}
+
+pub fn finish_turn(id: &str) -> Step {
+    Step::Reply(Turn::calls(vec![ScriptedCall::new(
+        id,
+        "finish",
+        r#"{"summary": "Created greeting.txt saying hello"}"#,
+    )]))
+}
+
+pub async fn deft_run(
+    server: &ScriptedModel,
+    data: &Path,
+    repo: &Path,
+    description: &str,
+) -> std::process::Output {
+    tokio::process::Command::new(DEFT)
+        .args(["run", "--data-dir"])
+        .arg(data)
+        .arg("--repo")
+        .arg(repo)
+        .arg(description)
+        .env("DEFT_MODEL", "anthropic/scripted-model")
+        .env("DEFT_MODEL_BASE_URL", &server.url)
+        .env("DEFT_MODEL_API_KEY", "test-key")
+        .env_remove("DEFT_CONFIG")
+        .output()
+        .await
+        .unwrap()
+}
