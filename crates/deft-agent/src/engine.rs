@@ -55,7 +55,8 @@ pub struct RunLimits {
     pub verify_retries: u32,
     /// Model turns a step (or planning) may take.
     pub turns_per_step: u32,
-    /// The same failing tool call, in a row, before the task stops to ask.
+    /// The same tool call in a row (failing or not) that is a loop: the agent is told once,
+    /// and a loop after that stops the step to ask.
     pub repeats: u32,
     /// Times the self-review may send fixes back to execution.
     pub review_rounds: u32,

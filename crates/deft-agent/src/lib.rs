@@ -10,6 +10,7 @@ pub mod files;
 pub mod forge;
 pub mod housekeeping;
 pub mod install;
+pub mod loops;
 pub mod mcp;
 pub mod outgoing;
 mod prompts;

@@ -122,3 +122,50 @@ async fn a_python_repositorys_unittest_tests_are_its_checks() {
         "unittest's failure reached the model: {told}"
     );
 }
+
+/// "37 identical successful `search` calls, and `sudo apt-get install sudo` / `nano …`
+/// alternating for 30 turns, both went unnoticed": a call repeated whether it fails or not,
+/// and a short cycle of calls, are loops; the agent is told once, then the step ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_successful_calls_and_short_cycles_are_loops() {
+    let call = |id: &str, name: &str, arguments: &str| {
+        Step::Reply(Turn::calls(vec![
+            deft_testkit::model_server::ScriptedCall::new(id, name, arguments),
+        ]))
+    };
+    let search = r#"{"pattern": "hello", "path": "greeter"}"#;
+    let sudo = r#"{"command": "sudo apt-get install sudo"}"#;
+    let nano = r#"{"command": "nano greeter/greeting.txt"}"#;
+    // Three identical searches (told), then the alternation, three rounds of it (the end).
+    let mut steps = vec![plan_turn()];
+    for n in 0..3 {
+        steps.push(call(&format!("s{n}"), "search", search));
+    }
+    for n in 0..3 {
+        steps.push(call(&format!("a{n}"), "bash", sudo));
+        steps.push(call(&format!("b{n}"), "bash", nano));
+    }
+    steps.push(create_turn());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let server = ScriptedModel::start(steps).await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the same 2 calls (bash, bash) in turn, 3 times over"),
+        "{stderr}"
+    );
+    let after_searches = server.requests()[4].body["messages"].to_string();
+    assert!(
+        after_searches.contains("the same `search` call 3 times in a row"),
+        "{after_searches}"
+    );
+    assert_eq!(server.remaining_steps(), 1, "the step ended at the loop");
+}

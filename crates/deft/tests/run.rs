@@ -310,13 +310,16 @@ async fn the_same_failing_command_again_and_again_stops_the_run() {
             r#"{"command": "cat missing.txt"}"#,
         )]))
     };
-    let server = ScriptedModel::start(vec![
-        plan_turn(),
-        failing("l1"),
-        failing("l2"),
-        failing("l3"),
-        failing("l4"),
-    ])
+    // Three in a row: told; three more after that: the step ends.
+    let server = ScriptedModel::start(
+        ["l1", "l2", "l3", "l4", "l5", "l6", "l7"]
+            .into_iter()
+            .map(failing)
+            .fold(vec![plan_turn()], |mut steps, step| {
+                steps.push(step);
+                steps
+            }),
+    )
     .await;
     let output = deft_run(
         &server,
@@ -328,9 +331,13 @@ async fn the_same_failing_command_again_and_again_stops_the_run() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("repeated the same failing `bash` call 3 times"),
+        stderr.contains(
+            "kept repeating itself after it was told: the same `bash` call 3 times in a row"
+        ),
         "{stderr}"
     );
+    let told = server.requests()[4].body["messages"].to_string();
+    assert!(told.contains("You are repeating yourself"), "{told}");
     assert_eq!(
         server.remaining_steps(),
         1,

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, Engine, EngineError, Phase, TaskSandbox, attention};
 use crate::analysis::fence;
+use crate::loops::{LoopWatch, Repetition};
 use crate::prompts::{PLANNING, REVIEWER, execution, list, system_prompt, tail};
 use crate::tools::{Effect, Tools, specs};
 
@@ -150,7 +151,7 @@ impl Engine {
             max_tokens: 8192,
         };
         let mut failed = 0;
-        let mut last_failure: Option<(String, u32)> = None;
+        let mut loops = LoopWatch::new(self.limits.repeats);
         for _ in 0..self.limits.turns_per_step {
             request.tools = tools.offered(&built_in).await;
             let Heard { calls, text } = match self
@@ -194,25 +195,25 @@ impl Engine {
                     }
                     _ => {}
                 }
-                // The same failing call over and over is a loop, not progress.
-                if output.is_error && !matches!(output.effect, Effect::Finish(_)) {
-                    let key = format!("{}:{}", call.name, call.arguments.to_json_text());
-                    let count = match &last_failure {
-                        Some((last, count)) if *last == key => count + 1,
-                        _ => 1,
-                    };
-                    if count >= self.limits.repeats {
-                        return Ok(Phase::Stop(attention(
-                            AttentionKind::Error,
-                            format!(
-                                "the agent repeated the same failing `{}` call {count} times; give it a hint by answering",
-                                call.name
-                            ),
-                        )));
+                // The same call over and over, or the same few in turn, is a loop, not
+                // progress: told once, then the step ends.
+                if !matches!(output.effect, Effect::Finish(_)) {
+                    let arguments = call.arguments.to_json_text();
+                    match loops.record(&call.name, &arguments) {
+                        Repetition::None => {}
+                        Repetition::Told(told) => {
+                            output.content = format!("{}\n\n{told}", output.content);
+                        }
+                        Repetition::Stop(reason) => {
+                            return Ok(Phase::Stop(attention(
+                                AttentionKind::Error,
+                                format!(
+                                    "step {}: {reason}; give it a hint by answering",
+                                    index + 1
+                                ),
+                            )));
+                        }
                     }
-                    last_failure = Some((key, count));
-                } else {
-                    last_failure = None;
                 }
                 results.push(ToolResult {
                     call_id: call.id.clone(),
