@@ -1008,6 +1008,60 @@ mod tests {
         commit_of(work, "origin/main").await.unwrap()
     }
 
+    /// A registered repository that borrows another's objects (another user's, say) is not
+    /// copied: every git on the host that reads the copy would read that repository too.
+    #[tokio::test]
+    async fn a_repository_borrowing_anothers_objects_is_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        sh(
+            &other,
+            "git init -q -b main && echo theirs > secret.txt && git add -A && git -c user.name=t -c user.email=t@t commit -q -m theirs",
+        );
+        let theirs = sh_out(&other, "git rev-parse main");
+        let origin = origin_repo(dir.path());
+        // The owner points their branch at the other's commit and borrows its objects.
+        std::fs::write(
+            origin.join(".git/objects/info/alternates"),
+            format!("{}\n", other.join(".git/objects").display()),
+        )
+        .unwrap();
+        sh(
+            &origin,
+            &format!("git update-ref refs/heads/main {}", theirs.trim()),
+        );
+        let private = dir.path().join("private.git");
+        let error = private::mirror_local(&origin, &private).await.unwrap_err();
+        assert!(error.to_string().contains("borrows objects"), "{error}");
+        assert!(
+            private::read_file(&private, "main", "secret.txt")
+                .await
+                .is_err(),
+            "nothing of the other repository is read through the copy"
+        );
+    }
+
+    /// What git quotes when a copy fails can be a line of any file the repository's links
+    /// point at; none of it reaches the owner.
+    #[tokio::test]
+    async fn a_failed_copy_quotes_nothing_the_repositorys_links_point_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("credentials");
+        std::fs::write(&secret, "zzz\nhttps://alice:ghp_TOPSECRET@forge.invalid\n").unwrap();
+        let origin = origin_repo(dir.path());
+        sh(&origin, "git pack-refs --all");
+        let packed = origin.join(".git/packed-refs");
+        std::fs::remove_file(&packed).unwrap();
+        std::os::unix::fs::symlink(&secret, &packed).unwrap();
+        let error = private::mirror_local(&origin, &dir.path().join("private.git"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("TOPSECRET"), "{error}");
+        assert!(error.contains("git fsck"), "{error}");
+    }
+
     /// A task's clone at `work` of the private copy `private`, on the branch `deft/t-1`.
     async fn branch_clone(private: &Path, work: &Path) {
         private::clone_into_workspace(private, work).await.unwrap();

@@ -13,8 +13,33 @@ use crate::{ForgeError, GitAuth, git_checked};
 /// A fresh bare copy of the registered local repository `source` at `private` (whatever was
 /// there is replaced), its objects copied rather than linked.
 pub async fn mirror_local(source: &Path, private: &Path) -> Result<(), ForgeError> {
-    let source = source.to_string_lossy().into_owned();
-    mirror(private, &source, &[]).await
+    let from = source.to_string_lossy().into_owned();
+    let refused = |why: &str| ForgeError::Refused {
+        what: format!(
+            "to copy {}: {why}; make it a repository of its own (`git repack -a -d`, then remove objects/info/alternates), then try again",
+            source.display()
+        ),
+    };
+    if let Err(error) = mirror(private, &from, &[]).await {
+        // What git says here can quote any file the registered repository's links point at
+        // (a `packed-refs` linked to a file of another user's): the owner sees none of it.
+        return Err(match error {
+            ForgeError::Git { .. } => {
+                refused("git could not read it as a repository (run `git fsck` in it to see why)")
+            }
+            other => other,
+        });
+    }
+    // A repository that borrows objects from another (its `objects/info/alternates`) would
+    // lend every git on the host that reads the copy the other repository's objects, another
+    // user's included.
+    if std::fs::symlink_metadata(private.join("objects/info/alternates")).is_ok() {
+        let _ = std::fs::remove_dir_all(private);
+        return Err(refused(
+            "it borrows objects from another repository (objects/info/alternates)",
+        ));
+    }
+    Ok(())
 }
 
 /// A fresh bare copy of the remote repository at `url` (HTTPS, with `auth`) at `private`.
