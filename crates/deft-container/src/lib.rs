@@ -80,7 +80,7 @@ use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountTmpfsOptions, MountType, ResourcesUlimits,
@@ -91,8 +91,8 @@ use deft_sandbox::bwrap::{HelperLoader, INIT_THROUGH_LOADER, resident_init_args}
 use deft_sandbox::shell::{Control, ControlListener, Usage};
 use deft_sandbox::user::HostUser;
 use deft_sandbox::{
-    ExecOutcome, ExecRequest, LimitCounts, NativeBackend, NativeSandbox, PausedPrograms,
-    SandboxError, SandboxProcess, SandboxSpec, inner,
+    ExecRequest, LimitCounts, NativeBackend, NativeSandbox, PausedPrograms, Ran, SandboxError,
+    SandboxProcess, SandboxSpec, inner,
 };
 use tokio::sync::mpsc;
 
@@ -577,12 +577,11 @@ impl ContainerSandbox {
 }
 
 impl NativeSandbox for ContainerSandbox {
-    async fn exec(
+    async fn run(
         &self,
         request: &ExecRequest,
         on_output: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<ExecOutcome, SandboxError> {
-        let started = Instant::now();
+    ) -> Result<Ran, SandboxError> {
         let cwd = deft_sandbox::bwrap::checked_command_dir(request)?;
         let mut slot = self.current.lock().await;
         // Owned for the command's time: should this future be dropped mid-command (a task
@@ -617,7 +616,7 @@ impl NativeSandbox for ContainerSandbox {
         drop(slot);
         let ending = run.ending?;
         let output = (run.output, run.truncated);
-        Ok(ExecOutcome::measured(&self.spec, started, ending, counts, output).await)
+        Ok(Ran::measured(&self.spec, ending, counts, output).await)
     }
 
     /// Starts `request.argv` in a container of its own (a command's end must not take it

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use deft_core::Redactor;
 use deft_egress::{EgressProxy, ProxyEvent};
@@ -22,8 +21,8 @@ use crate::cgroup::SandboxCgroup;
 use crate::plan::LaunchPlan;
 use crate::shell::{Answer, Pool, Shell, ShellKey};
 use crate::{
-    Ending, ExecOutcome, ExecRequest, HostSupport, LimitCounts, Limits, NativeBackend,
-    NativeSandbox, PausedPrograms, SandboxError, SandboxProcess, SandboxSpec, inner, workspace,
+    Ending, ExecRequest, HostSupport, LimitCounts, Limits, NativeBackend, NativeSandbox,
+    PausedPrograms, Ran, SandboxError, SandboxProcess, SandboxSpec, inner, workspace,
 };
 
 /// The port inside the sandbox where the bridge to the egress proxy listens.
@@ -1063,12 +1062,11 @@ impl BwrapSandbox {
 }
 
 impl NativeSandbox for BwrapSandbox {
-    async fn exec(
+    async fn run(
         &self,
         request: &ExecRequest,
         on_output: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<ExecOutcome, SandboxError> {
-        let started = Instant::now();
+    ) -> Result<Ran, SandboxError> {
         let cwd = checked_command_dir(request)?;
         let mut slot = self.shell.lock().await;
         // Owned for the command's time: should this future be dropped mid-command (a task
@@ -1113,7 +1111,7 @@ impl NativeSandbox for BwrapSandbox {
         };
         drop(slot);
         let output = (run.output, run.truncated);
-        Ok(ExecOutcome::measured(&self.spec, started, ending, counts, output).await)
+        Ok(Ran::measured(&self.spec, ending, counts, output).await)
     }
 
     /// Starts `request.argv` with its standard input and output connected to the returned

@@ -3,13 +3,11 @@
 //! ever used when named explicitly; it cannot enforce a network level, so it accepts only
 //! `open`.
 
-use std::time::Instant;
-
 use deft_core::{NetworkLevel, Redactor};
 
 use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
 use crate::{
-    Ending, ExecOutcome, ExecRequest, NativeBackend, NativeSandbox, SandboxError, SandboxProcess,
+    Ending, ExecRequest, NativeBackend, NativeSandbox, Ran, SandboxError, SandboxProcess,
     SandboxSpec, workspace,
 };
 
@@ -35,12 +33,11 @@ impl HostSandbox {
 }
 
 impl NativeSandbox for HostSandbox {
-    async fn exec(
+    async fn run(
         &self,
         request: &ExecRequest,
         on_output: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<ExecOutcome, SandboxError> {
-        let started = Instant::now();
+    ) -> Result<Ran, SandboxError> {
         let cwd = match &request.cwd {
             Some(cwd) => self.spec.workspace.join(workspace::relative(cwd)?),
             None => self.spec.workspace.clone(),
@@ -99,11 +96,10 @@ impl NativeSandbox for HostSandbox {
         let rest = text.finish();
         kept.push(&rest);
         let (output, truncated) = kept.finish();
-        Ok(ExecOutcome {
+        Ok(Ran {
             ending,
             output,
             truncated,
-            duration: started.elapsed(),
             limits_hit: Vec::new(),
         })
     }

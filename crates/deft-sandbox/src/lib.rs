@@ -195,6 +195,37 @@ pub struct ExecOutcome {
     pub limits_hit: Vec<String>,
 }
 
+/// How a command ran, as a backend reports it: an [`ExecOutcome`] but for the time it took,
+/// which [`NativeSandbox::exec`] measures alike for every backend.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub ending: Ending,
+    /// stdout and stderr together, redacted, capped.
+    pub output: String,
+    pub truncated: bool,
+    /// Limits the command ran into (the process limit, the disk limit), in words.
+    pub limits_hit: Vec<String>,
+}
+
+impl Ran {
+    /// The outcome of a command that took `duration`.
+    fn took(self, duration: Duration) -> ExecOutcome {
+        let Ran {
+            ending,
+            output,
+            truncated,
+            limits_hit,
+        } = self;
+        ExecOutcome {
+            ending,
+            output,
+            truncated,
+            duration,
+            limits_hit,
+        }
+    }
+}
+
 impl ExecOutcome {
     /// The exit code a shell would report.
     pub fn exit_code(&self) -> i32 {
@@ -216,18 +247,16 @@ pub struct LimitCounts {
     pub pids_refused: bool,
 }
 
-impl ExecOutcome {
-    /// The outcome of a command of a sandbox made with `spec` that ran from `started` and
-    /// ended as `ending`, having left `output`: a kill the memory limit caused is
-    /// [`Ending::OutOfMemory`], and each limit it ran into is said in words, the workspace's
-    /// disk limit measured now.
+impl Ran {
+    /// How a command of a sandbox made with `spec` ran that ended as `ending`, having left
+    /// `output`: a kill the memory limit caused is [`Ending::OutOfMemory`], and each limit it
+    /// ran into is said in words, the workspace's disk limit measured now.
     pub async fn measured(
         spec: &SandboxSpec,
-        started: std::time::Instant,
         ending: Ending,
         counts: LimitCounts,
         (output, truncated): (String, bool),
-    ) -> ExecOutcome {
+    ) -> Ran {
         let mut limits_hit = Vec::new();
         if counts.oom_killed {
             limits_hit.push(format!(
@@ -256,11 +285,10 @@ impl ExecOutcome {
                 spec.limits.disk_bytes / (1024 * 1024)
             ));
         }
-        ExecOutcome {
+        Ran {
             ending,
             output,
             truncated,
-            duration: started.elapsed(),
             limits_hit,
         }
     }
@@ -375,12 +403,25 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug {
 /// A backend's sandbox as the backend writes it: plain `async fn`s on its own type. Every such
 /// type is a [`Sandbox`]; the boxing that trait objects need is done once, here, for all.
 pub trait NativeSandbox: Send + Sync + std::fmt::Debug + Sized + 'static {
-    /// [`Sandbox::exec`].
+    /// Runs a command as [`Sandbox::exec`] does, but leaves timing it to [`NativeSandbox::exec`].
+    fn run(
+        &self,
+        request: &ExecRequest,
+        on_output: &mut (dyn FnMut(&str) + Send),
+    ) -> impl Future<Output = Result<Ran, SandboxError>> + Send;
+
+    /// [`Sandbox::exec`]: [`NativeSandbox::run`], timed here for every backend.
     fn exec(
         &self,
         request: &ExecRequest,
         on_output: &mut (dyn FnMut(&str) + Send),
-    ) -> impl Future<Output = Result<ExecOutcome, SandboxError>> + Send;
+    ) -> impl Future<Output = Result<ExecOutcome, SandboxError>> + Send {
+        async move {
+            let started = std::time::Instant::now();
+            let ran = self.run(request, on_output).await?;
+            Ok(ran.took(started.elapsed()))
+        }
+    }
 
     /// [`Sandbox::spawn`].
     fn spawn(
