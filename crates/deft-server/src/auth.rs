@@ -50,6 +50,26 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
+/// The authenticated caller with the server's state: what an API handler that acts for a user
+/// takes, as [`CurrentUser`] and the state together.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub app: AppState,
+    pub user: User,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let CurrentUser(user) = CurrentUser::from_request_parts(parts, state).await?;
+        Ok(Caller {
+            app: state.clone(),
+            user,
+        })
+    }
+}
+
 /// The value of the cookie `name` in the request's headers.
 pub(crate) fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers

@@ -1,18 +1,17 @@
 //! Chats: talk first, then create the one task of the chat; later messages steer that task.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use deft_core::ChatId;
 use deft_store::NewTask;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::CurrentUser;
+use crate::ApiError;
+use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::{repos, tasks};
 use crate::views::{self, TaskView};
-use crate::{ApiError, AppState};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,8 +21,7 @@ pub struct CreateChat {
 }
 
 pub async fn create(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiJson(body): ApiJson<CreateChat>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let repos = repos::resolve(&app, &user, &body.repos, "repos").await?;
@@ -32,8 +30,7 @@ pub async fn create(
 }
 
 pub async fn show(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<ChatId>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(views::chat(&app.store.chat(&user.id, &id).await?)))
@@ -46,8 +43,7 @@ pub struct PostMessage {
 }
 
 pub async fn message(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(chat): ApiPath<ChatId>,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -68,8 +64,7 @@ pub struct ChatTask {
 }
 
 pub async fn create_task(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<ChatId>,
     ApiJson(body): ApiJson<ChatTask>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {

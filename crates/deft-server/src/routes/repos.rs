@@ -3,14 +3,13 @@
 //! registered.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use deft_core::{RepoId, User};
 use deft_store::NewRepository;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::CurrentUser;
+use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, AppState, views};
 
@@ -21,10 +20,7 @@ pub struct AddRepo {
     github: Option<String>,
 }
 
-pub async fn list(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(Caller { app, user }: Caller) -> Result<Json<Value>, ApiError> {
     let repos = app.store.list_repositories(&user.id).await?;
     Ok(Json(
         json!({ "repos": repos.iter().map(views::repository).collect::<Vec<_>>() }),
@@ -32,8 +28,7 @@ pub async fn list(
 }
 
 pub async fn add(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiJson(body): ApiJson<AddRepo>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let repo = match (body.path, body.github) {
@@ -59,8 +54,7 @@ pub struct PutEnvironment {
 /// `PUT /repos/{id}/environment {"environment": "auto" | "host" | "dockerfile PATH" | "image
 /// NAME"}`: what the repository's tasks run on from their next start.
 pub async fn put_environment(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PutEnvironment>,
 ) -> Result<Json<Value>, ApiError> {
@@ -75,10 +69,7 @@ pub async fn put_environment(
 /// `GET /repos/github`: the GitHub repositories both the App and the user (through their linked
 /// account) can reach, with the user's permission on each; only those marked writable can be
 /// given to a task.
-pub async fn github_list(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+pub async fn github_list(Caller { app, user }: Caller) -> Result<Json<Value>, ApiError> {
     let Some(hooks) = &app.github else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

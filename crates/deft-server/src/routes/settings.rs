@@ -3,20 +3,16 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use deft_core::{EnvVars, McpConfig, NetworkLevel, NetworkPolicy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::CurrentUser;
+use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath};
-use crate::{ApiError, AppState, views};
+use crate::{ApiError, views};
 
-pub async fn environment(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+pub async fn environment(Caller { app, user }: Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(views::environment(
         &app.store.environment(&user.id).await?,
     )))
@@ -46,8 +42,7 @@ pub struct PutEnvironment {
 }
 
 pub async fn put_environment(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiJson(body): ApiJson<PutEnvironment>,
 ) -> Result<Json<Value>, ApiError> {
     // Everything is validated before anything is written: a bad part stores nothing.
@@ -88,8 +83,7 @@ pub struct PutEnvVar {
 
 /// Sets one environment variable, leaving the others as they are.
 pub async fn put_env_var(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<PutEnvVar>,
 ) -> Result<Json<Value>, ApiError> {
@@ -107,8 +101,7 @@ pub async fn put_env_var(
 
 /// Removes one environment variable.
 pub async fn delete_env_var(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.store
@@ -126,10 +119,7 @@ pub async fn delete_env_var(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn secrets(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+pub async fn secrets(Caller { app, user }: Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({ "secrets": app.store.list_secrets(&user.id).await? }),
     ))
@@ -142,8 +132,7 @@ struct PutSecret {
 }
 
 pub async fn put_secret(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(name): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -167,26 +156,21 @@ pub async fn put_secret(
 }
 
 pub async fn delete_secret(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.store.delete_secret(&user.id, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn learnings(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+pub async fn learnings(Caller { app, user }: Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({ "learnings": app.store.list_learnings(&user.id).await? }),
     ))
 }
 
 pub async fn delete_learning(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.store.delete_learning(&user.id, &id).await?;

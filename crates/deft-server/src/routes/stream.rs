@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
-use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use deft_core::{Event, TaskId, UserId};
@@ -17,7 +16,7 @@ use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::auth::CurrentUser;
+use crate::auth::Caller;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::{ApiError, AppState, views};
 
@@ -28,8 +27,7 @@ pub struct StreamQuery {
 }
 
 pub async fn events(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(task): ApiPath<TaskId>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,

@@ -1,14 +1,13 @@
 //! Tasks: create, list, show, read events, and the owner's lifecycle actions.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use deft_core::{EventKind, Plan, TaskId, TaskState, Transition, UserId};
 use deft_store::{Actor, NewTask, TaskFilter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::CurrentUser;
+use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::repos;
 use crate::views::{self, TaskView};
@@ -26,8 +25,7 @@ pub struct CreateTask {
 }
 
 pub async fn create(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     // Checked before the repositories, which a path registers: a refused task registers nothing.
@@ -113,8 +111,7 @@ pub struct ListQuery {
 const PAGE: i64 = 50;
 
 pub async fn list(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let state = query
@@ -150,8 +147,7 @@ pub async fn list(
 }
 
 pub async fn show(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<TaskId>,
 ) -> Result<Json<TaskView>, ApiError> {
     let task = app.store.task(&user.id, &id).await?;
@@ -166,8 +162,7 @@ pub struct EventsQuery {
 }
 
 pub async fn events(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<TaskId>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -201,8 +196,7 @@ async fn act(
 }
 
 pub async fn cancel(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<TaskId>,
 ) -> Result<Json<TaskView>, ApiError> {
     act(&app, &user, id, Transition::Cancel, None).await
@@ -232,8 +226,7 @@ fn owner_message(
 }
 
 pub async fn answer(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<TaskId>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> Result<Json<TaskView>, ApiError> {
@@ -242,8 +235,7 @@ pub async fn answer(
 }
 
 pub async fn feedback(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<TaskId>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> Result<Json<TaskView>, ApiError> {
@@ -258,8 +250,7 @@ pub struct ApproveBody {
 }
 
 pub async fn approve(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<TaskId>,
     body: axum::body::Bytes,
 ) -> Result<Json<TaskView>, ApiError> {
@@ -305,8 +296,7 @@ pub async fn approve(
 /// The diff of each of the task's pull requests (the local forge keeps them, so deft serves
 /// them): `{"diffs": [{repo, base, head, diff}]}`.
 pub async fn diff(
-    State(app): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Caller { app, user }: Caller,
     ApiPath(id): ApiPath<TaskId>,
 ) -> Result<Json<Value>, ApiError> {
     let task = app.store.task(&user.id, &id).await?;
