@@ -400,7 +400,15 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, EngineError> {
         let id = &context.task.id;
-        let mut tools = Tools::new(sandbox, &self.workspaces.join(id.as_str())).with_mcp(mcp);
+        let names = context
+            .repos
+            .iter()
+            .filter_map(|(_, dir, _)| dir.file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        let mut tools = Tools::new(sandbox, &self.workspaces.join(id.as_str()))
+            .with_mcp(mcp)
+            .with_repositories(names);
 
         let mut plan = context.task.plan.clone();
         if progress.phase == WorkPhase::Planning {

@@ -96,6 +96,12 @@ pub(crate) fn system_prompt(
             steering.push('\n');
         }
     }
+    if let [(_, _, facts)] = repos {
+        stable.push_str(&format!(
+            "\nCommands start in /workspace/{0}, and a relative path is read there (`src/app.py` is /workspace/{0}/src/app.py).\n",
+            facts.name
+        ));
+    }
     let mut parts = vec![stable];
     let mut conventions = String::new();
     if !steering.is_empty() {

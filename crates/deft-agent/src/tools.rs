@@ -127,6 +127,8 @@ pub struct Tools<'a, S: Sandbox + ?Sized> {
     files: std::sync::Arc<std::sync::Mutex<crate::files::Files>>,
     /// The user's MCP servers, whose tools are offered next to these.
     mcp: Option<&'a crate::mcp::McpServers>,
+    /// The repositories' directories under `/workspace`.
+    repos: Vec<String>,
 }
 
 impl<S: Sandbox + ?Sized> std::fmt::Debug for Tools<'_, S> {
@@ -186,7 +188,33 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
             workspace: workspace.to_owned(),
             files: std::sync::Arc::new(std::sync::Mutex::new(crate::files::Files::new(workspace))),
             mcp: None,
+            repos: Vec::new(),
         }
+    }
+
+    /// The repositories' directories under `/workspace`: with one, commands start in it and
+    /// a relative path that does not name it resolves in it, as a model used to working in a
+    /// repository writes them.
+    pub fn with_repositories(mut self, repos: Vec<String>) -> Tools<'a, S> {
+        self.repos = repos;
+        self
+    }
+
+    /// `path` as the workspace knows it: `/workspace` itself, or a path relative to the one
+    /// repository, made relative to the workspace.
+    fn located(&self, path: &str) -> String {
+        let [repo] = self.repos.as_slice() else {
+            return path.to_owned();
+        };
+        let trimmed = path.trim_start_matches("./");
+        if path == "/workspace" || path == "/workspace/" || trimmed.is_empty() || trimmed == "." {
+            return format!("/workspace/{repo}");
+        }
+        let names_repo = trimmed.split('/').next() == Some(repo.as_str());
+        if path.starts_with('/') || names_repo {
+            return path.to_owned();
+        }
+        format!("{repo}/{trimmed}")
     }
 
     /// Offers the tools of these MCP servers too.
@@ -222,6 +250,10 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
         let result = match call.name.as_str() {
             "bash" => self.bash(&arguments, on_output).await,
             "str_replace_based_edit_tool" | "search" => {
+                let mut arguments = arguments;
+                if let Some(path) = arguments["path"].as_str() {
+                    arguments["path"] = Value::String(self.located(path));
+                }
                 self.file_tool(call.name.clone(), arguments).await
             }
             "submit_plan" => submit_plan(&arguments),
@@ -278,15 +310,24 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ToolOutput, ToolOutput> {
         let command = string(arguments, "command")?;
+        if let Some(program) = interactive(command) {
+            return Err(ToolOutput::error(format!(
+                "`{program}` waits for a person at a terminal, and there is none here; use str_replace_based_edit_tool to view and edit files, or `cat`, `sed -n` and `grep` to read them"
+            )));
+        }
         let timeout = arguments["timeout_secs"]
             .as_u64()
             .unwrap_or(DEFAULT_BASH_TIMEOUT)
             .clamp(1, MAX_BASH_TIMEOUT);
-        let request = ExecRequest {
+        let mut request = ExecRequest {
             timeout: Duration::from_secs(timeout),
             output_cap: RESULT_CAP,
             ..ExecRequest::shell(command)
         };
+        // With one repository, commands start in it.
+        if let [repo] = self.repos.as_slice() {
+            request.cwd = Some(format!("/workspace/{repo}"));
+        }
         let outcome = self
             .sandbox
             .exec(&request, on_output)
@@ -313,6 +354,18 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
             effect: Effect::None,
         })
     }
+}
+
+/// The interactive program a command starts with (after `sudo` or an environment setting),
+/// if it is one: an editor, a pager or a monitor that would wait for a terminal until killed.
+fn interactive(command: &str) -> Option<&str> {
+    const PROGRAMS: [&str; 12] = [
+        "nano", "vim", "vi", "nvim", "emacs", "pico", "less", "more", "top", "htop", "man", "ed",
+    ];
+    command
+        .split_whitespace()
+        .find(|word| *word != "sudo" && !word.contains('='))
+        .filter(|program| PROGRAMS.contains(&program.rsplit('/').next().unwrap_or(program)))
 }
 
 fn submit_plan(arguments: &Value) -> Result<ToolOutput, ToolOutput> {

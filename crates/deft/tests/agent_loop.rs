@@ -169,3 +169,75 @@ async fn repeated_successful_calls_and_short_cycles_are_loops() {
     );
     assert_eq!(server.remaining_steps(), 1, "the step ended at the loop");
 }
+
+/// "The model cannot find the code": with one repository, commands start in it, a relative
+/// path resolves in it, `/workspace` itself is a place to search, and an editor that would
+/// wait for a terminal is refused at once, naming the tool to use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_repository_commands_and_paths_start_in_it() {
+    let call = |id: &str, name: &str, arguments: &str| {
+        Step::Reply(Turn::calls(vec![
+            deft_testkit::model_server::ScriptedCall::new(id, name, arguments),
+        ]))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let server = ScriptedModel::start(vec![
+        plan_turn(),
+        call("e1", "bash", r#"{"command": "pwd && ls"}"#),
+        call(
+            "e2",
+            "search",
+            r#"{"pattern": "greeting", "path": "/workspace"}"#,
+        ),
+        call("e3", "bash", r#"{"command": "nano greeting.txt"}"#),
+        call(
+            "e4",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        Step::Reply(Turn::text("Created greeting.txt.")),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let requests = server.requests();
+    let result = |n: usize| {
+        let messages = requests[n].body["messages"].as_array().unwrap();
+        messages.last().unwrap().to_string()
+    };
+    assert!(
+        result(2).contains("/workspace/greeter") && result(2).contains("test.sh"),
+        "pwd: {}",
+        result(2)
+    );
+    assert!(result(3).contains("test.sh"), "search: {}", result(3));
+    assert!(
+        result(4).contains("waits for a person at a terminal")
+            && result(4).contains("str_replace_based_edit_tool"),
+        "nano: {}",
+        result(4)
+    );
+    let branch = sh(
+        &repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    );
+    assert_eq!(
+        sh(&repo, &format!("git show {}:greeting.txt", branch.trim())),
+        "hello\n",
+        "the relative path was the repository's"
+    );
+}
