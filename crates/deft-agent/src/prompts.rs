@@ -98,7 +98,7 @@ pub(crate) fn system_prompt(
     }
     if let [(_, _, facts)] = repos {
         stable.push_str(&format!(
-            "\nCommands start in /workspace/{0}, and a relative path is read there (`src/app.py` is /workspace/{0}/src/app.py).\n",
+            "\nThe editor and the search read a relative path in /workspace/{0} (`src/app.py` is /workspace/{0}/src/app.py); commands start in /workspace, so `cd {0}` first.\n",
             facts.name
         ));
     }

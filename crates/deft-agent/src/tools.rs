@@ -192,9 +192,8 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
         }
     }
 
-    /// The repositories' directories under `/workspace`: with one, commands start in it and
-    /// a relative path that does not name it resolves in it, as a model used to working in a
-    /// repository writes them.
+    /// The repositories' directories under `/workspace`: with one, a relative path that does
+    /// not name it resolves in it, as a model used to working in a repository writes them.
     pub fn with_repositories(mut self, repos: Vec<String>) -> Tools<'a, S> {
         self.repos = repos;
         self
@@ -319,15 +318,12 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
             .as_u64()
             .unwrap_or(DEFAULT_BASH_TIMEOUT)
             .clamp(1, MAX_BASH_TIMEOUT);
-        let mut request = ExecRequest {
+        let request = ExecRequest {
             timeout: Duration::from_secs(timeout),
             output_cap: RESULT_CAP,
             ..ExecRequest::shell(command)
         };
-        // With one repository, commands start in it.
-        if let [repo] = self.repos.as_slice() {
-            request.cwd = Some(format!("/workspace/{repo}"));
-        }
+
         let outcome = self
             .sandbox
             .exec(&request, on_output)

@@ -170,11 +170,11 @@ async fn repeated_successful_calls_and_short_cycles_are_loops() {
     assert_eq!(server.remaining_steps(), 1, "the step ended at the loop");
 }
 
-/// "The model cannot find the code": with one repository, commands start in it, a relative
-/// path resolves in it, `/workspace` itself is a place to search, and an editor that would
-/// wait for a terminal is refused at once, naming the tool to use.
+/// "The model cannot find the code": with one repository, a relative path resolves in it,
+/// `/workspace` itself is a place to search, and an editor that would wait for a terminal is
+/// refused at once, naming the tool to use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_one_repository_commands_and_paths_start_in_it() {
+async fn with_one_repository_relative_paths_resolve_in_it() {
     let call = |id: &str, name: &str, arguments: &str| {
         Step::Reply(Turn::calls(vec![
             deft_testkit::model_server::ScriptedCall::new(id, name, arguments),
@@ -184,7 +184,7 @@ async fn with_one_repository_commands_and_paths_start_in_it() {
     let repo = greeting_repo(dir.path());
     let server = ScriptedModel::start(vec![
         plan_turn(),
-        call("e1", "bash", r#"{"command": "pwd && ls"}"#),
+        call("e1", "str_replace_based_edit_tool", r#"{"command": "view", "path": "."}"#),
         call(
             "e2",
             "search",
@@ -220,8 +220,8 @@ async fn with_one_repository_commands_and_paths_start_in_it() {
         messages.last().unwrap().to_string()
     };
     assert!(
-        result(2).contains("/workspace/greeter") && result(2).contains("test.sh"),
-        "pwd: {}",
+        result(2).contains("test.sh") && result(2).contains("AGENTS.md"),
+        "view .: {}",
         result(2)
     );
     assert!(result(3).contains("test.sh"), "search: {}", result(3));
