@@ -184,7 +184,11 @@ async fn with_one_repository_relative_paths_resolve_in_it() {
     let repo = greeting_repo(dir.path());
     let server = ScriptedModel::start(vec![
         plan_turn(),
-        call("e1", "str_replace_based_edit_tool", r#"{"command": "view", "path": "."}"#),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "view", "path": "."}"#,
+        ),
         call(
             "e2",
             "search",
