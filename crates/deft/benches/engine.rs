@@ -133,6 +133,12 @@ async fn run() -> Measured {
         "submit_plan",
         &plan,
     )]))];
+    // The work changes one file: a run that changes none is not completed.
+    script.push(Step::Reply(Turn::calls(vec![ScriptedCall::new(
+        "w",
+        "str_replace_based_edit_tool",
+        r#"{"command": "create", "path": "done.txt", "file_text": "done\n"}"#,
+    )])));
     for n in 0..STEPS {
         script.push(Step::Reply(Turn::calls(vec![ScriptedCall::new(
             &format!("f{n}"),

@@ -245,3 +245,48 @@ async fn with_one_repository_relative_paths_resolve_in_it() {
         "the relative path was the repository's"
     );
 }
+
+/// "One task ended `completed`, exit 0, with no change in the repository at all (its file was
+/// written beside the repository, not in it)": work that changes no file of any repository
+/// is not completed; the owner is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_that_changes_no_file_is_not_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("notes");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "echo '# notes' > README.md && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let server = ScriptedModel::start(vec![
+        Step::Reply(Turn::calls(vec![
+            deft_testkit::model_server::ScriptedCall::new(
+                "p1",
+                "submit_plan",
+                r#"{"requirements": ["a todo file"], "acceptance_criteria": ["TODO.md exists"], "steps": ["Write TODO.md"]}"#,
+            ),
+        ])),
+        Step::Reply(Turn::calls(vec![
+            deft_testkit::model_server::ScriptedCall::new(
+                "e1",
+                "bash",
+                r#"{"command": "echo '- ship it' > /workspace/TODO.md"}"#,
+            ),
+        ])),
+        Step::Reply(Turn::text("Wrote TODO.md.")),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(&server, &dir.path().join("data"), &repo, "add a TODO.md").await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the work changed no file in notes") && stderr.contains("Wrote TODO.md."),
+        "{stderr}"
+    );
+    assert_eq!(
+        sh(&repo, "git branch --list 'deft/*'"),
+        "",
+        "no branch was pushed"
+    );
+}

@@ -92,6 +92,13 @@ async fn three_workers_run_every_task_once_and_survive_losing_one() {
                 "submit_plan",
                 r#"{"requirements": ["r"], "acceptance_criteria": ["a"], "steps": ["s"]}"#,
             )
+        } else if !body["messages"].to_string().contains("done.txt") {
+            // A file written: a run that changes none is not completed.
+            ScriptedCall::new(
+                "w",
+                "str_replace_based_edit_tool",
+                r#"{"command": "create", "path": "done.txt", "file_text": "done\n"}"#,
+            )
         } else {
             // A little work, so that a worker can be caught mid-task.
             ScriptedCall::new("f", "finish", r#"{"summary": "done"}"#)
@@ -195,8 +202,8 @@ async fn three_workers_run_every_task_once_and_survive_losing_one() {
             let kinds = |kind: EventKind| events.iter().filter(|e| e.kind == kind).count();
             assert_eq!(
                 (kinds(EventKind::Plan), kinds(EventKind::ModelCall)),
-                (1, 3),
-                "task {id} was planned once, with one call each to plan, work and review"
+                (1, 4),
+                "task {id} was planned once, with one call to plan, two to work and one to review"
             );
         }
     }

@@ -81,8 +81,15 @@ impl Engine {
         let with = [owner_identity(&context.owner, login.as_deref()), agent()];
         let mut changed = Vec::new();
         let mut commits = HashMap::new();
+        let bases = self.bases(id);
         for (repo, dir, _) in &context.repos {
             let committed = match deft_forge::commit_all(dir, &message, &agent(), &with).await {
+                // Nothing left to commit, but the task's commands may have committed the work
+                // themselves: the branch is what moved past its base.
+                Ok(None) => deft_forge::commit_of(dir, "HEAD")
+                    .await
+                    .ok()
+                    .filter(|head| bases.get(repo.id.as_str()).is_some_and(|base| base != head)),
                 Ok(committed) => committed,
                 Err(error) => {
                     return Ok(Some(attention(
@@ -106,6 +113,24 @@ impl Engine {
                 commits.insert(repo.id.clone(), commit);
             }
             changed.push(repo);
+        }
+        if changed.is_empty() {
+            // Work that changed nothing is not done: a file written beside a repository, or a
+            // step that only said it was done. The owner hears why rather than a success.
+            let said = progress.summaries.last().map_or("", String::as_str);
+            let names: Vec<&str> = context
+                .repos
+                .iter()
+                .map(|(repo, _, _)| repo.name.as_str())
+                .collect();
+            return Ok(Some(attention(
+                AttentionKind::Error,
+                format!(
+                    "the work changed no file in {} (its last step said: \"{}\"); answer with what is missing to try again, or cancel the task if nothing needed to change",
+                    names.join(", "),
+                    first_line(said, 200)
+                ),
+            )));
         }
         let origin = self.store.issue_of(id).await?;
         for repo in &changed {
