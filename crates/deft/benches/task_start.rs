@@ -127,7 +127,7 @@ fn main() {
         if echo {
             eprintln!(
                 "bench: posted at {}, first request {:.1} ms later",
-                humantime_now(posted),
+                wall_seconds(posted),
                 first.saturating_duration_since(posted).as_secs_f64() * 1000.0
             );
         }
@@ -172,7 +172,7 @@ fn main() {
 }
 
 /// The wall-clock time of `at`, to set beside the server's log lines.
-fn humantime_now(at: Instant) -> String {
+fn wall_seconds(at: Instant) -> String {
     let now = std::time::SystemTime::now() - at.elapsed();
     let since = now.duration_since(std::time::UNIX_EPOCH).unwrap();
     format!("{}.{:06}", since.as_secs() % 60, since.subsec_micros())

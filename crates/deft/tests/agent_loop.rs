@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::greeter::{create_turn, deft_run, greeting_repo, plan_turn, review_pass};
-use common::sh;
+use common::greeter::{create_turn, deft_run, greeting_repo, plan_turn, review_pass, succeeded};
+use common::{call, sh};
 use deft_testkit::model_server::{ScriptedModel, Step, Turn};
 
 /// "Most models end a turn by answering in text": a reply without a tool call ends the step
@@ -32,13 +32,7 @@ async fn a_reply_in_words_ends_the_step_and_the_checks_decide() {
         "create greeting.txt containing hello, and make ./test.sh pass",
     )
     .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeded(&output);
     assert!(stdout.contains("completed"), "{stdout}");
     let requests = server.requests();
     // The early reply came back with the checks' failure, not a bare "use the tools".
@@ -82,17 +76,9 @@ async fn a_python_repositorys_unittest_tests_are_its_checks() {
         "git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
     );
     let server = ScriptedModel::start(vec![
-        Step::Reply(Turn::calls(vec![deft_testkit::model_server::ScriptedCall::new(
-            "p1",
-            "submit_plan",
-            r#"{"requirements": ["slug joins words with -"], "acceptance_criteria": ["the tests pass"], "steps": ["Fix slug"]}"#,
-        )])),
+        call("p1", "submit_plan", r#"{"requirements": ["slug joins words with -"], "acceptance_criteria": ["the tests pass"], "steps": ["Fix slug"]}"#),
         Step::Reply(Turn::text("The function looks right to me.")),
-        Step::Reply(Turn::calls(vec![deft_testkit::model_server::ScriptedCall::new(
-            "e1",
-            "str_replace_based_edit_tool",
-            r#"{"command": "str_replace", "path": "slugs/util.py", "old_str": "text.lower()", "new_str": "text.lower().replace(' ', '-')"}"#,
-        )])),
+        call("e1", "str_replace_based_edit_tool", r#"{"command": "str_replace", "path": "slugs/util.py", "old_str": "text.lower()", "new_str": "text.lower().replace(' ', '-')"}"#),
         Step::Reply(Turn::text("slug now joins words with a hyphen.")),
         review_pass(),
     ])
@@ -104,13 +90,7 @@ async fn a_python_repositorys_unittest_tests_are_its_checks() {
         "slug('Hello World') should be hello-world",
     )
     .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeded(&output);
     assert!(
         stdout.contains("execution verification_failed: FAILED (failures=1)")
             && stdout.contains("execution verified"),
@@ -128,11 +108,6 @@ async fn a_python_repositorys_unittest_tests_are_its_checks() {
 /// and a short cycle of calls, are loops; the agent is told once, then the step ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_successful_calls_and_short_cycles_are_loops() {
-    let call = |id: &str, name: &str, arguments: &str| {
-        Step::Reply(Turn::calls(vec![
-            deft_testkit::model_server::ScriptedCall::new(id, name, arguments),
-        ]))
-    };
     let search = r#"{"pattern": "hello", "path": "greeter"}"#;
     let sudo = r#"{"command": "sudo apt-get install sudo"}"#;
     let nano = r#"{"command": "nano greeter/greeting.txt"}"#;
@@ -175,11 +150,6 @@ async fn repeated_successful_calls_and_short_cycles_are_loops() {
 /// refused at once, naming the tool to use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_repository_relative_paths_resolve_in_it() {
-    let call = |id: &str, name: &str, arguments: &str| {
-        Step::Reply(Turn::calls(vec![
-            deft_testkit::model_server::ScriptedCall::new(id, name, arguments),
-        ]))
-    };
     let dir = tempfile::tempdir().unwrap();
     let repo = greeting_repo(dir.path());
     let server = ScriptedModel::start(vec![
@@ -211,13 +181,7 @@ async fn with_one_repository_relative_paths_resolve_in_it() {
         "create greeting.txt containing hello",
     )
     .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     let requests = server.requests();
     let result = |n: usize| {
         let messages = requests[n].body["messages"].as_array().unwrap();
@@ -259,20 +223,8 @@ async fn work_that_changes_no_file_is_not_completed() {
         "echo '# notes' > README.md && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
     );
     let server = ScriptedModel::start(vec![
-        Step::Reply(Turn::calls(vec![
-            deft_testkit::model_server::ScriptedCall::new(
-                "p1",
-                "submit_plan",
-                r#"{"requirements": ["a todo file"], "acceptance_criteria": ["TODO.md exists"], "steps": ["Write TODO.md"]}"#,
-            ),
-        ])),
-        Step::Reply(Turn::calls(vec![
-            deft_testkit::model_server::ScriptedCall::new(
-                "e1",
-                "bash",
-                r#"{"command": "echo '- ship it' > /workspace/TODO.md"}"#,
-            ),
-        ])),
+        call("p1", "submit_plan", r#"{"requirements": ["a todo file"], "acceptance_criteria": ["TODO.md exists"], "steps": ["Write TODO.md"]}"#),
+        call("e1", "bash", r#"{"command": "echo '- ship it' > /workspace/TODO.md"}"#),
         Step::Reply(Turn::text("Wrote TODO.md.")),
         review_pass(),
     ])

@@ -77,3 +77,15 @@ pub async fn deft_run(
         .await
         .unwrap()
 }
+
+/// `deft run`'s standard output, once it is known to have exited 0 (both streams shown if not).
+pub fn succeeded(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
