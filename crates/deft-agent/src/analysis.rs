@@ -47,15 +47,15 @@ pub fn analyse(dir: &Path, name: &str) -> RepoFacts {
     facts(name, &Clone { dir })
 }
 
-/// The facts of `commit` in a repository deft reads on the host (a private or a registered
-/// local one, never a workspace), from git's objects: what a fresh clone of it will hold, known
+/// The facts of `commit` from git's objects (deft's private copy, or a registered local
+/// repository read in the jail; never a workspace): what a fresh clone of it will hold, known
 /// before the clone is made.
 pub async fn analyse_commit(
-    repo: &Path,
+    repo: &deft_forge::Objects<'_>,
     commit: &str,
     name: &str,
 ) -> Result<RepoFacts, deft_forge::ForgeError> {
-    let entries = deft_forge::private::list_tree(repo, commit).await?;
+    let entries = repo.list_tree(commit).await?;
     let mut tree = Tree {
         entries,
         texts: std::collections::HashMap::new(),
@@ -67,7 +67,7 @@ pub async fn analyse_commit(
         .map(|(_, path)| path.clone())
         .collect();
     for path in wanted {
-        if let Ok(bytes) = deft_forge::private::read_file(repo, commit, &path).await
+        if let Ok(bytes) = repo.read_file(commit, &path).await
             && bytes.len() <= STEERING_BYTES
             && let Ok(text) = String::from_utf8(bytes)
         {

@@ -5,8 +5,11 @@
 //! switches off the configuration knobs that could make git run a repository's own programs.
 
 mod jail;
+mod objects;
 mod ownership;
 pub mod private;
+
+pub use objects::{Objects, Registered};
 
 pub use ownership::set_clone_owner;
 

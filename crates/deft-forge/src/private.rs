@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use crate::jail::{BUNDLE_CAP, Jail, ORIGIN, WORKSPACE};
+use crate::objects::Objects;
 use crate::{ForgeError, GitAuth, git_checked};
 
 /// A fresh bare copy of the registered local repository `source` at `private` (whatever was
@@ -131,48 +132,12 @@ pub async fn resolve_branches(
     repo: &Path,
     branches: &[&str],
 ) -> Result<Vec<Option<String>>, ForgeError> {
-    let wanted: Vec<String> = branches
-        .iter()
-        .map(|branch| format!("refs/heads/{branch}"))
-        .collect();
-    let mut command = crate::repo_command(repo);
-    command.args(["-c", "safe.directory=*"]);
-    let mut args = vec![
-        "for-each-ref",
-        "--format=%(refname)%00%(objecttype)%00%(objectname)",
-        "--",
-    ];
-    args.extend(wanted.iter().map(String::as_str));
-    let (status, out, err) = crate::capped_output(command, &args, &[]).await?;
-    if !status.success() {
-        return Err(ForgeError::Git {
-            command: "for-each-ref".into(),
-            message: String::from_utf8_lossy(&err).trim().to_owned(),
-        });
-    }
-    let out = String::from_utf8_lossy(&out);
-    // A pattern also matches the refs below it (`main` matches `main/x`): only exact names.
-    let found: Vec<(&str, &str, &str)> = out
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split('\0');
-            Some((fields.next()?, fields.next()?, fields.next()?))
-        })
-        .collect();
-    Ok(wanted
-        .iter()
-        .map(|reference| {
-            found
-                .iter()
-                .find(|(name, kind, _)| name == reference && *kind == "commit")
-                .map(|(_, _, id)| (*id).to_owned())
-        })
-        .collect())
+    Objects::Private(repo).resolve_branches(branches).await
 }
 
 /// Whether the private repository holds `commit` (a full object id).
 pub async fn has_commit(private: &Path, commit: &str) -> Result<bool, ForgeError> {
-    if !matches!(commit.len(), 40 | 64) || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+    if !crate::objects::is_object_id(commit) {
         return Ok(false);
     }
     let mut command = crate::repo_command(private);
@@ -360,8 +325,7 @@ pub async fn regular_files(
 
 /// One file of `commit`'s tree, as git stores it.
 pub async fn read_file(private: &Path, commit: &str, path: &str) -> Result<Vec<u8>, ForgeError> {
-    let object = format!("{commit}:{path}");
-    raw_output(private, &["cat-file", "blob", &object]).await
+    Objects::Private(private).read_file(commit, path).await
 }
 
 /// `commit`'s whole tree as an uncompressed tar (an image's build context), at most 64 MiB:
@@ -391,20 +355,10 @@ pub async fn list_paths(private: &Path, commit: &str) -> Result<Vec<String>, For
         .collect())
 }
 
-/// Every entry of `commit`'s tree, recursively, with git's mode: `100644` a regular file,
-/// `100755` an executable one, `120000` a link, `160000` a submodule (at most 64 MiB of
-/// listing).
+/// Every entry of `commit`'s tree, recursively, with git's mode (see
+/// [`Objects::list_tree`]).
 pub async fn list_tree(repo: &Path, commit: &str) -> Result<Vec<(String, String)>, ForgeError> {
-    let out = raw_output(repo, &["ls-tree", "-r", "-z", "--end-of-options", commit]).await?;
-    Ok(out
-        .split(|byte| *byte == 0)
-        .filter_map(|entry| {
-            let entry = String::from_utf8_lossy(entry);
-            let (meta, path) = entry.split_once('\t')?;
-            let mode = meta.split_whitespace().next()?;
-            Some((mode.to_owned(), path.to_owned()))
-        })
-        .collect())
+    Objects::Private(repo).list_tree(commit).await
 }
 
 /// git's id of `commit`'s tree: what names its files, whatever commit holds them.
@@ -423,7 +377,7 @@ pub async fn tree_of(private: &Path, commit: &str) -> Result<String, ForgeError>
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
 
-async fn raw_output(private: &Path, args: &[&str]) -> Result<Vec<u8>, ForgeError> {
+pub(crate) async fn raw_output(private: &Path, args: &[&str]) -> Result<Vec<u8>, ForgeError> {
     let mut command = crate::repo_command(private);
     command.args(["-c", "safe.directory=*"]);
     let (status, out, err) = crate::capped_output(command, args, &[]).await?;

@@ -242,6 +242,71 @@ async fn a_fifo_cannot_hang_the_tools_or_the_server() {
 /// attributes send every file through it; the repository has a Dockerfile, so choosing the
 /// environment reads its whole tree. deft reads repositories only from its private copy,
 /// which carries no configuration of theirs: the program never runs on the host.
+/// The first clone of a registered repository is read while deft's copy of it is made, in the
+/// jail: a repository that borrows another's objects (`git clone --shared`) shows nothing of
+/// the other repository there, so its files never reach the model, and the copy refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_repository_read_early_shows_nothing_it_borrows() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    sh(
+        &victim,
+        "echo 'VICTIM-ONLY-WORDS: rotate the keys on Fridays' > AGENTS.md && git init -q -b main \
+         && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let borrower = dir.path().join("widgets");
+    sh(
+        dir.path(),
+        &format!(
+            "git clone -q --shared {} {}",
+            victim.display(),
+            borrower.display()
+        ),
+    );
+    let model = ScriptedModel::start(vec![
+        plan(),
+        call("e1", "finish", r#"{"summary": "Nothing to do"}"#),
+        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+    ])
+    .await;
+    let server = start(&dir.path().join("data"), &model);
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Look around", "repos": [borrower]})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let state = loop {
+        let state = server
+            .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
+            .await;
+        if matches!(
+            state["state"].as_str(),
+            Some("completed" | "needs_attention" | "failed")
+        ) {
+            break state;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(state["state"], "needs_attention", "{state}");
+    assert!(
+        state.to_string().contains("borrows objects"),
+        "the copy refuses it: {state}"
+    );
+    for request in model.requests() {
+        assert!(
+            !request.body.to_string().contains("VICTIM-ONLY-WORDS"),
+            "another repository's file reached the model: {}",
+            request.body
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_repositorys_git_filters_never_run_on_the_host() {
     let dir = tempfile::tempdir().unwrap();

@@ -277,6 +277,12 @@ impl Engine {
                 Ok(found) => found,
                 Err(stop) => return Ok(Err(stop)),
             };
+        // The sandbox is made over whole clones: its init makes each one's git hooks and
+        // configuration read-only as it starts. The dependencies are read from the private
+        // copies, which are whole once the clones are.
+        if let Err(stop) = checkouts.wait().await {
+            return Ok(Err(stop));
+        }
         // Without a Dockerfile, the repositories' own tools install their dependencies.
         let dependencies = if own_environment {
             Vec::new()
@@ -309,11 +315,6 @@ impl Engine {
             limits: Limits::default(),
             root,
         };
-        // The sandbox is made over whole clones: its init makes each one's git hooks and
-        // configuration read-only as it starts.
-        if let Err(stop) = checkouts.wait().await {
-            return Ok(Err(stop));
-        }
         let backend = match (&spec.root, &self.image_sandboxes) {
             (Some(_), Some(containers)) => containers,
             _ => &self.sandboxes,
@@ -468,10 +469,12 @@ impl Engine {
     }
 
     /// Starts a fresh clone of the repository in `dir`, on the task's branch, and reads what
-    /// it will hold from git's objects meanwhile: where those objects are (the registered
-    /// repository for the local forge, else the task's private repository, copied from the
-    /// forge first), the facts, and the clone being made. The base commit the work starts from
-    /// is recorded where commands cannot rewrite it (they can move the clone's own `origin/…`).
+    /// it will hold from git's objects meanwhile: the facts, and the clone being made. The
+    /// clone is made from the task's private repository, copied from the forge first; a first
+    /// clone of a registered local repository is read in the jail while that copy is made,
+    /// unless choosing its environment will read the copy. The base commit the work starts
+    /// from is recorded where commands cannot rewrite it (they can move the clone's own
+    /// `origin/…`).
     async fn start_clone(
         &self,
         id: &TaskId,
@@ -485,27 +488,38 @@ impl Engine {
         // repository's owner (filters and the programs they name never run here).
         let private = self.private_repo(id, dir);
         let began = std::time::Instant::now();
-        self.forges
-            .mirror(repo, &private)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "private copy made");
-        let heads =
-            deft_forge::private::resolve_branches(&private, &[&repo.default_branch, branch])
-                .await
-                .map_err(|e| e.to_string())?;
-        let (now, tip) = match <[Option<String>; 2]>::try_from(heads) {
-            Ok([Some(now), tip]) => (now, tip),
-            _ => {
-                return Err(format!(
-                    "its default branch `{}` is not in the repository; set the right one, then answer this task",
-                    repo.default_branch
-                ));
-            }
+        let copying = {
+            let (forges, repo, private) = (self.forges.clone(), repo.clone(), private.clone());
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                forges
+                    .mirror(&repo, &private)
+                    .await
+                    .map_err(|e| e.to_string())
+            }))
         };
+        let recorded = self.bases(id).get(repo.id.as_str()).cloned();
+        let early = match (repo.forge, &recorded) {
+            (deft_core::ForgeKind::Local, None) => {
+                self.read_registered(id, repo, name, branch).await
+            }
+            _ => None,
+        };
+        if let Some(Early { base, facts }) = early {
+            self.record_base(id, repo.id.as_str(), &base);
+            tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "registered repository read in the jail");
+            let clone =
+                Self::clone_after(Some(copying), (&private, dir, branch, &base), Some(&base));
+            let making = Self::begin_clone(clone, one_jail, &marker)?;
+            return Ok((facts, Self::checkout(repo, dir, marker, making)));
+        }
+        copying
+            .await
+            .map_err(|error| format!("the copy stopped: {error}"))??;
+        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "private copy made");
+        let objects = deft_forge::Objects::Private(&private);
+        let (now, tip) = branches_of(&objects, repo, branch).await?;
         // A clone made again keeps the base its first clone recorded, when the forge still has
         // it: the branch grew from there, and the diff and the review measure from there.
-        let recorded = self.bases(id).get(repo.id.as_str()).cloned();
         let base = match recorded {
             Some(recorded)
                 if deft_forge::private::has_commit(&private, &recorded)
@@ -519,41 +533,126 @@ impl Engine {
         self.record_base(id, repo.id.as_str(), &base);
         // A later round whose clone was given back continues the branch the forge has
         // (`tip`).
-        let (private_copy, dir_copy, branch_copy, base_copy) = (
-            private.clone(),
+        let clone = Self::clone_after(None, (&private, dir, branch, &base), None);
+        let making = Self::begin_clone(clone, one_jail, &marker)?;
+        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "clone begun");
+        let facts = read_commit(&objects, tip.as_deref().unwrap_or(&base), name).await?;
+        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "commit analysed");
+        Ok((facts, Self::checkout(repo, dir, marker, making)))
+    }
+
+    /// The first clone of a registered local repository read in the jail, while its private
+    /// copy is made: its base and facts, or `None` when the start must wait for the copy (the
+    /// jail could not read it, or choosing the environment will read the copy).
+    async fn read_registered(
+        &self,
+        id: &TaskId,
+        repo: &deft_core::Repository,
+        name: &str,
+        branch: &str,
+    ) -> Option<Early> {
+        let read = async {
+            let objects = deft_forge::Objects::registered(Path::new(&repo.location))
+                .map_err(|e| e.to_string())?;
+            let (base, tip) = branches_of(&objects, repo, branch).await?;
+            // A first round starts from the default branch; a branch of the task's name
+            // already there is the copy's to find.
+            if tip.is_some() {
+                return Err(format!("a branch {branch} is there already"));
+            }
+            let facts = read_commit(&objects, &base, name).await?;
+            Ok::<_, String>(Early { base, facts })
+        };
+        let early = match read.await {
+            Ok(early) => early,
+            Err(why) => {
+                tracing::debug!(task.id = %id.as_str(), %why, "the copy is waited for");
+                return None;
+            }
+        };
+        let regular = early
+            .facts
+            .listed
+            .as_ref()
+            .map(|(_, regular)| regular.as_slice())
+            .unwrap_or_default();
+        let reads_copy = match &repo.environment {
+            deft_core::RepoEnvironment::Host | deft_core::RepoEnvironment::Image(_) => false,
+            deft_core::RepoEnvironment::Dockerfile(_) => true,
+            deft_core::RepoEnvironment::Auto => crate::setup::DOCKERFILES
+                .iter()
+                .chain([&crate::devcontainer::PATH])
+                .any(|wanted| regular.iter().any(|file| file == wanted)),
+        };
+        (!reads_copy).then_some(early)
+    }
+
+    /// The clone of `private` at `dir` on `branch` from `base`, made once `copying` (the
+    /// private copy, when it is still being made) is done; when the base was read elsewhere
+    /// (`expected`), the copy must hold it.
+    fn clone_after(
+        copying: Option<tokio_util::task::AbortOnDropHandle<Result<(), String>>>,
+        (private, dir, branch, base): (&Path, &Path, &str, &str),
+        expected: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let (private, dir, branch, base) = (
+            private.to_owned(),
             dir.to_owned(),
             branch.to_owned(),
-            base.clone(),
+            base.to_owned(),
         );
+        let expected = expected.map(str::to_owned);
+        async move {
+            if let Some(copying) = copying {
+                copying
+                    .await
+                    .map_err(|error| format!("the copy stopped: {error}"))??;
+            }
+            // What the jail read and what was copied are the same commit, or nothing goes on.
+            if let Some(commit) = expected
+                && !deft_forge::private::has_commit(&private, &commit)
+                    .await
+                    .unwrap_or(false)
+            {
+                return Err(format!(
+                    "the repository changed while the task started (commit {commit} is not in the copy); answer the task to try again"
+                ));
+            }
+            deft_forge::private::clone_on_branch(&private, &dir, &branch, &base)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    /// Marks the clone as begun and makes it in the background, in the workspace's one jail.
+    fn begin_clone(
+        clone: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+        one_jail: std::sync::Arc<tokio::sync::Mutex<()>>,
+        marker: &Path,
+    ) -> Result<tokio::task::JoinHandle<Result<(), String>>, String> {
         if let Some(parent) = marker.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        std::fs::write(&marker, b"").map_err(|e| format!("cannot mark the clone as begun: {e}"))?;
-        let jail = one_jail.clone();
-        let making = tokio::spawn(async move {
-            let _jail = jail.lock().await;
-            deft_forge::private::clone_on_branch(&private_copy, &dir_copy, &branch_copy, &base_copy)
-                .await
-                .map_err(|e| e.to_string())
-        });
-        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "clone begun");
-        let facts = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            crate::analysis::analyse_commit(&private, tip.as_deref().unwrap_or(&base), name),
-        )
-        .await
-        .map_err(|_| "reading its files from git took over a minute".to_owned())?
-        .map_err(|e| e.to_string())?;
-        tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "commit analysed");
-        Ok((
-            facts,
-            Checkout {
-                name: repo.name.clone(),
-                dir: dir.to_owned(),
-                marker,
-                making,
-            },
-        ))
+        std::fs::write(marker, b"").map_err(|e| format!("cannot mark the clone as begun: {e}"))?;
+        Ok(tokio::spawn(async move {
+            let _jail = one_jail.lock().await;
+            clone.await
+        }))
+    }
+
+    /// The clone of `repo` at `dir` as the run keeps it while it is made.
+    fn checkout(
+        repo: &deft_core::Repository,
+        dir: &Path,
+        marker: PathBuf,
+        making: tokio::task::JoinHandle<Result<(), String>>,
+    ) -> Checkout {
+        Checkout {
+            name: repo.name.clone(),
+            dir: dir.to_owned(),
+            marker,
+            making,
+        }
     }
 
     /// The base commit of each of the task's clones, by repository id, as cloned.
@@ -629,4 +728,44 @@ impl Engine {
         network_log.finish(std::time::Duration::from_secs(2)).await;
         prepared
     }
+}
+
+/// A first clone's base and facts, read before its private copy was whole.
+struct Early {
+    base: String,
+    facts: RepoFacts,
+}
+
+/// Where the repository's default branch and the task's `branch` are in `objects`.
+async fn branches_of(
+    objects: &deft_forge::Objects<'_>,
+    repo: &deft_core::Repository,
+    branch: &str,
+) -> Result<(String, Option<String>), String> {
+    let heads = objects
+        .resolve_branches(&[&repo.default_branch, branch])
+        .await
+        .map_err(|e| e.to_string())?;
+    match <[Option<String>; 2]>::try_from(heads) {
+        Ok([Some(now), tip]) => Ok((now, tip)),
+        _ => Err(format!(
+            "its default branch `{}` is not in the repository; set the right one, then answer this task",
+            repo.default_branch
+        )),
+    }
+}
+
+/// The facts of `commit` in `objects`, within a minute.
+async fn read_commit(
+    objects: &deft_forge::Objects<'_>,
+    commit: &str,
+    name: &str,
+) -> Result<RepoFacts, String> {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        crate::analysis::analyse_commit(objects, commit, name),
+    )
+    .await
+    .map_err(|_| "reading its files from git took over a minute".to_owned())?
+    .map_err(|e| e.to_string())
 }
