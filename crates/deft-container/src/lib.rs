@@ -75,7 +75,7 @@
 mod engine;
 mod root;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -197,9 +197,8 @@ impl NativeBackend for ContainerBackend {
 
     type Sandbox = ContainerSandbox;
 
-    /// Makes a sandbox for `spec`, or refuses, saying why: without an image's root, or when
-    /// the engine cannot keep the spec's limits. Every connection the egress proxy decides is
-    /// sent to `events`.
+    /// Refuses a spec without an image's root, or without a memory and a process limit for the
+    /// engine to keep.
     async fn create(
         &self,
         mut spec: SandboxSpec,
@@ -629,9 +628,7 @@ impl NativeSandbox for ContainerSandbox {
         extra_env: &[(String, String)],
     ) -> Result<SandboxProcess, SandboxError> {
         let cwd = deft_sandbox::bwrap::checked_command_dir(request)?;
-        let mut env: BTreeMap<String, String> = self.environment.iter().cloned().collect();
-        env.extend(extra_env.iter().cloned());
-        let env: Vec<(String, String)> = env.into_iter().collect();
+        let env = deft_sandbox::bwrap::program_env(self.environment.iter().cloned(), extra_env);
         let (control, container) = self.launch("program").await?;
         self.programs
             .lock()
@@ -663,17 +660,13 @@ impl NativeSandbox for ContainerSandbox {
             )
             .await?;
         drop((stdin_theirs, stdout_theirs, stderr_theirs));
-        let child = tokio::process::Command::new(&self.shared.helper)
-            .args([inner::LAUNCH, inner::AWAIT])
-            .env_clear()
-            .stdin(std::process::Stdio::from(control.into_fd()?))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| {
-                SandboxError::Start(format!("{}: {error}", self.shared.helper.display()))
-            })?;
+        let control = std::process::Stdio::from(control.into_fd()?);
+        let null = std::process::Stdio::null;
+        let child = deft_sandbox::bwrap::start_helper(
+            &self.shared.helper,
+            &[inner::LAUNCH, inner::AWAIT],
+            [control, null(), null()],
+        )?;
         let stream = |error: std::io::Error| SandboxError::Io {
             context: "the program's standard streams".into(),
             source: error,

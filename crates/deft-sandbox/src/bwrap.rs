@@ -238,8 +238,7 @@ impl NativeBackend for BwrapBackend {
 
     type Sandbox = BwrapSandbox;
 
-    /// Makes a sandbox for `spec`, or refuses, saying why, when its limits cannot be enforced.
-    /// Every connection the egress proxy decides is sent to `events`.
+    /// Refuses when bubblewrap cannot run here or the spec's limits cannot be enforced.
     async fn create(
         &self,
         mut spec: SandboxSpec,
@@ -893,6 +892,35 @@ impl BwrapSandbox {
     }
 }
 
+/// A long-running program's environment: the sandbox's `environment` with `extra_env` added
+/// to it, an extra variable winning over the sandbox's of the same name.
+pub fn program_env(
+    environment: impl IntoIterator<Item = (String, String)>,
+    extra_env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = environment.into_iter().collect();
+    env.extend(extra_env.iter().cloned());
+    env.into_iter().collect()
+}
+
+/// Starts deft's own binary `helper` with `args`, an empty environment and `stdio` as its
+/// standard input, output and error; it is killed when the child is dropped.
+pub fn start_helper(
+    helper: &Path,
+    args: &[&str],
+    [stdin, stdout, stderr]: [std::process::Stdio; 3],
+) -> Result<tokio::process::Child, SandboxError> {
+    tokio::process::Command::new(helper)
+        .args(args)
+        .env_clear()
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| SandboxError::Start(format!("{}: {error}", helper.display())))
+}
+
 /// Where a command runs inside.
 pub fn command_dir(request: &ExecRequest) -> Result<String, SandboxError> {
     Ok(match &request.cwd {
@@ -950,17 +978,8 @@ fn private_entries(roots: &[&str]) -> Vec<(PathBuf, bool)> {
 impl BwrapSandbox {
     /// Starts the launcher (deft's own binary) with all three standard streams piped.
     fn launcher(&self, args: &[&str]) -> Result<tokio::process::Child, SandboxError> {
-        tokio::process::Command::new(&self.maker.helper)
-            .args(args)
-            .env_clear()
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| {
-                SandboxError::Start(format!("{}: {error}", self.maker.helper.display()))
-            })
+        let piped = std::process::Stdio::piped;
+        start_helper(&self.maker.helper, args, [piped(), piped(), piped()])
     }
 
     /// Masks the sandbox's secrets in `text`, as every command's output is.
@@ -1114,8 +1133,8 @@ impl NativeSandbox for BwrapSandbox {
         Ok(Ran::measured(&self.spec, ending, counts, output).await)
     }
 
-    /// Starts `request.argv` with its standard input and output connected to the returned
-    /// process, `extra_env` added to (and winning over) the sandbox's environment.
+    /// Starts the program through the launcher, in a bubblewrap of its own inside the cgroup
+    /// of the task's programs.
     async fn spawn(
         &self,
         request: &ExecRequest,
@@ -1146,9 +1165,7 @@ impl NativeSandbox for BwrapSandbox {
             }
             self.plan(request, cgroup.as_ref())?
         };
-        let mut env: BTreeMap<String, String> = plan.env.drain(..).collect();
-        env.extend(extra_env.iter().cloned());
-        let env: Vec<(String, String)> = env.into_iter().collect();
+        let env = program_env(plan.env.drain(..), extra_env);
         let mut child = self.launcher(&[inner::LAUNCH, inner::STDIO])?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         // The plan for the launcher, then the environment and the program's arguments for the
@@ -1235,7 +1252,6 @@ impl NativeSandbox for BwrapSandbox {
         PausedPrograms::holding(ProgramsStopped { procs, thaw: None })
     }
 
-    /// What masks the sandbox's secrets, for output that reaches deft another way.
     fn redactor(&self) -> &Redactor {
         &self.redactor
     }

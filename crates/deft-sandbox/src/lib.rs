@@ -347,7 +347,8 @@ pub trait Sandbox: Send + Sync + std::fmt::Debug {
 
     /// Starts a long-running program that talks over its standard streams (an MCP server),
     /// with the sandbox's isolation, limits and network policy; `extra_env` adds to its
-    /// environment. It is killed, with what it started, when the process is dropped.
+    /// environment and wins over the sandbox's. It is killed, with what it started, when the
+    /// process is dropped.
     fn spawn<'a>(
         &'a self,
         request: &'a ExecRequest,
@@ -493,7 +494,9 @@ pub trait NativeBackend: Send + Sync + std::fmt::Debug {
 
     type Sandbox: NativeSandbox;
 
-    /// [`SandboxBackend::create`].
+    /// [`SandboxBackend::create`]: a sandbox for `spec`, or why this backend refuses it (its
+    /// own doc says what it refuses); every connection the egress proxy decides is sent to
+    /// `events`.
     fn create(
         &self,
         spec: SandboxSpec,
