@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use deft_agent::{Engine, RunLimits, RunOutcome};
-use deft_core::{Attention, AttentionKind, Event, EventKind, Transition};
+use deft_core::{
+    Attention, AttentionKind, Event, EventKind, Task, TaskId, Transition, User, UserId,
+};
 use deft_llm::{ModelClient, ModelRole};
 use deft_sandbox::HostSupport;
 use deft_sandbox::bwrap::BwrapBackend;
@@ -33,37 +35,8 @@ pub async fn run(
     serve::init_logging("warn")?;
     crate::tuning::Tuning::load()?;
     let (dir, store) = local::open_store(data).await?;
-    if let Some(admin) = store.bootstrap_admin().await? {
-        local::write_admin_token(&dir, &admin.token)?;
-    }
-    let user = store
-        .user_by_name("admin")
-        .await
-        .context("no `admin` user in this data dir")?;
-    let mut repos = Vec::new();
-    for path in paths {
-        let local = deft_forge::inspect_local(path)
-            .await
-            .with_context(|| format!("--repo {path}"))?;
-        let repo = store
-            .add_repository(
-                &user.id,
-                NewRepository::local(local.name, &local.path, local.default_branch),
-            )
-            .await?;
-        repos.push(repo.id);
-    }
-    let task = store
-        .create_task(
-            &user.id,
-            NewTask {
-                description: description.to_owned(),
-                repos,
-                chat_id: None,
-                approve_plan,
-            },
-        )
-        .await?;
+    let user = local_admin(&store, &dir).await?;
+    let task = queue_task(&store, &user.id, paths, description, approve_plan).await?;
     println!("task {}", task.id);
 
     let config = config::load(model.config.as_deref(), &dir)?;
@@ -103,20 +76,78 @@ pub async fn run(
         }
     });
     let printing = CancellationToken::new();
-    let printer = tokio::spawn(print_events(
+    let printer = tokio::spawn(write_events(
         store.clone(),
         user.id.clone(),
         task.id.clone(),
         printing.clone(),
+        std::io::stdout(),
     ));
-    let outcome = match engine.hold_for_weekly_limit(&task.id).await? {
-        Some(reason) => RunOutcome::NeedsAttention(reason),
-        None => engine.run(&task.id, &cancel).await?,
-    };
+    let outcome = run_task(&engine, &task.id, &cancel).await?;
     // The printer prints what is left, then stops.
     printing.cancel();
     let _ = printer.await;
     Ok(verdict(&store, &task.id, outcome).await)
+}
+
+/// The `admin` user of a data dir opened by a command that runs tasks itself (`deft run`,
+/// `deft eval`): made, with its token file, on the data dir's first use.
+pub async fn local_admin(store: &Store, dir: &std::path::Path) -> anyhow::Result<User> {
+    if let Some(admin) = store.bootstrap_admin().await? {
+        local::write_admin_token(dir, &admin.token)?;
+    }
+    store
+        .user_by_name("admin")
+        .await
+        .context("no `admin` user in this data dir")
+}
+
+/// Registers the local repositories at `paths` for `owner` and queues a task on them: what
+/// `deft run` and `deft eval` do before the engine runs it.
+pub async fn queue_task(
+    store: &Store,
+    owner: &UserId,
+    paths: &[String],
+    description: &str,
+    approve_plan: bool,
+) -> anyhow::Result<Task> {
+    let mut repos = Vec::new();
+    for path in paths {
+        let local = deft_forge::inspect_local(path)
+            .await
+            .with_context(|| format!("--repo {path}"))?;
+        let repo = store
+            .add_repository(
+                owner,
+                NewRepository::local(local.name, &local.path, local.default_branch),
+            )
+            .await?;
+        repos.push(repo.id);
+    }
+    Ok(store
+        .create_task(
+            owner,
+            NewTask {
+                description: description.to_owned(),
+                repos,
+                chat_id: None,
+                approve_plan,
+            },
+        )
+        .await?)
+}
+
+/// Runs a queued task to its end, as a worker would: held first when its owner's weekly
+/// token limit is reached.
+pub async fn run_task(
+    engine: &Engine,
+    task: &TaskId,
+    cancel: &CancellationToken,
+) -> anyhow::Result<RunOutcome> {
+    Ok(match engine.hold_for_weekly_limit(task).await? {
+        Some(reason) => RunOutcome::NeedsAttention(reason),
+        None => engine.run(task, cancel).await?,
+    })
 }
 
 /// The engine both `deft run` and `deft serve`'s workers use.
@@ -173,32 +204,35 @@ pub fn github(
     }
 }
 
-/// Prints the task's events as they are written, until `stop`, then whatever is left.
-async fn print_events(
+/// Writes the task's events to `out`, a line each, as they are written, until `stop`, then
+/// whatever is left: `deft run`'s live log on standard output, `deft eval`'s log per task.
+pub async fn write_events(
     store: Store,
-    user: deft_core::UserId,
-    task: deft_core::TaskId,
+    user: UserId,
+    task: TaskId,
     stop: CancellationToken,
+    mut out: impl std::io::Write + Send,
 ) {
     let mut wake = store.events().subscribe(&task);
     let mut last = 0;
     loop {
         wake.borrow_and_update();
-        print_backlog(&store, &user, &task, &mut last).await;
+        write_backlog(&store, &user, &task, &mut last, &mut out).await;
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = wake.changed() => {}
             _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
         }
     }
-    print_backlog(&store, &user, &task, &mut last).await;
+    write_backlog(&store, &user, &task, &mut last, &mut out).await;
 }
 
-async fn print_backlog(
+async fn write_backlog(
     store: &Store,
-    user: &deft_core::UserId,
-    task: &deft_core::TaskId,
+    user: &UserId,
+    task: &TaskId,
     last: &mut i64,
+    out: &mut (impl std::io::Write + Send),
 ) {
     loop {
         let Ok(events) = store.events_after(user, task, *last, 1000).await else {
@@ -208,9 +242,11 @@ async fn print_backlog(
             return;
         }
         for event in events {
-            println!("{}", describe(&event));
+            // A log that can no longer be written is not worth stopping the task for.
+            let _ = writeln!(out, "{}", describe(&event));
             *last = event.seq;
         }
+        let _ = out.flush();
     }
 }
 
@@ -279,7 +315,7 @@ fn describe(event: &Event) -> String {
     format!("#{:<4} {:12} {line}", event.seq, event.kind.as_str())
 }
 
-async fn verdict(store: &Store, task: &deft_core::TaskId, outcome: RunOutcome) -> ExitCode {
+async fn verdict(store: &Store, task: &TaskId, outcome: RunOutcome) -> ExitCode {
     match outcome {
         RunOutcome::Completed => {
             if let Ok(task) = store.task_by_id(task).await {
