@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::env_vars::*;
-use crate::{client, doctor, local, run, sandbox_run, serve};
+use crate::{client, doctor, eval, local, run, sandbox_run, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -145,6 +145,8 @@ enum Command {
     Sandbox(SandboxCommand),
     /// Check everything deft needs and say how to fix what is missing
     Doctor(EngineArgs),
+    /// Run a suite of tasks with the configured model, check each result, and report
+    Eval(eval::EvalArgs),
 }
 
 /// `--workers` (`DEFT_WORKERS`): a whole number of tasks, at least `LEAST`. clap says which
@@ -432,5 +434,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Env(command) => client::env(command).await,
         Command::Network(command) => client::network(command).await,
         Command::Doctor(engine) => doctor::run(&engine.data, &engine.model).await,
+        Command::Eval(args) => eval::run(args).await,
     }
 }

@@ -8,6 +8,7 @@ mod config;
 mod doctor;
 mod env_build;
 mod env_vars;
+mod eval;
 mod local;
 mod run;
 mod sandbox_run;
