@@ -22,6 +22,9 @@ pub struct RepoFacts {
     /// The commit analysed and its regular files, when read from git's objects: what the
     /// environment is chosen from without listing the same tree again.
     pub listed: Option<(String, Vec<String>)>,
+    /// `(path, text)` of the files the task's description names, read from git's objects for
+    /// the planner (see [`crate::named`]).
+    pub named: Vec<(String, String)>,
 }
 
 const MAP_FILES: usize = 300;
@@ -54,6 +57,7 @@ pub async fn analyse_commit(
     repo: &deft_forge::Objects<'_>,
     commit: &str,
     name: &str,
+    description: &str,
 ) -> Result<RepoFacts, deft_forge::ForgeError> {
     let entries = repo.list_tree(commit).await?;
     let mut tree = Tree {
@@ -75,12 +79,19 @@ pub async fn analyse_commit(
         }
     }
     let mut facts = facts(name, &tree);
-    let regular = tree
+    let regular: Vec<String> = tree
         .entries
         .into_iter()
         .filter(|(mode, _)| is_file_mode(mode))
         .map(|(_, path)| path)
         .collect();
+    for path in crate::named::named_in(description, &regular) {
+        if let Ok(bytes) = repo.read_file(commit, &path).await
+            && let Some(text) = crate::named::shown(&bytes)
+        {
+            facts.named.push((path, text));
+        }
+    }
     facts.listed = Some((commit.to_owned(), regular));
     Ok(facts)
 }
@@ -184,6 +195,7 @@ fn facts(name: &str, view: &impl RepoView) -> RepoFacts {
         checks,
         map,
         listed: None,
+        named: Vec::new(),
     }
 }
 

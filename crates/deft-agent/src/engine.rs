@@ -468,15 +468,17 @@ impl Engine {
                 if !announced {
                     self.step(id, started(index)).await?;
                 }
-                let summary = match self
-                    .execute(context, &plan, index, &mut tools, cancel)
+                let done = match self
+                    .execute(context, (&plan, index, &progress.notes), &mut tools, cancel)
                     .await?
                 {
-                    Phase::Done(summary) => summary,
+                    Phase::Done(done) => done,
                     Phase::Stop(attention) => return Ok(RunOutcome::NeedsAttention(attention)),
                 };
+                let summary = done.summary;
                 progress.step = index + 1;
                 progress.summaries.push(summary.clone());
+                progress.notes.push(done.note);
                 network.count_into(progress);
                 let mut steps = vec![
                     StepEvent::new(WorkStep::Execution, StepStatus::Verified)
@@ -648,8 +650,15 @@ impl Engine {
                     .summary(fixing.steps[index].clone()),
             )
             .await?;
-            match self.execute(context, &fixing, index, tools, cancel).await? {
-                Phase::Done(summary) => progress.summaries.push(summary),
+            let notes = progress.notes.clone();
+            match self
+                .execute(context, (&fixing, index, &notes), tools, cancel)
+                .await?
+            {
+                Phase::Done(done) => {
+                    progress.summaries.push(done.summary);
+                    progress.notes.push(done.note);
+                }
                 Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
             }
         }

@@ -222,6 +222,22 @@ impl Files {
         }
     }
 
+    /// Which of `repos` (directories of the workspace) hold the relative `path`.
+    pub fn repositories_holding(&self, path: &str, repos: &[String]) -> Vec<String> {
+        let path = path.trim_start_matches("./");
+        if path.starts_with('/') {
+            return Vec::new();
+        }
+        repos
+            .iter()
+            .filter(|repo| {
+                workspace::is_dir(&self.workspace, &format!("{repo}/{path}"))
+                    .is_ok_and(|found| found.is_some())
+            })
+            .cloned()
+            .collect()
+    }
+
     pub fn search(&self, arguments: &Value) -> Result<ToolOutput, ToolOutput> {
         use grep_searcher::sinks::UTF8;
         let pattern = string(arguments, "pattern")?;

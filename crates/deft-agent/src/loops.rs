@@ -1,10 +1,14 @@
 //! Loops caught by what the agent repeats, not only by how it fails: the same call again and
 //! again (whether it fails or not), and short cycles of calls (`a, b, a, b, a, b`). A real
 //! model stuck this way spends a step's every turn; the agent is told once, and a loop after
-//! that ends the step with the reason.
+//! that ends the step with the reason. Turns that change no file of the workspace, however
+//! varied, are watched the same way.
 
 /// How many times in a row a cycle of two or three calls must come round to be a loop.
 const CYCLE_ROUNDS: usize = 3;
+
+/// How many turns in a row that change no file of the workspace are a loop.
+pub const STILL_TURNS: usize = 15;
 
 /// What the agent called in one step, watched for repetition.
 #[derive(Debug)]
@@ -14,6 +18,10 @@ pub struct LoopWatch {
     /// Each call as `name arguments`, in order.
     calls: Vec<String>,
     told: bool,
+    /// The workspace's state after the last turn watched, and for how many turns it stood.
+    state: Option<String>,
+    still: usize,
+    told_still: bool,
 }
 
 /// What a call adds to the watch.
@@ -33,7 +41,33 @@ impl LoopWatch {
             repeats: (repeats as usize).max(2),
             calls: Vec::new(),
             told: false,
+            state: None,
+            still: 0,
+            told_still: false,
         }
+    }
+
+    /// Adds the end of a turn, with `state`, a fingerprint of the workspace's files.
+    pub fn turn_ended(&mut self, state: &str) -> Repetition {
+        if self.state.as_deref() == Some(state) {
+            self.still += 1;
+        } else {
+            self.state = Some(state.to_owned());
+            self.still = 0;
+        }
+        if self.still < STILL_TURNS {
+            return Repetition::None;
+        }
+        self.still = 0;
+        if self.told_still {
+            return Repetition::Stop(format!(
+                "{STILL_TURNS} more turns changed no file after the agent was told"
+            ));
+        }
+        self.told_still = true;
+        Repetition::Told(format!(
+            "The last {STILL_TURNS} turns changed no file. Looking further will not do the step: make the change the step asks for now, or, if it needs no change, call `finish` saying what you found."
+        ))
     }
 
     /// Adds a call of `name` with `arguments` (their JSON text).
@@ -108,6 +142,22 @@ mod tests {
             watch.record("search", "{\"q\":\"x\"}"),
             Repetition::Stop(reason) if reason.contains("after it was told")
         ));
+    }
+
+    #[test]
+    fn turns_that_change_nothing_are_told_once_then_stop() {
+        let mut watch = LoopWatch::new(3);
+        for _ in 0..STILL_TURNS {
+            assert_eq!(watch.turn_ended("a"), Repetition::None);
+        }
+        assert!(
+            matches!(watch.turn_ended("a"), Repetition::Told(told) if told.contains("changed no file"))
+        );
+        // A change starts the count again.
+        for _ in 0..STILL_TURNS {
+            assert_eq!(watch.turn_ended("b"), Repetition::None);
+        }
+        assert!(matches!(watch.turn_ended("b"), Repetition::Stop(_)));
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub(crate) fn tail(text: &str, max: usize) -> String {
 }
 
 /// What the planner is told to do.
-pub(crate) const PLANNING: &str = "Read what you need of the repositories (search, view, read-only commands), then call `submit_plan` with the requirements, the acceptance criteria that will show they are met, and ordered steps small enough to verify one at a time. If something essential is unclear, call `ask_user`. Change nothing yet.";
+pub(crate) const PLANNING: &str = "Read what you need of the repositories (search, view, read-only commands), then call `submit_plan` with the requirements, the acceptance criteria that will show they are met, and ordered steps small enough to verify one at a time; each step names the files and commands it uses, and a small change is one step. Ask the owner (`ask_user`) only when the answer changes what you build and neither the task nor the code settles it; missing tools, failing commands and choices you can make yourself are not questions. Change nothing yet.";
 
 /// What the executor of one step is told to do, with the plan's steps and which is its own.
 pub(crate) fn execution(plan_text: &str) -> String {
@@ -98,7 +98,7 @@ pub(crate) fn system_prompt(
     }
     if let [(_, _, facts)] = repos {
         stable.push_str(&format!(
-            "\nThe editor and the search read a relative path in /workspace/{0} (`src/app.py` is /workspace/{0}/src/app.py); commands start in /workspace, so `cd {0}` first.\n",
+            "\nCommands, the editor and the search start in /workspace/{0}: a relative path such as `src/app.py` is /workspace/{0}/src/app.py.\n",
             facts.name
         ));
     }
@@ -118,6 +118,23 @@ pub(crate) fn system_prompt(
     parts
 }
 
+/// The files the task names, as each repository's base holds them, for the planner's first
+/// message; `None` when it names none.
+pub(crate) fn named_files(repos: &[(deft_core::Repository, PathBuf, RepoFacts)]) -> Option<String> {
+    let mut shown = String::new();
+    for (_, _, facts) in repos {
+        for (path, text) in &facts.named {
+            shown.push_str(&fence(&format!("{}/{path}", facts.name), text));
+            shown.push('\n');
+        }
+    }
+    (!shown.is_empty()).then(|| {
+        format!(
+            "The files the task names, as the repository holds them (read them before you plan; view others you need):\n{shown}"
+        )
+    })
+}
+
 pub(crate) fn pull_request_body(description: &str, plan: &Plan, summaries: &[String]) -> String {
     let criteria: Vec<String> = plan
         .acceptance_criteria
@@ -135,7 +152,7 @@ pub(crate) fn pull_request_body(description: &str, plan: &Plan, summaries: &[Str
 
 #[cfg(test)]
 mod snapshots {
-    use super::{PLANNING, execution, pull_request_body, system_prompt};
+    use super::{PLANNING, execution, named_files, pull_request_body, system_prompt};
 
     fn repos() -> Vec<(
         deft_core::Repository,
@@ -157,6 +174,10 @@ mod snapshots {
             checks: vec!["cargo test".into()],
             map: "Cargo.toml\nsrc/lib.rs".into(),
             listed: None,
+            named: vec![(
+                "src/lib.rs".into(),
+                "pub fn add(a: i32) -> i32 {\n    a\n}\n".into(),
+            )],
         };
         vec![(repo, "/workspace/widgets".into(), facts)]
     }
@@ -167,6 +188,12 @@ mod snapshots {
         let learned = vec!["Keep functions short.".to_owned()];
         let parts = system_prompt(&repos(), &learned, "planning", PLANNING);
         insta::assert_snapshot!(parts.join("\n----- cache break -----\n"));
+    }
+
+    /// What the planner's first message adds to the task: the files it names.
+    #[test]
+    fn named_files_text() {
+        insta::assert_snapshot!(named_files(&repos()).expect("one named file"));
     }
 
     /// An executor's system prompt for the second of two steps.

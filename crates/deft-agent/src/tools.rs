@@ -71,7 +71,7 @@ pub fn specs() -> Vec<ToolSpec> {
     vec![
         spec(
             "bash",
-            "Run a shell command in the sandbox, in /workspace. Returns its output (stdout and stderr, long output cut in the middle) and exit code.",
+            "Run a shell command in the sandbox: in the repository when the task has one, else in /workspace. Returns its output (stdout and stderr, long output cut in the middle) and exit code.",
             json!({"type": "object", "properties": {
                 "command": {"type": "string", "description": "The command, run with /bin/sh -c"},
                 "timeout_secs": {"type": "integer", "minimum": 1, "maximum": MAX_BASH_TIMEOUT, "description": "Seconds before it and all its children are killed (default 120)"}
@@ -129,6 +129,8 @@ pub struct Tools<'a, S: Sandbox + ?Sized> {
     mcp: Option<&'a crate::mcp::McpServers>,
     /// The repositories' directories under `/workspace`.
     repos: Vec<String>,
+    /// While planning, which reads and changes nothing: the editor only views.
+    read_only: bool,
 }
 
 impl<S: Sandbox + ?Sized> std::fmt::Debug for Tools<'_, S> {
@@ -189,6 +191,7 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
             files: std::sync::Arc::new(std::sync::Mutex::new(crate::files::Files::new(workspace))),
             mcp: None,
             repos: Vec::new(),
+            read_only: false,
         }
     }
 
@@ -214,6 +217,24 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
             return path.to_owned();
         }
         format!("{repo}/{trimmed}")
+    }
+
+    /// `command` as the shell runs it: with one repository, in it. `cd NAME`, as a model
+    /// told where the repository is writes, still works there (`CDPATH`, for this shell only,
+    /// not its programs); a repository its commands removed leaves them in `/workspace`.
+    fn in_repository(&self, command: &str) -> String {
+        let [repo] = self.repos.as_slice() else {
+            return command.to_owned();
+        };
+        let quoted = repo.replace('\'', r"'\''");
+        format!(
+            "CDPATH=:/workspace; cd '{quoted}' 2>/dev/null || echo '[/workspace/{quoted} is gone; running in /workspace]' >&2\n{command}"
+        )
+    }
+
+    /// Whether the editor may only view (planning changes nothing, by contract).
+    pub fn set_read_only(&mut self, read_only: bool) {
+        self.read_only = read_only;
     }
 
     /// Offers the tools of these MCP servers too.
@@ -248,6 +269,13 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
         };
         let result = match call.name.as_str() {
             "bash" => self.bash(&arguments, on_output).await,
+            "str_replace_based_edit_tool"
+                if self.read_only && arguments["command"].as_str() != Some("view") =>
+            {
+                Err(ToolOutput::error(
+                    "planning reads and changes nothing: view files now, and make changes in the plan's steps, after `submit_plan`",
+                ))
+            }
             "str_replace_based_edit_tool" | "search" => {
                 let mut arguments = arguments;
                 if let Some(path) = arguments["path"].as_str() {
@@ -281,15 +309,36 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
     /// thread at worst, never the runtime's, and the model hears why.
     async fn file_tool(&self, name: String, arguments: Value) -> Result<ToolOutput, ToolOutput> {
         let files = self.files.clone();
+        let repos = self.repos.clone();
         let job = tokio::task::spawn_blocking(move || {
             let mut files = files
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if name == "search" {
+            let result = if name == "search" {
                 files.search(&arguments)
             } else {
                 files.edit(&arguments)
-            }
+            };
+            // With several repositories, a relative path that is not there may be in one.
+            result.map_err(|mut error| {
+                if let Some(path) = arguments["path"].as_str()
+                    && error.content.ends_with("does not exist")
+                    && repos.len() > 1
+                {
+                    let found = files.repositories_holding(path, &repos);
+                    if !found.is_empty() {
+                        error.content.push_str(&format!(
+                            "; it is in {}",
+                            found
+                                .iter()
+                                .map(|repo| format!("/workspace/{repo}/{path}"))
+                                .collect::<Vec<_>>()
+                                .join(" and ")
+                        ));
+                    }
+                }
+                error
+            })
         });
         match tokio::time::timeout(FILE_TOOL_TIMEOUT, job).await {
             Ok(Ok(result)) => result,
@@ -318,10 +367,11 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
             .as_u64()
             .unwrap_or(DEFAULT_BASH_TIMEOUT)
             .clamp(1, MAX_BASH_TIMEOUT);
+        let script = self.in_repository(command);
         let request = ExecRequest {
             timeout: Duration::from_secs(timeout),
             output_cap: RESULT_CAP,
-            ..ExecRequest::shell(command)
+            ..ExecRequest::shell(&script)
         };
 
         let outcome = self

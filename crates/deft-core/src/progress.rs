@@ -100,6 +100,10 @@ pub struct Progress {
     /// What each verified step did, in order: the commit message and the pull request say it.
     #[serde(default)]
     pub summaries: Vec<String>,
+    /// What each verified step read, changed and ran, in a line: the next step's executor
+    /// starts a fresh conversation and reads these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// 1 for the task's first run; each new input on a completed task adds one.
     #[serde(default = "first_round")]
     pub round: u32,
@@ -138,6 +142,7 @@ impl Progress {
             phase: Phase::Planning,
             step: 0,
             summaries: Vec::new(),
+            notes: Vec::new(),
             round: 1,
             review: None,
             replied: BTreeSet::new(),
@@ -170,6 +175,7 @@ impl Progress {
         self.phase = Phase::Execution;
         self.step = 0;
         self.summaries.clear();
+        self.notes.clear();
     }
 
     /// How many of a plan of `steps` steps are done, for the task's page.

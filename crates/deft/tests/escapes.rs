@@ -156,10 +156,10 @@ async fn a_fifo_cannot_hang_the_tools_or_the_server() {
         }
         let turns = body["messages"].as_array().map_or(0, Vec::len);
         let (name, arguments) = match turns {
-            0 | 1 => ("bash", r#"{"command": "mkfifo widgets/pipe widgets/.ignore"}"#),
+            0 | 1 => ("bash", r#"{"command": "mkfifo pipe .ignore"}"#),
             2 | 3 => ("str_replace_based_edit_tool", r#"{"command": "view", "path": "widgets/pipe"}"#),
             4 | 5 => ("search", r#"{"pattern": "hi"}"#),
-            6 | 7 => ("bash", "{\"command\": \"rm -f widgets/pipe widgets/.gitignore.d widgets/.ignore; echo done > widgets/notes.txt\"}"),
+            6 | 7 => ("bash", "{\"command\": \"rm -f pipe .gitignore.d .ignore; echo done > notes.txt\"}"),
             _ => ("finish", r#"{"summary": "done"}"#),
         };
         Turn::calls(vec![deft_testkit::model_server::ScriptedCall::new(

@@ -332,7 +332,7 @@ async fn sigterm_lets_the_running_step_finish_and_hands_the_task_back_after_it()
         call(
             "b1",
             "bash",
-            r#"{"command": "sleep 0.3 && echo hello > plain/greeting.txt"}"#,
+            r#"{"command": "sleep 0.3 && echo hello > greeting.txt"}"#,
         ),
         call("e1", "finish", r#"{"summary": "Wrote the greeting"}"#),
         // After the restart: only the review is left.

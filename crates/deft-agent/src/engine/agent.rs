@@ -26,6 +26,10 @@ impl Engine {
         learnings: &[String],
         task: String,
     ) -> Request {
+        let task = match crate::prompts::named_files(repos) {
+            Some(named) => format!("{task}\n\n{named}"),
+            None => task,
+        };
         Request {
             system: system_prompt(repos, learnings, "planning", PLANNING),
             messages: vec![Message::user(task)],
@@ -40,10 +44,25 @@ impl Engine {
         &self,
         context: &Context,
         tools: &mut Tools<'_, TaskSandbox>,
+        first: Option<(Completion, Request)>,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<Plan>, EngineError> {
+        // Planning reads and changes nothing (the editor only views meanwhile).
+        tools.set_read_only(true);
+        let planned = self.planning_turns(context, tools, first, cancel).await;
+        tools.set_read_only(false);
+        planned
+    }
+
+    async fn planning_turns(
+        &self,
+        context: &Context,
+        tools: &mut Tools<'_, TaskSandbox>,
         mut first: Option<(Completion, Request)>,
         cancel: &CancellationToken,
     ) -> Result<Phase<Plan>, EngineError> {
         let built_in = planning_tools();
+        let mut sent_back = false;
         let mut request = Self::planning_request(
             &context.repos,
             &context.learnings,
@@ -80,7 +99,9 @@ impl Engine {
             let mut results = Vec::new();
             let mut outcome = None;
             for call in &calls {
-                let output = self.run_tool(&context.task.id, tools, call, cancel).await?;
+                let output = self
+                    .run_or_send_back(&context.task.id, tools, call, &mut sent_back, cancel)
+                    .await?;
                 match &output.effect {
                     Effect::Plan(plan) => outcome = Some(Phase::Done(plan.clone())),
                     Effect::Ask(question) => outcome = Some(self.ask(context, question).await?),
@@ -103,14 +124,15 @@ impl Engine {
         )))
     }
 
+    /// One step of `plan`, in a fresh conversation that has the plan and the `notes` of the
+    /// steps before; the step's summary and its own note once its checks pass.
     pub(super) async fn execute(
         &self,
         context: &Context,
-        plan: &Plan,
-        index: usize,
+        (plan, index, notes): (&Plan, usize, &[String]),
         tools: &mut Tools<'_, TaskSandbox>,
         cancel: &CancellationToken,
-    ) -> Result<Phase<String>, EngineError> {
+    ) -> Result<Phase<StepDone>, EngineError> {
         let step = &plan.steps[index];
         // Steering sent during the previous step is part of this step's prompt.
         self.hear_owner(context).await?;
@@ -129,6 +151,14 @@ impl Engine {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+        let plan_text = if notes.is_empty() {
+            plan_text
+        } else {
+            format!(
+                "{plan_text}\n\nWhat the steps before did (their files are as they left them):\n{}",
+                list(notes)
+            )
+        };
         let system = system_prompt(
             &context.repos,
             &context.learnings,
@@ -152,6 +182,13 @@ impl Engine {
         };
         let mut failed = 0;
         let mut loops = LoopWatch::new(self.limits.repeats);
+        let mut did = crate::notes::StepNotes::default();
+        let mut sent_back = false;
+        let mut turns = 0;
+        let done_with = |summary: String, did: &crate::notes::StepNotes| StepDone {
+            note: did.note(index + 1, &summary),
+            summary,
+        };
         for _ in 0..self.limits.turns_per_step {
             request.tools = tools.offered(&built_in).await;
             let Heard { calls, text } = match self
@@ -168,7 +205,9 @@ impl Engine {
                     .check_done(context, tools.sandbox(), index, &mut failed, cancel)
                     .await?
                 {
-                    Checked::Passed => return Ok(Phase::Done(reply_summary(&text))),
+                    Checked::Passed => {
+                        return Ok(Phase::Done(done_with(reply_summary(&text), &did)));
+                    }
                     Checked::Failed(told) => request.messages.push(Message::user(told)),
                     Checked::Stop(attention) => return Ok(Phase::Stop(attention)),
                 }
@@ -177,7 +216,10 @@ impl Engine {
             let mut results = Vec::new();
             let mut done = None;
             for call in &calls {
-                let mut output = self.run_tool(&context.task.id, tools, call, cancel).await?;
+                let mut output = self
+                    .run_or_send_back(&context.task.id, tools, call, &mut sent_back, cancel)
+                    .await?;
+                did.record(call, &output);
                 match &output.effect {
                     Effect::Ask(question) => return self.ask(context, question).await,
                     Effect::Finish(summary) => {
@@ -222,7 +264,27 @@ impl Engine {
                 });
             }
             if let Some(summary) = done {
-                return Ok(Phase::Done(summary));
+                return Ok(Phase::Done(done_with(summary, &did)));
+            }
+            // Many turns that change no file are a loop too, however varied their calls.
+            turns += 1;
+            if turns >= WATCHED_FROM_TURN
+                && let Some(state) = workspace_state(tools.sandbox(), cancel).await
+            {
+                match loops.turn_ended(&state) {
+                    Repetition::None => {}
+                    Repetition::Told(told) => {
+                        if let Some(last) = results.last_mut() {
+                            last.content = format!("{}\n\n{told}", last.content);
+                        }
+                    }
+                    Repetition::Stop(reason) => {
+                        return Ok(Phase::Stop(attention(
+                            AttentionKind::Error,
+                            format!("step {}: {reason}; give it a hint by answering", index + 1),
+                        )));
+                    }
+                }
             }
             let mut turn = Message::tool_results(results);
             let said = self.hear_owner(context).await?;
@@ -427,6 +489,36 @@ impl Engine {
         Ok(output)
     }
 
+    /// Runs `call`, unless it is a question that is not for the owner: that is sent back
+    /// (once per phase; asked again, it goes to the owner), and logged as the call's result.
+    async fn run_or_send_back(
+        &self,
+        id: &TaskId,
+        tools: &mut Tools<'_, TaskSandbox>,
+        call: &deft_llm::ToolCall,
+        sent_back: &mut bool,
+        cancel: &CancellationToken,
+    ) -> Result<crate::ToolOutput, EngineError> {
+        let arguments = call.arguments.as_object();
+        let why = (call.name == "ask_user" && !*sent_back)
+            .then(|| arguments["question"].as_str())
+            .flatten()
+            .and_then(crate::questions::not_for_the_owner);
+        let Some(why) = why else {
+            return self.run_tool(id, tools, call, cancel).await;
+        };
+        *sent_back = true;
+        let told = crate::questions::sent_back(why);
+        self.store
+            .append_event(
+                id,
+                EventKind::ToolResult,
+                json!({"id": call.id, "is_error": true, "content": told}),
+            )
+            .await?;
+        Ok(crate::ToolOutput::error(told))
+    }
+
     /// One turn of a tool-using conversation: the model's answer joins the conversation, and
     /// its tool calls come back to be run.
     async fn turn(
@@ -549,6 +641,36 @@ fn call_event(call: &deft_llm::ToolCall) -> serde_json::Value {
 /// The tools of planning: every built-in one but `finish`.
 fn planning_tools() -> Vec<ToolSpec> {
     specs().into_iter().filter(|t| t.name != "finish").collect()
+}
+
+/// From which turn of a step the workspace is fingerprinted after each: short steps, most of
+/// them, pay nothing for it.
+const WATCHED_FROM_TURN: usize = 5;
+
+/// A fingerprint of every repository's changes in the workspace (git's status and diff,
+/// taken in the sandbox), or `None` when it cannot be taken.
+async fn workspace_state(sandbox: &TaskSandbox, cancel: &CancellationToken) -> Option<String> {
+    let request = ExecRequest {
+        timeout: std::time::Duration::from_secs(20),
+        output_cap: 4096,
+        ..ExecRequest::shell(
+            "for d in /workspace/*/; do git -C \"$d\" status --porcelain=v1 -uall 2>/dev/null; git -C \"$d\" diff 2>/dev/null; done | cksum",
+        )
+    };
+    let mut ignore = |_: &str| {};
+    let run = tokio::select! {
+        run = sandbox.exec(&request, &mut ignore) => run,
+        _ = cancel.cancelled() => return None,
+    };
+    run.ok()
+        .filter(|outcome| outcome.exit_code() == 0)
+        .map(|outcome| outcome.output)
+}
+
+/// A step whose checks passed: what it says it did, and the note the next steps read.
+pub(super) struct StepDone {
+    pub summary: String,
+    pub note: String,
 }
 
 /// What a model's answer holds: its tool calls, to run, and its words.

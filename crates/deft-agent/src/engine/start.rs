@@ -404,7 +404,7 @@ impl Engine {
             if std::fs::symlink_metadata(&dir).is_err() {
                 // A fresh clone: read from git's objects while it is made.
                 match self
-                    .start_clone(id, &repo, &dir, &name, branch, (one_jail.clone(), marker))
+                    .start_clone(task, &repo, &dir, &name, branch, (one_jail.clone(), marker))
                     .await
                 {
                     Ok((facts, checkout)) => {
@@ -477,13 +477,14 @@ impl Engine {
     /// `origin/…`).
     async fn start_clone(
         &self,
-        id: &TaskId,
+        task: &Task,
         repo: &deft_core::Repository,
         dir: &Path,
         name: &str,
         branch: &str,
         (one_jail, marker): (std::sync::Arc<tokio::sync::Mutex<()>>, PathBuf),
     ) -> Result<(RepoFacts, Checkout), String> {
+        let id = &task.id;
         // Every git on the host reads the private copy, which has no configuration of the
         // repository's owner (filters and the programs they name never run here).
         let private = self.private_repo(id, dir);
@@ -500,7 +501,7 @@ impl Engine {
         let recorded = self.bases(id).get(repo.id.as_str()).cloned();
         let early = match (repo.forge, &recorded) {
             (deft_core::ForgeKind::Local, None) => {
-                self.read_registered(id, repo, name, branch).await
+                self.read_registered(task, repo, name, branch).await
             }
             _ => None,
         };
@@ -536,7 +537,13 @@ impl Engine {
         let clone = Self::clone_after(None, (&private, dir, branch, &base), None);
         let making = Self::begin_clone(clone, one_jail, &marker)?;
         tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "clone begun");
-        let facts = read_commit(&objects, tip.as_deref().unwrap_or(&base), name).await?;
+        let facts = read_commit(
+            &objects,
+            tip.as_deref().unwrap_or(&base),
+            name,
+            &task.description,
+        )
+        .await?;
         tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "commit analysed");
         Ok((facts, Self::checkout(repo, dir, marker, making)))
     }
@@ -546,7 +553,7 @@ impl Engine {
     /// jail could not read it, or choosing the environment will read the copy).
     async fn read_registered(
         &self,
-        id: &TaskId,
+        task: &Task,
         repo: &deft_core::Repository,
         name: &str,
         branch: &str,
@@ -560,13 +567,13 @@ impl Engine {
             if tip.is_some() {
                 return Err(format!("a branch {branch} is there already"));
             }
-            let facts = read_commit(&objects, &base, name).await?;
+            let facts = read_commit(&objects, &base, name, &task.description).await?;
             Ok::<_, String>(Early { base, facts })
         };
         let early = match read.await {
             Ok(early) => early,
             Err(why) => {
-                tracing::debug!(task.id = %id.as_str(), %why, "the copy is waited for");
+                tracing::debug!(task.id = %task.id.as_str(), %why, "the copy is waited for");
                 return None;
             }
         };
@@ -755,15 +762,16 @@ async fn branches_of(
     }
 }
 
-/// The facts of `commit` in `objects`, within a minute.
+/// The facts of `commit` in `objects`, with the files `description` names, within a minute.
 async fn read_commit(
     objects: &deft_forge::Objects<'_>,
     commit: &str,
     name: &str,
+    description: &str,
 ) -> Result<RepoFacts, String> {
     tokio::time::timeout(
         std::time::Duration::from_secs(60),
-        crate::analysis::analyse_commit(objects, commit, name),
+        crate::analysis::analyse_commit(objects, commit, name, description),
     )
     .await
     .map_err(|_| "reading its files from git took over a minute".to_owned())?

@@ -1,0 +1,78 @@
+//! Which questions go to the owner. A question parks the task until a person answers, so one
+//! about the sandbox's tools, a failing command, or a choice the agent can make itself is sent
+//! back to the model once, with why; asked again, it goes to the owner.
+
+/// Why `question` is not one for the owner, or `None` when it may be.
+pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
+    let asked = question.to_lowercase();
+    const ENVIRONMENT: [&str; 10] = [
+        "command not found",
+        "could not be found",
+        "not installed",
+        "install it",
+        "to install",
+        "permission denied",
+        "no such file",
+        "failed to open",
+        "the sandbox",
+        "traceback",
+    ];
+    const PERMISSION: [&str; 10] = [
+        "do you want me to",
+        "would you like me to",
+        "shall i ",
+        "should i proceed",
+        "may i ",
+        "can i ",
+        "is it ok",
+        "is it okay",
+        "do you want to create",
+        "please confirm",
+    ];
+    if ENVIRONMENT.iter().any(|words| asked.contains(words)) {
+        return Some(
+            "it is about the sandbox or a command, which the owner cannot fix from here: look at the error, use another tool or approach (the editor instead of an interactive program, a script instead of a missing tool), and go on",
+        );
+    }
+    if PERMISSION.iter().any(|words| asked.contains(words)) {
+        return Some(
+            "it asks for permission to do something the task already asks for: do it, and say so in the summary",
+        );
+    }
+    None
+}
+
+/// What the model is told instead of the owner being asked.
+pub fn sent_back(why: &str) -> String {
+    format!(
+        "Not asked: {why}. Ask the owner only when the answer changes what you build and neither the task nor the code settles it; if this is such a question, ask it again, saying what each answer would change."
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_errors_and_permission_are_not_questions() {
+        for question in [
+            "The command 'nano' could not be found. Did you perhaps forget to install it?",
+            "Do you want to create a new util.py file?",
+            "Should I proceed with the change?",
+            "bash: vim: command not found — what now?",
+        ] {
+            assert!(not_for_the_owner(question).is_some(), "{question}");
+        }
+    }
+
+    #[test]
+    fn a_choice_only_the_owner_can_make_is_a_question() {
+        for question in [
+            "Which language should the greeting be in?",
+            "Should an empty list return None or raise ValueError?",
+            "Which port?",
+        ] {
+            assert_eq!(not_for_the_owner(question), None, "{question}");
+        }
+    }
+}
