@@ -32,7 +32,9 @@ pub(crate) struct Jail<'a> {
     /// and a task cannot replace it (it is the sandbox's mount point). The clone inside it
     /// may be anything, a link to another repository of the host included; the jail looks it
     /// up in its own file system, where such a link leads nowhere.
-    pub workspace: &'a Path,
+    /// `None` for git that writes nothing of the host (a registered repository read): the
+    /// jail's `/workspace` is then its own empty directory.
+    pub workspace: Option<&'a Path>,
     /// The clone git works on (`WORKSPACE/NAME/.git`, named outright), or `None` when git is
     /// left to its arguments (`git clone`).
     pub clone: Option<&'a str>,
@@ -51,7 +53,7 @@ impl<'a> Jail<'a> {
             });
         };
         Ok(Jail {
-            workspace,
+            workspace: Some(workspace),
             clone: Some(name),
             origin: None,
         })
@@ -166,18 +168,22 @@ impl<'a> Jail<'a> {
         };
         // While the jail's git works, the task's workspace is deft's; then it goes back to the
         // sandbox's user, whatever git said (no sandboxed process runs meanwhile).
-        crate::ownership::take_tree(self.workspace).map_err(|error| ForgeError::Git {
-            command: what.clone(),
-            message: format!("taking {} for git: {error}", self.workspace.display()),
-        })?;
+        if let Some(workspace) = self.workspace {
+            crate::ownership::take_tree(workspace).map_err(|error| ForgeError::Git {
+                command: what.clone(),
+                message: format!("taking {} for git: {error}", workspace.display()),
+            })?;
+        }
         let outcome = tokio::time::timeout(crate::GIT_DEADLINE, run).await;
-        crate::ownership::give_tree(self.workspace).map_err(|error| ForgeError::Git {
-            command: what.clone(),
-            message: format!(
-                "giving {} back to the sandbox: {error}",
-                self.workspace.display()
-            ),
-        })?;
+        if let Some(workspace) = self.workspace {
+            crate::ownership::give_tree(workspace).map_err(|error| ForgeError::Git {
+                command: what.clone(),
+                message: format!(
+                    "giving {} back to the sandbox: {error}",
+                    workspace.display()
+                ),
+            })?;
+        }
         let (status, err) = match outcome {
             Ok(result) => result?,
             // Dropping the future kills the jail (`kill_on_drop`, `--die-with-parent`).
@@ -235,6 +241,11 @@ impl<'a> Jail<'a> {
             "/dev/null",
             "--setenv",
             "GIT_NO_REPLACE_OBJECTS",
+            "1",
+            // A repository that says it is a partial clone would have git fetch what it
+            // lacks, running the program its remote's configuration names.
+            "--setenv",
+            "GIT_NO_LAZY_FETCH",
             "1",
             "--setenv",
             "GIT_TERMINAL_PROMPT",
@@ -297,11 +308,14 @@ impl<'a> Jail<'a> {
                 Err(_) => {}
             }
         }
-        args.extend([
-            "--bind".into(),
-            self.workspace.to_string_lossy().into_owned(),
-            WORKSPACE.into(),
-        ]);
+        match self.workspace {
+            Some(workspace) => args.extend([
+                "--bind".into(),
+                workspace.to_string_lossy().into_owned(),
+                WORKSPACE.into(),
+            ]),
+            None => args.extend(["--dir".into(), WORKSPACE.into()]),
+        }
         if let Some(origin) = self.origin {
             args.extend([
                 "--ro-bind".into(),
@@ -427,7 +441,7 @@ mod tests {
     async fn the_jails_programs_open_no_socket_and_no_namespace() {
         let dir = tempfile::tempdir().unwrap();
         let jail = Jail {
-            workspace: dir.path(),
+            workspace: Some(dir.path()),
             clone: None,
             origin: None,
         };

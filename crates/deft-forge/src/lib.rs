@@ -755,7 +755,9 @@ pub(crate) fn repo_command(dir: &Path) -> Command {
         .arg("-C")
         .arg(dir)
         .args(NO_PROGRAMS)
-        .args(["-c", "pack.threads=1"])
+        // A commit graph copied from a registered repository could show other trees.
+        .args(["-c", "pack.threads=1", "-c", "core.commitGraph=false"])
+        .env("GIT_NO_LAZY_FETCH", "1")
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
         .kill_on_drop(true);
@@ -784,12 +786,16 @@ async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, ForgeError> {
 }
 
 /// The settings through which a repository's own config could make git run one of its
-/// programs (a file-system monitor, hooks), turned off on every git deft runs on a repository.
-pub(crate) const NO_PROGRAMS: [&str; 4] = [
+/// programs (a file-system monitor, hooks, the command that lists a borrowed repository's
+/// refs), turned off on every git deft runs on a repository. (A partial clone's fetch of what
+/// it lacks is turned off by `GIT_NO_LAZY_FETCH`, in the environment.)
+pub(crate) const NO_PROGRAMS: [&str; 6] = [
     "-c",
     "core.fsmonitor=false",
     "-c",
     "core.hooksPath=/dev/null",
+    "-c",
+    "core.alternateRefsCommand=",
 ];
 
 /// The most bytes kept of one host git command's output (a diff a person reads, a listing).
@@ -1013,6 +1019,52 @@ mod tests {
 
     /// A registered repository that borrows another's objects (another user's, say) is not
     /// copied: every git on the host that reads the copy would read that repository too.
+    /// A registered repository whose `.git` is a link to another user's, a `.git` file naming
+    /// it, or a `commondir` sharing its objects is not copied: the copy would read the other.
+    #[tokio::test]
+    async fn a_repository_leading_to_another_is_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        sh(
+            &other,
+            "git init -q -b main && echo theirs > secret.txt && git add -A && git -c user.name=t -c user.email=t@t commit -q -m theirs",
+        );
+        let cases = [
+            ("linked", format!("ln -s {}/.git .git", other.display())),
+            (
+                "named",
+                format!("echo 'gitdir: {}/.git' > .git", other.display()),
+            ),
+            (
+                "shared",
+                format!(
+                    "git init -q -b main && echo {}/.git > .git/commondir",
+                    other.display()
+                ),
+            ),
+        ];
+        for (name, make) in cases {
+            let registered = dir.path().join(name);
+            std::fs::create_dir(&registered).unwrap();
+            sh(&registered, &make);
+            let private = dir.path().join(format!("{name}.git"));
+            let error = private::mirror_local(&registered, &private)
+                .await
+                .expect_err(name);
+            assert!(
+                matches!(error, ForgeError::Refused { .. }),
+                "{name}: {error}"
+            );
+            assert!(
+                private::read_file(&private, "main", "secret.txt")
+                    .await
+                    .is_err(),
+                "{name}: the other repository was copied"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_repository_borrowing_anothers_objects_is_not_copied() {
         let dir = tempfile::tempdir().unwrap();
@@ -1053,7 +1105,16 @@ mod tests {
         let secret = dir.path().join("credentials");
         std::fs::write(&secret, "zzz\nhttps://alice:ghp_TOPSECRET@forge.invalid\n").unwrap();
         let origin = origin_repo(dir.path());
-        sh(&origin, "git pack-refs --all");
+        // A branch that is a link to the file: git reads it, and says what it read.
+        std::os::unix::fs::symlink(&secret, origin.join(".git/refs/heads/stolen")).unwrap();
+        let error = private::mirror_local(&origin, &dir.path().join("private.git"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("TOPSECRET"), "{error}");
+        assert!(error.contains("git fsck"), "{error}");
+        // A `packed-refs` that is a link is refused before git reads it.
+        sh(&origin, "rm .git/refs/heads/stolen && git pack-refs --all");
         let packed = origin.join(".git/packed-refs");
         std::fs::remove_file(&packed).unwrap();
         std::os::unix::fs::symlink(&secret, &packed).unwrap();
@@ -1062,7 +1123,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!error.contains("TOPSECRET"), "{error}");
-        assert!(error.contains("git fsck"), "{error}");
+        assert!(error.contains("packed-refs is a link"), "{error}");
     }
 
     /// A task's clone at `work` of the private copy `private`, on the branch `deft/t-1`.
@@ -1418,9 +1479,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(delivered, sha);
+        // The registered repository's hooks would run on the host, as deft's user, when
+        // deft's push reached them.
+        let ran = dir.path().join("a-hook-ran");
+        for hook in [
+            "pre-receive",
+            "update",
+            "post-receive",
+            "post-update",
+            "reference-transaction",
+        ] {
+            let path = origin.join(".git/hooks").join(hook);
+            std::fs::write(&path, format!("#!/bin/sh\ntouch {}\n", ran.display())).unwrap();
+            sh(&origin, &format!("chmod 755 .git/hooks/{hook}"));
+        }
         private::push(&private, &work, &url, &branch, "main", None)
             .await
             .unwrap();
+        assert!(
+            !ran.exists(),
+            "the registered repository's hook ran on the host"
+        );
         let log = std::process::Command::new("git")
             .args(["-C"])
             .arg(&origin)

@@ -7,7 +7,9 @@
 //! borrows from others belong to whoever can write it. In the jail they reach nothing: the
 //! repository is mounted read-only and alone, so a link or an `objects/info/alternates` that
 //! points at another repository of the host finds nothing, and whatever git prints is data
-//! that names files and commits, read with the jail's caps.
+//! that names files and commits, read with the jail's caps. Nothing of the host is writable
+//! there, and git may fetch nothing (a repository that says it is a partial clone would
+//! otherwise run the program its remote names).
 
 use std::path::Path;
 
@@ -28,13 +30,11 @@ pub struct Registered<'a> {
     /// Where its git directory is in the jail: `/origin/.git` for a working tree, `/origin`
     /// for a bare repository.
     git_dir: String,
-    /// The jail's writable directory: empty, deft's, removed afterwards.
-    scratch: tempfile::TempDir,
 }
 
 impl<'a> Objects<'a> {
     /// The registered local repository at `source`, to be read in the jail.
-    pub fn registered(source: &'a Path) -> Result<Objects<'a>, ForgeError> {
+    pub fn registered(source: &'a Path) -> Objects<'a> {
         // Only a real directory is taken as the working tree's git directory; a link or a
         // `.git` file (a worktree's) would lead out of the mount, where git finds nothing.
         let worktree = std::fs::symlink_metadata(source.join(".git")).is_ok_and(|m| m.is_dir());
@@ -43,18 +43,7 @@ impl<'a> Objects<'a> {
         } else {
             ORIGIN.to_owned()
         };
-        let scratch = tempfile::Builder::new()
-            .prefix("deft-read-")
-            .tempdir()
-            .map_err(|error| ForgeError::Git {
-                command: "ls-tree".into(),
-                message: format!("making a directory for the jail: {error}"),
-            })?;
-        Ok(Objects::Registered(Registered {
-            source,
-            git_dir,
-            scratch,
-        }))
+        Objects::Registered(Registered { source, git_dir })
     }
 
     /// What `git ARGS` prints, when it succeeds.
@@ -63,10 +52,19 @@ impl<'a> Objects<'a> {
             Objects::Private(repo) => private::raw_output(repo, args).await,
             Objects::Registered(registered) => {
                 let git_dir = format!("--git-dir={}", registered.git_dir);
-                let mut all = vec![git_dir.as_str()];
+                // It reaches no other repository, not even by a path: it only reads its own.
+                let mut all = vec![
+                    "-c",
+                    "protocol.allow=never",
+                    "-c",
+                    "protocol.file.allow=never",
+                    git_dir.as_str(),
+                ];
                 all.extend_from_slice(args);
+                // Nothing of the host is writable in this jail: what the repository could
+                // still make git do leaves nothing behind.
                 let jail = Jail {
-                    workspace: registered.scratch.path(),
+                    workspace: None,
                     clone: None,
                     origin: Some(registered.source),
                 };
@@ -184,7 +182,7 @@ mod tests {
         let commit = heads[0].clone().expect("main");
         assert_eq!(heads[1], None);
         for source in [repo.clone(), dir.path().join("bare.git")] {
-            let jailed = Objects::registered(&source).unwrap();
+            let jailed = Objects::registered(&source);
             assert_eq!(
                 jailed.resolve_branches(&["main", "deft/x"]).await.unwrap(),
                 heads,
@@ -218,7 +216,7 @@ mod tests {
                 .is_some(),
             "on the host, git reads the borrowed objects"
         );
-        let jailed = Objects::registered(&borrower).unwrap();
+        let jailed = Objects::registered(&borrower);
         let listed = jailed.list_tree("main").await;
         assert!(
             listed.is_err(),
@@ -233,11 +231,46 @@ mod tests {
                 victim.display()
             ),
         );
-        let jailed = Objects::registered(&linker).unwrap();
+        let jailed = Objects::registered(&linker);
         let read = jailed.resolve_branches(&["other"]).await;
         assert!(
             !matches!(read, Ok(ref heads) if heads[0].is_some()),
             "the jail followed a link to another repository: {read:?}"
+        );
+    }
+
+    /// A repository that says it is a partial clone, missing a blob that is read: git would
+    /// fetch it, running the program its remote's configuration names. Not in the jail.
+    #[tokio::test]
+    async fn a_repository_that_lacks_an_object_makes_the_jail_run_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = worktree(dir.path(), "lazy", "be brief");
+        sh(
+            &repo,
+            "blob=$(git rev-parse HEAD:AGENTS.md) && rm -f .git/objects/$(echo $blob | cut -c1-2)/$(echo $blob | cut -c3-) \
+             && git config core.repositoryformatversion 1 && git config extensions.partialClone p \
+             && git config remote.p.promisor true && git config remote.p.url /origin \
+             && git config remote.p.partialclonefilter blob:none \
+             && git config remote.p.uploadpack 'echo LAZY-FETCH-RAN >&2; exit 1'",
+        );
+        let jailed = Objects::registered(&repo);
+        let commit = jailed.resolve_branches(&["main"]).await.unwrap()[0]
+            .clone()
+            .expect("main");
+        let read = jailed.read_file(&commit, "AGENTS.md").await;
+        let said = format!("{read:?}");
+        assert!(read.is_err(), "{said}");
+        assert!(
+            !said.contains("LAZY-FETCH-RAN"),
+            "the repository's program ran in the jail: {said}"
+        );
+        // The host's git on such a repository fetches nothing either.
+        let host = Objects::Private(&repo)
+            .read_file(&commit, "AGENTS.md")
+            .await;
+        assert!(
+            !format!("{host:?}").contains("LAZY-FETCH-RAN"),
+            "the repository's program ran on the host: {host:?}"
         );
     }
 }

@@ -17,10 +17,13 @@ pub async fn mirror_local(source: &Path, private: &Path) -> Result<(), ForgeErro
     let from = source.to_string_lossy().into_owned();
     let refused = |why: &str| ForgeError::Refused {
         what: format!(
-            "to copy {}: {why}; make it a repository of its own (`git repack -a -d`, then remove objects/info/alternates), then try again",
+            "to copy {}: {why}; register a plain repository of its own instead (`git clone --no-local` it to a new directory, and register that), then try again",
             source.display()
         ),
     };
+    if let Some(why) = leads_elsewhere(source) {
+        return Err(refused(&why));
+    }
     if let Err(error) = mirror(private, &from, &[]).await {
         // What git says here can quote any file the registered repository's links point at
         // (a `packed-refs` linked to a file of another user's): the owner sees none of it.
@@ -41,6 +44,53 @@ pub async fn mirror_local(source: &Path, private: &Path) -> Result<(), ForgeErro
         ));
     }
     Ok(())
+}
+
+/// Why the registered repository at `source` would have git read another one, if it would:
+/// the repository itself, its `.git` or what git reads first is a link, `.git` is a file
+/// naming another directory (a worktree's, a submodule's), or it shares another's objects and
+/// refs (`commondir`). git's own `--local` clone refuses links inside `objects`, and
+/// `objects/info/alternates` is refused once copied. (The repository's writers can still
+/// change it between this look and git's: see SECURITY.md's known limits.)
+fn leads_elsewhere(source: &Path) -> Option<String> {
+    let kind = |path: &Path| std::fs::symlink_metadata(path).map(|meta| meta.file_type());
+    match kind(source) {
+        Ok(kind) if kind.is_dir() => {}
+        Ok(_) => return Some("it is a link or a file, not a directory".into()),
+        Err(error) => return Some(format!("it cannot be read ({error})")),
+    }
+    let git_dir = match kind(&source.join(".git")) {
+        Ok(kind) if kind.is_dir() => source.join(".git"),
+        Ok(kind) if kind.is_symlink() => return Some("its .git is a link".into()),
+        Ok(_) => {
+            return Some(
+                "its .git is a file naming another directory (a worktree or a submodule)".into(),
+            );
+        }
+        // A bare repository.
+        Err(_) => source.to_owned(),
+    };
+    for entry in ["commondir", "gitdir"] {
+        if kind(&git_dir.join(entry)).is_ok() {
+            return Some(format!(
+                "it shares another repository's objects and refs ({entry})"
+            ));
+        }
+    }
+    for entry in [
+        "objects",
+        "objects/info",
+        "objects/pack",
+        "refs",
+        "packed-refs",
+        "HEAD",
+        "config",
+    ] {
+        if kind(&git_dir.join(entry)).is_ok_and(|kind| kind.is_symlink()) {
+            return Some(format!("its {entry} is a link"));
+        }
+    }
+    None
 }
 
 /// A fresh bare copy of the remote repository at `url` (HTTPS, with `auth`) at `private`.
@@ -92,7 +142,7 @@ async fn jail_clone(private: &Path, dest: &Path, options: &[&str]) -> Result<(),
     args.extend_from_slice(options);
     args.extend_from_slice(&["--", ORIGIN, &into]);
     Jail {
-        workspace: parent,
+        workspace: Some(parent),
         clone: None,
         origin: Some(private),
     }
@@ -278,12 +328,16 @@ pub async fn push(
     // No `+`: a push that is not a fast-forward fails rather than rewriting history.
     let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
     let env = auth.map(GitAuth::env);
-    git_checked(
-        private,
-        &["push", "--quiet", "--", url, &refspec],
-        env.as_ref().map_or(&[][..], |env| &env[..]),
-    )
-    .await?;
+    // Pushed to a registered local repository, git on the host runs its receiving side, which
+    // would run that repository's hooks (and git passes it none of this side's settings):
+    // the receiving git is told itself.
+    let receive_pack = (!url.contains("://")).then_some(
+        "--receive-pack=GIT_NO_LAZY_FETCH=1 git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.alternateRefsCommand= receive-pack",
+    );
+    let mut args = vec!["push", "--quiet"];
+    args.extend(receive_pack);
+    args.extend(["--", url, &refspec]);
+    git_checked(private, &args, env.as_ref().map_or(&[][..], |env| &env[..])).await?;
     let pushed = git_checked(
         private,
         &["rev-parse", &format!("refs/heads/{branch}")],

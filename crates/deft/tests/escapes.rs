@@ -157,9 +157,15 @@ async fn a_fifo_cannot_hang_the_tools_or_the_server() {
         let turns = body["messages"].as_array().map_or(0, Vec::len);
         let (name, arguments) = match turns {
             0 | 1 => ("bash", r#"{"command": "mkfifo pipe .ignore"}"#),
-            2 | 3 => ("str_replace_based_edit_tool", r#"{"command": "view", "path": "widgets/pipe"}"#),
+            2 | 3 => (
+                "str_replace_based_edit_tool",
+                r#"{"command": "view", "path": "widgets/pipe"}"#,
+            ),
             4 | 5 => ("search", r#"{"pattern": "hi"}"#),
-            6 | 7 => ("bash", "{\"command\": \"rm -f pipe .gitignore.d .ignore; echo done > notes.txt\"}"),
+            6 | 7 => (
+                "bash",
+                "{\"command\": \"rm -f pipe .gitignore.d .ignore; echo done > notes.txt\"}",
+            ),
             _ => ("finish", r#"{"summary": "done"}"#),
         };
         Turn::calls(vec![deft_testkit::model_server::ScriptedCall::new(
@@ -238,10 +244,6 @@ async fn a_fifo_cannot_hang_the_tools_or_the_server() {
     }
 }
 
-/// The registered repository's own git configuration names a filter program, and its
-/// attributes send every file through it; the repository has a Dockerfile, so choosing the
-/// environment reads its whole tree. deft reads repositories only from its private copy,
-/// which carries no configuration of theirs: the program never runs on the host.
 /// The first clone of a registered repository is read while deft's copy of it is made, in the
 /// jail: a repository that borrows another's objects (`git clone --shared`) shows nothing of
 /// the other repository there, so its files never reach the model, and the copy refuses it.
@@ -307,6 +309,10 @@ async fn a_registered_repository_read_early_shows_nothing_it_borrows() {
     }
 }
 
+/// The registered repository's own git configuration names a filter program, and its
+/// attributes send every file through it; the repository has a Dockerfile, so choosing the
+/// environment reads its whole tree. deft reads repositories only from its private copy,
+/// which carries no configuration of theirs: the program never runs on the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_repositorys_git_filters_never_run_on_the_host() {
     let dir = tempfile::tempdir().unwrap();

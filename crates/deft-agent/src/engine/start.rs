@@ -489,7 +489,7 @@ impl Engine {
         // repository's owner (filters and the programs they name never run here).
         let private = self.private_repo(id, dir);
         let began = std::time::Instant::now();
-        let copying = {
+        let mut copying = {
             let (forges, repo, private) = (self.forges.clone(), repo.clone(), private.clone());
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                 forges
@@ -499,23 +499,33 @@ impl Engine {
             }))
         };
         let recorded = self.bases(id).get(repo.id.as_str()).cloned();
-        let early = match (repo.forge, &recorded) {
-            (deft_core::ForgeKind::Local, None) => {
-                self.read_registered(task, repo, name, branch).await
+        let mut copied = None;
+        if let (deft_core::ForgeKind::Local, None) = (repo.forge, &recorded) {
+            // The jail's read races the copy, and is given up when the copy is first or the
+            // read is slow: it may only ever make a start sooner.
+            let read =
+                tokio::time::timeout(EARLY_READ, self.read_registered(task, repo, name, branch));
+            tokio::select! {
+                early = read => if let Ok(Some(Early { base, facts })) = early {
+                    self.record_base(id, repo.id.as_str(), &base);
+                    tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "registered repository read in the jail");
+                    let clone = Self::clone_after(
+                        Some(copying),
+                        (&private, dir, branch, &base),
+                        Some(&base),
+                        one_jail,
+                    );
+                    let making = Self::begin_clone(clone, &marker)?;
+                    return Ok((facts, Self::checkout(repo, dir, marker, making)));
+                },
+                done = &mut copying => copied = Some(done),
             }
-            _ => None,
-        };
-        if let Some(Early { base, facts }) = early {
-            self.record_base(id, repo.id.as_str(), &base);
-            tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "registered repository read in the jail");
-            let clone =
-                Self::clone_after(Some(copying), (&private, dir, branch, &base), Some(&base));
-            let making = Self::begin_clone(clone, one_jail, &marker)?;
-            return Ok((facts, Self::checkout(repo, dir, marker, making)));
         }
-        copying
-            .await
-            .map_err(|error| format!("the copy stopped: {error}"))??;
+        let copied = match copied {
+            Some(done) => done,
+            None => copying.await,
+        };
+        copied.map_err(|error| format!("the copy stopped: {error}"))??;
         tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "private copy made");
         let objects = deft_forge::Objects::Private(&private);
         let (now, tip) = branches_of(&objects, repo, branch).await?;
@@ -534,8 +544,8 @@ impl Engine {
         self.record_base(id, repo.id.as_str(), &base);
         // A later round whose clone was given back continues the branch the forge has
         // (`tip`).
-        let clone = Self::clone_after(None, (&private, dir, branch, &base), None);
-        let making = Self::begin_clone(clone, one_jail, &marker)?;
+        let clone = Self::clone_after(None, (&private, dir, branch, &base), None, one_jail);
+        let making = Self::begin_clone(clone, &marker)?;
         tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "clone begun");
         let facts = read_commit(
             &objects,
@@ -559,8 +569,7 @@ impl Engine {
         branch: &str,
     ) -> Option<Early> {
         let read = async {
-            let objects = deft_forge::Objects::registered(Path::new(&repo.location))
-                .map_err(|e| e.to_string())?;
+            let objects = deft_forge::Objects::registered(Path::new(&repo.location));
             let (base, tip) = branches_of(&objects, repo, branch).await?;
             // A first round starts from the default branch; a branch of the task's name
             // already there is the copy's to find.
@@ -595,12 +604,14 @@ impl Engine {
     }
 
     /// The clone of `private` at `dir` on `branch` from `base`, made once `copying` (the
-    /// private copy, when it is still being made) is done; when the base was read elsewhere
-    /// (`expected`), the copy must hold it.
+    /// private copy, when it is still being made) is done, in the workspace's one jail; when
+    /// the base was read elsewhere (`expected`), the copy must hold it, and the branch must be
+    /// deft's to make.
     fn clone_after(
         copying: Option<tokio_util::task::AbortOnDropHandle<Result<(), String>>>,
         (private, dir, branch, base): (&Path, &Path, &str, &str),
         expected: Option<&str>,
+        one_jail: std::sync::Arc<tokio::sync::Mutex<()>>,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
         let (private, dir, branch, base) = (
             private.to_owned(),
@@ -615,36 +626,45 @@ impl Engine {
                     .await
                     .map_err(|error| format!("the copy stopped: {error}"))??;
             }
-            // What the jail read and what was copied are the same commit, or nothing goes on.
-            if let Some(commit) = expected
-                && !deft_forge::private::has_commit(&private, &commit)
+            // What the jail read and what was copied are the same commit, and the branch
+            // starts there, or nothing goes on.
+            if let Some(commit) = expected {
+                let changed = |what: String| {
+                    format!(
+                        "the repository changed while the task started ({what}); answer the task to try again"
+                    )
+                };
+                if !deft_forge::private::has_commit(&private, &commit)
                     .await
                     .unwrap_or(false)
-            {
-                return Err(format!(
-                    "the repository changed while the task started (commit {commit} is not in the copy); answer the task to try again"
-                ));
+                {
+                    return Err(changed(format!("commit {commit} is not in the copy")));
+                }
+                let there =
+                    deft_forge::private::resolve_ref(&private, &format!("refs/heads/{branch}"))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                if there.is_some() {
+                    return Err(changed(format!("a branch {branch} appeared in it")));
+                }
             }
+            let _jail = one_jail.lock().await;
             deft_forge::private::clone_on_branch(&private, &dir, &branch, &base)
                 .await
                 .map_err(|e| e.to_string())
         }
     }
 
-    /// Marks the clone as begun and makes it in the background, in the workspace's one jail.
+    /// Marks the clone as begun and makes it in the background.
     fn begin_clone(
         clone: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
-        one_jail: std::sync::Arc<tokio::sync::Mutex<()>>,
         marker: &Path,
     ) -> Result<tokio::task::JoinHandle<Result<(), String>>, String> {
         if let Some(parent) = marker.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
         std::fs::write(marker, b"").map_err(|e| format!("cannot mark the clone as begun: {e}"))?;
-        Ok(tokio::spawn(async move {
-            let _jail = one_jail.lock().await;
-            clone.await
-        }))
+        Ok(tokio::spawn(clone))
     }
 
     /// The clone of `repo` at `dir` as the run keeps it while it is made.
@@ -736,6 +756,9 @@ impl Engine {
         prepared
     }
 }
+
+/// How long a first clone's read in the jail may take before the start waits for the copy.
+const EARLY_READ: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A first clone's base and facts, read before its private copy was whole.
 struct Early {
