@@ -1,0 +1,247 @@
+//! What the agent's loop gives a real model to work with (issue: the agent with a real model):
+//! commands in the repository, plans made after reading, notes from step to step, questions
+//! that are questions, and turns that change nothing caught; with the real `deft run`,
+//! bubblewrap and git, and the scripted model server.
+
+mod common;
+
+use common::greeter::{deft_run, greeting_repo, review_pass, succeeded};
+use common::{call, sh};
+use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
+
+/// The task's branch in `repo`, as deft pushed it.
+fn branch(repo: &std::path::Path) -> String {
+    sh(
+        repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    )
+    .trim()
+    .to_owned()
+}
+
+/// "Commands run in `/workspace` … while the only repository is at `/workspace/NAME`": with
+/// one repository, commands start in it, and `cd NAME`, as a model told where it is writes,
+/// still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_start_in_the_one_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let server = ScriptedModel::start(vec![
+        call("p1", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#),
+        call(
+            "e1",
+            "bash",
+            r#"{"command": "pwd > where.txt && cd greeter && pwd >> where.txt && echo hello > greeting.txt"}"#,
+        ),
+        Step::Reply(Turn::text("Wrote greeting.txt.")),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    succeeded(&output);
+    let branch = branch(&repo);
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:where.txt")),
+        "/workspace/greeter\n/workspace/greeter\n"
+    );
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:greeting.txt")),
+        "hello\n"
+    );
+}
+
+/// "Plans are written blind": the planner's first message holds the files the task names
+/// (here `test.sh`, which shows what the test wants), planning may not change a file, and
+/// each step's prompt says what the steps before it read, changed and ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_are_made_after_reading_and_steps_know_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let server = ScriptedModel::start(vec![
+        call(
+            "p1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        call("p2", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt", "Run the test"]}"#),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "view", "path": "test.sh"}"#,
+        ),
+        call(
+            "e2",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        call("e3", "bash", r#"{"command": "./test.sh"}"#),
+        call("e4", "finish", r#"{"summary": "Wrote greeting.txt"}"#),
+        call("e5", "finish", r#"{"summary": "The test passes"}"#),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "Make ./test.sh pass.",
+    )
+    .await;
+    succeeded(&output);
+    let requests = server.requests();
+    let first = requests[0].body["messages"].to_string();
+    assert!(
+        first.contains("The files the task names")
+            && first.contains("greeter/test.sh")
+            && first.contains("greeting.txt must say hello"),
+        "{first}"
+    );
+    let refused = requests[1].body["messages"].to_string();
+    assert!(
+        refused.contains("planning reads and changes nothing"),
+        "{refused}"
+    );
+    // The second step's prompt carries the first step's note.
+    let second_step = requests[6].body["system"].to_string();
+    assert!(
+        second_step.contains("Step 1: Wrote greeting.txt; changed greeting.txt; read test.sh; ran `./test.sh` (exit 0)"),
+        "{second_step}"
+    );
+}
+
+/// With several repositories, a path that is not in the workspace's top but in a repository
+/// is named with where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_repositories_a_path_not_found_names_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let other = dir.path().join("library");
+    std::fs::create_dir(&other).unwrap();
+    sh(
+        &other,
+        "echo 'def slug(s): return s' > util.py && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let server = ScriptedModel::start(vec![
+        call(
+            "p1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "view", "path": "util.py"}"#,
+        ),
+        call("p2", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        Step::Reply(Turn::text("Wrote greeting.txt.")),
+        review_pass(),
+    ])
+    .await;
+    let output = tokio::process::Command::new(common::DEFT)
+        .args(["run", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--repo")
+        .arg(&other)
+        .arg("create greeting.txt containing hello")
+        .env("DEFT_MODEL", "anthropic/scripted-model")
+        .env("DEFT_MODEL_BASE_URL", &server.url)
+        .env("DEFT_MODEL_API_KEY", "test-key")
+        .env_remove("DEFT_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    succeeded(&output);
+    let told = server.requests()[1].body["messages"].to_string();
+    assert!(
+        told.contains("util.py does not exist; it is in /workspace/library/util.py"),
+        "{told}"
+    );
+}
+
+/// "A question is an escape hatch": a question about the sandbox's tools is sent back once
+/// with why; asked again, it goes to the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_about_the_sandbox_is_sent_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let question = r#"{"question": "The command 'nano' could not be found. Did you perhaps forget to install it?"}"#;
+    let server = ScriptedModel::start(vec![
+        call("p1", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#),
+        call("e1", "ask_user", question),
+        call("e2", "ask_user", question),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let told = server.requests()[2].body["messages"].to_string();
+    assert!(
+        told.contains("Not asked: it is about the sandbox or a command"),
+        "{told}"
+    );
+    assert!(
+        stderr.contains("could not be found"),
+        "asked again, it reached the owner: {stderr}"
+    );
+}
+
+/// "Loops run to the step's 40-turn limit": turns whose calls all differ but change no file
+/// are told once, then end the step, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_that_change_no_file_end_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let server = ScriptedModel::start(vec![call(
+        "p1",
+        "submit_plan",
+        r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#,
+    )])
+    .await;
+    server.respond_with(|_, body| {
+        let turn = body["messages"].as_array().map_or(0, Vec::len);
+        Turn::calls(vec![ScriptedCall::new(
+            &format!("c{turn}"),
+            "bash",
+            &format!(r#"{{"command": "ls -la | head -{turn}"}}"#),
+        )])
+    });
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("more turns changed no file after the agent was told"),
+        "{stderr}"
+    );
+    let requests = server.requests();
+    assert!(
+        requests.iter().any(|request| request.body["messages"]
+            .to_string()
+            .contains("changed no file. Looking further")),
+        "told once before the step ended"
+    );
+    assert!(
+        requests.len() < 40,
+        "ended before the step's turn limit: {}",
+        requests.len()
+    );
+}
