@@ -68,6 +68,7 @@ async fn deft_eval(server: &ScriptedModel, dir: &Path, args: &[&str]) -> Output 
     tokio::process::Command::new(DEFT)
         .arg("eval")
         .args(args)
+        .current_dir(dir)
         .env("DEFT_MODEL", "anthropic/scripted-model")
         .env("DEFT_MODEL_BASE_URL", &server.url)
         .env("DEFT_MODEL_API_KEY", "test-key")
@@ -226,7 +227,8 @@ async fn a_question_is_solved_only_where_the_suite_expects_one() {
         &server,
         dir.path(),
         &[
-            suite.to_str().unwrap(),
+            // A suite given relative to the working directory: its scripts still run.
+            "suite",
             "--only",
             "asks",
             "--only",

@@ -71,10 +71,12 @@ pub fn load(dir: &Path, only: &[String]) -> anyhow::Result<Suite> {
     let entries = fs_err::read_dir(dir).context(
         "the suite must be a directory holding a directory per task (see docs/EVALUATION.md)",
     )?;
+    // Its scripts run in other directories: their paths must not be relative.
+    let root = fs_err::canonicalize(dir)?;
     let mut tasks = Vec::new();
     for entry in entries {
         let entry = entry?;
-        let path = entry.path();
+        let path = root.join(entry.file_name());
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             bail!(
                 "{}: a task's directory needs a name in UTF-8; rename it",
