@@ -396,12 +396,13 @@ pub async fn worktree_diff(dir: &Path, against: &str) -> Result<String, ForgeErr
 
 /// `git diff` as deft runs it: without the external diff or text conversion a repository's
 /// config or attributes could name.
-const GIT_DIFF: &[&str] = &["diff", "--no-ext-diff", "--no-textconv"];
+pub(crate) const GIT_DIFF: &[&str] = &["diff", "--no-ext-diff", "--no-textconv"];
 
-/// The changes of `head` against `base` in a registered repository, as a unified diff.
+/// The changes of `head` against `base` in a registered repository, as a unified diff: read
+/// in the jail, as a task's first read of it is (`Objects::Registered`), since the
+/// repository's configuration and its submodules' can name programs and include files.
 pub async fn diff(repo: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
-    let range = format!("{base}...{head}");
-    git_checked(repo, &[GIT_DIFF, &[&range]].concat(), &[]).await
+    Objects::registered(repo).diff(base, head).await
 }
 
 /// Where a task's branch stands in a registered local repository, the local forge's stand-in
@@ -795,7 +796,7 @@ pub(crate) const NO_PROGRAMS: [&str; 6] = [
     "-c",
     "core.hooksPath=/dev/null",
     "-c",
-    "core.alternateRefsCommand=",
+    "core.alternateRefsCommand=true",
 ];
 
 /// The most bytes kept of one host git command's output (a diff a person reads, a listing).
@@ -1019,6 +1020,64 @@ mod tests {
 
     /// A registered repository that borrows another's objects (another user's, say) is not
     /// copied: every git on the host that reads the copy would read that repository too.
+    /// The diff a person reads of a registered repository: its submodule's own configuration
+    /// names an external diff program, and the repository asks for submodules' diffs. Read in
+    /// the jail, as one line per submodule, nothing runs on the host.
+    #[tokio::test]
+    async fn a_registered_repositorys_diff_runs_none_of_its_programs() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = origin_repo(dir.path());
+        let ran = dir.path().join("a-diff-program-ran");
+        sh(
+            &origin,
+            &format!(
+                "mkdir sub && cd sub && git init -q -b main && echo one > f && git add f \
+                 && git -c user.name=t -c user.email=t@t commit -q -m one && cd .. \
+                 && git add sub 2>/dev/null && git -c user.name=t -c user.email=t@t commit -q -m sub \
+                 && git checkout -q -b deft/z && cd sub && echo two > f \
+                 && git -c user.name=t -c user.email=t@t commit -q -am two && cd .. \
+                 && git add sub && git -c user.name=t -c user.email=t@t commit -q -m bump \
+                 && git config diff.submodule diff \
+                 && git -C sub config diff.external 'sh -c \"touch {}\"'",
+                ran.display()
+            ),
+        );
+        let shown = diff(&origin, "main", "deft/z").await.unwrap();
+        assert!(!ran.exists(), "a submodule's diff program ran on the host");
+        assert!(shown.contains("Subproject commit"), "{shown}");
+    }
+
+    /// A registered path whose directory above was replaced by a link leads elsewhere: it is
+    /// neither copied nor read.
+    #[tokio::test]
+    async fn a_registered_path_that_now_leads_elsewhere_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("victim");
+        std::fs::create_dir(&other).unwrap();
+        private_repo(&other, "project");
+        let home = dir.path().join("alice");
+        std::fs::create_dir_all(home.join("sub/project")).unwrap();
+        sh(&home.join("sub/project"), "git init -q -b main");
+        let registered = home.join("sub/project").canonicalize().unwrap();
+        // After registering, alice swaps the directory above for a link to the victim's.
+        sh(
+            &home,
+            &format!("mv sub sub.real && ln -s {} sub", other.display()),
+        );
+        let private = dir.path().join("private.git");
+        let error = private::mirror_local(&registered, &private)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("is now a link"), "{error}");
+        let read = Objects::registered(&registered)
+            .resolve_branches(&["main"])
+            .await;
+        assert!(
+            matches!(&read, Err(ForgeError::Refused { what }) if what.contains("is now a link")),
+            "{read:?}"
+        );
+    }
+
     /// A registered repository whose `.git` is a link to another user's, a `.git` file naming
     /// it, or a `commondir` sharing its objects is not copied: the copy would read the other.
     #[tokio::test]
@@ -1479,6 +1538,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(delivered, sha);
+        // Its clean-up after a push would repack, running the command its config names: two
+        // packs, an old unreachable object, and a limit of one pack make git want one.
+        let cleaned = dir.path().join("a-clean-up-ran");
+        sh(
+            &origin,
+            &format!(
+                "git repack -q && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m two && git repack -q \
+                 && obj=$(echo unreachable | git hash-object -w --stdin) \
+                 && touch -d '2 months ago' .git/objects/$(echo $obj | cut -c1-2)/$(echo $obj | cut -c3-) \
+                 && git config gc.autoPackLimit 1 && git config gc.autoDetach false && git config maintenance.autoDetach false && git config gc.recentObjectsHook 'touch {}; echo'",
+                cleaned.display()
+            ),
+        );
         // The registered repository's hooks would run on the host, as deft's user, when
         // deft's push reached them.
         let ran = dir.path().join("a-hook-ran");
@@ -1499,6 +1571,10 @@ mod tests {
         assert!(
             !ran.exists(),
             "the registered repository's hook ran on the host"
+        );
+        assert!(
+            !cleaned.exists(),
+            "the registered repository's clean-up ran its command on the host"
         );
         let log = std::process::Command::new("git")
             .args(["-C"])

@@ -51,6 +51,11 @@ impl<'a> Objects<'a> {
         match self {
             Objects::Private(repo) => private::raw_output(repo, args).await,
             Objects::Registered(registered) => {
+                if let Some(why) = moved(registered.source) {
+                    return Err(ForgeError::Refused {
+                        what: format!("to read {}: {why}", registered.source.display()),
+                    });
+                }
                 let git_dir = format!("--git-dir={}", registered.git_dir);
                 // It reaches no other repository, not even by a path: it only reads its own.
                 let mut all = vec![
@@ -131,10 +136,41 @@ impl<'a> Objects<'a> {
             .collect())
     }
 
+    /// The changes of `head` against where it left `base` (`base...head`), as a unified
+    /// diff: submodules as one line each (a submodule's own git would read its own
+    /// configuration), with the usual prefixes whatever the configuration says.
+    pub async fn diff(&self, base: &str, head: &str) -> Result<String, ForgeError> {
+        let range = format!("{base}...{head}");
+        let mut args = crate::GIT_DIFF.to_vec();
+        args.extend([
+            "--submodule=short",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            "--no-color",
+            "--end-of-options",
+            &range,
+        ]);
+        let out = self.output(&args).await?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
     /// One file of `commit`'s tree, as git stores it.
     pub async fn read_file(&self, commit: &str, path: &str) -> Result<Vec<u8>, ForgeError> {
         let object = format!("{commit}:{path}");
         self.output(&["cat-file", "blob", &object]).await
+    }
+}
+
+/// Why the registered path `source` (stored as it was found then, with no link in it) now
+/// leads somewhere else, if it does: a directory on the way was replaced by a link.
+pub(crate) fn moved(source: &Path) -> Option<String> {
+    match std::fs::canonicalize(source) {
+        Ok(real) if real == source => None,
+        Ok(real) => Some(format!(
+            "a directory on its path is now a link (it leads to {}); register the repository where it really is",
+            real.display()
+        )),
+        Err(error) => Some(format!("it cannot be found ({error})")),
     }
 }
 

@@ -54,6 +54,9 @@ pub async fn mirror_local(source: &Path, private: &Path) -> Result<(), ForgeErro
 /// change it between this look and git's: see SECURITY.md's known limits.)
 fn leads_elsewhere(source: &Path) -> Option<String> {
     let kind = |path: &Path| std::fs::symlink_metadata(path).map(|meta| meta.file_type());
+    if let Some(why) = crate::objects::moved(source) {
+        return Some(why);
+    }
     match kind(source) {
         Ok(kind) if kind.is_dir() => {}
         Ok(_) => return Some("it is a link or a file, not a directory".into()),
@@ -329,10 +332,11 @@ pub async fn push(
     let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
     let env = auth.map(GitAuth::env);
     // Pushed to a registered local repository, git on the host runs its receiving side, which
-    // would run that repository's hooks (and git passes it none of this side's settings):
-    // the receiving git is told itself.
+    // would run that repository's hooks, its clean-up after a push (whose repack runs a
+    // command the configuration names) and, pushing to the branch checked out, its filters in
+    // the work tree; git passes it none of this side's settings, so it is told itself.
     let receive_pack = (!url.contains("://")).then_some(
-        "--receive-pack=GIT_NO_LAZY_FETCH=1 git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.alternateRefsCommand= receive-pack",
+        "--receive-pack=GIT_NO_LAZY_FETCH=1 git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.alternateRefsCommand=true -c receive.autogc=false -c gc.auto=0 -c maintenance.auto=false -c receive.denyCurrentBranch=refuse receive-pack",
     );
     let mut args = vec!["push", "--quiet"];
     args.extend(receive_pack);

@@ -547,13 +547,23 @@ impl Engine {
         let clone = Self::clone_after(None, (&private, dir, branch, &base), None, one_jail);
         let making = Self::begin_clone(clone, &marker)?;
         tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "clone begun");
-        let facts = read_commit(
+        let facts = match read_commit(
             &objects,
             tip.as_deref().unwrap_or(&base),
             name,
             &task.description,
         )
-        .await?;
+        .await
+        {
+            Ok(facts) => facts,
+            Err(error) => {
+                // The clone being made stops with the start: nothing writes the workspace
+                // behind a run that ended.
+                making.abort();
+                let _ = making.await;
+                return Err(error);
+            }
+        };
         tracing::debug!(task.id = %id.as_str(), ms = began.elapsed().as_millis(), "commit analysed");
         Ok((facts, Self::checkout(repo, dir, marker, making)))
     }
