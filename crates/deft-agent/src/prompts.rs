@@ -9,7 +9,7 @@ use deft_core::{Plan, SelfReview};
 use crate::analysis::{RepoFacts, fence};
 
 /// What the reviewer of a finished change is told.
-pub(crate) const REVIEWER: &str = "You review a change made by another agent, with a fresh eye. Read the whole diff against the requirements and the acceptance criteria. Answer with JSON and nothing else: {\"verdict\": \"pass\"} when the change meets them, or {\"verdict\": \"fix\", \"fixes\": [\"concrete fix\", ...]} naming what must change.";
+pub(crate) const REVIEWER: &str = "You review a change made by another agent, with a fresh eye. Read the whole diff and the checks' output against the requirements and each acceptance criterion. Answer with JSON and nothing else: {\"verdict\": \"pass\", \"checked\": [\"each criterion, and what in the diff or the output shows it met\", ...]} when the change meets them, or {\"verdict\": \"fix\", \"checked\": [...], \"fixes\": [\"concrete fix\", ...]} naming what must change. A pass that names nothing it checked counts as no verdict.";
 
 /// What the reader of the owner's feedback is told: conventions worth keeping.
 pub(crate) const LEARNER: &str = "You read a code review comment from the owner of a task and pick out the conventions it states that should apply to the owner's future work in any repository (\"always use our error helper\", \"name tests after the behaviour\"). Answer with a JSON array of short imperative sentences, and nothing else; answer [] when the comment states no general convention.";
@@ -22,6 +22,9 @@ pub(crate) fn review_section(review: Option<&SelfReview>) -> String {
     let verdict = review.map_or("none", |review| review.verdict.as_str());
     let fixes = review.map(|review| review.fixes.as_slice()).unwrap_or(&[]);
     let mut section = format!("\n\n## Self-review\nVerdict: {verdict}.");
+    if let Some(review) = review.filter(|review| !review.checked.is_empty()) {
+        section.push_str(&format!(" Checked:\n{}\n", list(&review.checked)));
+    }
     if !fixes.is_empty() {
         section.push_str(&format!(" Notes left open:\n{}", list(fixes)));
     }

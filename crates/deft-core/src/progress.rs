@@ -52,6 +52,9 @@ pub struct SelfReview {
     pub verdict: Verdict,
     #[serde(default)]
     pub fixes: Vec<String>,
+    /// What the reviewer says it checked, and how (a pass must say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checked: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

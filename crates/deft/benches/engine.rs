@@ -146,7 +146,9 @@ async fn run() -> Measured {
             r#"{"summary": "done"}"#,
         )])));
     }
-    script.push(Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)));
+    script.push(Step::Reply(Turn::text(
+        r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+    )));
     let server = ScriptedModel::start(script).await;
     let config = ModelConfig {
         provider: Provider::Anthropic,

@@ -107,6 +107,12 @@ async fn plans_are_made_after_reading_and_steps_know_what_came_before() {
         refused.contains("planning reads and changes nothing"),
         "{refused}"
     );
+    // The self-review reads the checks' output on the change, and must name what it checked.
+    let review = requests.last().unwrap().body["messages"].to_string();
+    assert!(
+        review.contains("`./test.sh` in /workspace/greeter") && review.contains("exited 0"),
+        "{review}"
+    );
     // The second step's prompt carries the first step's note.
     let second_step = requests[6].body["system"].to_string();
     assert!(

@@ -49,7 +49,9 @@ fn greeting_task() -> Vec<Step> {
             "finish",
             r#"{"summary": "greeting.txt written by greet"}"#,
         )])),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ]
 }
 
@@ -373,7 +375,9 @@ fn proof_task() -> Vec<Step> {
             "finish",
             r#"{"summary": "proof.txt written"}"#,
         )])),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ]
 }
 
@@ -591,7 +595,7 @@ async fn without_a_dockerfile_the_operators_default_image_is_the_environment() {
             "finish",
             r#"{"summary": "where.txt written"}"#,
         )])),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#)),
     ])
     .await;
     let (code, output) = deft_run(&model, &data, &repo, podman.socket()).await;
@@ -676,7 +680,7 @@ async fn the_container_backend_runs_a_tasks_commands_in_a_container_of_the_image
             "finish",
             r#"{"summary": "greeting.txt written by greet"}"#,
         )])),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#)),
     ])
     .await;
     let (code, output) = deft_run(&model, &data, &repo, podman.socket()).await;

@@ -46,7 +46,7 @@ async fn a_secret_written_by_a_command_is_never_pushed() {
             r#"{"command": "cd widgets && printf 'token=%s\n' \"$MY_SECRET\" | base64 > leak.txt && git add leak.txt && git -c user.name=x -c user.email=x@x commit -q -m 'add a file' && git rm -q leak.txt && echo ok > other.txt"}"#,
         ),
         call("e2", "finish", r#"{"summary": "Done"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#)),
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);
@@ -107,7 +107,9 @@ async fn links_in_the_clones_git_directory_never_reach_host_files() {
         plan(),
         call("e1", "bash", &json!({"command": attack}).to_string()),
         call("e2", "finish", r#"{"summary": "Changed a file"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);
@@ -145,7 +147,9 @@ async fn a_fifo_cannot_hang_the_tools_or_the_server() {
     model.respond_with(|_, body| {
         let system = body["system"].to_string();
         if system.contains("You review a change") {
-            return Turn::text(r#"{"verdict": "pass"}"#);
+            return Turn::text(
+                r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+            );
         }
         if system.contains("Work step: planning") {
             return Turn::calls(vec![deft_testkit::model_server::ScriptedCall::new(
@@ -269,7 +273,9 @@ async fn a_registered_repository_read_early_shows_nothing_it_borrows() {
     let model = ScriptedModel::start(vec![
         plan(),
         call("e1", "finish", r#"{"summary": "Nothing to do"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);
@@ -330,7 +336,9 @@ async fn a_registered_repositorys_git_filters_never_run_on_the_host() {
     let model = ScriptedModel::start(vec![
         plan(),
         call("e1", "finish", r#"{"summary": "Nothing to do"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);

@@ -60,7 +60,9 @@ fn writes(file: &str, text: &str) -> Vec<Step> {
             &format!(r#"{{"command": "create", "path": "{file}", "file_text": "{text}\n"}}"#),
         ),
         call("e2", "finish", &format!(r#"{{"summary": "Wrote {file}"}}"#)),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ]
 }
 
@@ -292,7 +294,7 @@ async fn a_tasks_result_is_checked_in_a_sandbox_with_the_suites_check() {
             &serde_json::json!({ "command": attack }).to_string(),
         ),
         call("e2", "finish", r#"{"summary": "Wrote greeting.txt"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#)),
     ])
     .await;
     let work = dir.path().join("work");

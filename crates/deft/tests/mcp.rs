@@ -42,7 +42,9 @@ async fn an_mcp_servers_tools_run_in_the_sandbox_with_the_users_secret_and_a_mis
             r#"{"command": "create", "path": "notes/NOTE", "file_text": "hello\n"}"#,
         ),
         call("f1", "finish", r#"{"summary": "Wrote NOTE"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);

@@ -51,13 +51,13 @@ async fn a_task_asks_is_answered_completes_and_takes_feedback() {
         call("p1", "submit_plan", plan),
         call("e1", "str_replace_based_edit_tool", r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#),
         call("e2", "finish", r#"{"summary": "Wrote an English greeting"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#)),
         // The feedback round: what it teaches, then plan again, edit, finish.
         Step::Reply(Turn::text(r#"["Greet the whole world, not only hello"]"#)),
         call("p2", "submit_plan", plan),
         call("e3", "str_replace_based_edit_tool", r#"{"command": "str_replace", "path": "greeter/greeting.txt", "old_str": "hello", "new_str": "hello, world"}"#),
         call("e4", "finish", r#"{"summary": "Made the greeting friendlier"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#)),
     ])
     .await;
     let data = dir.path().join("data");
@@ -218,7 +218,9 @@ async fn with_plan_approval_the_task_waits_and_approving_resumes_it() {
             r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
         ),
         call("e2", "finish", r#"{"summary": "Wrote the greeting"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);
@@ -336,7 +338,9 @@ async fn sigterm_lets_the_running_step_finish_and_hands_the_task_back_after_it()
         ),
         call("e1", "finish", r#"{"summary": "Wrote the greeting"}"#),
         // After the restart: only the review is left.
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let data = dir.path().join("data");
@@ -411,7 +415,9 @@ async fn a_task_survives_a_stop(stop: Stop) {
             r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
         ),
         call("e2", "finish", r#"{"summary": "Wrote the greeting"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let data = dir.path().join("data");
@@ -487,7 +493,9 @@ async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_t
             "finish",
             r#"{"summary": "Wrote the greeting in French"}"#,
         ),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);
@@ -536,14 +544,18 @@ async fn a_message_sent_while_the_task_finishes_opens_a_new_round() {
         call("e2", "finish", r#"{"summary": "Wrote the greeting"}"#),
         // The review takes a while; the owner writes meanwhile.
         Step::Stall {
-            turn: Turn::text(r#"{"verdict": "pass"}"#),
+            turn: Turn::text(
+                r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+            ),
             after_events: 0,
             pause: Duration::from_millis(1500),
         },
         // The new round.
         call("p2", "submit_plan", plan),
         call("e3", "finish", r#"{"summary": "Nothing more to do"}"#),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let server = start(&dir.path().join("data"), &model);
@@ -594,7 +606,9 @@ async fn slow_model() -> ScriptedModel {
     model.respond_with(|_, body| {
         let system = body["system"].to_string();
         if system.contains("You review a change") {
-            return Turn::text(r#"{"verdict": "pass"}"#);
+            return Turn::text(
+                r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+            );
         }
         let call = if system.contains("Work step: planning") {
             ScriptedCall::new(

@@ -296,7 +296,9 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
             "finish",
             r#"{"summary": "Wrote an English greeting"}"#,
         ),
-        Step::Reply(Turn::text(r#"{"verdict": "pass"}"#)),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
     ])
     .await;
     let data = dir.path().join("data");

@@ -85,7 +85,9 @@ async fn three_workers_run_every_task_once_and_survive_losing_one() {
     model.respond_with(|_, body| {
         let system = body["system"].to_string();
         let turn = if system.contains("You review a change") {
-            return Turn::text(r#"{"verdict": "pass"}"#);
+            return Turn::text(
+                r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+            );
         } else if system.contains("Work step: planning") {
             ScriptedCall::new(
                 "p",

@@ -23,7 +23,7 @@ async fn editing_model(delay: Duration) -> ScriptedModel {
     model.respond_with(|_, body| {
         let system = body["system"].to_string();
         if system.contains("You review a change") {
-            return Turn::text(r#"{"verdict": "pass"}"#);
+            return Turn::text(r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#);
         }
         if system.contains("Work step: planning") {
             return Turn::calls(vec![ScriptedCall::new(

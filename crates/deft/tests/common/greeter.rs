@@ -46,7 +46,7 @@ pub fn review(verdict: &str) -> Step {
 }
 
 pub fn review_pass() -> Step {
-    review(r#"{"verdict": "pass"}"#)
+    review(r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#)
 }
 
 pub fn finish_turn(id: &str) -> Step {
