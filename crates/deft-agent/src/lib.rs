@@ -7,6 +7,7 @@ pub mod context;
 pub mod devcontainer;
 pub mod engine;
 pub mod files;
+mod history;
 pub mod forge;
 pub mod housekeeping;
 pub mod install;

@@ -75,6 +75,7 @@ impl Engine {
                 heard(&mut request, completion)
             } else {
                 request.tools = tools.offered(&built_in).await;
+                crate::history::trim_old_results(&mut request.messages);
                 match self
                     .turn(&self.planner, "planner", context, &mut request, cancel)
                     .await?
@@ -191,6 +192,7 @@ impl Engine {
         };
         for _ in 0..self.limits.turns_per_step {
             request.tools = tools.offered(&built_in).await;
+            crate::history::trim_old_results(&mut request.messages);
             let Heard { calls, text } = match self
                 .turn(&self.executor, "executor", context, &mut request, cancel)
                 .await?
