@@ -251,3 +251,51 @@ async fn turns_that_change_no_file_end_the_step() {
         requests.len()
     );
 }
+
+/// "A self-review that answered pass in 15 tokens": a command an acceptance criterion names,
+/// run on the change, that fails is not outvoted by a reviewer's pass; its failure becomes
+/// the fix the next step makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_criterions_failing_command_outvotes_a_reviewers_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    sh(
+        &repo,
+        "printf '#!/bin/sh\\ntest -f NOTES.md || { echo NOTES.md is missing; exit 1; }\\n' > notes.sh && chmod +x notes.sh \
+         && git add notes.sh && git -c user.name=t -c user.email=t@t commit -q -m notes",
+    );
+    let server = ScriptedModel::start(vec![
+        call("p1", "submit_plan", r#"{"requirements": ["a greeting and notes"], "acceptance_criteria": ["`./notes.sh` exits 0"], "steps": ["Write greeting.txt"]}"#),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        Step::Reply(Turn::text("Wrote greeting.txt.")),
+        review_pass(),
+        call(
+            "e2",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "NOTES.md", "file_text": "notes\n"}"#,
+        ),
+        Step::Reply(Turn::text("Wrote NOTES.md.")),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello, with notes",
+    )
+    .await;
+    succeeded(&output);
+    let requests = server.requests();
+    let fix_step = requests[4].body["messages"].to_string();
+    assert!(
+        fix_step.contains("Address the self-review") && fix_step.contains("NOTES.md is missing"),
+        "{fix_step}"
+    );
+    let branch = branch(&repo);
+    assert_eq!(sh(&repo, &format!("git show {branch}:NOTES.md")), "notes\n");
+}

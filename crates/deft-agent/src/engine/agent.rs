@@ -345,14 +345,15 @@ impl Engine {
 
     /// Every repository's checks, and the commands the acceptance criteria name (`like
     /// this`, at most five), run now: how each ended and the end of its output, for the
-    /// reviewer.
+    /// reviewer; and the fixes the ones that failed ask for (a command the sandbox does not
+    /// have, exit 126 or 127, asks for none: the criterion named it, not the change).
     async fn check_report(
         &self,
         context: &Context,
         sandbox: &TaskSandbox,
         plan: &Plan,
         cancel: &CancellationToken,
-    ) -> String {
+    ) -> (String, Vec<String>) {
         let mut runs: Vec<(Option<String>, String)> = context
             .repos
             .iter()
@@ -373,6 +374,7 @@ impl Engine {
             }
         }
         let mut report = String::new();
+        let mut failing = Vec::new();
         for (dir, command) in runs {
             let request = ExecRequest {
                 cwd: dir.clone(),
@@ -382,24 +384,29 @@ impl Engine {
             let mut ignore = |_: &str| {};
             let run = tokio::select! {
                 run = sandbox.exec(&request, &mut ignore) => run,
-                _ = cancel.cancelled() => return report,
+                _ = cancel.cancelled() => return (report, failing),
             };
             let place = dir.map_or_else(
                 || "/workspace".to_owned(),
                 |dir| format!("/workspace/{dir}"),
             );
             let ended = match run {
-                Ok(outcome) => format!(
-                    "exited {}:\n{}",
-                    outcome.exit_code(),
-                    tail(&outcome.output, 1500)
-                ),
+                Ok(outcome) => {
+                    let code = outcome.exit_code();
+                    if code != 0 && code != 126 && code != 127 {
+                        failing.push(format!(
+                            "`{command}` in {place} exits {code}: {}",
+                            tail(&outcome.output, 300)
+                        ));
+                    }
+                    format!("exited {code}:\n{}", tail(&outcome.output, 1500))
+                }
                 Err(error) => format!("could not run: {error}"),
             };
             report.push_str(&fence(&format!("`{command}` in {place}"), &ended));
             report.push('\n');
         }
-        report
+        (report, failing)
     }
 
     /// Runs every repository's checks; the combined output of the first that fails.
@@ -465,7 +472,7 @@ impl Engine {
             }
         }
         drop(paused);
-        let runs = self.check_report(context, sandbox, plan, cancel).await;
+        let (runs, failing) = self.check_report(context, sandbox, plan, cancel).await;
         let user = format!(
             "{}\n\nRequirements:\n{}\nAcceptance criteria:\n{}\n\nThe change:\n{}\n\nThe checks, and the acceptance criteria's commands, run on it now:\n{}",
             self.task_message(context),
@@ -496,7 +503,13 @@ impl Engine {
             Phase::Done(text) => text,
             Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
         };
-        Ok(Phase::Done(read_review(&text)))
+        let mut review = read_review(&text);
+        // A command that shows a criterion unmet is not outvoted by the reviewer's words.
+        if review.verdict != Verdict::Fix && !failing.is_empty() {
+            review.verdict = Verdict::Fix;
+            review.fixes.extend(failing);
+        }
+        Ok(Phase::Done(review))
     }
 
     /// Puts a question to the owner: in the task's log, and on the issue the task came from,
