@@ -57,7 +57,8 @@ async fn commands_start_in_the_one_repository() {
 }
 
 /// "Plans are written blind": the planner's first message holds the files the task names
-/// (here `test.sh`, which shows what the test wants), planning may not change a file, and
+/// (here `test.sh`, which shows what the test wants), planning may not change a file (the
+/// editor refuses, and what a command changed is undone), and
 /// each step's prompt says what the steps before it read, changed and ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_are_made_after_reading_and_steps_know_what_came_before() {
@@ -69,7 +70,12 @@ async fn plans_are_made_after_reading_and_steps_know_what_came_before() {
             "str_replace_based_edit_tool",
             r#"{"command": "create", "path": "greeting.txt", "file_text": "hello\n"}"#,
         ),
-        call("p2", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt", "Run the test"]}"#),
+        call(
+            "p2",
+            "bash",
+            r#"{"command": "echo draft > scratch.txt && cat test.sh"}"#,
+        ),
+        call("p3", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt", "Run the test"]}"#),
         call(
             "e1",
             "str_replace_based_edit_tool",
@@ -113,8 +119,15 @@ async fn plans_are_made_after_reading_and_steps_know_what_came_before() {
         review.contains("`./test.sh` in /workspace/greeter") && review.contains("exited 0"),
         "{review}"
     );
+    let undone = requests[2].body["messages"].to_string();
+    assert!(
+        undone.contains("what this command changed in the repositories was undone"),
+        "{undone}"
+    );
+    let pushed = sh(&repo, &format!("git ls-tree --name-only {}", branch(&repo)));
+    assert!(!pushed.contains("scratch.txt"), "{pushed}");
     // The second step's prompt carries the first step's note.
-    let second_step = requests[6].body["system"].to_string();
+    let second_step = requests[7].body["system"].to_string();
     assert!(
         second_step.contains("Step 1: Wrote greeting.txt; changed greeting.txt; read test.sh; ran `./test.sh` (exit 0)"),
         "{second_step}"

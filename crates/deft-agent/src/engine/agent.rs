@@ -100,9 +100,23 @@ impl Engine {
             let mut results = Vec::new();
             let mut outcome = None;
             for call in &calls {
-                let output = self
+                // A command may change files where the editor may not: what it changed in the
+                // repositories is undone, and the model told.
+                let before = match call.name.as_str() {
+                    "bash" => workspace_state(tools.sandbox(), cancel).await,
+                    _ => None,
+                };
+                let mut output = self
                     .run_or_send_back(&context.task.id, tools, call, &mut sent_back, cancel)
                     .await?;
+                if let Some(before) = before
+                    && workspace_state(tools.sandbox(), cancel).await.as_ref() != Some(&before)
+                {
+                    undo_changes(tools.sandbox(), cancel).await;
+                    output.content.push_str(
+                        "\n\nPlanning changes nothing: what this command changed in the repositories was undone. Make changes in the plan's steps, after `submit_plan`.",
+                    );
+                }
                 match &output.effect {
                     Effect::Plan(plan) => outcome = Some(Phase::Done(plan.clone())),
                     Effect::Ask(question) => outcome = Some(self.ask(context, question).await?),
@@ -783,6 +797,23 @@ async fn workspace_state(sandbox: &TaskSandbox, cancel: &CancellationToken) -> O
     run.ok()
         .filter(|outcome| outcome.exit_code() == 0)
         .map(|outcome| outcome.output)
+}
+
+/// Undoes what changed in every repository of the workspace since its last commit (tracked
+/// files put back, new files not ignored removed), in the sandbox.
+async fn undo_changes(sandbox: &TaskSandbox, cancel: &CancellationToken) {
+    let request = ExecRequest {
+        timeout: std::time::Duration::from_secs(60),
+        output_cap: 4096,
+        ..ExecRequest::shell(
+            "for d in /workspace/*/; do git -C \"$d\" checkout -q -- . 2>/dev/null; git -C \"$d\" clean -qfd 2>/dev/null; done; true",
+        )
+    };
+    let mut ignore = |_: &str| {};
+    tokio::select! {
+        _ = sandbox.exec(&request, &mut ignore) => {}
+        _ = cancel.cancelled() => {}
+    }
 }
 
 /// A step whose checks passed: what it says it did, and the note the next steps read.
