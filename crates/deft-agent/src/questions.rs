@@ -29,6 +29,20 @@ pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
         "do you want to create",
         "please confirm",
     ];
+    const HOW_TO_WORK: [&str; 7] = [
+        "is there a way to",
+        "how do i ",
+        "how can i ",
+        "how should i ",
+        "view or edit",
+        "open the file",
+        "text editor",
+    ];
+    if HOW_TO_WORK.iter().any(|words| asked.contains(words)) {
+        return Some(
+            "it asks how to work here, which the tools answer: str_replace_based_edit_tool views, creates and edits files, search finds text, bash runs any command in the repository",
+        );
+    }
     if ENVIRONMENT.iter().any(|words| asked.contains(words)) {
         return Some(
             "it is about the sandbox or a command, which the owner cannot fix from here: look at the error, use another tool or approach (the editor instead of an interactive program, a script instead of a missing tool), and go on",
@@ -60,6 +74,7 @@ mod tests {
             "Do you want to create a new util.py file?",
             "Should I proceed with the change?",
             "bash: vim: command not found — what now?",
+            "Is there a way to view or edit the `duration.js` file?",
         ] {
             assert!(not_for_the_owner(question).is_some(), "{question}");
         }
