@@ -955,10 +955,11 @@ async fn query(command: Command, args: &[&str]) -> Result<Option<String>, ForgeE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sh(dir: &Path, script: &str) {
+    /// Runs `script` with `sh` in `dir`, which must succeed.
+    pub(crate) fn sh(dir: &Path, script: &str) {
         let status = std::process::Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -1083,12 +1084,7 @@ mod tests {
     #[tokio::test]
     async fn a_repository_leading_to_another_is_not_copied() {
         let dir = tempfile::tempdir().unwrap();
-        let other = dir.path().join("other");
-        std::fs::create_dir(&other).unwrap();
-        sh(
-            &other,
-            "git init -q -b main && echo theirs > secret.txt && git add -A && git -c user.name=t -c user.email=t@t commit -q -m theirs",
-        );
+        let other = private_repo(dir.path(), "other");
         let cases = [
             ("linked", format!("ln -s {}/.git .git", other.display())),
             (
@@ -1127,12 +1123,7 @@ mod tests {
     #[tokio::test]
     async fn a_repository_borrowing_anothers_objects_is_not_copied() {
         let dir = tempfile::tempdir().unwrap();
-        let other = dir.path().join("other");
-        std::fs::create_dir(&other).unwrap();
-        sh(
-            &other,
-            "git init -q -b main && echo theirs > secret.txt && git add -A && git -c user.name=t -c user.email=t@t commit -q -m theirs",
-        );
+        let other = private_repo(dir.path(), "other");
         let theirs = sh_out(&other, "git rev-parse main");
         let origin = origin_repo(dir.path());
         // The owner points their branch at the other's commit and borrows its objects.

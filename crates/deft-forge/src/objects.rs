@@ -182,16 +182,7 @@ pub(crate) fn is_object_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sh(dir: &Path, script: &str) {
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{script}");
-    }
+    use crate::tests::sh;
 
     /// A working tree `name` in `dir` whose one commit on `main` holds `AGENTS.md`.
     fn worktree(dir: &Path, name: &str, words: &str) -> std::path::PathBuf {
