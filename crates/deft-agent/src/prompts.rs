@@ -61,7 +61,7 @@ pub(crate) fn tail(text: &str, max: usize) -> String {
 }
 
 /// What the planner is told to do.
-pub(crate) const PLANNING: &str = "Read what you need of the repositories (search, view, read-only commands), then call `submit_plan` with the requirements, the acceptance criteria that will show they are met, and ordered steps small enough to verify one at a time; each step names the files and commands it uses, and a small change is one step. Ask the owner (`ask_user`) only when the answer changes what you build and neither the task nor the code settles it; missing tools, failing commands and choices you can make yourself are not questions. Change nothing yet.";
+pub(crate) const PLANNING: &str = "Read what you need of the repositories (search, view, read-only commands), then call `submit_plan` with the requirements, the acceptance criteria that will show they are met, and ordered steps small enough to verify one at a time; each step is a change to make or a command to run, naming its files (there is no editor program or IDE here: files change through str_replace_based_edit_tool, so \"open the file\" or \"save it\" is no step), and a small change is one step. Ask the owner (`ask_user`) only when the answer changes what you build and neither the task nor the code settles it; missing tools, failing commands and choices you can make yourself are not questions. Change nothing yet.";
 
 /// What the executor of one step is told to do, with the plan's steps and which is its own.
 pub(crate) fn execution(plan_text: &str) -> String {
