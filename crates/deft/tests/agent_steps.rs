@@ -312,3 +312,34 @@ async fn a_criterions_failing_command_outvotes_a_reviewers_pass() {
     let branch = branch(&repo);
     assert_eq!(sh(&repo, &format!("git show {branch}:NOTES.md")), "notes\n");
 }
+
+/// Seen in the evaluation: the planner ran the same `grep` eleven times. A planner repeating
+/// itself is told once, then planning ends with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_repeating_itself_is_told_once_then_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let same = || call("p", "bash", r#"{"command": "grep -n hello test.sh"}"#);
+    let server = ScriptedModel::start((0..7).map(|_| same()).collect()).await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("data"),
+        &repo,
+        "create greeting.txt containing hello",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("planning: the agent kept repeating itself"),
+        "{stderr}"
+    );
+    let requests = server.requests();
+    assert!(
+        requests[3].body["messages"]
+            .to_string()
+            .contains("You are repeating yourself"),
+        "told once on the third call"
+    );
+    assert_eq!(requests.len(), 6, "stopped on the sixth call");
+}

@@ -63,6 +63,7 @@ impl Engine {
     ) -> Result<Phase<Plan>, EngineError> {
         let built_in = planning_tools();
         let mut sent_back = false;
+        let mut loops = LoopWatch::new(self.limits.repeats);
         let mut request = Self::planning_request(
             &context.repos,
             &context.learnings,
@@ -116,6 +117,24 @@ impl Engine {
                     output.content.push_str(
                         "\n\nPlanning changes nothing: what this command changed in the repositories was undone. Make changes in the plan's steps, after `submit_plan`.",
                     );
+                }
+                // The planner repeating itself is a loop as an executor's would be.
+                if !matches!(call.name.as_str(), "submit_plan" | "ask_user") {
+                    match loops.record(&call.name, &call.arguments.to_json_text()) {
+                        Repetition::None => {}
+                        Repetition::Told(told) => {
+                            output.content = format!(
+                                "{}\n\n{told} While planning, that is `submit_plan` once you know enough.",
+                                output.content
+                            );
+                        }
+                        Repetition::Stop(reason) => {
+                            return Ok(Phase::Stop(attention(
+                                AttentionKind::Error,
+                                format!("planning: {reason}; give it a hint by answering"),
+                            )));
+                        }
+                    }
                 }
                 match &output.effect {
                     Effect::Plan(plan) => outcome = Some(Phase::Done(plan.clone())),
