@@ -17,7 +17,7 @@ pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
         "the sandbox",
         "traceback",
     ];
-    const PERMISSION: [&str; 10] = [
+    const PERMISSION: [&str; 14] = [
         "do you want me to",
         "would you like me to",
         "shall i ",
@@ -28,7 +28,27 @@ pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
         "is it okay",
         "do you want to create",
         "please confirm",
+        "are you sure",
+        "can you confirm",
+        "is this correct",
+        "is that correct",
     ];
+    // The owner asked to do or explain what the agent can find out itself.
+    const OWN_WORK: [&str; 8] = [
+        "what went wrong",
+        "did you try",
+        "did you check",
+        "did you run",
+        "can you run",
+        "could you run",
+        "please run",
+        "can you check",
+    ];
+    if OWN_WORK.iter().any(|words| asked.contains(words)) {
+        return Some(
+            "it asks the owner to run, check or explain what the tools let you find out yourself: run the command, read the output and the files, and go on",
+        );
+    }
     const HOW_TO_WORK: [&str; 7] = [
         "is there a way to",
         "how do i ",
@@ -75,6 +95,8 @@ mod tests {
             "Should I proceed with the change?",
             "bash: vim: command not found — what now?",
             "Is there a way to view or edit the `duration.js` file?",
+            "Are you sure you want to replace 'title' with 'slug' in this function?",
+            "What went wrong? Did you try running the command manually?",
         ] {
             assert!(not_for_the_owner(question).is_some(), "{question}");
         }
