@@ -34,7 +34,11 @@ pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
         "is that correct",
     ];
     // The owner asked to do or explain what the agent can find out itself.
-    const OWN_WORK: [&str; 8] = [
+    const OWN_WORK: [&str; 12] = [
+        "fails. why",
+        "failed. why",
+        "why does it fail",
+        "why is it failing",
         "what went wrong",
         "did you try",
         "did you check",
@@ -97,6 +101,7 @@ mod tests {
             "Is there a way to view or edit the `duration.js` file?",
             "Are you sure you want to replace 'title' with 'slug' in this function?",
             "What went wrong? Did you try running the command manually?",
+            "The `is_leap` function fails. Why?",
         ] {
             assert!(not_for_the_owner(question).is_some(), "{question}");
         }
