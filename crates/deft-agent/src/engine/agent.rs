@@ -101,6 +101,20 @@ impl Engine {
             let mut results = Vec::new();
             let mut outcome = None;
             for call in &calls {
+                // A planner that sets out to change a file knows what to do: the task becomes a
+                // plan of one step, and the change is made there (planning itself writes
+                // nothing). Weak models asked to plan first otherwise go round in circles.
+                if writes_a_file(call) {
+                    let told = "Planning ends here: the task is the plan's one step, and this change is made in it, next.";
+                    self.store
+                        .append_event(
+                            &context.task.id,
+                            EventKind::ToolResult,
+                            json!({"id": call.id, "is_error": false, "content": told}),
+                        )
+                        .await?;
+                    return Ok(Phase::Done(one_step_plan(context)));
+                }
                 // A command may change files where the editor may not: what it changed in the
                 // repositories is undone, and the model told.
                 let before = match call.name.as_str() {
@@ -816,6 +830,40 @@ async fn workspace_state(sandbox: &TaskSandbox, cancel: &CancellationToken) -> O
     run.ok()
         .filter(|outcome| outcome.exit_code() == 0)
         .map(|outcome| outcome.output)
+}
+
+/// Whether `call` is the editor changing a file.
+fn writes_a_file(call: &deft_llm::ToolCall) -> bool {
+    call.name == "str_replace_based_edit_tool"
+        && call.arguments.as_object()["command"]
+            .as_str()
+            .is_some_and(|command| command != "view")
+}
+
+/// The plan of a task that needs no more than doing it: one step, the task itself, checked by
+/// the repositories' checks.
+fn one_step_plan(context: &Context) -> Plan {
+    let description = context.task.description.trim();
+    let first = description.lines().next().unwrap_or(description);
+    let checks: Vec<String> = context
+        .repos
+        .iter()
+        .flat_map(|(_, _, facts)| {
+            facts
+                .checks
+                .iter()
+                .map(|check| format!("`{check}` passes in {}", facts.name))
+        })
+        .collect();
+    Plan {
+        requirements: vec![first.chars().take(300).collect()],
+        acceptance_criteria: if checks.is_empty() {
+            vec!["the task's description is met".to_owned()]
+        } else {
+            checks
+        },
+        steps: vec![description.chars().take(2000).collect()],
+    }
 }
 
 /// Undoes what changed in every repository of the workspace since its last commit (tracked
