@@ -1,6 +1,10 @@
 //! Which questions go to the owner. A question parks the task until a person answers, so one
 //! about the sandbox's tools, a failing command, or a choice the agent can make itself is sent
-//! back to the model once, with why; asked again, it goes to the owner.
+//! back to the model with why, [`SENT_BACK`] times in a phase; after that, it goes to the owner.
+
+/// How many questions not for the owner are sent back in one phase (planning, or a step)
+/// before the next goes to the owner: a model that rephrases is still asking the same.
+pub const SENT_BACK: u32 = 2;
 
 /// Why `question` is not one for the owner, or `None` when it may be.
 pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
@@ -34,7 +38,10 @@ pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
         "is that correct",
     ];
     // The owner asked to do or explain what the agent can find out itself.
-    const OWN_WORK: [&str; 12] = [
+    const OWN_WORK: [&str; 15] = [
+        "what is the error",
+        "please provide the value",
+        "old_str",
         "fails. why",
         "failed. why",
         "why does it fail",
@@ -102,6 +109,7 @@ mod tests {
             "Are you sure you want to replace 'title' with 'slug' in this function?",
             "What went wrong? Did you try running the command manually?",
             "The `is_leap` function fails. Why?",
+            "Please provide the value of `old_str` that you want to replace.",
         ] {
             assert!(not_for_the_owner(question).is_some(), "{question}");
         }

@@ -175,17 +175,22 @@ async fn with_several_repositories_a_path_not_found_names_where_it_is() {
     );
 }
 
-/// "A question is an escape hatch": a question about the sandbox's tools is sent back once
-/// with why; asked again, it goes to the owner.
+/// "A question is an escape hatch": a question about the sandbox's tools is sent back with
+/// why, however it is put, twice in a step; asked a third time, it goes to the owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_question_about_the_sandbox_is_sent_back_once() {
+async fn a_question_about_the_sandbox_is_sent_back_twice() {
     let dir = tempfile::tempdir().unwrap();
     let repo = greeting_repo(dir.path());
     let question = r#"{"question": "The command 'nano' could not be found. Did you perhaps forget to install it?"}"#;
     let server = ScriptedModel::start(vec![
         call("p1", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#),
         call("e1", "ask_user", question),
-        call("e2", "ask_user", question),
+        call(
+            "e2",
+            "ask_user",
+            r#"{"question": "What went wrong with nano? Did you try it yourself?"}"#,
+        ),
+        call("e3", "ask_user", question),
     ])
     .await;
     let output = deft_run(
@@ -197,14 +202,20 @@ async fn a_question_about_the_sandbox_is_sent_back_once() {
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
-    let told = server.requests()[2].body["messages"].to_string();
+    let requests = server.requests();
+    let told = requests[2].body["messages"].to_string();
     assert!(
         told.contains("Not asked: it is about the sandbox or a command"),
         "{told}"
     );
+    let rephrased = requests[3].body["messages"].to_string();
+    assert!(
+        rephrased.contains("Not asked: it asks the owner to run, check or explain"),
+        "{rephrased}"
+    );
     assert!(
         stderr.contains("could not be found"),
-        "asked again, it reached the owner: {stderr}"
+        "asked a third time, it reached the owner: {stderr}"
     );
 }
 

@@ -62,7 +62,7 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Phase<Plan>, EngineError> {
         let built_in = planning_tools();
-        let mut sent_back = false;
+        let mut sent_back = 0;
         let mut loops = LoopWatch::new(self.limits.repeats);
         let mut request = Self::planning_request(
             &context.repos,
@@ -231,7 +231,7 @@ impl Engine {
         let mut failed = 0;
         let mut loops = LoopWatch::new(self.limits.repeats);
         let mut did = crate::notes::StepNotes::default();
-        let mut sent_back = false;
+        let mut sent_back = 0;
         let mut turns = 0;
         let done_with = |summary: String, did: &crate::notes::StepNotes| StepDone {
             note: did.note(index + 1, &summary),
@@ -595,24 +595,25 @@ impl Engine {
     }
 
     /// Runs `call`, unless it is a question that is not for the owner: that is sent back
-    /// (once per phase; asked again, it goes to the owner), and logged as the call's result.
+    /// (a few times per phase, however it is put; then it goes to the owner), and logged as
+    /// the call's result.
     async fn run_or_send_back(
         &self,
         id: &TaskId,
         tools: &mut Tools<'_, TaskSandbox>,
         call: &deft_llm::ToolCall,
-        sent_back: &mut bool,
+        sent_back: &mut u32,
         cancel: &CancellationToken,
     ) -> Result<crate::ToolOutput, EngineError> {
         let arguments = call.arguments.as_object();
-        let why = (call.name == "ask_user" && !*sent_back)
+        let why = (call.name == "ask_user" && *sent_back < crate::questions::SENT_BACK)
             .then(|| arguments["question"].as_str())
             .flatten()
             .and_then(crate::questions::not_for_the_owner);
         let Some(why) = why else {
             return self.run_tool(id, tools, call, cancel).await;
         };
-        *sent_back = true;
+        *sent_back += 1;
         let told = crate::questions::sent_back(why);
         self.store
             .append_event(
