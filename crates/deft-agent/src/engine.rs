@@ -411,15 +411,21 @@ impl Engine {
             .with_repositories(names);
 
         let mut plan = context.task.plan.clone();
+        // The calls a plan of one step opens with, when the planner made them.
+        let mut opening = Vec::new();
         if progress.phase == WorkPhase::Planning {
             if first.is_none() {
                 self.step(id, StepEvent::new(WorkStep::Planning, StepStatus::Started))
                     .await?;
             }
-            let made = match self.plan(context, &mut tools, first, cancel).await? {
-                Phase::Done(plan) => plan,
+            let agent::Planned {
+                plan: made,
+                opening: calls,
+            } = match self.plan(context, &mut tools, first, cancel).await? {
+                Phase::Done(planned) => planned,
                 Phase::Stop(attention) => return Ok(RunOutcome::NeedsAttention(attention)),
             };
+            opening = calls;
             self.store.set_plan(id, &made).await?;
             let steps = made.steps.len();
             plan = Some(made);
@@ -430,6 +436,8 @@ impl Engine {
             .await?;
             progress.start_execution();
             if context.task.approve_plan {
+                // What the owner approves is the plan; the planner's calls are made again by
+                // the executor if they are still wanted.
                 progress.enter(WorkPhase::Approval);
                 self.store.set_progress(id, progress).await?;
                 return Ok(RunOutcome::NeedsAttention(attention(
@@ -468,10 +476,13 @@ impl Engine {
                 if !announced {
                     self.step(id, started(index)).await?;
                 }
-                let done = match self
-                    .execute(context, (&plan, index, &progress.notes), &mut tools, cancel)
-                    .await?
-                {
+                let step = agent::StepInput {
+                    plan: &plan,
+                    index,
+                    notes: &progress.notes,
+                    opening: if index == 0 { &opening } else { &[] },
+                };
+                let done = match self.execute(context, step, &mut tools, cancel).await? {
                     Phase::Done(done) => done,
                     Phase::Stop(attention) => return Ok(RunOutcome::NeedsAttention(attention)),
                 };
@@ -651,10 +662,13 @@ impl Engine {
             )
             .await?;
             let notes = progress.notes.clone();
-            match self
-                .execute(context, (&fixing, index, &notes), tools, cancel)
-                .await?
-            {
+            let step = agent::StepInput {
+                plan: &fixing,
+                index,
+                notes: &notes,
+                opening: &[],
+            };
+            match self.execute(context, step, tools, cancel).await? {
                 Phase::Done(done) => {
                     progress.summaries.push(done.summary);
                     progress.notes.push(done.note);

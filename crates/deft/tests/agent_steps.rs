@@ -347,7 +347,7 @@ async fn a_planner_repeating_itself_is_told_once_then_stops() {
 
 /// Seen in the evaluation: asked to plan, the real model set out to write the file at once,
 /// turn after turn, until planning ran out of turns. A planner that sets out to change a file
-/// gets a plan of one step, the task, and the change is made there.
+/// gets a plan of one step, the task, which opens with that call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planner_that_sets_out_to_write_gets_a_plan_of_one_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -360,7 +360,6 @@ async fn a_planner_that_sets_out_to_write_gets_a_plan_of_one_step() {
         )
     };
     let server = ScriptedModel::start(vec![
-        create(),
         create(),
         Step::Reply(Turn::text("Created greeting.txt.")),
         review_pass(),
@@ -382,6 +381,13 @@ async fn a_planner_that_sets_out_to_write_gets_a_plan_of_one_step() {
             && executor.contains("`./test.sh` passes in greeter"),
         "{executor}"
     );
+    // The step opens with the planner's call, made: the executor only has to say it is done.
+    let opened = requests[1].body["messages"].to_string();
+    assert!(
+        opened.contains("greeting.txt") && opened.contains("tool_result"),
+        "{opened}"
+    );
+    assert_eq!(requests.len(), 3, "planner, executor, reviewer");
     assert_eq!(
         sh(&repo, &format!("git show {}:greeting.txt", branch(&repo))),
         "hello\n"

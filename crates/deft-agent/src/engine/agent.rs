@@ -46,7 +46,7 @@ impl Engine {
         tools: &mut Tools<'_, TaskSandbox>,
         first: Option<(Completion, Request)>,
         cancel: &CancellationToken,
-    ) -> Result<Phase<Plan>, EngineError> {
+    ) -> Result<Phase<Planned>, EngineError> {
         // Planning reads and changes nothing (the editor only views meanwhile).
         tools.set_read_only(true);
         let planned = self.planning_turns(context, tools, first, cancel).await;
@@ -60,7 +60,7 @@ impl Engine {
         tools: &mut Tools<'_, TaskSandbox>,
         mut first: Option<(Completion, Request)>,
         cancel: &CancellationToken,
-    ) -> Result<Phase<Plan>, EngineError> {
+    ) -> Result<Phase<Planned>, EngineError> {
         let built_in = planning_tools();
         let mut sent_back = 0;
         let mut loops = LoopWatch::new(self.limits.repeats);
@@ -100,12 +100,13 @@ impl Engine {
             }
             let mut results = Vec::new();
             let mut outcome = None;
-            for call in &calls {
+            for (n, call) in calls.iter().enumerate() {
                 // A planner that sets out to change a file knows what to do: the task becomes a
-                // plan of one step, and the change is made there (planning itself writes
-                // nothing). Weak models asked to plan first otherwise go round in circles.
+                // plan of one step, which opens with this call and the ones after it (planning
+                // itself writes nothing). Weak models asked to plan first otherwise go round in
+                // circles.
                 if writes_a_file(call) {
-                    let told = "Planning ends here: the task is the plan's one step, and this change is made in it, next.";
+                    let told = "Planning ends here: the task is the plan's one step, which opens with this call.";
                     self.store
                         .append_event(
                             &context.task.id,
@@ -113,7 +114,20 @@ impl Engine {
                             json!({"id": call.id, "is_error": false, "content": told}),
                         )
                         .await?;
-                    return Ok(Phase::Done(one_step_plan(context)));
+                    let opening = calls[n..]
+                        .iter()
+                        .filter(|call| {
+                            matches!(
+                                call.name.as_str(),
+                                "bash" | "str_replace_based_edit_tool" | "search"
+                            )
+                        })
+                        .cloned()
+                        .collect();
+                    return Ok(Phase::Done(Planned {
+                        plan: one_step_plan(context),
+                        opening,
+                    }));
                 }
                 // A command may change files where the editor may not: what it changed in the
                 // repositories is undone, and the model told.
@@ -151,7 +165,12 @@ impl Engine {
                     }
                 }
                 match &output.effect {
-                    Effect::Plan(plan) => outcome = Some(Phase::Done(plan.clone())),
+                    Effect::Plan(plan) => {
+                        outcome = Some(Phase::Done(Planned {
+                            plan: plan.clone(),
+                            opening: Vec::new(),
+                        }));
+                    }
                     Effect::Ask(question) => outcome = Some(self.ask(context, question).await?),
                     _ => {}
                 }
@@ -177,10 +196,16 @@ impl Engine {
     pub(super) async fn execute(
         &self,
         context: &Context,
-        (plan, index, notes): (&Plan, usize, &[String]),
+        step: StepInput<'_>,
         tools: &mut Tools<'_, TaskSandbox>,
         cancel: &CancellationToken,
     ) -> Result<Phase<StepDone>, EngineError> {
+        let StepInput {
+            plan,
+            index,
+            notes,
+            opening,
+        } = step;
         let step = &plan.steps[index];
         // Steering sent during the previous step is part of this step's prompt.
         self.hear_owner(context).await?;
@@ -233,6 +258,28 @@ impl Engine {
         let mut did = crate::notes::StepNotes::default();
         let mut sent_back = 0;
         let mut turns = 0;
+        // The calls the planner opened the step with, as if the executor had made them.
+        if !opening.is_empty() {
+            request.messages.push(Message {
+                role: deft_llm::Role::Assistant,
+                content: opening
+                    .iter()
+                    .cloned()
+                    .map(deft_llm::Content::ToolCall)
+                    .collect(),
+            });
+            let mut results = Vec::new();
+            for call in opening {
+                let output = self.run_tool(&context.task.id, tools, call, cancel).await?;
+                did.record(call, &output);
+                results.push(ToolResult {
+                    call_id: call.id.clone(),
+                    content: output.content,
+                    is_error: output.is_error,
+                });
+            }
+            request.messages.push(Message::tool_results(results));
+        }
         let done_with = |summary: String, did: &crate::notes::StepNotes| StepDone {
             note: did.note(index + 1, &summary),
             summary,
@@ -882,6 +929,23 @@ async fn undo_changes(sandbox: &TaskSandbox, cancel: &CancellationToken) {
         _ = sandbox.exec(&request, &mut ignore) => {}
         _ = cancel.cancelled() => {}
     }
+}
+
+/// What planning made: the plan, and the calls its one step opens with when the planner set
+/// out to change a file (see [`Engine::plan`]).
+pub(super) struct Planned {
+    pub plan: Plan,
+    pub opening: Vec<deft_llm::ToolCall>,
+}
+
+/// What one step of a plan is run with.
+pub(super) struct StepInput<'a> {
+    pub plan: &'a Plan,
+    pub index: usize,
+    /// The notes of the steps before it.
+    pub notes: &'a [String],
+    /// Calls made for it already, to run first (the planner's, for a plan of one step).
+    pub opening: &'a [deft_llm::ToolCall],
 }
 
 /// A step whose checks passed: what it says it did, and the note the next steps read.
