@@ -13,6 +13,8 @@ mod agent;
 mod completion;
 mod environment;
 mod owner;
+mod planning;
+mod review;
 mod start;
 
 use std::path::PathBuf;
@@ -418,7 +420,7 @@ impl Engine {
                 self.step(id, StepEvent::new(WorkStep::Planning, StepStatus::Started))
                     .await?;
             }
-            let agent::Planned {
+            let planning::Planned {
                 plan: made,
                 opening: calls,
             } = match self.plan(context, &mut tools, first, cancel).await? {

@@ -1,196 +1,23 @@
-//! The agent's side of a run: the model's turns with the tools in planning and execution,
-//! the verification of each step by the repositories' own checks, and the self-review.
+//! The agent's side of a run: each plan step's executor turns with the tools, the step's
+//! verification by the repositories' own checks, and what every phase shares (a model's turn,
+//! a tool's run, a question to the owner). Planning is in `planning.rs`, the self-review in
+//! `review.rs`.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use deft_core::{
-    AttentionKind, EventKind, Plan, SelfReview, StepEvent, StepStatus, TaskId, Verdict, WorkStep,
-};
+use deft_core::{AttentionKind, EventKind, Plan, StepEvent, StepStatus, TaskId, WorkStep};
 use deft_llm::{Completion, Message, ModelClient, ModelError, Request, ToolResult, ToolSpec};
 use deft_sandbox::ExecRequest;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, Engine, EngineError, Phase, TaskSandbox, attention};
-use crate::analysis::fence;
 use crate::loops::{LoopWatch, Repetition};
-use crate::prompts::{PLANNING, REVIEWER, execution, list, system_prompt, tail};
+use crate::prompts::{execution, list, system_prompt, tail};
 use crate::tools::{Effect, Tools, specs};
 
 impl Engine {
-    /// The planner's first request: the repositories, the conventions, the task, and the
-    /// built-in tools it may use (the owner's MCP servers' are added once they run).
-    pub(super) fn planning_request(
-        repos: &[super::TaskRepo],
-        learnings: &[String],
-        task: String,
-    ) -> Request {
-        let task = match crate::prompts::named_files(repos) {
-            Some(named) => format!("{task}\n\n{named}"),
-            None => task,
-        };
-        Request {
-            system: system_prompt(repos, learnings, "planning", PLANNING),
-            messages: vec![Message::user(task)],
-            tools: planning_tools(),
-            max_tokens: 8192,
-        }
-    }
-
-    /// Planning until `submit_plan`. `first`: the planner's first answer and the request it
-    /// answered, when it was asked while the sandbox was being made.
-    pub(super) async fn plan(
-        &self,
-        context: &Context,
-        tools: &mut Tools<'_, TaskSandbox>,
-        first: Option<(Completion, Request)>,
-        cancel: &CancellationToken,
-    ) -> Result<Phase<Planned>, EngineError> {
-        // Planning reads and changes nothing (the editor only views meanwhile).
-        tools.set_read_only(true);
-        let planned = self.planning_turns(context, tools, first, cancel).await;
-        tools.set_read_only(false);
-        planned
-    }
-
-    async fn planning_turns(
-        &self,
-        context: &Context,
-        tools: &mut Tools<'_, TaskSandbox>,
-        mut first: Option<(Completion, Request)>,
-        cancel: &CancellationToken,
-    ) -> Result<Phase<Planned>, EngineError> {
-        let built_in = planning_tools();
-        let mut sent_back = 0;
-        let mut loops = LoopWatch::new(self.limits.repeats);
-        let mut request = Self::planning_request(
-            &context.repos,
-            &context.learnings,
-            self.task_message(context),
-        );
-        let mut nudges = 0;
-        for _ in 0..self.limits.turns_per_step {
-            let Heard { calls, .. } = if let Some((completion, asked)) = first.take() {
-                request = asked;
-                heard(&mut request, completion)
-            } else {
-                request.tools = tools.offered(&built_in).await;
-                crate::history::trim_old_results(&mut request.messages);
-                match self
-                    .turn(&self.planner, "planner", context, &mut request, cancel)
-                    .await?
-                {
-                    Phase::Done(heard) => heard,
-                    Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
-                }
-            };
-            if calls.is_empty() {
-                nudges += 1;
-                if nudges > 2 {
-                    return Ok(Phase::Stop(attention(
-                        AttentionKind::Error,
-                        "the model did not submit a plan; try a more capable model for planning ([model.planner])",
-                    )));
-                }
-                request.messages.push(Message::user(
-                    "Call `submit_plan` now, or `ask_user` if you cannot.",
-                ));
-                continue;
-            }
-            let mut results = Vec::new();
-            let mut outcome = None;
-            for (n, call) in calls.iter().enumerate() {
-                // A planner that sets out to change a file knows what to do: the task becomes a
-                // plan of one step, which opens with this call and the ones after it (planning
-                // itself writes nothing). Weak models asked to plan first otherwise go round in
-                // circles.
-                if writes_a_file(call) {
-                    let told = "Planning ends here: the task is the plan's one step, which opens with this call.";
-                    self.store
-                        .append_event(
-                            &context.task.id,
-                            EventKind::ToolResult,
-                            json!({"id": call.id, "is_error": false, "content": told}),
-                        )
-                        .await?;
-                    let opening = calls[n..]
-                        .iter()
-                        .filter(|call| {
-                            matches!(
-                                call.name.as_str(),
-                                "bash" | "str_replace_based_edit_tool" | "search"
-                            )
-                        })
-                        .cloned()
-                        .collect();
-                    return Ok(Phase::Done(Planned {
-                        plan: one_step_plan(context),
-                        opening,
-                    }));
-                }
-                // A command may change files where the editor may not: what it changed in the
-                // repositories is undone, and the model told.
-                let before = match call.name.as_str() {
-                    "bash" => workspace_state(tools.sandbox(), cancel).await,
-                    _ => None,
-                };
-                let mut output = self
-                    .run_or_send_back(&context.task.id, tools, call, &mut sent_back, cancel)
-                    .await?;
-                if let Some(before) = before
-                    && workspace_state(tools.sandbox(), cancel).await.as_ref() != Some(&before)
-                {
-                    undo_changes(tools.sandbox(), cancel).await;
-                    output.content.push_str(
-                        "\n\nPlanning changes nothing: what this command changed in the repositories was undone. Make changes in the plan's steps, after `submit_plan`.",
-                    );
-                }
-                // The planner repeating itself is a loop as an executor's would be.
-                if !matches!(call.name.as_str(), "submit_plan" | "ask_user") {
-                    match loops.record(&call.name, &call.arguments.to_json_text()) {
-                        Repetition::None => {}
-                        Repetition::Told(told) => {
-                            output.content = format!(
-                                "{}\n\n{told} While planning, that is `submit_plan` once you know enough.",
-                                output.content
-                            );
-                        }
-                        Repetition::Stop(reason) => {
-                            return Ok(Phase::Stop(attention(
-                                AttentionKind::Error,
-                                format!("planning: {reason}; give it a hint by answering"),
-                            )));
-                        }
-                    }
-                }
-                match &output.effect {
-                    Effect::Plan(plan) => {
-                        outcome = Some(Phase::Done(Planned {
-                            plan: plan.clone(),
-                            opening: Vec::new(),
-                        }));
-                    }
-                    Effect::Ask(question) => outcome = Some(self.ask(context, question).await?),
-                    _ => {}
-                }
-                results.push(ToolResult {
-                    call_id: call.id.clone(),
-                    content: output.content,
-                    is_error: output.is_error,
-                });
-            }
-            if let Some(outcome) = outcome {
-                return Ok(outcome);
-            }
-            request.messages.push(Message::tool_results(results));
-        }
-        Ok(Phase::Stop(attention(
-            AttentionKind::Error,
-            "planning took too many turns without a plan",
-        )))
-    }
-
     /// One step of `plan`, in a fresh conversation that has the plan and the `notes` of the
     /// steps before; the step's summary and its own note once its checks pass.
     pub(super) async fn execute(
@@ -437,72 +264,6 @@ impl Engine {
         )))
     }
 
-    /// Every repository's checks, and the commands the acceptance criteria name (`like
-    /// this`, at most five), run now: how each ended and the end of its output, for the
-    /// reviewer; and the fixes the ones that failed ask for (a command the sandbox does not
-    /// have, exit 126 or 127, asks for none: the criterion named it, not the change).
-    async fn check_report(
-        &self,
-        context: &Context,
-        sandbox: &TaskSandbox,
-        plan: &Plan,
-        cancel: &CancellationToken,
-    ) -> (String, Vec<String>) {
-        let mut runs: Vec<(Option<String>, String)> = context
-            .repos
-            .iter()
-            .flat_map(|(_, _, facts)| {
-                facts
-                    .checks
-                    .iter()
-                    .map(|check| (Some(facts.name.clone()), check.clone()))
-            })
-            .collect();
-        let one_repo = match context.repos.as_slice() {
-            [(_, _, facts)] => Some(facts.name.clone()),
-            _ => None,
-        };
-        for command in criteria_commands(&plan.acceptance_criteria) {
-            if !runs.iter().any(|(_, check)| *check == command) {
-                runs.push((one_repo.clone(), command));
-            }
-        }
-        let mut report = String::new();
-        let mut failing = Vec::new();
-        for (dir, command) in runs {
-            let request = ExecRequest {
-                cwd: dir.clone(),
-                timeout: std::time::Duration::from_secs(120),
-                ..ExecRequest::shell(&command)
-            };
-            let mut ignore = |_: &str| {};
-            let run = tokio::select! {
-                run = sandbox.exec(&request, &mut ignore) => run,
-                _ = cancel.cancelled() => return (report, failing),
-            };
-            let place = dir.map_or_else(
-                || "/workspace".to_owned(),
-                |dir| format!("/workspace/{dir}"),
-            );
-            let ended = match run {
-                Ok(outcome) => {
-                    let code = outcome.exit_code();
-                    if code != 0 && code != 126 && code != 127 {
-                        failing.push(format!(
-                            "`{command}` in {place} exits {code}: {}",
-                            tail(&outcome.output, 300)
-                        ));
-                    }
-                    format!("exited {code}:\n{}", tail(&outcome.output, 1500))
-                }
-                Err(error) => format!("could not run: {error}"),
-            };
-            report.push_str(&fence(&format!("`{command}` in {place}"), &ended));
-            report.push('\n');
-        }
-        (report, failing)
-    }
-
     /// Runs every repository's checks; the combined output of the first that fails.
     async fn verify(
         &self,
@@ -538,72 +299,6 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    /// The reviewer's verdict on the whole change.
-    pub(super) async fn review(
-        &self,
-        context: &Context,
-        sandbox: &TaskSandbox,
-        plan: &Plan,
-        cancel: &CancellationToken,
-    ) -> Result<Phase<SelfReview>, EngineError> {
-        let mut diffs = String::new();
-        let bases = self.bases(&context.task.id);
-        // The clones are checked, then read by git: the task's MCP servers wait meanwhile.
-        let paused = sandbox.pause_programs();
-        for (repo, dir, _) in &context.repos {
-            let against = bases
-                .get(repo.id.as_str())
-                .cloned()
-                .unwrap_or_else(|| format!("origin/{}", repo.default_branch));
-            match deft_forge::worktree_diff(dir, &against).await {
-                Ok(diff) if !diff.trim().is_empty() => {
-                    diffs.push_str(&fence(&format!("{} diff", repo.name), &tail(&diff, 60_000)))
-                }
-                Ok(_) => {}
-                Err(error) => diffs.push_str(&format!("(no diff of {}: {error})\n", repo.name)),
-            }
-        }
-        drop(paused);
-        let (runs, failing) = self.check_report(context, sandbox, plan, cancel).await;
-        let user = format!(
-            "{}\n\nRequirements:\n{}\nAcceptance criteria:\n{}\n\nThe change:\n{}\n\nThe checks, and the acceptance criteria's commands, run on it now:\n{}",
-            self.task_message(context),
-            list(&plan.requirements),
-            list(&plan.acceptance_criteria),
-            if diffs.is_empty() {
-                "(no changes)".to_owned()
-            } else {
-                diffs
-            },
-            if runs.is_empty() {
-                "(none: the repositories have no checks, and the criteria name no command)"
-                    .to_owned()
-            } else {
-                runs
-            }
-        );
-        let asked = OneShot {
-            client: &self.planner,
-            role: "reviewer",
-            system: REVIEWER,
-            max_tokens: 2048,
-        };
-        let text = match self
-            .one_shot(asked, &context.task.id, &context.spent, user, cancel)
-            .await?
-        {
-            Phase::Done(text) => text,
-            Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
-        };
-        let mut review = read_review(&text);
-        // A command that shows a criterion unmet is not outvoted by the reviewer's words.
-        if review.verdict != Verdict::Fix && !failing.is_empty() {
-            review.verdict = Verdict::Fix;
-            review.fixes.extend(failing);
-        }
-        Ok(Phase::Done(review))
     }
 
     /// Puts a question to the owner: in the task's log, and on the issue the task came from,
@@ -644,7 +339,7 @@ impl Engine {
     /// Runs `call`, unless it is a question that is not for the owner: that is sent back
     /// (a few times per phase, however it is put; then it goes to the owner), and logged as
     /// the call's result.
-    async fn run_or_send_back(
+    pub(super) async fn run_or_send_back(
         &self,
         id: &TaskId,
         tools: &mut Tools<'_, TaskSandbox>,
@@ -674,7 +369,7 @@ impl Engine {
 
     /// One turn of a tool-using conversation: the model's answer joins the conversation, and
     /// its tool calls come back to be run.
-    async fn turn(
+    pub(super) async fn turn(
         &self,
         client: &ModelClient,
         role: &str,
@@ -791,78 +486,16 @@ fn call_event(call: &deft_llm::ToolCall) -> serde_json::Value {
     json!({"id": call.id, "name": call.name, "arguments": call.arguments.as_object()})
 }
 
-/// The tools of planning: every built-in one but `finish`.
-fn planning_tools() -> Vec<ToolSpec> {
-    specs().into_iter().filter(|t| t.name != "finish").collect()
-}
-
-/// The commands acceptance criteria name in backticks, as a model writes them
-/// ("`./test.sh` passes"), at most five.
-fn criteria_commands(criteria: &[String]) -> Vec<String> {
-    let mut commands: Vec<String> = Vec::new();
-    for criterion in criteria {
-        for (n, part) in criterion.split('`').enumerate() {
-            let part = part.trim();
-            let command = n % 2 == 1
-                && part.len() > 2
-                && part.len() <= 200
-                && !part.contains('\n')
-                && (part.contains(' ') || part.starts_with("./") || part.contains('/'));
-            if command && !commands.iter().any(|known| known == part) {
-                commands.push(part.to_owned());
-            }
-        }
-    }
-    commands.truncate(5);
-    commands
-}
-
-/// The reviewer's answer: a pass must name what was checked, or it is no verdict.
-fn read_review(text: &str) -> SelfReview {
-    let Some(value) = json_between(text, '{', '}') else {
-        return SelfReview {
-            verdict: Verdict::Unclear,
-            fixes: vec![format!("the reviewer gave no verdict: {}", tail(text, 300))],
-            checked: Vec::new(),
-        };
-    };
-    let strings = |key: &str| -> Vec<String> {
-        value[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|item| item.as_str().map(str::to_owned))
-            .filter(|item| !item.trim().is_empty())
-            .collect()
-    };
-    let checked = strings("checked");
-    let (verdict, mut fixes) = match value["verdict"].as_str() {
-        Some("fix") => (Verdict::Fix, strings("fixes")),
-        Some("pass") | None => (Verdict::Pass, strings("fixes")),
-        Some(_) => (Verdict::Unclear, strings("fixes")),
-    };
-    if verdict == Verdict::Pass && checked.is_empty() {
-        fixes.push("the reviewer passed the change without naming what it checked".to_owned());
-        return SelfReview {
-            verdict: Verdict::Unclear,
-            fixes,
-            checked,
-        };
-    }
-    SelfReview {
-        verdict,
-        fixes,
-        checked,
-    }
-}
-
 /// From which turn of a step the workspace is fingerprinted after each: short steps, most of
 /// them, pay nothing for it.
 const WATCHED_FROM_TURN: usize = 5;
 
 /// A fingerprint of every repository's changes in the workspace (git's status and diff,
 /// taken in the sandbox), or `None` when it cannot be taken.
-async fn workspace_state(sandbox: &TaskSandbox, cancel: &CancellationToken) -> Option<String> {
+pub(super) async fn workspace_state(
+    sandbox: &TaskSandbox,
+    cancel: &CancellationToken,
+) -> Option<String> {
     let request = ExecRequest {
         timeout: std::time::Duration::from_secs(20),
         output_cap: 4096,
@@ -878,64 +511,6 @@ async fn workspace_state(sandbox: &TaskSandbox, cancel: &CancellationToken) -> O
     run.ok()
         .filter(|outcome| outcome.exit_code() == 0)
         .map(|outcome| outcome.output)
-}
-
-/// Whether `call` is the editor changing a file.
-fn writes_a_file(call: &deft_llm::ToolCall) -> bool {
-    call.name == "str_replace_based_edit_tool"
-        && call.arguments.as_object()["command"]
-            .as_str()
-            .is_some_and(|command| command != "view")
-}
-
-/// The plan of a task that needs no more than doing it: one step, the task itself, checked by
-/// the repositories' checks.
-fn one_step_plan(context: &Context) -> Plan {
-    let description = context.task.description.trim();
-    let first = description.lines().next().unwrap_or(description);
-    let checks: Vec<String> = context
-        .repos
-        .iter()
-        .flat_map(|(_, _, facts)| {
-            facts
-                .checks
-                .iter()
-                .map(|check| format!("`{check}` passes in {}", facts.name))
-        })
-        .collect();
-    Plan {
-        requirements: vec![first.chars().take(300).collect()],
-        acceptance_criteria: if checks.is_empty() {
-            vec!["the task's description is met".to_owned()]
-        } else {
-            checks
-        },
-        steps: vec![description.chars().take(2000).collect()],
-    }
-}
-
-/// Undoes what changed in every repository of the workspace since its last commit (tracked
-/// files put back, new files not ignored removed), in the sandbox.
-async fn undo_changes(sandbox: &TaskSandbox, cancel: &CancellationToken) {
-    let request = ExecRequest {
-        timeout: std::time::Duration::from_secs(60),
-        output_cap: 4096,
-        ..ExecRequest::shell(
-            "for d in /workspace/*/; do git -C \"$d\" checkout -q -- . 2>/dev/null; git -C \"$d\" clean -qfd 2>/dev/null; done; true",
-        )
-    };
-    let mut ignore = |_: &str| {};
-    tokio::select! {
-        _ = sandbox.exec(&request, &mut ignore) => {}
-        _ = cancel.cancelled() => {}
-    }
-}
-
-/// What planning made: the plan, and the calls its one step opens with when the planner set
-/// out to change a file (see [`Engine::plan`]).
-pub(super) struct Planned {
-    pub plan: Plan,
-    pub opening: Vec<deft_llm::ToolCall>,
 }
 
 /// What one step of a plan is run with.
@@ -955,13 +530,13 @@ pub(super) struct StepDone {
 }
 
 /// What a model's answer holds: its tool calls, to run, and its words.
-struct Heard {
-    calls: Vec<deft_llm::ToolCall>,
-    text: String,
+pub(super) struct Heard {
+    pub calls: Vec<deft_llm::ToolCall>,
+    pub text: String,
 }
 
 /// The model's answer joins the conversation.
-fn heard(request: &mut Request, completion: Completion) -> Heard {
+pub(super) fn heard(request: &mut Request, completion: Completion) -> Heard {
     let calls = completion.response.tool_calls().cloned().collect();
     let text = completion.response.text();
     request.messages.push(completion.response.to_message());
@@ -1019,37 +594,4 @@ pub(super) fn json_between(text: &str, open: char, close: char) -> Option<Value>
     let start = text.find(open)?;
     let end = text.rfind(close)?;
     serde_json::from_str(text.get(start..=end)?).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pass_must_name_what_was_checked() {
-        let bare = read_review(r#"{"verdict": "pass"}"#);
-        assert_eq!(bare.verdict, Verdict::Unclear);
-        assert!(bare.fixes[0].contains("without naming what it checked"));
-        let named = read_review(
-            r#"Here: {"verdict": "pass", "checked": ["./test.sh exits 0 in the output"]}"#,
-        );
-        assert_eq!(named.verdict, Verdict::Pass);
-        assert_eq!(named.checked, ["./test.sh exits 0 in the output"]);
-        let fix = read_review(r#"{"verdict": "fix", "fixes": ["handle empty input"]}"#);
-        assert_eq!(fix.verdict, Verdict::Fix);
-        assert_eq!(read_review("looks good").verdict, Verdict::Unclear);
-    }
-
-    #[test]
-    fn the_commands_criteria_name_are_found() {
-        let criteria = [
-            "`./test.sh` passes".to_owned(),
-            "`python3 -m unittest -q` passes, and `slug` joins words".to_owned(),
-            "`./test.sh` still passes".to_owned(),
-        ];
-        assert_eq!(
-            criteria_commands(&criteria),
-            ["./test.sh", "python3 -m unittest -q"]
-        );
-    }
 }
