@@ -162,6 +162,18 @@ struct Context {
     spent: AtomicI64,
 }
 
+impl Context {
+    /// Each repository's checks, with the directory under `/workspace` they run in.
+    fn checks(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.repos.iter().flat_map(|(_, _, facts)| {
+            facts
+                .checks
+                .iter()
+                .map(|check| (facts.name.as_str(), check.as_str()))
+        })
+    }
+}
+
 impl Engine {
     /// Before a queued task starts: when its owner has spent the week's tokens, the task goes
     /// to `needs_attention` saying when the limit resets, and this returns that reason.

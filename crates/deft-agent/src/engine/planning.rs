@@ -207,14 +207,8 @@ fn one_step_plan(context: &Context) -> Plan {
     let description = context.task.description.trim();
     let first = description.lines().next().unwrap_or(description);
     let checks: Vec<String> = context
-        .repos
-        .iter()
-        .flat_map(|(_, _, facts)| {
-            facts
-                .checks
-                .iter()
-                .map(|check| format!("`{check}` passes in {}", facts.name))
-        })
+        .checks()
+        .map(|(dir, check)| format!("`{check}` passes in {dir}"))
         .collect();
     Plan {
         requirements: vec![first.chars().take(300).collect()],

@@ -23,14 +23,8 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> (String, Vec<String>) {
         let mut runs: Vec<(Option<String>, String)> = context
-            .repos
-            .iter()
-            .flat_map(|(_, _, facts)| {
-                facts
-                    .checks
-                    .iter()
-                    .map(|check| (Some(facts.name.clone()), check.clone()))
-            })
+            .checks()
+            .map(|(dir, check)| (Some(dir.to_owned()), check.to_owned()))
             .collect();
         let one_repo = match context.repos.as_slice() {
             [(_, _, facts)] => Some(facts.name.clone()),
