@@ -129,8 +129,6 @@ pub struct Tools<'a, S: Sandbox + ?Sized> {
     mcp: Option<&'a crate::mcp::McpServers>,
     /// The repositories' directories under `/workspace`.
     repos: Vec<String>,
-    /// While planning, which reads and changes nothing: the editor only views.
-    read_only: bool,
 }
 
 impl<S: Sandbox + ?Sized> std::fmt::Debug for Tools<'_, S> {
@@ -191,7 +189,6 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
             files: std::sync::Arc::new(std::sync::Mutex::new(crate::files::Files::new(workspace))),
             mcp: None,
             repos: Vec::new(),
-            read_only: false,
         }
     }
 
@@ -232,11 +229,6 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
         )
     }
 
-    /// Whether the editor may only view (planning changes nothing, by contract).
-    pub fn set_read_only(&mut self, read_only: bool) {
-        self.read_only = read_only;
-    }
-
     /// Offers the tools of these MCP servers too.
     pub fn with_mcp(mut self, mcp: &'a crate::mcp::McpServers) -> Tools<'a, S> {
         self.mcp = Some(mcp).filter(|mcp| !mcp.is_empty());
@@ -269,13 +261,6 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
         };
         let result = match call.name.as_str() {
             "bash" => self.bash(&arguments, on_output).await,
-            "str_replace_based_edit_tool"
-                if self.read_only && arguments["command"].as_str() != Some("view") =>
-            {
-                Err(ToolOutput::error(
-                    "planning reads and changes nothing: view files now, and make changes in the plan's steps, after `submit_plan`",
-                ))
-            }
             "str_replace_based_edit_tool" | "search" => {
                 let mut arguments = arguments;
                 if let Some(path) = arguments["path"].as_str() {

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::greeter::{create_turn, deft_run, greeting_repo, plan_turn, review_pass, succeeded};
+use common::greeter::{
+    create_turn, deft_run, greeting_repo, plan_turn, review_pass, succeeded, task_branch,
+};
 use common::{call, sh};
 use deft_testkit::model_server::{ScriptedModel, Step, Turn};
 
@@ -41,11 +43,10 @@ async fn a_reply_in_words_ends_the_step_and_the_checks_decide() {
         told.contains("The checks failed") && told.contains("greeting.txt must say hello"),
         "{told}"
     );
-    let branch = sh(
+    let message = sh(
         &repo,
-        "git branch --list 'deft/*' --format='%(refname:short)'",
+        &format!("git log -1 --format=%B {}", task_branch(&repo)),
     );
-    let message = sh(&repo, &format!("git log -1 --format=%B {}", branch.trim()));
     assert!(
         message.contains("Created greeting.txt saying hello."),
         "the reply is the step's summary: {message}"
@@ -199,12 +200,11 @@ async fn with_one_repository_relative_paths_resolve_in_it() {
         "nano: {}",
         result(4)
     );
-    let branch = sh(
-        &repo,
-        "git branch --list 'deft/*' --format='%(refname:short)'",
-    );
     assert_eq!(
-        sh(&repo, &format!("git show {}:greeting.txt", branch.trim())),
+        sh(
+            &repo,
+            &format!("git show {}:greeting.txt", task_branch(&repo))
+        ),
         "hello\n",
         "the relative path was the repository's"
     );

@@ -5,19 +5,9 @@
 
 mod common;
 
-use common::greeter::{deft_run, greeting_repo, review_pass, succeeded};
+use common::greeter::{deft_run, greeting_repo, plan_turn, review_pass, succeeded, task_branch};
 use common::{call, sh};
 use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
-
-/// The task's branch in `repo`, as deft pushed it.
-fn branch(repo: &std::path::Path) -> String {
-    sh(
-        repo,
-        "git branch --list 'deft/*' --format='%(refname:short)'",
-    )
-    .trim()
-    .to_owned()
-}
 
 /// "Commands run in `/workspace` … while the only repository is at `/workspace/NAME`": with
 /// one repository, commands start in it, and `cd NAME`, as a model told where it is writes,
@@ -27,7 +17,7 @@ async fn commands_start_in_the_one_repository() {
     let dir = tempfile::tempdir().unwrap();
     let repo = greeting_repo(dir.path());
     let server = ScriptedModel::start(vec![
-        call("p1", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#),
+        plan_turn(),
         call(
             "e1",
             "bash",
@@ -45,7 +35,7 @@ async fn commands_start_in_the_one_repository() {
     )
     .await;
     succeeded(&output);
-    let branch = branch(&repo);
+    let branch = task_branch(&repo);
     assert_eq!(
         sh(&repo, &format!("git show {branch}:where.txt")),
         "/workspace/greeter\n/workspace/greeter\n"
@@ -114,7 +104,10 @@ async fn plans_are_made_after_reading_and_steps_know_what_came_before() {
         undone.contains("what this command changed in the repositories was undone"),
         "{undone}"
     );
-    let pushed = sh(&repo, &format!("git ls-tree --name-only {}", branch(&repo)));
+    let pushed = sh(
+        &repo,
+        &format!("git ls-tree --name-only {}", task_branch(&repo)),
+    );
     assert!(!pushed.contains("scratch.txt"), "{pushed}");
     // The second step's prompt carries the first step's note.
     let second_step = requests[6].body["system"].to_string();
@@ -142,7 +135,7 @@ async fn with_several_repositories_a_path_not_found_names_where_it_is() {
             "str_replace_based_edit_tool",
             r#"{"command": "view", "path": "util.py"}"#,
         ),
-        call("p2", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#),
+        plan_turn(),
         call(
             "e1",
             "str_replace_based_edit_tool",
@@ -183,7 +176,7 @@ async fn a_question_about_the_sandbox_is_sent_back_twice() {
     let repo = greeting_repo(dir.path());
     let question = r#"{"question": "The command 'nano' could not be found. Did you perhaps forget to install it?"}"#;
     let server = ScriptedModel::start(vec![
-        call("p1", "submit_plan", r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#),
+        plan_turn(),
         call("e1", "ask_user", question),
         call(
             "e2",
@@ -225,12 +218,7 @@ async fn a_question_about_the_sandbox_is_sent_back_twice() {
 async fn turns_that_change_no_file_end_the_step() {
     let dir = tempfile::tempdir().unwrap();
     let repo = greeting_repo(dir.path());
-    let server = ScriptedModel::start(vec![call(
-        "p1",
-        "submit_plan",
-        r#"{"requirements": ["greeting.txt says hello"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#,
-    )])
-    .await;
+    let server = ScriptedModel::start(vec![plan_turn()]).await;
     server.respond_with(|_, body| {
         let turn = body["messages"].as_array().map_or(0, Vec::len);
         Turn::calls(vec![ScriptedCall::new(
@@ -310,7 +298,7 @@ async fn a_criterions_failing_command_outvotes_a_reviewers_pass() {
         fix_step.contains("Address the self-review") && fix_step.contains("NOTES.md is missing"),
         "{fix_step}"
     );
-    let branch = branch(&repo);
+    let branch = task_branch(&repo);
     assert_eq!(sh(&repo, &format!("git show {branch}:NOTES.md")), "notes\n");
 }
 
@@ -389,7 +377,10 @@ async fn a_planner_that_sets_out_to_write_gets_a_plan_of_one_step() {
     );
     assert_eq!(requests.len(), 3, "planner, executor, reviewer");
     assert_eq!(
-        sh(&repo, &format!("git show {}:greeting.txt", branch(&repo))),
+        sh(
+            &repo,
+            &format!("git show {}:greeting.txt", task_branch(&repo))
+        ),
         "hello\n"
     );
 }

@@ -287,21 +287,7 @@ async fn a_registered_repository_read_early_shows_nothing_it_borrows() {
         )
         .await;
     let id = task["id"].as_str().unwrap().to_owned();
-    let started = Instant::now();
-    let state = loop {
-        let state = server
-            .call(reqwest::Method::GET, &format!("/tasks/{id}"), None)
-            .await;
-        if matches!(
-            state["state"].as_str(),
-            Some("completed" | "needs_attention" | "failed")
-        ) {
-            break state;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{state}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(state["state"], "needs_attention", "{state}");
+    let state = server.until(&id, "needs_attention").await;
     assert!(
         state.to_string().contains("borrows objects"),
         "the copy refuses it: {state}"

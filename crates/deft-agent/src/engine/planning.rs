@@ -1,6 +1,6 @@
-//! Planning: the planner's turns until `submit_plan`, read-only by contract (the editor only
-//! views, a command's changes are undone), and the plan of one step a planner that sets out
-//! to change a file gets.
+//! Planning: the planner's turns until `submit_plan`, writing nothing by contract (a command's
+//! changes are undone), and the plan of one step, opening with its call, that a planner gets
+//! when it sets out to change a file.
 
 use deft_core::{AttentionKind, EventKind, Plan};
 use deft_llm::{Completion, Message, Request, ToolResult, ToolSpec};
@@ -37,20 +37,6 @@ impl Engine {
     /// Planning until `submit_plan`. `first`: the planner's first answer and the request it
     /// answered, when it was asked while the sandbox was being made.
     pub(super) async fn plan(
-        &self,
-        context: &Context,
-        tools: &mut Tools<'_, TaskSandbox>,
-        first: Option<(Completion, Request)>,
-        cancel: &CancellationToken,
-    ) -> Result<Phase<Planned>, EngineError> {
-        // Planning reads and changes nothing (the editor only views meanwhile).
-        tools.set_read_only(true);
-        let planned = self.planning_turns(context, tools, first, cancel).await;
-        tools.set_read_only(false);
-        planned
-    }
-
-    async fn planning_turns(
         &self,
         context: &Context,
         tools: &mut Tools<'_, TaskSandbox>,

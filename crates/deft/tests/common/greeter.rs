@@ -40,6 +40,16 @@ pub fn create_turn() -> Step {
     )]))
 }
 
+/// The task's branch in `repo`, as deft pushed it there.
+pub fn task_branch(repo: &Path) -> String {
+    sh(
+        repo,
+        "git branch --list 'deft/*' --format='%(refname:short)'",
+    )
+    .trim()
+    .to_owned()
+}
+
 /// The self-review's verdict.
 pub fn review(verdict: &str) -> Step {
     Step::Reply(Turn::text(verdict))
