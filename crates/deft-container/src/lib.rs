@@ -91,7 +91,7 @@ use deft_sandbox::bwrap::{HelperLoader, INIT_THROUGH_LOADER, resident_init_args}
 use deft_sandbox::shell::{Control, ControlListener, Usage};
 use deft_sandbox::user::HostUser;
 use deft_sandbox::{
-    ExecRequest, LimitCounts, NativeBackend, NativeSandbox, PausedPrograms, Ran, SandboxError,
+    CheckedCommand, LimitCounts, NativeBackend, NativeSandbox, PausedPrograms, Ran, SandboxError,
     SandboxProcess, SandboxSpec, inner,
 };
 use tokio::sync::mpsc;
@@ -578,10 +578,9 @@ impl ContainerSandbox {
 impl NativeSandbox for ContainerSandbox {
     async fn run(
         &self,
-        request: &ExecRequest,
+        command: &CheckedCommand<'_>,
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Ran, SandboxError> {
-        let cwd = deft_sandbox::bwrap::checked_command_dir(request)?;
         let mut slot = self.current.lock().await;
         // Owned for the command's time: should this future be dropped mid-command (a task
         // cancelled), the container goes with it, and no late answer can be taken for the
@@ -595,7 +594,7 @@ impl NativeSandbox for ContainerSandbox {
             None => self.start().await?,
         };
         let run = control
-            .run(request, &cwd, &self.environment, &self.redactor, on_output)
+            .run(command, &self.environment, &self.redactor, on_output)
             .await;
         let mut counts = LimitCounts::default();
         if let Some(control) = run.control
@@ -612,10 +611,7 @@ impl NativeSandbox for ContainerSandbox {
                 usage: after,
             });
         }
-        drop(slot);
-        let ending = run.ending?;
-        let output = (run.output, run.truncated);
-        Ok(Ran::measured(&self.spec, ending, counts, output).await)
+        Ok(Ran::new(run.ending?, (run.output, run.truncated), counts))
     }
 
     /// Starts `request.argv` in a container of its own (a command's end must not take it
@@ -624,10 +620,9 @@ impl NativeSandbox for ContainerSandbox {
     /// with its status, and whose death ends it.
     async fn spawn(
         &self,
-        request: &ExecRequest,
+        command: &CheckedCommand<'_>,
         extra_env: &[(String, String)],
     ) -> Result<SandboxProcess, SandboxError> {
-        let cwd = deft_sandbox::bwrap::checked_command_dir(request)?;
         let env = deft_sandbox::bwrap::program_env(self.environment.iter().cloned(), extra_env);
         let (control, container) = self.launch("program").await?;
         self.programs
@@ -649,9 +644,9 @@ impl NativeSandbox for ContainerSandbox {
         ) = (pipe()?, pipe()?, pipe()?);
         control
             .spawn(
-                &request.argv,
+                command.argv(),
                 &env,
-                &cwd,
+                &command.dir_inside(),
                 [
                     stdin_theirs.as_fd(),
                     stdout_theirs.as_fd(),
@@ -744,8 +739,8 @@ impl NativeSandbox for ContainerSandbox {
         &self.redactor
     }
 
-    fn workspace(&self) -> &Path {
-        &self.spec.workspace
+    fn spec(&self) -> &SandboxSpec {
+        &self.spec
     }
 }
 

@@ -21,8 +21,8 @@ use crate::cgroup::SandboxCgroup;
 use crate::plan::LaunchPlan;
 use crate::shell::{Answer, Pool, Shell, ShellKey};
 use crate::{
-    Ending, ExecRequest, HostSupport, LimitCounts, Limits, NativeBackend, NativeSandbox,
-    PausedPrograms, Ran, SandboxError, SandboxProcess, SandboxSpec, inner, workspace,
+    CheckedCommand, Ending, HostSupport, LimitCounts, Limits, NativeBackend, NativeSandbox,
+    PausedPrograms, Ran, SandboxError, SandboxProcess, SandboxSpec, inner,
 };
 
 /// The port inside the sandbox where the bridge to the egress proxy listens.
@@ -807,7 +807,7 @@ impl BwrapSandbox {
     /// bubblewrap's whole command line for one long-running program (see [`Self::spawn`]).
     fn plan(
         &self,
-        request: &ExecRequest,
+        command: &CheckedCommand<'_>,
         cgroup: Option<&SandboxCgroup>,
     ) -> Result<LaunchPlan, SandboxError> {
         let limits = &self.spec.limits;
@@ -854,7 +854,7 @@ impl BwrapSandbox {
             toolchains(&mut args);
         }
         let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
-        let cwd = command_dir(request)?;
+        let cwd = command.dir_inside();
         // Without a cgroup, the process rlimit is the last resort.
         let nproc = if cgroup.is_some() {
             0
@@ -919,26 +919,6 @@ pub fn start_helper(
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| SandboxError::Start(format!("{}: {error}", helper.display())))
-}
-
-/// Where a command runs inside.
-pub fn command_dir(request: &ExecRequest) -> Result<String, SandboxError> {
-    Ok(match &request.cwd {
-        Some(cwd) => format!("/workspace/{}", workspace::relative(cwd)?),
-        None => "/workspace".into(),
-    })
-}
-
-/// Where a command runs inside, or why it cannot run: a directory outside the workspace, or
-/// no program to run.
-pub fn checked_command_dir(request: &ExecRequest) -> Result<String, SandboxError> {
-    let cwd = command_dir(request)?;
-    if request.argv.is_empty() {
-        return Err(SandboxError::Start(
-            "the command is empty; give a program to run".into(),
-        ));
-    }
-    Ok(cwd)
 }
 
 /// Entries under `roots` that others may not read (files) or enter (directories), without
@@ -1083,10 +1063,9 @@ impl BwrapSandbox {
 impl NativeSandbox for BwrapSandbox {
     async fn run(
         &self,
-        request: &ExecRequest,
+        command: &CheckedCommand<'_>,
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Ran, SandboxError> {
-        let cwd = checked_command_dir(request)?;
         let mut slot = self.shell.lock().await;
         // Owned for the command's time: should this future be dropped mid-command (a task
         // cancelled), the shell goes with it, killing everything the command started, and no
@@ -1099,7 +1078,7 @@ impl NativeSandbox for BwrapSandbox {
         let pids_before = shell.cgroup.as_ref().map_or(0, SandboxCgroup::pids_refused);
         let run = shell
             .control
-            .command(request, &cwd, &self.environment, &self.redactor, on_output)
+            .command(command, &self.environment, &self.redactor, on_output)
             .await;
         let counts = shell
             .cgroup
@@ -1128,16 +1107,14 @@ impl NativeSandbox for BwrapSandbox {
                 Ending::TimedOut
             }
         };
-        drop(slot);
-        let output = (run.output, run.truncated);
-        Ok(Ran::measured(&self.spec, ending, counts, output).await)
+        Ok(Ran::new(ending, (run.output, run.truncated), counts))
     }
 
     /// Starts the program through the launcher, in a bubblewrap of its own inside the cgroup
     /// of the task's programs.
     async fn spawn(
         &self,
-        request: &ExecRequest,
+        command: &CheckedCommand<'_>,
         extra_env: &[(String, String)],
     ) -> Result<SandboxProcess, SandboxError> {
         let mut plan = {
@@ -1163,7 +1140,7 @@ impl NativeSandbox for BwrapSandbox {
                         "creating the cgroup of the task's programs",
                     ))?;
             }
-            self.plan(request, cgroup.as_ref())?
+            self.plan(command, cgroup.as_ref())?
         };
         let env = program_env(plan.env.drain(..), extra_env);
         let mut child = self.launcher(&[inner::LAUNCH, inner::STDIO])?;
@@ -1172,7 +1149,7 @@ impl NativeSandbox for BwrapSandbox {
         // init, each with its length; what follows is the program's own input.
         let plan = serde_json::to_vec(&plan).expect("plans serialize");
         let env = crate::plan::encode_env(&env);
-        let argv = serde_json::to_vec(&request.argv).expect("strings serialize");
+        let argv = serde_json::to_vec(command.argv()).expect("strings serialize");
         for part in [&plan, &env, &argv] {
             let length = u32::try_from(part.len())
                 .map_err(|_| SandboxError::Start("the environment is too large".into()))?;
@@ -1256,7 +1233,7 @@ impl NativeSandbox for BwrapSandbox {
         &self.redactor
     }
 
-    fn workspace(&self) -> &Path {
-        &self.spec.workspace
+    fn spec(&self) -> &SandboxSpec {
+        &self.spec
     }
 }

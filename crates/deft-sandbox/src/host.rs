@@ -7,8 +7,8 @@ use deft_core::{NetworkLevel, Redactor};
 
 use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
 use crate::{
-    Ending, ExecRequest, NativeBackend, NativeSandbox, Ran, SandboxError, SandboxProcess,
-    SandboxSpec, workspace,
+    CheckedCommand, Ending, LimitCounts, NativeBackend, NativeSandbox, Ran, SandboxError,
+    SandboxProcess, SandboxSpec,
 };
 
 /// Commands of a task, run on the host. Its programs are never paused: nothing here can be
@@ -35,27 +35,24 @@ impl HostSandbox {
 impl NativeSandbox for HostSandbox {
     async fn run(
         &self,
-        request: &ExecRequest,
+        command: &CheckedCommand<'_>,
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Ran, SandboxError> {
-        let cwd = match &request.cwd {
-            Some(cwd) => self.spec.workspace.join(workspace::relative(cwd)?),
-            None => self.spec.workspace.clone(),
-        };
-        let mut child = tokio::process::Command::new(&request.argv[0])
-            .args(&request.argv[1..])
+        let request = command.request();
+        let mut child = tokio::process::Command::new(command.program())
+            .args(command.args())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(&self.spec.secrets)
             .envs(&self.spec.env)
-            .current_dir(cwd)
+            .current_dir(command.dir_on_host(&self.spec.workspace))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .process_group(0)
             .spawn()
-            .map_err(|error| SandboxError::Start(format!("{}: {error}", request.argv[0])))?;
+            .map_err(|error| SandboxError::Start(format!("{}: {error}", command.program())))?;
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let mut text = OutputText::new(self.redactor.stream());
@@ -95,38 +92,25 @@ impl NativeSandbox for HostSandbox {
         };
         let rest = text.finish();
         kept.push(&rest);
-        let (output, truncated) = kept.finish();
-        Ok(Ran {
-            ending,
-            output,
-            truncated,
-            limits_hit: Vec::new(),
-        })
+        // Nothing here counts what a command ran into; only the disk is measured.
+        Ok(Ran::new(ending, kept.finish(), LimitCounts::default()))
     }
 
     /// A long-running program, on the host like every command here.
     async fn spawn(
         &self,
-        request: &ExecRequest,
+        command: &CheckedCommand<'_>,
         extra_env: &[(String, String)],
     ) -> Result<SandboxProcess, SandboxError> {
-        let Some(program) = request.argv.first() else {
-            return Err(SandboxError::Start(
-                "the command is empty; give a program to run".into(),
-            ));
-        };
-        let cwd = match &request.cwd {
-            Some(cwd) => self.spec.workspace.join(workspace::relative(cwd)?),
-            None => self.spec.workspace.clone(),
-        };
+        let program = command.program();
         let mut child = tokio::process::Command::new(program)
-            .args(&request.argv[1..])
+            .args(command.args())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(&self.spec.secrets)
             .envs(&self.spec.env)
             .envs(extra_env.iter().cloned())
-            .current_dir(cwd)
+            .current_dir(command.dir_on_host(&self.spec.workspace))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -146,8 +130,8 @@ impl NativeSandbox for HostSandbox {
         &self.redactor
     }
 
-    fn workspace(&self) -> &std::path::Path {
-        &self.spec.workspace
+    fn spec(&self) -> &SandboxSpec {
+        &self.spec
     }
 }
 

@@ -195,35 +195,87 @@ pub struct ExecOutcome {
     pub limits_hit: Vec<String>,
 }
 
-/// How a command ran, as a backend reports it: an [`ExecOutcome`] but for the time it took,
-/// which [`NativeSandbox::exec`] measures alike for every backend.
+/// A request checked once, here, for every backend: a program to run, in a directory of the
+/// workspace. Backends are handed this, never a bare [`ExecRequest`], so none can forget a check
+/// (the host backend once indexed an empty command and panicked).
+#[derive(Debug)]
+pub struct CheckedCommand<'a> {
+    request: &'a ExecRequest,
+    /// The directory the command starts in, relative to the workspace; `None` for its root.
+    dir: Option<String>,
+}
+
+impl<'a> CheckedCommand<'a> {
+    /// `request`, or why no backend may run it: no program, or a directory outside the
+    /// workspace.
+    pub fn check(request: &'a ExecRequest) -> Result<CheckedCommand<'a>, SandboxError> {
+        let dir = request
+            .cwd
+            .as_deref()
+            .map(workspace::relative)
+            .transpose()?;
+        // A `..` climbs out of the workspace: inside a sandbox to its root, on the host to
+        // anywhere.
+        if let Some(cwd) = &request.cwd
+            && dir
+                .iter()
+                .flat_map(|dir| dir.split('/'))
+                .any(|part| part == "..")
+        {
+            return Err(SandboxError::OutsideWorkspace { path: cwd.clone() });
+        }
+        if request.argv.is_empty() {
+            return Err(SandboxError::Start(
+                "the command is empty; give a program to run".into(),
+            ));
+        }
+        Ok(CheckedCommand { request, dir })
+    }
+
+    pub fn request(&self) -> &'a ExecRequest {
+        self.request
+    }
+
+    /// The program and its arguments, never empty.
+    pub fn argv(&self) -> &'a [String] {
+        &self.request.argv
+    }
+
+    pub fn program(&self) -> &'a str {
+        &self.request.argv[0]
+    }
+
+    pub fn args(&self) -> &'a [String] {
+        &self.request.argv[1..]
+    }
+
+    /// Where the command starts, as a path inside the sandbox.
+    pub fn dir_inside(&self) -> String {
+        match &self.dir {
+            Some(dir) => format!("/workspace/{dir}"),
+            None => "/workspace".into(),
+        }
+    }
+
+    /// Where the command starts, as a path of the host, for a backend that runs it there.
+    pub fn dir_on_host(&self, workspace: &std::path::Path) -> std::path::PathBuf {
+        match &self.dir {
+            Some(dir) => workspace.join(dir),
+            None => workspace.to_path_buf(),
+        }
+    }
+}
+
+/// How a command ran, as a backend reports it. What it means in limits and the time it took
+/// are measured by [`NativeSandbox::exec`], alike for every backend.
 #[derive(Debug, Clone)]
 pub struct Ran {
     pub ending: Ending,
     /// stdout and stderr together, redacted, capped.
     pub output: String,
     pub truncated: bool,
-    /// Limits the command ran into (the process limit, the disk limit), in words.
-    pub limits_hit: Vec<String>,
-}
-
-impl Ran {
-    /// The outcome of a command that took `duration`.
-    fn took(self, duration: Duration) -> ExecOutcome {
-        let Ran {
-            ending,
-            output,
-            truncated,
-            limits_hit,
-        } = self;
-        ExecOutcome {
-            ending,
-            output,
-            truncated,
-            duration,
-            limits_hit,
-        }
-    }
+    /// What the sandbox's cgroup counted while the command ran.
+    pub counts: LimitCounts,
 }
 
 impl ExecOutcome {
@@ -248,15 +300,27 @@ pub struct LimitCounts {
 }
 
 impl Ran {
-    /// How a command of a sandbox made with `spec` ran that ended as `ending`, having left
-    /// `output`: a kill the memory limit caused is [`Ending::OutOfMemory`], and each limit it
-    /// ran into is said in words, the workspace's disk limit measured now.
-    pub async fn measured(
-        spec: &SandboxSpec,
-        ending: Ending,
-        counts: LimitCounts,
-        (output, truncated): (String, bool),
-    ) -> Ran {
+    /// A command that ended as `ending`, leaving `output` (and whether it was cut), while the
+    /// cgroup counted `counts`.
+    pub fn new(ending: Ending, (output, truncated): (String, bool), counts: LimitCounts) -> Ran {
+        Ran {
+            ending,
+            output,
+            truncated,
+            counts,
+        }
+    }
+
+    /// The outcome of a command of a sandbox made with `spec`, begun at `started`: a kill the
+    /// memory limit caused is [`Ending::OutOfMemory`], and each limit it ran into is said in
+    /// words, the workspace's disk limit measured now, inside the command's time.
+    async fn outcome(self, spec: &SandboxSpec, started: std::time::Instant) -> ExecOutcome {
+        let Ran {
+            ending,
+            output,
+            truncated,
+            counts,
+        } = self;
         let mut limits_hit = Vec::new();
         if counts.oom_killed {
             limits_hit.push(format!(
@@ -285,10 +349,11 @@ impl Ran {
                 spec.limits.disk_bytes / (1024 * 1024)
             ));
         }
-        Ran {
+        ExecOutcome {
             ending,
             output,
             truncated,
+            duration: started.elapsed(),
             limits_hit,
         }
     }
@@ -404,14 +469,16 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug {
 /// A backend's sandbox as the backend writes it: plain `async fn`s on its own type. Every such
 /// type is a [`Sandbox`]; the boxing that trait objects need is done once, here, for all.
 pub trait NativeSandbox: Send + Sync + std::fmt::Debug + Sized + 'static {
-    /// Runs a command as [`Sandbox::exec`] does, but leaves timing it to [`NativeSandbox::exec`].
+    /// Runs a checked command as [`Sandbox::exec`] does, but leaves measuring it (its time and
+    /// the limits it ran into) to [`NativeSandbox::exec`].
     fn run(
         &self,
-        request: &ExecRequest,
+        command: &CheckedCommand<'_>,
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> impl Future<Output = Result<Ran, SandboxError>> + Send;
 
-    /// [`Sandbox::exec`]: [`NativeSandbox::run`], timed here for every backend.
+    /// [`Sandbox::exec`]: the request checked, [`NativeSandbox::run`], and what it ran into
+    /// measured, here for every backend.
     fn exec(
         &self,
         request: &ExecRequest,
@@ -419,15 +486,16 @@ pub trait NativeSandbox: Send + Sync + std::fmt::Debug + Sized + 'static {
     ) -> impl Future<Output = Result<ExecOutcome, SandboxError>> + Send {
         async move {
             let started = std::time::Instant::now();
-            let ran = self.run(request, on_output).await?;
-            Ok(ran.took(started.elapsed()))
+            let command = CheckedCommand::check(request)?;
+            let ran = self.run(&command, on_output).await?;
+            Ok(ran.outcome(self.spec(), started).await)
         }
     }
 
-    /// [`Sandbox::spawn`].
+    /// [`Sandbox::spawn`], for a checked command.
     fn spawn(
         &self,
-        request: &ExecRequest,
+        command: &CheckedCommand<'_>,
         extra_env: &[(String, String)],
     ) -> impl Future<Output = Result<SandboxProcess, SandboxError>> + Send;
 
@@ -448,8 +516,13 @@ pub trait NativeSandbox: Send + Sync + std::fmt::Debug + Sized + 'static {
     /// [`Sandbox::redactor`].
     fn redactor(&self) -> &deft_core::Redactor;
 
+    /// What the sandbox was made from.
+    fn spec(&self) -> &SandboxSpec;
+
     /// [`Sandbox::workspace`].
-    fn workspace(&self) -> &std::path::Path;
+    fn workspace(&self) -> &std::path::Path {
+        &self.spec().workspace
+    }
 }
 
 impl<S: NativeSandbox> Sandbox for S {
@@ -466,7 +539,10 @@ impl<S: NativeSandbox> Sandbox for S {
         request: &'a ExecRequest,
         extra_env: &'a [(String, String)],
     ) -> BoxFuture<'a, Result<SandboxProcess, SandboxError>> {
-        Box::pin(NativeSandbox::spawn(self, request, extra_env))
+        Box::pin(async move {
+            let command = CheckedCommand::check(request)?;
+            NativeSandbox::spawn(self, &command, extra_env).await
+        })
     }
 
     fn pause_programs(&self) -> PausedPrograms {

@@ -353,14 +353,13 @@ impl Control {
         Ok(socket.into())
     }
 
-    /// Runs one command (`request.argv` in `cwd`, the path inside, with exactly `env`) and
-    /// streams its redacted output to `on_output`, keeping `request.output_cap` of it. At
-    /// `request.timeout`, the control channel is dropped, which ends the init and every
+    /// Runs one command (in its directory inside, with exactly `env`) and streams its redacted
+    /// output to `on_output`, keeping the request's `output_cap` of it. At the request's
+    /// `timeout`, the control channel is dropped, which ends the init and every
     /// process the command started.
     pub async fn run(
         self,
-        request: &crate::ExecRequest,
-        cwd: &str,
+        command: &crate::CheckedCommand<'_>,
         env: &[(String, String)],
         redactor: &deft_core::Redactor,
         on_output: &mut (dyn FnMut(&str) + Send),
@@ -369,7 +368,7 @@ impl Control {
             answer,
             output,
             truncated,
-        } = self.command(request, cwd, env, redactor, on_output).await;
+        } = self.command(command, env, redactor, on_output).await;
         let (control, ending) = match answer {
             Answer::Ended(ending) => (Some(self), Ok(ending)),
             Answer::Refused(error) => (Some(self), Err(error)),
@@ -392,12 +391,12 @@ impl Control {
     /// each answer is the caller's.
     pub(crate) async fn command(
         &self,
-        request: &crate::ExecRequest,
-        cwd: &str,
+        command: &crate::CheckedCommand<'_>,
         env: &[(String, String)],
         redactor: &deft_core::Redactor,
         on_output: &mut (dyn FnMut(&str) + Send),
     ) -> Executed {
+        let request = command.request();
         use crate::output::{CappedOutput, OutputText, Stderr, read_streams};
         let mut kept = CappedOutput::new(request.output_cap);
         let mut text = OutputText::new(redactor.stream());
@@ -407,7 +406,7 @@ impl Control {
             let message = ToInit::Exec {
                 argv: request.argv.clone(),
                 env: env.to_vec(),
-                cwd: cwd.to_owned(),
+                cwd: command.dir_inside(),
             };
             self.send(&message, &[writer.as_fd()]).await?;
             drop(writer);

@@ -59,3 +59,41 @@ async fn the_host_backend_refuses_what_it_cannot_enforce_and_redacts() {
         b"hello"
     );
 }
+
+/// Checks a request needs are made once for every backend: before they were, the host
+/// backend indexed an empty command and panicked, taking the task's worker with it.
+#[tokio::test]
+async fn an_empty_command_or_a_directory_outside_is_refused_by_the_host_backend_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = HostSandbox::create(spec(NetworkLevel::Open, dir.path().to_owned())).unwrap();
+    let empty = ExecRequest {
+        argv: Vec::new(),
+        ..ExecRequest::shell("")
+    };
+    let refused = sandbox.exec(&empty, &mut |_| {}).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("the command is empty"),
+        "{refused}"
+    );
+    let refused = sandbox.spawn(&empty, &[]).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("the command is empty"),
+        "{refused}"
+    );
+    let outside = ExecRequest {
+        cwd: Some("../..".into()),
+        ..ExecRequest::shell("pwd")
+    };
+    let refused = sandbox.exec(&outside, &mut |_| {}).await.unwrap_err();
+    assert!(
+        matches!(refused, SandboxError::OutsideWorkspace { .. }),
+        "{refused}"
+    );
+    let inside = ExecRequest {
+        cwd: Some("/workspace/sub".into()),
+        ..ExecRequest::shell("pwd")
+    };
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let ran = sandbox.exec(&inside, &mut |_| {}).await.unwrap();
+    assert!(ran.output.trim_end().ends_with("/sub"), "{}", ran.output);
+}
