@@ -10,6 +10,7 @@
 //! the owner says, and what it teaches).
 
 mod agent;
+mod attempts;
 mod completion;
 mod environment;
 mod owner;
@@ -53,8 +54,12 @@ pub enum EngineError {
 /// Bounds that keep a run from burning tokens.
 #[derive(Debug, Clone, Copy)]
 pub struct RunLimits {
-    /// Verifications a step may fail before the task asks for help.
+    /// Verifications a step may fail before its attempt gives up.
     pub verify_retries: u32,
+    /// Attempts a step gets (`limits.step_attempts`): one that gives up (its checks keep
+    /// failing, a loop, too many turns) has its changes undone and the step starts again, from
+    /// a fresh conversation told why the last ended; the last one's end asks for help.
+    pub step_attempts: u32,
     /// Model turns a step (or planning) may take.
     pub turns_per_step: u32,
     /// The same tool call in a row (failing or not) that is a loop: the agent is told once,
@@ -78,6 +83,7 @@ impl Default for RunLimits {
     fn default() -> Self {
         RunLimits {
             verify_retries: 2,
+            step_attempts: 2,
             turns_per_step: 40,
             repeats: 3,
             review_rounds: 2,
@@ -495,8 +501,9 @@ impl Engine {
                     index,
                     notes: &progress.notes,
                     opening: if index == 0 { &opening } else { &[] },
+                    earlier: None,
                 };
-                let done = match self.execute(context, step, &mut tools, cancel).await? {
+                let done = match self.attempt_step(context, step, &mut tools, cancel).await? {
                     Phase::Done(done) => done,
                     Phase::Stop(attention) => return Ok(RunOutcome::NeedsAttention(attention)),
                 };
@@ -681,8 +688,9 @@ impl Engine {
                 index,
                 notes: &notes,
                 opening: &[],
+                earlier: None,
             };
-            match self.execute(context, step, tools, cancel).await? {
+            match self.attempt_step(context, step, tools, cancel).await? {
                 Phase::Done(done) => {
                     progress.summaries.push(done.summary);
                     progress.notes.push(done.note);

@@ -47,22 +47,47 @@ impl Files {
             "view" => self.view(arguments, &relative, &shown),
             "create" => {
                 let text = string(arguments, "file_text")?;
-                if workspace::is_dir(&self.workspace, &relative)
-                    .map_err(fail)?
-                    .is_some()
-                {
-                    return Err(ToolOutput::error(format!(
-                        "{shown} already exists; `create` makes new files only, use `str_replace` or `insert` to change it"
-                    )));
-                }
+                // Writing a small file whole is the edit a weak model gets right most often;
+                // what it held is kept for `undo_edit`.
+                let before = match workspace::is_dir(&self.workspace, &relative).map_err(fail)? {
+                    Some(true) => {
+                        return Err(ToolOutput::error(format!(
+                            "{shown} is a directory; give the path of a file"
+                        )));
+                    }
+                    Some(false) => Some(self.read_text(&relative, &shown)?),
+                    None => None,
+                };
                 workspace::create_parents(&self.workspace, &relative).map_err(fail)?;
                 workspace::write(&self.workspace, &relative, text.as_bytes()).map_err(fail)?;
-                self.history.entry(relative).or_default().push(Vec::new());
-                Ok(ToolOutput::ok(format!("created {shown}")))
+                let said = match &before {
+                    Some(old) => format!(
+                        "wrote the whole of {shown} ({} lines; it had {})",
+                        text.lines().count(),
+                        old.lines().count()
+                    ),
+                    None => format!("created {shown}"),
+                };
+                self.history
+                    .entry(relative)
+                    .or_default()
+                    .push(before.map(String::into_bytes).unwrap_or_default());
+                Ok(ToolOutput::ok(said))
             }
             "str_replace" => {
+                if arguments.get("old_str").is_none() && arguments.get("view_range").is_some() {
+                    return Err(ToolOutput::error(
+                        "`old_str` is required: copy the exact text to replace from the file, with `new_str` the text to put there (`view_range` belongs to `view`); or write the whole file again with `create`",
+                    ));
+                }
                 let old = string(arguments, "old_str")?;
-                let new = arguments["new_str"].as_str().unwrap_or("");
+                // A missing `new_str` used to delete `old_str`: a model that forgot it lost
+                // code it meant to change.
+                let new = arguments["new_str"].as_str().ok_or_else(|| {
+                    ToolOutput::error(
+                        "`new_str` is required: the text that takes the place of `old_str` (give \"\" to delete it)",
+                    )
+                })?;
                 let before = self.read_text(&relative, &shown)?;
                 let found: Vec<usize> = before.match_indices(old).map(|(at, _)| at).collect();
                 let at = match found.as_slice() {

@@ -79,7 +79,7 @@ pub fn specs() -> Vec<ToolSpec> {
         ),
         spec(
             "str_replace_based_edit_tool",
-            "View, create and edit files under /workspace. `view` shows a file with line numbers (or a directory two levels deep); `create` makes a new file; `str_replace` replaces `old_str`, which must occur exactly once, with `new_str`; `insert` adds `new_str` after line `insert_line` (0 for the top); `undo_edit` reverts the last edit of the file.",
+            "View, create and edit files under /workspace. `view` shows a file with line numbers (or a directory two levels deep); `create` writes `file_text` as the whole file (a new one, or all of an existing one: often the surest edit of a short file); `str_replace` replaces `old_str`, which must occur exactly once, with `new_str`; `insert` adds `new_str` after line `insert_line` (0 for the top); `undo_edit` reverts the last edit of the file.",
             json!({"type": "object", "properties": {
                 "command": {"type": "string", "enum": ["view", "create", "str_replace", "insert", "undo_edit"]},
                 "path": {"type": "string", "description": "Relative to /workspace, or absolute inside it"},

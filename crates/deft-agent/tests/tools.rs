@@ -67,11 +67,42 @@ async fn the_editor_views_creates_replaces_inserts_and_undoes() {
     let mut tools = Tools::new(&sandbox, dir.path());
     let edit = "str_replace_based_edit_tool";
     check(&mut tools, edit, json!({"command": "create", "path": "src/lib.rs", "file_text": "fn a() {}\nfn b() {}\nfn b() {}\n"}), Ok("created /workspace/src/lib.rs")).await;
+    // `create` over a file writes it whole, and `undo_edit` brings back what it held.
     check(
         &mut tools,
         edit,
-        json!({"command": "create", "path": "src/lib.rs", "file_text": "x"}),
-        Err("already exists"),
+        json!({"command": "create", "path": "src/lib.rs", "file_text": "x\n"}),
+        Ok("wrote the whole of /workspace/src/lib.rs (1 lines; it had 3)"),
+    )
+    .await;
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "undo_edit", "path": "src/lib.rs"}),
+        Ok("reverted"),
+    )
+    .await;
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "create", "path": "src", "file_text": "x"}),
+        Err("is a directory"),
+    )
+    .await;
+    // A `str_replace` without `new_str` used to delete `old_str`; one with a range but no
+    // `old_str` is told what the range is for.
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "str_replace", "path": "src/lib.rs", "old_str": "fn a() {}"}),
+        Err("`new_str` is required"),
+    )
+    .await;
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "str_replace", "path": "src/lib.rs", "view_range": [1, 2]}),
+        Err("`view_range` belongs to `view`"),
     )
     .await;
     check(

@@ -73,6 +73,9 @@ pub enum StepStatus {
     Reopened,
     Requeued,
     GivenUp,
+    /// An execution step whose attempt gave up (its checks kept failing, a loop, too many
+    /// turns): its changes are undone and it starts again, from a fresh conversation.
+    Restarted,
 }
 
 impl StepStatus {
@@ -93,6 +96,7 @@ impl StepStatus {
             StepStatus::Reopened => "reopened",
             StepStatus::Requeued => "requeued",
             StepStatus::GivenUp => "given_up",
+            StepStatus::Restarted => "restarted",
         }
     }
 }

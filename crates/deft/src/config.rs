@@ -214,6 +214,9 @@ pub struct LimitsFile {
     pub weekly_tokens: Option<i64>,
     /// Tasks of one user running at once (default 10); the rest wait, first in, first out.
     pub concurrent_tasks_per_user: Option<i64>,
+    /// Attempts a plan step gets (default 2, at most 5): an attempt that gives up has its
+    /// changes undone and the step starts again, from a fresh conversation.
+    pub step_attempts: Option<i64>,
 }
 
 /// `[forge]`: where repositories come from.
@@ -266,7 +269,7 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         &table,
         path,
         "limits",
-        "task_tokens, weekly_tokens, concurrent_tasks_per_user",
+        "task_tokens, weekly_tokens, concurrent_tasks_per_user, step_attempts",
     )?
     .unwrap_or_default();
     for (key, value) in [
@@ -276,10 +279,17 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
             "concurrent_tasks_per_user",
             limits.concurrent_tasks_per_user,
         ),
+        ("step_attempts", limits.step_attempts),
     ] {
         if value.is_some_and(|tokens| tokens <= 0) {
             bail!("{}: [limits] {key} must be positive", path.display());
         }
+    }
+    if limits.step_attempts.is_some_and(|attempts| attempts > 5) {
+        bail!(
+            "{}: [limits] step_attempts must be 5 or fewer (each attempt may take the step's 40 turns)",
+            path.display()
+        );
     }
     let retention: RetentionFile =
         section(&table, path, "retention", "days, idle_workspaces_mib")?.unwrap_or_default();
@@ -608,6 +618,19 @@ mod tests {
             Some(5)
         );
         assert!(parse("[limits]\ntask_tokens = 0\n", path).is_err());
+        for attempts in [0, 6] {
+            let error = parse(&format!("[limits]\nstep_attempts = {attempts}\n"), path)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("[limits] step_attempts must be"), "{error}");
+        }
+        assert_eq!(
+            parse("[limits]\nstep_attempts = 3\n", path)
+                .unwrap()
+                .limits
+                .step_attempts,
+            Some(3)
+        );
         let environments = parse(
             "[environments]\nbuilder = \"/run/deft-podman.sock\"\ncache_mib = 512\n",
             path,

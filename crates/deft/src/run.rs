@@ -180,6 +180,12 @@ pub async fn engine(
         limits: RunLimits {
             task_tokens: config.limits.task_tokens,
             weekly_tokens: config.limits.weekly_tokens,
+            step_attempts: config
+                .limits
+                .step_attempts
+                .map_or(RunLimits::default().step_attempts, |attempts| {
+                    attempts as u32
+                }),
             mcp_call_timeout: crate::tuning::Tuning::load()?.mcp_call_timeout,
             ..RunLimits::default()
         },

@@ -112,8 +112,12 @@ async fn repeated_successful_calls_and_short_cycles_are_loops() {
     let search = r#"{"pattern": "hello", "path": "greeter"}"#;
     let sudo = r#"{"command": "sudo apt-get install sudo"}"#;
     let nano = r#"{"command": "nano greeter/greeting.txt"}"#;
-    // Three identical searches (told), then the alternation, three rounds of it (the end).
-    let mut steps = vec![plan_turn()];
+    // A stray file, three identical searches (told), then the alternation, three rounds of it
+    // (the attempt's end); the second attempt, from where the step began, does the work.
+    let mut steps = vec![
+        plan_turn(),
+        call("w0", "bash", r#"{"command": "echo junk > stray.txt"}"#),
+    ];
     for n in 0..3 {
         steps.push(call(&format!("s{n}"), "search", search));
     }
@@ -121,7 +125,11 @@ async fn repeated_successful_calls_and_short_cycles_are_loops() {
         steps.push(call(&format!("a{n}"), "bash", sudo));
         steps.push(call(&format!("b{n}"), "bash", nano));
     }
-    steps.push(create_turn());
+    steps.extend([
+        create_turn(),
+        Step::Reply(Turn::text("Created greeting.txt.")),
+        review_pass(),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let repo = greeting_repo(dir.path());
     let server = ScriptedModel::start(steps).await;
@@ -132,18 +140,34 @@ async fn repeated_successful_calls_and_short_cycles_are_loops() {
         "create greeting.txt containing hello",
     )
     .await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains("the same 2 calls (bash, bash) in turn, 3 times over"),
-        "{stderr}"
-    );
-    let after_searches = server.requests()[4].body["messages"].to_string();
+    let stdout = succeeded(&output);
+    assert!(stdout.contains("completed"), "{stdout}");
+    let requests = server.requests();
+    let after_searches = requests[5].body["messages"].to_string();
     assert!(
         after_searches.contains("the same `search` call 3 times in a row"),
         "{after_searches}"
     );
-    assert_eq!(server.remaining_steps(), 1, "the step ended at the loop");
+    // The attempt that looped ended; the next began afresh, told why, its leftovers gone.
+    let restarted = requests[11].body["messages"].to_string();
+    assert!(
+        restarted.contains("An earlier attempt at this step ended")
+            && restarted.contains("the same 2 calls (bash, bash) in turn, 3 times over")
+            && !restarted.contains("sudo apt-get"),
+        "{restarted}"
+    );
+    assert!(
+        stdout.contains("restarted"),
+        "the restart is in the log: {stdout}"
+    );
+    let files = sh(
+        &repo,
+        &format!("git ls-tree -r --name-only {}", task_branch(&repo)),
+    );
+    assert!(
+        files.contains("greeting.txt") && !files.contains("stray.txt"),
+        "{files}"
+    );
 }
 
 /// "The model cannot find the code": with one repository, a relative path resolves in it,

@@ -247,8 +247,16 @@ async fn turns_that_change_no_file_end_the_step() {
             .contains("changed no file. Looking further")),
         "told once before the step ended"
     );
+    // Two attempts (the default), each ended before the step's 40 turns; the second was
+    // told why the first ended.
     assert!(
-        requests.len() < 40,
+        requests.iter().any(|request| request.body["messages"]
+            .to_string()
+            .contains("An earlier attempt at this step ended")),
+        "the step was tried again"
+    );
+    assert!(
+        requests.len() < 2 * 40,
         "ended before the step's turn limit: {}",
         requests.len()
     );

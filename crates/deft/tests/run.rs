@@ -117,11 +117,15 @@ async fn a_failed_verification_goes_back_to_the_model_then_a_stuck_step_asks_for
         std::fs::create_dir(&other).unwrap();
         greeting_repo(&other)
     };
+    // Two attempts of three tries each (the defaults): the second attempt starts afresh.
     let server = ScriptedModel::start(vec![
         plan_turn(),
         finish_turn("f1"),
         finish_turn("f2"),
         finish_turn("f3"),
+        finish_turn("g1"),
+        finish_turn("g2"),
+        finish_turn("g3"),
     ])
     .await;
     let output = deft_run(
@@ -133,9 +137,16 @@ async fn a_failed_verification_goes_back_to_the_model_then_a_stuck_step_asks_for
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let second = server.requests()[4].body["messages"].to_string();
+    assert!(
+        second.contains("An earlier attempt at this step ended: step 1 keeps failing its checks")
+            && !second.contains("Created greeting.txt saying hello"),
+        "the second attempt began afresh, told why: {second}"
+    );
+    assert_eq!(server.remaining_steps(), 0);
     // The reason is printed last, with the failure that keeps coming back.
     let reason =
-        stderr.rfind("needs attention (error): step 1 keeps failing its checks after 3 attempts");
+        stderr.rfind("needs attention (error): step 1 keeps failing its checks after 3 tries");
     assert!(
         reason.is_some_and(|at| stderr[at..].contains("greeting.txt must say hello")),
         "{stderr}"
@@ -321,9 +332,13 @@ async fn the_same_failing_command_again_and_again_stops_the_run() {
             }),
     )
     .await;
+    // One attempt, so that the loop's end is the run's.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("config.toml"), "[limits]\nstep_attempts = 1\n").unwrap();
     let output = deft_run(
         &server,
-        &dir.path().join("data"),
+        &data,
         &repo,
         "create greeting.txt containing hello",
     )

@@ -26,12 +26,13 @@ impl Engine {
         step: StepInput<'_>,
         tools: &mut Tools<'_, TaskSandbox>,
         cancel: &CancellationToken,
-    ) -> Result<Phase<StepDone>, EngineError> {
+    ) -> Result<Phase<StepEnd>, EngineError> {
         let StepInput {
             plan,
             index,
             notes,
             opening,
+            earlier,
         } = step;
         let step = &plan.steps[index];
         // Steering sent during the previous step is part of this step's prompt.
@@ -69,13 +70,18 @@ impl Engine {
             .into_iter()
             .filter(|t| t.name != "submit_plan")
             .collect();
+        let checks_now = self.checks_now(context, tools.sandbox(), cancel).await?;
         let mut request = Request {
             system,
             messages: vec![Message::user(format!(
-                "{}\n\nDo step {} of {}: {step}",
+                "{}{checks_now}\n\nDo step {} of {}: {step}{}",
                 self.task_message(context),
                 index + 1,
-                plan.steps.len()
+                plan.steps.len(),
+                earlier.map_or(String::new(), |why| format!(
+                    "\n\nAn earlier attempt at this step ended: {}\nIts changes were undone; try another way.",
+                    tail(why, 800)
+                ))
             ))],
             tools: Vec::new(),
             max_tokens: 8192,
@@ -107,9 +113,11 @@ impl Engine {
             }
             request.messages.push(Message::tool_results(results));
         }
-        let done_with = |summary: String, did: &crate::notes::StepNotes| StepDone {
-            note: did.note(index + 1, &summary),
-            summary,
+        let done_with = |summary: String, did: &crate::notes::StepNotes| {
+            StepEnd::Done(StepDone {
+                note: did.note(index + 1, &summary),
+                summary,
+            })
         };
         for _ in 0..self.limits.turns_per_step {
             request.tools = tools.offered(&built_in).await;
@@ -132,7 +140,7 @@ impl Engine {
                         return Ok(Phase::Done(done_with(reply_summary(&text), &did)));
                     }
                     Checked::Failed(told) => request.messages.push(Message::user(told)),
-                    Checked::Stop(attention) => return Ok(Phase::Stop(attention)),
+                    Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
                 }
                 continue;
             }
@@ -155,7 +163,7 @@ impl Engine {
                                 output.content = told;
                                 output.is_error = true;
                             }
-                            Checked::Stop(attention) => return Ok(Phase::Stop(attention)),
+                            Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
                         }
                     }
                     _ => {}
@@ -170,13 +178,13 @@ impl Engine {
                             output.content = format!("{}\n\n{told}", output.content);
                         }
                         Repetition::Stop(reason) => {
-                            return Ok(Phase::Stop(attention(
+                            return Ok(Phase::Done(StepEnd::GaveUp(attention(
                                 AttentionKind::Error,
                                 format!(
                                     "step {}: {reason}; give it a hint by answering",
                                     index + 1
                                 ),
-                            )));
+                            ))));
                         }
                     }
                 }
@@ -202,10 +210,10 @@ impl Engine {
                         }
                     }
                     Repetition::Stop(reason) => {
-                        return Ok(Phase::Stop(attention(
+                        return Ok(Phase::Done(StepEnd::GaveUp(attention(
                             AttentionKind::Error,
                             format!("step {}: {reason}; give it a hint by answering", index + 1),
-                        )));
+                        ))));
                     }
                 }
             }
@@ -219,10 +227,10 @@ impl Engine {
             }
             request.messages.push(turn);
         }
-        Ok(Phase::Stop(attention(
+        Ok(Phase::Done(StepEnd::GaveUp(attention(
             AttentionKind::Error,
             format!("step {} took too many turns", index + 1),
-        )))
+        ))))
     }
 
     /// The checks run on a step the model says is done (by `finish`, or by answering in
@@ -250,10 +258,10 @@ impl Engine {
         )
         .await?;
         if *failed > self.limits.verify_retries {
-            return Ok(Checked::Stop(attention(
+            return Ok(Checked::GaveUp(attention(
                 AttentionKind::Error,
                 format!(
-                    "step {} keeps failing its checks after {failed} attempts; the last failure:\n{}",
+                    "step {} keeps failing its checks after {failed} tries; the last failure:\n{}",
                     index + 1,
                     tail(&failure, 1500)
                 ),
@@ -262,6 +270,35 @@ impl Engine {
         Ok(Checked::Failed(format!(
             "The checks failed, so the step is not done. Fix this, then call `finish` again:\n{failure}"
         )))
+    }
+
+    /// Where the repositories' checks stand as a step begins, for its first message: a
+    /// failing test names the code to change better than any description.
+    async fn checks_now(
+        &self,
+        context: &Context,
+        sandbox: &TaskSandbox,
+        cancel: &CancellationToken,
+    ) -> Result<String, EngineError> {
+        let checks: Vec<&str> = context
+            .repos
+            .iter()
+            .flat_map(|(_, _, facts)| facts.checks.iter().map(String::as_str))
+            .collect();
+        if checks.is_empty() {
+            return Ok(String::new());
+        }
+        match self.verify(context, sandbox, cancel).await {
+            _ if cancel.is_cancelled() => Err(EngineError::Cancelled),
+            Ok(()) => Ok(format!(
+                "\n\nThe checks (`{}`) pass now; they must still pass when the step is done.",
+                checks.join("`, `")
+            )),
+            Err(failure) => Ok(format!(
+                "\n\nThe checks fail now (the task may be about this):\n{}",
+                tail(&failure, 1500)
+            )),
+        }
     }
 
     /// Runs every repository's checks; the combined output of the first that fails.
@@ -521,6 +558,16 @@ pub(super) struct StepInput<'a> {
     pub notes: &'a [String],
     /// Calls made for it already, to run first (the planner's, for a plan of one step).
     pub opening: &'a [deft_llm::ToolCall],
+    /// Why the attempt before this one gave up, when this is a later attempt.
+    pub earlier: Option<&'a str>,
+}
+
+/// How one attempt at a step ended.
+pub(super) enum StepEnd {
+    Done(StepDone),
+    /// The attempt gave up (its checks kept failing, a loop, too many turns), saying why;
+    /// another attempt, from the step's start, may do better.
+    GaveUp(deft_core::Attention),
 }
 
 /// A step whose checks passed: what it says it did, and the note the next steps read.
@@ -548,7 +595,8 @@ enum Checked {
     Passed,
     /// The checks failed: what the model is told.
     Failed(String),
-    Stop(deft_core::Attention),
+    /// Failed too often: the attempt gives up.
+    GaveUp(deft_core::Attention),
 }
 
 /// A question to a model without tools.

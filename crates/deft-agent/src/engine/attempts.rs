@@ -1,0 +1,194 @@
+//! A step's attempts: one that gives up (its checks keep failing, a loop, too many turns) has
+//! its changes undone and the step starts again from a fresh conversation, told why the last
+//! ended. A model that went wrong early rarely finds its way back in the same conversation,
+//! and a weak one often gets it right on a second try.
+
+use deft_core::{StepEvent, StepStatus, WorkStep};
+use deft_sandbox::ExecRequest;
+use tokio_util::sync::CancellationToken;
+
+use super::agent::{StepDone, StepEnd, StepInput};
+use super::{Context, Engine, EngineError, Phase, TaskSandbox};
+use crate::prompts::tail;
+use crate::tools::Tools;
+
+impl Engine {
+    /// Runs `step` until an attempt is done, or the last has given up.
+    pub(super) async fn attempt_step(
+        &self,
+        context: &Context,
+        step: StepInput<'_>,
+        tools: &mut Tools<'_, TaskSandbox>,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<StepDone>, EngineError> {
+        let attempts = self.limits.step_attempts.max(1);
+        // Without a snapshot of where the step began, a second attempt would start from the
+        // first one's leftovers: then there is only the one.
+        let start = if attempts > 1 {
+            StepStart::take(tools.sandbox(), cancel).await
+        } else {
+            None
+        };
+        let mut earlier: Option<String> = None;
+        for attempt in 1..=attempts {
+            let input = StepInput {
+                earlier: earlier.as_deref(),
+                // The planner's calls opened the first attempt; a later one starts afresh.
+                opening: if attempt == 1 { step.opening } else { &[] },
+                ..step
+            };
+            let gave_up = match self.execute(context, input, tools, cancel).await? {
+                Phase::Done(StepEnd::Done(done)) => return Ok(Phase::Done(done)),
+                Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+                Phase::Done(StepEnd::GaveUp(why)) => why,
+            };
+            let Some(start) = start.as_ref().filter(|_| attempt < attempts) else {
+                return Ok(Phase::Stop(gave_up));
+            };
+            if !start.restore(tools.sandbox(), cancel).await {
+                return Ok(Phase::Stop(gave_up));
+            }
+            self.step(
+                &context.task.id,
+                StepEvent::new(WorkStep::Execution, StepStatus::Restarted)
+                    .index(step.index)
+                    .reason(tail(&gave_up.message, 1500)),
+            )
+            .await?;
+            earlier = Some(gave_up.message);
+        }
+        unreachable!("the last attempt returns")
+    }
+}
+
+/// Where each repository of the workspace stood when a step began: its commit, and a tree of
+/// everything in it that git does not ignore (changes and new files included).
+#[derive(Debug)]
+struct StepStart {
+    repos: Vec<RepoStart>,
+}
+
+#[derive(Debug)]
+struct RepoStart {
+    dir: String,
+    head: String,
+    tree: String,
+}
+
+/// Writes, for each repository, `HEAD TREE DIR`: the tree is made in an index of its own,
+/// begun from the repository's (so only what changed is hashed), leaving the repository's
+/// index and files as they are.
+const SNAPSHOT: &str = r#"for d in /workspace/*/; do
+  head=$(git -C "$d" rev-parse -q --verify HEAD 2>/dev/null) || continue
+  index=$(mktemp -u /tmp/.deft-step-index.XXXXXX)
+  real=$(git -C "$d" rev-parse --path-format=absolute --git-path index)
+  [ -f "$real" ] && cp "$real" "$index"
+  if GIT_INDEX_FILE=$index git -C "$d" add -A >/dev/null 2>&1 && tree=$(GIT_INDEX_FILE=$index git -C "$d" write-tree); then
+    printf '%s %s %s\n' "$head" "$tree" "$d"
+  fi
+  rm -f "$index"
+done"#;
+
+impl StepStart {
+    async fn take(sandbox: &TaskSandbox, cancel: &CancellationToken) -> Option<StepStart> {
+        let output = run(sandbox, SNAPSHOT.to_owned(), cancel).await?;
+        let repos = output
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.splitn(3, ' ');
+                let repo = RepoStart {
+                    head: parts.next()?.to_owned(),
+                    tree: parts.next()?.to_owned(),
+                    dir: parts.next()?.to_owned(),
+                };
+                repo.is_plain().then_some(repo)
+            })
+            .collect::<Vec<_>>();
+        (!repos.is_empty()).then_some(StepStart { repos })
+    }
+
+    /// Puts each repository back as it was: its branch at the commit, its files as the tree
+    /// (what the attempt added removed, ignored files kept), its index at the commit. Whether
+    /// every repository went back.
+    async fn restore(&self, sandbox: &TaskSandbox, cancel: &CancellationToken) -> bool {
+        let script = self
+            .repos
+            .iter()
+            .map(|RepoStart { dir, head, tree }| {
+                format!(
+                    "git -C '{dir}' reset -q --soft {head} && git -C '{dir}' read-tree --reset -u {tree} && git -C '{dir}' clean -qfd && git -C '{dir}' reset -q || exit 1"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        run(sandbox, script, cancel).await.is_some()
+    }
+}
+
+impl RepoStart {
+    /// What the snapshot printed is what it should be: object names, and a repository's
+    /// directory of the workspace (whose names are plain), so it can be quoted in a script.
+    fn is_plain(&self) -> bool {
+        let object = |name: &str| {
+            matches!(name.len(), 40 | 64) && name.bytes().all(|b| b.is_ascii_hexdigit())
+        };
+        let name = self
+            .dir
+            .strip_prefix("/workspace/")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .unwrap_or_default();
+        object(&self.head)
+            && object(&self.tree)
+            && !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    }
+}
+
+/// Runs `script` in the sandbox; its output when it exited 0.
+async fn run(sandbox: &TaskSandbox, script: String, cancel: &CancellationToken) -> Option<String> {
+    let request = ExecRequest {
+        timeout: std::time::Duration::from_secs(120),
+        output_cap: 64 * 1024,
+        ..ExecRequest::shell(&script)
+    };
+    let mut ignore = |_: &str| {};
+    let run = tokio::select! {
+        run = sandbox.exec(&request, &mut ignore) => run,
+        _ = cancel.cancelled() => return None,
+    };
+    run.ok()
+        .filter(|outcome| outcome.exit_code() == 0)
+        .map(|outcome| outcome.output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RepoStart;
+
+    #[test]
+    fn only_plain_snapshot_lines_are_kept() {
+        let repo = |dir: &str, head: &str| RepoStart {
+            dir: dir.into(),
+            head: head.into(),
+            tree: "b".repeat(40),
+        };
+        let hash = "a".repeat(40);
+        assert!(repo("/workspace/app/", &hash).is_plain());
+        assert!(repo("/workspace/my-lib.v2/", &hash).is_plain());
+        for dir in [
+            "/workspace/a'b/",
+            "/workspace/../",
+            "/workspace//",
+            "/etc/",
+            "/workspace/a b/",
+            "/workspace/a",
+        ] {
+            assert!(!repo(dir, &hash).is_plain(), "{dir}");
+        }
+        assert!(!repo("/workspace/app/", "HEAD;rm").is_plain());
+        assert!(!repo("/workspace/app/", &"g".repeat(40)).is_plain());
+    }
+}
