@@ -36,6 +36,8 @@ def main():
     parser.add_argument("--step-limit", type=int, default=50)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per task")
     parser.add_argument("--deft", default=None, help="the deft binary for the checks' sandboxes")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="the most one answer may hold (mini-swe-agent sets none, and a small model's answer can run on until the window is full)")
     args = parser.parse_args()
 
     root = Path(args.root)
@@ -198,6 +200,7 @@ def run_mini(args, model_class, config, task, repo, trajectory, work):
         "-c", config,
         "-c", f"model.model_kwargs.api_base={args.base_url}",
         "-c", "model.model_kwargs.api_key=none",
+        *(["-c", f"model.model_kwargs.max_tokens={args.max_tokens}"] if args.max_tokens else []),
         "-c", f"environment.cwd={repo}",
         "-c", "environment.wrapper_args=" + json.dumps(wrapper),
         "-c", f"agent.step_limit={args.step_limit}",

@@ -9,6 +9,7 @@
 #
 #   evals/mini-swe-agent/run.sh BASE_URL [--model NAME] [--mode toolcall|text|both]
 #       [--suite DIR] [--only TASK]... [--out DIR] [--step-limit N] [--timeout SECS] [--deft PATH]
+#       [--max-tokens N]
 #
 # BASE_URL is the server's OpenAI-compatible root, e.g. http://127.0.0.1:8181/v1 (what
 # `real-model.sh serve` prints). mini-swe-agent is installed from the Python package index
@@ -22,7 +23,7 @@ venv=${DEFT_MSWEA_VENV:-$root/target/mini-swe-agent/venv}
 version=2.4.6
 
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 

@@ -60,6 +60,16 @@ pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
             "it asks the owner to run, check or explain what the tools let you find out yourself: run the command, read the output and the files, and go on",
         );
     }
+    // What a test expects is written in the test.
+    if asked.contains("test")
+        && ["pass", "expect", "fail"]
+            .iter()
+            .any(|words| asked.contains(words))
+    {
+        return Some(
+            "it asks what the tests expect, which the tests themselves say: read the failing test and its output, and make the code do what it asserts",
+        );
+    }
     const HOW_TO_WORK: [&str; 7] = [
         "is there a way to",
         "how do i ",
@@ -110,6 +120,8 @@ mod tests {
             "What went wrong? Did you try running the command manually?",
             "The `is_leap` function fails. Why?",
             "Please provide the value of `old_str` that you want to replace.",
+            "What should the function `is_leap` do to pass the `centuries_are_not_unless_divisible_by_400` test?",
+            "What does the test expect `mean` to return?",
         ] {
             assert!(not_for_the_owner(question).is_some(), "{question}");
         }

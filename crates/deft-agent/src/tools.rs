@@ -209,11 +209,54 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
         if path == "/workspace" || path == "/workspace/" || trimmed.is_empty() || trimmed == "." {
             return format!("/workspace/{repo}");
         }
+        // `/workspace/util.py` is what a model that thinks the repository is the workspace
+        // writes; nothing but the repository is there to mean anything else.
+        if let Some(rest) = path.strip_prefix("/workspace/")
+            && rest.split('/').next() != Some(repo.as_str())
+        {
+            return format!("/workspace/{repo}/{rest}");
+        }
         let names_repo = trimmed.split('/').next() == Some(repo.as_str());
         if path.starts_with('/') || names_repo {
             return path.to_owned();
         }
         format!("{repo}/{trimmed}")
+    }
+
+    /// For a failed command's output with one repository: each `/workspace/PATH` it names that
+    /// is not there but is in the repository, said where it is (at most three).
+    fn misplaced(&self, output: &str) -> Vec<String> {
+        let [repo] = self.repos.as_slice() else {
+            return Vec::new();
+        };
+        let mut said = Vec::new();
+        for (at, _) in output.match_indices("/workspace/") {
+            let rest: String = output[at + "/workspace/".len()..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !"'\"`:,;()[]<>".contains(*c))
+                .collect();
+            let rest = rest.trim_end_matches(['.', '/']);
+            if rest.is_empty()
+                || rest.split('/').next() == Some(repo.as_str())
+                || said
+                    .iter()
+                    .any(|line: &String| line.contains(&format!("/workspace/{rest} ")))
+            {
+                continue;
+            }
+            let in_repo = format!("{repo}/{rest}");
+            if deft_sandbox::workspace::is_dir(&self.workspace, &in_repo)
+                .is_ok_and(|found| found.is_some())
+            {
+                said.push(format!(
+                    "[/workspace/{rest} is not there: the repository is /workspace/{repo}, and commands start in it; write `{rest}`]"
+                ));
+            }
+            if said.len() == 3 {
+                break;
+            }
+        }
+        said
     }
 
     /// `command` as the shell runs it: with one repository, in it. `cd NAME`, as a model
@@ -379,6 +422,11 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
             content.push_str(&format!("\n[{hit}]"));
         }
         let failed = outcome.exit_code() != 0;
+        if failed {
+            for line in self.misplaced(&outcome.output) {
+                content.push_str(&format!("\n{line}"));
+            }
+        }
         Ok(ToolOutput {
             content,
             is_error: failed,

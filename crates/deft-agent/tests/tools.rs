@@ -517,3 +517,57 @@ async fn special_files_are_refused_without_blocking() {
     .await;
     done.store(true, std::sync::atomic::Ordering::SeqCst);
 }
+
+/// "The model cannot find the code": with one repository, `/workspace/util.py` (the path of a
+/// model that takes the workspace for the repository) is the repository's file for the editor,
+/// and a command that fails on such a path is told where the file is.
+#[tokio::test]
+async fn with_one_repository_a_workspace_path_finds_the_repositorys_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("app")).unwrap();
+    std::fs::write(dir.path().join("app/util.py"), "def f():\n    return 1\n").unwrap();
+    let sandbox = sandbox(dir.path());
+    let mut tools = Tools::new(&sandbox, dir.path()).with_repositories(vec!["app".into()]);
+    let edit = "str_replace_based_edit_tool";
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "view", "path": "/workspace/util.py"}),
+        Ok("     2\t    return 1"),
+    )
+    .await;
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "create", "path": "/workspace/notes.txt", "file_text": "n\n"}),
+        Ok("created /workspace/app/notes.txt"),
+    )
+    .await;
+    assert!(dir.path().join("app/notes.txt").is_file());
+    // The shell's own words about a path of the workspace that is not there.
+    let said = r#"{"command": "echo 'cat: /workspace/util.py: No such file or directory' >&2; echo '/workspace/missing.py'; exit 1"}"#;
+    check(
+        &mut tools,
+        "bash",
+        serde_json::from_str(said).unwrap(),
+        Err("[/workspace/util.py is not there: the repository is /workspace/app, and commands start in it; write `util.py`]"),
+    )
+    .await;
+    let output = tools
+        .call(
+            &call("bash", serde_json::from_str(said).unwrap()),
+            &mut |_| {},
+        )
+        .await;
+    assert!(
+        !output.content.contains("missing.py is not there"),
+        "{}",
+        output.content
+    );
+    assert_eq!(
+        output.content.matches("is not there").count(),
+        1,
+        "{}",
+        output.content
+    );
+}
