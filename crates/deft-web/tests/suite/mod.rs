@@ -1,0 +1,4 @@
+mod fetch;
+mod policy;
+mod search;
+mod support;
