@@ -75,12 +75,22 @@ impl Files {
                 Ok(ToolOutput::ok(said))
             }
             "str_replace" => {
-                if arguments.get("old_str").is_none() && arguments.get("view_range").is_some() {
-                    return Err(ToolOutput::error(
-                        "`old_str` is required: copy the exact text to replace from the file, with `new_str` the text to put there (`view_range` belongs to `view`); or write the whole file again with `create`",
-                    ));
+                if !arguments["old_str"].is_string() {
+                    return Err(ToolOutput::error(format!(
+                        "`old_str` is required: copy the exact text to replace from the file, with `new_str` the text to put there{}; or write the whole file again: `create` with `file_text` the complete new file",
+                        if arguments.get("view_range").is_some() {
+                            " (`view_range` belongs to `view`)"
+                        } else {
+                            ""
+                        }
+                    )));
                 }
                 let old = string(arguments, "old_str")?;
+                if old.is_empty() {
+                    return Err(ToolOutput::error(
+                        "`old_str` is empty: copy the exact text to replace from the file (to add lines, use `insert` with `insert_line`)",
+                    ));
+                }
                 // A missing `new_str` used to delete `old_str`: a model that forgot it lost
                 // code it meant to change.
                 let new = arguments["new_str"].as_str().ok_or_else(|| {
