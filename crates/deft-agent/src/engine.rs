@@ -123,6 +123,9 @@ pub struct Engine {
     /// What runs tasks on an image's root when it is not `sandboxes` (`[environments] backend
     /// = "container"`).
     pub image_sandboxes: Option<std::sync::Arc<dyn SandboxBackend>>,
+    /// The search provider the operator configured: with one, tasks get `web_search` and
+    /// `web_fetch` (fetches under each task's network policy).
+    pub web: Option<std::sync::Arc<deft_web::SearchClient>>,
 }
 
 /// What one phase of the run returned.
@@ -166,6 +169,8 @@ struct Context {
     heard: AtomicI64,
     /// Tokens (input and output) the task has spent, kept as the run spends them.
     spent: AtomicI64,
+    /// The web, when the operator configured a search provider.
+    web: Option<crate::web::Web>,
 }
 
 impl Context {
@@ -365,6 +370,19 @@ impl Engine {
             gathered: progress.gathered.clone(),
             heard: heard.into(),
             spent,
+            web: self.web.clone().map(|search| {
+                let network = &prepared.environment.network;
+                let policy = deft_egress::EgressPolicy::new(
+                    network.level,
+                    network.allow.clone(),
+                    deft_egress::DomainSet::default(),
+                );
+                crate::web::Web::new(
+                    search,
+                    deft_web::FetchPolicy::new(policy),
+                    &progress.sources,
+                )
+            }),
         };
 
         // The user's MCP servers run in this sandbox; one that fails is left out, and said so.
@@ -428,6 +446,7 @@ impl Engine {
             .collect();
         let mut tools = Tools::new(sandbox, &self.workspaces.join(id.as_str()))
             .with_mcp(mcp)
+            .with_web(context.web.as_ref())
             .with_repositories(names);
 
         let mut plan = context.task.plan.clone();
@@ -512,6 +531,9 @@ impl Engine {
                 progress.summaries.push(summary.clone());
                 progress.notes.push(done.note);
                 network.count_into(progress);
+                if let Some(web) = &context.web {
+                    progress.sources = web.sources();
+                }
                 let mut steps = vec![
                     StepEvent::new(WorkStep::Execution, StepStatus::Verified)
                         .index(index)

@@ -20,6 +20,7 @@ mod prompts;
 mod questions;
 pub mod setup;
 pub mod tools;
+pub mod web;
 pub mod workspaces;
 
 pub use engine::{Engine, EngineError, RunLimits, RunOutcome};

@@ -127,6 +127,8 @@ pub struct Tools<'a, S: Sandbox + ?Sized> {
     files: std::sync::Arc<std::sync::Mutex<crate::files::Files>>,
     /// The user's MCP servers, whose tools are offered next to these.
     mcp: Option<&'a crate::mcp::McpServers>,
+    /// The web, when the operator configured a search provider.
+    web: Option<&'a crate::web::Web>,
     /// The repositories' directories under `/workspace`.
     repos: Vec<String>,
 }
@@ -188,8 +190,15 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
             workspace: workspace.to_owned(),
             files: std::sync::Arc::new(std::sync::Mutex::new(crate::files::Files::new(workspace))),
             mcp: None,
+            web: None,
             repos: Vec::new(),
         }
+    }
+
+    /// Offers `web_search` and `web_fetch` too.
+    pub fn with_web(mut self, web: Option<&'a crate::web::Web>) -> Tools<'a, S> {
+        self.web = web;
+        self
     }
 
     /// The repositories' directories under `/workspace`: with one, a relative path that does
@@ -282,6 +291,9 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
     /// tools as they are now (a server may have changed its list since the last turn).
     pub async fn offered(&self, built_in: &[ToolSpec]) -> Vec<ToolSpec> {
         let mut offered = built_in.to_vec();
+        if self.web.is_some() {
+            offered.extend(crate::web::Web::specs());
+        }
         if let Some(mcp) = self.mcp {
             offered.extend(mcp.specs().await);
         }
@@ -311,6 +323,11 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
                 }
                 self.file_tool(call.name.clone(), arguments).await
             }
+            "web_search" | "web_fetch" if self.web.is_some() => Ok(self
+                .web
+                .expect("checked")
+                .call(&call.name, &arguments)
+                .await),
             "submit_plan" => submit_plan(&arguments),
             "ask_user" => string(&arguments, "question").map(|question| ToolOutput {
                 content: "The question is with the owner; the task waits for the answer.".into(),

@@ -105,6 +105,14 @@ async fn the_editor_views_creates_replaces_inserts_and_undoes() {
         Err("`view_range` belongs to `view`"),
     )
     .await;
+    // An empty `old_str` occurs everywhere; it was once answered with hundreds of line numbers.
+    check(
+        &mut tools,
+        edit,
+        json!({"command": "str_replace", "path": "src/lib.rs", "old_str": "", "new_str": "x"}),
+        Err("`old_str` is empty"),
+    )
+    .await;
     check(
         &mut tools,
         edit,

@@ -25,7 +25,7 @@ pub use model::{
     Chat, ChatMessage, ForgeKind, Learning, Plan, PullRequest, PullRequestStatus, Repository,
     SecretInfo, Task, Usage, User,
 };
-pub use progress::{Gathered, Phase, Progress, SelfReview, Verdict};
+pub use progress::{Gathered, Phase, Progress, SelfReview, Source, Verdict};
 pub use redact::{Redactor, StreamRedactor};
 pub use repo_environment::RepoEnvironment;
 pub use step::{RepoFound, StepEvent, StepStatus, WorkStep};

@@ -126,6 +126,17 @@ pub struct Progress {
     /// pull request's body lists them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub refused: BTreeMap<String, u32>,
+    /// The web pages and search results the agent used, numbered from 1 in this order: its
+    /// `[n]` markers cite them, and the pull request's body lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
+}
+
+/// A web source the agent saw (a search result or a fetched page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub url: String,
+    pub title: String,
 }
 
 fn first_round() -> u32 {
@@ -152,6 +163,7 @@ impl Progress {
             issue_linked: false,
             gathered: Vec::new(),
             refused: BTreeMap::new(),
+            sources: Vec::new(),
         }
     }
 

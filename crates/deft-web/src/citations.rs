@@ -43,6 +43,23 @@ impl Citations {
         Some(self.sources.len())
     }
 
+    /// The sources cited so far, `(url, title)` in number order, to keep with a task.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.sources
+            .iter()
+            .map(|(url, title)| (url.as_str(), title.as_str()))
+    }
+
+    /// Citations that go on from `entries` (as [`Citations::entries`] gave them), with the
+    /// same numbers.
+    pub fn from_entries<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Citations {
+        let mut citations = Citations::new();
+        for (url, title) in entries {
+            citations.cite(url, title);
+        }
+        citations
+    }
+
     /// The marker that cites source `n` in the text.
     pub fn marker(n: usize) -> String {
         format!("[{n}]")

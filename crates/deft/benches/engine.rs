@@ -181,6 +181,7 @@ async fn run() -> Measured {
         images: None,
         default_image: None,
         image_sandboxes: None,
+        web: None,
     };
     let started = Instant::now();
     let outcome = engine

@@ -13,7 +13,7 @@ use crate::env_vars::{DEFT_LOCAL_ROOTS, DEFT_OLLAMA_URL, DEFT_TRUSTED_PROXIES};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// The sections deft reads today; anything else is refused rather than silently ignored.
-const KNOWN_SECTIONS: [&str; 7] = [
+const KNOWN_SECTIONS: [&str; 8] = [
     "model",
     "forge",
     "limits",
@@ -21,6 +21,7 @@ const KNOWN_SECTIONS: [&str; 7] = [
     "github",
     "server",
     "environments",
+    "web_search",
 ];
 
 #[derive(Debug, Default)]
@@ -34,6 +35,20 @@ pub struct ConfigFile {
     pub github: GithubFile,
     pub server: ServerFile,
     pub environments: EnvironmentsFile,
+    pub web_search: WebSearchFile,
+}
+
+/// `[web_search]`: the search provider behind the agent's `web_search` and `web_fetch` tools;
+/// without one, the tools are not offered.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSearchFile {
+    /// `searxng` (a self-hosted SearXNG, through its JSON API) or `brave` (the Brave Search API).
+    pub provider: Option<String>,
+    /// SearXNG's address (required for it); for Brave, another address than its public one.
+    pub base_url: Option<String>,
+    /// Brave's subscription token.
+    pub api_key: Option<String>,
 }
 
 /// `[environments]`: where images for repositories with a Dockerfile are built and kept.
@@ -79,6 +94,55 @@ fn default_image_cache_mib() -> u64 {
 
 /// The image builder from `DEFT_IMAGE_BUILDER` (a socket path, or `unix://` and one), else
 /// `[environments] builder`; `None` when neither is set. `data_dir/images` keeps the images.
+/// The search provider `[web_search]` names, or `None` when it names none; a provider without
+/// what it needs is refused, naming the key.
+fn web_provider(file: &WebSearchFile) -> anyhow::Result<Option<deft_web::SearchProvider>> {
+    let Some(provider) = file.provider.as_deref() else {
+        if file.base_url.is_some() || file.api_key.is_some() {
+            bail!(
+                "base_url or api_key is set but provider is not; set provider = \"searxng\" or \"brave\""
+            );
+        }
+        return Ok(None);
+    };
+    let provider = match provider {
+        "searxng" => deft_web::SearchProvider::Searxng {
+            base_url: file.base_url.clone().context(
+                "provider = \"searxng\" needs base_url, the SearXNG server's address (its JSON format enabled)",
+            )?,
+        },
+        "brave" => {
+            let api_key = file
+                .api_key
+                .clone()
+                .context("provider = \"brave\" needs api_key, the Brave Search API's subscription token")?;
+            match &file.base_url {
+                Some(base_url) => deft_web::SearchProvider::Brave {
+                    api_key,
+                    base_url: base_url.clone(),
+                },
+                None => deft_web::SearchProvider::brave(api_key),
+            }
+        }
+        other => bail!("provider is `{other}`; use `searxng` or `brave`"),
+    };
+    // The client checks the address and the key as it is made.
+    deft_web::SearchClient::new(Some(provider.clone()))?;
+    Ok(Some(provider))
+}
+
+/// The search client of `[web_search]`, for the engine; `None` without a provider.
+pub fn web_search(
+    config: &ConfigFile,
+) -> anyhow::Result<Option<std::sync::Arc<deft_web::SearchClient>>> {
+    let Some(provider) = web_provider(&config.web_search)? else {
+        return Ok(None);
+    };
+    Ok(Some(std::sync::Arc::new(deft_web::SearchClient::new(
+        Some(provider),
+    )?)))
+}
+
 pub fn images(
     config: &ConfigFile,
     data_dir: &Path,
@@ -326,6 +390,9 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         deft_core::RepoEnvironment::parse(&format!("image {image}"), "default_image")
             .with_context(|| format!("{}: [environments] default_image", path.display()))?;
     }
+    let web_search: WebSearchFile =
+        section(&table, path, "web_search", "provider, base_url, api_key")?.unwrap_or_default();
+    web_provider(&web_search).with_context(|| format!("{}: [web_search]", path.display()))?;
     // A bad entry is refused when the file is read, not at the first request from a proxy.
     if let Some(entries) = &server.trusted_proxies {
         deft_server::TrustedProxies::parse(entries.iter().map(String::as_str))
@@ -343,6 +410,7 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         github,
         server,
         environments,
+        web_search,
     })
 }
 

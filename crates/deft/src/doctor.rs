@@ -30,6 +30,7 @@ pub async fn run(data: &DataArgs, model_args: &ModelArgs) -> anyhow::Result<Exit
         ("model", model(data, model_args).await),
         ("workspaces", workspaces(data, model_args)),
         ("images", images(data, model_args).await),
+        ("web search", web_search(data, model_args)),
     ];
     let mut failed = false;
     for (name, check) in checks {
@@ -159,6 +160,24 @@ async fn images(data: &DataArgs, args: &ModelArgs) -> Check {
             ))
         }
         Err(error) => Check::Fail(error.to_string()),
+    }
+}
+
+/// Whether tasks and chats get `web_search` and `web_fetch`, and how to give them.
+fn web_search(data: &DataArgs, args: &ModelArgs) -> Check {
+    let config = match data_and_config(data, args) {
+        Ok((_, config)) => config,
+        Err(check) => return check,
+    };
+    match (config::web_search(&config), &config.web_search.provider) {
+        (Err(error), _) => Check::Fail(format!("{error:#}")),
+        (Ok(None), _) => Check::Warn(
+            "not configured: the agent has no web_search or web_fetch; set `[web_search] provider = \"searxng\"` with `base_url` (a SearXNG server with its JSON format on), or `provider = \"brave\"` with `api_key`".into(),
+        ),
+        (Ok(Some(_)), provider) => Check::Ok(format!(
+            "{}: the agent gets web_search and web_fetch (fetches under each task's network level)",
+            provider.as_deref().unwrap_or_default()
+        )),
     }
 }
 

@@ -195,6 +195,7 @@ pub async fn engine(
         images: config::images(config, dir)?,
         default_image: config.environments.default_image.clone(),
         image_sandboxes: config::image_sandboxes(config).await?,
+        web: config::web_search(config)?,
     })
 }
 

@@ -474,9 +474,21 @@ fn doctor_checks_the_machine_and_the_database() {
         "ok    database    Sqlite database answers",
         "ok    workspaces  0 MiB in 0 tasks' workspaces",
         "warn  model       no model is configured; set DEFT_MODEL=PROVIDER/NAME",
+        "warn  web search  not configured: the agent has no web_search or web_fetch; set `[web_search] provider",
     ] {
         assert!(report.contains(line), "{line:?} missing from:\n{report}");
     }
+    // A provider without what it needs is named with the key to set.
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[web_search]\nprovider = \"brave\"\n",
+    )
+    .unwrap();
+    let report = stdout(&doctor(dir.path()).output().unwrap());
+    assert!(
+        report.contains("[web_search]") && report.contains("needs api_key"),
+        "{report}"
+    );
     let bad = doctor(dir.path())
         .args(["--database-url", "mysql://nope"])
         .output()

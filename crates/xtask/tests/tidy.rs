@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-github", &["deft-core"]),
     ("deft-images", &["deft-core"]),
     ("deft-sandbox", &["deft-core", "deft-egress"]),
+    ("deft-web", &["deft-core", "deft-egress"]),
     (
         "deft-container",
         &["deft-core", "deft-egress", "deft-sandbox"],
@@ -31,6 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-sandbox",
             "deft-images",
             "deft-ecosystems",
+            "deft-web",
         ],
     ),
     ("deft-scheduler", &["deft-core", "deft-store", "deft-agent"]),
@@ -53,6 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-server",
             "deft-images",
             "deft-container",
+            "deft-web",
         ],
     ),
     ("deft-testkit", &[]),

@@ -227,6 +227,12 @@ impl Engine {
                 lines.join("\n")
             ));
         }
+        // What the last steps cited may not be in the progress yet.
+        let sources = context
+            .web
+            .as_ref()
+            .map_or_else(|| progress.sources.clone(), crate::web::Web::sources);
+        body.push_str(&crate::web::sources_section(&sources));
         if let Some(number) = issue {
             // Merging the pull request closes the issue it came from.
             body.push_str(&format!("\n\nCloses #{number}"));

@@ -1,3 +1,5 @@
+//! The suite's parts: fetch, policy and search, with the servers they share.
+
 mod fetch;
 mod policy;
 mod search;
