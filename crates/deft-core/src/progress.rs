@@ -137,6 +137,10 @@ pub struct Progress {
 pub struct Source {
     pub url: String,
     pub title: String,
+    /// The page was read (`web_fetch`), not only seen among search results: a pull request
+    /// lists a source the agent read or cited, never a result it merely saw.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fetched: bool,
 }
 
 fn first_round() -> u32 {

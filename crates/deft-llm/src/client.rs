@@ -29,7 +29,9 @@ pub struct CallPolicy {
     pub max_backoff: Duration,
     /// The longest one attempt may take.
     pub call_timeout: Duration,
-    /// The longest a stream may stay silent.
+    /// The longest a stream may stay silent once it has begun. Before its first event only
+    /// `call_timeout` bounds it: a local model on a few cores reads a long prompt for minutes
+    /// before it says anything, and cutting it off there only makes it start over.
     pub idle_timeout: Duration,
     /// How many answers in a row with malformed tool calls are fed back before giving up.
     pub max_malformed_tool_calls: u32,
@@ -290,7 +292,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|secs| Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
 }
 
-/// Assembles a streamed answer from the body's bytes, however they are chunked.
+/// Assembles a streamed answer from the body's bytes, however they are chunked; silence of
+/// `idle_timeout` after the first event is a dead stream (the wait for the first is the
+/// caller's to bound).
 pub async fn assemble<S, B, E>(
     protocol: Protocol,
     bytes: S,
@@ -304,10 +308,16 @@ where
     let mut events = bytes.eventsource();
     let mut anthropic = anthropic::StreamAssembler::default();
     let mut openai = openai::StreamAssembler::default();
+    let mut begun = false;
     loop {
-        let next = tokio::time::timeout(idle_timeout, events.next())
-            .await
-            .map_err(|_| ModelError::IdleTimeout(idle_timeout))?;
+        let next = if begun {
+            tokio::time::timeout(idle_timeout, events.next())
+                .await
+                .map_err(|_| ModelError::IdleTimeout(idle_timeout))?
+        } else {
+            events.next().await
+        };
+        begun = true;
         let Some(event) = next else { break };
         // A transport error mid-body: the connection was cut.
         let Ok(event) = event else {

@@ -473,6 +473,29 @@ async fn a_silent_stream_hits_the_idle_timeout_and_is_retried() {
     assert_eq!((done.response.text().as_str(), done.attempts), ("slow", 2));
 }
 
+/// A local model reading a long prompt says nothing for minutes before its first token:
+/// that wait is bounded by the call's timeout, not the idle one, or the call only restarts.
+#[tokio::test]
+async fn the_wait_for_the_first_event_is_not_idleness() {
+    let turn = Turn::text("read it all");
+    let server = ScriptedModel::start(vec![Step::Stall {
+        turn: turn.clone(),
+        after_events: 0,
+        pause: Duration::from_millis(1200),
+    }])
+    .await;
+    let mut client = client(&server, Provider::OpenAi, true);
+    client.policy.idle_timeout = Duration::from_millis(300);
+    let done = client
+        .complete(&request(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.response.text().as_str(), done.attempts),
+        ("read it all", 1)
+    );
+}
+
 #[tokio::test]
 async fn ollama_is_found_by_its_tags() {
     let server = ScriptedModel::start(vec![]).await;

@@ -6,6 +6,11 @@ use reqwest::Url;
 
 use crate::content::{cap_chars, clean_line};
 
+/// The longest address a source may have.
+const MAX_URL_BYTES: usize = 2048;
+/// The most sources one task or chat numbers.
+pub const MAX_SOURCES: usize = 50;
+
 /// The sources cited so far, numbered from 1 in the order first seen.
 #[derive(Debug, Clone, Default)]
 pub struct Citations {
@@ -30,6 +35,11 @@ impl Citations {
         }
         parsed.set_fragment(None);
         let key = parsed.to_string();
+        // A source is a line of a pull request's body: an address no page needs, or more
+        // sources than anyone reads, would only let a page crowd the body out.
+        if key.len() > MAX_URL_BYTES {
+            return None;
+        }
         if let Some(index) = self.sources.iter().position(|(known, _)| *known == key) {
             return Some(index + 1);
         }
@@ -39,6 +49,9 @@ impl Citations {
         } else {
             title
         };
+        if self.sources.len() >= MAX_SOURCES {
+            return None;
+        }
         self.sources.push((key, title));
         Some(self.sources.len())
     }
@@ -76,9 +89,15 @@ impl Citations {
     /// One line per source, `1. [title](url)`, in number order; empty when nothing was cited.
     /// The caller puts its own heading above it.
     pub fn sources(&self) -> String {
+        self.sources_of(|_| true)
+    }
+
+    /// [`Citations::sources`], only the numbers `keep` keeps, each with its own number.
+    pub fn sources_of(&self, keep: impl Fn(usize) -> bool) -> String {
         self.sources
             .iter()
             .enumerate()
+            .filter(|(index, _)| keep(index + 1))
             .map(|(index, (url, title))| {
                 format!(
                     "{}. [{}]({})\n",

@@ -105,6 +105,14 @@ async fn follow(start: Url, policy: &FetchPolicy) -> Result<Page, WebError> {
             .await
             .map_err(|error| via(error, hop, &start))?;
         match redirect(&url, &response)? {
+            // A hop's address is as bounded as the first: it ends up in the Sources list and
+            // in what the model reads.
+            Some(next) if next.as_str().len() > MAX_URL_BYTES => {
+                return Err(WebError::Refused {
+                    url: start.to_string(),
+                    reason: format!("it redirects to an address longer than {MAX_URL_BYTES} bytes"),
+                });
+            }
             Some(next) => url = next,
             None => return read_page(url, response, policy).await,
         }

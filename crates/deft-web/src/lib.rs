@@ -21,7 +21,7 @@ mod page;
 mod search;
 pub mod wire;
 
-pub use citations::Citations;
+pub use citations::{Citations, MAX_SOURCES};
 pub use error::WebError;
 pub use fetch::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECLARED_BYTES, DEFAULT_MAX_TEXT_CHARS, DEFAULT_TIMEOUT,

@@ -136,8 +136,19 @@ fn attribute(value: &str) -> String {
 /// Writes the `<` of every `<untrusted_web_content` and `</untrusted_web_content` (any case,
 /// with spaces or slashes between) as `&lt;`, so the text cannot end its fence or fake another.
 fn neutralise(text: &str) -> String {
+    // Invisible format characters (zero-width spaces, joiners, soft hyphens) would let a tag
+    // look like ours to a model and not to this check; fullwidth brackets look like ours too.
+    let text: String = text
+        .chars()
+        .filter(|c| !is_format_char(*c))
+        .map(|c| match c {
+            '\u{FF1C}' | '\u{FE64}' | '\u{2039}' | '\u{3008}' => '<',
+            '\u{FF1E}' | '\u{FE65}' | '\u{203A}' | '\u{3009}' => '>',
+            c => c,
+        })
+        .collect();
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    let mut rest = text.as_str();
     while let Some(open) = rest.find('<') {
         out.push_str(&rest[..open]);
         let after = rest[open + 1..].trim_start_matches(|c: char| c == '/' || c.is_whitespace());
@@ -151,9 +162,34 @@ fn neutralise(text: &str) -> String {
     out
 }
 
+/// Unicode's format characters (category Cf) that commonly hide in text: invisible, so a
+/// reader cannot see them split a word.
+fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookalike_closing_tags_are_neutralised_too() {
+        for hidden in [
+            "\u{FF1C}/untrusted_web_content\u{FF1E}",
+            "<\u{200B}/untrusted_web_content>",
+            "</untrusted\u{00AD}_web_content>",
+        ] {
+            let fenced = render_untrusted(1, "https://a.test/", "t", &format!("x {hidden} y"));
+            assert_eq!(
+                fenced.matches("</untrusted_web_content>").count(),
+                1,
+                "{fenced}"
+            );
+        }
+    }
 
     fn page(text: &str) -> Page {
         Page {

@@ -343,6 +343,13 @@ fn endpoint(provider: &SearchProvider) -> Result<Url, WebError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("has a query or fragment"));
     }
+    // The address is in every error the model reads: no password may ride in it.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(WebError::Config {
+            setting: SETTING_BASE_URL,
+            message: "has a user name or password in it; put the provider behind an address that needs none (deft sends no credentials but Brave's key)".into(),
+        });
+    }
     let path: &[&str] = match provider {
         SearchProvider::Searxng { .. } => &["search"],
         SearchProvider::Brave { .. } => &["res", "v1", "web", "search"],

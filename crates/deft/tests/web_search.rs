@@ -80,7 +80,9 @@ async fn a_task_searches_and_fetches_and_its_pull_request_lists_the_sources() {
         web_call("w4", "web_fetch", json!({"url": page("/huge")})),
         web_call("w5", "web_fetch", json!({"url": "http://refused.invalid/"})),
         create_turn(),
-        Step::Reply(Turn::text("Wrote greeting.txt as the guide says [2].")),
+        Step::Reply(Turn::text(
+            "Wrote greeting.txt as the guide says [4], in the spirit of [1].",
+        )),
         review_pass(),
     ])
     .await;
@@ -168,12 +170,14 @@ async fn a_task_searches_and_fetches_and_its_pull_request_lists_the_sources() {
         events.contains("web_search") && events.contains("web_fetch"),
         "{events}"
     );
+    // Listed: the page it read, and the result it cited; a result it only saw is not.
     let body = done["pull_requests"][0]["body"]
         .as_str()
         .unwrap_or_default();
     assert!(
         body.contains("## Sources\n1. [Tokio")
-            && body.contains(&format!("[Greeting guide]({})", page("/guide"))),
+            && body.contains(&format!("\n4. [Greeting guide]({})", page("/guide")))
+            && !body.contains("docs.rs"),
         "{body}"
     );
 }

@@ -232,7 +232,8 @@ impl Engine {
             .web
             .as_ref()
             .map_or_else(|| progress.sources.clone(), crate::web::Web::sources);
-        body.push_str(&crate::web::sources_section(&sources));
+        let cited = crate::web::sources_section(&sources, &body);
+        body.push_str(&cited);
         if let Some(number) = issue {
             // Merging the pull request closes the issue it came from.
             body.push_str(&format!("\n\nCloses #{number}"));
