@@ -21,9 +21,11 @@ pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
         "the sandbox",
         "traceback",
     ];
-    const PERMISSION: [&str; 14] = [
+    const PERMISSION: [&str; 16] = [
         "do you want me to",
         "would you like me to",
+        "do you want to ",
+        "would you like to ",
         "shall i ",
         "should i proceed",
         "may i ",
@@ -58,6 +60,15 @@ pub fn not_for_the_owner(question: &str) -> Option<&'static str> {
     if OWN_WORK.iter().any(|words| asked.contains(words)) {
         return Some(
             "it asks the owner to run, check or explain what the tools let you find out yourself: run the command, read the output and the files, and go on",
+        );
+    }
+    // A closing pleasantry is not a question: the task says what there is to do.
+    if ["anything else", "something else", "any other"]
+        .iter()
+        .any(|words| asked.contains(words))
+    {
+        return Some(
+            "it asks whether there is more to do, which the task already says: finish the work it asks for, then end the step",
         );
     }
     // What a test expects is written in the test.
@@ -122,6 +133,8 @@ mod tests {
             "Please provide the value of `old_str` that you want to replace.",
             "What should the function `is_leap` do to pass the `centuries_are_not_unless_divisible_by_400` test?",
             "What does the test expect `mean` to return?",
+            "Is there anything else you'd like to do?",
+            "Do you want to add a test that uses the is_leap function? (yes/no)",
         ] {
             assert!(not_for_the_owner(question).is_some(), "{question}");
         }
@@ -133,6 +146,7 @@ mod tests {
             "Which language should the greeting be in?",
             "Should an empty list return None or raise ValueError?",
             "Which port?",
+            "Do you want the greeting in English or in French?",
         ] {
             assert_eq!(not_for_the_owner(question), None, "{question}");
         }
