@@ -676,7 +676,7 @@ mod tests {
         let error = parse("[limit]\ntask_tokens = 5\n", path).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention, github, server, environments"
+            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention, github, server, environments, web_search"
         );
         assert_eq!(
             parse("[limits]\ntask_tokens = 5\n", path)
@@ -686,6 +686,33 @@ mod tests {
             Some(5)
         );
         assert!(parse("[limits]\ntask_tokens = 0\n", path).is_err());
+        // [web_search]: a provider with what it needs, and each gap named with its key.
+        let searxng = parse(
+            "[web_search]\nprovider = \"searxng\"\nbase_url = \"http://127.0.0.1:8888\"\n",
+            path,
+        )
+        .unwrap();
+        assert!(web_search(&searxng).unwrap().is_some());
+        assert!(web_search(&parse("", path).unwrap()).unwrap().is_none());
+        for (text, named) in [
+            ("provider = \"searxng\"\n", "needs base_url"),
+            ("provider = \"brave\"\n", "needs api_key"),
+            ("provider = \"bing\"\n", "use `searxng` or `brave`"),
+            ("api_key = \"k\"\n", "provider is not"),
+            (
+                "provider = \"searxng\"\nbase_url = \"http://u:p@127.0.0.1\"\n",
+                "user name or password",
+            ),
+        ] {
+            let error = format!(
+                "{:#}",
+                parse(&format!("[web_search]\n{text}"), path).unwrap_err()
+            );
+            assert!(
+                error.contains("[web_search]") && error.contains(named),
+                "{error}"
+            );
+        }
         for attempts in [0, 6] {
             let error = parse(&format!("[limits]\nstep_attempts = {attempts}\n"), path)
                 .unwrap_err()
