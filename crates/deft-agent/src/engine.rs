@@ -520,7 +520,6 @@ impl Engine {
                     index,
                     notes: &progress.notes,
                     opening: if index == 0 { &opening } else { &[] },
-                    earlier: None,
                 };
                 let done = match self.attempt_step(context, step, &mut tools, cancel).await? {
                     Phase::Done(done) => done,
@@ -710,7 +709,6 @@ impl Engine {
                 index,
                 notes: &notes,
                 opening: &[],
-                earlier: None,
             };
             match self.attempt_step(context, step, tools, cancel).await? {
                 Phase::Done(done) => {

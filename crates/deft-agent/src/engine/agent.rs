@@ -18,12 +18,14 @@ use crate::prompts::{execution, list, system_prompt, tail};
 use crate::tools::{Effect, Tools, specs};
 
 impl Engine {
-    /// One step of `plan`, in a fresh conversation that has the plan and the `notes` of the
-    /// steps before; the step's summary and its own note once its checks pass.
+    /// One attempt at a step of `plan`, in a fresh conversation that has the plan, the `notes`
+    /// of the steps before and why an `earlier` attempt gave up; the step's summary and its own
+    /// note once its checks pass.
     pub(super) async fn execute(
         &self,
         context: &Context,
         step: StepInput<'_>,
+        earlier: Option<&str>,
         tools: &mut Tools<'_, TaskSandbox>,
         cancel: &CancellationToken,
     ) -> Result<Phase<StepEnd>, EngineError> {
@@ -32,7 +34,6 @@ impl Engine {
             index,
             notes,
             opening,
-            earlier,
         } = step;
         let step = &plan.steps[index];
         // Steering sent during the previous step is part of this step's prompt.
@@ -533,12 +534,27 @@ pub(super) async fn workspace_state(
     sandbox: &TaskSandbox,
     cancel: &CancellationToken,
 ) -> Option<String> {
+    own_script(
+        sandbox,
+        "for d in /workspace/*/; do git -C \"$d\" status --porcelain=v1 -uall 2>/dev/null; git -C \"$d\" diff 2>/dev/null; done | cksum",
+        std::time::Duration::from_secs(20),
+        cancel,
+    )
+    .await
+}
+
+/// Runs a script of deft's own in the task's sandbox: its output (at most 64 KiB) when it
+/// exited 0, `None` when it failed, timed out or the run was cancelled.
+pub(super) async fn own_script(
+    sandbox: &TaskSandbox,
+    script: &str,
+    timeout: std::time::Duration,
+    cancel: &CancellationToken,
+) -> Option<String> {
     let request = ExecRequest {
-        timeout: std::time::Duration::from_secs(20),
-        output_cap: 4096,
-        ..ExecRequest::shell(
-            "for d in /workspace/*/; do git -C \"$d\" status --porcelain=v1 -uall 2>/dev/null; git -C \"$d\" diff 2>/dev/null; done | cksum",
-        )
+        timeout,
+        output_cap: 64 * 1024,
+        ..ExecRequest::shell(script)
     };
     let mut ignore = |_: &str| {};
     let run = tokio::select! {
@@ -558,8 +574,6 @@ pub(super) struct StepInput<'a> {
     pub notes: &'a [String],
     /// Calls made for it already, to run first (the planner's, for a plan of one step).
     pub opening: &'a [deft_llm::ToolCall],
-    /// Why the attempt before this one gave up, when this is a later attempt.
-    pub earlier: Option<&'a str>,
 }
 
 /// How one attempt at a step ended.

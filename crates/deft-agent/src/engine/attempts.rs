@@ -4,10 +4,9 @@
 //! and a weak one often gets it right on a second try.
 
 use deft_core::{StepEvent, StepStatus, WorkStep};
-use deft_sandbox::ExecRequest;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::{StepDone, StepEnd, StepInput};
+use super::agent::{StepDone, StepEnd, StepInput, own_script};
 use super::{Context, Engine, EngineError, Phase, TaskSandbox};
 use crate::prompts::tail;
 use crate::tools::Tools;
@@ -32,12 +31,14 @@ impl Engine {
         let mut earlier: Option<String> = None;
         for attempt in 1..=attempts {
             let input = StepInput {
-                earlier: earlier.as_deref(),
                 // The planner's calls opened the first attempt; a later one starts afresh.
                 opening: if attempt == 1 { step.opening } else { &[] },
                 ..step
             };
-            let gave_up = match self.execute(context, input, tools, cancel).await? {
+            let gave_up = match self
+                .execute(context, input, earlier.as_deref(), tools, cancel)
+                .await?
+            {
                 Phase::Done(StepEnd::Done(done)) => return Ok(Phase::Done(done)),
                 Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
                 Phase::Done(StepEnd::GaveUp(why)) => why,
@@ -60,6 +61,9 @@ impl Engine {
         unreachable!("the last attempt returns")
     }
 }
+
+/// How long taking or restoring a snapshot may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Where each repository of the workspace stood when a step began: its commit, and a tree of
 /// everything in it that git does not ignore (changes and new files included).
@@ -91,7 +95,7 @@ done"#;
 
 impl StepStart {
     async fn take(sandbox: &TaskSandbox, cancel: &CancellationToken) -> Option<StepStart> {
-        let output = run(sandbox, SNAPSHOT.to_owned(), cancel).await?;
+        let output = own_script(sandbox, SNAPSHOT, TIMEOUT, cancel).await?;
         let repos = output
             .lines()
             .filter_map(|line| {
@@ -121,7 +125,9 @@ impl StepStart {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        run(sandbox, script, cancel).await.is_some()
+        own_script(sandbox, &script, TIMEOUT, cancel)
+            .await
+            .is_some()
     }
 }
 
@@ -145,23 +151,6 @@ impl RepoStart {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     }
-}
-
-/// Runs `script` in the sandbox; its output when it exited 0.
-async fn run(sandbox: &TaskSandbox, script: String, cancel: &CancellationToken) -> Option<String> {
-    let request = ExecRequest {
-        timeout: std::time::Duration::from_secs(120),
-        output_cap: 64 * 1024,
-        ..ExecRequest::shell(&script)
-    };
-    let mut ignore = |_: &str| {};
-    let run = tokio::select! {
-        run = sandbox.exec(&request, &mut ignore) => run,
-        _ = cancel.cancelled() => return None,
-    };
-    run.ok()
-        .filter(|outcome| outcome.exit_code() == 0)
-        .map(|outcome| outcome.output)
 }
 
 #[cfg(test)]

@@ -4,11 +4,10 @@
 
 use deft_core::{AttentionKind, EventKind, Plan};
 use deft_llm::{Completion, Message, Request, ToolResult, ToolSpec};
-use deft_sandbox::ExecRequest;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::{Heard, heard, workspace_state};
+use super::agent::{Heard, heard, own_script, workspace_state};
 use super::{Context, Engine, EngineError, Phase, TaskSandbox, attention};
 use crate::loops::{LoopWatch, Repetition};
 use crate::prompts::{PLANNING, system_prompt};
@@ -210,18 +209,13 @@ fn one_step_plan(context: &Context) -> Plan {
 /// Undoes what changed in every repository of the workspace since its last commit (tracked
 /// files put back, new files not ignored removed), in the sandbox.
 async fn undo_changes(sandbox: &TaskSandbox, cancel: &CancellationToken) {
-    let request = ExecRequest {
-        timeout: std::time::Duration::from_secs(60),
-        output_cap: 4096,
-        ..ExecRequest::shell(
-            "for d in /workspace/*/; do git -C \"$d\" checkout -q -- . 2>/dev/null; git -C \"$d\" clean -qfd 2>/dev/null; done; true",
-        )
-    };
-    let mut ignore = |_: &str| {};
-    tokio::select! {
-        _ = sandbox.exec(&request, &mut ignore) => {}
-        _ = cancel.cancelled() => {}
-    }
+    own_script(
+        sandbox,
+        "for d in /workspace/*/; do git -C \"$d\" checkout -q -- . 2>/dev/null; git -C \"$d\" clean -qfd 2>/dev/null; done; true",
+        std::time::Duration::from_secs(60),
+        cancel,
+    )
+    .await;
 }
 
 /// What planning made: the plan, and the calls its one step opens with when the planner set
