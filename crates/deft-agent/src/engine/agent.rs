@@ -26,6 +26,7 @@ impl Engine {
         context: &Context,
         step: StepInput<'_>,
         earlier: Option<&str>,
+        start: &mut super::attempts::StepStart,
         tools: &mut Tools<'_, TaskSandbox>,
         cancel: &CancellationToken,
     ) -> Result<Phase<StepEnd>, EngineError> {
@@ -71,7 +72,12 @@ impl Engine {
             .into_iter()
             .filter(|t| t.name != "submit_plan")
             .collect();
-        let checks_now = self.checks_now(context, tools.sandbox(), cancel).await?;
+        // After a verified step the checks pass: they are run only where that is not known.
+        let checks_now = if index == 0 || earlier.is_some() {
+            self.checks_now(context, tools.sandbox(), cancel).await?
+        } else {
+            self.checks_passing(context)
+        };
         let mut request = Request {
             system,
             messages: vec![Message::user(format!(
@@ -104,6 +110,9 @@ impl Engine {
             });
             let mut results = Vec::new();
             for call in opening {
+                if may_change(call) {
+                    start.before_change(tools.sandbox(), cancel).await;
+                }
                 let output = self.run_tool(&context.task.id, tools, call, cancel).await?;
                 did.record(call, &output);
                 results.push(ToolResult {
@@ -148,6 +157,9 @@ impl Engine {
             let mut results = Vec::new();
             let mut done = None;
             for call in &calls {
+                if may_change(call) {
+                    start.before_change(tools.sandbox(), cancel).await;
+                }
                 let mut output = self
                     .run_or_send_back(&context.task.id, tools, call, &mut sent_back, cancel)
                     .await?;
@@ -271,6 +283,18 @@ impl Engine {
         Ok(Checked::Failed(format!(
             "The checks failed, so the step is not done. Fix this, then call `finish` again:\n{failure}"
         )))
+    }
+
+    /// What a step after a verified one is told of the checks: that they pass.
+    fn checks_passing(&self, context: &Context) -> String {
+        let checks: Vec<&str> = context.checks().map(|(_, check)| check).collect();
+        if checks.is_empty() {
+            return String::new();
+        }
+        format!(
+            "\n\nThe checks (`{}`) pass now; they must still pass when the step is done.",
+            checks.join("`, `")
+        )
     }
 
     /// Where the repositories' checks stand as a step begins, for its first message: a
@@ -564,6 +588,18 @@ pub(super) async fn own_script(
     run.ok()
         .filter(|outcome| outcome.exit_code() == 0)
         .map(|outcome| outcome.output)
+}
+
+/// Whether `call` may change the workspace: a command, an edit, a tool of an MCP server.
+fn may_change(call: &deft_llm::ToolCall) -> bool {
+    match call.name.as_str() {
+        "bash" => true,
+        "str_replace_based_edit_tool" => match &call.arguments {
+            deft_llm::ToolArguments::Valid(arguments) => arguments["command"] != "view",
+            deft_llm::ToolArguments::Malformed { .. } => false,
+        },
+        name => name.starts_with(crate::mcp::PREFIX),
+    }
 }
 
 /// What one step of a plan is run with.

@@ -21,13 +21,6 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Phase<StepDone>, EngineError> {
         let attempts = self.limits.step_attempts.max(1);
-        // Without a snapshot of where the step began, a second attempt would start from the
-        // first one's leftovers: then there is only the one.
-        let start = if attempts > 1 {
-            StepStart::take(tools.sandbox(), cancel).await
-        } else {
-            None
-        };
         let mut earlier: Option<String> = None;
         for attempt in 1..=attempts {
             let input = StepInput {
@@ -35,18 +28,27 @@ impl Engine {
                 opening: if attempt == 1 { step.opening } else { &[] },
                 ..step
             };
+            // Where the repositories stood, noted before the attempt's first call that may
+            // change them (none is taken by a step that only reads, or with one attempt).
+            let mut start = StepStart::new(attempt < attempts);
             let gave_up = match self
-                .execute(context, input, earlier.as_deref(), tools, cancel)
+                .execute(
+                    context,
+                    input,
+                    earlier.as_deref(),
+                    &mut start,
+                    tools,
+                    cancel,
+                )
                 .await?
             {
                 Phase::Done(StepEnd::Done(done)) => return Ok(Phase::Done(done)),
                 Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
                 Phase::Done(StepEnd::GaveUp(why)) => why,
             };
-            let Some(start) = start.as_ref().filter(|_| attempt < attempts) else {
-                return Ok(Phase::Stop(gave_up));
-            };
-            if !start.restore(tools.sandbox(), cancel).await {
+            // Without a way back to where the step began, a second attempt would start from
+            // the first one's leftovers: then there is only the one.
+            if attempt == attempts || !start.restore(tools.sandbox(), cancel).await {
                 return Ok(Phase::Stop(gave_up));
             }
             self.step(
@@ -66,10 +68,22 @@ impl Engine {
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Where each repository of the workspace stood when a step began: its commit, and a tree of
-/// everything in it that git does not ignore (changes and new files included).
+/// everything in it that git does not ignore (changes and new files included), noted just
+/// before the first call that may change it.
 #[derive(Debug)]
-struct StepStart {
-    repos: Vec<RepoStart>,
+pub(super) struct StepStart {
+    noted: Noted,
+}
+
+#[derive(Debug)]
+enum Noted {
+    /// Nothing is noted: no call changed anything yet, or no later attempt will need it.
+    Nothing {
+        wanted: bool,
+    },
+    Repos(Vec<RepoStart>),
+    /// Noting failed: the step cannot be put back.
+    Failed,
 }
 
 #[derive(Debug)]
@@ -94,7 +108,28 @@ const SNAPSHOT: &str = r#"for d in /workspace/*/; do
 done"#;
 
 impl StepStart {
-    async fn take(sandbox: &TaskSandbox, cancel: &CancellationToken) -> Option<StepStart> {
+    /// `wanted`: whether a later attempt may need the step put back.
+    pub(super) fn new(wanted: bool) -> StepStart {
+        StepStart {
+            noted: Noted::Nothing { wanted },
+        }
+    }
+
+    /// Notes where the repositories stand, once, before the first call that may change them.
+    pub(super) async fn before_change(
+        &mut self,
+        sandbox: &TaskSandbox,
+        cancel: &CancellationToken,
+    ) {
+        if let Noted::Nothing { wanted: true } = self.noted {
+            self.noted = match StepStart::take(sandbox, cancel).await {
+                Some(repos) => Noted::Repos(repos),
+                None => Noted::Failed,
+            };
+        }
+    }
+
+    async fn take(sandbox: &TaskSandbox, cancel: &CancellationToken) -> Option<Vec<RepoStart>> {
         let output = own_script(sandbox, SNAPSHOT, TIMEOUT, cancel).await?;
         let repos = output
             .lines()
@@ -108,15 +143,19 @@ impl StepStart {
                 repo.is_plain().then_some(repo)
             })
             .collect::<Vec<_>>();
-        (!repos.is_empty()).then_some(StepStart { repos })
+        Some(repos)
     }
 
     /// Puts each repository back as it was: its branch at the commit, its files as the tree
     /// (what the attempt added removed, ignored files kept), its index at the commit. Whether
     /// every repository went back.
     async fn restore(&self, sandbox: &TaskSandbox, cancel: &CancellationToken) -> bool {
-        let script = self
-            .repos
+        let repos = match &self.noted {
+            Noted::Nothing { .. } => return true,
+            Noted::Failed => return false,
+            Noted::Repos(repos) => repos,
+        };
+        let script = repos
             .iter()
             .map(|RepoStart { dir, head, tree }| {
                 format!(
@@ -125,6 +164,9 @@ impl StepStart {
             })
             .collect::<Vec<_>>()
             .join("\n");
+        if script.is_empty() {
+            return true;
+        }
         own_script(sandbox, &script, TIMEOUT, cancel)
             .await
             .is_some()
