@@ -64,7 +64,8 @@ def main():
             "version": 1,
             "runner": f"mini-swe-agent {args.version} ({MODES[mode][2]})",
             "model": f"openai-compatible/{args.model}",
-            "suite": str(suite),
+            # Relative to the checkout when inside it: a report names no path of the machine.
+            "suite": str(suite.relative_to(root.resolve())) if suite.is_relative_to(root.resolve()) else str(suite),
             "started_at_unix_ms": started,
             "tasks": reports,
             "totals": totals(reports),
