@@ -635,7 +635,7 @@ async fn a_chat_creates_one_task() {
         "invalid_input",
         "the chat has no messages yet",
     );
-    let (status, _) = app
+    let (status, posted) = app
         .post(
             &app.admin,
             &format!("/chats/{chat_id}/messages"),
@@ -643,6 +643,14 @@ async fn a_chat_creates_one_task() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
+    // With no model for chats, the answer says so, as the chat's page does.
+    assert!(
+        posted["reply"].is_null()
+            && posted["no_reply"]
+                .as_str()
+                .is_some_and(|why| why.contains("reply")),
+        "{posted}"
+    );
     let (status, task) = app
         .post(&app.admin, &format!("/chats/{chat_id}/task"), json!({}))
         .await;

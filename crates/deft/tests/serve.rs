@@ -481,6 +481,8 @@ async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_t
     let repo = empty_repo(dir.path());
     let plan = GREETING_PLAN;
     let model = ScriptedModel::start(vec![
+        // The chat's reply to the first message, through the API as on the page.
+        Step::Reply(Turn::text("I can add greeting.txt.")),
         call("p1", "submit_plan", plan),
         call("b1", "bash", r#"{"command": "sleep 2.4597"}"#),
         call(
@@ -500,6 +502,11 @@ async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_t
     .await;
     let server = start(&dir.path().join("data"), &model);
     let (chat, id) = server.chat_task(&repo, "Add a greeting file").await;
+    let talked = server
+        .call(reqwest::Method::GET, &format!("/chats/{chat}"), None)
+        .await
+        .to_string();
+    assert!(talked.contains("I can add greeting.txt."), "{talked}");
     until_command_runs("^sleep 2.4597$").await;
     server.say(&chat, "Make the greeting French, please").await;
     let running = server
@@ -512,15 +519,16 @@ async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_t
 
     server.until(&id, "completed").await;
     let requests = model.requests();
-    // Plan, the bash call, then the turn after it: that one carries the message.
-    let after_bash = requests[2].body.to_string();
+    // The chat's reply, the plan, the bash call, then the turn after it: that one carries the
+    // message (the steering itself gets no chat reply).
+    let after_bash = requests[3].body.to_string();
     assert!(
         after_bash.contains("The owner has just said")
             && after_bash.contains("Make the greeting French, please"),
         "the next turn tells the agent: {after_bash}"
     );
     assert!(
-        !requests[1]
+        !requests[2]
             .body
             .to_string()
             .contains("Make the greeting French"),
@@ -535,6 +543,7 @@ async fn a_message_sent_while_the_task_finishes_opens_a_new_round() {
     let repo = empty_repo(dir.path());
     let plan = GREETING_PLAN;
     let model = ScriptedModel::start(vec![
+        Step::Reply(Turn::text("I can add greeting.txt.")),
         call("p1", "submit_plan", plan),
         call(
             "e1",
@@ -561,7 +570,7 @@ async fn a_message_sent_while_the_task_finishes_opens_a_new_round() {
     let server = start(&dir.path().join("data"), &model);
     let (chat, id) = server.chat_task(&repo, "Add a greeting file").await;
     let started = Instant::now();
-    while model.requests().len() < 4 {
+    while model.requests().len() < 5 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the review never started"
@@ -579,7 +588,7 @@ async fn a_message_sent_while_the_task_finishes_opens_a_new_round() {
     server.until(&id, "completed").await;
     let requests = model.requests();
     assert!(
-        requests[4]
+        requests[5]
             .body
             .to_string()
             .contains("Also sign it from the team"),

@@ -51,7 +51,20 @@ pub async fn message(
         .store
         .post_chat_message(&user.id, &chat, &user.name, &body.message)
         .await?;
-    Ok((StatusCode::CREATED, Json(views::chat_message(&message))))
+    // The agent answers here as on the chat's page: its reply, or why there is none. Once the
+    // chat's task exists, a message steers it, and the agent answers in the task.
+    let mut view = views::chat_message(&message);
+    if app.store.chat(&user.id, &chat).await?.task_id.is_some() {
+        return Ok((StatusCode::CREATED, Json(view)));
+    }
+    match agent_reply(&app, &user, &chat).await? {
+        Reply::Posted(reply) => view["reply"] = views::chat_message(&reply),
+        Reply::None(why) => {
+            view["reply"] = Value::Null;
+            view["no_reply"] = Value::String(why);
+        }
+    }
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,4 +137,71 @@ pub(crate) fn description(chat: &deft_core::Chat, owner: &str) -> String {
         }
     }
     description
+}
+
+/// What the agent did with the conversation so far.
+pub(crate) enum Reply {
+    /// Its reply, stored in the chat.
+    Posted(deft_core::ChatMessage),
+    /// No reply, and why, for the person.
+    None(String),
+}
+
+/// The agent's reply to `id`'s conversation so far, stored in the chat: the web page and the
+/// API both ask for it after a person writes.
+pub(crate) async fn agent_reply(
+    app: &crate::AppState,
+    user: &deft_core::User,
+    id: &ChatId,
+) -> Result<Reply, deft_store::StoreError> {
+    let Some(replier) = &app.chat else {
+        return Ok(Reply::None(no_model_note(app)));
+    };
+    if let Some(limit) = app.weekly_tokens {
+        let now = deft_core::Timestamp::now();
+        let spent = app.store.usage_since(&user.id, now.week_start()).await?;
+        let spent = spent.input_tokens + spent.output_tokens;
+        if spent >= limit {
+            return Ok(Reply::None(format!(
+                "The agent does not reply: this week's token limit is reached ({spent} of {limit} tokens); it resets {}. You can still create the task; it waits until then.",
+                crate::web::when(now.next_week_start())
+            )));
+        }
+    }
+    let chat = app.store.chat(&user.id, id).await?;
+    let known = app.store.list_repositories(&user.id).await?;
+    let repos: Vec<_> = known
+        .into_iter()
+        .filter(|repo| chat.repos.contains(&repo.id))
+        .collect();
+    let answer = replier.reply(user, &repos, &chat.messages).await;
+    if let Ok(reply) = &answer {
+        app.store
+            .record_user_usage(&user.id, &reply.model, reply.usage)
+            .await?;
+    }
+    match answer.map(|reply| reply.text) {
+        Ok(text) if !text.trim().is_empty() => Ok(Reply::Posted(
+            app.store
+                .post_chat_message(&user.id, id, crate::web::chats::AGENT, &text)
+                .await?,
+        )),
+        Ok(_) => Ok(Reply::None("The agent had nothing to add.".into())),
+        Err(error) => {
+            tracing::warn!(error = %error, "the chat reply failed");
+            Ok(Reply::None(format!("The agent could not reply: {error}")))
+        }
+    }
+}
+
+fn no_model_note(app: &crate::AppState) -> String {
+    match &app.model {
+        crate::ModelReadiness::Missing { message } => format!(
+            "The agent cannot reply in chat: no model is configured ({message}). You can still create the task."
+        ),
+        crate::ModelReadiness::Ready { .. } => {
+            "The agent does not reply in chat on this server; create the task when you are ready."
+                .into()
+        }
+    }
 }

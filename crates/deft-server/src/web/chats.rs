@@ -153,57 +153,12 @@ async fn refused(
 /// The agent's reply to the conversation so far, stored in the chat. `Some(reason)` when
 /// there is none.
 async fn reply(app: &AppState, user: &User, id: &ChatId) -> Result<Option<String>, WebError> {
-    let Some(replier) = &app.chat else {
-        return Ok(Some(no_model_note(app)));
-    };
-    if let Some(limit) = app.weekly_tokens {
-        let now = deft_core::Timestamp::now();
-        let spent = app.store.usage_since(&user.id, now.week_start()).await?;
-        let spent = spent.input_tokens + spent.output_tokens;
-        if spent >= limit {
-            return Ok(Some(format!(
-                "The agent does not reply: this week's token limit is reached ({spent} of {limit} tokens); it resets {}. You can still create the task; it waits until then.",
-                super::when(now.next_week_start())
-            )));
-        }
-    }
-    let chat = app.store.chat(&user.id, id).await?;
-    let known = app.store.list_repositories(&user.id).await?;
-    let repos: Vec<_> = known
-        .into_iter()
-        .filter(|repo| chat.repos.contains(&repo.id))
-        .collect();
-    let answer = replier.reply(user, &repos, &chat.messages).await;
-    if let Ok(reply) = &answer {
-        app.store
-            .record_user_usage(&user.id, &reply.model, reply.usage)
-            .await?;
-    }
-    match answer.map(|reply| reply.text) {
-        Ok(text) if !text.trim().is_empty() => {
-            app.store
-                .post_chat_message(&user.id, id, AGENT, &text)
-                .await?;
-            Ok(None)
-        }
-        Ok(_) => Ok(Some("The agent had nothing to add.".into())),
-        Err(error) => {
-            tracing::warn!(error = %error, "the chat reply failed");
-            Ok(Some(format!("The agent could not reply: {error}")))
-        }
-    }
-}
-
-fn no_model_note(app: &AppState) -> String {
-    match &app.model {
-        crate::ModelReadiness::Missing { message } => format!(
-            "The agent cannot reply in chat: no model is configured ({message}). You can still create the task."
-        ),
-        crate::ModelReadiness::Ready { .. } => {
-            "The agent does not reply in chat on this server; create the task when you are ready."
-                .into()
-        }
-    }
+    Ok(
+        match crate::routes::chats::agent_reply(app, user, id).await? {
+            crate::routes::chats::Reply::Posted(_) => None,
+            crate::routes::chats::Reply::None(why) => Some(why),
+        },
+    )
 }
 
 async fn chat_page(

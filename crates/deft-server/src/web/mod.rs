@@ -5,7 +5,7 @@
 //! in a hidden field, checked by [`WebForm`] before any handler runs. Pages read the store
 //! through the same user-filtered calls as the API, so another user's task is a 404 here too.
 
-mod chats;
+pub(crate) mod chats;
 mod github;
 mod log;
 mod settings;
