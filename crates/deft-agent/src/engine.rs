@@ -371,12 +371,7 @@ impl Engine {
             heard: heard.into(),
             spent,
             web: self.web.clone().map(|search| {
-                let network = &prepared.environment.network;
-                let policy = deft_egress::EgressPolicy::new(
-                    network.level,
-                    network.allow.clone(),
-                    deft_egress::DomainSet::default(),
-                );
+                let policy = start::egress_policy(&prepared.environment.network);
                 crate::web::Web::new(
                     search,
                     deft_web::FetchPolicy::new(policy),

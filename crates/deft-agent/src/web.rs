@@ -38,11 +38,7 @@ struct Numbered {
 impl Web {
     /// Access under `policy`, numbering on from `sources` (what the task cited before).
     pub fn new(search: Arc<SearchClient>, policy: FetchPolicy, sources: &[Source]) -> Web {
-        let citations = Citations::from_entries(
-            sources
-                .iter()
-                .map(|source| (source.url.as_str(), source.title.as_str())),
-        );
+        let citations = numbered(sources);
         let fetched = sources
             .iter()
             .enumerate()
@@ -166,15 +162,19 @@ impl Web {
 /// `text` cites by their `[n]` (a search result merely seen is not listed: its title is a
 /// stranger's); empty when none is.
 pub fn sources_section(sources: &[Source], text: &str) -> String {
-    let citations = Citations::from_entries(
-        sources
-            .iter()
-            .map(|source| (source.url.as_str(), source.title.as_str())),
-    );
-    let listed =
-        citations.sources_of(|n| sources[n - 1].fetched || text.contains(&Citations::marker(n)));
+    let listed = numbered(sources)
+        .sources_of(|n| sources[n - 1].fetched || text.contains(&Citations::marker(n)));
     if listed.is_empty() {
         return String::new();
     }
     format!("\n\n## Sources\n{}", listed.trim_end())
+}
+
+/// Citations numbered as `sources` (kept in a task's progress) are.
+fn numbered(sources: &[Source]) -> Citations {
+    Citations::from_entries(
+        sources
+            .iter()
+            .map(|source| (source.url.as_str(), source.title.as_str())),
+    )
 }

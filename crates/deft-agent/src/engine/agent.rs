@@ -305,20 +305,12 @@ impl Engine {
         sandbox: &TaskSandbox,
         cancel: &CancellationToken,
     ) -> Result<String, EngineError> {
-        let checks: Vec<&str> = context
-            .repos
-            .iter()
-            .flat_map(|(_, _, facts)| facts.checks.iter().map(String::as_str))
-            .collect();
-        if checks.is_empty() {
+        if context.checks().next().is_none() {
             return Ok(String::new());
         }
         match self.verify(context, sandbox, cancel).await {
             _ if cancel.is_cancelled() => Err(EngineError::Cancelled),
-            Ok(()) => Ok(format!(
-                "\n\nThe checks (`{}`) pass now; they must still pass when the step is done.",
-                checks.join("`, `")
-            )),
+            Ok(()) => Ok(self.checks_passing(context)),
             Err(failure) => Ok(format!(
                 "\n\nThe checks fail now (the task may be about this):\n{}",
                 tail(&failure, 1500)

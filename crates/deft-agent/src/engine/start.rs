@@ -306,11 +306,7 @@ impl Engine {
             state_dir: Workspaces::new(&self.workspaces).sandbox_dir(id),
             env,
             secrets: secrets.clone(),
-            network: EgressPolicy::new(
-                environment.network.level,
-                environment.network.allow.clone(),
-                DomainSet::default(),
-            ),
+            network: egress_policy(&environment.network),
             resolver: Resolver::System,
             limits: Limits::default(),
             root,
@@ -729,11 +725,7 @@ impl Engine {
         let (events, decisions) = tokio::sync::mpsc::unbounded_channel::<ProxyEvent>();
         let mut network_hold = None;
         if images.joins_namespaces().await {
-            let policy = EgressPolicy::new(
-                environment.network.level,
-                environment.network.allow.clone(),
-                DomainSet::default(),
-            );
+            let policy = egress_policy(&environment.network);
             match crate::setup::build_network(
                 self.sandboxes.as_ref(),
                 &self.workspaces,
@@ -809,4 +801,11 @@ async fn read_commit(
     .await
     .map_err(|_| "reading its files from git took over a minute".to_owned())?
     .map_err(|e| e.to_string())
+}
+
+/// The egress policy of a task's network setting: what its sandbox, its image's build and its
+/// web fetches may reach (no forge hosts: the local forge has none, and GitHub's go through
+/// deft, not the task).
+pub(super) fn egress_policy(network: &deft_core::NetworkPolicy) -> EgressPolicy {
+    EgressPolicy::new(network.level, network.allow.clone(), DomainSet::default())
 }
