@@ -11,6 +11,7 @@
 
 mod agent;
 mod attempts;
+mod code_blocks;
 mod completion;
 mod environment;
 mod owner;
@@ -126,6 +127,35 @@ pub struct Engine {
     /// The search provider the operator configured: with one, tasks get `web_search` and
     /// `web_fetch` (fetches under each task's network policy).
     pub web: Option<std::sync::Arc<deft_web::SearchClient>>,
+    /// How the executor's model changes files (`[model] edit_format`).
+    pub edit_format: EditFormat,
+}
+
+/// How the executor's model changes files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EditFormat {
+    /// Through the editor's tool calls, with bash and the search: for models that use tools
+    /// well.
+    #[default]
+    ToolCalls,
+    /// By code written in its replies, under each file's path (no tools are offered, and no
+    /// planner is asked: the task is the plan's one step): for small local models, which write
+    /// code well in words but cannot escape it inside a tool call's JSON.
+    CodeBlocks,
+}
+
+impl std::str::FromStr for EditFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<EditFormat, String> {
+        match text {
+            "tool_calls" => Ok(EditFormat::ToolCalls),
+            "code_blocks" => Ok(EditFormat::CodeBlocks),
+            other => Err(format!(
+                "`{other}` is not an edit format; use \"tool_calls\" (the editor tool, for models that call tools well) or \"code_blocks\" (code written in replies, for small local models)"
+            )),
+        }
+    }
 }
 
 /// What one phase of the run returned.
@@ -323,6 +353,7 @@ impl Engine {
         // needs the sandbox, unless the owner's MCP servers are to offer their tools in it;
         // and no tokens are spent before an image that may not build is made.
         let early = (progress.phase == WorkPhase::Planning
+            && self.edit_format == EditFormat::ToolCalls
             && environment.mcp.servers.is_empty()
             && !self.builds_image(&chosen))
         .then(|| {

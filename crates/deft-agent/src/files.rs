@@ -174,6 +174,13 @@ impl Files {
         }
     }
 
+    /// A file's text, for deft's own reading (not the model's `view`).
+    pub fn text(&self, path: &str) -> Result<String, ToolOutput> {
+        let relative =
+            workspace::relative(path).map_err(|error| ToolOutput::error(error.to_string()))?;
+        self.read_text(&relative, &format!("/workspace/{relative}"))
+    }
+
     fn read_text(&self, relative: &str, shown: &str) -> Result<String, ToolOutput> {
         let bytes = workspace::read(&self.workspace, relative)
             .map_err(|error| ToolOutput::error(format!("{shown}: {error}")))?;

@@ -3,6 +3,7 @@
 //! execution and completion with them.
 
 pub mod analysis;
+mod blocks;
 pub mod context;
 pub mod devcontainer;
 pub mod engine;

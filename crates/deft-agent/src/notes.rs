@@ -59,6 +59,11 @@ impl StepNotes {
     }
 
     /// The note for the next steps: the step, what it said it did, and what it touched.
+    /// Whether the step has changed a file so far.
+    pub fn changed_any(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
     pub fn note(&self, step: usize, summary: &str) -> String {
         let mut note = format!("Step {step}: {}", summary.lines().next().unwrap_or(""));
         let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");

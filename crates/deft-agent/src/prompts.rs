@@ -70,6 +70,14 @@ pub(crate) fn execution(plan_text: &str) -> String {
     )
 }
 
+/// What the executor of one step is told when its model writes code in its replies
+/// (`edit_format = "code_blocks"`): it has no tools, and deft applies what it writes.
+pub(crate) fn code_blocks(plan_text: &str) -> String {
+    format!(
+        "You carry out one step of the plan by writing code in your reply; you have no tools, and deft applies what you write, then runs the checks. To change a file, write its path on a line of its own, then a fenced code block with the whole new file, or with each whole function you change, from its first line to its last, as the file has them. To create a file, do the same with its new path. To run a command, write it in a ```sh block with no path above it; its output comes back to you. To see a file, name it and it is shown to you. When the step is done, reply with a one-line summary and no code block. Ask the owner (a reply that ends with a question mark) only when the answer changes what you build and neither the task nor the code settles it.\n\nThe plan:\n{plan_text}"
+    )
+}
+
 /// The system prompt: its stable part first (the phase, its instructions, each repository's
 /// checks and file list), the conventions after, so that providers can cache the first.
 pub(crate) fn system_prompt(

@@ -353,12 +353,8 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
     /// swapped for something that blocks (a FIFO, a device, a network file system) costs that
     /// thread at worst, never the runtime's, and the model hears why.
     async fn file_tool(&self, name: String, arguments: Value) -> Result<ToolOutput, ToolOutput> {
-        let files = self.files.clone();
         let repos = self.repos.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let mut files = files
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.off_thread(move |files| {
             let result = if name == "search" {
                 files.search(&arguments)
             } else {
@@ -384,6 +380,31 @@ impl<'a, S: Sandbox + ?Sized> Tools<'a, S> {
                 }
                 error
             })
+        })
+        .await
+    }
+
+    /// The text of a file of the workspace (a path as the model wrote it), read as the editor
+    /// reads: inside the workspace, no link followed, UTF-8 only.
+    pub async fn read_text(&self, path: &str) -> Result<String, String> {
+        let path = self.located(path);
+        self.off_thread(move |files| files.text(&path))
+            .await
+            .map_err(|error| error.content)
+    }
+
+    /// `job` on the editor's files, on a blocking thread, given up after the file tools'
+    /// deadline.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut crate::files::Files) -> Result<T, ToolOutput> + Send + 'static,
+    ) -> Result<T, ToolOutput> {
+        let files = self.files.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let mut files = files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            job(&mut files)
         });
         match tokio::time::timeout(FILE_TOOL_TIMEOUT, job).await {
             Ok(Ok(result)) => result,

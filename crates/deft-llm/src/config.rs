@@ -127,6 +127,9 @@ pub struct ModelFile {
     pub api_key: Option<String>,
     pub planner: Option<RoleFile>,
     pub executor: Option<RoleFile>,
+    /// How the executor's model changes files: `tool_calls` (the default) or `code_blocks`;
+    /// read by deft's engine, not by the clients here.
+    pub edit_format: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -181,6 +181,7 @@ async fn run() -> Measured {
         images: None,
         default_image: None,
         image_sandboxes: None,
+        edit_format: Default::default(),
         web: None,
     };
     let started = Instant::now();

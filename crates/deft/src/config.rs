@@ -326,8 +326,15 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         &table,
         path,
         "model",
-        "name, base_url, api_key, [model.planner], [model.executor]",
+        "name, base_url, api_key, edit_format, [model.planner], [model.executor]",
     )?;
+    if let Some(Err(error)) = model
+        .as_ref()
+        .and_then(|model: &ModelFile| model.edit_format.as_deref())
+        .map(str::parse::<deft_agent::engine::EditFormat>)
+    {
+        anyhow::bail!("{}: [model] edit_format: {error}", path.display());
+    }
     let forge: ForgeFile = section(&table, path, "forge", "local_roots")?.unwrap_or_default();
     let limits: LimitsFile = section(
         &table,
@@ -592,6 +599,17 @@ pub async fn models(args: &ModelArgs, config: &ConfigFile) -> Result<Models, def
     deft_llm::resolve_with_probe(inputs, ollama.as_deref()).await
 }
 
+/// How the executor's model changes files (`[model] edit_format`, checked when the file was
+/// read).
+pub fn edit_format(config: &ConfigFile) -> deft_agent::engine::EditFormat {
+    config
+        .model
+        .as_ref()
+        .and_then(|model| model.edit_format.as_deref())
+        .and_then(|format| format.parse().ok())
+        .unwrap_or_default()
+}
+
 /// `DEFT_OLLAMA_URL`, when set: an http or https URL, else where to look is unknown and the
 /// model's resolution says so (rather than probing the default address instead).
 fn ollama_url(value: Option<String>) -> Result<Option<String>, deft_llm::ModelError> {
@@ -747,6 +765,21 @@ mod tests {
         assert_eq!(
             config.forge.local_roots,
             Some(vec![PathBuf::from("/srv/git")])
+        );
+        let config = parse("[model]\nedit_format = \"code_blocks\"\n", path).unwrap();
+        assert_eq!(
+            edit_format(&config),
+            deft_agent::engine::EditFormat::CodeBlocks
+        );
+        assert_eq!(
+            edit_format(&ConfigFile::default()),
+            deft_agent::engine::EditFormat::ToolCalls
+        );
+        let error = parse("[model]\nedit_format = \"diff\"\n", path).unwrap_err();
+        assert!(
+            format!("{error:#}")
+                .contains("[model] edit_format: `diff` is not an edit format; use \"tool_calls\""),
+            "{error:#}"
         );
         let error = parse("[model]\nnmae = \"x\"\n", path).unwrap_err();
         assert!(

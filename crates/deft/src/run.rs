@@ -196,6 +196,7 @@ pub async fn engine(
         default_image: config.environments.default_image.clone(),
         image_sandboxes: config::image_sandboxes(config).await?,
         web: config::web_search(config)?,
+        edit_format: config::edit_format(config),
     })
 }
 

@@ -392,3 +392,155 @@ async fn a_planner_that_sets_out_to_write_gets_a_plan_of_one_step() {
         "hello\n"
     );
 }
+
+/// "Weak models cannot express edits as tool calls": with `edit_format = "code_blocks"` the
+/// model gets no tools and no planner; it names a file to see it, writes a function under the
+/// file's path, is shown the checks' failure with the file as it now reads, and its second
+/// block (the whole file) passes. The file's other function is kept by the first merge; the
+/// test named nearer the block than the code is left alone, its lines placing nothing; and
+/// the edits are in the log as the editor's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_writes_code_in_its_replies_changes_files_through_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("stats");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(
+        repo.join("stats.py"),
+        "\"\"\"Statistics.\"\"\"\n\n\ndef mean(values):\n    return sum(values) / (len(values) - 1)\n\n\ndef total(values):\n    return sum(values)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("test.sh"),
+        "#!/bin/sh\npython3 -c 'from stats import mean, total; assert mean([1, 2, 3]) == 2; assert total([1]) == 1' || { echo 'mean is wrong'; exit 1; }\n",
+    )
+    .unwrap();
+    sh(
+        &repo,
+        "chmod +x test.sh && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[model]\nedit_format = \"code_blocks\"\n",
+    )
+    .unwrap();
+    let server = ScriptedModel::start(vec![
+        Step::Reply(Turn::text("Let me look at stats.py first.")),
+        Step::Reply(Turn::text(
+            "The divisor is wrong. In `stats.py`, which ./test.sh checks:\n\n```python\ndef mean(values):\n    return sum(values) / (len(values) + 1)\n```\n",
+        )),
+        Step::Reply(Turn::text(
+            "stats.py\n```python\n\"\"\"Statistics.\"\"\"\n\n\ndef mean(values):\n    return sum(values) / len(values)\n\n\ndef total(values):\n    return sum(values)\n```",
+        )),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(&server, &data, &repo, "Fix mean so that ./test.sh passes.").await;
+    let stdout = succeeded(&output);
+    let requests = server.requests();
+    // No tools and no planner: the first request is the executor's, with no tools.
+    assert!(
+        requests[0].body["tools"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{}",
+        requests[0].body
+    );
+    assert!(
+        requests[0].body["system"]
+            .to_string()
+            .contains("by writing code in your reply"),
+        "{}",
+        requests[0].body["system"]
+    );
+    let shown = requests[1].body["messages"].to_string();
+    assert!(shown.contains("(len(values) - 1)"), "{shown}");
+    // The first block replaced `mean` alone; the failure came back with the file as it read.
+    let told = requests[2].body["messages"].to_string();
+    assert!(
+        told.contains("Changed stats.py: `def mean(values):`")
+            && told.contains("mean is wrong")
+            && told.contains("(len(values) + 1)")
+            && told.contains("def total(values)"),
+        "{told}"
+    );
+    let branch = task_branch(&repo);
+    assert!(
+        sh(&repo, &format!("git show {branch}:test.sh")).contains("mean is wrong"),
+        "the test was rewritten"
+    );
+    assert_eq!(
+        sh(&repo, &format!("git show {branch}:stats.py")),
+        "\"\"\"Statistics.\"\"\"\n\n\ndef mean(values):\n    return sum(values) / len(values)\n\n\ndef total(values):\n    return sum(values)\n"
+    );
+    assert!(stdout.contains("str_replace_based_edit_tool"), "{stdout}");
+}
+
+/// In code blocks, a reply that ends in a question is a question, through the same gate: one
+/// about the environment is sent back, one about what to build reaches the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_in_words_goes_through_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[model]\nedit_format = \"code_blocks\"\n",
+    )
+    .unwrap();
+    let server = ScriptedModel::start(vec![
+        Step::Reply(Turn::text(
+            "The command 'nano' could not be found. Should I install it?",
+        )),
+        Step::Reply(Turn::text(
+            "Which language should the greeting be in, English or French?",
+        )),
+    ])
+    .await;
+    let output = deft_run(&server, &data, &repo, "Write a greeting into greeting.txt.").await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{stdout}");
+    let sent_back = requests[1].body["messages"].to_string();
+    assert!(sent_back.contains("Not asked:"), "{sent_back}");
+    assert!(
+        stdout.contains("Which language should the greeting be in"),
+        "{stdout}"
+    );
+}
+
+/// In code blocks, a shell block under no path is a command, run in the sandbox as the bash
+/// tool runs one, its output sent back; the file it writes is the repository's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_block_under_no_path_is_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[model]\nedit_format = \"code_blocks\"\n",
+    )
+    .unwrap();
+    let server = ScriptedModel::start(vec![
+        Step::Reply(Turn::text(
+            "I will write the file:\n```bash\nls && printf 'hello\\n' > greeting.txt && ./test.sh && echo passed\n```",
+        )),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(&server, &data, &repo, "Make ./test.sh pass.").await;
+    succeeded(&output);
+    // The checks passed after the command, so the step ended there; then the review.
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.remaining_steps(), 0);
+    assert_eq!(
+        sh(
+            &repo,
+            &format!("git show {}:greeting.txt", task_branch(&repo))
+        ),
+        "hello\n"
+    );
+}

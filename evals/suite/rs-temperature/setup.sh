@@ -28,4 +28,6 @@ mod tests {
     }
 }
 DEFT_EOF
+# As `cargo new` leaves it: the build's output is not the repository's.
+printf '/target\n' > .gitignore
 git init -q -b main && git add -A && git -c user.name=deft-eval -c user.email=eval@deft.invalid commit -q -m "Initial commit"

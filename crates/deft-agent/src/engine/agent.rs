@@ -39,29 +39,7 @@ impl Engine {
         let step = &plan.steps[index];
         // Steering sent during the previous step is part of this step's prompt.
         self.hear_owner(context).await?;
-        let plan_text = format!(
-            "Requirements:\n{}\nAcceptance criteria:\n{}\nSteps:\n{}",
-            list(&plan.requirements),
-            list(&plan.acceptance_criteria),
-            plan.steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| format!(
-                    "{}. {s}{}",
-                    i + 1,
-                    if i == index { "   <- this step" } else { "" }
-                ))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        let plan_text = if notes.is_empty() {
-            plan_text
-        } else {
-            format!(
-                "{plan_text}\n\nWhat the steps before did (their files are as they left them):\n{}",
-                list(notes)
-            )
-        };
+        let plan_text = plan_text(plan, index, notes);
         let system = system_prompt(
             &context.repos,
             &context.learnings,
@@ -149,7 +127,9 @@ impl Engine {
                     Checked::Passed => {
                         return Ok(Phase::Done(done_with(reply_summary(&text), &did)));
                     }
-                    Checked::Failed(told) => request.messages.push(Message::user(told)),
+                    Checked::Failed(failure) => request
+                        .messages
+                        .push(Message::user(failed_checks(&failure))),
                     Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
                 }
                 continue;
@@ -172,8 +152,8 @@ impl Engine {
                             .await?
                         {
                             Checked::Passed => done = Some(summary.clone()),
-                            Checked::Failed(told) => {
-                                output.content = told;
+                            Checked::Failed(failure) => {
+                                output.content = failed_checks(&failure);
                                 output.is_error = true;
                             }
                             Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
@@ -248,7 +228,7 @@ impl Engine {
 
     /// The checks run on a step the model says is done (by `finish`, or by answering in
     /// words); `failed` counts the failures so far, and too many stop the run.
-    async fn check_done(
+    pub(super) async fn check_done(
         &self,
         context: &Context,
         sandbox: &TaskSandbox,
@@ -280,13 +260,11 @@ impl Engine {
                 ),
             )));
         }
-        Ok(Checked::Failed(format!(
-            "The checks failed, so the step is not done. Fix this, then call `finish` again:\n{failure}"
-        )))
+        Ok(Checked::Failed(failure))
     }
 
     /// What a step after a verified one is told of the checks: that they pass.
-    fn checks_passing(&self, context: &Context) -> String {
+    pub(super) fn checks_passing(&self, context: &Context) -> String {
         let checks: Vec<&str> = context.checks().map(|(_, check)| check).collect();
         if checks.is_empty() {
             return String::new();
@@ -299,7 +277,7 @@ impl Engine {
 
     /// Where the repositories' checks stand as a step begins, for its first message: a
     /// failing test names the code to change better than any description.
-    async fn checks_now(
+    pub(super) async fn checks_now(
         &self,
         context: &Context,
         sandbox: &TaskSandbox,
@@ -370,7 +348,7 @@ impl Engine {
         Ok(Phase::Stop(attention(AttentionKind::Question, question)))
     }
 
-    async fn run_tool(
+    pub(super) async fn run_tool(
         &self,
         id: &TaskId,
         tools: &mut Tools<'_, TaskSandbox>,
@@ -525,8 +503,36 @@ impl Engine {
     }
 }
 
+/// The plan as a step's prompt shows it: its own step marked, and the notes of the steps
+/// before.
+pub(super) fn plan_text(plan: &Plan, index: usize, notes: &[String]) -> String {
+    let text = format!(
+        "Requirements:\n{}\nAcceptance criteria:\n{}\nSteps:\n{}",
+        list(&plan.requirements),
+        list(&plan.acceptance_criteria),
+        plan.steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!(
+                "{}. {s}{}",
+                i + 1,
+                if i == index { "   <- this step" } else { "" }
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    if notes.is_empty() {
+        text
+    } else {
+        format!(
+            "{text}\n\nWhat the steps before did (their files are as they left them):\n{}",
+            list(notes)
+        )
+    }
+}
+
 /// A step's summary from the model's closing words: their first paragraph, short.
-fn reply_summary(text: &str) -> String {
+pub(super) fn reply_summary(text: &str) -> String {
     let first = text.trim().split("\n\n").next().unwrap_or("").trim();
     if first.is_empty() {
         "done".to_owned()
@@ -536,7 +542,7 @@ fn reply_summary(text: &str) -> String {
 }
 
 /// A `tool_call` event's data.
-fn call_event(call: &deft_llm::ToolCall) -> serde_json::Value {
+pub(super) fn call_event(call: &deft_llm::ToolCall) -> serde_json::Value {
     json!({"id": call.id, "name": call.name, "arguments": call.arguments.as_object()})
 }
 
@@ -583,7 +589,7 @@ pub(super) async fn own_script(
 }
 
 /// Whether `call` may change the workspace: a command, an edit, a tool of an MCP server.
-fn may_change(call: &deft_llm::ToolCall) -> bool {
+pub(super) fn may_change(call: &deft_llm::ToolCall) -> bool {
     match call.name.as_str() {
         "bash" => true,
         "str_replace_based_edit_tool" => match &call.arguments {
@@ -632,10 +638,16 @@ pub(super) fn heard(request: &mut Request, completion: Completion) -> Heard {
     Heard { calls, text }
 }
 
+fn failed_checks(failure: &str) -> String {
+    format!(
+        "The checks failed, so the step is not done. Fix this, then call `finish` again:\n{failure}"
+    )
+}
+
 /// How a step's claim to be done stood up to its checks.
-enum Checked {
+pub(super) enum Checked {
     Passed,
-    /// The checks failed: what the model is told.
+    /// The checks failed: their output.
     Failed(String),
     /// Failed too often: the attempt gives up.
     GaveUp(deft_core::Attention),

@@ -31,17 +31,31 @@ impl Engine {
             // Where the repositories stood, noted before the attempt's first call that may
             // change them (none is taken by a step that only reads, or with one attempt).
             let mut start = StepStart::new(attempt < attempts);
-            let gave_up = match self
-                .execute(
-                    context,
-                    input,
-                    earlier.as_deref(),
-                    &mut start,
-                    tools,
-                    cancel,
-                )
-                .await?
-            {
+            let ended = match self.edit_format {
+                super::EditFormat::ToolCalls => {
+                    self.execute(
+                        context,
+                        input,
+                        earlier.as_deref(),
+                        &mut start,
+                        tools,
+                        cancel,
+                    )
+                    .await?
+                }
+                super::EditFormat::CodeBlocks => {
+                    self.write_step(
+                        context,
+                        input,
+                        earlier.as_deref(),
+                        &mut start,
+                        tools,
+                        cancel,
+                    )
+                    .await?
+                }
+            };
+            let gave_up = match ended {
                 Phase::Done(StepEnd::Done(done)) => return Ok(Phase::Done(done)),
                 Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
                 Phase::Done(StepEnd::GaveUp(why)) => why,

@@ -42,6 +42,13 @@ impl Engine {
         mut first: Option<(Completion, Request)>,
         cancel: &CancellationToken,
     ) -> Result<Phase<Planned>, EngineError> {
+        // A model that writes code in words is no planner: the task is its one step.
+        if self.edit_format == super::EditFormat::CodeBlocks {
+            return Ok(Phase::Done(Planned {
+                plan: one_step_plan(context),
+                opening: Vec::new(),
+            }));
+        }
         let built_in = planning_tools();
         let mut sent_back = 0;
         let mut loops = LoopWatch::new(self.limits.repeats);

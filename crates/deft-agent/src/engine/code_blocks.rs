@@ -1,0 +1,459 @@
+//! A step done by a model that writes code in its replies (`[model] edit_format =
+//! "code_blocks"`): no tools are offered; the files the task names are in its first message,
+//! a file it names is shown to it, the code it writes under a path goes into that file through
+//! the editor (logged as the editor's calls), and the checks run after every change. A reply
+//! with no code ends the step as `finish` would, and a reply that ends in a question is a
+//! question, through the same gate as `ask_user`.
+
+use std::collections::HashSet;
+
+use deft_core::AttentionKind;
+use deft_llm::{Message, Request, ToolArguments, ToolCall};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::agent::{
+    Checked, Heard, StepDone, StepEnd, StepInput, call_event, plan_text, reply_summary,
+};
+use super::{Context, Engine, EngineError, Phase, TaskSandbox, attention};
+use crate::blocks::{Block, Merged, blocks, merge, names_in};
+use crate::loops::{LoopWatch, Repetition};
+use crate::prompts::{code_blocks, named_files, system_prompt, tail};
+use crate::tools::{Effect, Tools};
+
+/// Replies without code, before anything changed, that are answered by asking for the code
+/// rather than taken as the step's end.
+const NUDGES: u32 = 2;
+
+/// The most of a file shown back to the model at once.
+const SHOWN: usize = 12_000;
+
+impl Engine {
+    /// One attempt at a step, by code written in the model's replies.
+    pub(super) async fn write_step(
+        &self,
+        context: &Context,
+        step: StepInput<'_>,
+        earlier: Option<&str>,
+        start: &mut super::attempts::StepStart,
+        tools: &mut Tools<'_, TaskSandbox>,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<StepEnd>, EngineError> {
+        let StepInput {
+            plan, index, notes, ..
+        } = step;
+        self.hear_owner(context).await?;
+        let system = system_prompt(
+            &context.repos,
+            &context.learnings,
+            "execution",
+            &code_blocks(&plan_text(plan, index, notes)),
+        );
+        let checks_now = if index == 0 || earlier.is_some() {
+            self.checks_now(context, tools.sandbox(), cancel).await?
+        } else {
+            self.checks_passing(context)
+        };
+        let mut shown: HashSet<String> = context
+            .repos
+            .iter()
+            .flat_map(|(_, _, facts)| {
+                facts
+                    .named
+                    .iter()
+                    .flat_map(move |(path, _)| [path.clone(), format!("{}/{path}", facts.name)])
+            })
+            .collect();
+        let mut request = Request {
+            system,
+            messages: vec![Message::user(format!(
+                "{}{checks_now}\n\nDo step {} of {}: {}{}\n\n{}",
+                self.task_message(context),
+                index + 1,
+                plan.steps.len(),
+                plan.steps[index],
+                earlier.map_or(String::new(), |why| format!(
+                    "\n\nAn earlier attempt at this step ended: {}\nIts changes were undone; try another way.",
+                    tail(why, 800)
+                )),
+                named_files(&context.repos).unwrap_or_default()
+            ))],
+            tools: Vec::new(),
+            max_tokens: 4096,
+        };
+        let mut failed = 0;
+        let mut loops = LoopWatch::new(self.limits.repeats);
+        let mut did = crate::notes::StepNotes::default();
+        let mut sent_back = 0;
+        let mut nudged = 0;
+        for _ in 0..self.limits.turns_per_step {
+            let Heard { text, .. } = match self
+                .turn(&self.executor, "executor", context, &mut request, cancel)
+                .await?
+            {
+                Phase::Done(heard) => heard,
+                Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+            };
+            // The same reply again is a loop, as the same call would be.
+            let looped = match loops.record("reply", text.trim()) {
+                Repetition::None => String::new(),
+                Repetition::Told(told) => format!("\n\n{told}"),
+                Repetition::Stop(reason) => {
+                    return Ok(Phase::Done(StepEnd::GaveUp(attention(
+                        AttentionKind::Error,
+                        format!("step {}: {reason}; give it a hint by answering", index + 1),
+                    ))));
+                }
+            };
+            let found = blocks(&text);
+            let answer = if found.is_empty() {
+                if let Some(question) = question_in(&text) {
+                    let call = synthetic("ask_user", json!({ "question": question }));
+                    self.log_call(context, &call).await?;
+                    let output = self
+                        .run_or_send_back(&context.task.id, tools, &call, &mut sent_back, cancel)
+                        .await?;
+                    if let Effect::Ask(question) = &output.effect {
+                        return self.ask(context, question).await;
+                    }
+                    output.content
+                } else if let Some(files) = self.show(tools, &text, &mut shown).await {
+                    files
+                } else if !did.changed_any() && nudged < NUDGES {
+                    // Saying what it will do is not doing it: the code is asked for.
+                    nudged += 1;
+                    "Nothing is changed yet. Write the change now: the file's path on a line of its own, then its code in a fenced block.".to_owned()
+                } else {
+                    // Words alone end the step; the checks decide.
+                    match self
+                        .check_done(context, tools.sandbox(), index, &mut failed, cancel)
+                        .await?
+                    {
+                        Checked::Passed => return Ok(Phase::Done(done(&did, index, &text))),
+                        Checked::Failed(failure) => format!(
+                            "The checks fail, so the step is not done:\n{failure}\n\nWrite the file's path and the corrected code in a fenced block."
+                        ),
+                        Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
+                    }
+                }
+            } else {
+                let written = self
+                    .write_blocks(context, tools, &found, start, &mut did, cancel)
+                    .await?;
+                if written.files.is_empty() && !written.ran {
+                    format!(
+                        "{}\nNothing was written: put the file's path on the line just above its code block.",
+                        written.report
+                    )
+                } else {
+                    match self
+                        .check_done(context, tools.sandbox(), index, &mut failed, cancel)
+                        .await?
+                    {
+                        Checked::Passed => {
+                            return Ok(Phase::Done(done(&did, index, written.report.trim())));
+                        }
+                        Checked::Failed(failure) => {
+                            let mut answer = format!(
+                                "{}\nThe checks fail, so the step is not done:\n{}\n",
+                                written.report,
+                                tail(&failure, 3000)
+                            );
+                            for path in &written.files {
+                                if let Ok(now) = tools.read_text(path).await {
+                                    answer.push_str(&format!(
+                                        "\n{path} now reads:\n```\n{}\n```\n",
+                                        tail(&now, SHOWN)
+                                    ));
+                                }
+                            }
+                            answer.push_str("\nWrite the corrected code the same way.");
+                            answer
+                        }
+                        Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
+                    }
+                }
+            };
+            request
+                .messages
+                .push(Message::user(format!("{answer}{looped}")));
+        }
+        Ok(Phase::Done(StepEnd::GaveUp(attention(
+            AttentionKind::Error,
+            format!("step {} took too many turns", index + 1),
+        ))))
+    }
+
+    /// Puts each block into its file through the editor; what was written, and a line per
+    /// block for the model.
+    async fn write_blocks(
+        &self,
+        context: &Context,
+        tools: &mut Tools<'_, TaskSandbox>,
+        found: &[Block],
+        start: &mut super::attempts::StepStart,
+        did: &mut crate::notes::StepNotes,
+        cancel: &CancellationToken,
+    ) -> Result<Written, EngineError> {
+        let mut written = Written::default();
+        // A block with no name above it may be for any file the reply names that no block
+        // before it went to: models list the files, then write one block each.
+        let mut named: Vec<String> = Vec::new();
+        for block in found {
+            for name in block.names.iter().rev() {
+                if !named.contains(name) {
+                    named.push(name.clone());
+                }
+            }
+        }
+        for block in found {
+            let under_no_path = block.names.is_empty();
+            let unnamed;
+            let block = if under_no_path {
+                unnamed = Block {
+                    names: named
+                        .iter()
+                        .filter(|name| !written.files.contains(name))
+                        .cloned()
+                        .collect(),
+                    lang: block.lang.clone(),
+                    body: block.body.clone(),
+                };
+                &unnamed
+            } else {
+                block
+            };
+            let target = self.target(context, tools, block).await;
+            // A shell block under no path that fits no file by its lines is a command to run.
+            let placed = matches!(
+                target,
+                Ok((_, _, Merged::Whole(_) | Merged::Definitions { .. }))
+            );
+            if block.is_shell() && under_no_path && !placed {
+                self.run_block(
+                    context,
+                    tools,
+                    &block.body,
+                    start,
+                    did,
+                    &mut written,
+                    cancel,
+                )
+                .await?;
+                continue;
+            }
+            let (path, original, merged) = match target {
+                Ok(target) => target,
+                Err(why) => {
+                    written
+                        .report
+                        .push_str(&format!("A block was not written: {why}.\n"));
+                    continue;
+                }
+            };
+            if original.as_deref() == Some(merged.text()) {
+                written
+                    .report
+                    .push_str(&format!("{path} already reads as the block says.\n"));
+                continue;
+            }
+            let call = synthetic(
+                "str_replace_based_edit_tool",
+                json!({"command": "create", "path": path, "file_text": merged.text()}),
+            );
+            start.before_change(tools.sandbox(), cancel).await;
+            self.log_call(context, &call).await?;
+            let output = self
+                .run_tool(&context.task.id, tools, &call, cancel)
+                .await?;
+            did.record(&call, &output);
+            if output.is_error {
+                written
+                    .report
+                    .push_str(&format!("{path} was not written: {}\n", output.content));
+                continue;
+            }
+            written.report.push_str(&match (&original, &merged) {
+                (None, _) => format!("Created {path}.\n"),
+                (Some(_), Merged::Whole(_) | Merged::Rewrite(_)) => {
+                    format!("Wrote the whole of {path}.\n")
+                }
+                (Some(_), Merged::Definitions { replaced, .. }) => format!(
+                    "Changed {path}: {}.\n",
+                    replaced
+                        .iter()
+                        .map(|line| format!("`{line}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+            written.files.push(path);
+        }
+        Ok(written)
+    }
+
+    /// Runs a shell block as the bash tool would, and reports how it ended.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_block(
+        &self,
+        context: &Context,
+        tools: &mut Tools<'_, TaskSandbox>,
+        command: &str,
+        start: &mut super::attempts::StepStart,
+        did: &mut crate::notes::StepNotes,
+        written: &mut Written,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let call = synthetic("bash", json!({ "command": command }));
+        start.before_change(tools.sandbox(), cancel).await;
+        self.log_call(context, &call).await?;
+        let output = self
+            .run_tool(&context.task.id, tools, &call, cancel)
+            .await?;
+        did.record(&call, &output);
+        written.ran = true;
+        written.report.push_str(&format!(
+            "Ran `{}`:\n{}\n",
+            crate::prompts::first_line(command, 200),
+            tail(&output.content, 2000)
+        ));
+        Ok(())
+    }
+
+    /// The file a block is for, its text (`None`: a new file) and the block put into it. Of
+    /// the files named above the block, the nearest whose lines place it wins (a test file
+    /// named beside the code is not rewritten with the code); then the nearest it could
+    /// rewrite; then a new file the task's description names.
+    async fn target(
+        &self,
+        context: &Context,
+        tools: &Tools<'_, TaskSandbox>,
+        block: &Block,
+    ) -> Result<(String, Option<String>, Merged), String> {
+        let mut rewrite = None;
+        let mut refused = None;
+        for name in &block.names {
+            let Ok(text) = tools.read_text(name).await else {
+                continue;
+            };
+            match merge(&text, &block.body) {
+                Ok(Merged::Rewrite(new)) => {
+                    if rewrite.is_none() {
+                        rewrite = Some((name.clone(), Some(text), Merged::Rewrite(new)));
+                    }
+                }
+                Ok(merged) => return Ok((name.clone(), Some(text), merged)),
+                Err(why) => {
+                    if refused.is_none() {
+                        refused = Some(format!("for {name}, {why}"));
+                    }
+                }
+            }
+        }
+        if let Some(rewrite) = rewrite {
+            return Ok(rewrite);
+        }
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        match block
+            .names
+            .iter()
+            .find(|name| context.task.description.contains(name.as_str()))
+        {
+            Some(name) => Ok((
+                name.clone(),
+                None,
+                Merged::Whole(format!("{}\n", block.body.trim_end_matches('\n'))),
+            )),
+            None => Err(match block.names.first() {
+                Some(name) => format!(
+                    "no file it could be for is named above it (`{name}` is not in the repository, nor in the task)"
+                ),
+                None => "no file it could be for is named above it".to_owned(),
+            }),
+        }
+    }
+
+    /// The files a reply names that the model has not seen yet, shown; `None` when it names
+    /// none.
+    async fn show(
+        &self,
+        tools: &Tools<'_, TaskSandbox>,
+        text: &str,
+        shown: &mut HashSet<String>,
+    ) -> Option<String> {
+        let mut files = String::new();
+        for name in names_in(text) {
+            if shown.contains(&name) {
+                continue;
+            }
+            if let Ok(content) = tools.read_text(&name).await {
+                files.push_str(&format!(
+                    "{name}:\n```\n{}\n```\n",
+                    tail(&content, SHOWN).trim_end()
+                ));
+                shown.insert(name);
+            }
+        }
+        (!files.is_empty()).then(|| {
+            format!(
+                "{files}\nNow write the change: each file's path, then its code in a fenced block."
+            )
+        })
+    }
+
+    async fn log_call(&self, context: &Context, call: &ToolCall) -> Result<(), EngineError> {
+        self.store
+            .append_event(
+                &context.task.id,
+                deft_core::EventKind::ToolCall,
+                call_event(call),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// What `write_blocks` did.
+#[derive(Default)]
+struct Written {
+    files: Vec<String>,
+    /// Whether a shell block ran as a command.
+    ran: bool,
+    report: String,
+}
+
+fn synthetic(name: &str, arguments: serde_json::Value) -> ToolCall {
+    ToolCall {
+        id: format!("reply-{}", uuid_like()),
+        name: name.to_owned(),
+        arguments: ToolArguments::Valid(arguments),
+    }
+}
+
+/// A call id unique within the task's log.
+fn uuid_like() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn done(did: &crate::notes::StepNotes, index: usize, text: &str) -> StepEnd {
+    let summary = reply_summary(text);
+    StepEnd::Done(StepDone {
+        note: did.note(index + 1, &summary),
+        summary,
+    })
+}
+
+/// The question a reply without code ends with, if it ends with one.
+fn question_in(text: &str) -> Option<String> {
+    let last = text
+        .trim()
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())?
+        .trim();
+    last.ends_with('?').then(|| last.to_owned())
+}
