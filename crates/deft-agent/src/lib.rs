@@ -4,6 +4,7 @@
 
 pub mod analysis;
 mod blocks;
+pub mod chat;
 pub mod context;
 pub mod devcontainer;
 pub mod engine;

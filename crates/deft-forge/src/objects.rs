@@ -48,8 +48,17 @@ impl<'a> Objects<'a> {
 
     /// What `git ARGS` prints, when it succeeds.
     async fn output(&self, args: &[&str]) -> Result<Vec<u8>, ForgeError> {
+        Ok(self.output_if(args, true).await?.unwrap_or_default())
+    }
+
+    /// What `git ARGS` prints; with `checked`, a failure is an error, else `None`.
+    async fn output_if(&self, args: &[&str], checked: bool) -> Result<Option<Vec<u8>>, ForgeError> {
         match self {
-            Objects::Private(repo) => private::raw_output(repo, args).await,
+            Objects::Private(repo) => match private::raw_output(repo, args).await {
+                Ok(out) => Ok(Some(out)),
+                Err(ForgeError::Git { .. }) if !checked => Ok(None),
+                Err(error) => Err(error),
+            },
             Objects::Registered(registered) => {
                 if let Some(why) = moved(registered.source) {
                     return Err(ForgeError::Refused {
@@ -73,7 +82,7 @@ impl<'a> Objects<'a> {
                     clone: None,
                     origin: Some(registered.source),
                 };
-                Ok(jail.git(&all, &[], true).await?.unwrap_or_default())
+                jail.git(&all, &[], checked).await
             }
         }
     }
@@ -152,6 +161,42 @@ impl<'a> Objects<'a> {
         ]);
         let out = self.output(&args).await?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// The lines of `commit`'s text files that match `pattern` (a POSIX extended regular
+    /// expression), as `path:line:text`, in the files `pathspec` selects (a glob such as
+    /// `*.py`, or a directory), at most `max` of them; none when nothing matches.
+    pub async fn grep(
+        &self,
+        commit: &str,
+        pattern: &str,
+        pathspec: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>, ForgeError> {
+        let prefix = format!("{commit}:");
+        let mut args = vec![
+            "grep",
+            "-n",
+            "-I",
+            "-E",
+            "--no-color",
+            "--full-name",
+            "-e",
+            pattern,
+            "--end-of-options",
+            commit,
+            "--",
+        ];
+        if let Some(pathspec) = pathspec {
+            args.push(pathspec);
+        }
+        // git grep exits 1 when nothing matches: no lines, not a failure.
+        let out = self.output_if(&args, false).await?.unwrap_or_default();
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .map(|line| line.strip_prefix(&prefix).unwrap_or(line).to_owned())
+            .take(max)
+            .collect())
     }
 
     /// One file of `commit`'s tree, as git stores it.

@@ -1,15 +1,14 @@
-//! The agent's side of a chat before its task exists: one model call, no tools, that helps the
-//! person say what they want (SPEC §1: a chat talks first, then creates its one task).
+//! The agent's side of a chat before its task exists (SPEC §1: a chat talks first, then
+//! creates its one task): `deft_agent::chat`, which reads the chat's local repositories
+//! before it answers, with the conversation the chat holds.
 
 use deft_core::{ChatMessage, Repository, User};
-use deft_llm::{Content, Message, ModelClient, Request, Role};
+use deft_llm::{Content, Message, ModelClient, Role};
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 /// The name the web app gives the agent's chat messages.
 const AGENT: &str = "deft";
-
-const PROMPT: &str = "You are deft, an autonomous coding agent. The person is describing a development task they want you to do in the repositories named below. You cannot read the code or act yet: the work starts when they press \"Create the task\". Reply briefly. If the request is clear, say in one or two sentences what you will do and invite them to create the task. If something essential is unclear (which behaviour, which part of the code, how to verify), ask at most three short questions. Do not write code.";
 
 #[derive(Debug)]
 pub struct ModelChat {
@@ -48,23 +47,29 @@ impl deft_server::ChatReplier for ModelChat {
         messages: &'a [ChatMessage],
     ) -> BoxFuture<'a, Result<deft_server::ChatReply, String>> {
         Box::pin(async move {
-            let names: Vec<&str> = repos.iter().map(|repo| repo.name.as_str()).collect();
-            let system = format!(
-                "{PROMPT}\n\nThe person: {}. Repositories: {}.",
-                user.name,
-                names.join(", ")
-            );
-            let mut request = Request::new(system, conversation(messages));
-            request.max_tokens = 1024;
-            let completion = self
-                .client
-                .complete(&request, &self.stop)
-                .await
-                .map_err(|error| error.to_string())?;
+            let readable: Vec<deft_agent::chat::ChatRepo> = repos
+                .iter()
+                .map(|repo| deft_agent::chat::ChatRepo {
+                    name: repo.name.clone(),
+                    location: (repo.forge == deft_core::ForgeKind::Local)
+                        .then(|| std::path::PathBuf::from(&repo.location)),
+                    default_branch: repo.default_branch.clone(),
+                })
+                .collect();
+            let answer = deft_agent::chat::reply(
+                &self.client,
+                &user.name,
+                &readable,
+                None,
+                conversation(messages),
+                &self.stop,
+            )
+            .await
+            .map_err(|error| error.to_string())?;
             Ok(deft_server::ChatReply {
-                text: completion.response.text(),
+                text: answer.text,
                 model: self.client.config().label(),
-                usage: completion.response.usage,
+                usage: answer.usage,
             })
         })
     }

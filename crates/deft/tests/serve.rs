@@ -537,6 +537,78 @@ async fn a_chat_message_sent_while_the_task_runs_reaches_the_agent_at_its_next_t
     assert_eq!(model.remaining_steps(), 0);
 }
 
+/// Before its task exists, a chat reads the code: the agent views a file of the chat's
+/// repository (its default branch, read in the jail) and a search, then answers through the
+/// API with what it read; a `create` is refused, since a chat changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_reads_the_repository_before_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("plain");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "printf 'def greet():\\n    return \"hallo\"\\n' > app.py && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init && printf 'uncommitted\\n' > app.py",
+    );
+    let model = ScriptedModel::start(vec![
+        Step::Reply(Turn::calls(vec![
+            ScriptedCall::new(
+                "v1",
+                "str_replace_based_edit_tool",
+                r#"{"command": "view", "path": "plain/app.py"}"#,
+            ),
+            ScriptedCall::new(
+                "s1",
+                "search",
+                r#"{"pattern": "def [a-z]+\\(", "path": "plain"}"#,
+            ),
+            ScriptedCall::new(
+                "c1",
+                "str_replace_based_edit_tool",
+                r#"{"command": "create", "path": "plain/new.py", "file_text": "x"}"#,
+            ),
+        ])),
+        Step::Reply(Turn::text(
+            "`greet` returns **hallo**; I will make it return hello.",
+        )),
+    ])
+    .await;
+    let server = start(&dir.path().join("data"), &model);
+    let chat = server
+        .call(
+            reqwest::Method::POST,
+            "/chats",
+            Some(json!({"repos": [repo]})),
+        )
+        .await;
+    let chat = chat["id"].as_str().unwrap().to_owned();
+    let answered = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/messages"),
+            Some(json!({"message": "What does greet return?"})),
+        )
+        .await;
+    assert_eq!(
+        answered["reply"]["message"], "`greet` returns **hallo**; I will make it return hello.",
+        "{answered}"
+    );
+    let requests = model.requests();
+    let tools = requests[0].body["tools"].to_string();
+    assert!(
+        tools.contains("\"view\"") && tools.contains("search"),
+        "{tools}"
+    );
+    let read = requests[1].body["messages"].to_string();
+    // The committed file, not what the working tree holds now.
+    assert!(
+        read.contains("return \\\"hallo\\\"") && !read.contains("uncommitted"),
+        "{read}"
+    );
+    assert!(read.contains("plain/app.py:1:def greet():"), "{read}");
+    assert!(read.contains("a chat changes nothing"), "{read}");
+    assert!(!repo.join("new.py").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_while_the_task_finishes_opens_a_new_round() {
     let dir = tempfile::tempdir().unwrap();
