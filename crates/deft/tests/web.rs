@@ -549,16 +549,7 @@ async fn secrets_stay_unseen_bad_input_is_refused_in_place_and_others_tasks_and_
         if name == "bob" {
             user_with_token(&data, "bob");
         }
-        let mut passwd = Command::new(common::DEFT)
-            .args(["user", "passwd", name, "--data-dir"])
-            .arg(&data)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        writeln!(passwd.stdin.take().unwrap(), "{password}").unwrap();
-        assert!(passwd.wait().unwrap().success());
+        set_password(&data, name, password);
     }
     let browser = Browser::start().await;
 
@@ -804,6 +795,102 @@ async fn secrets_stay_unseen_bad_input_is_refused_in_place_and_others_tasks_and_
     browser.close().await;
 }
 
+/// The agent's chat reply is Markdown drawn as HTML that cannot act: its list, code block and
+/// table are drawn, the script and the image it wrote are shown as text and never run or load,
+/// and the person's own Markdown stays the plain text they typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_chat_reply_is_drawn_from_markdown_and_its_script_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeter_repo(dir.path());
+    let reply = "## The plan\n\n- read `test.sh`\n- write **greeting.txt**\n\n```sh\n./test.sh && echo 'a long line that scrolls inside its block rather than widening the page at a phone width'\n```\n\n<script>document.title = 'pwned'; window.pwned = true;</script>\n\nInline <script>window.pwned = true</script> too, <img src=x onerror=\"window.pwned = true\">, and [a link](javascript:window.pwned=true).\n\n| step | done |\n| --- | --- |\n| read | yes |\n";
+    let model = ScriptedModel::start(vec![Step::Reply(Turn::text(reply))]).await;
+    let data = dir.path().join("data");
+    let server = start(&data, &model);
+    let password = "correct horse battery staple";
+    set_password(&data, "admin", password);
+    let chat = server
+        .call(
+            reqwest::Method::POST,
+            "/chats",
+            Some(json!({"repos": [repo]})),
+        )
+        .await;
+    let chat = chat["id"].as_str().unwrap().to_owned();
+    let answered = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/messages"),
+            Some(json!({"message": "Add a **greeting** <b>file</b>"})),
+        )
+        .await;
+    assert_eq!(answered["reply"]["message"], reply, "{answered}");
+
+    let browser = Browser::start().await;
+    sign_in_with_password(&browser, &server, "admin", password).await;
+    browser.goto(&format!("{}/chats/{chat}", server.url)).await;
+    // Drawn: a heading below the page's own, the list, the code block, the table.
+    assert_eq!(
+        browser.text("#messages li.agent .reply h4").await,
+        "The plan"
+    );
+    assert_eq!(
+        browser
+            .js("return [...document.querySelectorAll('#messages li.agent .reply ul li')].map(li => li.innerText)")
+            .await,
+        json!(["read test.sh", "write greeting.txt"])
+    );
+    assert!(browser.exists("#messages li.agent .reply ul li code").await);
+    assert!(browser.exists("#messages li.agent .reply li strong").await);
+    let code = browser.text("#messages li.agent .reply pre code").await;
+    assert!(code.starts_with("./test.sh && echo"), "{code}");
+    assert_eq!(
+        browser.text("#messages li.agent .reply table td").await,
+        "read"
+    );
+    // Inert: what the reply wrote as HTML is on the page as text, with no element of its own;
+    // nothing ran (the CSP would stop an inline script too, but none was even drawn).
+    let shown = browser.text("#messages li.agent .reply").await;
+    for text in ["<script>document.title = 'pwned'", "<img src=x onerror="] {
+        assert!(shown.contains(text), "`{text}` is not shown: {shown}");
+    }
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#messages script, #messages img, #messages iframe, #messages [onerror], #messages [style], #messages a[href^=\"javascript\" i]').length")
+            .await,
+        json!(0)
+    );
+    assert!(
+        !browser.exists("#messages li.agent .reply a").await,
+        "the javascript: link is drawn as its text"
+    );
+    assert_eq!(
+        browser
+            .js("return [document.title.includes('pwned'), window.pwned === undefined]")
+            .await,
+        json!([false, true])
+    );
+    // The person's own message is the text they typed, not Markdown or HTML.
+    assert_eq!(
+        browser.text("#messages li.mine p.pre").await,
+        "Add a **greeting** <b>file</b>"
+    );
+    assert!(
+        !browser
+            .exists("#messages li.mine strong, #messages li.mine b")
+            .await
+    );
+    for (size, width) in [(DESKTOP, 1280), (PHONE, 390)] {
+        browser.resize(size).await;
+        browser.page().refresh().await.unwrap();
+        browser
+            .check_page(&format!("chat with markdown ({width})"))
+            .await;
+        browser.screenshot(&format!("chat-markdown-{width}")).await;
+    }
+    assert_eq!(model.violations(), Vec::<String>::new());
+    browser.close().await;
+}
+
 async fn sign_in_attempt(browser: &Browser, server: &Server, name: &str, password: &str) {
     browser.goto(&format!("{}/login", server.url)).await;
     browser.fill("#name", name).await;
@@ -815,4 +902,18 @@ async fn sign_in_attempt(browser: &Browser, server: &Server, name: &str, passwor
             "the sign-in answer",
         )
         .await;
+}
+
+/// Sets `name`'s password with the CLI, as an operator would.
+fn set_password(data: &Path, name: &str, password: &str) {
+    use std::io::Write as _;
+    let mut passwd = Command::new(common::DEFT)
+        .args(["user", "passwd", name, "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(passwd.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(passwd.wait().unwrap().success());
 }

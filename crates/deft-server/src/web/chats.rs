@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use deft_core::{ChatId, RepoId, User};
 use deft_store::NewTask;
 
-use super::{Chrome, WebError, WebForm, WebSession, render, when};
+use super::{Chrome, WebError, WebForm, WebSession, markdown, render, when};
 use crate::{ApiError, AppState};
 
 /// The author name of the agent's messages in a chat.
@@ -33,7 +33,10 @@ struct NewChatPage {
 pub struct MessageView {
     pub author: String,
     pub mine: bool,
+    /// The person's own message, drawn as the plain text it is.
     pub text: String,
+    /// The agent's message as sanitized HTML ([`markdown::render`]); `None` for the person's.
+    pub html: Option<String>,
     pub at: String,
 }
 
@@ -184,11 +187,16 @@ async fn chat_page(
         messages: chat
             .messages
             .iter()
-            .map(|m| MessageView {
-                mine: m.author != AGENT,
-                author: m.author.clone(),
-                text: m.message.clone(),
-                at: when(m.at),
+            .map(|m| {
+                let mine = m.author != AGENT;
+                MessageView {
+                    mine,
+                    author: m.author.clone(),
+                    text: m.message.clone(),
+                    // A chat keeps no sources beside its messages, so its `[n]` markers stay text.
+                    html: (!mine).then(|| markdown::render(&m.message, &[])),
+                    at: when(m.at),
+                }
             })
             .collect(),
         task: chat.task_id.as_ref().map(ToString::to_string),

@@ -8,6 +8,7 @@
 pub(crate) mod chats;
 mod github;
 mod log;
+mod markdown;
 mod settings;
 mod signin;
 mod tasks;
