@@ -12,6 +12,9 @@ pub(crate) struct Block {
     pub names: Vec<String>,
     /// The fence's language (`python`, `sh`), lower case; empty when it names none.
     pub lang: String,
+    /// The name on the line just above the block (or in its fence), as the prompt asks a
+    /// path to be written: the one name that may make a new file the task does not name.
+    pub heading: Option<String>,
     pub body: String,
 }
 
@@ -33,6 +36,7 @@ pub(crate) fn blocks(reply: &str) -> Vec<Block> {
     let mut prose = String::new();
     let mut code: Option<Vec<&str>> = None;
     let mut lang = String::new();
+    let mut heading = None;
     for line in reply.lines() {
         let fence = line.trim_start().starts_with("```");
         match code.as_mut() {
@@ -40,6 +44,11 @@ pub(crate) fn blocks(reply: &str) -> Vec<Block> {
                 // The fence's info string may be the path itself: ```src/app.py
                 let info = line.trim_start().trim_start_matches('`');
                 lang = info.trim().to_lowercase();
+                let above = prose.lines().rev().find(|line| !line.trim().is_empty());
+                heading = names_in(info)
+                    .into_iter()
+                    .next()
+                    .or_else(|| above.and_then(|line| names_in(line).into_iter().next()));
                 prose.push('\n');
                 prose.push_str(info);
                 code = Some(Vec::new());
@@ -52,6 +61,7 @@ pub(crate) fn blocks(reply: &str) -> Vec<Block> {
                 let body = code.take().expect("inside a block").join("\n");
                 if !body.trim().is_empty() {
                     found.push(Block {
+                        heading: heading.take(),
                         names: names_in(&prose),
                         lang: std::mem::take(&mut lang),
                         body,
@@ -324,6 +334,8 @@ mod tests {
         );
         assert_eq!(found[0].body, "function slugify(t) {\n  return t;\n}");
         assert_eq!(found[1].names, ["index.js"]);
+        assert_eq!(found[1].heading.as_deref(), Some("index.js"));
+        assert_eq!(found[0].heading.as_deref(), Some("test/slug.test.js"));
         assert_eq!(found[1].lang, "js");
         assert!(!found[1].is_shell());
         assert!(blocks("```bash\necho hi > a.txt\n```")[0].is_shell());

@@ -544,3 +544,35 @@ async fn a_shell_block_under_no_path_is_run() {
         "hello\n"
     );
 }
+
+/// A command that changes nothing is a look around: the checks wait for a change, and the
+/// model is asked for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_changes_nothing_does_not_end_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[model]\nedit_format = \"code_blocks\"\n",
+    )
+    .unwrap();
+    let server = ScriptedModel::start(vec![
+        Step::Reply(Turn::text("```sh\ncat test.sh\n```")),
+        Step::Reply(Turn::text("greeting.txt\n```\nhello\n```")),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(&server, &data, &repo, "Make ./test.sh pass.").await;
+    succeeded(&output);
+    let asked = server.requests()[1].body["messages"].to_string();
+    assert!(
+        asked.contains("greeting.txt must say hello") && asked.contains("Now write the change"),
+        "{asked}"
+    );
+    assert!(
+        !asked.contains("The checks fail, so the step is not done"),
+        "{asked}"
+    );
+}

@@ -145,6 +145,13 @@ impl Engine {
                         "{}\nNothing was written: put the file's path on the line just above its code block.",
                         written.report
                     )
+                } else if written.files.is_empty() && !written.changed_by_commands {
+                    // A command that wrote no block is a look around, not the change: the
+                    // checks wait for one.
+                    format!(
+                        "{}\nNow write the change: the file's path on a line of its own, then its code in a fenced block.",
+                        written.report
+                    )
                 } else {
                     match self
                         .check_done(context, tools.sandbox(), index, &mut failed, cancel)
@@ -217,6 +224,7 @@ impl Engine {
                         .cloned()
                         .collect(),
                     lang: block.lang.clone(),
+                    heading: None,
                     body: block.body.clone(),
                 };
                 &unnamed
@@ -306,12 +314,15 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let call = synthetic("bash", json!({ "command": command }));
         start.before_change(tools.sandbox(), cancel).await;
+        let before = super::agent::workspace_state(tools.sandbox(), cancel).await;
         self.log_call(context, &call).await?;
         let output = self
             .run_tool(&context.task.id, tools, &call, cancel)
             .await?;
         did.record(&call, &output);
         written.ran = true;
+        let after = super::agent::workspace_state(tools.sandbox(), cancel).await;
+        written.changed_by_commands |= before.is_none() || before != after;
         written.report.push_str(&format!(
             "Ran `{}`:\n{}\n",
             crate::prompts::first_line(command, 200),
@@ -323,7 +334,7 @@ impl Engine {
     /// The file a block is for, its text (`None`: a new file) and the block put into it. Of
     /// the files named above the block, the nearest whose lines place it wins (a test file
     /// named beside the code is not rewritten with the code); then the nearest it could
-    /// rewrite; then a new file the task's description names.
+    /// rewrite; then a new file, named on the line just above it or by the task.
     async fn target(
         &self,
         context: &Context,
@@ -356,10 +367,17 @@ impl Engine {
         if let Some(why) = refused {
             return Err(why);
         }
+        // A new file: the one named on the line above the block, or one the task names.
         match block
-            .names
+            .heading
             .iter()
-            .find(|name| context.task.description.contains(name.as_str()))
+            .chain(
+                block
+                    .names
+                    .iter()
+                    .filter(|name| context.task.description.contains(name.as_str())),
+            )
+            .next()
         {
             Some(name) => Ok((
                 name.clone(),
@@ -421,6 +439,8 @@ struct Written {
     files: Vec<String>,
     /// Whether a shell block ran as a command.
     ran: bool,
+    /// Whether a command changed the repositories (or that could not be told).
+    changed_by_commands: bool,
     report: String,
 }
 
