@@ -44,15 +44,29 @@ pub struct ChatAnswer {
     pub consulted: Vec<String>,
 }
 
+/// Who asks, and where: the model, the person's name, the chat's repositories and the web.
+pub struct ChatSetting<'a> {
+    pub client: &'a ModelClient,
+    pub person: &'a str,
+    pub repos: &'a [ChatRepo],
+    pub web: Option<&'a crate::web::Web>,
+    /// Told each turn's text so far as it streams in.
+    pub watch: Option<&'a deft_llm::TextWatch<'a>>,
+}
+
 /// The agent's reply to `conversation` (the person's and the agent's turns so far).
 pub async fn reply(
-    client: &ModelClient,
-    person: &str,
-    repos: &[ChatRepo],
-    web: Option<&crate::web::Web>,
+    setting: ChatSetting<'_>,
     conversation: Vec<Message>,
     stop: &CancellationToken,
 ) -> Result<ChatAnswer, ModelError> {
+    let ChatSetting {
+        client,
+        person,
+        repos,
+        web,
+        watch,
+    } = setting;
     let names: Vec<&str> = repos.iter().map(|repo| repo.name.as_str()).collect();
     let system = format!(
         "{PROMPT}\n\nThe person: {person}. Repositories: {}.",
@@ -73,7 +87,7 @@ pub async fn reply(
         if turn + 1 == TURNS {
             request.tools.clear();
         }
-        let completion = client.complete(&request, stop).await?;
+        let completion = client.complete_watched(&request, stop, watch).await?;
         let response = completion.response;
         usage.input_tokens += response.usage.input_tokens;
         usage.output_tokens += response.usage.output_tokens;

@@ -181,6 +181,17 @@ enum Block {
 }
 
 impl StreamAssembler {
+    /// The answer's text so far, its text blocks in order.
+    pub fn text(&self) -> String {
+        self.blocks
+            .values()
+            .filter_map(|block| match block {
+                Block::Text(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Takes one event. `Ok(true)` once the message is complete.
     pub fn push(&mut self, data: &str) -> Result<bool, ModelError> {
         let event: Value = serde_json::from_str(data)

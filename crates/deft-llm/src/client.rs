@@ -112,6 +112,18 @@ impl ModelClient {
         request: &Request,
         cancel: &CancellationToken,
     ) -> Result<Completion, ModelError> {
+        self.complete_watched(request, cancel, None).await
+    }
+
+    /// As [`ModelClient::complete`], with `watch` told the answer's text so far as it streams
+    /// in (all of it each time; a retried attempt starts again from nothing), for a reply
+    /// shown as it is written.
+    pub async fn complete_watched(
+        &self,
+        request: &Request,
+        cancel: &CancellationToken,
+        watch: Option<&TextWatch<'_>>,
+    ) -> Result<Completion, ModelError> {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
@@ -119,7 +131,7 @@ impl ModelClient {
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(ModelError::Cancelled),
-                result = tokio::time::timeout(self.policy.call_timeout, self.attempt(request)) => {
+                result = tokio::time::timeout(self.policy.call_timeout, self.attempt(request, watch)) => {
                     result.unwrap_or(Err(ModelError::Timeout(self.policy.call_timeout)))
                 }
             };
@@ -171,7 +183,11 @@ impl ModelClient {
         half + half.mul_f64(rand::rng().random::<f64>())
     }
 
-    async fn attempt(&self, request: &Request) -> Result<Response, ModelError> {
+    async fn attempt(
+        &self,
+        request: &Request,
+        watch: Option<&TextWatch<'_>>,
+    ) -> Result<Response, ModelError> {
         let protocol = self.config.provider.protocol();
         let stream = self.policy.stream;
         let (url, body) = match protocol {
@@ -207,7 +223,13 @@ impl ModelClient {
             return Err(self.refusal(status, &headers, &text));
         }
         if stream {
-            assemble(protocol, response.bytes_stream(), self.policy.idle_timeout).await
+            assemble_watched(
+                protocol,
+                response.bytes_stream(),
+                self.policy.idle_timeout,
+                watch,
+            )
+            .await
         } else {
             let text = response
                 .text()
@@ -305,6 +327,23 @@ where
     B: AsRef<[u8]>,
     E: std::fmt::Display,
 {
+    assemble_watched(protocol, bytes, idle_timeout, None).await
+}
+
+/// What is told an answer's text so far, as it streams in.
+pub type TextWatch<'a> = dyn Fn(&str) + Send + Sync + 'a;
+
+async fn assemble_watched<S, B, E>(
+    protocol: Protocol,
+    bytes: S,
+    idle_timeout: Duration,
+    watch: Option<&TextWatch<'_>>,
+) -> Result<Response, ModelError>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
     let mut events = bytes.eventsource();
     let mut anthropic = anthropic::StreamAssembler::default();
     let mut openai = openai::StreamAssembler::default();
@@ -327,6 +366,12 @@ where
             Protocol::Anthropic => anthropic.push(&event.data)?,
             Protocol::OpenAi => openai.push(&event.data)?,
         };
+        if let Some(watch) = watch {
+            match protocol {
+                Protocol::Anthropic => watch(&anthropic.text()),
+                Protocol::OpenAi => watch(openai.text()),
+            }
+        }
         if done {
             break;
         }

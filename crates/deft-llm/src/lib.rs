@@ -13,7 +13,7 @@ mod error;
 mod openai;
 mod tools;
 
-pub use client::{CallPolicy, Completion, ModelClient, assemble, probe_ollama};
+pub use client::{CallPolicy, Completion, ModelClient, TextWatch, assemble, probe_ollama};
 pub use config::{
     ApiKey, DEFAULT_ANTHROPIC_MODEL, DEFAULT_OPENAI_MODEL, MODEL_ENV_VARS, ModelConfig, ModelFile,
     ModelInputs, ModelRole, Models, OLLAMA_URL, OllamaFound, Provider, RoleFile,

@@ -175,6 +175,11 @@ struct PartialCall {
 }
 
 impl StreamAssembler {
+    /// The answer's text so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Takes one event's data. `Ok(true)` at `[DONE]`.
     pub fn push(&mut self, data: &str) -> Result<bool, ModelError> {
         if data.trim() == "[DONE]" {

@@ -733,3 +733,32 @@ proptest! {
         prop_assert_eq!(openai.usage.cached_tokens, 128);
     }
 }
+
+/// A watched call is told its text as it streams in, growing piece by piece to the whole
+/// answer, with both protocols.
+#[tokio::test]
+async fn a_watched_call_sees_the_text_grow_as_it_streams() {
+    for provider in [Provider::Anthropic, Provider::OpenAi] {
+        let server = ScriptedModel::start(vec![Step::Reply(Turn::text(
+            "The greeting is written in English and ends with a newline.",
+        ))])
+        .await;
+        let seen = std::sync::Mutex::new(Vec::<String>::new());
+        let watch = |text: &str| seen.lock().unwrap().push(text.to_owned());
+        let completion = client(&server, provider, true)
+            .complete_watched(&request(), &CancellationToken::new(), Some(&watch))
+            .await
+            .unwrap();
+        let seen = seen.into_inner().unwrap();
+        let whole = completion.response.text();
+        assert_eq!(seen.last(), Some(&whole), "{provider:?}");
+        let distinct: Vec<&String> = seen.iter().filter(|text| !text.is_empty()).collect();
+        assert!(distinct.len() >= 2, "{provider:?}: {seen:?}");
+        assert!(
+            distinct
+                .windows(2)
+                .all(|pair| pair[1].starts_with(pair[0].as_str())),
+            "{provider:?}: {seen:?}"
+        );
+    }
+}

@@ -1,4 +1,5 @@
-// deft's one script: the live log of a task page and checks as you type on the settings page.
+// deft's one script: the live log of a task page, a chat's reply as it is written, and checks
+// as you type on the settings page.
 // Everything else is plain forms, which work without it.
 "use strict";
 
@@ -78,8 +79,83 @@ function busyForms() {
   }
 }
 
+// A chat before its task: the reply is shown as the model writes it. The message goes to
+// /chats/ID/reply, whose answer is a stream of Server-Sent Events; once the reply is stored
+// the page is reloaded, which shows it rendered. Without this, the form posts and the page
+// comes back with the whole reply.
+function streamedChat() {
+  const form = document.getElementById("composer");
+  const list = document.getElementById("messages");
+  if (!form || !list || document.getElementById("task-link") || !window.TextDecoder) return;
+  form.addEventListener("submit", async (submitted) => {
+    const field = form.querySelector("textarea[name=message]");
+    if (!field || !field.value.trim()) return;
+    submitted.preventDefault();
+    const body = new URLSearchParams(new FormData(form));
+    const mine = document.createElement("li");
+    mine.className = "mine";
+    const said = document.createElement("p");
+    said.className = "pre";
+    said.textContent = field.value;
+    mine.appendChild(said);
+    list.appendChild(mine);
+    const reply = document.createElement("li");
+    reply.className = "agent";
+    reply.id = "streaming-reply";
+    reply.setAttribute("aria-live", "polite");
+    const text = document.createElement("p");
+    text.className = "pre";
+    reply.appendChild(text);
+    list.appendChild(reply);
+    field.value = "";
+    const url = form.action.replace(/\/messages$/, "/reply");
+    // The form may be sent again once there is no reply to wait for.
+    const ready = () => {
+      const button = form.querySelector("button[type=submit]");
+      if (!button) return;
+      setTimeout(() => {
+        button.disabled = false;
+        button.removeAttribute("aria-busy");
+        button.textContent = "Send";
+      }, 0);
+    };
+    const response = await fetch(url, { method: "POST", body, credentials: "same-origin" });
+    if (!response.ok || !response.body) {
+      text.textContent = await response.text();
+      ready();
+      return;
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffered.indexOf("\n\n")) >= 0) {
+        const block = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        let kind = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) kind = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        const payload = data.join("\n");
+        if (kind === "delta") text.textContent += payload;
+        else if (kind === "reset") text.textContent = payload;
+        else if (kind === "done") { window.location.reload(); return; }
+        else if (kind === "note") { text.textContent = payload; ready(); return; }
+      }
+    }
+    ready();
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   liveLog();
+  streamedChat();
   checkAsYouType();
   busyForms();
 });

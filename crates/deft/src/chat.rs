@@ -45,6 +45,7 @@ impl deft_server::ChatReplier for ModelChat {
         user: &'a User,
         repos: &'a [Repository],
         messages: &'a [ChatMessage],
+        watch: &'a (dyn Fn(&str) + Send + Sync),
     ) -> BoxFuture<'a, Result<deft_server::ChatReply, String>> {
         Box::pin(async move {
             let readable: Vec<deft_agent::chat::ChatRepo> = repos
@@ -57,10 +58,13 @@ impl deft_server::ChatReplier for ModelChat {
                 })
                 .collect();
             let answer = deft_agent::chat::reply(
-                &self.client,
-                &user.name,
-                &readable,
-                None,
+                deft_agent::chat::ChatSetting {
+                    client: &self.client,
+                    person: &user.name,
+                    repos: &readable,
+                    web: None,
+                    watch: Some(watch),
+                },
                 conversation(messages),
                 &self.stop,
             )

@@ -379,10 +379,16 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
     browser
         .js("const form = document.getElementById('composer'); const button = form.querySelector('button'); form.addEventListener('submit', () => setTimeout(() => { sessionStorage.setItem('busy', [button.getAttribute('aria-busy'), button.textContent, button.disabled].join('|')); }, 20)); return 1;")
         .await;
+    // The reply is drawn as it streams in, before the page shows it stored: the page notes
+    // the first text it showed in the streaming reply.
+    browser
+        .js("new MutationObserver(() => { const live = document.getElementById('streaming-reply'); if (live && live.innerText && !sessionStorage.getItem('streamed')) sessionStorage.setItem('streamed', live.innerText); }).observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true}); return 1;")
+        .await;
     browser.click("#composer button[type=submit]").await;
+    // Streamed in, then stored: the page comes back with it, drawn as every message is.
     browser
         .until(
-            "document.querySelectorAll('#messages li').length === 4",
+            "document.querySelectorAll('#messages li').length === 4 && !document.getElementById('streaming-reply')",
             "the second reply",
         )
         .await;
@@ -390,6 +396,22 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
     assert_eq!(
         browser.js("return sessionStorage.getItem('busy')").await,
         json!("true|The agent is answering…|true")
+    );
+    let streamed = browser
+        .js("return sessionStorage.getItem('streamed')")
+        .await;
+    let streamed = streamed.as_str().unwrap_or_default();
+    assert!(
+        !streamed.is_empty()
+            && "Understood: English. Create the task when ready.".starts_with(streamed),
+        "the reply was not drawn as it streamed: {streamed:?}"
+    );
+    assert!(
+        browser
+            .js("return document.getElementById('streaming-reply') === null")
+            .await
+            == json!(true),
+        "the stored reply replaced the streamed one"
     );
     // The agent's replies cost tokens, and they count towards the week's usage.
     let chat_page = browser.js("return location.pathname").await;

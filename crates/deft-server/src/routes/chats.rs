@@ -57,7 +57,7 @@ pub async fn message(
     if app.store.chat(&user.id, &chat).await?.task_id.is_some() {
         return Ok((StatusCode::CREATED, Json(view)));
     }
-    match agent_reply(&app, &user, &chat).await? {
+    match agent_reply(&app, &user, &chat, &|_| {}).await? {
         Reply::Posted(reply) => view["reply"] = views::chat_message(&reply),
         Reply::None(why) => {
             view["reply"] = Value::Null;
@@ -153,6 +153,7 @@ pub(crate) async fn agent_reply(
     app: &crate::AppState,
     user: &deft_core::User,
     id: &ChatId,
+    watch: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Reply, deft_store::StoreError> {
     let Some(replier) = &app.chat else {
         return Ok(Reply::None(no_model_note(app)));
@@ -174,7 +175,7 @@ pub(crate) async fn agent_reply(
         .into_iter()
         .filter(|repo| chat.repos.contains(&repo.id))
         .collect();
-    let answer = replier.reply(user, &repos, &chat.messages).await;
+    let answer = replier.reply(user, &repos, &chat.messages, watch).await;
     if let Ok(reply) = &answer {
         app.store
             .record_user_usage(&user.id, &reply.model, reply.usage)

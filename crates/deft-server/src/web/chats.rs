@@ -157,7 +157,7 @@ async fn refused(
 /// there is none.
 async fn reply(app: &AppState, user: &User, id: &ChatId) -> Result<Option<String>, WebError> {
     Ok(
-        match crate::routes::chats::agent_reply(app, user, id).await? {
+        match crate::routes::chats::agent_reply(app, user, id, &|_| {}).await? {
             crate::routes::chats::Reply::Posted(_) => None,
             crate::routes::chats::Reply::None(why) => Some(why),
         },

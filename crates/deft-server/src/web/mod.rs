@@ -5,6 +5,7 @@
 //! in a hidden field, checked by [`WebForm`] before any handler runs. Pages read the store
 //! through the same user-filtered calls as the API, so another user's task is a 404 here too.
 
+mod chat_stream;
 pub(crate) mod chats;
 mod github;
 mod log;
@@ -31,13 +32,16 @@ use crate::{ApiError, AppState};
 pub use signin::SignInLimiter;
 
 /// The agent's side of a chat before its task exists: given the conversation so far, the
-/// reply to show. Implemented by the binary, which holds the model client.
+/// reply to show; `watch` is told its text so far as it is written (all of it each time, a
+/// new start when the model starts again). Implemented by the binary, which holds the model
+/// client.
 pub trait ChatReplier: Send + Sync + std::fmt::Debug {
     fn reply<'a>(
         &'a self,
         user: &'a User,
         repos: &'a [Repository],
         messages: &'a [ChatMessage],
+        watch: &'a (dyn Fn(&str) + Send + Sync),
     ) -> BoxFuture<'a, Result<ChatReply, String>>;
 }
 
@@ -71,6 +75,7 @@ pub fn pages() -> Router<AppState> {
         .route("/chats", post(chats::start))
         .route("/chats/{id}", get(chats::page))
         .route("/chats/{id}/messages", post(chats::message))
+        .route("/chats/{id}/reply", post(chat_stream::reply))
         .route("/chats/{id}/task", post(chats::create_task))
         .route("/settings", get(settings::page))
         .route("/settings/check", post(settings::check))
