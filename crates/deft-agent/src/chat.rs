@@ -96,8 +96,12 @@ pub async fn reply(
         let text = response.text();
         request.messages.push(response.to_message());
         if calls.is_empty() {
+            // What the web gave it is listed, as a pull request lists it.
+            let sources = web.map_or(String::new(), |web| {
+                crate::web::sources_section(&web.sources(), &text)
+            });
             return Ok(ChatAnswer {
-                text,
+                text: format!("{text}{sources}"),
                 usage,
                 consulted,
             });

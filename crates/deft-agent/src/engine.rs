@@ -18,6 +18,7 @@ mod owner;
 mod planning;
 mod review;
 mod start;
+pub use start::egress_policy;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;

@@ -14,6 +14,10 @@ const AGENT: &str = "deft";
 pub struct ModelChat {
     pub client: ModelClient,
     pub stop: CancellationToken,
+    /// The search provider the operator configured; with one, the chat may search and read
+    /// the web under the person's network level.
+    pub web: Option<std::sync::Arc<deft_web::SearchClient>>,
+    pub store: deft_store::Store,
 }
 
 /// Chat messages as a model conversation: the person's turns and the agent's, consecutive
@@ -57,12 +61,28 @@ impl deft_server::ChatReplier for ModelChat {
                     default_branch: repo.default_branch.clone(),
                 })
                 .collect();
+            let web = match &self.web {
+                Some(search) => {
+                    let environment = self
+                        .store
+                        .environment(&user.id)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    let policy = deft_agent::engine::egress_policy(&environment.network);
+                    Some(deft_agent::web::Web::new(
+                        search.clone(),
+                        deft_web::FetchPolicy::new(policy),
+                        &[],
+                    ))
+                }
+                None => None,
+            };
             let answer = deft_agent::chat::reply(
                 deft_agent::chat::ChatSetting {
                     client: &self.client,
                     person: &user.name,
                     repos: &readable,
-                    web: None,
+                    web: web.as_ref(),
                     watch: Some(watch),
                 },
                 conversation(messages),

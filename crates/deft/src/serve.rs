@@ -141,6 +141,8 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         state.chat = Some(std::sync::Arc::new(crate::chat::ModelChat {
             client,
             stop: shutdown,
+            web: crate::config::web_search(&config)?,
+            store: state.store.clone(),
         }));
     }
     // Deliveries answered just before the last stop are acted on now, in the background.

@@ -181,3 +181,69 @@ async fn a_task_searches_and_fetches_and_its_pull_request_lists_the_sources() {
         "{body}"
     );
 }
+
+/// A chat searches and reads the web under the person's network level before it answers, and
+/// its reply lists what it read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_searches_the_web_and_its_reply_lists_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let web = web_server().await;
+    let guide = format!("http://{web}/guide");
+    let model = ScriptedModel::start(vec![
+        web_call(
+            "w1",
+            "web_search",
+            json!({"query": "greeting file convention"}),
+        ),
+        web_call(
+            "w2",
+            "web_fetch",
+            json!({"url": guide, "query": "greeting"}),
+        ),
+        Step::Reply(Turn::text("A greeting file says hello, in lower case [4].")),
+    ])
+    .await;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        format!("[web_search]\nprovider = \"searxng\"\nbase_url = \"http://{web}\"\n"),
+    )
+    .unwrap();
+    let server = common::start(&data, &model);
+    server
+        .call(
+            reqwest::Method::PUT,
+            "/settings/environment",
+            Some(json!({"network": {"level": "custom", "allow": ["127.0.0.1"]}})),
+        )
+        .await;
+    let chat = server
+        .call(
+            reqwest::Method::POST,
+            "/chats",
+            Some(json!({"repos": [repo.to_string_lossy()]})),
+        )
+        .await;
+    let chat = chat["id"].as_str().unwrap().to_owned();
+    let answered = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{chat}/messages"),
+            Some(json!({"message": "What should the greeting file say?"})),
+        )
+        .await;
+    let reply = answered["reply"]["message"].as_str().unwrap_or_default();
+    assert!(
+        reply.starts_with("A greeting file says hello, in lower case [4].")
+            && reply.contains("## Sources")
+            && reply.contains(&format!("4. [Greeting guide]({guide})")),
+        "{answered}"
+    );
+    let read = model.requests()[2].body["messages"].to_string();
+    assert!(
+        read.contains("A greeting file says hello") && !read.contains("stealTokens"),
+        "{read}"
+    );
+}

@@ -806,6 +806,6 @@ async fn read_commit(
 /// The egress policy of a task's network setting: what its sandbox, its image's build and its
 /// web fetches may reach (no forge hosts: the local forge has none, and GitHub's go through
 /// deft, not the task).
-pub(super) fn egress_policy(network: &deft_core::NetworkPolicy) -> EgressPolicy {
+pub fn egress_policy(network: &deft_core::NetworkPolicy) -> EgressPolicy {
     EgressPolicy::new(network.level, network.allow.clone(), DomainSet::default())
 }
