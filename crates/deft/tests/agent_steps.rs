@@ -430,8 +430,9 @@ async fn a_model_that_writes_code_in_its_replies_changes_files_through_them() {
         Step::Reply(Turn::text(
             "The divisor is wrong. In `stats.py`, which ./test.sh checks:\n\n```python\ndef mean(values):\n    return sum(values) / (len(values) + 1)\n```\n",
         )),
+        // The whole file again, under no path: the file shown to it is the one it is for.
         Step::Reply(Turn::text(
-            "stats.py\n```python\n\"\"\"Statistics.\"\"\"\n\n\ndef mean(values):\n    return sum(values) / len(values)\n\n\ndef total(values):\n    return sum(values)\n```",
+            "```python\n\"\"\"Statistics.\"\"\"\n\n\ndef mean(values):\n    return sum(values) / len(values)\n\n\ndef total(values):\n    return sum(values)\n```",
         )),
         review_pass(),
     ])

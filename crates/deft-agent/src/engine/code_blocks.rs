@@ -138,7 +138,7 @@ impl Engine {
                 }
             } else {
                 let written = self
-                    .write_blocks(context, tools, &found, start, &mut did, cancel)
+                    .write_blocks(context, tools, &found, &shown, start, &mut did, cancel)
                     .await?;
                 if written.files.is_empty() && !written.ran {
                     format!(
@@ -193,11 +193,13 @@ impl Engine {
 
     /// Puts each block into its file through the editor; what was written, and a line per
     /// block for the model.
+    #[allow(clippy::too_many_arguments)]
     async fn write_blocks(
         &self,
         context: &Context,
         tools: &mut Tools<'_, TaskSandbox>,
         found: &[Block],
+        shown: &HashSet<String>,
         start: &mut super::attempts::StepStart,
         did: &mut crate::notes::StepNotes,
         cancel: &CancellationToken,
@@ -210,6 +212,28 @@ impl Engine {
             for name in block.names.iter().rev() {
                 if !named.contains(name) {
                     named.push(name.clone());
+                }
+            }
+        }
+        // Then the files it was shown (those the task names, those it asked for): a model
+        // that writes a file it was shown often writes no path at all.
+        let mut seen: Vec<&String> = shown.iter().collect();
+        seen.sort();
+        for name in seen {
+            if !named.contains(name) {
+                named.push(name.clone());
+            }
+        }
+        let single = context.repos.len() == 1;
+        for (_, _, facts) in &context.repos {
+            for (path, _) in &facts.named {
+                let name = if single {
+                    path.clone()
+                } else {
+                    format!("{}/{path}", facts.name)
+                };
+                if !named.contains(&name) {
+                    named.push(name);
                 }
             }
         }
@@ -231,7 +255,9 @@ impl Engine {
             } else {
                 block
             };
-            let target = self.target(context, tools, block).await;
+            // Under no path, a block goes only where its lines place it: a guess at a rewrite
+            // could land on any file the reply happened to name.
+            let target = self.target(context, tools, block, !under_no_path).await;
             // A shell block under no path that fits no file by its lines is a command to run.
             let placed = matches!(
                 target,
@@ -340,6 +366,7 @@ impl Engine {
         context: &Context,
         tools: &Tools<'_, TaskSandbox>,
         block: &Block,
+        may_rewrite: bool,
     ) -> Result<(String, Option<String>, Merged), String> {
         let mut rewrite = None;
         let mut refused = None;
@@ -349,7 +376,7 @@ impl Engine {
             };
             match merge(&text, &block.body) {
                 Ok(Merged::Rewrite(new)) => {
-                    if rewrite.is_none() {
+                    if rewrite.is_none() && may_rewrite {
                         rewrite = Some((name.clone(), Some(text), Merged::Rewrite(new)));
                     }
                 }
