@@ -1913,3 +1913,75 @@ async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
     );
     assert!(!signed_in.session.unwrap().contains("Secure"));
 }
+
+/// The task page lists the web pages the task read or cited, by their `[n]`, as links only
+/// when they are http(s) addresses.
+#[tokio::test]
+async fn the_task_page_lists_its_sources_as_links() {
+    let app = TestApp::start().await;
+    let ada = app.store.create_user("ada", true).await.unwrap();
+    let session = app.store.start_session(&ada.id, 60_000).await.unwrap();
+    let cookie = format!("deft_session={}", session.token);
+    let repo = app
+        .store
+        .add_repository(
+            &ada.id,
+            deft_store::NewRepository {
+                name: "widgets".into(),
+                forge: deft_core::ForgeKind::Local,
+                location: app.git_repo("widgets"),
+                default_branch: "main".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let task = app
+        .store
+        .create_task(
+            &ada.id,
+            deft_store::NewTask {
+                description: "Follow the guide".into(),
+                repos: vec![repo.id],
+                chat_id: None,
+                approve_plan: false,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let mut progress = deft_core::Progress::new();
+    progress.sources = vec![
+        deft_core::Source {
+            url: "https://docs.example.org/guide".into(),
+            title: "The <b>guide</b>".into(),
+            fetched: true,
+        },
+        deft_core::Source {
+            url: "javascript:alert(1)".into(),
+            title: "A trap".into(),
+            fetched: false,
+        },
+    ];
+    app.store.set_progress(&task, &progress).await.unwrap();
+    let html = app
+        .http
+        .get(format!("{}/tasks/{task}", app.base))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(r#"<li id="source-1" value="1"><a href="https://docs.example.org/guide" rel="noopener noreferrer nofollow">The &#60;b&#62;guide&#60;/b&#62;</a>"#),
+        "{html}"
+    );
+    assert!(html.contains("· read"), "{html}");
+    assert!(
+        html.contains(r#"<li id="source-2" value="2">A trap"#)
+            && !html.contains(r#"href="javascript"#),
+        "{html}"
+    );
+}

@@ -150,6 +150,16 @@ pub struct PlanView {
     pub done: usize,
 }
 
+/// A web page the task read or cited, numbered as its `[n]` markers are.
+pub struct SourceView {
+    pub number: usize,
+    pub title: String,
+    /// The page's address, when it is one a link may lead to (http or https).
+    pub link: Option<String>,
+    pub shown_url: String,
+    pub fetched: bool,
+}
+
 pub struct PullRequestView {
     pub repo: String,
     pub title: String,
@@ -177,6 +187,8 @@ pub struct Summary {
     pub created: String,
     pub tokens: String,
     pub plan: Option<PlanView>,
+    /// The web pages the task searched up or read, by their `[n]`.
+    pub sources: Vec<SourceView>,
     pub pull_requests: Vec<PullRequestView>,
     pub can_answer: bool,
     pub can_approve: bool,
@@ -280,6 +292,28 @@ async fn summary_of(
             done,
         }
     });
+    let sources = progress
+        .as_ref()
+        .map(|progress| {
+            progress
+                .sources
+                .iter()
+                .enumerate()
+                .map(|(index, source)| SourceView {
+                    number: index + 1,
+                    title: if source.title.trim().is_empty() {
+                        source.url.clone()
+                    } else {
+                        source.title.clone()
+                    },
+                    link: (source.url.starts_with("https://") || source.url.starts_with("http://"))
+                        .then(|| source.url.clone()),
+                    shown_url: source.url.chars().take(200).collect(),
+                    fetched: source.fetched,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let mut pull_requests = Vec::new();
     for pr in &task.pull_requests {
         let repo = app
@@ -333,6 +367,7 @@ async fn summary_of(
             task.usage.input_tokens, task.usage.output_tokens
         ),
         plan,
+        sources,
         pull_requests,
         can_answer: allows(Transition::Answer),
         can_approve: allows(Transition::Approve),
