@@ -193,8 +193,10 @@ async fn chat_page(
                     mine,
                     author: m.author.clone(),
                     text: m.message.clone(),
-                    // A chat keeps no sources beside its messages, so its `[n]` markers stay text.
-                    html: (!mine).then(|| markdown::render(&m.message, &[])),
+                    // A reply's `[n]` links to the source its Sources section lists.
+                    html: (!mine).then(|| {
+                        markdown::render(&m.message, &markdown::listed_sources(&m.message))
+                    }),
                     at: when(m.at),
                 }
             })

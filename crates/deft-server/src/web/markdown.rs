@@ -70,6 +70,23 @@ static SANITIZER: LazyLock<Builder<'static>> = LazyLock::new(|| {
 
 /// `text`, Markdown, as sanitized HTML. `sources` are the numbered web sources the text's
 /// `[n]` markers cite (number, URL); pass `&[]` where there are none.
+/// The sources a reply lists in the "## Sources" section deft appends to it (`N. [title](url)`
+/// a line), for [`render`] to link its `[n]` markers to them.
+pub fn listed_sources(text: &str) -> Vec<(u32, String)> {
+    let Some((_, section)) = text.rsplit_once("\n## Sources\n") else {
+        return Vec::new();
+    };
+    section
+        .lines()
+        .filter_map(|line| {
+            let (number, rest) = line.split_once(". [")?;
+            let number = number.trim().parse().ok()?;
+            let url = rest.rsplit_once("](")?.1.strip_suffix(')')?;
+            Some((number, url.to_owned()))
+        })
+        .collect()
+}
+
 pub fn render(text: &str, sources: &[(u32, String)]) -> String {
     let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
     let parser = TextMergeStream::new(Parser::new_ext(text, options));
@@ -308,6 +325,31 @@ fn attribute(value: &str) -> String {
         }
     }
     escaped
+}
+
+#[cfg(test)]
+mod listed {
+    use super::*;
+
+    #[test]
+    fn a_replys_sources_section_links_its_markers() {
+        let reply = "Say hello [2], not hi [3].\n\n## Sources\n2. [Greeting guide](https://example.org/guide)\n3. [Trap](javascript:alert(1))";
+        let sources = listed_sources(reply);
+        assert_eq!(
+            sources,
+            [
+                (2, "https://example.org/guide".to_owned()),
+                (3, "javascript:alert(1)".to_owned())
+            ]
+        );
+        let html = render(reply, &sources);
+        assert!(
+            html.contains(r#"<a href="https://example.org/guide" class="cite""#),
+            "{html}"
+        );
+        assert!(!html.contains("javascript:"), "{html}");
+        assert!(listed_sources("no section [1]").is_empty());
+    }
 }
 
 #[cfg(test)]
