@@ -49,6 +49,8 @@ pub struct ChatSetting<'a> {
     pub client: &'a ModelClient,
     pub person: &'a str,
     pub repos: &'a [ChatRepo],
+    /// The conventions learned from the person's earlier feedback.
+    pub learnings: &'a [String],
     pub web: Option<&'a crate::web::Web>,
     /// Told each turn's text so far as it streams in.
     pub watch: Option<&'a deft_llm::TextWatch<'a>>,
@@ -64,14 +66,21 @@ pub async fn reply(
         client,
         person,
         repos,
+        learnings,
         web,
         watch,
     } = setting;
     let names: Vec<&str> = repos.iter().map(|repo| repo.name.as_str()).collect();
-    let system = format!(
+    let mut system = format!(
         "{PROMPT}\n\nThe person: {person}. Repositories: {}.",
         names.join(", ")
     );
+    if !learnings.is_empty() {
+        system.push_str(&format!(
+            "\n\nConventions learned from the person's earlier feedback (the task will follow them):\n{}",
+            crate::prompts::list(learnings)
+        ));
+    }
     let mut tools = specs();
     if web.is_some() {
         tools.extend(crate::web::Web::specs());

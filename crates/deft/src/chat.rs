@@ -77,11 +77,20 @@ impl deft_server::ChatReplier for ModelChat {
                 }
                 None => None,
             };
+            let learnings: Vec<String> = self
+                .store
+                .list_learnings(&user.id)
+                .await
+                .map_err(|error| error.to_string())?
+                .into_iter()
+                .map(|learning| learning.text)
+                .collect();
             let answer = deft_agent::chat::reply(
                 deft_agent::chat::ChatSetting {
                     client: &self.client,
                     person: &user.name,
                     repos: &readable,
+                    learnings: &learnings,
                     web: web.as_ref(),
                     watch: Some(watch),
                 },

@@ -170,6 +170,28 @@ async fn a_task_asks_is_answered_completes_and_takes_feedback() {
         prompt.contains("Greet the whole world, not only hello"),
         "{prompt}"
     );
+    // A chat knows them too, before its task exists.
+    model.push(Step::Reply(Turn::text("I will greet the whole world.")));
+    let chat = server
+        .call(
+            reqwest::Method::POST,
+            "/chats",
+            Some(json!({"repos": [other]})),
+        )
+        .await;
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/chats/{}/messages", chat["id"].as_str().unwrap()),
+            Some(json!({"message": "Add a farewell"})),
+        )
+        .await;
+    let prompt = model.requests().last().unwrap().body["system"].to_string();
+    assert!(
+        prompt.contains("Greet the whole world, not only hello")
+            && prompt.contains("Create the task"),
+        "{prompt}"
+    );
 
     let bob = user_with_token(&data, "bob");
     model.push(question());

@@ -276,6 +276,12 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
         Step::Reply(Turn::text(
             "I will add greeting.txt with a greeting. Which language should it be in?",
         )),
+        // Before it answers, the agent reads the chat's repository.
+        call(
+            "v1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "view", "path": "greeter/test.sh"}"#,
+        ),
         Step::Reply(Turn::text(
             "Understood: English. Create the task when ready.",
         )),
@@ -397,6 +403,9 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
         browser.js("return sessionStorage.getItem('busy')").await,
         json!("true|The agent is answering…|true")
     );
+    // The answer came after the agent read the repository's test, at its default branch.
+    let read = model.requests()[2].body["messages"].to_string();
+    assert!(read.contains("test -s greeting.txt"), "{read}");
     let streamed = browser
         .js("return sessionStorage.getItem('streamed')")
         .await;
