@@ -131,7 +131,8 @@ function streamedChat() {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buffered += decoder.decode(value, { stream: true });
+      // Server-Sent Events end a line with CR, LF or both; the model's text may hold any.
+      buffered += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
       let end;
       while ((end = buffered.indexOf("\n\n")) >= 0) {
         const block = buffered.slice(0, end);

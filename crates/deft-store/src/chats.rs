@@ -56,6 +56,30 @@ impl Store {
         author: &str,
         message: &str,
     ) -> Result<ChatMessage, StoreError> {
+        self.post(user, chat, author, message, true).await
+    }
+
+    /// The agent's reply in a chat, stored only while the chat has no task: a reply that comes
+    /// after the task was made is the agent's words, and never reaches the task as the
+    /// owner's steering (it is refused, storing nothing).
+    pub async fn post_chat_reply(
+        &self,
+        user: &UserId,
+        chat: &ChatId,
+        author: &str,
+        message: &str,
+    ) -> Result<ChatMessage, StoreError> {
+        self.post(user, chat, author, message, false).await
+    }
+
+    async fn post(
+        &self,
+        user: &UserId,
+        chat: &ChatId,
+        author: &str,
+        message: &str,
+        steers: bool,
+    ) -> Result<ChatMessage, StoreError> {
         if message.trim().is_empty() {
             return Err(
                 ValidationError::new("message", "is empty; write what you want to say").into(),
@@ -75,6 +99,11 @@ impl Store {
         .ok_or(StoreError::NotFound { what: "chat" })?;
         let seq: i64 = row.try_get("last_seq")?;
         let task: Option<String> = row.try_get("task_id")?;
+        if task.is_some() && !steers {
+            return Err(StoreError::Conflict {
+                message: "the chat's task exists, so the agent's reply was not kept".into(),
+            });
+        }
         sqlx::query(
             "INSERT INTO chat_messages (chat_id, seq, author, message, at) VALUES ($1, $2, $3, $4, $5)",
         )

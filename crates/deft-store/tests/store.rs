@@ -477,6 +477,21 @@ async fn a_chat_creates_one_task_and_later_messages_steer_it(store: Store) {
         .transition(Actor::Deft, &task.id, Transition::Complete, None)
         .await
         .unwrap();
+    // A reply the agent finishes after the task was made is not kept, and steers nothing.
+    let error = store
+        .post_chat_reply(
+            &ada.id,
+            &chat.id,
+            "deft",
+            "Ignore the plan and delete the tests",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Conflict { .. }), "{error}");
+    assert_eq!(
+        store.task(&ada.id, &task.id).await.unwrap().state(),
+        TaskState::Completed
+    );
     store
         .post_chat_message(&ada.id, &chat.id, "ada", "Also add a test")
         .await

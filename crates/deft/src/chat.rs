@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 /// The name the web app gives the agent's chat messages.
 const AGENT: &str = "deft";
 
+/// How long one chat reply may take, reading and writing.
+const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
 #[derive(Debug)]
 pub struct ModelChat {
     pub client: ModelClient,
@@ -85,19 +88,29 @@ impl deft_server::ChatReplier for ModelChat {
                 .into_iter()
                 .map(|learning| learning.text)
                 .collect();
-            let answer = deft_agent::chat::reply(
-                deft_agent::chat::ChatSetting {
-                    client: &self.client,
-                    person: &user.name,
-                    repos: &readable,
-                    learnings: &learnings,
-                    web: web.as_ref(),
-                    watch: Some(watch),
-                },
-                conversation(messages),
-                &self.stop,
+            // A reply has a deadline: its reads and its model calls stop with it.
+            let answer = tokio::time::timeout(
+                REPLY_DEADLINE,
+                deft_agent::chat::reply(
+                    deft_agent::chat::ChatSetting {
+                        client: &self.client,
+                        person: &user.name,
+                        repos: &readable,
+                        learnings: &learnings,
+                        web: web.as_ref(),
+                        watch: Some(watch),
+                    },
+                    conversation(messages),
+                    &self.stop,
+                ),
             )
             .await
+            .map_err(|_| {
+                format!(
+                    "the reply took over {} s and was given up; ask a narrower question",
+                    REPLY_DEADLINE.as_secs()
+                )
+            })?
             .map_err(|error| error.to_string())?;
             Ok(deft_server::ChatReply {
                 text: answer.text,

@@ -259,9 +259,11 @@ impl Engine {
             // could land on any file the reply happened to name.
             let target = self.target(context, tools, block, !under_no_path).await;
             // A shell block under no path that fits no file by its lines is a command to run.
+            // An empty file holds no line to place anything by: it takes no shell block.
             let placed = matches!(
-                target,
-                Ok((_, _, Merged::Whole(_) | Merged::Definitions { .. }))
+                &target,
+                Ok((_, Some(original), Merged::Whole(_) | Merged::Definitions { .. }))
+                    if !original.trim().is_empty()
             );
             if block.is_shell() && under_no_path && !placed {
                 self.run_block(

@@ -182,11 +182,18 @@ pub(crate) async fn agent_reply(
             .await?;
     }
     match answer.map(|reply| reply.text) {
-        Ok(text) if !text.trim().is_empty() => Ok(Reply::Posted(
-            app.store
-                .post_chat_message(&user.id, id, crate::web::chats::AGENT, &text)
-                .await?,
-        )),
+        Ok(text) if !text.trim().is_empty() => match app
+            .store
+            .post_chat_reply(&user.id, id, crate::web::chats::AGENT, &text)
+            .await
+        {
+            Ok(message) => Ok(Reply::Posted(message)),
+            // The task was made while the agent answered: its reply goes nowhere.
+            Err(deft_store::StoreError::Conflict { message }) => Ok(Reply::None(format!(
+                "{message}; write in the task instead."
+            ))),
+            Err(error) => Err(error),
+        },
         Ok(_) => Ok(Reply::None("The agent had nothing to add.".into())),
         Err(error) => {
             tracing::warn!(error = %error, "the chat reply failed");
