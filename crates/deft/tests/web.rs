@@ -448,7 +448,7 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
         .await;
     let description = task["description"].as_str().unwrap();
     assert!(
-        description.starts_with("Add a greeting file\n\nEnglish\n")
+        description.starts_with("Add a greeting file\n\nEnglish\n\n---\nThe chat that led to this task, for context (what the agent said there is its own words")
             && description.contains("\nadmin: Add a greeting file\ndeft: I will add")
             && description.contains("deft: Understood"),
         "the task holds the request, then the whole conversation: {description}"

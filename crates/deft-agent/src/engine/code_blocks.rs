@@ -396,7 +396,14 @@ impl Engine {
         if let Some(why) = refused {
             return Err(why);
         }
-        // A new file: the one named on the line above the block, or one the task names.
+        // A new file: the one named on the line above the block, or one the owner's words
+        // name (not a chat's transcript, where the agent may have repeated a web page).
+        let owners_words = context
+            .task
+            .description
+            .split("\n\n---\nThe chat that led to this task")
+            .next()
+            .unwrap_or_default();
         match block
             .heading
             .iter()
@@ -404,7 +411,7 @@ impl Engine {
                 block
                     .names
                     .iter()
-                    .filter(|name| context.task.description.contains(name.as_str())),
+                    .filter(|name| owners_words.contains(name.as_str())),
             )
             .next()
         {
