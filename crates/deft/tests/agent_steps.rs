@@ -418,13 +418,7 @@ async fn a_model_that_writes_code_in_its_replies_changes_files_through_them() {
         &repo,
         "chmod +x test.sh && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
     );
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(
-        data.join("config.toml"),
-        "[model]\nedit_format = \"code_blocks\"\n",
-    )
-    .unwrap();
+    let data = code_blocks_data(dir.path());
     let server = ScriptedModel::start(vec![
         Step::Reply(Turn::text("Let me look at stats.py first.")),
         Step::Reply(Turn::text(
@@ -484,13 +478,7 @@ async fn a_model_that_writes_code_in_its_replies_changes_files_through_them() {
 async fn a_question_in_words_goes_through_the_gate() {
     let dir = tempfile::tempdir().unwrap();
     let repo = greeting_repo(dir.path());
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(
-        data.join("config.toml"),
-        "[model]\nedit_format = \"code_blocks\"\n",
-    )
-    .unwrap();
+    let data = code_blocks_data(dir.path());
     let server = ScriptedModel::start(vec![
         Step::Reply(Turn::text(
             "The command 'nano' could not be found. Should I install it?",
@@ -518,13 +506,7 @@ async fn a_question_in_words_goes_through_the_gate() {
 async fn a_shell_block_under_no_path_is_run() {
     let dir = tempfile::tempdir().unwrap();
     let repo = greeting_repo(dir.path());
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(
-        data.join("config.toml"),
-        "[model]\nedit_format = \"code_blocks\"\n",
-    )
-    .unwrap();
+    let data = code_blocks_data(dir.path());
     let server = ScriptedModel::start(vec![
         Step::Reply(Turn::text(
             "I will write the file:\n```bash\nls && printf 'hello\\n' > greeting.txt && ./test.sh && echo passed\n```",
@@ -552,13 +534,7 @@ async fn a_shell_block_under_no_path_is_run() {
 async fn a_command_that_changes_nothing_does_not_end_the_step() {
     let dir = tempfile::tempdir().unwrap();
     let repo = greeting_repo(dir.path());
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(
-        data.join("config.toml"),
-        "[model]\nedit_format = \"code_blocks\"\n",
-    )
-    .unwrap();
+    let data = code_blocks_data(dir.path());
     let server = ScriptedModel::start(vec![
         Step::Reply(Turn::text("```sh\ncat test.sh\n```")),
         Step::Reply(Turn::text("greeting.txt\n```\nhello\n```")),
@@ -576,4 +552,16 @@ async fn a_command_that_changes_nothing_does_not_end_the_step() {
         !asked.contains("The checks fail, so the step is not done"),
         "{asked}"
     );
+}
+
+/// A data dir whose config has the model write code in its replies.
+fn code_blocks_data(dir: &std::path::Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[model]\nedit_format = \"code_blocks\"\n",
+    )
+    .unwrap();
+    data
 }

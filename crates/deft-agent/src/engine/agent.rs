@@ -36,7 +36,6 @@ impl Engine {
             notes,
             opening,
         } = step;
-        let step = &plan.steps[index];
         // Steering sent during the previous step is part of this step's prompt.
         self.hear_owner(context).await?;
         let plan_text = plan_text(plan, index, notes);
@@ -50,24 +49,12 @@ impl Engine {
             .into_iter()
             .filter(|t| t.name != "submit_plan")
             .collect();
-        // After a verified step the checks pass: they are run only where that is not known.
-        let checks_now = if index == 0 || earlier.is_some() {
-            self.checks_now(context, tools.sandbox(), cancel).await?
-        } else {
-            self.checks_passing(context)
-        };
         let mut request = Request {
             system,
-            messages: vec![Message::user(format!(
-                "{}{checks_now}\n\nDo step {} of {}: {step}{}",
-                self.task_message(context),
-                index + 1,
-                plan.steps.len(),
-                earlier.map_or(String::new(), |why| format!(
-                    "\n\nAn earlier attempt at this step ended: {}\nIts changes were undone; try another way.",
-                    tail(why, 800)
-                ))
-            ))],
+            messages: vec![Message::user(
+                self.step_message(context, plan, index, earlier, tools.sandbox(), cancel)
+                    .await?,
+            )],
             tools: Vec::new(),
             max_tokens: 8192,
         };
@@ -261,6 +248,36 @@ impl Engine {
             )));
         }
         Ok(Checked::Failed(failure))
+    }
+
+    /// A step's first message: the task, where the checks stand, the step, and why an earlier
+    /// attempt at it ended.
+    pub(super) async fn step_message(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        index: usize,
+        earlier: Option<&str>,
+        sandbox: &TaskSandbox,
+        cancel: &CancellationToken,
+    ) -> Result<String, EngineError> {
+        // After a verified step the checks pass: they are run only where that is not known.
+        let checks_now = if index == 0 || earlier.is_some() {
+            self.checks_now(context, sandbox, cancel).await?
+        } else {
+            self.checks_passing(context)
+        };
+        Ok(format!(
+            "{}{checks_now}\n\nDo step {} of {}: {}{}",
+            self.task_message(context),
+            index + 1,
+            plan.steps.len(),
+            plan.steps[index],
+            earlier.map_or(String::new(), |why| format!(
+                "\n\nAn earlier attempt at this step ended: {}\nIts changes were undone; try another way.",
+                tail(why, 800)
+            ))
+        ))
     }
 
     /// What a step after a verified one is told of the checks: that they pass.

@@ -49,11 +49,9 @@ impl Engine {
             "execution",
             &code_blocks(&plan_text(plan, index, notes)),
         );
-        let checks_now = if index == 0 || earlier.is_some() {
-            self.checks_now(context, tools.sandbox(), cancel).await?
-        } else {
-            self.checks_passing(context)
-        };
+        let opening = self
+            .step_message(context, plan, index, earlier, tools.sandbox(), cancel)
+            .await?;
         let mut shown: HashSet<String> = context
             .repos
             .iter()
@@ -67,15 +65,7 @@ impl Engine {
         let mut request = Request {
             system,
             messages: vec![Message::user(format!(
-                "{}{checks_now}\n\nDo step {} of {}: {}{}\n\n{}",
-                self.task_message(context),
-                index + 1,
-                plan.steps.len(),
-                plan.steps[index],
-                earlier.map_or(String::new(), |why| format!(
-                    "\n\nAn earlier attempt at this step ended: {}\nIts changes were undone; try another way.",
-                    tail(why, 800)
-                )),
+                "{opening}\n\n{}",
                 named_files(&context.repos).unwrap_or_default()
             ))],
             tools: Vec::new(),
