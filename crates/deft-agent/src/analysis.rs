@@ -331,7 +331,7 @@ pub fn fence(label: &str, text: &str) -> String {
     )
 }
 
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}'
         | '\u{FEFF}' | '\u{E0000}'..='\u{E007F}' | '\u{00AD}')

@@ -12,9 +12,13 @@ pub(crate) struct Block {
     pub names: Vec<String>,
     /// The fence's language (`python`, `sh`), lower case; empty when it names none.
     pub lang: String,
-    /// The name on the line just above the block (or in its fence), as the prompt asks a
-    /// path to be written: the one name that may make a new file the task does not name.
+    /// The name on the line just above the block (or in its fence, or on its own first
+    /// line), as the prompt asks a path to be written: the one name that may make a new file
+    /// the task does not name.
     pub heading: Option<String>,
+    /// The block's first line when it named the file (`# app.py`) and was taken out of the
+    /// body: put back if the file itself begins with it.
+    pub named_by: Option<String>,
     pub body: String,
 }
 
@@ -29,21 +33,30 @@ impl Block {
     }
 }
 
+/// A fence line: its character, its length and its info string.
+fn fence_of(line: &str) -> Option<(char, usize, &str)> {
+    let line = line.trim();
+    let mark = line.chars().next().filter(|c| *c == '`' || *c == '~')?;
+    let length = line.chars().take_while(|c| *c == mark).count();
+    (length >= 3).then(|| (mark, length, line[length..].trim()))
+}
+
 /// The fenced blocks of `reply`; a block's names are those in the text between it and the
-/// block before, so that a path belongs to the code written under it.
+/// block before, so that a path belongs to the code written under it. As in CommonMark, only
+/// a bare fence closes a block: the ```` ```sh ```` a small model opens again inside its block
+/// stays in it, and is taken apart by [`split_inner`].
 pub(crate) fn blocks(reply: &str) -> Vec<Block> {
     let mut found = Vec::new();
     let mut prose = String::new();
-    let mut code: Option<Vec<&str>> = None;
+    let mut code: Option<(char, usize, Vec<&str>)> = None;
     let mut lang = String::new();
     let mut heading = None;
     for line in reply.lines() {
-        let fence = line.trim_start().starts_with("```");
-        match code.as_mut() {
-            None if fence => {
+        let fence = fence_of(line);
+        match (code.as_mut(), fence) {
+            (None, Some((mark, length, info))) => {
                 // The fence's info string may be the path itself: ```src/app.py
-                let info = line.trim_start().trim_start_matches('`');
-                lang = info.trim().to_lowercase();
+                lang = info.to_lowercase();
                 let above = prose.lines().rev().find(|line| !line.trim().is_empty());
                 heading = names_in(info)
                     .into_iter()
@@ -51,28 +64,134 @@ pub(crate) fn blocks(reply: &str) -> Vec<Block> {
                     .or_else(|| above.and_then(|line| names_in(line).into_iter().next()));
                 prose.push('\n');
                 prose.push_str(info);
-                code = Some(Vec::new());
+                code = Some((mark, length, Vec::new()));
             }
-            None => {
+            (None, None) => {
                 prose.push('\n');
                 prose.push_str(line);
             }
-            Some(_) if fence => {
-                let body = code.take().expect("inside a block").join("\n");
-                if !body.trim().is_empty() {
-                    found.push(Block {
-                        heading: heading.take(),
-                        names: names_in(&prose),
-                        lang: std::mem::take(&mut lang),
-                        body,
-                    });
+            (Some((mark, length, _)), Some((closing, count, "")))
+                if closing == *mark && count >= *length =>
+            {
+                let (_, _, lines) = code.take().expect("inside a block");
+                let names = names_in(&prose);
+                for part in split_inner(&lines) {
+                    let mut names = names.clone();
+                    if let Some(name) = &part.name {
+                        names.retain(|known| known != name);
+                        names.insert(0, name.clone());
+                    }
+                    if !part.body.trim().is_empty() {
+                        found.push(Block {
+                            heading: part.name.or_else(|| heading.clone()),
+                            names,
+                            lang: part.lang.unwrap_or_else(|| lang.clone()),
+                            named_by: part.named_by,
+                            body: part.body,
+                        });
+                    }
                 }
+                heading = None;
+                lang.clear();
                 prose.clear();
             }
-            Some(lines) => lines.push(line),
+            (Some((_, _, lines)), _) => lines.push(line),
         }
     }
     found
+}
+
+/// A part of a block: what one file's name inside it heads.
+struct Part {
+    name: Option<String>,
+    named_by: Option<String>,
+    lang: Option<String>,
+    body: String,
+}
+
+/// Takes a block apart where a line naming a file heads code: its own first line (`#
+/// app.py`, `// lib/math.js`, `$ cat app.py`), or a name followed by a fence opened inside
+/// the block, as small models nest them. The inner fences go; so does a name line that heads
+/// the whole block.
+fn split_inner(lines: &[&str]) -> Vec<Part> {
+    let mut parts = vec![Part {
+        name: None,
+        named_by: None,
+        lang: None,
+        body: String::new(),
+    }];
+    let mut at = 0;
+    let mut first = true;
+    while at < lines.len() {
+        let line = lines[at];
+        let next_is_fence = lines.get(at + 1).and_then(|next| fence_of(next)).is_some();
+        // A lone line is the block's whole text (`./test.sh` to run), not a heading.
+        let heads =
+            next_is_fence || (first && lines[at + 1..].iter().any(|l| !l.trim().is_empty()));
+        if let Some(name) = path_line(line).filter(|_| heads) {
+            let lang = lines
+                .get(at + 1)
+                .and_then(|next| fence_of(next))
+                .map(|(_, _, info)| info.to_lowercase())
+                .filter(|info| !info.is_empty());
+            let part = Part {
+                name: Some(name),
+                named_by: Some(line.to_owned()),
+                lang,
+                body: String::new(),
+            };
+            if first {
+                parts[0] = part;
+            } else {
+                parts.push(part);
+            }
+            at += if next_is_fence { 2 } else { 1 };
+            first = false;
+            continue;
+        }
+        first = false;
+        if fence_of(line).is_some() {
+            // An inner fence, opened or closed: no line of a file.
+            at += 1;
+            continue;
+        }
+        let body = &mut parts.last_mut().expect("one part at least").body;
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        body.push_str(line);
+        at += 1;
+    }
+    parts
+}
+
+/// The file a line names when it names nothing else, as models head a block with it:
+/// `app.py`, `# app.py`, `// lib/math.js`, `File: app.py`, `$ cat app.py`.
+fn path_line(line: &str) -> Option<String> {
+    let mut rest = line.trim();
+    for mark in ["<!--", "/*", "//", "#", "--", ";", "$", ">"] {
+        if let Some(after) = rest.strip_prefix(mark) {
+            rest = after.trim_start();
+            break;
+        }
+    }
+    for word in ["File:", "file:", "Filename:", "filename:", "cat "] {
+        if let Some(after) = rest.strip_prefix(word) {
+            rest = after.trim_start();
+        }
+    }
+    let rest = rest
+        .trim_end_matches("-->")
+        .trim_end_matches("*/")
+        .trim()
+        .trim_end_matches(':')
+        .trim_matches(|c: char| "`'\"*".contains(c));
+    let [name] = names_in(rest).try_into().ok()?;
+    let bare = rest
+        .strip_prefix("/workspace/")
+        .or_else(|| rest.strip_prefix("./"))
+        .unwrap_or(rest);
+    (bare == name).then_some(name)
 }
 
 /// The file names in `text`, the last one first: words with an extension, stripped of the
@@ -340,6 +459,65 @@ mod tests {
         assert!(!found[1].is_shell());
         assert!(blocks("```bash\necho hi > a.txt\n```")[0].is_shell());
         assert_eq!(found[1].body, "run();");
+    }
+
+    #[test]
+    fn a_name_on_the_blocks_first_line_heads_it() {
+        // What the real model wrote: a comment naming the file, one block per file.
+        let reply = "```javascript\n# index.js\nconst { sum } = require(\"./lib/math\");\n```\n\n```javascript\n// lib/math.js\nfunction sum(a, b) {}\n```";
+        let found = blocks(reply);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].heading.as_deref(), Some("index.js"));
+        assert_eq!(found[0].names, ["index.js"]);
+        assert_eq!(found[0].named_by.as_deref(), Some("# index.js"));
+        assert_eq!(found[0].body, "const { sum } = require(\"./lib/math\");");
+        assert_eq!(found[1].heading.as_deref(), Some("lib/math.js"));
+        assert_eq!(found[1].body, "function sum(a, b) {}");
+        // A terminal's `cat` of the new text, and a bare name.
+        let shown = blocks(
+            "```sh\n> cat lib/math.js\nmodule.exports = {};\n```\n```\naccounts.py\ndef f():\n    pass\n```",
+        );
+        assert_eq!(shown[0].heading.as_deref(), Some("lib/math.js"));
+        assert_eq!(shown[0].body, "module.exports = {};");
+        assert_eq!(shown[1].heading.as_deref(), Some("accounts.py"));
+        // A line that is the whole block is a command, and a shebang or a sentence names
+        // no file.
+        let alone = blocks(
+            "```sh\n./test.sh\n```\n```sh\n#!/bin/sh\necho hi\n```\n```py\n# Small helpers.\nx = 1\n```",
+        );
+        assert_eq!(alone[0].body, "./test.sh");
+        assert_eq!(alone[0].heading, None);
+        assert_eq!(alone[1].body, "#!/bin/sh\necho hi");
+        assert_eq!(alone[2].body, "# Small helpers.\nx = 1");
+    }
+
+    #[test]
+    fn fences_nested_inside_a_block_are_taken_apart() {
+        // Both shapes the real model wrote: a name and a fence opened again inside the
+        // block, and a `~~~~` copy of how files were once shown to it.
+        let nested = "```sh\nsum.sh\n```sh\n#!/bin/sh\necho 0\n```";
+        let found = blocks(nested);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].heading.as_deref(), Some("sum.sh"));
+        assert_eq!(found[0].lang, "sh");
+        assert_eq!(found[0].body, "#!/bin/sh\necho 0");
+        let tildes = "```\naccounts.py\n~~~~\ndef withdraw(b, a):\n    return b - a\n~~~~\n```";
+        let found = blocks(tildes);
+        assert_eq!(found[0].heading.as_deref(), Some("accounts.py"));
+        assert_eq!(found[0].body, "def withdraw(b, a):\n    return b - a");
+        // Two files in one block, each named above its own inner fence.
+        let two = "```rust\n# Cargo.toml\n```toml\n[package]\n```\n# src/lib.rs\n```rust\npub fn f() {}\n```";
+        let found = blocks(two);
+        let heads: Vec<_> = found.iter().map(|b| b.heading.clone().unwrap()).collect();
+        assert_eq!(heads, ["Cargo.toml", "src/lib.rs"]);
+        assert_eq!(found[1].body, "pub fn f() {}");
+        // A fence of tildes is a block of its own too.
+        assert_eq!(
+            blocks("app.py\n~~~python\nx = 1\n~~~")[0]
+                .heading
+                .as_deref(),
+            Some("app.py")
+        );
     }
 
     #[test]

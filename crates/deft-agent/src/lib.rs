@@ -21,6 +21,7 @@ pub mod outgoing;
 mod prompts;
 mod questions;
 pub mod setup;
+mod task_commands;
 pub mod tools;
 pub mod web;
 pub mod workspaces;

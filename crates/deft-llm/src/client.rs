@@ -35,6 +35,8 @@ pub struct CallPolicy {
     pub idle_timeout: Duration,
     /// How many answers in a row with malformed tool calls are fed back before giving up.
     pub max_malformed_tool_calls: u32,
+    /// The sampling temperature sent with each call; the provider's default when `None`.
+    pub temperature: Option<f32>,
 }
 
 impl Default for CallPolicy {
@@ -47,6 +49,7 @@ impl Default for CallPolicy {
             call_timeout: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(90),
             max_malformed_tool_calls: 3,
+            temperature: None,
         }
     }
 }
@@ -200,6 +203,11 @@ impl ModelClient {
                 openai::request_body(&self.config.model, request, stream),
             ),
         };
+        let mut body = body;
+        if let Some(temperature) = self.policy.temperature {
+            // Both protocols name it the same, at the top of the body.
+            body["temperature"] = serde_json::json!(temperature);
+        }
         let mut builder = self.http.post(&url).json(&body);
         builder = match (protocol, &self.config.api_key) {
             (Protocol::Anthropic, key) => {

@@ -130,6 +130,9 @@ pub struct ModelFile {
     /// How the executor's model changes files: `tool_calls` (the default) or `code_blocks`;
     /// read by deft's engine, not by the clients here.
     pub edit_format: Option<String>,
+    /// The sampling temperature sent with every call (0 to 2); the provider's default when
+    /// unset. Small local models write better code at 0.
+    pub temperature: Option<f32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -107,7 +107,7 @@ async fn conversation_round_trips(provider: Provider, stream: bool) {
         ),
     ])
     .await;
-    let client = client(&server, provider, stream);
+    let mut client = client(&server, provider, stream);
     let cancel = CancellationToken::new();
     let mut request = request();
 
@@ -146,6 +146,8 @@ async fn conversation_round_trips(provider: Provider, stream: bool) {
     );
     answer_calls(&mut request, &second);
 
+    // `[model] temperature` goes with the call; unset, the provider's default holds.
+    client.policy.temperature = Some(0.0);
     let last = client.complete(&request, &cancel).await.unwrap();
     assert_eq!(last.response.stop_reason, StopReason::EndTurn);
     assert_eq!(
@@ -159,6 +161,8 @@ async fn conversation_round_trips(provider: Provider, stream: bool) {
     let requests = server.requests();
     assert_eq!(requests.len(), 3);
     assert!(requests.iter().all(|r| r.body["stream"] == json!(stream)));
+    assert!(requests[0].body.get("temperature").is_none());
+    assert_eq!(requests[2].body["temperature"], json!(0.0));
     let last_body = &requests[2].body;
     match provider {
         Provider::Anthropic => {

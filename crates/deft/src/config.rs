@@ -326,7 +326,7 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         &table,
         path,
         "model",
-        "name, base_url, api_key, edit_format, [model.planner], [model.executor]",
+        "name, base_url, api_key, edit_format, temperature, [model.planner], [model.executor]",
     )?;
     if let Some(Err(error)) = model
         .as_ref()
@@ -334,6 +334,14 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         .map(str::parse::<deft_agent::engine::EditFormat>)
     {
         anyhow::bail!("{}: [model] edit_format: {error}", path.display());
+    }
+    if let Some(temperature) = model.as_ref().and_then(|model| model.temperature)
+        && !(0.0..=2.0).contains(&temperature)
+    {
+        anyhow::bail!(
+            "{}: [model] temperature: {temperature} is out of range; use a number from 0 (the most likely words, best for small local models) to 2, or remove the line for the provider's default",
+            path.display()
+        );
     }
     let forge: ForgeFile = section(&table, path, "forge", "local_roots")?.unwrap_or_default();
     let limits: LimitsFile = section(
@@ -610,6 +618,12 @@ pub fn edit_format(config: &ConfigFile) -> deft_agent::engine::EditFormat {
         .unwrap_or_default()
 }
 
+/// The sampling temperature for every model call (`[model] temperature`, checked when the
+/// file was read); `None` leaves the provider's default.
+pub fn temperature(config: &ConfigFile) -> Option<f32> {
+    config.model.as_ref().and_then(|model| model.temperature)
+}
+
 /// `DEFT_OLLAMA_URL`, when set: an http or https URL, else where to look is unknown and the
 /// model's resolution says so (rather than probing the default address instead).
 fn ollama_url(value: Option<String>) -> Result<Option<String>, deft_llm::ModelError> {
@@ -779,6 +793,15 @@ mod tests {
         assert!(
             format!("{error:#}")
                 .contains("[model] edit_format: `diff` is not an edit format; use \"tool_calls\""),
+            "{error:#}"
+        );
+        let config = parse("[model]\ntemperature = 0.0\n", path).unwrap();
+        assert_eq!(temperature(&config), Some(0.0));
+        assert_eq!(temperature(&ConfigFile::default()), None);
+        let error = parse("[model]\ntemperature = 7.5\n", path).unwrap_err();
+        assert!(
+            format!("{error:#}")
+                .contains("[model] temperature: 7.5 is out of range; use a number from 0"),
             "{error:#}"
         );
         let error = parse("[model]\nnmae = \"x\"\n", path).unwrap_err();

@@ -171,10 +171,15 @@ pub async fn engine(
             .with_context(|| format!("cannot create {}", workspaces.display()))?;
         sandboxes.prewarm(&workspaces, &deft_sandbox::Limits::default());
     }
+    let client = |role| -> anyhow::Result<ModelClient> {
+        let mut client = ModelClient::new(models.for_role(role).clone())?;
+        client.policy.temperature = config::temperature(config);
+        Ok(client)
+    };
     Ok(Engine {
         store: store.clone(),
-        planner: ModelClient::new(models.for_role(ModelRole::Planner).clone())?,
-        executor: ModelClient::new(models.for_role(ModelRole::Executor).clone())?,
+        planner: client(ModelRole::Planner)?,
+        executor: client(ModelRole::Executor)?,
         sandboxes: std::sync::Arc::new(sandboxes),
         workspaces,
         limits: RunLimits {

@@ -136,8 +136,9 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     if let Ok(models) = &models {
-        let client =
+        let mut client =
             deft_llm::ModelClient::new(models.for_role(deft_llm::ModelRole::Planner).clone())?;
+        client.policy.temperature = crate::config::temperature(&config);
         state.chat = Some(std::sync::Arc::new(crate::chat::ModelChat {
             client,
             stop: shutdown,

@@ -445,7 +445,7 @@ async fn a_model_that_writes_code_in_its_replies_changes_files_through_them() {
     assert!(
         requests[0].body["system"]
             .to_string()
-            .contains("by writing code in your reply"),
+            .contains("You change files by writing them out in full"),
         "{}",
         requests[0].body["system"]
     );
@@ -545,12 +545,66 @@ async fn a_command_that_changes_nothing_does_not_end_the_step() {
     succeeded(&output);
     let asked = server.requests()[1].body["messages"].to_string();
     assert!(
-        asked.contains("greeting.txt must say hello") && asked.contains("Now write the change"),
+        asked.contains("greeting.txt must say hello") && asked.contains("Write the change now"),
         "{asked}"
     );
+    assert!(!asked.contains("The work is not done"), "{asked}");
+}
+
+/// The commands the owner says must work are run after each change, and what they must print
+/// is checked: with no checks in the repository, a change that breaks `python3 greet.py Ada
+/// --shout` does not end the step. Files are shown as the model is asked to write them (a
+/// path, then a fenced block), each turn is one fresh message with the files as they are
+/// now, and a block headed by a comment naming its file goes into that file without the
+/// comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_the_task_names_must_work_before_the_step_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("greet");
+    std::fs::create_dir(&repo).unwrap();
+    let before = "import sys\n\nprint(f\"Hello, {sys.argv[1]}!\")\n";
+    std::fs::write(repo.join("greet.py"), before).unwrap();
+    sh(
+        &repo,
+        "git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let data = code_blocks_data(dir.path());
+    let server = ScriptedModel::start(vec![
+        // Shouts the wrong word: it runs, but does not print what the task says.
+        Step::Reply(Turn::text(
+            "```python\n# greet.py\nimport sys\n\nprint(f\"Hello, {sys.argv[2]}!\".upper())\n```",
+        )),
+        Step::Reply(Turn::text(
+            "```python\n# greet.py\nimport sys\n\nname = sys.argv[1]\nif \"--shout\" in sys.argv:\n    print(f\"Hello, {name}!\".upper())\nelse:\n    print(f\"Hello, {name}!\")\n```",
+        )),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &data,
+        &repo,
+        "Add a --shout flag to greet.py: `python3 greet.py Ada --shout` prints `HELLO, ADA!`.",
+    )
+    .await;
+    succeeded(&output);
+    let requests = server.requests();
+    let first = requests[0].body["messages"].to_string();
     assert!(
-        !asked.contains("The checks fail, so the step is not done"),
-        "{asked}"
+        first.contains("greet.py\\n```python\\nimport sys") && !first.contains("~~~~"),
+        "{first}"
+    );
+    // The failure came back in a fresh message: no earlier reply in it, the file as it reads.
+    let second = requests[1].body["messages"].to_string();
+    assert!(
+        second.contains("`python3 greet.py Ada --shout` must print HELLO, ADA!, the task says; it printed:\\nHELLO, --SHOUT!")
+            && second.contains("sys.argv[2]")
+            && !second.contains("\"assistant\""),
+        "{second}"
+    );
+    assert_eq!(
+        sh(&repo, &format!("git show {}:greet.py", task_branch(&repo))),
+        "import sys\n\nname = sys.argv[1]\nif \"--shout\" in sys.argv:\n    print(f\"Hello, {name}!\".upper())\nelse:\n    print(f\"Hello, {name}!\")\n"
     );
 }
 
@@ -564,4 +618,48 @@ fn code_blocks_data(dir: &std::path::Path) -> std::path::PathBuf {
     )
     .unwrap();
     data
+}
+
+/// Replies whose code is what the files already hold change nothing: the model is told so,
+/// each turn samples warmer than the last (from `[model] temperature`), and after three in a
+/// row the attempt gives up and the step starts again, cold, told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_that_change_nothing_warm_the_sampling_then_end_the_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let data = code_blocks_data(dir.path());
+    std::fs::write(
+        data.join("config.toml"),
+        "[model]\nedit_format = \"code_blocks\"\ntemperature = 0.0\n",
+    )
+    .unwrap();
+    let as_it_is = "test.sh\n```sh\n#!/bin/sh\ntest \"$(cat greeting.txt 2>/dev/null)\" = hello || { echo 'greeting.txt must say hello'; exit 1; }\n```";
+    let server = ScriptedModel::start(vec![
+        Step::Reply(Turn::text(&format!("Here it is:\n{as_it_is}"))),
+        Step::Reply(Turn::text(&format!("Again:\n{as_it_is}"))),
+        Step::Reply(Turn::text(&format!("Once more:\n{as_it_is}"))),
+        Step::Reply(Turn::text("greeting.txt\n```\nhello\n```")),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(&server, &data, &repo, "Make ./test.sh pass.").await;
+    succeeded(&output);
+    let requests = server.requests();
+    let temperatures: Vec<f64> = requests[..4]
+        .iter()
+        .map(|request| request.body["temperature"].as_f64().unwrap())
+        .collect();
+    assert_eq!(temperatures, [0.0, 0.25, 0.5, 0.0]);
+    let told = requests[1].body["messages"].to_string();
+    assert!(
+        told.contains("test.sh already reads as the block says")
+            && told.contains("Nothing changed: your code is what the files already hold"),
+        "{told}"
+    );
+    let again = requests[3].body["messages"].to_string();
+    assert!(
+        again.contains("An earlier attempt at this step ended")
+            && again.contains("3 replies in a row changed nothing"),
+        "{again}"
+    );
 }

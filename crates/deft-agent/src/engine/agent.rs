@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, Engine, EngineError, Phase, TaskSandbox, attention};
 use crate::loops::{LoopWatch, Repetition};
 use crate::prompts::{execution, list, system_prompt, tail};
+use crate::task_commands::TaskCommand;
 use crate::tools::{Effect, Tools, specs};
 
 impl Engine {
@@ -108,7 +109,7 @@ impl Engine {
                 // Most models end a turn by answering in words: that ends the step as
                 // `finish` would, the reply its summary, and the checks decide.
                 match self
-                    .check_done(context, tools.sandbox(), index, &mut failed, cancel)
+                    .check_done(context, tools.sandbox(), index, &[], &mut failed, cancel)
                     .await?
                 {
                     Checked::Passed => {
@@ -135,7 +136,7 @@ impl Engine {
                     Effect::Ask(question) => return self.ask(context, question).await,
                     Effect::Finish(summary) => {
                         match self
-                            .check_done(context, tools.sandbox(), index, &mut failed, cancel)
+                            .check_done(context, tools.sandbox(), index, &[], &mut failed, cancel)
                             .await?
                         {
                             Checked::Passed => done = Some(summary.clone()),
@@ -220,10 +221,11 @@ impl Engine {
         context: &Context,
         sandbox: &TaskSandbox,
         index: usize,
+        commands: &[TaskCommand],
         failed: &mut u32,
         cancel: &CancellationToken,
     ) -> Result<Checked, EngineError> {
-        let failure = match self.verify(context, sandbox, cancel).await {
+        let failure = match self.verify(context, sandbox, commands, cancel).await {
             Ok(()) => return Ok(Checked::Passed),
             // Stopped, not failed: no verification_failed event, no retry.
             Err(_) if cancel.is_cancelled() => return Err(EngineError::Cancelled),
@@ -267,12 +269,26 @@ impl Engine {
         } else {
             self.checks_passing(context)
         };
+        // A plan that is the task itself as one step is not said twice.
+        let step = if plan.steps.len() == 1
+            && context
+                .task
+                .description
+                .trim()
+                .starts_with(plan.steps[0].trim())
+        {
+            String::new()
+        } else {
+            format!(
+                "\n\nDo step {} of {}: {}",
+                index + 1,
+                plan.steps.len(),
+                plan.steps[index]
+            )
+        };
         Ok(format!(
-            "{}{checks_now}\n\nDo step {} of {}: {}{}",
+            "{}{checks_now}{step}{}",
             self.task_message(context),
-            index + 1,
-            plan.steps.len(),
-            plan.steps[index],
             earlier.map_or(String::new(), |why| format!(
                 "\n\nAn earlier attempt at this step ended: {}\nIts changes were undone; try another way.",
                 tail(why, 800)
@@ -303,7 +319,7 @@ impl Engine {
         if context.checks().next().is_none() {
             return Ok(String::new());
         }
-        match self.verify(context, sandbox, cancel).await {
+        match self.verify(context, sandbox, &[], cancel).await {
             _ if cancel.is_cancelled() => Err(EngineError::Cancelled),
             Ok(()) => Ok(self.checks_passing(context)),
             Err(failure) => Ok(format!(
@@ -313,8 +329,58 @@ impl Engine {
         }
     }
 
-    /// Runs every repository's checks; the combined output of the first that fails.
+    /// Runs every repository's checks, then the `commands` the task says must work; the
+    /// combined output of the first that fails. A command the sandbox does not have (exit 126
+    /// or 127) fails nothing: the description named it, not the change.
     async fn verify(
+        &self,
+        context: &Context,
+        sandbox: &TaskSandbox,
+        commands: &[TaskCommand],
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        self.verify_checks(context, sandbox, cancel).await?;
+        let place = match context.repos.as_slice() {
+            [(_, _, facts)] => Some(facts.name.clone()),
+            _ => None,
+        };
+        for command in commands {
+            let request = ExecRequest {
+                cwd: place.clone(),
+                timeout: std::time::Duration::from_secs(120),
+                ..ExecRequest::shell(&command.command)
+            };
+            let mut ignore = |_: &str| {};
+            let run = tokio::select! {
+                run = sandbox.exec(&request, &mut ignore) => run,
+                _ = cancel.cancelled() => return Err("the run was cancelled".into()),
+            };
+            let Ok(outcome) = run else { continue };
+            let code = outcome.exit_code();
+            if code == 126 || code == 127 {
+                continue;
+            }
+            let output = tail(&outcome.output, 1500);
+            if code != 0 {
+                return Err(format!(
+                    "`{}` (the task says it must work) exited {code}:\n{output}",
+                    command.command
+                ));
+            }
+            if let Some(expect) = command.expect.as_deref()
+                && !outcome.output.contains(expect)
+            {
+                return Err(format!(
+                    "`{}` must print {expect}, the task says; it printed:\n{output}",
+                    command.command
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every repository's checks; the combined output of the first that fails.
+    async fn verify_checks(
         &self,
         context: &Context,
         sandbox: &TaskSandbox,

@@ -18,18 +18,31 @@ use super::agent::{
 use super::{Context, Engine, EngineError, Phase, TaskSandbox, attention};
 use crate::blocks::{Block, Merged, blocks, merge, names_in};
 use crate::loops::{LoopWatch, Repetition};
-use crate::prompts::{code_blocks, named_files, system_prompt, tail};
+use crate::prompts::{WRITE_NOW, code_blocks, shown_file, tail};
+use crate::task_commands::task_commands;
 use crate::tools::{Effect, Tools};
 
 /// Replies without code, before anything changed, that are answered by asking for the code
 /// rather than taken as the step's end.
 const NUDGES: u32 = 2;
 
+/// Replies in a row whose code changed nothing before the attempt gives up: the model is
+/// stuck, and a fresh attempt is worth more than more of the same.
+const IDLE_REPLIES: u32 = 3;
+
+/// How much warmer each turn that did not end the step samples, from the configured
+/// temperature up to 1: at 0 the same message gets the same reply, and a stuck model needs
+/// another one.
+const WARMING: f32 = 0.25;
+
 /// The most of a file shown back to the model at once.
 const SHOWN: usize = 12_000;
 
 impl Engine {
-    /// One attempt at a step, by code written in the model's replies.
+    /// One attempt at a step, by code written in the model's replies. Each turn is one
+    /// message, written afresh: the task, the repository's files, the files shown to the model
+    /// as they are now, and what its last reply did. A small model copies its own earlier
+    /// replies when it sees them, so it sees their effect instead.
     pub(super) async fn write_step(
         &self,
         context: &Context,
@@ -43,42 +56,50 @@ impl Engine {
             plan, index, notes, ..
         } = step;
         self.hear_owner(context).await?;
-        let system = system_prompt(
-            &context.repos,
-            &context.learnings,
-            "execution",
-            &code_blocks(&plan_text(plan, index, notes)),
-        );
+        let plan_text = (plan.steps.len() > 1).then(|| plan_text(plan, index, notes));
+        let system = code_blocks(&context.repos, &context.learnings, plan_text.as_deref());
         let opening = self
             .step_message(context, plan, index, earlier, tools.sandbox(), cancel)
             .await?;
-        let mut shown: HashSet<String> = context
+        let commands = task_commands(owners_words(&context.task.description));
+        let single = context.repos.len() == 1;
+        // The files shown with every message, in the order they were first shown: those the
+        // task names, then those the model names or writes.
+        let mut shown: Vec<String> = context
             .repos
             .iter()
             .flat_map(|(_, _, facts)| {
-                facts
-                    .named
-                    .iter()
-                    .flat_map(move |(path, _)| [path.clone(), format!("{}/{path}", facts.name)])
+                facts.named.iter().map(move |(path, _)| {
+                    if single {
+                        path.clone()
+                    } else {
+                        format!("{}/{path}", facts.name)
+                    }
+                })
             })
             .collect();
-        let mut request = Request {
-            system,
-            messages: vec![Message::user(format!(
-                "{opening}\n\n{}",
-                named_files(&context.repos).unwrap_or_default()
-            ))],
-            tools: Vec::new(),
-            max_tokens: 4096,
-        };
+        let mut feedback = String::new();
         let mut failed = 0;
         let mut loops = LoopWatch::new(self.limits.repeats);
         let mut did = crate::notes::StepNotes::default();
         let mut sent_back = 0;
         let mut nudged = 0;
-        for _ in 0..self.limits.turns_per_step {
+        // Replies in a row that changed nothing.
+        let mut idle = 0;
+        // Every turn before this one did not end the step.
+        for misses in 0..self.limits.turns_per_step {
+            let mut request = Request {
+                system: system.clone(),
+                messages: vec![Message::user(
+                    self.brief(context, tools, &opening, &shown, &feedback)
+                        .await,
+                )],
+                tools: Vec::new(),
+                max_tokens: 4096,
+            };
+            let client = warmed(&self.executor, misses);
             let Heard { text, .. } = match self
-                .turn(&self.executor, "executor", context, &mut request, cancel)
+                .turn(&client, "executor", context, &mut request, cancel)
                 .await?
             {
                 Phase::Done(heard) => heard,
@@ -106,79 +127,144 @@ impl Engine {
                     if let Effect::Ask(question) = &output.effect {
                         return self.ask(context, question).await;
                     }
-                    output.content
-                } else if let Some(files) = self.show(tools, &text, &mut shown).await {
-                    files
+                    format!("You asked: {question}\n{}", output.content)
+                } else if self.show(tools, &text, &mut shown).await {
+                    "The files you named are shown above.".to_owned()
                 } else if !did.changed_any() && nudged < NUDGES {
                     // Saying what it will do is not doing it: the code is asked for.
                     nudged += 1;
-                    "Nothing is changed yet. Write the change now: the file's path on a line of its own, then its code in a fenced block.".to_owned()
+                    "Your last reply had no code block, so nothing is changed yet.".to_owned()
                 } else {
                     // Words alone end the step; the checks decide.
                     match self
-                        .check_done(context, tools.sandbox(), index, &mut failed, cancel)
+                        .check_done(
+                            context,
+                            tools.sandbox(),
+                            index,
+                            &commands,
+                            &mut failed,
+                            cancel,
+                        )
                         .await?
                     {
                         Checked::Passed => return Ok(Phase::Done(done(&did, index, &text))),
                         Checked::Failed(failure) => format!(
-                            "The checks fail, so the step is not done:\n{failure}\n\nWrite the file's path and the corrected code in a fenced block."
+                            "The work is not done: the checks fail.\n{}",
+                            tail(&failure, 3000)
                         ),
                         Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
                     }
                 }
             } else {
+                let known: HashSet<String> = shown.iter().cloned().collect();
                 let written = self
-                    .write_blocks(context, tools, &found, &shown, start, &mut did, cancel)
+                    .write_blocks(context, tools, &found, &known, start, &mut did, cancel)
                     .await?;
+                for path in &written.files {
+                    if !shown.contains(path) {
+                        shown.push(path.clone());
+                    }
+                }
+                if !written.files.is_empty() || written.ran {
+                    idle = 0;
+                }
                 if written.files.is_empty() && !written.ran {
-                    format!(
-                        "{}\nNothing was written: put the file's path on the line just above its code block.",
-                        written.report
-                    )
+                    idle += 1;
+                    if idle >= IDLE_REPLIES {
+                        return Ok(Phase::Done(StepEnd::GaveUp(attention(
+                            AttentionKind::Error,
+                            format!(
+                                "step {}: {idle} replies in a row changed nothing; the last:\n{}",
+                                index + 1,
+                                tail(&written.report, 800)
+                            ),
+                        ))));
+                    }
+                    let why = if written.unchanged {
+                        "Nothing changed: your code is what the files already hold. Write them with the change the task asks for."
+                    } else {
+                        "Nothing was written: put the file's path on the line just above its code block."
+                    };
+                    format!("Your last reply:\n{}{why}", written.report)
                 } else if written.files.is_empty() && !written.changed_by_commands {
                     // A command that wrote no block is a look around, not the change: the
                     // checks wait for one.
-                    format!(
-                        "{}\nNow write the change: the file's path on a line of its own, then its code in a fenced block.",
-                        written.report
-                    )
+                    format!("Your last reply:\n{}", written.report)
                 } else {
                     match self
-                        .check_done(context, tools.sandbox(), index, &mut failed, cancel)
+                        .check_done(
+                            context,
+                            tools.sandbox(),
+                            index,
+                            &commands,
+                            &mut failed,
+                            cancel,
+                        )
                         .await?
                     {
                         Checked::Passed => {
                             return Ok(Phase::Done(done(&did, index, written.report.trim())));
                         }
-                        Checked::Failed(failure) => {
-                            let mut answer = format!(
-                                "{}\nThe checks fail, so the step is not done:\n{}\n",
-                                written.report,
-                                tail(&failure, 3000)
-                            );
-                            for path in &written.files {
-                                if let Ok(now) = tools.read_text(path).await {
-                                    answer.push_str(&format!(
-                                        "\n{path} now reads:\n```\n{}\n```\n",
-                                        tail(&now, SHOWN)
-                                    ));
-                                }
-                            }
-                            answer.push_str("\nWrite the corrected code the same way.");
-                            answer
-                        }
+                        Checked::Failed(failure) => format!(
+                            "Your last reply:\n{}The files above are as it left them. The work is not done: the checks fail.\n{}",
+                            written.report,
+                            tail(&failure, 3000)
+                        ),
                         Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
                     }
                 }
             };
-            request
-                .messages
-                .push(Message::user(format!("{answer}{looped}")));
+            feedback = format!("{answer}{looped}");
         }
         Ok(Phase::Done(StepEnd::GaveUp(attention(
             AttentionKind::Error,
             format!("step {} took too many turns", index + 1),
         ))))
+    }
+
+    /// One turn's message: the step's opening, the repositories' file lists, each shown file
+    /// as it is now, what the last reply did, and what to write.
+    async fn brief(
+        &self,
+        context: &Context,
+        tools: &Tools<'_, TaskSandbox>,
+        opening: &str,
+        shown: &[String],
+        feedback: &str,
+    ) -> String {
+        let mut brief = format!("{opening}\n\n");
+        for (_, _, facts) in &context.repos {
+            if context.repos.len() == 1 {
+                brief.push_str("The repository's files:\n");
+            } else {
+                brief.push_str(&format!(
+                    "The files of repository `{0}` (their paths begin with `{0}/`):\n",
+                    facts.name
+                ));
+            }
+            brief.push_str(facts.map.trim_end());
+            brief.push_str("\n\n");
+        }
+        for path in shown {
+            let Ok(text) = tools.read_text(path).await else {
+                continue;
+            };
+            if text.chars().count() > SHOWN {
+                brief.push_str(&format!(
+                    "{}(only the end of {path} is shown: write whole functions of it, not the whole file)\n\n",
+                    shown_file(path, &tail(&text, SHOWN))
+                ));
+            } else {
+                brief.push_str(&shown_file(path, &text));
+                brief.push('\n');
+            }
+        }
+        if !feedback.is_empty() {
+            brief.push_str(feedback.trim_end());
+            brief.push_str("\n\n");
+        }
+        brief.push_str(WRITE_NOW);
+        brief
     }
 
     /// Puts each block into its file through the editor; what was written, and a line per
@@ -239,6 +325,7 @@ impl Engine {
                         .collect(),
                     lang: block.lang.clone(),
                     heading: None,
+                    named_by: block.named_by.clone(),
                     body: block.body.clone(),
                 };
                 &unnamed
@@ -281,6 +368,7 @@ impl Engine {
                 written
                     .report
                     .push_str(&format!("{path} already reads as the block says.\n"));
+                written.unchanged = true;
                 continue;
             }
             let call = synthetic(
@@ -366,7 +454,15 @@ impl Engine {
             let Ok(text) = tools.read_text(name).await else {
                 continue;
             };
-            match merge(&text, &block.body) {
+            // A first line that named the file was taken out of the block: it was the file's
+            // own when the file begins with it.
+            let body = match &block.named_by {
+                Some(line) if text.lines().next().map(str::trim) == Some(line.trim()) => {
+                    format!("{line}\n{}", block.body)
+                }
+                _ => block.body.clone(),
+            };
+            match merge(&text, &body) {
                 Ok(Merged::Rewrite(new)) => {
                     if rewrite.is_none() && may_rewrite {
                         rewrite = Some((name.clone(), Some(text), Merged::Rewrite(new)));
@@ -388,12 +484,7 @@ impl Engine {
         }
         // A new file: the one named on the line above the block, or one the owner's words
         // name (not a chat's transcript, where the agent may have repeated a web page).
-        let owners_words = context
-            .task
-            .description
-            .split("\n\n---\nThe chat that led to this task")
-            .next()
-            .unwrap_or_default();
+        let owners_words = owners_words(&context.task.description);
         match block
             .heading
             .iter()
@@ -419,32 +510,22 @@ impl Engine {
         }
     }
 
-    /// The files a reply names that the model has not seen yet, shown; `None` when it names
-    /// none.
+    /// Adds the files a reply names that the model has not seen yet to those shown; whether
+    /// it named any.
     async fn show(
         &self,
         tools: &Tools<'_, TaskSandbox>,
         text: &str,
-        shown: &mut HashSet<String>,
-    ) -> Option<String> {
-        let mut files = String::new();
+        shown: &mut Vec<String>,
+    ) -> bool {
+        let mut added = false;
         for name in names_in(text) {
-            if shown.contains(&name) {
-                continue;
-            }
-            if let Ok(content) = tools.read_text(&name).await {
-                files.push_str(&format!(
-                    "{name}:\n```\n{}\n```\n",
-                    tail(&content, SHOWN).trim_end()
-                ));
-                shown.insert(name);
+            if !shown.contains(&name) && tools.read_text(&name).await.is_ok() {
+                shown.push(name);
+                added = true;
             }
         }
-        (!files.is_empty()).then(|| {
-            format!(
-                "{files}\nNow write the change: each file's path, then its code in a fenced block."
-            )
-        })
+        added
     }
 
     async fn log_call(&self, context: &Context, call: &ToolCall) -> Result<(), EngineError> {
@@ -467,7 +548,19 @@ struct Written {
     ran: bool,
     /// Whether a command changed the repositories (or that could not be told).
     changed_by_commands: bool,
+    /// Whether a block was what its file already held.
+    unchanged: bool,
     report: String,
+}
+
+/// The executor's client, sampling warmer after `misses` turns that did not end the step;
+/// as configured when no temperature is (the provider's default is left alone).
+fn warmed(executor: &deft_llm::ModelClient, misses: u32) -> deft_llm::ModelClient {
+    let mut client = executor.clone();
+    if let Some(base) = client.policy.temperature {
+        client.policy.temperature = Some((base + WARMING * misses as f32).min(1.0).max(base));
+    }
+    client
 }
 
 fn synthetic(name: &str, arguments: serde_json::Value) -> ToolCall {
@@ -491,6 +584,15 @@ fn done(did: &crate::notes::StepNotes, index: usize, text: &str) -> StepEnd {
         note: did.note(index + 1, &summary),
         summary,
     })
+}
+
+/// The owner's words of a task's description: not the chat that led to it, where the agent
+/// may have repeated a file or a web page.
+pub(super) fn owners_words(description: &str) -> &str {
+    description
+        .split("\n\n---\nThe chat that led to this task")
+        .next()
+        .unwrap_or_default()
 }
 
 /// The question a reply without code ends with, if it ends with one.

@@ -202,12 +202,19 @@ fn one_step_plan(context: &Context) -> Plan {
         .checks()
         .map(|(dir, check)| format!("`{check}` passes in {dir}"))
         .collect();
+    // The commands the owner says must work are criteria that can be run.
+    let mut criteria = checks;
+    criteria.extend(
+        crate::task_commands::task_commands(super::code_blocks::owners_words(description))
+            .iter()
+            .map(crate::task_commands::TaskCommand::criterion),
+    );
     Plan {
         requirements: vec![first.chars().take(300).collect()],
-        acceptance_criteria: if checks.is_empty() {
+        acceptance_criteria: if criteria.is_empty() {
             vec!["the task's description is met".to_owned()]
         } else {
-            checks
+            criteria
         },
         steps: vec![description.chars().take(2000).collect()],
     }
