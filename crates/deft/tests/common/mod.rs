@@ -6,6 +6,7 @@
     reason = "each test file uses its own part of these helpers"
 )]
 
+pub mod browser;
 pub mod greeter;
 
 use std::io::BufRead as _;
