@@ -33,7 +33,7 @@ pub use queue::LEASES_LOST_BEFORE_ATTENTION;
 pub use repos::NewRepository;
 pub use sessions::{MIN_PASSWORD_CHARS, NewSession, Session};
 pub use settings::{DEFAULT_CHECK_FIX_ROUNDS, Environment, MAX_CHECK_FIX_ROUNDS, check_fix_rounds};
-pub use tasks::{Actor, NewTask, TaskFilter, TaskPage};
+pub use tasks::{Actor, DiffStat, Listing, NewTask, TaskFilter, TaskPage};
 pub use users::validate_user_name;
 pub use users::{NewToken, TokenInfo};
 
@@ -220,6 +220,11 @@ impl Store {
                 13,
                 "secrets_rev",
                 include_str!("../migrations/0013_secrets_rev.sql"),
+            ),
+            (
+                14,
+                "pull_request_lines",
+                include_str!("../migrations/0014_pull_request_lines.sql"),
             ),
         ]
         .into_iter()

@@ -4,6 +4,8 @@
 //! transaction, together with the events that record it, so that the log and the task never
 //! disagree and two concurrent changes cannot both succeed from the same state.
 
+use std::collections::HashMap;
+
 use deft_core::{
     ChatId, Event, EventKind, Plan, Progress, PullRequest, PullRequestStatus, RepoId, StepEvent,
     Task, TaskId, TaskState, TaskStatus, Timestamp, Transition, Usage, UserId, ValidationError,
@@ -26,6 +28,12 @@ pub struct NewTask {
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
     pub state: Option<TaskState>,
+    /// Leaves out the tasks in this state (a list that shows them apart, above the rest).
+    pub except: Option<TaskState>,
+    /// Only tasks whose description holds this text, case aside (ASCII case on SQLite).
+    pub text: Option<String>,
+    /// Only tasks that work on this repository.
+    pub repo: Option<RepoId>,
     /// Only tasks created before this one (the previous page's `next_before`).
     pub before: Option<TaskId>,
     pub limit: i64,
@@ -37,6 +45,24 @@ pub struct TaskPage {
     pub tasks: Vec<Task>,
     /// Pass as `before` for the next page; `None` on the last page.
     pub next_before: Option<TaskId>,
+    /// What a list shows of each task beyond the task, by its id.
+    pub listings: HashMap<TaskId, Listing>,
+}
+
+/// What a list shows of a task beyond the task itself.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// When the task last entered the queue: where its current round began.
+    pub round_started: Option<Timestamp>,
+    /// The lines each pull request adds and removes, by repository, where its diff was read.
+    pub diff_stats: HashMap<RepoId, DiffStat>,
+}
+
+/// The lines a pull request adds and removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DiffStat {
+    pub additions: i64,
+    pub deletions: i64,
 }
 
 /// Who changes a task: its owner through the API, or deft itself (the scheduler, the agent).
@@ -203,11 +229,32 @@ impl Store {
         filter: &TaskFilter,
     ) -> Result<TaskPage, StoreError> {
         let limit = filter.limit.clamp(1, 500);
-        let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1");
+        let mut sql = format!("SELECT {COLUMNS}, queued_at FROM tasks WHERE user_id = $1");
         let mut binds = vec![user.as_str().to_owned()];
         if let Some(state) = filter.state {
             binds.push(state.as_str().to_owned());
             sql.push_str(&format!(" AND state = ${}", binds.len()));
+        }
+        if let Some(state) = filter.except {
+            binds.push(state.as_str().to_owned());
+            sql.push_str(&format!(" AND state <> ${}", binds.len()));
+        }
+        if let Some(text) = filter
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            binds.push(format!("%{}%", like_escaped(&text.to_lowercase())));
+            sql.push_str(&format!(
+                " AND LOWER(description) LIKE ${} ESCAPE '\\'",
+                binds.len()
+            ));
+        }
+        if let Some(repo) = &filter.repo {
+            // `repos` is a JSON array of ids, each quoted.
+            binds.push(format!("%\"{}\"%", like_escaped(repo.as_str())));
+            sql.push_str(&format!(" AND repos LIKE ${} ESCAPE '\\'", binds.len()));
         }
         if let Some(before) = &filter.before {
             binds.push(before.as_str().to_owned());
@@ -219,19 +266,28 @@ impl Store {
             query = query.bind(bind);
         }
         let rows = query.bind(limit + 1).fetch_all(&self.pool).await?;
-        let mut tasks = rows
-            .iter()
-            .take(limit as usize)
-            .map(task_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut tasks = Vec::new();
+        let mut listings = HashMap::new();
+        for row in rows.iter().take(limit as usize) {
+            let task = task_from_row(row)?;
+            let queued_at: Option<i64> = row.try_get("queued_at")?;
+            listings.insert(
+                task.id.clone(),
+                Listing {
+                    round_started: queued_at.map(Timestamp::from_unix_millis),
+                    diff_stats: HashMap::new(),
+                },
+            );
+            tasks.push(task);
+        }
         let next_before = (rows.len() as i64 > limit)
             .then(|| tasks.last().map(|t| t.id.clone()))
             .flatten();
         if let (Some(newest), Some(oldest)) = (tasks.first(), tasks.last()) {
             // Ids are ordered, so one range read fetches every pull request of the page.
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {PR_COLUMNS} FROM pull_requests WHERE user_id = $1 AND task_id >= $2 \
-                 AND task_id <= $3 ORDER BY created_at, repo_id"
+                "SELECT {PR_COLUMNS}, additions, deletions FROM pull_requests WHERE user_id = $1 \
+                 AND task_id >= $2 AND task_id <= $3 ORDER BY created_at, repo_id"
             )))
             .bind(user.as_str())
             .bind(oldest.id.as_str())
@@ -240,12 +296,66 @@ impl Store {
             .await?;
             for row in &rows {
                 let (task_id, pull_request) = pull_request_from_row(row)?;
+                let additions: Option<i64> = row.try_get("additions")?;
+                let deletions: Option<i64> = row.try_get("deletions")?;
+                if let (Some(additions), Some(deletions), Some(listing)) =
+                    (additions, deletions, listings.get_mut(&task_id))
+                {
+                    listing.diff_stats.insert(
+                        pull_request.repo.clone(),
+                        DiffStat {
+                            additions,
+                            deletions,
+                        },
+                    );
+                }
                 if let Some(task) = tasks.iter_mut().find(|task| task.id == task_id) {
                     task.pull_requests.push(pull_request);
                 }
             }
         }
-        Ok(TaskPage { tasks, next_before })
+        Ok(TaskPage {
+            tasks,
+            next_before,
+            listings,
+        })
+    }
+
+    /// How many of the user's tasks wait for them (`needs_attention`), for the navigation.
+    pub async fn count_needing_attention(&self, user: &UserId) -> Result<i64, StoreError> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM tasks WHERE user_id = $1 AND state = 'needs_attention'",
+        )
+        .bind(user.as_str())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?)
+    }
+
+    /// Keeps what a pull request's diff was read to add and remove, for lists to show. The
+    /// head names the branch as it was read, so counts of a diff read before a later push
+    /// (which clears them) are not kept for it.
+    pub async fn set_diff_stat(
+        &self,
+        user: &UserId,
+        id: &TaskId,
+        repo: &RepoId,
+        head: &str,
+        stat: DiffStat,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE pull_requests SET additions = $1, deletions = $2 \
+             WHERE task_id = $3 AND repo_id = $4 AND user_id = $5 AND head = $6",
+        )
+        .bind(stat.additions)
+        .bind(stat.deletions)
+        .bind(id.as_str())
+        .bind(repo.as_str())
+        .bind(user.as_str())
+        .bind(head)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Applies `transition` to the task and records it. `note` is an event written first (the
@@ -402,7 +512,7 @@ impl Store {
              SELECT id, $2, user_id, $3, $4, $5, $6, $7, $8, $9, $9 FROM tasks WHERE id = $1 \
              ON CONFLICT (task_id, repo_id) DO UPDATE SET base = excluded.base, head = excluded.head, \
              title = excluded.title, body = excluded.body, status = excluded.status, url = excluded.url, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, additions = NULL, deletions = NULL",
         )
         .bind(id.as_str())
         .bind(pull_request.repo.as_str())
@@ -743,6 +853,18 @@ async fn set_plan_in(
         .await?;
     let data = serde_json::to_value(plan).expect("plans serialize");
     append_in(tx, key, id, EventKind::Plan, data, Timestamp::now()).await
+}
+
+/// `text`, matched literally by `LIKE … ESCAPE '\'`.
+fn like_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 fn progress_json(progress: &Progress) -> String {

@@ -9,7 +9,7 @@ use deft_core::{
     Usage, User,
 };
 use deft_store::{
-    Actor, Environment, MasterKey, NewRepository, NewTask, Store, StoreError, TaskFilter,
+    Actor, DiffStat, Environment, MasterKey, NewRepository, NewTask, Store, StoreError, TaskFilter,
 };
 use deft_testkit::TestDatabase;
 use serde_json::json;
@@ -64,6 +64,8 @@ on_both!(
     github_logins_link_once_and_deliveries_count_once,
     github_issues_check_rounds_authorizations_and_merged_tasks,
     usage_outside_tasks_counts_towards_the_week,
+    listing_searches_text_filters_by_repository_and_sets_a_state_apart,
+    a_pull_requests_line_counts_are_kept_until_its_next_push,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -386,6 +388,7 @@ async fn listing_filters_by_state_and_pages_newest_first(store: Store) {
             state,
             before,
             limit: 3,
+            ..Default::default()
         };
         let store = store.clone();
         let ada = ada.id.clone();
@@ -1907,4 +1910,178 @@ async fn github_issues_check_rounds_authorizations_and_merged_tasks(store: Store
         take("state-3", "session-1").await.unwrap().is_none(),
         "expired"
     );
+}
+
+async fn listing_searches_text_filters_by_repository_and_sets_a_state_apart(store: Store) {
+    let (ada, widgets) = user_with_repo(&store, "ada").await;
+    let gadgets = store
+        .add_repository(
+            &ada.id,
+            NewRepository {
+                name: "gadgets".into(),
+                forge: ForgeKind::Local,
+                location: "/srv/git/ada/gadgets".into(),
+                default_branch: "main".into(),
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let fix = store
+        .create_task(&ada.id, new_task("Fix the LOGIN page", &widgets))
+        .await
+        .unwrap();
+    let percent = store
+        .create_task(&ada.id, new_task("Show 100% of the login", &gadgets))
+        .await
+        .unwrap();
+    let other = store
+        .create_task(&ada.id, new_task("Add a footer", &gadgets))
+        .await
+        .unwrap();
+    store
+        .transition(
+            Actor::Deft,
+            &percent.id,
+            Transition::NeedAttention(question()),
+            None,
+        )
+        .await
+        .unwrap();
+    // Another user's task with the same words is never listed.
+    let (bob, bobs) = user_with_repo(&store, "bob").await;
+    store
+        .create_task(&bob.id, new_task("Fix the login page", &bobs))
+        .await
+        .unwrap();
+    let ids = |filter: TaskFilter| {
+        let store = store.clone();
+        let ada = ada.id.clone();
+        async move {
+            let page = store
+                .list_tasks(
+                    &ada,
+                    &TaskFilter {
+                        limit: 50,
+                        ..filter
+                    },
+                )
+                .await
+                .unwrap();
+            page.tasks.into_iter().map(|t| t.id).collect::<Vec<_>>()
+        }
+    };
+    let text = |text: &str| TaskFilter {
+        text: Some(text.into()),
+        ..Default::default()
+    };
+    // Case aside, anywhere in the description; `%` and `_` are themselves, not wildcards.
+    assert_eq!(
+        ids(text("login")).await,
+        [percent.id.clone(), fix.id.clone()]
+    );
+    assert_eq!(ids(text("100%")).await, vec![percent.id.clone()]);
+    assert_eq!(ids(text("1_0")).await, Vec::<TaskId>::new());
+    assert_eq!(ids(text("  ")).await.len(), 3, "blank text is no filter");
+    let repo = |repo: &RepoId| TaskFilter {
+        repo: Some(repo.clone()),
+        ..Default::default()
+    };
+    assert_eq!(ids(repo(&widgets)).await, vec![fix.id.clone()]);
+    assert_eq!(
+        ids(repo(&gadgets)).await,
+        [other.id.clone(), percent.id.clone()]
+    );
+    assert_eq!(
+        ids(TaskFilter {
+            text: Some("LOGIN".into()),
+            repo: Some(gadgets.clone()),
+            ..Default::default()
+        })
+        .await,
+        vec![percent.id.clone()]
+    );
+    assert_eq!(
+        ids(TaskFilter {
+            except: Some(TaskState::NeedsAttention),
+            ..Default::default()
+        })
+        .await,
+        [other.id.clone(), fix.id.clone()]
+    );
+    assert_eq!(store.count_needing_attention(&ada.id).await.unwrap(), 1);
+    assert_eq!(store.count_needing_attention(&bob.id).await.unwrap(), 0);
+    // Each listed task says when its current round began: when it was last queued.
+    let page = store
+        .list_tasks(
+            &ada.id,
+            &TaskFilter {
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let started = page.listings[&fix.id].round_started.unwrap();
+    assert!(started >= fix.created_at && started <= deft_core::Timestamp::now());
+}
+
+async fn a_pull_requests_line_counts_are_kept_until_its_next_push(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let task = store
+        .create_task(&ada.id, new_task("x", &repo))
+        .await
+        .unwrap();
+    let pr = PullRequest {
+        repo: repo.clone(),
+        base: "main".into(),
+        head: "deft/0190-x".into(),
+        title: "Add x".into(),
+        body: "body".into(),
+        status: PullRequestStatus::Open,
+        url: None,
+    };
+    store.upsert_pull_request(&task.id, &pr).await.unwrap();
+    let stats = || {
+        let store = store.clone();
+        let ada = ada.id.clone();
+        let task = task.id.clone();
+        async move {
+            let page = store
+                .list_tasks(
+                    &ada,
+                    &TaskFilter {
+                        limit: 10,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            page.listings[&task].diff_stats.clone()
+        }
+    };
+    assert!(stats().await.is_empty(), "unknown until a diff is read");
+    let stat = DiffStat {
+        additions: 12,
+        deletions: 3,
+    };
+    // Another user cannot set them, nor counts read for another head.
+    let (bob, _) = user_with_repo(&store, "bob").await;
+    store
+        .set_diff_stat(&bob.id, &task.id, &repo, &pr.head, stat)
+        .await
+        .unwrap();
+    store
+        .set_diff_stat(&ada.id, &task.id, &repo, "deft/other", stat)
+        .await
+        .unwrap();
+    assert!(stats().await.is_empty());
+    store
+        .set_diff_stat(&ada.id, &task.id, &repo, &pr.head, stat)
+        .await
+        .unwrap();
+    assert_eq!(stats().await.get(&repo), Some(&stat));
+    // A push (the pull request updated) may change the diff: the counts are read again.
+    store.upsert_pull_request(&task.id, &pr).await.unwrap();
+    assert!(stats().await.is_empty());
 }

@@ -133,6 +133,8 @@ pub async fn list(
         state,
         before: query.before,
         limit,
+
+        ..Default::default()
     };
     let page = app.store.list_tasks(&user.id, &filter).await?;
     let names = views::repo_names(app.store.list_repositories(&user.id).await?);

@@ -94,6 +94,8 @@ pub async fn list(
         state,
         before: query.before,
         limit: 50,
+
+        ..Default::default()
     };
     let page = app.store.list_tasks(&session.user.id, &filter).await?;
     let names = repo_names(app.store.list_repositories(&session.user.id).await?);
