@@ -160,3 +160,52 @@ document.addEventListener("DOMContentLoaded", () => {
   checkAsYouType();
   busyForms();
 });
+
+// Times: each <time datetime> reads in the reader's own zone, as "5 min ago" with the exact
+// moment in its title; the UTC text the server wrote is what shows without the script.
+(function localTimes() {
+  const ago = (ms) => {
+    const future = ms < 0;
+    const s = Math.round(Math.abs(ms) / 1000);
+    const say = (n, unit) => (future ? "in " + n + " " + unit : n + " " + unit + " ago");
+    if (s < 45) return future ? "in a moment" : "just now";
+    if (s < 3600) return say(Math.round(s / 60), "min");
+    if (s < 86400) return say(Math.round(s / 3600), "h");
+    if (s < 86400 * 30) { const d = Math.round(s / 86400); return say(d, d === 1 ? "day" : "days"); }
+    return null;
+  };
+  const draw = () => {
+    for (const time of document.querySelectorAll("time[datetime]")) {
+      const at = new Date(time.getAttribute("datetime"));
+      if (isNaN(at)) continue;
+      const exact = at.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+      time.title = exact + " (" + time.getAttribute("datetime").slice(0, 16).replace("T", " ") + " UTC)";
+      time.textContent = ago(Date.now() - at.getTime()) || exact;
+    }
+  };
+  document.addEventListener("DOMContentLoaded", () => {
+    draw();
+    // Times drawn into the page later (a live list) are caught at the next tick.
+    setInterval(draw, 30000);
+  });
+})();
+
+// Deleting, revoking and cancelling ask first. Without the script the server asks on a page
+// of its own; with it, a dialog asks and the form goes with its answer.
+(function confirmations() {
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.dataset.confirm) return;
+    if (!window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+      return;
+    }
+    if (!form.querySelector("input[name=confirm]")) {
+      const yes = document.createElement("input");
+      yes.type = "hidden";
+      yes.name = "confirm";
+      yes.value = "yes";
+      form.appendChild(yes);
+    }
+  });
+})();

@@ -63,6 +63,8 @@ pub struct AppState {
     pub trusted_proxies: TrustedProxies,
     /// GitHub's webhooks and repositories; `None` when `[github]` is not configured.
     pub github: Option<GithubHooks>,
+    /// What a refused or finished settings form shows on the page it redirects to.
+    pub(crate) flashes: std::sync::Arc<web::Flashes>,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             sign_in_limiter: std::sync::Arc::default(),
             trusted_proxies: TrustedProxies::default(),
             github: None,
+            flashes: std::sync::Arc::default(),
         }
     }
 }
@@ -94,11 +97,8 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/github", axum::routing::post(github::receive))
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            routes::panicked,
-        ))
         // Pages, styles, scripts and JSON shrink to a quarter or less in gzip. The default
         // predicate leaves Server-Sent Events alone (a compressor would hold their events
         // back until its buffer fills), and bodies under 32 bytes.

@@ -475,6 +475,8 @@ async fn secrets_stay_unseen_bad_input_is_refused_in_place_and_others_tasks_and_
     browser
         .click("#tokens form.inline button[aria-label='Revoke laptop']")
         .await;
+    // The script asks before revoking (web_look.rs checks the question itself).
+    browser.page().accept_alert().await.unwrap();
     browser
         .until(
             "document.getElementById('notice')?.innerText.includes('tokens')",
@@ -562,6 +564,11 @@ async fn secrets_stay_unseen_bad_input_is_refused_in_place_and_others_tasks_and_
         "nothing to answer while it runs"
     );
     browser.click("#cancel-form button").await;
+    // Cancelling asks first (web_look.rs checks the question itself).
+    browser
+        .until("document.getElementById('confirm-form')", "the question")
+        .await;
+    browser.click("#confirm-form button").await;
     browser
         .until(
             "document.querySelector('#state')?.dataset.state === 'cancelled'",

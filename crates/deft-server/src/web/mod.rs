@@ -29,6 +29,7 @@ use futures_util::future::BoxFuture;
 use crate::auth::SESSION_COOKIE;
 use crate::{ApiError, AppState};
 
+pub(crate) use settings::Flashes;
 pub use signin::SignInLimiter;
 
 /// The agent's side of a chat before its task exists: given the conversation so far, the
@@ -70,7 +71,7 @@ pub fn pages() -> Router<AppState> {
         .route("/tasks/{id}", get(tasks::page))
         .route("/tasks/{id}/summary", get(tasks::summary))
         .route("/tasks/{id}/log", get(tasks::live_log))
-        .route("/tasks/{id}/{action}", post(tasks::act))
+        .route("/tasks/{id}/{action}", post(task_action))
         .route("/chats/new", get(chats::new_page))
         .route("/chats", post(chats::start))
         .route("/chats/{id}", get(chats::page))
@@ -83,10 +84,17 @@ pub fn pages() -> Router<AppState> {
         .route(github::CALLBACK_PATH, get(github::callback))
         .route("/settings/github/disconnect", post(github::disconnect))
         .route("/settings/{section}", post(settings::save))
-        .route("/settings/{section}/{item}/delete", post(settings::delete))
+        .route(
+            "/settings/{section}/{item}/delete",
+            get(settings::confirm_delete).post(settings::delete),
+        )
         .route("/assets/app.css", get(stylesheet))
         .route("/assets/app.js", get(script))
         .layer(axum::middleware::from_fn(page_headers))
+        // Browsers ask for `/favicon.ico` on pages that name no icon (an error from a proxy,
+        // say); answering it keeps their consoles clean.
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
 }
 
 /// What every signed-in page shows around its content.
@@ -325,6 +333,11 @@ async fn script() -> Response {
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
+const FAVICON: &str = include_str!("../../assets/favicon.svg");
+
+async fn favicon() -> Response {
+    asset("image/svg+xml", FAVICON)
+}
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=300"),
@@ -345,6 +358,48 @@ pub fn when(at: deft_core::Timestamp) -> String {
 }
 
 /// Human names of task states, for badges.
+/// A moment on a page: `<time datetime="{datetime}">{text}</time>`, which the script rewrites
+/// into the reader's own time zone and a relative form; the UTC text is what shows without it.
+#[derive(Debug, Clone)]
+pub struct Moment {
+    /// RFC 3339, in UTC.
+    pub datetime: String,
+    /// [`when`]'s text.
+    pub text: String,
+}
+
+impl Moment {
+    pub fn new(at: deft_core::Timestamp) -> Moment {
+        Moment {
+            datetime: at.to_rfc3339(),
+            text: when(at),
+        }
+    }
+}
+
+/// `text` cut to about `max` bytes, its start and end kept around an ellipsis that says how
+/// much was left out: what someone typed (a 1 MB path) is shown, not echoed back whole.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let half = max / 2;
+    let mut head = half;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - half;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}… ({} bytes left out) …{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
+}
+
 pub fn state_label(state: deft_core::TaskState) -> &'static str {
     match state {
         deft_core::TaskState::Queued => "Queued",
@@ -352,5 +407,100 @@ pub fn state_label(state: deft_core::TaskState) -> &'static str {
         deft_core::TaskState::NeedsAttention => "Needs attention",
         deft_core::TaskState::Completed => "Completed",
         deft_core::TaskState::Cancelled => "Cancelled",
+    }
+}
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub(crate) struct ConfirmPage {
+    pub chrome: Chrome,
+    /// What is about to happen, as a question: "Revoke the API token `laptop`?".
+    pub question: String,
+    /// What it means, in a sentence.
+    pub consequence: String,
+    /// Where the confirmed form posts.
+    pub action: String,
+    /// The button that goes ahead: "Revoke".
+    pub verb: &'static str,
+    /// Where "Keep it" leads.
+    pub back: String,
+}
+
+/// Whether a posted form says its person confirmed, by the confirmation page's field or the
+/// script's dialog.
+pub(crate) fn confirmed(fields: &[(String, String)]) -> bool {
+    field(fields, "confirm") == "yes"
+}
+
+/// A task's buttons. Cancelling asks first (a page without the script, a dialog with it); the
+/// rest go straight to the task's own handler.
+async fn task_action(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+    request: Request,
+) -> Response {
+    use axum::handler::Handler as _;
+    if action != "cancel" {
+        return tasks::act.call(request, app).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, crate::BODY_LIMIT).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return WebError::page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The form is larger than the server accepts (1 MiB); send less.",
+            )
+            .into_response();
+        }
+    };
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
+    if confirmed(&fields) {
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        return tasks::act.call(request, app).await;
+    }
+    let mut parts = parts;
+    let session = match WebSession::from_request_parts(&mut parts, &app).await {
+        Ok(session) => session,
+        Err(error) => return error.into_response(),
+    };
+    if !crate::auth::same_secret(
+        field(&fields, CSRF_FIELD).as_bytes(),
+        session.csrf.as_bytes(),
+    ) {
+        return WebError::csrf().into_response();
+    }
+    let page = ConfirmPage {
+        chrome: session.chrome("tasks"),
+        question: "Cancel this task?".to_owned(),
+        consequence: "Its run stops at once and it will not go on; what it already pushed stays."
+            .to_owned(),
+        action: format!("/tasks/{id}/cancel"),
+        verb: "Cancel task",
+        back: format!("/tasks/{id}"),
+    };
+    render(&page).into_response()
+}
+
+/// A page's form address opened as a page (a reload after an error, a bookmark, the address
+/// bar): the page the form lives on, rather than the API's JSON refusal.
+pub(crate) fn form_address(method: &axum::http::Method, path: &str) -> Option<String> {
+    if method != axum::http::Method::GET || path.starts_with("/api/") {
+        return None;
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["settings", ..] => Some(match parts.get(1) {
+            Some(section) if !section.is_empty() && *section != "check" => {
+                format!("/settings#{section}")
+            }
+            _ => "/settings".to_owned(),
+        }),
+        ["tasks", id, _] | ["chats", id, _] if !id.is_empty() => {
+            Some(format!("/{}/{id}", parts[0]))
+        }
+        ["chats"] => Some("/chats/new".to_owned()),
+        ["logout"] => Some("/tasks".to_owned()),
+        _ => None,
     }
 }

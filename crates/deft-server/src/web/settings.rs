@@ -2,8 +2,11 @@
 //! plan approval, fixing failing checks, env vars, secrets (write-only), the MCP
 //! configuration, learnings, this week's usage, API tokens.
 //!
-//! A refused form is drawn again with what was typed and the message beside its field; what
-//! was stored before stays as it was.
+//! Every form posts, then redirects back to the settings (post/redirect/get), so a reload never
+//! sends it again. A refused form comes back with what was typed (up to [`KEEP`] bytes) and
+//! the message beside its field, carried over the redirect in memory once; what was stored
+//! before stays as it was. Sizes are checked on saving against the limits the values will
+//! meet later (a sandbox's message, a path), and long values are shortened when shown.
 
 use askama::Template;
 use axum::Json;
@@ -16,7 +19,11 @@ use deft_core::{
 use deft_store::StoreError;
 use serde_json::json;
 
-use super::{Chrome, WebError, WebForm, WebSession, render, when};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Chrome, ConfirmPage, Moment, WebError, WebForm, WebSession, render, shorten};
 use crate::{ApiError, AppState};
 
 pub struct RepoRow {
@@ -29,6 +36,71 @@ pub struct Named {
     pub id: String,
     pub name: String,
     pub detail: String,
+    pub at: Option<Moment>,
+}
+
+/// What a task's sandbox accepts with each command, its environment included (the sandbox's
+/// `MAX_MESSAGE`).
+const SANDBOX_MESSAGE: usize = 196_608;
+/// Of [`SANDBOX_MESSAGE`], what a person's variables (or one secret) may take; the rest is the
+/// command itself and deft's own variables.
+const ENV_BUDGET: usize = 128 * 1024;
+/// The longest path Linux opens.
+const PATH_MAX: usize = 4096;
+/// What was typed is put back in its field up to this size; a longer value is not echoed.
+const KEEP: usize = 4096;
+/// The same for a configuration typed into a text area (an allow-list, MCP servers).
+const KEEP_TEXT: usize = 32 * 1024;
+/// Messages and listed values are shortened to about this many bytes.
+const SHOWN: usize = 240;
+
+/// What a refused form sends back to the page after the redirect, once.
+#[derive(Default)]
+pub(crate) struct Flash {
+    errors: Errors,
+    typed: Typed,
+    /// A new API token, shown on the next page only.
+    new_token: Option<String>,
+}
+
+/// Flashes by session, kept a few minutes at most: a refused form's page is drawn from its
+/// flash right after the redirect. In memory, so a deft behind several replicas may draw the
+/// page without its message; the form's state is unaffected either way.
+#[derive(Default)]
+pub(crate) struct Flashes(Mutex<HashMap<String, (Instant, Flash)>>);
+
+impl std::fmt::Debug for Flashes {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Flashes can hold a new token: never printed.
+        formatter.write_str("Flashes")
+    }
+}
+
+const FLASH_LIFE: Duration = Duration::from_secs(300);
+const FLASHES_MAX: usize = 10_000;
+
+impl Flashes {
+    fn put(&self, session: &WebSession, flash: Flash) {
+        let mut flashes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        flashes.retain(|_, (at, _)| at.elapsed() < FLASH_LIFE);
+        if flashes.len() < FLASHES_MAX {
+            flashes.insert(session.csrf.clone(), (Instant::now(), flash));
+        }
+    }
+
+    fn take(&self, session: &WebSession) -> Flash {
+        let mut flashes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match flashes.remove(&session.csrf) {
+            Some((at, flash)) if at.elapsed() < FLASH_LIFE => flash,
+            _ => Flash::default(),
+        }
+    }
 }
 
 pub struct LevelChoice {
@@ -73,12 +145,23 @@ struct SettingsPage {
     used: i64,
     limit: Option<i64>,
     percent: i64,
-    resets: String,
+    resets: Moment,
     tokens: Vec<Named>,
     new_token: Option<String>,
     errors: Errors,
-    /// What was just saved, said once.
-    notice: Option<String>,
+    typed: Typed,
+    /// What was just saved, said once beside the form that saved it: (section, text).
+    notice: Option<(String, String)>,
+}
+
+impl SettingsPage {
+    /// The notice, when it belongs to `section`'s form.
+    fn notice_in(&self, section: &str) -> Option<&str> {
+        self.notice
+            .as_ref()
+            .filter(|(at, _)| at == section)
+            .map(|(_, text)| text.as_str())
+    }
 }
 
 fn level_label(level: NetworkLevel) -> &'static str {
@@ -92,24 +175,40 @@ fn level_label(level: NetworkLevel) -> &'static str {
 
 /// What the form sent back, to draw again in place of what is stored.
 #[derive(Default)]
-struct Typed {
+pub(crate) struct Typed {
     allow: Option<String>,
     level: Option<String>,
     mcp: Option<String>,
+    repo_path: String,
+    github_repo: String,
+    env_name: String,
+    env_value: String,
+    secret_name: String,
+    token_label: String,
+}
+
+/// What was typed, if it is short enough to put back in its field.
+fn kept(value: &str) -> String {
+    if value.len() <= KEEP {
+        value.to_owned()
+    } else {
+        String::new()
+    }
 }
 
 async fn draw(
     app: &AppState,
     session: &WebSession,
-    typed: Typed,
+    mut typed: Typed,
     errors: Errors,
-    notice: Option<String>,
+    notice: Option<(String, String)>,
     new_token: Option<String>,
 ) -> Result<SettingsPage, WebError> {
     let user = &session.user;
     let environment = app.store.environment(&user.id).await?;
     let level = typed
         .level
+        .take()
         .unwrap_or_else(|| environment.network.level.as_str().to_owned());
     let now = Timestamp::now();
     let usage = app.store.usage_since(&user.id, now.week_start()).await?;
@@ -123,8 +222,8 @@ async fn draw(
             .await?
             .into_iter()
             .map(|repo| RepoRow {
-                name: repo.name,
-                location: repo.location,
+                name: shorten(&repo.name, SHOWN),
+                location: shorten(&repo.location, SHOWN),
                 branch: repo.default_branch,
             })
             .collect(),
@@ -147,6 +246,7 @@ async fn draw(
             .collect(),
         allow_text: typed
             .allow
+            .take()
             .unwrap_or_else(|| environment.network.allow_strings().join("\n")),
         approve_plan: environment.approve_plan,
         fix_failing_checks: environment.fix_failing_checks,
@@ -158,7 +258,8 @@ async fn draw(
             .map(|(name, value)| Named {
                 id: name.clone(),
                 name: name.clone(),
-                detail: value.clone(),
+                detail: shorten(value, SHOWN),
+                at: None,
             })
             .collect(),
         secrets: app
@@ -169,10 +270,11 @@ async fn draw(
             .map(|secret| Named {
                 id: secret.name.clone(),
                 name: secret.name,
-                detail: format!("set {}", when(secret.updated_at)),
+                detail: "set".to_owned(),
+                at: Some(Moment::new(secret.updated_at)),
             })
             .collect(),
-        mcp_text: typed.mcp.unwrap_or_else(|| {
+        mcp_text: typed.mcp.take().unwrap_or_else(|| {
             serde_json::to_string_pretty(&environment.mcp.to_json()).unwrap_or_default()
         }),
         learnings: app
@@ -182,14 +284,15 @@ async fn draw(
             .into_iter()
             .map(|learning| Named {
                 id: learning.id.to_string(),
-                name: learning.text,
-                detail: format!("from {}, {}", learning.source, when(learning.created_at)),
+                name: shorten(&learning.text, 2000),
+                detail: format!("from {},", learning.source),
+                at: Some(Moment::new(learning.created_at)),
             })
             .collect(),
         used,
         limit,
         percent: limit.map_or(0, |limit| (used * 100 / limit.max(1)).min(100)),
-        resets: when(now.next_week_start()),
+        resets: Moment::new(now.next_week_start()),
         tokens: app
             .store
             .list_tokens(&user.id)
@@ -198,11 +301,13 @@ async fn draw(
             .map(|token| Named {
                 id: token.id.to_string(),
                 name: token.label,
-                detail: format!("made {}", when(token.created_at)),
+                detail: "made".to_owned(),
+                at: Some(Moment::new(token.created_at)),
             })
             .collect(),
         new_token,
         errors,
+        typed,
         notice,
     })
 }
@@ -210,6 +315,7 @@ async fn draw(
 #[derive(Debug, serde::Deserialize)]
 pub struct SettingsQuery {
     saved: Option<String>,
+    removed: Option<String>,
 }
 
 pub async fn page(
@@ -217,24 +323,52 @@ pub async fn page(
     session: WebSession,
     axum::extract::Query(query): axum::extract::Query<SettingsQuery>,
 ) -> Result<Response, WebError> {
-    let notice = query
-        .saved
-        .map(|what| format!("Saved: {}.", what.replace('-', " ")));
+    let notice = match (query.saved, query.removed) {
+        (Some(section), _) => Some((section.clone(), format!("Saved: {section}."))),
+        (None, Some(section)) => Some((section.clone(), format!("Removed from {section}."))),
+        (None, None) => None,
+    };
+    let flash = app.flashes.take(&session);
+    let notice = match &flash.new_token {
+        Some(_) => Some((
+            "tokens".to_owned(),
+            "Token made. Copy it now: it will not be shown again.".to_owned(),
+        )),
+        None => notice,
+    };
     render(
         &draw(
             &app,
             &session,
-            Typed::default(),
-            Errors::default(),
+            flash.typed,
+            flash.errors,
             notice,
-            None,
+            flash.new_token,
         )
         .await?,
     )
 }
 
+/// The sections whose forms exist, which are the only ones a notice names.
+const SECTIONS: [&str; 10] = [
+    "repos",
+    "network",
+    "plan",
+    "checks",
+    "env",
+    "secrets",
+    "mcp",
+    "learnings",
+    "tokens",
+    "password",
+];
+
 fn saved(section: &str) -> Response {
     axum::response::Redirect::to(&format!("/settings?saved={section}#{section}")).into_response()
+}
+
+fn removed(section: &str) -> Response {
+    axum::response::Redirect::to(&format!("/settings?removed={section}#{section}")).into_response()
 }
 
 fn allow_lines(text: &str) -> Vec<String> {
@@ -300,6 +434,18 @@ async fn refused(
     Ok((status, render(&page)?).into_response())
 }
 
+/// Back to the form's section with its message and what was typed, over a redirect, so the
+/// address bar holds the settings page and not the form's address.
+fn refused_to(app: &AppState, session: &WebSession, section: &str, flash: Flash) -> Response {
+    app.flashes.put(session, flash);
+    let section = if SECTIONS.contains(&section) {
+        section
+    } else {
+        "repos"
+    };
+    axum::response::Redirect::to(&format!("/settings#{section}")).into_response()
+}
+
 /// The settings drawn again with `message` beside the GitHub account (a connection that
 /// could not be finished).
 pub(super) async fn refused_github(
@@ -353,10 +499,15 @@ async fn finish(
 ) -> Result<Response, WebError> {
     match result {
         Ok(()) => Ok(saved(section)),
-        Err((status, error)) => {
+        Err((_, error)) => {
             let mut errors = Errors::default();
-            place(&mut errors, error);
-            refused(app, session, typed, errors, status).await
+            place(&mut errors, shorten(&error, SHOWN * 2));
+            let flash = Flash {
+                errors,
+                typed,
+                new_token: None,
+            };
+            Ok(refused_to(app, session, section, flash))
         }
     }
 }
@@ -397,12 +548,25 @@ pub async fn save(
         "repos" => {
             let path = form.get("path").trim();
             let github = form.get("github").trim();
+            let typed = Typed {
+                repo_path: kept(path),
+                github_repo: kept(github),
+                ..Typed::default()
+            };
             let result = if !github.is_empty() {
                 crate::routes::repos::register_github(app, user, github, "github").await
             } else if path.is_empty() {
                 Err(ApiError::field(
                     "path",
                     "is empty; give the absolute path of a git repository on the server",
+                ))
+            } else if path.len() > PATH_MAX {
+                Err(ApiError::field(
+                    "path",
+                    format!(
+                        "is {} bytes long, over the {PATH_MAX} a path on the server can be; give the absolute path of a git repository on the server",
+                        path.len()
+                    ),
                 ))
             } else {
                 crate::routes::repos::register_local(app, user, path, "path").await
@@ -448,9 +612,9 @@ pub async fn save(
                 }
             });
             let typed = Typed {
-                allow: Some(allow.to_owned()),
+                allow: (allow.len() <= KEEP_TEXT).then(|| allow.to_owned()),
                 level: Some(level.to_owned()),
-                mcp: None,
+                ..Typed::default()
             };
             save_environment(app, session, "network", change, typed, |e, m| {
                 e.allow = Some(m);
@@ -482,10 +646,16 @@ pub async fn save(
         "env" => {
             let name = form.get("name").trim().to_owned();
             let value = form.get("value").to_owned();
+            let typed = Typed {
+                env_name: kept(&name),
+                env_value: kept(&value),
+                ..Typed::default()
+            };
             let change = validate_env_name(&name, "name").map(|()| {
                 move |environment: &mut deft_store::Environment| {
                     let mut vars = environment.env.as_map().clone();
-                    vars.insert(name, value);
+                    vars.insert(name.clone(), value);
+                    check_env_size(&vars, &name)?;
                     environment.env = EnvVars::new(vars)?;
                     Ok(())
                 }
@@ -493,12 +663,21 @@ pub async fn save(
             save_environment(app, session, "env", change, typed, |e, m| e.env = Some(m)).await
         }
         "secrets" => {
-            let result = app
-                .store
-                .put_secret(&user.id, form.get("name").trim(), form.get("value"))
-                .await
-                .map(|_| ())
-                .map_err(message);
+            let (name, value) = (form.get("name").trim(), form.get("value"));
+            // The value is never put back: it is a secret.
+            let typed = Typed {
+                secret_name: kept(name),
+                ..Typed::default()
+            };
+            let result = match check_secret_size(value) {
+                Ok(()) => app
+                    .store
+                    .put_secret(&user.id, name, value)
+                    .await
+                    .map(|_| ())
+                    .map_err(message),
+                Err(error) => Err((StatusCode::BAD_REQUEST, error.to_string())),
+            };
             finish(app, session, "secrets", result, typed, |e, m| {
                 e.secret = Some(m);
             })
@@ -513,13 +692,17 @@ pub async fn save(
                 }
             });
             let typed = Typed {
-                mcp: Some(text.to_owned()),
+                mcp: (text.len() <= KEEP_TEXT).then(|| text.to_owned()),
                 ..Typed::default()
             };
             save_environment(app, session, "mcp", change, typed, |e, m| e.mcp = Some(m)).await
         }
         "tokens" => {
             let label = form.get("label").trim();
+            let typed = Typed {
+                token_label: kept(label),
+                ..Typed::default()
+            };
             if label.is_empty() || label.chars().count() > 100 {
                 let error = "Label: give the token a name of 1 to 100 characters, such as the machine that will use it.";
                 let result = Err((StatusCode::BAD_REQUEST, error.to_owned()));
@@ -529,18 +712,12 @@ pub async fn save(
                 .await;
             }
             let token = app.store.create_token(user, label).await?;
-            // Shown once, on this response only: never in a URL, never again.
-            let notice = Some("Token made. Copy it now: it will not be shown again.".to_owned());
-            let page = draw(
-                app,
-                session,
-                typed,
-                Errors::default(),
-                notice,
-                Some(token.token),
-            )
-            .await?;
-            render(&page)
+            // Shown once, on the page after the redirect only: never in a URL, never again.
+            let flash = Flash {
+                new_token: Some(token.token),
+                ..Flash::default()
+            };
+            Ok(refused_to(app, session, "tokens", flash))
         }
         _ => Err(WebError::page(
             StatusCode::NOT_FOUND,
@@ -555,6 +732,9 @@ pub async fn delete(
     form: WebForm,
 ) -> Result<Response, WebError> {
     let user = &form.session.user;
+    if form.get("confirm") != "yes" {
+        return confirm_page(&form.session, &section, &item);
+    }
     match section.as_str() {
         "env" => {
             app.store
@@ -580,5 +760,96 @@ pub async fn delete(
             ));
         }
     }
-    Ok(saved(&section))
+    Ok(removed(&section))
+}
+
+/// A delete's address opened as a page (a link, a reload): the question, not the deletion.
+pub async fn confirm_delete(
+    session: WebSession,
+    Path((section, item)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    confirm_page(&session, &section, &item)
+}
+
+/// Asks before a delete or revoke; its form posts again with `confirm=yes`.
+fn confirm_page(session: &WebSession, section: &str, item: &str) -> Result<Response, WebError> {
+    let shown = shorten(item, SHOWN);
+    let (question, consequence, verb) = match section {
+        "env" => (
+            format!("Delete the variable {shown}?"),
+            "Tasks that start from now on run without it.",
+            "Delete",
+        ),
+        "secrets" => (
+            format!("Delete the secret {shown}?"),
+            "Tasks that start from now on run without it; its value cannot be shown again, so keep a copy if you need it.",
+            "Delete",
+        ),
+        "learnings" => (
+            "Delete this learning?".to_owned(),
+            "The agent stops applying it to later tasks.",
+            "Delete",
+        ),
+        "tokens" => (
+            "Revoke this API token?".to_owned(),
+            "Anything that uses it is refused from now on.",
+            "Revoke",
+        ),
+        _ => {
+            return Err(WebError::page(
+                StatusCode::NOT_FOUND,
+                "There is no such settings section; use the buttons on the settings page.",
+            ));
+        }
+    };
+    let item = form_urlencoded::byte_serialize(item.as_bytes()).collect::<String>();
+    render(&ConfirmPage {
+        chrome: session.chrome("settings"),
+        question,
+        consequence: consequence.to_owned(),
+        action: format!("/settings/{section}/{item}/delete"),
+        verb,
+        back: format!("/settings#{section}"),
+    })
+}
+
+/// The bytes `vars` take in a sandbox's message: each name and value as JSON writes them.
+fn env_size(vars: &std::collections::BTreeMap<String, String>) -> usize {
+    vars.iter()
+        .map(|(name, value)| json_len(name) + json_len(value) + 2)
+        .sum()
+}
+
+fn json_len(text: &str) -> usize {
+    serde_json::to_string(text).map_or(text.len(), |quoted| quoted.len())
+}
+
+/// Refuses variables that would make every task's commands too large for its sandbox.
+fn check_env_size(
+    vars: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Result<(), ValidationError> {
+    let size = env_size(vars);
+    if size <= ENV_BUDGET {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        format!("env.{name}"),
+        format!(
+            "this value would make your variables {size} bytes, over the {ENV_BUDGET} they may take of the {SANDBOX_MESSAGE} bytes a task's sandbox accepts with each command, so every task would fail; nothing was saved. Shorten the value, or put the data in a file in the repository and name the file in the variable."
+        ),
+    ))
+}
+
+fn check_secret_size(value: &str) -> Result<(), ValidationError> {
+    let size = json_len(value);
+    if size <= ENV_BUDGET {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        "value",
+        format!(
+            "is {size} bytes, over the {ENV_BUDGET} a secret may take of the {SANDBOX_MESSAGE} bytes a task's sandbox accepts with each command; nothing was saved. Keep large credentials in a file the task fetches, and store only its key here."
+        ),
+    ))
 }
