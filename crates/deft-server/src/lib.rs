@@ -103,9 +103,25 @@ pub fn router(state: AppState) -> Router {
         // predicate leaves Server-Sent Events alone (a compressor would hold their events
         // back until its buffer fills), and bodies under 32 bytes.
         .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            routes::panicked,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
+}
+
+/// A form's address opened as a page goes to the page the form is on; anything else is the
+/// API's refusal.
+async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match web::form_address(&method, uri.path()) {
+        Some(page) => axum::response::Redirect::to(&page).into_response(),
+        None => routes::method_not_allowed().await.into_response(),
+    }
 }
 
 /// Serves the API on `listener` until `state.shutdown` is cancelled, then finishes the requests

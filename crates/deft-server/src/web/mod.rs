@@ -90,11 +90,11 @@ pub fn pages() -> Router<AppState> {
         )
         .route("/assets/app.css", get(stylesheet))
         .route("/assets/app.js", get(script))
-        .layer(axum::middleware::from_fn(page_headers))
         // Browsers ask for `/favicon.ico` on pages that name no icon (an error from a proxy,
         // say); answering it keeps their consoles clean.
         .route("/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
+        .layer(axum::middleware::from_fn(page_headers))
 }
 
 /// What every signed-in page shows around its content.
@@ -322,6 +322,11 @@ async fn page_headers(request: Request, next: axum::middleware::Next) -> Respons
 
 const STYLESHEET: &str = include_str!("../../assets/app.css");
 const SCRIPT: &str = include_str!("../../assets/app.js");
+const FAVICON: &str = include_str!("../../assets/favicon.svg");
+
+async fn favicon() -> Response {
+    asset("image/svg+xml", FAVICON)
+}
 
 async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", STYLESHEET)
@@ -333,11 +338,6 @@ async fn script() -> Response {
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
-const FAVICON: &str = include_str!("../../assets/favicon.svg");
-
-async fn favicon() -> Response {
-    asset("image/svg+xml", FAVICON)
-}
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=300"),
@@ -347,17 +347,6 @@ async fn favicon() -> Response {
         .into_response()
 }
 
-/// A moment as people read it in a list: `2026-11-29 14:03 UTC`.
-pub fn when(at: deft_core::Timestamp) -> String {
-    let text = at.to_rfc3339();
-    // `2026-11-29T14:03:07.123Z` → `2026-11-29 14:03 UTC`
-    match (text.get(..10), text.get(11..16)) {
-        (Some(date), Some(time)) => format!("{date} {time} UTC"),
-        _ => text,
-    }
-}
-
-/// Human names of task states, for badges.
 /// A moment on a page: `<time datetime="{datetime}">{text}</time>`, which the script rewrites
 /// into the reader's own time zone and a relative form; the UTC text is what shows without it.
 #[derive(Debug, Clone)]
@@ -400,6 +389,17 @@ pub fn shorten(text: &str, max: usize) -> String {
     )
 }
 
+/// A moment as people read it in a list: `2026-11-29 14:03 UTC`.
+pub fn when(at: deft_core::Timestamp) -> String {
+    let text = at.to_rfc3339();
+    // `2026-11-29T14:03:07.123Z` → `2026-11-29 14:03 UTC`
+    match (text.get(..10), text.get(11..16)) {
+        (Some(date), Some(time)) => format!("{date} {time} UTC"),
+        _ => text,
+    }
+}
+
+/// Human names of task states, for badges.
 pub fn state_label(state: deft_core::TaskState) -> &'static str {
     match state {
         deft_core::TaskState::Queued => "Queued",
