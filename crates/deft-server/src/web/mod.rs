@@ -68,6 +68,7 @@ pub fn pages() -> Router<AppState> {
         )
         .route("/logout", post(signin::logout))
         .route("/tasks", get(tasks::list))
+        .route("/tasks/live", get(tasks::live_list))
         .route("/tasks/{id}", get(tasks::page))
         .route("/tasks/{id}/summary", get(tasks::summary))
         .route("/tasks/{id}/log", get(tasks::live_log))
@@ -104,6 +105,8 @@ pub struct Chrome {
     pub csrf: String,
     /// The navigation entry to mark as current.
     pub nav: &'static str,
+    /// How many of the person's tasks wait for them, in the navigation and the page's title.
+    pub attention: i64,
 }
 
 /// The signed-in person of a page request, by the session cookie.
@@ -111,6 +114,8 @@ pub struct Chrome {
 pub struct WebSession {
     pub user: User,
     pub csrf: String,
+    /// How many of the user's tasks need attention as the request came in.
+    pub attention: i64,
 }
 
 impl WebSession {
@@ -119,6 +124,7 @@ impl WebSession {
             user: self.user.name.clone(),
             csrf: self.csrf.clone(),
             nav,
+            attention: self.attention,
         }
     }
 }
@@ -136,6 +142,11 @@ impl FromRequestParts<AppState> for WebSession {
         };
         match app.store.session(&token).await.map_err(ApiError::from)? {
             Some(session) => Ok(WebSession {
+                attention: app
+                    .store
+                    .count_needing_attention(&session.user.id)
+                    .await
+                    .map_err(ApiError::from)?,
                 user: session.user,
                 csrf: session.csrf,
             }),

@@ -1,17 +1,22 @@
 //! The task list and a task's page: state and why, plan with progress, pull requests with
 //! their diffs, the controls its state allows, and the live log.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::time::Duration;
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use deft_core::{AttentionKind, EventKind, Task, TaskId, TaskState, Transition};
-use deft_store::{Actor, TaskFilter};
+use deft_core::{
+    Attention, AttentionKind, EventKind, ForgeKind, Plan, RepoId, Task, TaskId, TaskState,
+    Timestamp, Transition, UserId,
+};
+use deft_store::{Actor, DiffStat, Listing, TaskFilter};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
@@ -21,14 +26,31 @@ use super::{Chrome, WebError, WebForm, WebSession, render, state_label, when};
 use crate::AppState;
 use crate::views::{RepoNames, repo_names};
 
-/// A task as a row of the list.
+/// A task as a row of the list: what it is, why it needs the person if it does, how long it
+/// ran, what it cost, and its pull requests.
 pub struct Row {
     pub id: String,
     pub title: String,
     pub state: &'static str,
     pub state_label: &'static str,
+    /// Why the task waits for its owner: "Asks: …", "Plan waits for approval", "Error: …".
+    pub reason: Option<String>,
     pub repos: String,
+    /// How long it runs or ran, and since when it waits or ended.
+    pub time: String,
     pub updated: String,
+    /// RFC 3339, for `<time datetime>`.
+    pub updated_at: String,
+    pub tokens: String,
+    pub pull_requests: Vec<RowPullRequest>,
+}
+
+/// A pull request as a row shows it: a link, and its +/- lines when its diff was read.
+pub struct RowPullRequest {
+    pub href: String,
+    pub label: String,
+    pub status: &'static str,
+    pub stat: Option<DiffStat>,
 }
 
 /// A filter link above the list.
@@ -38,20 +60,98 @@ pub struct Filter {
     pub current: bool,
 }
 
+/// A repository to filter by.
+pub struct RepoChoice {
+    pub id: String,
+    pub name: String,
+    pub selected: bool,
+}
+
 #[derive(Template)]
 #[template(path = "tasks.html")]
 struct ListPage {
     chrome: Chrome,
     filters: Vec<Filter>,
-    rows: Vec<Row>,
+    list: ListRows,
+    state: Option<&'static str>,
+    text: String,
+    repos: Vec<RepoChoice>,
     next: Option<String>,
-    empty_note: &'static str,
+    /// The live stream of this list, for its first page.
+    live: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The rows of the list.
+pub struct ListRows {
+    pub rows: Vec<Row>,
+    /// How many of them need attention (they come first).
+    pub attention: usize,
+    pub empty_note: &'static str,
+}
+
+/// The rows alone, as the list's live stream sends them.
+#[derive(Template)]
+#[template(path = "task_rows.html")]
+struct TaskRows {
+    list: ListRows,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct ListQuery {
     state: Option<String>,
     before: Option<TaskId>,
+    /// Text the description holds.
+    q: Option<String>,
+    /// A repository's id.
+    repo: Option<String>,
+}
+
+impl ListQuery {
+    fn state(&self) -> Result<Option<TaskState>, WebError> {
+        match self.state.as_deref().filter(|s| !s.is_empty()) {
+            Some(text) => Ok(Some(TaskState::parse(text).ok_or_else(|| {
+                WebError::page(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "There is no task state `{}`; pick one of the filters on the task list.",
+                        text.chars().take(80).collect::<String>()
+                    ),
+                )
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    fn text(&self) -> Option<String> {
+        self.q
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(|q| q.chars().take(200).collect())
+    }
+
+    fn repo(&self) -> Option<RepoId> {
+        self.repo
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(|r| RepoId::from_stored(r.to_owned()))
+    }
+
+    /// The search and repository as a query string (`q=…&repo=…&`), to carry into links.
+    fn search_query(&self) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(text) = self.text() {
+            query.append_pair("q", &text);
+        }
+        if let Some(repo) = self.repo() {
+            query.append_pair("repo", repo.as_str());
+        }
+        let mut query = query.finish();
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query
+    }
 }
 
 fn title(description: &str) -> String {
@@ -74,68 +174,354 @@ fn repo_list(task: &Task, names: &RepoNames) -> String {
         .join(", ")
 }
 
-pub async fn list(
-    State(app): State<AppState>,
-    session: WebSession,
-    Query(query): Query<ListQuery>,
-) -> Result<Response, WebError> {
-    let state = match query.state.as_deref().filter(|s| !s.is_empty()) {
-        Some(text) => Some(TaskState::parse(text).ok_or_else(|| {
-            WebError::page(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "There is no task state `{text}`; pick one of the filters on the task list."
-                ),
-            )
-        })?),
-        None => None,
+/// Why a task waits for its owner, in a line of the list.
+fn reason(attention: &Attention) -> String {
+    let message = || {
+        let line = attention
+            .message
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if line.chars().count() > 160 {
+            format!("{}…", line.chars().take(160).collect::<String>())
+        } else {
+            line
+        }
     };
-    let filter = TaskFilter {
-        state,
-        before: query.before,
-        limit: 50,
+    match attention.kind {
+        AttentionKind::Question => format!("Asks: {}", message()),
+        AttentionKind::PlanApproval => "Plan waits for approval".into(),
+        AttentionKind::Error => format!("Error: {}", message()),
+        AttentionKind::WeeklyLimit => format!("Weekly limit: {}", message()),
+        AttentionKind::TokenBudget => format!("Token budget spent: {}", message()),
+    }
+}
 
+/// A span of time as a list shows it: to the minute past the first, so a live list changes
+/// for the clock at most once a minute.
+fn span(millis: i64) -> String {
+    let minutes = millis.max(0) / 60_000;
+    match minutes {
+        0 => "under a minute".into(),
+        1..60 => format!("{minutes} min"),
+        60..1440 => format!("{} h {} min", minutes / 60, minutes % 60),
+        _ => format!("{} d {} h", minutes / 1440, minutes % 1440 / 60),
+    }
+}
+
+fn row_time(task: &Task, listing: Option<&Listing>, now: Timestamp) -> String {
+    let started = listing
+        .and_then(|l| l.round_started)
+        .unwrap_or(task.created_at)
+        .unix_millis();
+    let since = |at: Timestamp| span(now.unix_millis() - at.unix_millis());
+    let ran = span(task.updated_at.unix_millis() - started);
+    match task.state() {
+        TaskState::Queued => format!("queued for {}", span(now.unix_millis() - started)),
+        TaskState::InProgress => format!("running for {}", span(now.unix_millis() - started)),
+        TaskState::NeedsAttention => {
+            format!("ran {ran}, waiting for {}", since(task.updated_at))
+        }
+        TaskState::Completed => format!("ran {ran}, done {} ago", since(task.updated_at)),
+        TaskState::Cancelled => format!("ran {ran}, cancelled {} ago", since(task.updated_at)),
+    }
+}
+
+/// Tokens as a person reads them: `950`, `12.3k`, `4.1M`.
+fn token_count(tokens: i64) -> String {
+    match tokens {
+        ..1_000 => tokens.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", tokens as f64 / 1e3),
+        _ => format!("{:.1}M", tokens as f64 / 1e6),
+    }
+}
+
+/// Lines a unified diff adds and removes (its file headers aside).
+pub(crate) fn diff_stat(diff: &str) -> DiffStat {
+    let mut stat = DiffStat::default();
+    let mut in_hunk = false;
+    for line in diff.lines() {
+        if line.starts_with("@@") {
+            in_hunk = true;
+        } else if line.starts_with("diff ") {
+            in_hunk = false;
+        } else if in_hunk && line.starts_with('+') {
+            stat.additions += 1;
+        } else if in_hunk && line.starts_with('-') {
+            stat.deletions += 1;
+        }
+    }
+    stat
+}
+
+/// Diffs a list reads at most per showing, for pull requests whose lines are not known yet;
+/// the rest are read on a later showing (the counts are kept).
+const DIFFS_PER_LIST: usize = 8;
+
+/// The rows of the list as `query` asks, with the tasks that need attention first on its first
+/// page, and the link to the next page.
+async fn rows(
+    app: &AppState,
+    user: &UserId,
+    query: &ListQuery,
+) -> Result<(ListRows, Option<String>), WebError> {
+    let state = query.state()?;
+    let filter = TaskFilter {
+        text: query.text(),
+        repo: query.repo(),
+        before: query.before.clone(),
+        limit: 50,
         ..Default::default()
     };
-    let page = app.store.list_tasks(&session.user.id, &filter).await?;
-    let names = repo_names(app.store.list_repositories(&session.user.id).await?);
-    let rows = page
-        .tasks
-        .iter()
-        .map(|task| Row {
-            id: task.id.to_string(),
-            title: title(&task.description),
-            state: task.state().as_str(),
-            state_label: state_label(task.state()),
-            repos: repo_list(task, &names),
-            updated: when(task.updated_at),
-        })
-        .collect();
-    let mut filters = vec![Filter {
-        href: "/tasks".into(),
-        label: "All",
-        current: state.is_none(),
-    }];
-    filters.extend(TaskState::ALL.into_iter().map(|s| Filter {
-        href: format!("/tasks?state={}", s.as_str()),
-        label: state_label(s),
-        current: state == Some(s),
-    }));
-    let state_query = state.map_or(String::new(), |s| format!("state={}&", s.as_str()));
-    let list = ListPage {
-        chrome: session.chrome("tasks"),
-        filters,
+    let mut pages = Vec::new();
+    let first_page = query.before.is_none();
+    match state {
+        Some(state) => pages.push(
+            app.store
+                .list_tasks(
+                    user,
+                    &TaskFilter {
+                        state: Some(state),
+                        ..filter.clone()
+                    },
+                )
+                .await?,
+        ),
+        None => {
+            if first_page {
+                let waiting = TaskFilter {
+                    state: Some(TaskState::NeedsAttention),
+                    limit: 200,
+                    ..filter.clone()
+                };
+                pages.push(app.store.list_tasks(user, &waiting).await?);
+            }
+            let rest = TaskFilter {
+                except: Some(TaskState::NeedsAttention),
+                ..filter.clone()
+            };
+            pages.push(app.store.list_tasks(user, &rest).await?);
+        }
+    }
+    let next = pages.last().and_then(|page| page.next_before.clone());
+    let repos = app.store.list_repositories(user).await?;
+    let names = repo_names(repos.clone());
+    let now = Timestamp::now();
+    let mut reads = 0;
+    let mut rows = Vec::new();
+    for page in &mut pages {
+        for task in &page.tasks {
+            let listing = page.listings.get_mut(&task.id);
+            let mut pull_requests = Vec::new();
+            for pr in &task.pull_requests {
+                let mut stat = listing
+                    .as_ref()
+                    .and_then(|l| l.diff_stats.get(&pr.repo))
+                    .copied();
+                // A local pull request's diff is on this disk: read it once, then keep its
+                // counts. GitHub's are kept when the task's page reads them.
+                let local = repos
+                    .iter()
+                    .find(|r| r.id == pr.repo && r.forge == ForgeKind::Local);
+                if let (None, Some(repo)) = (stat, local)
+                    && reads < DIFFS_PER_LIST
+                {
+                    reads += 1;
+                    if let Ok(diff) = crate::routes::tasks::pull_request_diff(app, repo, pr).await {
+                        let counted = diff_stat(&diff);
+                        app.store
+                            .set_diff_stat(user, &task.id, &pr.repo, &pr.head, counted)
+                            .await?;
+                        stat = Some(counted);
+                    }
+                }
+                pull_requests.push(RowPullRequest {
+                    href: pr
+                        .url
+                        .clone()
+                        .unwrap_or_else(|| format!("/tasks/{}#prs-heading", task.id)),
+                    label: if task.pull_requests.len() > 1 {
+                        format!(
+                            "Pull request ({})",
+                            names.get(&pr.repo).map_or("?", String::as_str)
+                        )
+                    } else {
+                        "Pull request".into()
+                    },
+                    status: pr.status.as_str(),
+                    stat,
+                });
+            }
+            rows.push(Row {
+                id: task.id.to_string(),
+                title: title(&task.description),
+                state: task.state().as_str(),
+                state_label: state_label(task.state()),
+                reason: task.status.attention().map(reason),
+                repos: repo_list(task, &names),
+                time: row_time(task, listing.as_deref(), now),
+                updated: when(task.updated_at),
+                updated_at: task.updated_at.to_rfc3339(),
+                tokens: token_count(task.usage.input_tokens + task.usage.output_tokens),
+                pull_requests,
+            });
+        }
+    }
+    let searched = query.text().is_some() || query.repo().is_some();
+    let list = ListRows {
+        attention: rows
+            .iter()
+            .filter(|row| row.state == TaskState::NeedsAttention.as_str())
+            .count(),
         rows,
-        next: page
-            .next_before
-            .map(|before| format!("/tasks?{state_query}before={before}")),
-        empty_note: if state.is_some() {
+        empty_note: if searched {
+            "No task matches this search."
+        } else if state.is_some() {
             "No task is in this state."
         } else {
             "No tasks yet. Start a chat to describe what you want done."
         },
     };
-    render(&list)
+    let state_query = state.map_or(String::new(), |s| format!("state={}&", s.as_str()));
+    let next = next.map(|before| {
+        format!(
+            "/tasks?{state_query}{}before={before}",
+            query.search_query()
+        )
+    });
+    Ok((list, next))
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    session: WebSession,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, WebError> {
+    let state = query.state()?;
+    let (list, next) = rows(&app, &session.user.id, &query).await?;
+    let search = query.search_query();
+    let mut filters = vec![Filter {
+        href: format!("/tasks?{}", search.trim_end_matches('&')),
+        label: "All",
+        current: state.is_none(),
+    }];
+    filters.extend(TaskState::ALL.into_iter().map(|s| Filter {
+        href: format!("/tasks?{search}state={}", s.as_str()),
+        label: state_label(s),
+        current: state == Some(s),
+    }));
+    let selected = query.repo();
+    let repos = app
+        .store
+        .list_repositories(&session.user.id)
+        .await?
+        .into_iter()
+        .map(|repo| RepoChoice {
+            selected: selected.as_ref() == Some(&repo.id),
+            id: repo.id.to_string(),
+            name: repo.name,
+        })
+        .collect();
+    let state_query = state.map_or(String::new(), |s| format!("state={}&", s.as_str()));
+    let page = ListPage {
+        chrome: session.chrome("tasks"),
+        filters,
+        list,
+        state: state.map(TaskState::as_str),
+        text: query.text().unwrap_or_default(),
+        repos,
+        next,
+        live: query
+            .before
+            .is_none()
+            .then(|| format!("/tasks/live?{state_query}{search}")),
+    };
+    render(&page)
+}
+
+/// The list's rows as Server-Sent Events: `rows` (the list, rendered) whenever what it shows
+/// changed, and `attention` (how many tasks need the person) whenever that did. A state change
+/// in this process wakes it at once; a poll catches tokens, times and other processes.
+pub async fn live_list(
+    State(app): State<AppState>,
+    session: WebSession,
+    Query(query): Query<ListQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {
+    query.state()?;
+    let user = session.user.id;
+    let changes = app.store.events().queue_changes();
+    let watch = ListWatch {
+        app,
+        user,
+        query,
+        changes,
+        rows: None,
+        attention: None,
+        pending: VecDeque::new(),
+    };
+    let stream = futures_util::stream::unfold(watch, |mut watch| async move {
+        let event = watch.next().await?;
+        Some((Ok(event), watch))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Longest a live list waits between looks when nothing in this process wakes it.
+const LIST_POLL: Duration = Duration::from_secs(3);
+
+struct ListWatch {
+    app: AppState,
+    user: UserId,
+    query: ListQuery,
+    changes: deft_store::QueueChanges,
+    /// What was last sent, so that only changes are.
+    rows: Option<String>,
+    attention: Option<i64>,
+    pending: VecDeque<SseEvent>,
+}
+
+impl ListWatch {
+    /// The next change to send; `None` ends the stream (the server stops, or the store failed
+    /// and the browser should reconnect).
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.rows.is_some() {
+                tokio::select! {
+                    _ = self.app.shutdown.cancelled() => return None,
+                    () = self.changes.wait(LIST_POLL.max(self.app.stream_poll)) => {}
+                }
+            }
+            self.changes.mark_seen();
+            let attention = match self.app.store.count_needing_attention(&self.user).await {
+                Ok(count) => count,
+                Err(error) => {
+                    tracing::warn!(error = %error, "the live task list could not be read");
+                    return None;
+                }
+            };
+            let rows = match rows(&self.app, &self.user, &self.query).await {
+                Ok((list, _)) => TaskRows { list }.render().ok()?,
+                Err(_) => return None,
+            };
+            // The first look is sent too: something may have changed since the page was drawn.
+            if self.attention != Some(attention) {
+                self.pending.push_back(
+                    SseEvent::default()
+                        .event("attention")
+                        .data(attention.to_string()),
+                );
+                self.attention = Some(attention);
+            }
+            if self.rows.as_deref() != Some(rows.as_str()) {
+                self.pending
+                    .push_back(SseEvent::default().event("rows").data(rows.clone()));
+                self.rows = Some(rows);
+            }
+        }
+    }
 }
 
 /// A plan step and how far the task is with it.
@@ -196,9 +582,18 @@ pub struct Summary {
     pub can_approve: bool,
     pub can_feedback: bool,
     pub can_cancel: bool,
+    /// Stopped on an error: it may go back to work as it is.
+    pub can_retry: bool,
+    /// Ended one way or another: a new task may start from its description.
+    pub can_rerun: bool,
+    /// The plan's steps, one a line, for editing before approval.
+    pub plan_steps: String,
     pub chat: Option<String>,
     /// A refused control's message, shown beside its field.
     pub error: Option<String>,
+    /// Which field the refusal is about: `message` (an answer or feedback), `steps` (the
+    /// plan's), or `controls` (the buttons as a whole).
+    pub error_field: &'static str,
 }
 
 #[derive(Template)]
@@ -324,7 +719,13 @@ async fn summary_of(
             .await;
         let (lines, error) = match repo {
             Ok(repo) => match crate::routes::tasks::pull_request_diff(app, &repo, pr).await {
-                Ok(diff) => (log::diff_lines(&diff), None),
+                Ok(diff) => {
+                    // Kept for the task list, which does not read diffs from GitHub itself.
+                    app.store
+                        .set_diff_stat(&session.user.id, id, &pr.repo, &pr.head, diff_stat(&diff))
+                        .await?;
+                    (log::diff_lines(&diff), None)
+                }
                 Err(error) => (
                     Vec::new(),
                     Some(format!("The diff cannot be read: {error}")),
@@ -376,8 +777,22 @@ async fn summary_of(
         // A task whose pull requests were all merged is final (the store refuses feedback).
         can_feedback: allows(Transition::Feedback) && !merged,
         can_cancel: allows(Transition::Cancel),
+        can_retry: task
+            .status
+            .attention()
+            .is_some_and(|a| a.kind == AttentionKind::Error),
+        can_rerun: matches!(
+            task.state(),
+            TaskState::Completed | TaskState::Cancelled | TaskState::NeedsAttention
+        ),
+        plan_steps: task
+            .plan
+            .as_ref()
+            .map(|plan| plan.steps.join("\n"))
+            .unwrap_or_default(),
         chat: task.chat_id.as_ref().map(ToString::to_string),
         error: None,
+        error_field: "controls",
     })
 }
 
@@ -385,11 +800,14 @@ async fn task_page(
     app: &AppState,
     session: &WebSession,
     id: &TaskId,
-    error: Option<String>,
+    error: Option<(&'static str, String)>,
     from: Option<i64>,
 ) -> Result<Response, WebError> {
     let mut summary = summary_of(app, session, id).await?;
-    summary.error = error;
+    if let Some((field, message)) = error {
+        summary.error = Some(message);
+        summary.error_field = field;
+    }
     // A long log shows its end; the page stays light, and the whole log is one link away.
     let events = match from {
         Some(after) => {
@@ -513,16 +931,31 @@ pub async fn act(
         }
     };
     let result = match action.as_str() {
+        "rerun" => return rerun(&app, &form, &id).await,
         "cancel" => Ok((Transition::Cancel, None)),
+        // An error the owner has seen to (a key set, a limit raised): the task goes back to
+        // the queue and picks up where it stopped, as after an answer.
+        "retry" => retry_note(&app, &form.session, &id)
+            .await?
+            .map(|note| (Transition::Answer, Some(note))),
         "answer" => needs_message("answer").map(|note| (Transition::Answer, Some(note))),
         "feedback" => needs_message("feedback").map(|note| (Transition::Feedback, Some(note))),
-        "approve" => Ok((
-            Transition::Approve,
-            Some((
-                EventKind::UserMessage,
-                json!({ "kind": "approval", "author": user.name, "plan": null }),
-            )),
-        )),
+        "approve" => match edited_plan(&app, &form, &id).await? {
+            Ok(plan) => {
+                let note = (
+                    EventKind::UserMessage,
+                    json!({ "kind": "approval", "author": user.name, "plan": plan }),
+                );
+                let outcome = app
+                    .store
+                    .approve_plan(&user.id, &id, plan.as_ref(), note)
+                    .await
+                    .map(|_| ())
+                    .map_err(crate::ApiError::from);
+                return done(&app, &form, &id, outcome).await;
+            }
+            Err(message) => Err(message),
+        },
         _ => {
             return Err(WebError::page(
                 StatusCode::NOT_FOUND,
@@ -531,13 +964,6 @@ pub async fn act(
         }
     };
     let outcome = match result {
-        // Approval also moves the plan into place, so it has its own store call.
-        Ok((Transition::Approve, Some(note))) => app
-            .store
-            .approve_plan(&user.id, &id, None, note)
-            .await
-            .map(|_| ())
-            .map_err(crate::ApiError::from),
         Ok((transition, note)) => app
             .store
             .transition(Actor::Owner(&user.id), &id, transition, note)
@@ -545,19 +971,125 @@ pub async fn act(
             .map(|_| ())
             .map_err(crate::ApiError::from),
         Err(message) => {
-            let mut response = task_page(&app, &form.session, &id, Some(message), None).await?;
+            let field = if message.starts_with("Steps:") {
+                "steps"
+            } else if message.starts_with("Message:") {
+                "message"
+            } else {
+                "controls"
+            };
+            let mut response =
+                task_page(&app, &form.session, &id, Some((field, message)), None).await?;
             *response.status_mut() = StatusCode::BAD_REQUEST;
             return Ok(response);
         }
     };
+    done(&app, &form, &id, outcome).await
+}
+
+/// Where a control leads: back to the task's page (post/redirect/get), or the page again with
+/// the refusal beside the controls.
+async fn done(
+    app: &AppState,
+    form: &WebForm,
+    id: &TaskId,
+    outcome: Result<(), crate::ApiError>,
+) -> Result<Response, WebError> {
     match outcome {
         Ok(()) => Ok(axum::response::Redirect::to(&format!("/tasks/{id}#summary")).into_response()),
         Err(error) if error.status == StatusCode::NOT_FOUND => Err(error.into()),
         Err(error) => {
-            let mut response =
-                task_page(&app, &form.session, &id, Some(error.message), None).await?;
+            let mut response = task_page(
+                app,
+                &form.session,
+                id,
+                Some(("controls", error.message)),
+                None,
+            )
+            .await?;
             *response.status_mut() = error.status;
             Ok(response.into_response())
+        }
+    }
+}
+
+/// The note of a retry, or why there is nothing to retry: only a task stopped by an error is
+/// retried (a question wants an answer, a plan its approval).
+async fn retry_note(
+    app: &AppState,
+    session: &WebSession,
+    id: &TaskId,
+) -> Result<Result<(EventKind, serde_json::Value), String>, WebError> {
+    let task = app.store.task(&session.user.id, id).await?;
+    Ok(match task.status.attention() {
+        Some(attention) if attention.kind == AttentionKind::Error => Ok((
+            EventKind::UserMessage,
+            json!({ "kind": "retry", "author": session.user.name, "error": attention.message }),
+        )),
+        _ => Err(
+            "Only a task that stopped on an error can be retried; this one is not waiting on one. Reload the page to see where it stands."
+                .into(),
+        ),
+    })
+}
+
+/// The plan as the owner approves it: `None` when they left its steps as they were, else the
+/// plan with the steps of the form's `steps` field, one a line.
+async fn edited_plan(
+    app: &AppState,
+    form: &WebForm,
+    id: &TaskId,
+) -> Result<Result<Option<Plan>, String>, WebError> {
+    if form.all("steps").is_empty() {
+        return Ok(Ok(None));
+    }
+    let steps: Vec<String> = form
+        .get("steps")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if steps.is_empty() {
+        return Ok(Err(
+            "Steps: write at least one step, one a line, then approve again.".into(),
+        ));
+    }
+    let task = app.store.task(&form.session.user.id, id).await?;
+    let Some(plan) = task.plan else {
+        return Ok(Ok(None));
+    };
+    if plan.steps == steps {
+        return Ok(Ok(None));
+    }
+    Ok(Ok(Some(Plan { steps, ..plan })))
+}
+
+/// Re-run: a new task with the description and repositories of this one, which stays as it
+/// is. The person lands on the new task.
+async fn rerun(app: &AppState, form: &WebForm, id: &TaskId) -> Result<Response, WebError> {
+    let user = &form.session.user;
+    let task = app.store.task(&user.id, id).await?;
+    let new = deft_store::NewTask {
+        description: task.description.clone(),
+        repos: task.repos.clone(),
+        chat_id: None,
+        approve_plan: task.approve_plan,
+    };
+    match crate::routes::tasks::create_task(app, &user.id, new).await {
+        Ok(made) => {
+            Ok(axum::response::Redirect::to(&format!("/tasks/{}", made.id)).into_response())
+        }
+        Err(error) if error.status == StatusCode::NOT_FOUND => Err(error.into()),
+        Err(error) => {
+            let message = format!(
+                "{} Start a new chat to describe the task again.",
+                error.message
+            );
+            let mut response =
+                task_page(app, &form.session, id, Some(("controls", message)), None).await?;
+            *response.status_mut() = error.status;
+            Ok(response)
         }
     }
 }
