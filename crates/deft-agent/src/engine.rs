@@ -737,11 +737,14 @@ impl Engine {
                 notes: &notes,
                 opening: &[],
             };
-            match self.attempt_step(context, step, tools, cancel).await? {
-                Phase::Done(done) => {
+            match self.attempt_fix(context, step, tools, cancel).await? {
+                Phase::Done(Some(done)) => {
                     progress.summaries.push(done.summary);
                     progress.notes.push(done.note);
                 }
+                // The fix broke what passed and was undone: the verified change stands, and
+                // the reviewer's fixes are left open in the pull request.
+                Phase::Done(None) => return Ok(Phase::Done(review)),
                 Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
             }
         }

@@ -473,7 +473,8 @@ async fn a_model_that_writes_code_in_its_replies_changes_files_through_them() {
 }
 
 /// In code blocks, a reply that ends in a question is a question, through the same gate: one
-/// about the environment is sent back, one about what to build reaches the owner.
+/// about the environment is sent back, one about what to build reaches the owner. A task that
+/// names no file of a small repository is shown all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_in_words_goes_through_the_gate() {
     let dir = tempfile::tempdir().unwrap();
@@ -492,6 +493,12 @@ async fn a_question_in_words_goes_through_the_gate() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let requests = server.requests();
     assert_eq!(requests.len(), 2, "{stdout}");
+    // The task names no file of the repository, which is small: all of it is shown.
+    let first = requests[0].body["messages"].to_string();
+    assert!(
+        first.contains("test.sh\\n```sh\\n#!/bin/sh") && first.contains("AGENTS.md\\n```markdown"),
+        "{first}"
+    );
     let sent_back = requests[1].body["messages"].to_string();
     assert!(sent_back.contains("Not asked:"), "{sent_back}");
     assert!(
@@ -661,5 +668,45 @@ async fn replies_that_change_nothing_warm_the_sampling_then_end_the_attempt() {
         again.contains("An earlier attempt at this step ended")
             && again.contains("3 replies in a row changed nothing"),
         "{again}"
+    );
+}
+
+/// A weak reviewer's wrong fix does not cost a change whose checks passed: the fix step
+/// breaks the checks until it gives up, its changes are undone, and the task completes with
+/// the verified change, the reviewer's fix left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_fix_that_breaks_the_checks_is_undone_and_the_verified_change_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = greeting_repo(dir.path());
+    let data = code_blocks_data(dir.path());
+    std::fs::write(
+        data.join("config.toml"),
+        "[model]\nedit_format = \"code_blocks\"\n\n[limits]\nstep_attempts = 1\n",
+    )
+    .unwrap();
+    let server = ScriptedModel::start(vec![
+        Step::Reply(Turn::text("greeting.txt\n```\nhello\n```")),
+        common::greeter::review(
+            r#"{"verdict": "fix", "checked": ["greeting.txt"], "fixes": ["write HELLO in capitals"]}"#,
+        ),
+        Step::Reply(Turn::text("greeting.txt\n```\nHELLO\n```")),
+        Step::Reply(Turn::text("greeting.txt\n```\nHello\n```")),
+        Step::Reply(Turn::text("greeting.txt\n```\nHELLO!\n```")),
+    ])
+    .await;
+    let output = deft_run(&server, &data, &repo, "Make ./test.sh pass.").await;
+    let stdout = succeeded(&output);
+    assert_eq!(server.remaining_steps(), 0, "{stdout}");
+    assert!(
+        stdout.contains("execution given_up")
+            && stdout.contains("state_changed in_progress → completed"),
+        "{stdout}"
+    );
+    assert_eq!(
+        sh(
+            &repo,
+            &format!("git show {}:greeting.txt", task_branch(&repo))
+        ),
+        "hello\n"
     );
 }

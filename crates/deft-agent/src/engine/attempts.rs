@@ -3,7 +3,7 @@
 //! ended. A model that went wrong early rarely finds its way back in the same conversation,
 //! and a weak one often gets it right on a second try.
 
-use deft_core::{StepEvent, StepStatus, WorkStep};
+use deft_core::{Attention, StepEvent, StepStatus, WorkStep};
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{StepDone, StepEnd, StepInput, own_script};
@@ -20,6 +20,54 @@ impl Engine {
         tools: &mut Tools<'_, TaskSandbox>,
         cancel: &CancellationToken,
     ) -> Result<Phase<StepDone>, EngineError> {
+        Ok(match self.attempts(context, step, tools, cancel).await? {
+            Tried::Done(done) => Phase::Done(done),
+            Tried::Stopped(attention) | Tried::GaveUp(attention) => Phase::Stop(attention),
+        })
+    }
+
+    /// A self-review's fix, tried as a step. When every attempt gives up, the repositories go
+    /// back to how the verified steps left them and the fix is not made (`None`): a weak
+    /// reviewer's wrong fix must not cost a change whose checks passed.
+    pub(super) async fn attempt_fix(
+        &self,
+        context: &Context,
+        step: StepInput<'_>,
+        tools: &mut Tools<'_, TaskSandbox>,
+        cancel: &CancellationToken,
+    ) -> Result<Phase<Option<StepDone>>, EngineError> {
+        let index = step.index;
+        let mut verified = StepStart::new(true);
+        verified.before_change(tools.sandbox(), cancel).await;
+        Ok(match self.attempts(context, step, tools, cancel).await? {
+            Tried::Done(done) => Phase::Done(Some(done)),
+            Tried::Stopped(attention) => Phase::Stop(attention),
+            Tried::GaveUp(attention) => {
+                if !verified.restore(tools.sandbox(), cancel).await {
+                    return Ok(Phase::Stop(attention));
+                }
+                self.step(
+                    &context.task.id,
+                    StepEvent::new(WorkStep::Execution, StepStatus::GivenUp)
+                        .index(index)
+                        .reason(format!(
+                            "the self-review's fix was undone, and the change whose checks passed stands: {}",
+                            tail(&attention.message, 1200)
+                        )),
+                )
+                .await?;
+                Phase::Done(None)
+            }
+        })
+    }
+
+    async fn attempts(
+        &self,
+        context: &Context,
+        step: StepInput<'_>,
+        tools: &mut Tools<'_, TaskSandbox>,
+        cancel: &CancellationToken,
+    ) -> Result<Tried, EngineError> {
         let attempts = self.limits.step_attempts.max(1);
         let mut earlier: Option<String> = None;
         for attempt in 1..=attempts {
@@ -56,14 +104,14 @@ impl Engine {
                 }
             };
             let gave_up = match ended {
-                Phase::Done(StepEnd::Done(done)) => return Ok(Phase::Done(done)),
-                Phase::Stop(attention) => return Ok(Phase::Stop(attention)),
+                Phase::Done(StepEnd::Done(done)) => return Ok(Tried::Done(done)),
+                Phase::Stop(attention) => return Ok(Tried::Stopped(attention)),
                 Phase::Done(StepEnd::GaveUp(why)) => why,
             };
             // Without a way back to where the step began, a second attempt would start from
             // the first one's leftovers: then there is only the one.
             if attempt == attempts || !start.restore(tools.sandbox(), cancel).await {
-                return Ok(Phase::Stop(gave_up));
+                return Ok(Tried::GaveUp(gave_up));
             }
             self.step(
                 &context.task.id,
@@ -76,6 +124,15 @@ impl Engine {
         }
         unreachable!("the last attempt returns")
     }
+}
+
+/// How a step's attempts ended.
+enum Tried {
+    Done(StepDone),
+    /// A question, a budget, a model that failed: not the step's doing, never retried.
+    Stopped(Attention),
+    /// Every attempt gave up: checks that kept failing, a loop, too many turns.
+    GaveUp(Attention),
 }
 
 /// How long taking or restoring a snapshot may take.

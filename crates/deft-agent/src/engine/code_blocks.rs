@@ -35,6 +35,11 @@ const IDLE_REPLIES: u32 = 3;
 /// another one.
 const WARMING: f32 = 0.25;
 
+/// A repository of at most this many files, `SHOWN_IN_ALL` characters together, is shown
+/// whole when the task names no file.
+const SMALL_FILES: usize = 8;
+const SHOWN_IN_ALL: usize = 24_000;
+
 /// The most of a file shown back to the model at once.
 const SHOWN: usize = 12_000;
 
@@ -78,6 +83,9 @@ impl Engine {
                 })
             })
             .collect();
+        if shown.is_empty() {
+            shown = small_repository(context, tools).await;
+        }
         let mut feedback = String::new();
         let mut failed = 0;
         let mut loops = LoopWatch::new(self.limits.repeats);
@@ -551,6 +559,36 @@ struct Written {
     /// Whether a block was what its file already held.
     unchanged: bool,
     report: String,
+}
+
+/// Every file of a repository small enough to read at once (one repository, at most
+/// `SMALL_FILES` files of `SHOWN_IN_ALL` characters together), for a task that names none: a
+/// model shown no code writes the code it imagines.
+async fn small_repository(context: &Context, tools: &Tools<'_, TaskSandbox>) -> Vec<String> {
+    let [(_, _, facts)] = context.repos.as_slice() else {
+        return Vec::new();
+    };
+    let paths: Vec<&str> = facts.map.lines().map(str::trim).collect();
+    if paths.len() > SMALL_FILES
+        || paths
+            .iter()
+            .any(|path| path.is_empty() || path.contains(' '))
+    {
+        return Vec::new();
+    }
+    let mut total = 0;
+    let mut files = Vec::new();
+    for path in paths {
+        let Ok(text) = tools.read_text(path).await else {
+            continue;
+        };
+        total += text.chars().count();
+        if total > SHOWN_IN_ALL {
+            return Vec::new();
+        }
+        files.push(path.to_owned());
+    }
+    files
 }
 
 /// The executor's client, sampling warmer after `misses` turns that did not end the step;
