@@ -72,7 +72,8 @@ pub struct RepoChoice {
 struct ListPage {
     chrome: Chrome,
     filters: Vec<Filter>,
-    list: ListRows,
+    /// The rows, drawn by `task_rows.html` as the live stream draws them.
+    rows: String,
     state: Option<&'static str>,
     text: String,
     repos: Vec<RepoChoice>,
@@ -104,6 +105,8 @@ pub struct ListQuery {
     q: Option<String>,
     /// A repository's id.
     repo: Option<String>,
+    /// For the live stream: the fingerprint of the rows the page shows ([`fingerprint`]).
+    shown: Option<String>,
 }
 
 impl ListQuery {
@@ -399,6 +402,7 @@ pub async fn list(
 ) -> Result<Response, WebError> {
     let state = query.state()?;
     let (list, next) = rows(&app, &session.user.id, &query).await?;
+    let rows = TaskRows { list }.render()?;
     let search = query.search_query();
     let mut filters = vec![Filter {
         href: format!("/tasks?{}", search.trim_end_matches('&')),
@@ -423,18 +427,21 @@ pub async fn list(
         })
         .collect();
     let state_query = state.map_or(String::new(), |s| format!("state={}&", s.as_str()));
+    let live = query.before.is_none().then(|| {
+        format!(
+            "/tasks/live?{state_query}{search}shown={}",
+            fingerprint(&rows, session.attention)
+        )
+    });
     let page = ListPage {
         chrome: session.chrome("tasks"),
         filters,
-        list,
+        rows,
         state: state.map(TaskState::as_str),
         text: query.text().unwrap_or_default(),
         repos,
         next,
-        live: query
-            .before
-            .is_none()
-            .then(|| format!("/tasks/live?{state_query}{search}")),
+        live,
     };
     render(&page)
 }
@@ -453,6 +460,7 @@ pub async fn live_list(
     let watch = ListWatch {
         app,
         user,
+        shown: query.shown.clone(),
         query,
         changes,
         rows: None,
@@ -466,6 +474,16 @@ pub async fn live_list(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// What a list shows, in a word: its rows and the count of tasks waiting.
+fn fingerprint(rows: &str, attention: i64) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    // Compared only within this process, so any fixed hash does.
+    let mut hasher = std::hash::DefaultHasher::new();
+    rows.hash(&mut hasher);
+    attention.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 /// Longest a live list waits between looks when nothing in this process wakes it.
 const LIST_POLL: Duration = Duration::from_secs(3);
 
@@ -474,6 +492,8 @@ struct ListWatch {
     user: UserId,
     query: ListQuery,
     changes: deft_store::QueueChanges,
+    /// What the page showed as it opened the stream, until the first look.
+    shown: Option<String>,
     /// What was last sent, so that only changes are.
     rows: Option<String>,
     attention: Option<i64>,
@@ -506,7 +526,13 @@ impl ListWatch {
                 Ok((list, _)) => TaskRows { list }.render().ok()?,
                 Err(_) => return None,
             };
-            // The first look is sent too: something may have changed since the page was drawn.
+            // The first look sends only what changed since the page was drawn: rows replaced
+            // for nothing would take the focus from the link the person is on.
+            if self.shown.take().as_deref() == Some(fingerprint(&rows, attention).as_str()) {
+                self.attention = Some(attention);
+                self.rows = Some(rows);
+                continue;
+            }
             if self.attention != Some(attention) {
                 self.pending.push_back(
                     SseEvent::default()
