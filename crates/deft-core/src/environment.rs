@@ -242,8 +242,37 @@ impl EnvVars {
                 ));
             }
         }
+        // Every command a task runs carries the variables to its sandbox, in a message of at
+        // most `SANDBOX_MESSAGE` bytes: past the budget, every task would fail, so the
+        // variables are refused here, for the API and the CLI as for the web form.
+        let json_len = |text: &str| serde_json::to_string(text).map_or(text.len(), |q| q.len());
+        let size: usize = vars
+            .iter()
+            .map(|(name, value)| json_len(name) + json_len(value) + 2)
+            .sum();
+        if size > EnvVars::BUDGET {
+            let largest = vars
+                .iter()
+                .max_by_key(|(_, value)| value.len())
+                .map(|(name, _)| name.as_str())
+                .unwrap_or_default();
+            return Err(ValidationError::new(
+                format!("env.{largest}"),
+                format!(
+                    "the variables would take {size} bytes, over the {} they may take of the {} bytes a task's sandbox accepts with each command, so every task would fail; shorten the largest value, or put the data in a file in the repository and name the file in the variable",
+                    EnvVars::BUDGET,
+                    EnvVars::SANDBOX_MESSAGE
+                ),
+            ));
+        }
         Ok(EnvVars(vars))
     }
+
+    /// What a task's sandbox accepts with each command, its environment included.
+    pub const SANDBOX_MESSAGE: usize = 196_608;
+    /// Of [`EnvVars::SANDBOX_MESSAGE`], what a person's variables may take; the rest is the
+    /// command itself and deft's own variables.
+    pub const BUDGET: usize = 128 * 1024;
 
     pub fn as_map(&self) -> &BTreeMap<String, String> {
         &self.0
@@ -413,6 +442,21 @@ fn parse_server(value: &Value, field: &str) -> Result<McpServer, ValidationError
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn variables_too_large_for_a_sandbox_are_refused_naming_the_largest() {
+        let mut vars = BTreeMap::new();
+        vars.insert("SMALL".to_owned(), "x".to_owned());
+        vars.insert("HUGE".to_owned(), "y".repeat(EnvVars::BUDGET));
+        let error = EnvVars::new(vars.clone()).unwrap_err();
+        assert_eq!(error.field, "env.HUGE");
+        assert!(
+            error.message.contains("shorten the largest value"),
+            "{error:?}"
+        );
+        vars.insert("HUGE".to_owned(), "y".repeat(EnvVars::BUDGET / 2));
+        assert!(EnvVars::new(vars).is_ok());
+    }
 
     fn check_rule(entry: &str, expect: Result<&str, &str>) {
         let got = AllowRule::parse(entry, "network.allow[0]")

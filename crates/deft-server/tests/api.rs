@@ -812,6 +812,13 @@ async fn environment_settings_are_validated_and_partial() {
         (status, &body["error"]["field"]),
         (StatusCode::BAD_REQUEST, &json!("env.1BAD"))
     );
+    // Variables too large for a task's sandbox are refused through the API too.
+    let (status, body) = put(json!({"env": {"HUGE": "y".repeat(200 * 1024), "A": "b"}})).await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("env.HUGE")),
+        "{body}"
+    );
     let (_, now) = app.get(&app.admin, "/settings/environment").await;
     assert_eq!(now, saved, "refused updates changed nothing");
     let (_, changed) = put(json!({"env": {}})).await;

@@ -39,12 +39,10 @@ pub struct Named {
     pub at: Option<Moment>,
 }
 
-/// What a task's sandbox accepts with each command, its environment included (the sandbox's
-/// `MAX_MESSAGE`).
-const SANDBOX_MESSAGE: usize = 196_608;
-/// Of [`SANDBOX_MESSAGE`], what a person's variables (or one secret) may take; the rest is the
-/// command itself and deft's own variables.
-const ENV_BUDGET: usize = 128 * 1024;
+/// What a task's sandbox accepts with each command, its environment included.
+const SANDBOX_MESSAGE: usize = deft_core::EnvVars::SANDBOX_MESSAGE;
+/// Of [`SANDBOX_MESSAGE`], what a person's variables (or one secret) may take.
+const ENV_BUDGET: usize = deft_core::EnvVars::BUDGET;
 /// The longest path Linux opens.
 const PATH_MAX: usize = 4096;
 /// What was typed is put back in its field up to this size; a longer value is not echoed.
