@@ -212,28 +212,36 @@ document.addEventListener("DOMContentLoaded", () => {
 
 // The task list follows its tasks: /tasks/live sends the rows again when they change
 // (`rows`) and how many tasks need the person (`attention`), which the navigation and the
-// page's title show. Without the script the list is as fresh as its last load.
+// page's title show. Without the script the list is as fresh as its last load. The stream is
+// closed when the page is left: a page kept for the Back button would otherwise hold one of
+// the few connections a browser opens to a server, and the next page's requests would wait.
 (function liveTaskList() {
   const holder = document.getElementById("task-rows");
   if (!holder || !holder.dataset.live || !window.EventSource) return;
-  const source = new EventSource(holder.dataset.live);
-  source.addEventListener("rows", (message) => {
-    // Replacing the rows would drop the focus of a link the person is on: keep its place.
-    const focused = document.activeElement && holder.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
-    holder.innerHTML = message.data;
-    if (focused) {
-      const again = holder.querySelector('a[href="' + CSS.escape(focused) + '"]');
-      if (again) again.focus();
-    }
-  });
-  source.addEventListener("attention", (message) => {
-    const count = parseInt(message.data, 10) || 0;
-    const badge = document.getElementById("nav-attention");
-    if (badge) {
-      badge.hidden = count === 0;
-      const number = badge.querySelector("b");
-      if (number) number.textContent = String(count);
-    }
-    document.title = (count > 0 ? "(" + count + ") " : "") + document.title.replace(/^\(\d+\) /, "");
-  });
+  let source = null;
+  const open = () => {
+    source = new EventSource(holder.dataset.live);
+    source.addEventListener("rows", (message) => {
+      // Replacing the rows would drop the focus of a link the person is on: keep its place.
+      const focused = document.activeElement && holder.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+      holder.innerHTML = message.data;
+      if (focused) {
+        const again = holder.querySelector('a[href="' + CSS.escape(focused) + '"]');
+        if (again) again.focus();
+      }
+    });
+    source.addEventListener("attention", (message) => {
+      const count = parseInt(message.data, 10) || 0;
+      const badge = document.getElementById("nav-attention");
+      if (badge) {
+        badge.hidden = count === 0;
+        const number = badge.querySelector("b");
+        if (number) number.textContent = String(count);
+      }
+      document.title = (count > 0 ? "(" + count + ") " : "") + document.title.replace(/^\(\d+\) /, "");
+    });
+  };
+  window.addEventListener("pagehide", () => { if (source) source.close(); source = null; });
+  window.addEventListener("pageshow", (event) => { if (event.persisted && !source) open(); });
+  open();
 })();
