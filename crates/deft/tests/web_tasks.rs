@@ -473,6 +473,10 @@ async fn a_plan_edited_at_approval_is_the_plan_the_agent_carries_out() {
             .await,
         json!("Write greeting.txt")
     );
+    assert!(
+        !browser.exists("#rerun-form").await && !browser.exists("#retry-form").await,
+        "a plan waiting for approval wants the person here, not a new task"
+    );
     browser.capture("tasks-plan-approval").await;
 
     // No steps at all is refused beside the field, and nothing changes.

@@ -610,7 +610,8 @@ pub struct Summary {
     pub can_cancel: bool,
     /// Stopped on an error: it may go back to work as it is.
     pub can_retry: bool,
-    /// Ended one way or another: a new task may start from its description.
+    /// Ended, or stopped by something other than a question or a plan: a new task may start
+    /// from its description.
     pub can_rerun: bool,
     /// The plan's steps, one a line, for editing before approval.
     pub plan_steps: String,
@@ -807,10 +808,15 @@ async fn summary_of(
             .status
             .attention()
             .is_some_and(|a| a.kind == AttentionKind::Error),
-        can_rerun: matches!(
-            task.state(),
-            TaskState::Completed | TaskState::Cancelled | TaskState::NeedsAttention
-        ),
+        // Not while it waits on a question or a plan: those want the person on this task.
+        can_rerun: match &task.status {
+            deft_core::TaskStatus::Completed | deft_core::TaskStatus::Cancelled => true,
+            deft_core::TaskStatus::NeedsAttention(attention) => !matches!(
+                attention.kind,
+                AttentionKind::Question | AttentionKind::PlanApproval
+            ),
+            _ => false,
+        },
         plan_steps: task
             .plan
             .as_ref()
