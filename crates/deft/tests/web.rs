@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::browser::{Browser, DESKTOP, ENTER, PHONE, TAB, greeter_repo, sign_in_with_password};
+use common::browser::{
+    Browser, DESKTOP, ENTER, PHONE, TAB, greeter_repo, set_password, sign_in_with_password,
+};
 use common::{Server, call, start, user_with_token};
 use deft_testkit::model_server::{ScriptedModel, Step, Turn};
 use fantoccini::Locator;
@@ -690,18 +690,4 @@ async fn sign_in_attempt(browser: &Browser, server: &Server, name: &str, passwor
             "the sign-in answer",
         )
         .await;
-}
-
-/// Sets `name`'s password with the CLI, as an operator would.
-fn set_password(data: &Path, name: &str, password: &str) {
-    use std::io::Write as _;
-    let mut passwd = Command::new(common::DEFT)
-        .args(["user", "passwd", name, "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(passwd.stdin.take().unwrap(), "{password}").unwrap();
-    assert!(passwd.wait().unwrap().success());
 }

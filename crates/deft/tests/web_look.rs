@@ -9,29 +9,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::browser::{Browser, DESKTOP, PHONE, greeter_repo, sign_in_with_password};
+use common::browser::{Browser, DESKTOP, PHONE, greeter_repo, set_password, sign_in_with_password};
 use common::{Server, call, start};
 use deft_testkit::model_server::ScriptedModel;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
-
-fn set_password(data: &Path, name: &str, password: &str) {
-    use std::io::Write as _;
-    let mut passwd = Command::new(common::DEFT)
-        .args(["user", "passwd", name, "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(passwd.stdin.take().unwrap(), "{password}").unwrap();
-    assert!(passwd.wait().unwrap().success());
-}
 
 /// A Chrome DevTools command through chromedriver, for what WebDriver cannot set: the colour
 /// scheme and the time zone the page sees.

@@ -7,9 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use common::browser::{Browser, DESKTOP, ENTER, PHONE, TAB, greeter_repo, sign_in_with_password};
+use common::browser::{
+    Browser, DESKTOP, ENTER, PHONE, TAB, greeter_repo, set_password, sign_in_with_password,
+};
 use common::{Server, call, sh, start};
 use deft_testkit::model_server::{ScriptedModel, Step, Turn};
 use fantoccini::Locator;
@@ -50,20 +51,6 @@ async fn create(server: &Server, description: &str, repo: &Path, extra: Value) -
         .as_str()
         .unwrap_or_else(|| panic!("no task: {task}"))
         .to_owned()
-}
-
-/// Sets `name`'s password with the CLI, as an operator would.
-fn set_password(data: &Path, name: &str) {
-    use std::io::Write as _;
-    let mut passwd = Command::new(common::DEFT)
-        .args(["user", "passwd", name, "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(passwd.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(passwd.wait().unwrap().success());
 }
 
 /// The list's rows as the page shows them: `[id, state, title, reason, meta]`.
@@ -114,7 +101,7 @@ async fn the_task_list_puts_what_needs_me_first_says_why_searches_and_follows_li
     let model = ScriptedModel::start(script).await;
     let data = dir.path().join("data");
     let server = start(&data, &model);
-    set_password(&data, "admin");
+    set_password(&data, "admin", PASSWORD);
 
     let done = create(&server, "Add a greeting file", &greeter, json!({})).await;
     server.until(&done, "completed").await;
@@ -367,7 +354,7 @@ async fn a_task_stopped_by_an_error_is_retried_in_place_or_run_again_as_a_new_ta
     let model = ScriptedModel::start(vec![auth_failure()]).await;
     let data = dir.path().join("data");
     let server = start(&data, &model);
-    set_password(&data, "admin");
+    set_password(&data, "admin", PASSWORD);
     let description = "Add a greeting file\n\nIn English.";
     let failed = create(&server, description, &greeter, json!({})).await;
     server.until(&failed, "needs_attention").await;
@@ -485,7 +472,7 @@ async fn a_plan_edited_at_approval_is_the_plan_the_agent_carries_out() {
     let model = ScriptedModel::start(vec![call("p", "submit_plan", plan)]).await;
     let data = dir.path().join("data");
     let server = start(&data, &model);
-    set_password(&data, "admin");
+    set_password(&data, "admin", PASSWORD);
     let id = create(
         &server,
         "Add a greeting file",

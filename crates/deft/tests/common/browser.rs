@@ -261,3 +261,17 @@ pub async fn sign_in_with_password(browser: &Browser, server: &Server, name: &st
         .until("location.pathname === '/tasks'", "signing in")
         .await;
 }
+
+/// Sets `name`'s password with the CLI, as an operator would.
+pub fn set_password(data: &Path, name: &str, password: &str) {
+    use std::io::Write as _;
+    let mut passwd = Command::new(super::DEFT)
+        .args(["user", "passwd", name, "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(passwd.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(passwd.wait().unwrap().success());
+}
