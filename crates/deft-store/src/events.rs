@@ -12,17 +12,33 @@ use std::sync::{Arc, Mutex};
 use deft_core::{Event, EventKind, TaskId, Timestamp, UserId};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::{Store, StoreError, from_json};
 
 /// Tells live readers in this process that a task has new events. It carries only the newest
 /// number; readers fetch the events themselves, so a slow reader never makes a writer wait.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct EventBus {
     senders: Arc<Mutex<HashMap<TaskId, watch::Sender<i64>>>>,
     /// Counts new tasks and state changes in this process: a task queued, or a slot freed.
     queue: Arc<watch::Sender<u64>>,
+    /// Every state change committed in this process, for the notifier: each process tells of
+    /// the changes it made, so a change is told once whichever process made it.
+    changes: broadcast::Sender<Event>,
+}
+
+/// State changes a slow listener may fall behind by before it misses some.
+const CHANGES_BUFFERED: usize = 1024;
+
+impl Default for EventBus {
+    fn default() -> EventBus {
+        EventBus {
+            senders: Arc::default(),
+            queue: Arc::default(),
+            changes: broadcast::channel(CHANGES_BUFFERED).0,
+        }
+    }
 }
 
 /// A worker's view of the queue's changes: waiting returns at once when something changed
@@ -73,6 +89,12 @@ impl EventBus {
     /// Follows the queue's changes in this process (for idle workers).
     pub fn queue_changes(&self) -> QueueChanges {
         QueueChanges(self.queue.subscribe())
+    }
+
+    /// The `state_changed` events this process commits from now on (redacted, as stored). A
+    /// listener that falls [`CHANGES_BUFFERED`] behind is told how many it missed.
+    pub fn state_changes(&self) -> broadcast::Receiver<Event> {
+        self.changes.subscribe()
     }
 
     /// How many tasks have live subscribers (for tests and metrics).
@@ -222,6 +244,8 @@ impl Store {
         if event.kind == EventKind::StateChanged {
             let to = event.data["to"].as_str().unwrap_or("unknown").to_owned();
             metrics::counter!("deft_task_state_changes_total", "to" => to).increment(1);
+            // No listener (no notifier in this process) is not an error.
+            let _ = self.events.changes.send(event.clone());
         }
         if matches!(event.kind, EventKind::StateChanged | EventKind::TaskCreated) {
             self.events.queue.send_modify(|changes| *changes += 1);

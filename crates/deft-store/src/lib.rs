@@ -11,6 +11,7 @@ mod cipher;
 mod error;
 mod events;
 mod github;
+mod notifications;
 mod queue;
 mod repos;
 mod sessions;
@@ -29,6 +30,7 @@ pub use cipher::{MASTER_KEY_FILE, MasterKey, MasterKeyError, write_private_file}
 pub use error::StoreError;
 pub use events::{EventBus, QueueChanges};
 pub use github::{GithubScope, IssueTask, PendingAuthorization};
+pub use notifications::{Delivery, NotificationSettings, Webhook, WebhookFormat};
 pub use queue::LEASES_LOST_BEFORE_ATTENTION;
 pub use repos::NewRepository;
 pub use sessions::{MIN_PASSWORD_CHARS, NewSession, Session};
@@ -225,6 +227,11 @@ impl Store {
                 14,
                 "pull_request_lines",
                 include_str!("../migrations/0014_pull_request_lines.sql"),
+            ),
+            (
+                15,
+                "notifications",
+                include_str!("../migrations/0015_notifications.sql"),
             ),
         ]
         .into_iter()
