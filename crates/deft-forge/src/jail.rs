@@ -40,6 +40,9 @@ pub(crate) struct Jail<'a> {
     pub clone: Option<&'a str>,
     /// Mounted read-only at [`ORIGIN`], when there is one.
     pub origin: Option<&'a Path>,
+    /// Mount [`ORIGIN`] read-write instead: a merge into a registered repository writes its
+    /// objects, its branch and (when the branch is checked out) its work tree, and nothing else.
+    pub origin_writable: bool,
 }
 
 impl<'a> Jail<'a> {
@@ -56,6 +59,7 @@ impl<'a> Jail<'a> {
             workspace: Some(workspace),
             clone: Some(name),
             origin: None,
+            origin_writable: false,
         })
     }
 
@@ -76,6 +80,18 @@ impl<'a> Jail<'a> {
         let mut out = Vec::new();
         let succeeded = self.run(args, env, &mut out, OUTPUT_CAP, checked).await?;
         Ok(succeeded.then_some(out))
+    }
+
+    /// Runs `git ARGS` in the jail: whether it succeeded, and its output either way (`git
+    /// merge-tree` lists a merge's conflicts as it fails).
+    pub(crate) async fn git_status(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(bool, Vec<u8>), ForgeError> {
+        let mut out = Vec::new();
+        let succeeded = self.run(args, env, &mut out, OUTPUT_CAP, false).await?;
+        Ok((succeeded, out))
     }
 
     /// Runs `git ARGS` in the jail, its output written to `sink` (at most `cap` bytes): a
@@ -318,7 +334,12 @@ impl<'a> Jail<'a> {
         }
         if let Some(origin) = self.origin {
             args.extend([
-                "--ro-bind".into(),
+                if self.origin_writable {
+                    "--bind"
+                } else {
+                    "--ro-bind"
+                }
+                .into(),
                 origin.to_string_lossy().into_owned(),
                 ORIGIN.into(),
             ]);
@@ -444,6 +465,7 @@ mod tests {
             workspace: Some(dir.path()),
             clone: None,
             origin: None,
+            origin_writable: false,
         };
         let probe = "!python3 -c \"import socket, ctypes\nfor f in (40, 2, 1):\n  try:\n    socket.socket(f); print(f, 'open')\n  except OSError as e: print(f, e.errno)\nlibc = ctypes.CDLL(None, use_errno=True)\nprint('userns', libc.unshare(0x10000000), ctypes.get_errno())\"";
         let out = jail

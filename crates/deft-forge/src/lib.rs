@@ -5,10 +5,12 @@
 //! switches off the configuration knobs that could make git run a repository's own programs.
 
 mod jail;
+mod merge;
 mod objects;
 mod ownership;
 pub mod private;
 
+pub use merge::{Merged, merge_local};
 pub use objects::{Objects, Registered};
 
 pub use ownership::set_clone_owner;
@@ -81,6 +83,18 @@ pub enum ForgeError {
     Git { command: String, message: String },
     #[error("refused {what}")]
     Refused { what: String },
+    #[error(
+        "`{head}` does not merge cleanly into `{base}`: both changed {}. Merge it by hand, or send the task feedback to bring its branch up to date",
+        files.join(", ")
+    )]
+    MergeConflict {
+        head: String,
+        base: String,
+        files: Vec<String>,
+    },
+    #[error("there is no branch `{branch}` in {repo}; it was deleted or renamed there")]
+    BranchMissing { branch: String, repo: String },
+
     #[error("cannot run `git` ({0}); install git (`apt-get install git`)")]
     GitMissing(#[source] std::io::Error),
     #[error(

@@ -81,6 +81,7 @@ impl<'a> Objects<'a> {
                     workspace: None,
                     clone: None,
                     origin: Some(registered.source),
+                    origin_writable: false,
                 };
                 jail.git(&all, &[], checked).await
             }

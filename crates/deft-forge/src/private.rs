@@ -148,6 +148,7 @@ async fn jail_clone(private: &Path, dest: &Path, options: &[&str]) -> Result<(),
         workspace: Some(parent),
         clone: None,
         origin: Some(private),
+        origin_writable: false,
     }
     .git(&args, &[], true)
     .await?;
