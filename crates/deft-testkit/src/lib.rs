@@ -1,6 +1,7 @@
 //! Test support for deft's own tests: a fresh database per test, on SQLite or PostgreSQL, a
 //! scripted model server ([`model_server`]) that speaks the providers' wire protocols, and a
-//! real image builder ([`podman`]) with an offline Debian base image.
+//! real image builder ([`podman`]) with an offline Debian base image, and receivers of deft's
+//! notifications: an SMTP server ([`smtp_sink`]) and a webhook endpoint ([`webhook_sink`]).
 //!
 //! Only a dev-dependency. PostgreSQL tests take the server from `DEFT_TEST_DATABASE_URL` (the
 //! README's test command starts one and sets it) and give each test its own schema, so that
@@ -11,6 +12,8 @@ pub mod model_server;
 pub mod npm_registry;
 pub mod podman;
 pub mod rootfs;
+pub mod smtp_sink;
+pub mod webhook_sink;
 
 use sqlx::Connection as _;
 

@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-images", &["deft-core"]),
     ("deft-sandbox", &["deft-core", "deft-egress"]),
     ("deft-web", &["deft-core", "deft-egress"]),
+    ("deft-notify", &["deft-core", "deft-store", "deft-egress"]),
     (
         "deft-container",
         &["deft-core", "deft-egress", "deft-sandbox"],
@@ -38,7 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-scheduler", &["deft-core", "deft-store", "deft-agent"]),
     (
         "deft-server",
-        &["deft-core", "deft-store", "deft-forge", "deft-github"],
+        &["deft-core", "deft-store", "deft-forge", "deft-github", "deft-notify"],
     ),
     (
         "deft",
@@ -56,6 +57,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "deft-images",
             "deft-container",
             "deft-web",
+            "deft-notify",
         ],
     ),
     ("deft-testkit", &[]),
