@@ -9,6 +9,7 @@
 //! `completion` (commits, pushes, pull requests, through the forge seam) and `owner` (what
 //! the owner says, and what it teaches).
 
+mod addresses;
 mod agent;
 mod attempts;
 mod code_blocks;
@@ -18,6 +19,7 @@ mod owner;
 mod planning;
 mod review;
 mod start;
+mod unchecked;
 pub use start::egress_policy;
 
 use std::path::PathBuf;
@@ -586,6 +588,14 @@ impl Engine {
                 Phase::Done(review) => review,
                 Phase::Stop(attention) => return Ok(RunOutcome::NeedsAttention(attention)),
             };
+            // Still in review: the answer is read by a fresh review, which may ask for fixes.
+            if let Some(question) = self
+                .unchecked_question(context, sandbox, &plan, &review)
+                .await?
+            {
+                let asked = self.put_question(context, &question).await?;
+                return Ok(RunOutcome::NeedsAttention(asked));
+            }
             progress.review = Some(review);
             progress.enter(WorkPhase::Completion);
             network.count_into(progress);

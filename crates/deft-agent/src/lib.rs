@@ -23,6 +23,7 @@ mod questions;
 pub mod setup;
 mod task_commands;
 pub mod tools;
+mod unsourced;
 pub mod web;
 pub mod workspaces;
 

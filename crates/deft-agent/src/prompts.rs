@@ -9,6 +9,11 @@ use deft_core::{Plan, SelfReview};
 use crate::analysis::{RepoFacts, fence};
 
 /// What the reviewer of a finished change is told.
+/// The placeholder of the reviewer's answer format: a reviewer that copies it back checked
+/// nothing.
+pub(crate) const REVIEW_PLACEHOLDER: &str =
+    "each criterion, and what in the diff or the output shows it met";
+
 pub(crate) const REVIEWER: &str = "You review a change made by another agent, with a fresh eye. Read the whole diff and the checks' output against the requirements and each acceptance criterion. Answer with JSON and nothing else: {\"verdict\": \"pass\", \"checked\": [\"each criterion, and what in the diff or the output shows it met\", ...]} when the change meets them, or {\"verdict\": \"fix\", \"checked\": [...], \"fixes\": [\"concrete fix\", ...]} naming what must change. A pass that names nothing it checked counts as no verdict.";
 
 /// What the reader of the owner's feedback is told: conventions worth keeping.

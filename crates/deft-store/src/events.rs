@@ -275,6 +275,27 @@ impl Store {
         rows.iter().map(event_from_row).collect()
     }
 
+    /// The questions the task has put to its owner, oldest first: what was already asked is
+    /// not asked again.
+    pub async fn questions_asked(&self, task: &TaskId) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.task_id, e.seq, e.at, e.kind, e.data FROM events e \
+             WHERE e.task_id = $1 AND e.kind = $2 ORDER BY e.seq",
+        )
+        .bind(task.as_str())
+        .bind(EventKind::Question.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(events
+            .iter()
+            .filter_map(|event| event.data["question"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// The last `limit` events of the user's task, in order: what a page shows of a long log.
     pub async fn last_events(
         &self,

@@ -710,3 +710,95 @@ async fn a_review_fix_that_breaks_the_checks_is_undone_and_the_verified_change_s
         "hello\n"
     );
 }
+
+/// A repository whose client talks to a development server, with no production address
+/// anywhere in it.
+fn widgets_repo(root: &std::path::Path) -> std::path::PathBuf {
+    let repo = root.join("widgets");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(
+        repo.join("client.py"),
+        "API_URL = \"http://localhost:8000\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("README.md"),
+        "The production address is given by the operations team.\nDocs: https://docs.widgets.test/\n",
+    )
+    .unwrap();
+    sh(
+        &repo,
+        "git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    repo
+}
+
+/// "A question is an escape hatch", turned around: the one thing only the owner knows is
+/// asked. A change that writes an address in neither the task nor the repository passes
+/// every check and is still a guess, so the task asks for it (naming the guess and its file)
+/// instead of completing; an address the owner gave, or one the repository already has, is
+/// not asked about. In both edit formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_no_one_gave_is_asked_for_not_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = widgets_repo(dir.path());
+    let data = code_blocks_data(dir.path());
+    let server = ScriptedModel::start(vec![Step::Reply(Turn::text(
+        "client.py\n```python\nAPI_URL = \"http://widgets-service:8000\"\n```",
+    ))])
+    .await;
+    let output = deft_run(
+        &server,
+        &data,
+        &repo,
+        "Point the client at the production widgets service.",
+    )
+    .await;
+    let stdout = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("Which address should the change use?")
+            && stdout.contains("`http://widgets-service:8000` (in client.py)"),
+        "{stdout}"
+    );
+    // Asked, not completed: nothing was pushed.
+    assert_eq!(task_branch(&repo), "");
+
+    // Given by the owner (and a host the repository names): no question, the task completes.
+    let repo = {
+        let other = dir.path().join("second");
+        std::fs::create_dir(&other).unwrap();
+        widgets_repo(&other)
+    };
+    let server = ScriptedModel::start(vec![
+        call(
+            "p1",
+            "submit_plan",
+            r#"{"requirements": ["the client uses production"], "acceptance_criteria": ["API_URL is the production address"], "steps": ["Set API_URL"]}"#,
+        ),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "widgets/client.py", "file_text": "API_URL = \"https://widgets.prod.example.net\"\nDOCS = \"https://docs.widgets.test/api\"\n"}"#,
+        ),
+        Step::Reply(Turn::text("Pointed the client at production.")),
+        review_pass(),
+    ])
+    .await;
+    let output = deft_run(
+        &server,
+        &dir.path().join("second/data"),
+        &repo,
+        "Point the client at the production widgets service, https://widgets.prod.example.net",
+    )
+    .await;
+    succeeded(&output);
+    assert!(
+        sh(&repo, &format!("git show {}:client.py", task_branch(&repo)))
+            .contains("widgets.prod.example.net")
+    );
+}

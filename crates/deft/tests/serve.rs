@@ -1101,3 +1101,100 @@ async fn sandboxes_started_ahead_of_tasks_die_with_a_killed_server() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// What only the owner knows is asked, and what nothing checked is shown before it is called
+/// done: a change that writes an address no one gave stops at a question naming the guess;
+/// the answer's address is then taken without another question; a change that no check ran
+/// and whose review named nothing it looked at (here the answer format copied back) is shown
+/// to the owner before a pull request says the task is done, once: after "open it", a fresh
+/// review, and the task completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guessed_address_is_asked_for_and_an_unchecked_change_is_shown_before_it_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("widgets");
+    std::fs::create_dir(&repo).unwrap();
+    sh(
+        &repo,
+        "echo 'API_URL = \"http://localhost:8000\"' > client.py && git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -q -m init",
+    );
+    let echoed = r#"{"verdict": "pass", "checked": ["each criterion, and what in the diff or the output shows it met"]}"#;
+    let model = ScriptedModel::start(vec![
+        call(
+            "p1",
+            "submit_plan",
+            r#"{"requirements": ["the client uses production"], "acceptance_criteria": ["API_URL is production's"], "steps": ["Set API_URL"]}"#,
+        ),
+        call(
+            "e1",
+            "str_replace_based_edit_tool",
+            r#"{"command": "str_replace", "path": "widgets/client.py", "old_str": "http://localhost:8000", "new_str": "http://widgets-service:8000"}"#,
+        ),
+        call("e2", "finish", r#"{"summary": "Pointed the client at production"}"#),
+        // After the answer, the step again.
+        call(
+            "e3",
+            "str_replace_based_edit_tool",
+            r#"{"command": "str_replace", "path": "widgets/client.py", "old_str": "http://widgets-service:8000", "new_str": "https://widgets.prod.example.net"}"#,
+        ),
+        call("e4", "finish", r#"{"summary": "Used the address the owner gave"}"#),
+        Step::Reply(Turn::text(echoed)),
+        // After "open it": a fresh review, which says no more, and the task completes.
+        Step::Reply(Turn::text(echoed)),
+    ])
+    .await;
+    let data = dir.path().join("data");
+    let server = start(&data, &model);
+    let task = server
+        .call(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"description": "Point the client at the production widgets service", "repos": [repo]})),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    let asked = server.until(&id, "needs_attention").await;
+    let question = asked["attention"]["message"].as_str().unwrap().to_owned();
+    assert_eq!(asked["attention"]["kind"], "question", "{asked}");
+    assert!(
+        question.contains("`http://widgets-service:8000` (in client.py)"),
+        "{question}"
+    );
+    assert!(asked["pull_requests"].as_array().unwrap().is_empty());
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/tasks/{id}/answer"),
+            Some(json!({"message": "It is https://widgets.prod.example.net"})),
+        )
+        .await;
+
+    server.until(&id, "in_progress").await;
+    let shown = server.until(&id, "needs_attention").await;
+    let question = shown["attention"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        question.starts_with("Nothing could check this change")
+            && question.contains("+API_URL = \"https://widgets.prod.example.net\"")
+            && question.contains("```diff"),
+        "{question}"
+    );
+    assert!(shown["pull_requests"].as_array().unwrap().is_empty());
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/tasks/{id}/answer"),
+            Some(json!({"message": "open it"})),
+        )
+        .await;
+    server.until(&id, "in_progress").await;
+    let done = server.until(&id, "completed").await;
+    let head = done["pull_requests"][0]["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sh(&repo, &format!("git show {head}:client.py")),
+        "API_URL = \"https://widgets.prod.example.net\"\n"
+    );
+    assert_eq!(model.remaining_steps(), 0);
+}

@@ -119,6 +119,7 @@ impl Engine {
                         .messages
                         .push(Message::user(failed_checks(&failure))),
                     Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
+                    Checked::Asks(question) => return self.ask(context, &question).await,
                 }
                 continue;
             }
@@ -145,6 +146,7 @@ impl Engine {
                                 output.is_error = true;
                             }
                             Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
+                            Checked::Asks(question) => return self.ask(context, &question).await,
                         }
                     }
                     _ => {}
@@ -226,7 +228,13 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Checked, EngineError> {
         let failure = match self.verify(context, sandbox, commands, cancel).await {
-            Ok(()) => return Ok(Checked::Passed),
+            Ok(()) => {
+                // Passing checks cannot tell a made-up address from the real one.
+                return Ok(match self.unsourced_question(context, sandbox).await? {
+                    Some(question) => Checked::Asks(question),
+                    None => Checked::Passed,
+                });
+            }
             // Stopped, not failed: no verification_failed event, no retry.
             Err(_) if cancel.is_cancelled() => return Err(EngineError::Cancelled),
             Err(failure) => failure,
@@ -423,12 +431,21 @@ impl Engine {
         context: &Context,
         question: &str,
     ) -> Result<Phase<T>, EngineError> {
+        Ok(Phase::Stop(self.put_question(context, question).await?))
+    }
+
+    /// `ask`, for a caller that stops the run itself.
+    pub(super) async fn put_question(
+        &self,
+        context: &Context,
+        question: &str,
+    ) -> Result<deft_core::Attention, EngineError> {
         let id = &context.task.id;
         self.store
             .append_event(id, EventKind::Question, json!({"question": question}))
             .await?;
         self.ask_on_issue(context, question).await?;
-        Ok(Phase::Stop(attention(AttentionKind::Question, question)))
+        Ok(attention(AttentionKind::Question, question))
     }
 
     pub(super) async fn run_tool(
@@ -734,6 +751,8 @@ pub(super) enum Checked {
     Failed(String),
     /// Failed too often: the attempt gives up.
     GaveUp(deft_core::Attention),
+    /// The checks pass, but the change needs something only the owner knows: this question.
+    Asks(String),
 }
 
 /// A question to a model without tools.

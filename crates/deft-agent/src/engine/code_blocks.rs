@@ -161,6 +161,7 @@ impl Engine {
                             tail(&failure, 3000)
                         ),
                         Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
+                        Checked::Asks(question) => return self.ask(context, &question).await,
                     }
                 }
             } else {
@@ -219,6 +220,7 @@ impl Engine {
                             tail(&failure, 3000)
                         ),
                         Checked::GaveUp(why) => return Ok(Phase::Done(StepEnd::GaveUp(why))),
+                        Checked::Asks(question) => return self.ask(context, &question).await,
                     }
                 }
             };

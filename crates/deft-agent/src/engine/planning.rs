@@ -13,6 +13,9 @@ use crate::loops::{LoopWatch, Repetition};
 use crate::prompts::{PLANNING, system_prompt};
 use crate::tools::{Effect, Tools, specs};
 
+/// The one criterion of a one-step plan with nothing runnable to check.
+pub(super) const DESCRIPTION_MET: &str = "the task's description is met";
+
 impl Engine {
     /// The planner's first request: the repositories, the conventions, the task, and the
     /// built-in tools it may use (the owner's MCP servers' are added once they run).
@@ -212,7 +215,7 @@ fn one_step_plan(context: &Context) -> Plan {
     Plan {
         requirements: vec![first.chars().take(300).collect()],
         acceptance_criteria: if criteria.is_empty() {
-            vec!["the task's description is met".to_owned()]
+            vec![DESCRIPTION_MET.to_owned()]
         } else {
             criteria
         },

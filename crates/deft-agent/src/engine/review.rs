@@ -6,9 +6,10 @@ use deft_sandbox::ExecRequest;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{OneShot, json_between};
+use super::planning::DESCRIPTION_MET;
 use super::{Context, Engine, EngineError, Phase, TaskSandbox};
 use crate::analysis::fence;
-use crate::prompts::{REVIEWER, list, tail};
+use crate::prompts::{REVIEW_PLACEHOLDER, REVIEWER, list, tail};
 
 impl Engine {
     /// Every repository's checks, and the commands the acceptance criteria name (`like
@@ -140,7 +141,7 @@ impl Engine {
 
 /// The commands acceptance criteria name in backticks, as a model writes them
 /// ("`./test.sh` passes"), at most five.
-fn criteria_commands(criteria: &[String]) -> Vec<String> {
+pub(super) fn criteria_commands(criteria: &[String]) -> Vec<String> {
     let mut commands: Vec<String> = Vec::new();
     for criterion in criteria {
         for (n, part) in criterion.split('`').enumerate() {
@@ -177,7 +178,15 @@ fn read_review(text: &str) -> SelfReview {
             .filter(|item| !item.trim().is_empty())
             .collect()
     };
-    let checked = strings("checked");
+    // The answer format's own placeholder, or a criterion copied back word for word, names
+    // nothing that was looked at.
+    let checked: Vec<String> = strings("checked")
+        .into_iter()
+        .filter(|item| {
+            let item = item.trim().trim_end_matches('.');
+            item != REVIEW_PLACEHOLDER && item != "..." && item != DESCRIPTION_MET
+        })
+        .collect();
     let (verdict, mut fixes) = match value["verdict"].as_str() {
         Some("fix") => (Verdict::Fix, strings("fixes")),
         Some("pass") | None => (Verdict::Pass, strings("fixes")),
@@ -215,6 +224,14 @@ mod tests {
         let fix = read_review(r#"{"verdict": "fix", "fixes": ["handle empty input"]}"#);
         assert_eq!(fix.verdict, Verdict::Fix);
         assert_eq!(read_review("looks good").verdict, Verdict::Unclear);
+        let echoed = read_review(&format!(
+            r#"{{"verdict": "pass", "checked": ["{REVIEW_PLACEHOLDER}"]}}"#
+        ));
+        assert_eq!(echoed.verdict, Verdict::Unclear);
+        let restated = read_review(&format!(
+            r#"{{"verdict": "pass", "checked": ["{DESCRIPTION_MET}"]}}"#
+        ));
+        assert_eq!(restated.verdict, Verdict::Unclear);
     }
 
     #[test]
