@@ -245,3 +245,39 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("pageshow", (event) => { if (event.persisted && !source) open(); });
   open();
 })();
+
+// The diff page: a Copy button beside each checkout command (without the script the command
+// is plain text, selected whole by one click), and a file reached by its anchor unfolds.
+(function diffPage() {
+  const copy = async (button) => {
+    const code = document.getElementById(button.dataset.copy);
+    if (!code) return;
+    let done = false;
+    try {
+      await navigator.clipboard.writeText(code.textContent);
+      done = true;
+    } catch (_) {
+      // No clipboard API (a page not served from a secure origin): select it for Ctrl+C.
+      const range = document.createRange();
+      range.selectNodeContents(code);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+    }
+    button.textContent = done ? "Copied" : "Selected: press Ctrl+C";
+    setTimeout(() => { button.textContent = "Copy"; }, 2000);
+  };
+  const unfold = () => {
+    const id = decodeURIComponent(window.location.hash.slice(1));
+    const target = id && document.getElementById(id);
+    if (target && target.tagName === "DETAILS") target.open = true;
+  };
+  document.addEventListener("DOMContentLoaded", () => {
+    for (const button of document.querySelectorAll("button[data-copy]")) {
+      button.hidden = false;
+      button.addEventListener("click", () => copy(button));
+    }
+    unfold();
+  });
+  window.addEventListener("hashchange", unfold);
+})();

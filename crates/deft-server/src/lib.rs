@@ -26,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 pub use github::{GithubHooks, resume as resume_github_deliveries};
 pub use proxy::{TrustedProxies, TrustedProxyError};
+/// The diff page's drawing, for `benches/diff.rs` only.
+#[doc(hidden)]
+pub use web::diff_bench;
 pub use web::{ChatReplier, ChatReply, SharedChatReplier, SignInLimiter};
 
 /// Whether a model is configured, decided at start (SPEC §4).

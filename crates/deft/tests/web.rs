@@ -292,11 +292,12 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
     }
     // The plan with its progress, and the pull request's diff.
     assert!(browser.text(".plan").await.contains("1 of 1 steps done"));
-    let diff = browser.text(".prs pre.diff").await;
-    assert!(diff.contains("+hello"), "the pull request's diff: {diff}");
+    // (the diff itself is `web_diff.rs`'s: here, its files with their counts and links).
+    let files = browser.text(".prs .file-list").await;
+    assert_eq!(files, "greeting.txt added +1 −0", "the pull request's files");
     assert!(
-        browser.exists(".prs .diff .add").await,
-        "added lines are marked"
+        browser.exists(".prs a[href$='/diff#pr0-f0']").await,
+        "each file links to its diff"
     );
     // Completed: feedback is offered (and cancelling still is); an answer is not.
     assert!(browser.exists("#feedback-form").await && browser.exists("#cancel-form").await);

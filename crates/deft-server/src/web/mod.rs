@@ -7,9 +7,14 @@
 
 mod chat_stream;
 pub(crate) mod chats;
+mod diff;
+pub mod diff_bench;
+mod diff_view;
 mod github;
+mod highlight;
 mod log;
 mod markdown;
+mod pulls;
 mod settings;
 mod signin;
 mod tasks;
@@ -71,6 +76,11 @@ pub fn pages() -> Router<AppState> {
         .route("/tasks/live", get(tasks::live_list))
         .route("/tasks/{id}", get(tasks::page))
         .route("/tasks/{id}/summary", get(tasks::summary))
+        .route("/tasks/{id}/diff", get(pulls::page))
+        .route(
+            "/tasks/{id}/diff/{repo}/{action}",
+            get(pulls::back).post(pulls::act),
+        )
         .route("/tasks/{id}/log", get(tasks::live_log))
         .route("/tasks/{id}/{action}", post(task_action))
         .route("/chats/new", get(chats::new_page))

@@ -157,7 +157,7 @@ impl ListQuery {
     }
 }
 
-fn title(description: &str) -> String {
+pub(super) fn title(description: &str) -> String {
     let line = description
         .lines()
         .find(|l| !l.trim().is_empty())
@@ -239,24 +239,6 @@ fn token_count(tokens: i64) -> String {
     }
 }
 
-/// Lines a unified diff adds and removes (its file headers aside).
-pub(crate) fn diff_stat(diff: &str) -> DiffStat {
-    let mut stat = DiffStat::default();
-    let mut in_hunk = false;
-    for line in diff.lines() {
-        if line.starts_with("@@") {
-            in_hunk = true;
-        } else if line.starts_with("diff ") {
-            in_hunk = false;
-        } else if in_hunk && line.starts_with('+') {
-            stat.additions += 1;
-        } else if in_hunk && line.starts_with('-') {
-            stat.deletions += 1;
-        }
-    }
-    stat
-}
-
 /// Diffs a list reads at most per showing, for pull requests whose lines are not known yet;
 /// the rest are read on a later showing (the counts are kept).
 const DIFFS_PER_LIST: usize = 8;
@@ -331,7 +313,7 @@ async fn rows(
                 {
                     reads += 1;
                     if let Ok(diff) = crate::routes::tasks::pull_request_diff(app, repo, pr).await {
-                        let counted = diff_stat(&diff);
+                        let counted = super::diff::stat(&diff);
                         app.store
                             .set_diff_stat(user, &task.id, &pr.repo, &pr.head, counted)
                             .await?;
@@ -581,8 +563,13 @@ pub struct PullRequestView {
     pub head: String,
     pub status: String,
     pub url: Option<String>,
-    pub lines: Vec<(&'static str, String)>,
-    pub files: usize,
+    /// Its place among the task's pull requests, as the diff page's anchors number them.
+    pub index: usize,
+    /// The first files it changes, and how many more (`pulls::listed`).
+    pub files: Vec<super::diff_view::FileLink>,
+    pub more_files: usize,
+    pub additions: u32,
+    pub deletions: u32,
     pub error: Option<String>,
 }
 
@@ -739,27 +726,33 @@ async fn summary_of(
         })
         .unwrap_or_default();
     let mut pull_requests = Vec::new();
-    for pr in &task.pull_requests {
+    for (index, pr) in task.pull_requests.iter().enumerate() {
         let repo = app
             .store
             .repository(&session.user.id, pr.repo.as_str())
             .await;
-        let (lines, error) = match repo {
+        let ((files, more_files, additions, deletions), error) = match repo {
             Ok(repo) => match crate::routes::tasks::pull_request_diff(app, &repo, pr).await {
                 Ok(diff) => {
                     // Kept for the task list, which does not read diffs from GitHub itself.
                     app.store
-                        .set_diff_stat(&session.user.id, id, &pr.repo, &pr.head, diff_stat(&diff))
+                        .set_diff_stat(
+                            &session.user.id,
+                            id,
+                            &pr.repo,
+                            &pr.head,
+                            super::diff::stat(&diff),
+                        )
                         .await?;
-                    (log::diff_lines(&diff), None)
+                    (super::pulls::listed(index, &diff), None)
                 }
                 Err(error) => (
-                    Vec::new(),
+                    Default::default(),
                     Some(format!("The diff cannot be read: {error}")),
                 ),
             },
             Err(_) => (
-                Vec::new(),
+                Default::default(),
                 Some("The repository is no longer registered.".into()),
             ),
         };
@@ -773,11 +766,11 @@ async fn summary_of(
             head: pr.head.clone(),
             status: pr.status.as_str().to_owned(),
             url: pr.url.clone(),
-            files: lines
-                .iter()
-                .filter(|(class, line)| *class == "file" && line.starts_with("+++"))
-                .count(),
-            lines,
+            index,
+            files,
+            more_files,
+            additions,
+            deletions,
             error,
         });
     }
