@@ -26,7 +26,8 @@ use tokio_util::task::TaskTracker;
 pub use email::{SmtpConfig, SmtpTls, check_address, parse_mailbox};
 pub use notice::{Notice, NoticeKind};
 pub use webhook::{
-    Attempt, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, check_url, sign,
+    Attempt, DELIVERY_HEADER, EVENT_HEADER, SECRET_MAX, SECRET_MIN, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER, check_secret, check_url, new_secret, sign,
 };
 
 /// What the operator configured.
@@ -76,6 +77,11 @@ impl Notifier {
             store,
             config: Arc::new(config),
         }
+    }
+
+    /// What the operator configured.
+    pub fn config(&self) -> &NotifyConfig {
+        &self.config
     }
 
     /// Listens from now on (before any task is run, so no change is missed) and delivers

@@ -39,6 +39,38 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// A new secret for a webhook: 256 random bits as 64 hex digits.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+/// The shortest secret a person may set: shorter ones are guessed from a signature offline.
+pub const SECRET_MIN: usize = 16;
+/// The longest secret a person may set.
+pub const SECRET_MAX: usize = 256;
+
+/// Checks a secret a person typed; `field` names it in the error.
+pub fn check_secret(text: &str, field: &str) -> Result<(), ValidationError> {
+    let chars = text.chars().count();
+    if !(SECRET_MIN..=SECRET_MAX).contains(&chars) {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "is {chars} characters; use {SECRET_MIN} to {SECRET_MAX}, or leave it empty for deft to make one"
+            ),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "holds a control character; use letters, digits and punctuation",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a webhook URL as a person typed it; `field` names it in the error. An address
 /// written in the URL is judged now; a name is judged at each delivery, when it is resolved.
 pub fn check_url(text: &str, field: &str, allow_private: bool) -> Result<Url, ValidationError> {
@@ -265,6 +297,11 @@ mod tests {
         check("hooks.example.com/x", false, Err("is not a URL"));
         check("ftp://hooks.example.com", false, Err("uses `ftp:`"));
         check("javascript:alert(1)", false, Err("uses `javascript:`"));
+        check(
+            r#"javascript:alert(1)"><script>window.ran=1</script>"#,
+            true,
+            Err("uses `javascript:`"),
+        );
         check(
             "https://u:p@hooks.example.com",
             false,

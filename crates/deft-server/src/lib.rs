@@ -68,6 +68,9 @@ pub struct AppState {
     pub github: Option<GithubHooks>,
     /// What a refused or finished settings form shows on the page it redirects to.
     pub(crate) flashes: std::sync::Arc<web::Flashes>,
+    /// Tells people about their tasks; its settings say whether e-mail can be sent and where
+    /// webhooks may point. `None`: no e-mail, and webhooks to public addresses only.
+    pub notifier: Option<deft_notify::Notifier>,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
             trusted_proxies: TrustedProxies::default(),
             github: None,
             flashes: std::sync::Arc::default(),
+            notifier: None,
         }
     }
 }

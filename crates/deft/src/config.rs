@@ -13,7 +13,7 @@ use crate::env_vars::{DEFT_LOCAL_ROOTS, DEFT_OLLAMA_URL, DEFT_TRUSTED_PROXIES};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// The sections deft reads today; anything else is refused rather than silently ignored.
-const KNOWN_SECTIONS: [&str; 8] = [
+const KNOWN_SECTIONS: [&str; 10] = [
     "model",
     "forge",
     "limits",
@@ -22,6 +22,8 @@ const KNOWN_SECTIONS: [&str; 8] = [
     "server",
     "environments",
     "web_search",
+    "notifications",
+    "smtp",
 ];
 
 #[derive(Debug, Default)]
@@ -36,6 +38,8 @@ pub struct ConfigFile {
     pub server: ServerFile,
     pub environments: EnvironmentsFile,
     pub web_search: WebSearchFile,
+    pub notifications: crate::notifications::NotificationsFile,
+    pub smtp: Option<crate::notifications::SmtpFile>,
 }
 
 /// `[web_search]`: the search provider behind the agent's `web_search` and `web_fetch` tools;
@@ -416,6 +420,22 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
     if retention.days == 0 {
         bail!("{}: [retention] days must be at least 1", path.display());
     }
+    let notifications = section(
+        &table,
+        path,
+        "notifications",
+        "public_url, allow_private_targets",
+    )?
+    .unwrap_or_default();
+    let smtp = section(
+        &table,
+        path,
+        "smtp",
+        "host, port, tls, from, username, password_file, timeout_secs",
+    )?;
+    // Refused when the file is read, not at the first notification.
+    crate::notifications::resolve(&notifications, smtp.as_ref())
+        .with_context(|| path.display().to_string())?;
     Ok(ConfigFile {
         path: Some(path.to_owned()),
         model,
@@ -426,6 +446,8 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
         server,
         environments,
         web_search,
+        notifications,
+        smtp,
     })
 }
 
@@ -708,7 +730,7 @@ mod tests {
         let error = parse("[limit]\ntask_tokens = 5\n", path).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention, github, server, environments, web_search"
+            "deft.toml: unknown setting `limit`; the file may hold: model, forge, limits, retention, github, server, environments, web_search, notifications, smtp"
         );
         assert_eq!(
             parse("[limits]\ntask_tokens = 5\n", path)

@@ -27,6 +27,8 @@ pub const DEFT_LOCAL_ROOTS: &str = "DEFT_LOCAL_ROOTS";
 /// Reverse proxies (comma-separated addresses or CIDR blocks) whose `X-Forwarded-For` and
 /// `X-Forwarded-Proto` are believed; overrides `[server] trusted_proxies`. Unset: none.
 pub const DEFT_TRUSTED_PROXIES: &str = "DEFT_TRUSTED_PROXIES";
+/// The SMTP server's password for `[smtp] username`; overrides `[smtp] password_file`.
+pub const DEFT_SMTP_PASSWORD: &str = "DEFT_SMTP_PASSWORD";
 /// Tasks run at once by `deft serve` or `deft worker` when `--workers` is not given (default:
 /// from the machine's cores and memory, at least 10).
 pub const DEFT_WORKERS: &str = "DEFT_WORKERS";

@@ -10,6 +10,7 @@ mod env_build;
 mod env_vars;
 mod eval;
 mod local;
+mod notifications;
 mod run;
 mod sandbox_run;
 mod serve;

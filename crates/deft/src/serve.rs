@@ -82,6 +82,9 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let mut runners = Vec::new();
+    // Listening before any task runs, so that no state change goes untold.
+    let notifier = notifier(&store, &config)?;
+    runners.push(notifier.clone().start(shutdown.clone()));
     let machine = Machine::probe();
     let capacity = args.workers.unwrap_or_else(|| machine.capacity());
     if let Ok(models) = &models
@@ -128,6 +131,7 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     state.trusted_proxies = trusted_proxies;
     state.weekly_tokens = config.limits.weekly_tokens;
+    state.notifier = Some(notifier);
     if let (Some(github), Some(config)) = (&github, &github_config) {
         state.github = Some(deft_server::GithubHooks::new(
             github.clone(),
@@ -166,6 +170,18 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     store.close().await;
     eprintln!("deft stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The notifier of this process's state changes, as `[notifications]` and `[smtp]` say.
+fn notifier(
+    store: &deft_store::Store,
+    config: &config::ConfigFile,
+) -> anyhow::Result<deft_notify::Notifier> {
+    let notify = crate::notifications::notify_config(config)?;
+    if let Some(smtp) = &notify.smtp {
+        eprintln!("e-mail notifications through {}:{}", smtp.host, smtp.port);
+    }
+    Ok(deft_notify::Notifier::new(store.clone(), notify))
 }
 
 /// What this process's scheduler runs with: the timings read at start, the config file's
@@ -230,6 +246,7 @@ pub async fn worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         .context("a worker needs a model")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    let notified = notifier(&store, &config)?.start(shutdown.clone());
     let engine = crate::run::engine(
         &store,
         &dir,
@@ -250,6 +267,7 @@ pub async fn worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         models.default.label()
     );
     scheduler.run().await;
+    let _ = notified.await;
     store.close().await;
     eprintln!("deft worker stopped");
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! The routes of SPEC §5, one module per resource.
 
 pub(crate) mod chats;
+pub(crate) mod notifications;
 pub(crate) mod repos;
 pub(crate) mod settings;
 pub(crate) mod stream;
@@ -41,6 +42,10 @@ pub fn api() -> Router<AppState> {
         .route(
             "/settings/environment/env/{name}",
             put(settings::put_env_var).delete(settings::delete_env_var),
+        )
+        .route(
+            "/settings/notifications",
+            get(notifications::show).put(notifications::put),
         )
         .route("/secrets", get(settings::secrets))
         .route(

@@ -14,6 +14,7 @@ mod github;
 mod highlight;
 mod log;
 mod markdown;
+pub(crate) mod notifications;
 mod pulls;
 mod settings;
 mod signin;
@@ -101,6 +102,7 @@ pub fn pages() -> Router<AppState> {
         )
         .route("/assets/app.css", get(stylesheet))
         .route("/assets/app.js", get(script))
+        .route("/assets/notify.js", get(notify_script))
         // Browsers ask for `/favicon.ico` on pages that name no icon (an error from a proxy,
         // say); answering it keeps their consoles clean.
         .route("/favicon.svg", get(favicon))
@@ -355,6 +357,14 @@ async fn stylesheet() -> Response {
 
 async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// Browser notifications (`notify.js`), apart from `app.js`.
+async fn notify_script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/notify.js"),
+    )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

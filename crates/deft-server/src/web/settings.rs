@@ -1,6 +1,6 @@
 //! Settings: repositories and the GitHub account, password, network level and allow-list,
 //! plan approval, fixing failing checks, env vars, secrets (write-only), the MCP
-//! configuration, learnings, this week's usage, API tokens.
+//! configuration, notifications (`notifications.rs`), learnings, this week's usage, API tokens.
 //!
 //! Every form posts, then redirects back to the settings (post/redirect/get), so a reload never
 //! sends it again. A refused form comes back with what was typed (up to [`KEEP`] bytes) and
@@ -55,8 +55,8 @@ const SHOWN: usize = 240;
 /// What a refused form sends back to the page after the redirect, once.
 #[derive(Default)]
 pub(crate) struct Flash {
-    errors: Errors,
-    typed: Typed,
+    pub(super) errors: Errors,
+    pub(super) typed: Typed,
     /// A new API token, shown on the next page only.
     new_token: Option<String>,
 }
@@ -119,6 +119,8 @@ pub struct Errors {
     pub mcp: Option<String>,
     pub token: Option<String>,
     pub checks: Option<String>,
+    pub webhook: Option<String>,
+    pub email: Option<String>,
 }
 
 #[derive(Template)]
@@ -146,6 +148,7 @@ struct SettingsPage {
     resets: Moment,
     tokens: Vec<Named>,
     new_token: Option<String>,
+    notifications: super::notifications::NotificationsView,
     errors: Errors,
     typed: Typed,
     /// What was just saved, said once beside the form that saved it: (section, text).
@@ -174,6 +177,8 @@ fn level_label(level: NetworkLevel) -> &'static str {
 /// What the form sent back, to draw again in place of what is stored.
 #[derive(Default)]
 pub(crate) struct Typed {
+    /// The notifications' forms, and a webhook secret deft just made.
+    pub(super) notifications: super::notifications::TypedNotifications,
     allow: Option<String>,
     level: Option<String>,
     mcp: Option<String>,
@@ -210,6 +215,8 @@ async fn draw(
         .unwrap_or_else(|| environment.network.level.as_str().to_owned());
     let now = Timestamp::now();
     let usage = app.store.usage_since(&user.id, now.week_start()).await?;
+    let notifications =
+        super::notifications::view(app, &user.id, std::mem::take(&mut typed.notifications)).await?;
     let used = usage.input_tokens + usage.output_tokens;
     let limit = app.weekly_tokens;
     Ok(SettingsPage {
@@ -304,6 +311,7 @@ async fn draw(
             })
             .collect(),
         new_token,
+        notifications,
         errors,
         typed,
         notice,
@@ -332,6 +340,10 @@ pub async fn page(
             "tokens".to_owned(),
             "Token made. Copy it now: it will not be shown again.".to_owned(),
         )),
+        None if flash.typed.notifications.new_secret.is_some() => Some((
+            "webhook".to_owned(),
+            "Webhook saved. Copy its secret now: it will not be shown again.".to_owned(),
+        )),
         None => notice,
     };
     render(
@@ -348,9 +360,11 @@ pub async fn page(
 }
 
 /// The sections whose forms exist, which are the only ones a notice names.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 12] = [
     "repos",
     "network",
+    "webhook",
+    "email",
     "plan",
     "checks",
     "env",
@@ -361,7 +375,7 @@ const SECTIONS: [&str; 10] = [
     "password",
 ];
 
-fn saved(section: &str) -> Response {
+pub(super) fn saved(section: &str) -> Response {
     axum::response::Redirect::to(&format!("/settings?saved={section}#{section}")).into_response()
 }
 
@@ -434,7 +448,12 @@ async fn refused(
 
 /// Back to the form's section with its message and what was typed, over a redirect, so the
 /// address bar holds the settings page and not the form's address.
-fn refused_to(app: &AppState, session: &WebSession, section: &str, flash: Flash) -> Response {
+pub(super) fn refused_to(
+    app: &AppState,
+    session: &WebSession,
+    section: &str,
+    flash: Flash,
+) -> Response {
     app.flashes.put(session, flash);
     let section = if SECTIONS.contains(&section) {
         section
@@ -717,6 +736,7 @@ pub async fn save(
             };
             Ok(refused_to(app, session, "tokens", flash))
         }
+        "webhook" | "email" => super::notifications::save(app, session, &section, &form).await,
         _ => Err(WebError::page(
             StatusCode::NOT_FOUND,
             "There is no such settings section; use the forms on the settings page.",
@@ -751,6 +771,7 @@ pub async fn delete(
         "secrets" => app.store.delete_secret(&user.id, &item).await?,
         "learnings" => app.store.delete_learning(&user.id, &item).await?,
         "tokens" => app.store.revoke_token(&user.id, &item).await?,
+        "webhook" => app.store.remove_webhook(&user.id).await?,
         _ => {
             return Err(WebError::page(
                 StatusCode::NOT_FOUND,
@@ -792,6 +813,11 @@ fn confirm_page(session: &WebSession, section: &str, item: &str) -> Result<Respo
             "Revoke this API token?".to_owned(),
             "Anything that uses it is refused from now on.",
             "Revoke",
+        ),
+        "webhook" => (
+            "Remove the webhook?".to_owned(),
+            "Tasks stop telling it anything, and its secret is forgotten: a webhook added later gets a new one.",
+            "Remove",
         ),
         _ => {
             return Err(WebError::page(
