@@ -8,12 +8,50 @@ function csrfToken() {
   return meta ? meta.content : "";
 }
 
+// The task page's log follows the task: /tasks/ID/log sends what each new event changed, a
+// step's heading (`group`) or a card (`card`), each drawn by the server. A new card lands in
+// its step; a card that is there already (a call whose result came, a question answered)
+// takes its place. Follow keeps the newest card in view until the person scrolls up. The
+// stream is closed when the page is left (a page kept for Back would hold one of the few
+// connections a browser opens to a server) and opened again, from where it was, on return.
 function liveLog() {
   const log = document.getElementById("log");
-  if (!log || !window.EventSource) return;
+  if (!log || log.dataset.after === undefined || !window.EventSource) return;
   const task = log.dataset.task;
   const status = document.getElementById("log-status");
-  const source = new EventSource("/tasks/" + encodeURIComponent(task) + "/log?after=" + log.dataset.after);
+  const follow = document.getElementById("follow");
+  let after = log.dataset.after;
+  let source = null;
+  let following = false;
+  // The newest step's last card, or its heading while it has none.
+  const showNewest = () => {
+    const groups = log.querySelectorAll("details.group");
+    const group = groups[groups.length - 1];
+    if (!group) return;
+    group.open = true;
+    const cards = group.querySelectorAll(".entry");
+    (cards[cards.length - 1] || group).scrollIntoView({ block: "end" });
+  };
+  const setFollow = (on) => {
+    following = on;
+    if (follow) follow.setAttribute("aria-pressed", on ? "true" : "false");
+    if (on) showNewest();
+  };
+  if (follow) {
+    follow.hidden = false;
+    follow.addEventListener("click", () => setFollow(!following));
+    // The person scrolling up turns Follow off. Scroll events alone cannot tell: the page
+    // also moves when the summary above the log is drawn again.
+    const up = () => { if (following) setFollow(false); };
+    window.addEventListener("wheel", (event) => { if (event.deltaY < 0) up(); }, { passive: true });
+    let touchY = null;
+    window.addEventListener("touchstart", (event) => { touchY = event.touches[0].clientY; }, { passive: true });
+    window.addEventListener("touchmove", (event) => { if (touchY !== null && event.touches[0].clientY > touchY + 10) up(); }, { passive: true });
+    window.addEventListener("keydown", (event) => {
+      const typing = event.target.closest && event.target.closest("input, textarea, select");
+      if (!typing && ["ArrowUp", "PageUp", "Home"].includes(event.key)) up();
+    });
+  }
   let refreshing = null;
   const refresh = () => {
     // Several events in a burst cause one reload of the summary, not one each.
@@ -26,20 +64,68 @@ function liveLog() {
       const focused = document.activeElement && summary.contains(document.activeElement) && document.activeElement.value;
       if (focused) return; // never wipe what the person is typing
       summary.innerHTML = await response.text();
+      drawTimes(summary);
+      // The summary grew or shrank above the log: the newest card may have moved.
+      if (following) showNewest();
     }, 150);
   };
-  source.addEventListener("entry", (message) => {
+  const parse = (html) => {
     const holder = document.createElement("template");
-    holder.innerHTML = message.data.trim();
-    const entry = holder.content.firstElementChild;
-    if (!entry || document.getElementById(entry.id)) return;
-    log.appendChild(entry);
-    if (status) status.textContent = "Live: " + log.children.length + " event(s).";
-    if (entry.dataset.refresh) refresh();
+    holder.innerHTML = html.trim();
+    return holder.content.firstElementChild;
+  };
+  const placeGroup = (html) => {
+    const group = parse(html);
+    if (!group) return;
+    const old = document.getElementById(group.id);
+    if (!old) {
+      log.appendChild(group);
+      return;
+    }
+    old.replaceChild(group.querySelector("summary"), old.querySelector("summary"));
+    // A step that finishes folds, and the one that starts opens; one the person opened or
+    // closed otherwise stays as they left it.
+    if (old.dataset.status !== group.dataset.status) old.open = group.open;
+    old.className = group.className;
+    old.dataset.status = group.dataset.status;
+  };
+  const placeCard = (html) => {
+    const card = parse(html);
+    if (!card) return;
+    const old = document.getElementById(card.id);
+    if (old) {
+      const opened = [...old.querySelectorAll("details")].map((d) => d.open);
+      card.querySelectorAll("details").forEach((d, i) => { if (opened[i]) d.open = true; });
+      old.replaceWith(card);
+    } else {
+      const groups = log.querySelectorAll("details.group");
+      const group = document.getElementById(card.dataset.group) || groups[groups.length - 1];
+      const list = group && group.querySelector("ol.cards");
+      if (!list) return;
+      list.appendChild(card);
+    }
+    drawTimes(card);
+    if (status) status.textContent = "Live: " + log.querySelectorAll(".entry").length + " card(s) in " + log.querySelectorAll("details.group").length + " step(s).";
+    if (card.dataset.refresh) refresh();
+    if (following) showNewest();
+  };
+  const open = () => {
+    source = new EventSource("/tasks/" + encodeURIComponent(task) + "/log?after=" + encodeURIComponent(after));
+    log.dataset.stream = "open";
+    const seen = (message) => { if (message.lastEventId) after = message.lastEventId; };
+    source.addEventListener("group", (message) => { placeGroup(message.data); seen(message); });
+    source.addEventListener("card", (message) => { placeCard(message.data); seen(message); });
+    source.addEventListener("error", () => {
+      if (status) status.textContent = "Connection lost; reconnecting…";
+    });
+  };
+  window.addEventListener("pagehide", () => {
+    if (source) source.close();
+    source = null;
+    log.dataset.stream = "closed";
   });
-  source.addEventListener("error", () => {
-    if (status) status.textContent = "Connection lost; reconnecting…";
-  });
+  window.addEventListener("pageshow", (event) => { if (event.persisted && !source) open(); });
+  open();
 }
 
 function checkAsYouType() {
@@ -162,8 +248,9 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 
 // Times: each <time datetime> reads in the reader's own zone, as "5 min ago" with the exact
-// moment in its title; the UTC text the server wrote is what shows without the script.
-(function localTimes() {
+// moment in its title (a log card's, `data-clock`, as the clock time); the UTC text the server
+// wrote is what shows without the script.
+function drawTimes(root) {
   const ago = (ms) => {
     const future = ms < 0;
     const s = Math.round(Math.abs(ms) / 1000);
@@ -174,21 +261,20 @@ document.addEventListener("DOMContentLoaded", () => {
     if (s < 86400 * 30) { const d = Math.round(s / 86400); return say(d, d === 1 ? "day" : "days"); }
     return null;
   };
-  const draw = () => {
-    for (const time of document.querySelectorAll("time[datetime]")) {
-      const at = new Date(time.getAttribute("datetime"));
-      if (isNaN(at)) continue;
-      const exact = at.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
-      time.title = exact + " (" + time.getAttribute("datetime").slice(0, 16).replace("T", " ") + " UTC)";
-      time.textContent = ago(Date.now() - at.getTime()) || exact;
-    }
-  };
-  document.addEventListener("DOMContentLoaded", () => {
-    draw();
-    // Times drawn into the page later (a live list) are caught at the next tick.
-    setInterval(draw, 30000);
-  });
-})();
+  for (const time of (root || document).querySelectorAll("time[datetime]")) {
+    const at = new Date(time.getAttribute("datetime"));
+    if (isNaN(at)) continue;
+    const exact = at.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    time.title = exact + " (" + time.getAttribute("datetime").slice(0, 16).replace("T", " ") + " UTC)";
+    time.textContent = time.hasAttribute("data-clock") ? at.toLocaleTimeString() : ago(Date.now() - at.getTime()) || exact;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  drawTimes(document);
+  // Times drawn into the page later (a live list) are caught at the next tick.
+  setInterval(() => drawTimes(document), 30000);
+});
 
 // Deleting, revoking and cancelling ask first. Without the script the server asks on a page
 // of its own; with it, a dialog asks and the form goes with its answer.

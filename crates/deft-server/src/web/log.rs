@@ -1,44 +1,158 @@
-//! A task's events as a person reads them: commands with their output folded, edits as
-//! diffs, network decisions, model usage. The task page and its live stream render the same
-//! entries with the same template, so a reloaded page reads like the live one.
+//! One card of a task's log as a person reads it: a tool call with its command or path, its
+//! output folded and its exit status and time; an edit as a diff; the question with its
+//! answer; a network decision; a state change. `log_steps.rs` decides which events make a
+//! card and which step a card belongs to; this file says what a card shows. The task page and
+//! its live stream render cards with the same template, so a reloaded page reads like the
+//! live one.
 
-use askama::Template;
-use deft_core::{Event, EventKind, TaskState};
+use deft_core::{Event, EventKind, StepEvent, StepStatus, TaskState, Timestamp, WorkStep};
 use serde_json::Value;
 
-/// One line of the log, ready for the template.
+use super::{ansi, markdown};
+
+/// One card of the log, ready for `log_entry.html`.
 #[derive(Debug, Clone)]
-pub struct LogEntry {
+pub struct Card {
+    /// The number of the event that opened the card; its id on the page is `event-SEQ`.
     pub seq: i64,
-    /// `14:03:07`, UTC.
-    pub time: String,
-    /// A CSS class naming the kind of entry.
+    /// The `<time datetime>` of that event, and its clock time as written without the script.
+    pub datetime: String,
+    pub clock: String,
+    /// A CSS class naming the kind of card.
     pub class: &'static str,
     pub label: &'static str,
-    pub summary: String,
+    /// The command, the path, or what happened, on one line.
+    pub title: String,
     pub detail: Option<Detail>,
+    /// How long a tool call took, from the call to its result.
+    pub duration: Option<String>,
+    /// A command's exit status (`exit 0`), or what became of another tool call.
+    pub exit: Option<Exit>,
+    /// The agent's question, with the owner's answer once there is one.
+    pub question: Option<Question>,
+    /// Which filters show the card: `edits`, `commands`, `network`, `errors`.
+    pub tags: Vec<&'static str>,
     /// For a state change, the new state: the page updates its badge and controls.
     pub state: Option<&'static str>,
-    /// The entry changes what the summary shows (state, plan, pull requests).
+    /// The card changes what the summary shows (state, plan, pull requests).
     pub refresh: bool,
+    /// The event whose whole output `/tasks/{id}/events/{seq}` shows, when the card shows
+    /// only its end.
+    pub full: Option<i64>,
+    /// The tool call's id, to find the card again when its result comes.
+    pub(super) call: Option<String>,
+    pub(super) called_at: Option<Timestamp>,
+    /// The event the detail came from (a call's result), for `full`.
+    detail_seq: i64,
+}
+
+/// What a finished tool call ended with.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    pub text: String,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Question {
+    /// The question, Markdown drawn as sanitized HTML.
+    pub html: String,
+    pub answer: Option<String>,
+    /// The task waits on this question now: the summary above the log shows it, with the
+    /// answer box, so the card only points there.
+    pub waiting: bool,
+    /// The agent was told to find the answer itself, and the owner was never asked.
+    pub sent_back: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub enum Detail {
-    /// Output or a long message, shown folded.
-    Text { title: String, text: String },
-    /// An edit, line by line: (`add`, `del`, `hunk` or `ctx`, the line).
+    /// A command's output or a long message, shown folded, its colours drawn.
+    Output { title: String, text: String },
+    /// An edit, line by line: (`add`, `del`, `hunk`, `file` or `ctx`, the line).
     Diff {
         title: String,
         lines: Vec<(&'static str, String)>,
     },
+    /// A plan's steps.
+    List { title: String, items: Vec<String> },
 }
 
-/// One entry alone, as the live stream sends it.
-#[derive(Template)]
-#[template(path = "log_entry.html")]
-pub struct OneEntry<'a> {
-    pub entry: &'a LogEntry,
+impl Detail {
+    /// The output as HTML: escaped, with its ANSI colours as spans.
+    pub fn html(&self) -> String {
+        match self {
+            Detail::Output { text, .. } => ansi::to_html(text),
+            _ => String::new(),
+        }
+    }
+
+    /// How many bytes it adds to a page, about.
+    fn weight(&self) -> usize {
+        match self {
+            Detail::Output { text, .. } => text.len() + text.len() / 4,
+            Detail::Diff { lines, .. } => lines.iter().map(|(_, l)| l.len() + 30).sum(),
+            Detail::List { items, .. } => items.iter().map(|i| i.len() + 10).sum(),
+        }
+    }
+}
+
+impl Card {
+    /// The card's filters, space-separated, for `data-tags`.
+    pub fn tag_list(&self) -> String {
+        self.tags.join(" ")
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.contains(&tag)
+    }
+
+    fn tag(&mut self, tag: &'static str) {
+        if !self.has_tag(tag) {
+            self.tags.push(tag);
+        }
+    }
+
+    /// How many bytes the card adds to a page, about.
+    pub fn weight(&self) -> usize {
+        400 + self.title.len()
+            + self.detail.as_ref().map_or(0, Detail::weight)
+            + self.question.as_ref().map_or(0, |q| {
+                q.html.len() + q.answer.as_ref().map_or(0, String::len)
+            })
+    }
+
+    /// Keeps a page light however long an output or an edit: the card keeps the last `chars`
+    /// characters of its output (where errors are) or its first lines of a diff, and links to
+    /// the whole of it.
+    pub fn trim(&mut self, chars: usize) {
+        let lines = chars / 8;
+        let cut = match &mut self.detail {
+            Some(Detail::Output { text, .. }) if text.chars().count() > chars => {
+                let skip = text.chars().count() - chars;
+                let mut tail: String = text.chars().skip(skip).collect();
+                // Start at a line, so that no escape sequence is cut in two.
+                if let Some(line) = tail.find('\n').filter(|at| *at < chars / 3) {
+                    tail.drain(..=line);
+                }
+                *text = tail;
+                true
+            }
+            Some(Detail::Diff { lines: diff, .. }) if diff.len() > lines.max(20) => {
+                diff.truncate(lines.max(20));
+                true
+            }
+            _ => false,
+        };
+        if cut {
+            self.full = Some(self.detail_seq);
+        }
+    }
+
+    /// A tool call still waiting for its result.
+    pub fn pending(&self) -> bool {
+        self.called_at.is_some() && self.exit.is_none() && self.question.is_none()
+    }
 }
 
 fn text(data: &Value, key: &str) -> String {
@@ -50,7 +164,8 @@ fn text(data: &Value, key: &str) -> String {
 }
 
 fn first_line(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or("").trim();
+    let line = ansi::to_plain(text.lines().find(|l| !l.trim().is_empty()).unwrap_or(""));
+    let line = line.trim();
     if line.chars().count() > max {
         format!("{}…", line.chars().take(max).collect::<String>())
     } else {
@@ -78,226 +193,72 @@ pub fn diff_lines(diff: &str) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-pub fn entry(event: &Event) -> LogEntry {
-    let data = &event.data;
-    let time = event
-        .at
-        .to_rfc3339()
-        .get(11..19)
-        .unwrap_or_default()
-        .to_owned();
-    let mut entry = LogEntry {
+/// `12:03:07 UTC`: a card's time as written without the script, which shows it in the
+/// reader's zone.
+fn clock(at: Timestamp) -> String {
+    let text = at.to_rfc3339();
+    text.get(11..19)
+        .map_or_else(|| text.clone(), |time| format!("{time} UTC"))
+}
+
+/// How long a tool call took, read at a glance.
+pub fn duration(millis: i64) -> String {
+    match millis.max(0) {
+        ms @ 0..1_000 => format!("{ms} ms"),
+        ms @ 1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        ms => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+    }
+}
+
+fn blank(event: &Event) -> Card {
+    Card {
         seq: event.seq,
-        time,
+        datetime: event.at.to_rfc3339(),
+        clock: clock(event.at),
         class: "info",
         label: "",
-        summary: String::new(),
+        title: String::new(),
         detail: None,
+        duration: None,
+        exit: None,
+        question: None,
+        tags: Vec::new(),
         state: None,
         refresh: false,
-    };
-    match event.kind {
-        EventKind::TaskCreated => {
-            entry.label = "Created";
-            entry.summary = first_line(&text(data, "description"), 160);
-        }
-        EventKind::StateChanged => {
-            let to = text(data, "to");
-            entry.class = "state";
-            entry.label = "State";
-            entry.state = TaskState::parse(&to).map(TaskState::as_str);
-            entry.refresh = true;
-            entry.summary = format!(
-                "{} → {}",
-                text(data, "from").replace('_', " "),
-                to.replace('_', " ")
-            );
-            if let Some(message) = data["attention"]["message"].as_str() {
-                entry.summary.push_str(": ");
-                entry.summary.push_str(&first_line(message, 200));
-            }
-        }
-        EventKind::UserMessage => {
-            entry.class = "you";
-            entry.label = match data["kind"].as_str() {
-                Some("answer") => "Answer",
-                Some("feedback") => "Feedback",
-                Some("approval") => "Approval",
-                Some("steering") => "Message",
-                _ => "You",
-            };
-            entry.summary = if data["kind"] == "approval" {
-                "approved the plan".into()
-            } else {
-                first_line(&text(data, "message"), 200)
-            };
-            fold_long(&mut entry, "Whole message", &text(data, "message"));
-        }
-        EventKind::Step => {
-            entry.class = "step";
-            entry.label = "Step";
-            let Some(step) = deft_core::StepEvent::from_data(data) else {
-                entry.summary = first_line(&data.to_string(), 200);
-                return entry;
-            };
-            let status = step.status.as_str().replace('_', " ");
-            entry.summary = match step.index {
-                Some(index) => format!("{} {} {status}", step.step.as_str(), index + 1),
-                None => format!("{} {status}", step.step.as_str()),
-            };
-            for more in [&step.summary, &step.reason, &step.learning]
-                .into_iter()
-                .flatten()
-            {
-                entry.summary.push_str(": ");
-                entry.summary.push_str(&first_line(more, 200));
-            }
-            if let Some(output) = step.output.filter(|output| !output.is_empty()) {
-                entry.detail = Some(Detail::Text {
-                    title: "Output".into(),
-                    text: output,
-                });
-            }
-        }
-        EventKind::Plan => {
-            entry.class = "plan";
-            entry.label = "Plan";
-            entry.refresh = true;
-            let steps = data["steps"].as_array().map_or(0, Vec::len);
-            entry.summary = format!("{steps} step(s) planned");
-        }
-        EventKind::ModelCall => {
-            entry.class = "model";
-            entry.label = "Model";
-            entry.summary = format!(
-                "{} {}: {} tokens in, {} out{}, {} ms",
-                text(data, "role"),
-                text(data, "model"),
-                data["input_tokens"].as_i64().unwrap_or(0),
-                data["output_tokens"].as_i64().unwrap_or(0),
-                match data["cached_tokens"].as_i64() {
-                    Some(cached) if cached > 0 => format!(" ({cached} cached)"),
-                    _ => String::new(),
-                },
-                data["duration_ms"].as_u64().unwrap_or(0),
-            );
-        }
-        EventKind::ToolCall => tool_call(&mut entry, data),
-        EventKind::ToolResult => {
-            let content = text(data, "content");
-            let failed = data["is_error"] == true;
-            entry.class = if failed { "fail" } else { "result" };
-            entry.label = if failed { "Failed" } else { "Result" };
-            entry.summary = first_line(&content, 160);
-            if let Some((head, diff)) = content
-                .strip_prefix("edited ")
-                .and_then(|rest| rest.split_once('\n'))
-            {
-                entry.label = "Edit";
-                entry.class = "edit";
-                entry.summary = format!("edited {}", head.trim_end_matches(':'));
-                entry.detail = Some(Detail::Diff {
-                    title: "Diff".into(),
-                    lines: diff_lines(diff),
-                });
-            } else if content.lines().nth(1).is_some() || content.chars().count() > 160 {
-                entry.detail = Some(Detail::Text {
-                    title: format!("Output ({} lines)", content.lines().count()),
-                    text: content,
-                });
-            }
-        }
-        EventKind::Question => {
-            entry.class = "question";
-            entry.label = "Question";
-            entry.summary = first_line(&text(data, "question"), 200);
-            fold_long(&mut entry, "Whole question", &text(data, "question"));
-        }
-        EventKind::PullRequest => {
-            entry.class = "pr";
-            entry.label = "Pull request";
-            entry.refresh = true;
-            entry.summary = format!(
-                "{} ← {}: {}",
-                text(data, "base"),
-                text(data, "head"),
-                text(data, "title")
-            );
-        }
-        EventKind::Network => {
-            let allowed = data["allowed"] == true;
-            entry.class = if allowed { "net" } else { "net-denied" };
-            entry.label = if allowed { "Allowed" } else { "Denied" };
-            entry.summary = format!(
-                "{}:{} ({})",
-                text(data, "host"),
-                text(data, "port"),
-                text(data, "rule")
-            );
-        }
-        EventKind::Error => {
-            entry.class = "fail";
-            entry.label = "Error";
-            entry.summary = first_line(&text(data, "message"), 200);
-            fold_long(&mut entry, "Whole message", &text(data, "message"));
-        }
-    }
-    entry.detail = entry.detail.map(trimmed);
-    entry
-}
-
-/// Characters of folded output a page carries per entry; the end is kept, where errors are.
-const DETAIL_CHARS: usize = 1500;
-/// Lines of an edit's diff a page carries per entry.
-const DETAIL_LINES: usize = 200;
-
-/// Keeps a page light however long a command's output or an edit: the whole of it stays in
-/// the event log (`GET /tasks/{id}/events`, `deft task logs`).
-fn trimmed(detail: Detail) -> Detail {
-    match detail {
-        Detail::Text { title, text } if text.chars().count() > DETAIL_CHARS => {
-            let skip = text.chars().count() - DETAIL_CHARS;
-            let tail: String = text.chars().skip(skip).collect();
-            Detail::Text {
-                title,
-                text: format!(
-                    "… {skip} characters before this are in the full log (`deft task logs`)\n{tail}"
-                ),
-            }
-        }
-        Detail::Diff { title, mut lines } if lines.len() > DETAIL_LINES => {
-            let more = lines.len() - DETAIL_LINES;
-            lines.truncate(DETAIL_LINES);
-            lines.push((
-                "hunk",
-                format!("… {more} more lines in the full log (`deft task logs`)"),
-            ));
-            Detail::Diff { title, lines }
-        }
-        detail => detail,
+        full: None,
+        call: None,
+        called_at: None,
+        detail_seq: event.seq,
     }
 }
 
-fn fold_long(entry: &mut LogEntry, title: &str, text: &str) {
+fn fold_long(card: &mut Card, title: &str, text: &str) {
     if text.lines().nth(1).is_some() || text.chars().count() > 200 {
-        entry.detail = Some(Detail::Text {
+        card.detail = Some(Detail::Output {
             title: title.into(),
             text: text.to_owned(),
         });
     }
 }
 
-fn tool_call(entry: &mut LogEntry, data: &Value) {
+/// The card of a tool call: what was asked, waiting for its result ([`with_result`]).
+pub fn tool_call(event: &Event) -> Card {
+    let mut card = blank(event);
+    let data = &event.data;
     let name = text(data, "name");
     let arguments = &data["arguments"];
-    entry.class = "tool";
+    card.class = "tool";
+    card.call = data["id"].as_str().map(str::to_owned);
+    card.called_at = Some(event.at);
     match name.as_str() {
         "bash" => {
-            entry.label = "Command";
+            card.class = "command";
+            card.label = "Command";
+            card.tag("commands");
             let command = text(arguments, "command");
-            entry.summary = format!("$ {}", first_line(&command, 160));
-            if command.lines().nth(1).is_some() {
-                entry.detail = Some(Detail::Text {
+            card.title = format!("$ {}", first_line(&command, 160));
+            if command.trim().lines().nth(1).is_some() {
+                card.detail = Some(Detail::Output {
                     title: "Whole command".into(),
                     text: command,
                 });
@@ -305,13 +266,18 @@ fn tool_call(entry: &mut LogEntry, data: &Value) {
         }
         "str_replace_based_edit_tool" => {
             let command = text(arguments, "command");
-            entry.label = "File";
-            entry.summary = format!("{} {}", command.replace('_', " "), text(arguments, "path"));
+            let path = text(arguments, "path");
+            card.class = "file";
+            card.label = "File";
+            card.title = format!("{} {path}", command.replace('_', " "));
+            if command != "view" {
+                card.class = "edit";
+                card.label = "Edit";
+                card.tag("edits");
+            }
             // A new file is all additions; other edits show their diff in the result.
             if command == "create" {
-                entry.class = "edit";
-                entry.label = "Edit";
-                entry.detail = Some(Detail::Diff {
+                card.detail = Some(Detail::Diff {
                     title: "New file".into(),
                     lines: text(arguments, "file_text")
                         .lines()
@@ -320,131 +286,355 @@ fn tool_call(entry: &mut LogEntry, data: &Value) {
                 });
             }
         }
+        "search" => {
+            card.label = "Search";
+            card.title = format!(
+                "{}{}",
+                first_line(&text(arguments, "pattern"), 120),
+                match text(arguments, "path") {
+                    path if path.is_empty() => String::new(),
+                    path => format!(" in {path}"),
+                }
+            );
+        }
+        "web_search" | "web_fetch" => {
+            card.class = "web";
+            card.label = if name == "web_search" {
+                "Web search"
+            } else {
+                "Web page"
+            };
+            card.tag("network");
+            let what = if name == "web_search" { "query" } else { "url" };
+            card.title = first_line(&text(arguments, what), 160);
+        }
         "submit_plan" => {
-            entry.label = "Plan";
-            entry.summary = "submitted a plan".into();
+            card.class = "plan";
+            card.label = "Plan";
+            card.title = "submitted a plan".into();
+        }
+        "finish" => {
+            card.class = "finish";
+            card.label = "Finished";
+            let summary = text(arguments, "summary");
+            card.title = first_line(&summary, 200);
+            fold_long(&mut card, "Whole summary", &summary);
         }
         "ask_user" => {
-            entry.label = "Asks";
-            entry.summary = first_line(&text(arguments, "question"), 200);
+            card.class = "question";
+            card.label = "Question";
+            card.question = Some(Question {
+                html: markdown::render(&text(arguments, "question"), &[]),
+                answer: None,
+                waiting: false,
+                sent_back: None,
+            });
         }
         _ => {
-            entry.label = "Tool";
-            let arguments = arguments.to_string();
-            entry.summary = format!("{name} {}", first_line(&arguments, 140));
+            card.label = "Tool";
+            card.title = format!("{name} {}", first_line(&arguments.to_string(), 140));
         }
+    }
+    card
+}
+
+/// `[exit code: N]` or `[killed …]`, the line the bash tool ends its output with.
+fn exit_line(content: &str) -> Option<(String, bool)> {
+    let last = content
+        .trim_end()
+        .lines()
+        .rev()
+        .find(|line| line.starts_with("[exit code: ") || line.starts_with("[killed"))?;
+    if let Some(code) = last
+        .strip_prefix("[exit code: ")
+        .and_then(|rest| rest.strip_suffix(']'))
+    {
+        return Some((format!("exit {code}"), code == "0"));
+    }
+    Some((last.trim_matches(['[', ']']).to_owned(), false))
+}
+
+/// A tool's result, into the card of the call it answers.
+pub fn with_result(card: &mut Card, event: &Event) {
+    let content = text(&event.data, "content");
+    let failed = event.data["is_error"] == true;
+    if failed {
+        card.tag("errors");
+    }
+    if let Some(question) = &mut card.question {
+        // A question the agent was told to answer itself never reached the owner.
+        if failed {
+            question.sent_back = Some(first_line(&content, 300));
+        }
+        return;
+    }
+    if let Some(at) = card.called_at {
+        card.duration = Some(duration(event.at.unix_millis() - at.unix_millis()));
+    }
+    card.exit = Some(match exit_line(&content) {
+        Some((text, ok)) => Exit { text, ok },
+        None if failed => Exit {
+            text: "failed".into(),
+            ok: false,
+        },
+        None => Exit {
+            text: "done".into(),
+            ok: true,
+        },
+    });
+    if let Some((head, diff)) = content
+        .strip_prefix("edited ")
+        .and_then(|rest| rest.split_once('\n'))
+    {
+        card.class = "edit";
+        card.label = "Edit";
+        card.tag("edits");
+        card.title = format!("edited {}", head.trim_end_matches(':'));
+        card.detail_seq = event.seq;
+        card.detail = Some(Detail::Diff {
+            title: "Diff".into(),
+            lines: diff_lines(diff),
+        });
+        return;
+    }
+    // The create's diff stands; its result only says it was written.
+    if matches!(card.detail, Some(Detail::Diff { .. })) && !failed {
+        return;
+    }
+    // A plan's or a finished step's result only says it was taken.
+    let said = matches!(card.class, "plan" | "finish") && !failed;
+    if !content.trim().is_empty() && !said {
+        let lines = content.lines().count();
+        card.detail_seq = event.seq;
+        card.detail = Some(Detail::Output {
+            title: format!("Output ({lines} line{})", if lines == 1 { "" } else { "s" }),
+            text: content,
+        });
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use deft_core::{TaskId, Timestamp};
-    use serde_json::json;
+/// A tool result whose call is not on the page (an earlier page has it).
+pub fn lone_result(event: &Event) -> Card {
+    let mut card = blank(event);
+    card.class = "tool";
+    card.label = "Result";
+    card.title = first_line(&text(&event.data, "content"), 160);
+    with_result(&mut card, event);
+    card
+}
 
-    fn event(kind: EventKind, data: Value) -> Event {
-        Event {
-            seq: 7,
-            task_id: TaskId::from_stored("t".into()),
-            at: Timestamp::from_unix_millis(1_764_424_987_000),
-            kind,
-            data,
+/// The plan's steps, into the card of the `submit_plan` call, or a card of their own.
+pub fn plan(card: Option<Card>, event: &Event) -> Card {
+    let mut card = card.unwrap_or_else(|| {
+        let mut card = blank(event);
+        card.class = "plan";
+        card.label = "Plan";
+        card
+    });
+    let steps: Vec<String> = event.data["steps"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    card.title = format!(
+        "{} step{} planned",
+        steps.len(),
+        if steps.len() == 1 { "" } else { "s" }
+    );
+    card.refresh = true;
+    card.detail = Some(Detail::List {
+        title: "Steps".into(),
+        items: steps,
+    });
+    card
+}
+
+/// A question put to the owner that no `ask_user` card on the page holds.
+pub fn question(event: &Event) -> Card {
+    let mut card = blank(event);
+    card.class = "question";
+    card.label = "Question";
+    card.question = Some(Question {
+        html: markdown::render(&text(&event.data, "question"), &[]),
+        answer: None,
+        waiting: false,
+        sent_back: None,
+    });
+    card
+}
+
+/// The card of any other event; `None` for one the log keeps out of sight (a step's start,
+/// which the step's own heading says).
+pub fn other(event: &Event) -> Option<Card> {
+    let data = &event.data;
+    let mut card = blank(event);
+    match event.kind {
+        EventKind::TaskCreated => {
+            card.label = "Created";
+            card.title = first_line(&text(data, "description"), 160);
+        }
+        EventKind::StateChanged => {
+            let to = text(data, "to");
+            card.class = "state";
+            card.label = "State";
+            card.state = TaskState::parse(&to).map(TaskState::as_str);
+            card.refresh = true;
+            card.title = format!(
+                "{} → {}",
+                text(data, "from").replace('_', " "),
+                to.replace('_', " ")
+            );
+            // A question or a plan is shown once, where it was made; an error is its own card.
+            if data["attention"]["kind"] == "error"
+                || data["attention"]["kind"] == "token_budget"
+                || data["attention"]["kind"] == "weekly_limit"
+            {
+                card.tag("errors");
+            }
+        }
+        EventKind::UserMessage => {
+            card.class = "you";
+            card.label = match data["kind"].as_str() {
+                Some("answer") => "Answer",
+                Some("feedback") => "Feedback",
+                Some("approval") => "Approval",
+                Some("retry") => "Retry",
+                Some("steering") => "Message",
+                _ => "You",
+            };
+            card.title = match data["kind"].as_str() {
+                Some("approval") => "approved the plan".into(),
+                Some("retry") => "tried again after the error".into(),
+                _ => first_line(&text(data, "message"), 200),
+            };
+            fold_long(&mut card, "Whole message", &text(data, "message"));
+        }
+        EventKind::Step => {
+            let step = StepEvent::from_data(data);
+            let Some(step) = step else {
+                card.class = "step";
+                card.label = "Step";
+                card.title = first_line(&data.to_string(), 200);
+                return Some(card);
+            };
+            // A step's start or end with nothing more to say: its heading says it.
+            let failed = matches!(
+                step.status,
+                StepStatus::Failed | StepStatus::VerificationFailed | StepStatus::GivenUp
+            );
+            let says = [
+                &step.summary,
+                &step.output,
+                &step.reason,
+                &step.learning,
+                &step.verdict,
+            ]
+            .iter()
+            .any(|more| more.is_some());
+            // A step's start is its group's heading, which shows its summary (the plan step).
+            let heading = step.status == StepStatus::Started
+                && step.output.is_none()
+                && matches!(
+                    step.step,
+                    WorkStep::Environment
+                        | WorkStep::Analysis
+                        | WorkStep::Planning
+                        | WorkStep::Execution
+                        | WorkStep::Review
+                        | WorkStep::Completion
+                );
+            if heading || (!failed && !says) {
+                return None;
+            }
+            step_card(&mut card, step);
+        }
+        EventKind::PullRequest => {
+            card.class = "pr";
+            card.label = "Pull request";
+            card.refresh = true;
+            card.title = format!(
+                "{} ← {}: {}",
+                text(data, "base"),
+                text(data, "head"),
+                text(data, "title")
+            );
+        }
+        EventKind::Network => {
+            let allowed = data["allowed"] == true;
+            card.class = if allowed { "net" } else { "net-denied" };
+            card.label = if allowed { "Allowed" } else { "Denied" };
+            card.tag("network");
+            if !allowed {
+                card.tag("errors");
+            }
+            card.title = format!(
+                "{}:{} ({})",
+                text(data, "host"),
+                text(data, "port"),
+                text(data, "rule")
+            );
+        }
+        EventKind::Error => {
+            card.class = "fail";
+            card.label = "Error";
+            card.tag("errors");
+            card.title = first_line(&text(data, "message"), 200);
+            fold_long(&mut card, "Whole message", &text(data, "message"));
+        }
+        // These have cards of their own kind, made by `log_steps.rs`.
+        EventKind::ModelCall
+        | EventKind::ToolCall
+        | EventKind::ToolResult
+        | EventKind::Plan
+        | EventKind::Question => {
+            return None;
         }
     }
+    Some(card)
+}
 
-    #[test]
-    fn a_command_shows_its_first_line_and_folds_its_output() {
-        let call = entry(&event(
-            EventKind::ToolCall,
-            json!({"name": "bash", "arguments": {"command": "cargo test\necho done"}}),
-        ));
-        assert_eq!(
-            (call.label, call.summary.as_str()),
-            ("Command", "$ cargo test")
-        );
-        assert!(
-            matches!(call.detail, Some(Detail::Text { ref text, .. }) if text.ends_with("echo done"))
-        );
-        let result = entry(&event(
-            EventKind::ToolResult,
-            json!({"is_error": true, "content": "error[E0308]: mismatched types\n --> src/lib.rs:3"}),
-        ));
-        assert_eq!(result.label, "Failed");
-        assert!(
-            matches!(result.detail, Some(Detail::Text { ref title, .. }) if title == "Output (2 lines)")
-        );
+fn step_card(card: &mut Card, step: StepEvent) {
+    card.class = "step";
+    card.label = "Step";
+    let status = step.status.as_str().replace('_', " ");
+    card.title = match step.index {
+        Some(index) => format!("{} {} {status}", step.step.as_str(), index + 1),
+        None => format!("{} {status}", step.step.as_str()),
+    };
+    if matches!(
+        step.status,
+        StepStatus::Failed | StepStatus::VerificationFailed | StepStatus::GivenUp
+    ) {
+        card.class = "fail";
+        card.tag("errors");
     }
-
-    #[test]
-    fn an_edit_is_a_diff_and_a_state_change_names_the_new_state() {
-        let edit = entry(&event(
-            EventKind::ToolResult,
-            json!({"is_error": false, "content": "edited src/lib.rs:\n--- a\n+++ b\n@@ -1 +1 @@\n-old\n+new"}),
-        ));
-        assert_eq!(
-            (edit.label, edit.summary.as_str()),
-            ("Edit", "edited src/lib.rs")
-        );
-        let Some(Detail::Diff { lines, .. }) = edit.detail else {
-            panic!("an edit shows a diff");
-        };
-        let classes: Vec<&str> = lines.iter().map(|(class, _)| *class).collect();
-        assert_eq!(classes, ["file", "file", "hunk", "del", "add"]);
-
-        let changed = entry(&event(
-            EventKind::StateChanged,
-            json!({"from": "in_progress", "to": "needs_attention", "attention": {"kind": "question", "message": "Which port?"}}),
-        ));
-        assert_eq!(changed.state, Some("needs_attention"));
-        assert_eq!(
-            changed.summary,
-            "in progress → needs attention: Which port?"
-        );
-        assert_eq!(changed.time, "14:03:07");
+    for more in [&step.verdict, &step.summary, &step.reason, &step.learning]
+        .into_iter()
+        .flatten()
+    {
+        card.title.push_str(": ");
+        card.title.push_str(&first_line(more, 200));
     }
-
-    #[test]
-    fn long_output_keeps_its_end_and_says_what_was_left_out() {
-        let output = format!("{}error: the last line", "x".repeat(5000));
-        let result = entry(&event(
-            EventKind::ToolResult,
-            json!({"is_error": true, "content": output}),
-        ));
-        let Some(Detail::Text { text, .. }) = result.detail else {
-            panic!("long output is folded");
-        };
-        assert!(text.starts_with("… 3520 characters before this"), "{text}");
-        assert!(text.ends_with("error: the last line"));
-        let file_text = "line\n".repeat(500);
-        let created = entry(&event(
-            EventKind::ToolCall,
-            json!({"name": "str_replace_based_edit_tool", "arguments": {"command": "create", "path": "a.txt", "file_text": file_text}}),
-        ));
-        let Some(Detail::Diff { lines, .. }) = created.detail else {
-            panic!("a new file is a diff");
-        };
-        assert_eq!(lines.len(), DETAIL_LINES + 1);
-        assert_eq!(
-            lines.last().unwrap().1,
-            "… 300 more lines in the full log (`deft task logs`)"
-        );
+    if !step.fixes.is_empty() {
+        card.detail = Some(Detail::List {
+            title: "Fixes asked for".into(),
+            items: step.fixes.clone(),
+        });
     }
-
-    #[test]
-    fn network_decisions_and_model_usage_read_as_sentences() {
-        let denied = entry(&event(
-            EventKind::Network,
-            json!({"host": "example.org", "port": 443, "allowed": false, "rule": "not on the allow-list"}),
-        ));
-        assert_eq!((denied.label, denied.class), ("Denied", "net-denied"));
-        assert_eq!(denied.summary, "example.org:443 (not on the allow-list)");
-        let call = entry(&event(
-            EventKind::ModelCall,
-            json!({"role": "planning", "model": "anthropic/claude", "input_tokens": 1200, "output_tokens": 80, "cached_tokens": 1000, "duration_ms": 950}),
-        ));
-        assert_eq!(
-            call.summary,
-            "planning anthropic/claude: 1200 tokens in, 80 out (1000 cached), 950 ms"
-        );
+    if let Some(output) = step.output.filter(|output| !output.is_empty()) {
+        card.detail = Some(Detail::Output {
+            title: "Output".into(),
+            text: output,
+        });
     }
+}
+
+/// A model call, in a word, for a step's heading.
+pub fn tokens(event: &Event) -> i64 {
+    event.data["input_tokens"].as_i64().unwrap_or(0)
+        + event.data["output_tokens"].as_i64().unwrap_or(0)
 }

@@ -5,6 +5,7 @@
 //! in a hidden field, checked by [`WebForm`] before any handler runs. Pages read the store
 //! through the same user-filtered calls as the API, so another user's task is a 404 here too.
 
+mod ansi;
 mod chat_stream;
 pub(crate) mod chats;
 mod diff;
@@ -13,6 +14,8 @@ mod diff_view;
 mod github;
 mod highlight;
 mod log;
+mod log_page;
+mod log_steps;
 mod markdown;
 pub(crate) mod notifications;
 mod pulls;
@@ -82,7 +85,8 @@ pub fn pages() -> Router<AppState> {
             "/tasks/{id}/diff/{repo}/{action}",
             get(pulls::back).post(pulls::act),
         )
-        .route("/tasks/{id}/log", get(tasks::live_log))
+        .route("/tasks/{id}/log", get(log_page::live_log))
+        .route("/tasks/{id}/events/{seq}", get(log_page::output))
         .route("/tasks/{id}/{action}", post(task_action))
         .route("/chats/new", get(chats::new_page))
         .route("/chats", post(chats::start))

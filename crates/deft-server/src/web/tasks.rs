@@ -6,10 +6,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use deft_core::{
@@ -21,8 +19,9 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::log::{self, Detail, LogEntry, OneEntry};
-use super::{Chrome, WebError, WebForm, WebSession, render, state_label, when};
+use super::log::Detail;
+use super::log_page::{self, LogQuery, LogView};
+use super::{Chrome, Moment, WebError, WebForm, WebSession, render, state_label, when};
 use crate::AppState;
 use crate::views::{RepoNames, repo_names};
 
@@ -585,7 +584,9 @@ pub struct Summary {
     pub why: Option<String>,
     pub attention_kind: Option<&'static str>,
     pub repos: String,
-    pub created: String,
+    pub created: Moment,
+    /// The question the task waits on, Markdown drawn as sanitized HTML.
+    pub why_html: Option<String>,
     pub tokens: String,
     pub plan: Option<PlanView>,
     /// The web pages the task searched up or read, by their `[n]`.
@@ -615,12 +616,7 @@ pub struct Summary {
 struct TaskPage {
     chrome: Chrome,
     summary: Summary,
-    log: Vec<LogEntry>,
-    /// Where the page of earlier events starts, when the log has earlier events.
-    earlier: Option<i64>,
-    /// Whether the shown events are an earlier page, with more after them.
-    later: bool,
-    last_seq: i64,
+    log: LogView,
 }
 
 #[derive(Template)]
@@ -784,7 +780,12 @@ async fn summary_of(
         why,
         attention_kind: task.status.attention().map(|a| attention_label(a.kind)),
         repos: repo_list(&task, &names),
-        created: when(task.created_at),
+        created: Moment::new(task.created_at),
+        why_html: task
+            .status
+            .attention()
+            .filter(|a| a.kind == AttentionKind::Question)
+            .map(|a| super::markdown::render(&a.message, &[])),
         tokens: format!(
             "{} in, {} out",
             task.usage.input_tokens, task.usage.output_tokens
@@ -826,55 +827,29 @@ async fn task_page(
     session: &WebSession,
     id: &TaskId,
     error: Option<(&'static str, String)>,
-    from: Option<i64>,
+    query: &LogQuery,
 ) -> Result<Response, WebError> {
     let mut summary = summary_of(app, session, id).await?;
     if let Some((field, message)) = error {
         summary.error = Some(message);
         summary.error_field = field;
     }
-    // A long log shows its end; the page stays light, and the whole log is one link away.
-    let events = match from {
-        Some(after) => {
-            app.store
-                .events_after(&session.user.id, id, after, LOG_PAGE)
-                .await?
-        }
-        None => {
-            app.store
-                .last_events(&session.user.id, id, LOG_PAGE)
-                .await?
-        }
-    };
-    let first_seq = events.first().map_or(1, |e| e.seq);
-    let last_seq = events.last().map_or(0, |e| e.seq);
+    let task = app.store.task(&session.user.id, id).await?;
     let page = TaskPage {
         chrome: session.chrome("tasks"),
         summary,
-        log: events.iter().map(log::entry).collect(),
-        earlier: (first_seq > 1).then(|| (first_seq - 1).saturating_sub(LOG_PAGE).max(0)),
-        later: from.is_some() && events.len() as i64 == LOG_PAGE,
-        last_seq,
+        log: log_page::view(app, &task, query).await?,
     };
     render(&page)
-}
-
-/// Events a task page shows at once.
-const LOG_PAGE: i64 = 60;
-
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    /// Show the log from after this event instead of its end.
-    from: Option<i64>,
 }
 
 pub async fn page(
     State(app): State<AppState>,
     session: WebSession,
     Path(id): Path<TaskId>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<LogQuery>,
 ) -> Result<Response, WebError> {
-    task_page(&app, &session, &id, None, query.from).await
+    task_page(&app, &session, &id, None, &query).await
 }
 
 pub async fn summary(
@@ -884,57 +859,6 @@ pub async fn summary(
 ) -> Result<Response, WebError> {
     let summary = summary_of(&app, &session, &id).await?;
     render(&SummaryFragment { summary })
-}
-
-/// Where the live log resumes: after the event a reconnecting browser names in
-/// `Last-Event-ID`, else after `?after=`, else at the start. A header that is not an event's
-/// number is passed over.
-#[derive(Debug)]
-pub struct ResumeAfter(i64);
-
-#[derive(Debug, Deserialize)]
-struct LogQuery {
-    after: Option<i64>,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ResumeAfter {
-    type Rejection = QueryRejection;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, QueryRejection> {
-        let Query(query) = Query::<LogQuery>::from_request_parts(parts, state).await?;
-        let after = parts
-            .headers
-            .get("last-event-id")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|text| text.trim().parse::<i64>().ok())
-            .or(query.after)
-            .unwrap_or(0);
-        Ok(ResumeAfter(after))
-    }
-}
-
-/// The log's new entries as Server-Sent Events, each one rendered `<li>`.
-pub async fn live_log(
-    State(app): State<AppState>,
-    session: WebSession,
-    Path(id): Path<TaskId>,
-    ResumeAfter(after): ResumeAfter,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {
-    app.store.task(&session.user.id, &id).await?;
-    let user = session.user.id;
-    Ok(crate::routes::stream::live(
-        app,
-        user,
-        id,
-        after,
-        |event, sse| {
-            let entry = log::entry(event);
-            let html = OneEntry { entry: &entry }.render().unwrap_or_else(|error| {
-                format!("<li>event {} could not be shown: {error}</li>", event.seq)
-            });
-            sse.event("entry").data(html)
-        },
-    ))
 }
 
 /// The owner's controls: cancel, answer, approve, feedback.
@@ -1003,8 +927,14 @@ pub async fn act(
             } else {
                 "controls"
             };
-            let mut response =
-                task_page(&app, &form.session, &id, Some((field, message)), None).await?;
+            let mut response = task_page(
+                &app,
+                &form.session,
+                &id,
+                Some((field, message)),
+                &LogQuery::default(),
+            )
+            .await?;
             *response.status_mut() = StatusCode::BAD_REQUEST;
             return Ok(response);
         }
@@ -1029,7 +959,7 @@ async fn done(
                 &form.session,
                 id,
                 Some(("controls", error.message)),
-                None,
+                &LogQuery::default(),
             )
             .await?;
             *response.status_mut() = error.status;
@@ -1111,8 +1041,14 @@ async fn rerun(app: &AppState, form: &WebForm, id: &TaskId) -> Result<Response, 
                 "{} Start a new chat to describe the task again.",
                 error.message
             );
-            let mut response =
-                task_page(app, &form.session, id, Some(("controls", message)), None).await?;
+            let mut response = task_page(
+                app,
+                &form.session,
+                id,
+                Some(("controls", message)),
+                &LogQuery::default(),
+            )
+            .await?;
             *response.status_mut() = error.status;
             Ok(response)
         }
