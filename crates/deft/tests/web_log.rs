@@ -15,6 +15,8 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
+/// WCAG's contrast ratio of two computed colours, in the page.
+const CONTRAST: &str = "const lum = (c) => { const [r, g, b] = c.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; }; const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((m, n) => n - m); return (x + 0.05) / (y + 0.05); }; const bg = (e) => { for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor; if (c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c; } return 'rgb(255, 255, 255)'; }; const pairs = {};";
 const QUESTION: &str = "Should the greeting be **bold**? <script>window.pwned = true</script>";
 
 /// A Chrome DevTools command through chromedriver: the time zone the page sees.
@@ -48,7 +50,7 @@ fn two_steps() -> Vec<Step> {
         call(
             "c1",
             "bash",
-            r#"{"command": "printf '\\033[31mred\\033[0m \\033[1mbold\\033[0m \\033]0;title\\007<script>window.pwned = true</script>\\n'"}"#,
+            r#"{"command": "printf '\\033[31mred\\033[0m \\033[1mbold\\033[0m \\033]0;title\\007<script>window.pwned = true</script>\\n\\033[30mk\\033[32mg\\033[33my\\033[34mb\\033[35mm\\033[36mc\\033[37mw\\033[0m\\n'"}"#,
         ),
         call("c2", "bash", r#"{"command": "seq 1 800"}"#),
         call(
@@ -119,6 +121,32 @@ async fn the_log_groups_by_step_draws_colours_shows_the_question_once_and_follow
         .unwrap();
     let page = format!("{}/tasks/{id}", server.url);
     browser.goto(&page).await;
+
+    // Every colour a command may print, and the log's own, read at 4.5:1 in light and dark.
+    for scheme in ["dark", "light"] {
+        browser
+            .page()
+            .issue_cmd(Cdp(json!({"cmd": "Emulation.setEmulatedMedia", "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]}})))
+            .await
+            .unwrap();
+        let ratios = browser
+            .js(&format!("{CONTRAST} for (const css of ['.ansi-black', '.ansi-red', '.ansi-green', '.ansi-yellow', '.ansi-blue', '.ansi-magenta', '.ansi-cyan', '.ansi-white', '.exit.ok', '.badge.step-done', '.badge.step-waiting', '.card-head .facts', '.entry.question .label', '.group-title']) {{ const e = document.querySelector('#log ' + css); pairs[css] = e ? ratio(getComputedStyle(e).color, bg(e)) : 0; }} return pairs;"))
+            .await;
+        for (css, ratio) in ratios.as_object().unwrap() {
+            let ratio = ratio.as_f64().unwrap();
+            assert!(
+                ratio >= 4.5,
+                "{css} has contrast {ratio:.2} in {scheme} mode"
+            );
+        }
+        if scheme == "dark" {
+            browser
+                .js("document.querySelectorAll('#log details.group').forEach(g => { if (g.querySelector('.command')) g.open = true; }); document.querySelector('#log .entry.command details').open = true; return 1;")
+                .await;
+            log_shots(&browser, "log-dark").await;
+            browser.page().refresh().await.unwrap();
+        }
+    }
 
     // Grouped by step: the setup in one folded group, planning, then each plan step; the
     // finished ones folded, the one waiting open.
