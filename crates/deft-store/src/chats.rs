@@ -11,6 +11,15 @@ use sqlx::any::AnyRow;
 use crate::tasks::{Actor, transition_in};
 use crate::{Store, StoreError, from_json};
 
+/// A chat as a list shows it: its messages left out but the first.
+#[derive(Debug, Clone)]
+pub struct ChatSummary {
+    /// The chat, without its messages.
+    pub chat: Chat,
+    pub first_message: Option<String>,
+    pub messages: i64,
+}
+
 impl Store {
     pub async fn create_chat(&self, user: &UserId, repos: Vec<RepoId>) -> Result<Chat, StoreError> {
         self.check_repositories(user, &repos).await?;
@@ -44,6 +53,34 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         chat_from_rows(&row, &messages)
+    }
+
+    /// The user's chats, the most recently active first, at most `limit`: each with its first
+    /// message (what it is about), how many messages it holds, and its task, if any.
+    pub async fn list_chats(
+        &self,
+        user: &UserId,
+        limit: i64,
+    ) -> Result<Vec<ChatSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.repos, c.task_id, c.created_at, c.updated_at, \
+             (SELECT m.message FROM chat_messages m WHERE m.chat_id = c.id ORDER BY m.seq LIMIT 1) AS first_message, \
+             (SELECT COUNT(*) FROM chat_messages m WHERE m.chat_id = c.id) AS messages \
+             FROM chats c WHERE c.user_id = $1 ORDER BY c.updated_at DESC, c.id DESC LIMIT $2",
+        )
+        .bind(user.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ChatSummary {
+                    chat: chat_from_rows(row, &[])?,
+                    first_message: row.try_get("first_message")?,
+                    messages: row.try_get("messages")?,
+                })
+            })
+            .collect()
     }
 
     /// Stores a message. When the chat has created its task, the message also steers the task

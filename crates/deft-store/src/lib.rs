@@ -26,6 +26,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor, Row as _};
 
+pub use chats::ChatSummary;
 pub use cipher::{MASTER_KEY_FILE, MasterKey, MasterKeyError, write_private_file};
 pub use error::StoreError;
 pub use events::{EventBus, QueueChanges};

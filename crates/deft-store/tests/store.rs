@@ -66,6 +66,7 @@ on_both!(
     usage_outside_tasks_counts_towards_the_week,
     listing_searches_text_filters_by_repository_and_sets_a_state_apart,
     a_pull_requests_line_counts_are_kept_until_its_next_push,
+    chats_are_listed_most_recent_first_with_their_first_message,
 );
 
 async fn open(db: &TestDatabase) -> Store {
@@ -2084,4 +2085,41 @@ async fn a_pull_requests_line_counts_are_kept_until_its_next_push(store: Store) 
     // A push (the pull request updated) may change the diff: the counts are read again.
     store.upsert_pull_request(&task.id, &pr).await.unwrap();
     assert!(stats().await.is_empty());
+}
+
+async fn chats_are_listed_most_recent_first_with_their_first_message(store: Store) {
+    let (ada, repo) = user_with_repo(&store, "ada").await;
+    let (bob, bobs) = user_with_repo(&store, "bob").await;
+    // The busy chat is the older one: it comes first by its last message alone.
+    let busy = store
+        .create_chat(&ada.id, vec![repo.clone()])
+        .await
+        .unwrap();
+    let quiet = store
+        .create_chat(&ada.id, vec![repo.clone()])
+        .await
+        .unwrap();
+    store.create_chat(&bob.id, vec![bobs]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    for message in ["Why is the build slow?", "And the tests?"] {
+        store
+            .post_chat_message(&ada.id, &busy.id, "ada", message)
+            .await
+            .unwrap();
+    }
+    let listed = store.list_chats(&ada.id, 10).await.unwrap();
+    let ids: Vec<_> = listed.iter().map(|c| c.chat.id.clone()).collect();
+    assert_eq!(
+        ids,
+        [busy.id.clone(), quiet.id.clone()],
+        "bob's chat is not ada's"
+    );
+    assert_eq!(
+        listed[0].first_message.as_deref(),
+        Some("Why is the build slow?")
+    );
+    assert_eq!(listed[0].messages, 2);
+    assert_eq!(listed[1].first_message, None);
+    assert_eq!(listed[1].chat.repos, [repo]);
+    assert_eq!(store.list_chats(&ada.id, 1).await.unwrap().len(), 1);
 }

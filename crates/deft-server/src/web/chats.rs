@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use deft_core::{ChatId, RepoId, User};
 use deft_store::NewTask;
 
-use super::{Chrome, WebError, WebForm, WebSession, markdown, render, when};
+use super::{Chrome, Moment, WebError, WebForm, WebSession, markdown, render};
 use crate::{ApiError, AppState};
 
 /// The author name of the agent's messages in a chat.
@@ -37,7 +37,7 @@ pub struct MessageView {
     pub text: String,
     /// The agent's message as sanitized HTML ([`markdown::render`]); `None` for the person's.
     pub html: Option<String>,
-    pub at: String,
+    pub at: Moment,
 }
 
 #[derive(Template)]
@@ -197,7 +197,7 @@ async fn chat_page(
                     html: (!mine).then(|| {
                         markdown::render(&m.message, &markdown::listed_sources(&m.message))
                     }),
-                    at: when(m.at),
+                    at: Moment::new(m.at),
                 }
             })
             .collect(),

@@ -6,6 +6,7 @@
 //! through the same user-filtered calls as the API, so another user's task is a 404 here too.
 
 mod ansi;
+mod chat_list;
 mod chat_stream;
 pub(crate) mod chats;
 mod diff;
@@ -89,7 +90,7 @@ pub fn pages() -> Router<AppState> {
         .route("/tasks/{id}/events/{seq}", get(log_page::output))
         .route("/tasks/{id}/{action}", post(task_action))
         .route("/chats/new", get(chats::new_page))
-        .route("/chats", post(chats::start))
+        .route("/chats", get(chat_list::list).post(chats::start))
         .route("/chats/{id}", get(chats::page))
         .route("/chats/{id}/messages", post(chats::message))
         .route("/chats/{id}/reply", post(chat_stream::reply))
