@@ -428,6 +428,62 @@ mod tests {
         assert!(hint.contains("gh pr checkout 12"), "{hint}");
     }
 
+    /// A diff an attacker wrote (file names, code, the function context of a hunk) and a
+    /// description with a script: the page shows them all as text.
+    #[test]
+    fn a_hostile_diff_and_description_draw_as_text() {
+        let text = "diff --git a/<img src=x onerror=alert(1)>.py b/<img src=x onerror=alert(1)>.py\nnew file mode 100644\n--- /dev/null\n+++ b/<img src=x onerror=alert(1)>.py\n@@ -0,0 +1,2 @@ <script>alert(2)</script>\n+x = '</td></tr></table><script>alert(3)</script>'\n+\"<b>\"\n";
+        for layout in [Layout::Unified, Layout::Split] {
+            let files = diff_view::files(0, &diff::parse(text), layout, &mut Budget::default());
+            let body = "**ok** <script>alert(4)</script> [x](javascript:alert(5))";
+            let page = DiffPage {
+                chrome: Chrome {
+                    user: "<u>".into(),
+                    csrf: "t".into(),
+                    nav: "tasks",
+                    attention: 0,
+                },
+                id: "t1".into(),
+                title: "<script>alert(6)</script>".into(),
+                split: layout == Layout::Split,
+                pulls: vec![PullView {
+                    index: 0,
+                    repo: "shop".into(),
+                    repo_id: "r1".into(),
+                    title: "<script>alert(7)</script>".into(),
+                    base: "main".into(),
+                    head: "deft/\"><script>".into(),
+                    status: "open",
+                    url: None,
+                    body: markdown::render(body, &[]),
+                    checkout: "git fetch x <script>".into(),
+                    checkout_hint: String::new(),
+                    files,
+                    additions: 2,
+                    deletions: 0,
+                    error: None,
+                    refusal: None,
+                    can_merge: true,
+                    merge_hint: None,
+                }],
+                notice: None,
+            };
+            let html = page.render().unwrap();
+            assert!(
+                html.match_indices("<script")
+                    .all(|(at, _)| html[at..].starts_with("<script src=\"/assets/")),
+                "only the app's own scripts: {html}"
+            );
+            assert!(!html.contains("<img"), "{html}");
+            assert!(!html.contains("javascript:"), "{html}");
+            assert!(
+                html.contains("&#60;img src=x onerror=alert(1)&#62;.py"),
+                "{html}"
+            );
+            assert!(html.contains("<strong>ok</strong>"), "{html}");
+        }
+    }
+
     #[test]
     fn shell_words_quote_what_the_shell_would_read() {
         assert_eq!(shell_word("deft/a-b_c.d"), "deft/a-b_c.d");
