@@ -15,7 +15,6 @@ use common::{Server, call, start_with_env};
 use deft_testkit::model_server::{ScriptedModel, Step, Turn};
 use deft_testkit::smtp_sink::SmtpSink;
 use deft_testkit::webhook_sink::{Received, WebhookSink};
-use fantoccini::wd::WebDriverCompatibleCommand;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
@@ -255,25 +254,6 @@ async fn bad_settings_are_refused_naming_the_field_and_this_machine_is_refused_b
     assert_eq!(put["webhook"], Value::Null, "{put}");
 }
 
-/// A Chrome DevTools command through chromedriver: here, granting the notification permission
-/// a headless browser cannot be asked for.
-#[derive(Debug)]
-struct Cdp(Value);
-
-impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(
-        &self,
-        base_url: &reqwest::Url,
-        session_id: Option<&str>,
-    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
-        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap()))
-    }
-
-    fn method_and_body(&self, _: &reqwest::Url) -> (axum::http::Method, Option<String>) {
-        (axum::http::Method::POST, Some(self.0.to_string()))
-    }
-}
-
 /// Screenshots of the notifications section at both widths, each page checked.
 async fn capture_section(browser: &Browser, server: &Server) {
     for (size, width) in [(DESKTOP, "desktop"), (PHONE, "phone")] {
@@ -388,10 +368,11 @@ async fn the_settings_set_notifications_and_the_task_list_shows_them_in_the_brow
 
     // Browser notifications: permission granted as a person's click would, then turned on.
     browser
-        .page()
-        .issue_cmd(Cdp(json!({"cmd": "Browser.grantPermissions", "params": {"permissions": ["notifications"], "origin": server.url}})))
-        .await
-        .unwrap();
+        .cdp(
+            "Browser.grantPermissions",
+            json!({"permissions": ["notifications"], "origin": server.url}),
+        )
+        .await;
     assert_eq!(
         browser.text("#browser-notify-status").await,
         "Off in this browser."

@@ -11,35 +11,12 @@ mod common;
 use common::browser::{Browser, DESKTOP, PHONE, greeter_repo, set_password, sign_in_with_password};
 use common::{Server, call, start};
 use deft_testkit::model_server::{ScriptedModel, Step, Turn};
-use fantoccini::wd::WebDriverCompatibleCommand;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
 /// WCAG's contrast ratio of two computed colours, in the page.
 const CONTRAST: &str = "const lum = (c) => { const [r, g, b] = c.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; }; const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((m, n) => n - m); return (x + 0.05) / (y + 0.05); }; const bg = (e) => { for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor; if (c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c; } return 'rgb(255, 255, 255)'; }; const pairs = {};";
 const QUESTION: &str = "Should the greeting be **bold**? <script>window.pwned = true</script>";
-
-/// A Chrome DevTools command through chromedriver: the time zone the page sees.
-#[derive(Debug)]
-struct Cdp(Value);
-
-impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(
-        &self,
-        base_url: &reqwest::Url,
-        session_id: Option<&str>,
-    ) -> Result<reqwest::Url, url_error::ParseError> {
-        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap()))
-    }
-
-    fn method_and_body(&self, _: &reqwest::Url) -> (axum::http::Method, Option<String>) {
-        (axum::http::Method::POST, Some(self.0.to_string()))
-    }
-}
-
-mod url_error {
-    pub type ParseError = <reqwest::Url as std::str::FromStr>::Err;
-}
 
 /// Two planned steps: the first runs a command that prints colours and markup, one with a
 /// long output, and writes a file; the second runs a command and asks.
@@ -115,20 +92,22 @@ async fn the_log_groups_by_step_draws_colours_shows_the_question_once_and_follow
     sign_in_with_password(&browser, &server, "admin", PASSWORD).await;
     // A zone half an hour off UTC, so a card's local time cannot pass for the UTC one.
     browser
-        .page()
-        .issue_cmd(Cdp(json!({"cmd": "Emulation.setTimezoneOverride", "params": {"timezoneId": "Asia/Kolkata"}})))
-        .await
-        .unwrap();
+        .cdp(
+            "Emulation.setTimezoneOverride",
+            json!({"timezoneId": "Asia/Kolkata"}),
+        )
+        .await;
     let page = format!("{}/tasks/{id}", server.url);
     browser.goto(&page).await;
 
     // Every colour a command may print, and the log's own, read at 4.5:1 in light and dark.
     for scheme in ["dark", "light"] {
         browser
-            .page()
-            .issue_cmd(Cdp(json!({"cmd": "Emulation.setEmulatedMedia", "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]}})))
-            .await
-            .unwrap();
+            .cdp(
+                "Emulation.setEmulatedMedia",
+                json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+            )
+            .await;
         let ratios = browser
             .js(&format!("{CONTRAST} for (const css of ['.ansi-black', '.ansi-red', '.ansi-green', '.ansi-yellow', '.ansi-blue', '.ansi-magenta', '.ansi-cyan', '.ansi-white', '.exit.ok', '.badge.step-done', '.badge.step-waiting', '.card-head .facts', '.entry.question .label', '.group-title']) {{ const e = document.querySelector('#log ' + css); pairs[css] = e ? ratio(getComputedStyle(e).color, bg(e)) : 0; }} return pairs;"))
             .await;

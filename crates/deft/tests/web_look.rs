@@ -14,41 +14,9 @@ use std::time::Duration;
 use common::browser::{Browser, DESKTOP, PHONE, greeter_repo, set_password, sign_in_with_password};
 use common::{Server, call, start};
 use deft_testkit::model_server::ScriptedModel;
-use fantoccini::wd::WebDriverCompatibleCommand;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-/// A Chrome DevTools command through chromedriver, for what WebDriver cannot set: the colour
-/// scheme and the time zone the page sees.
-#[derive(Debug)]
-struct Cdp(Value);
-
-impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(
-        &self,
-        base_url: &reqwest::Url,
-        session_id: Option<&str>,
-    ) -> Result<reqwest::Url, url_error::ParseError> {
-        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap()))
-    }
-
-    fn method_and_body(&self, _: &reqwest::Url) -> (axum::http::Method, Option<String>) {
-        (axum::http::Method::POST, Some(self.0.to_string()))
-    }
-}
-
-mod url_error {
-    pub type ParseError = <reqwest::Url as std::str::FromStr>::Err;
-}
-
-async fn cdp(browser: &Browser, cmd: &str, params: Value) {
-    browser
-        .page()
-        .issue_cmd(Cdp(json!({"cmd": cmd, "params": params})))
-        .await
-        .unwrap_or_else(|error| panic!("{cmd}: {error}"));
-}
 
 /// A signed-in browser on a fresh `deft serve`.
 async fn signed_in(dir: &Path, model: &ScriptedModel) -> (Server, Browser) {
@@ -139,12 +107,12 @@ async fn dark_mode_follows_the_system_with_readable_contrast() {
     let light = browser
         .js("return getComputedStyle(document.body).backgroundColor")
         .await;
-    cdp(
-        &browser,
-        "Emulation.setEmulatedMedia",
-        json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
-    )
-    .await;
+    browser
+        .cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+        )
+        .await;
     let dark = browser
         .js("return getComputedStyle(document.body).backgroundColor")
         .await;
@@ -208,12 +176,12 @@ async fn times_read_in_the_reader_s_zone_and_relative_with_the_exact_time_in_the
         .await;
     assert_eq!(made["name"], "NPM_TOKEN", "{made}");
     // A zone half an hour off any whole-hour zone, so a local time cannot pass for UTC.
-    cdp(
-        &browser,
-        "Emulation.setTimezoneOverride",
-        json!({"timezoneId": "Asia/Kolkata"}),
-    )
-    .await;
+    browser
+        .cdp(
+            "Emulation.setTimezoneOverride",
+            json!({"timezoneId": "Asia/Kolkata"}),
+        )
+        .await;
     browser.goto(&format!("{}/settings", server.url)).await;
     let time = browser
         .js("const t = document.querySelector('#secrets time[datetime]'); return t && {datetime: t.getAttribute('datetime'), text: t.textContent, title: t.title};")

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -35,7 +36,34 @@ pub fn free_port() -> u16 {
 pub const DESKTOP: (u32, u32) = (1280, 800);
 pub const PHONE: (u32, u32) = (390, 844);
 
+/// A Chrome DevTools command through chromedriver, for what WebDriver cannot set: the colour
+/// scheme, the time zone, a permission a headless browser cannot be asked for.
+#[derive(Debug)]
+struct Cdp(Value);
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &reqwest::Url,
+        session_id: Option<&str>,
+    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap()))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (axum::http::Method, Option<String>) {
+        (axum::http::Method::POST, Some(self.0.to_string()))
+    }
+}
+
 impl Browser {
+    /// Runs the DevTools command `cmd` with `params`.
+    pub async fn cdp(&self, cmd: &str, params: Value) {
+        self.page()
+            .issue_cmd(Cdp(json!({"cmd": cmd, "params": params})))
+            .await
+            .unwrap_or_else(|error| panic!("{cmd}: {error}"));
+    }
+
     pub async fn start() -> Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
