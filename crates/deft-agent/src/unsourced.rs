@@ -19,10 +19,26 @@ pub(crate) struct Address {
 pub(crate) fn added_addresses(diff: &str) -> Vec<Address> {
     let mut file = String::new();
     let mut found: Vec<Address> = Vec::new();
+    // Lines of the current hunk still to come, old side and new side: a header is only read
+    // between hunks, so an added line that begins `++ ` is not taken for one.
+    let (mut old, mut new) = (0u64, 0u64);
     for line in diff.lines() {
-        if let Some(path) = line.strip_prefix("+++ ") {
-            file = path.strip_prefix("b/").unwrap_or(path).to_owned();
+        if old == 0 && new == 0 {
+            if let Some(path) = line.strip_prefix("+++ ") {
+                file = path.strip_prefix("b/").unwrap_or(path).to_owned();
+            } else if let Some(counts) = hunk_counts(line) {
+                (old, new) = counts;
+            }
             continue;
+        }
+        match line.as_bytes().first() {
+            Some(b'-') => old = old.saturating_sub(1),
+            Some(b'+') => new = new.saturating_sub(1),
+            Some(b'\\') => {}
+            _ => {
+                old = old.saturating_sub(1);
+                new = new.saturating_sub(1);
+            }
         }
         let Some(added) = line.strip_prefix('+') else {
             continue;
@@ -41,6 +57,29 @@ pub(crate) fn added_addresses(diff: &str) -> Vec<Address> {
         }
     }
     found
+}
+
+/// A hunk header's line counts (`@@ -1,3 +1,4 @@`; a count left out is 1).
+fn hunk_counts(line: &str) -> Option<(u64, u64)> {
+    let ranges = line.strip_prefix("@@ -")?.split(" @@").next()?;
+    let (old, new) = ranges.split_once(" +")?;
+    let count = |range: &str| -> Option<u64> {
+        match range.split_once(',') {
+            Some((_, count)) => count.parse().ok(),
+            None => range.parse::<u64>().ok().map(|_| 1),
+        }
+    };
+    Some((count(old)?, count(new)?))
+}
+
+/// Whether `text` (lower case) names `host` as a whole name: not as part of a longer one.
+pub(crate) fn mentions(text: &str, host: &str) -> bool {
+    let part = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    text.match_indices(host).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + host.len()..].chars().next();
+        !before.is_some_and(part) && !after.is_some_and(|c| part(c) && c != '.')
+    })
 }
 
 /// `scheme://host…` URLs in a line, with their hosts.
@@ -119,7 +158,8 @@ pub(crate) fn question(addresses: &[&Address]) -> String {
     let named: Vec<String> = addresses
         .iter()
         .take(3)
-        .map(|a| format!("`{}` (in {})", a.url, a.file))
+        // The file's name is the task's to choose: shown as code, never as Markdown.
+        .map(|a| format!("`{}` (in `{}`)", a.url, a.file.replace('`', "'")))
         .collect();
     if named.len() == 1 {
         format!(
@@ -142,7 +182,7 @@ mod tests {
 diff --git a/client.py b/client.py
 --- a/client.py
 +++ b/client.py
-@@ -1,3 +1,3 @@
+@@ -1,2 +1,3 @@
 -API_URL = \"http://localhost:8000\"
 +API_URL = \"http://widgets-service:8000\"  # was http://localhost:8000
 +DOCS = 'https://User:pw@Docs.Widgets.io/v2?x=1'
@@ -177,20 +217,40 @@ diff --git a/tests/test_client.py b/tests/test_client.py
 
     #[test]
     fn placeholders_count_in_code_but_not_in_tests() {
-        let code = "+++ b/app/config.py\n+URL = 'https://api.example.com'\n";
+        let code = "+++ b/app/config.py\n@@ -0,0 +1 @@\n+URL = 'https://api.example.com'\n";
         assert_eq!(added_addresses(code)[0].host, "api.example.com");
-        let test = "+++ b/app/config.test.js\n+const URL = 'https://api.example.com';\n";
+        let test =
+            "+++ b/app/config.test.js\n@@ -0,0 +1 @@\n+const URL = 'https://api.example.com';\n";
         assert!(added_addresses(test).is_empty());
-        let local =
-            "+++ b/a.py\n+U = 'http://127.0.0.1:9/x' + 'http://[::1]:8/' + 'ws://localhost'\n";
+        let local = "+++ b/a.py\n@@ -0,0 +1 @@\n+U = 'http://127.0.0.1:9/x' + 'http://[::1]:8/' + 'ws://localhost'\n";
         assert!(added_addresses(local).is_empty());
+    }
+
+    #[test]
+    fn an_added_line_that_looks_like_a_header_is_a_line() {
+        let diff = "+++ b/a.py\n@@ -1,2 +1,3 @@\n-x\n-- y\n+++ b/[click](https://evil.example/ok)\n+z = 'https://made.up/'\n+w\n";
+        let found = added_addresses(diff);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().all(|a| a.file == "a.py"), "{found:?}");
+        assert_eq!(found[1].host, "made.up");
+    }
+
+    #[test]
+    fn a_host_is_mentioned_only_as_a_whole_name() {
+        assert!(mentions(
+            "use https://api.widgets.io/v1 please",
+            "api.widgets.io"
+        ));
+        assert!(mentions("it is api.widgets.io.", "api.widgets.io"));
+        assert!(!mentions("see myapi.widgets.io", "api.widgets.io"));
+        assert!(!mentions("the letter e", "e.io") && !mentions("some text", "e"));
     }
 
     #[test]
     fn the_question_names_the_guess_and_where_it_is() {
         let found = added_addresses(DIFF);
         let one = question(&[&found[0]]);
-        assert!(one.contains("`http://widgets-service:8000` (in client.py)"));
+        assert!(one.contains("`http://widgets-service:8000` (in `client.py`)"));
         assert!(one.starts_with("Which address"));
         let two = question(&found.iter().collect::<Vec<_>>());
         assert!(two.contains("Docs.Widgets.io/v2") && two.starts_with("Which addresses"));

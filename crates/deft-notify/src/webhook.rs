@@ -192,6 +192,8 @@ pub async fn send(request: &Request<'_>, allow_private: bool, timeout: Duration)
             return Attempt::Transient(format!("no answer within {} s", timeout.as_secs()));
         }
         Err(error) => {
+            // A Slack webhook's URL carries its secret in the path: never in a message.
+            let error = error.without_url();
             return Attempt::Transient(format!(
                 "cannot reach {}: {}",
                 host(request.url),

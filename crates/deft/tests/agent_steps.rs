@@ -762,7 +762,7 @@ async fn an_address_no_one_gave_is_asked_for_not_guessed() {
     assert_eq!(output.status.code(), Some(3), "{stdout}");
     assert!(
         stdout.contains("Which address should the change use?")
-            && stdout.contains("`http://widgets-service:8000` (in client.py)"),
+            && stdout.contains("`http://widgets-service:8000` (in `client.py`)"),
         "{stdout}"
     );
     // Asked, not completed: nothing was pushed.

@@ -1106,8 +1106,9 @@ async fn sandboxes_started_ahead_of_tasks_die_with_a_killed_server() {
 /// done: a change that writes an address no one gave stops at a question naming the guess;
 /// the answer's address is then taken without another question; a change that no check ran
 /// and whose review named nothing it looked at (here the answer format copied back) is shown
-/// to the owner before a pull request says the task is done, once: after "open it", a fresh
-/// review, and the task completes.
+/// to the owner before a pull request says the task is done, once, with the owner's secrets
+/// redacted from the diff it quotes: after "open it", a fresh review, and the pull request,
+/// whose push is refused here for the secret the change holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guessed_address_is_asked_for_and_an_unchecked_change_is_shown_before_it_is_done() {
     let dir = tempfile::tempdir().unwrap();
@@ -1134,16 +1135,26 @@ async fn a_guessed_address_is_asked_for_and_an_unchecked_change_is_shown_before_
         call(
             "e3",
             "str_replace_based_edit_tool",
-            r#"{"command": "str_replace", "path": "widgets/client.py", "old_str": "http://widgets-service:8000", "new_str": "https://widgets.prod.example.net"}"#,
+            r#"{"command": "str_replace", "path": "widgets/client.py", "old_str": "API_URL = \"http://widgets-service:8000\"", "new_str": "API_URL = \"https://widgets.prod.example.net\"\nTOKEN = \"tok-9f8e7d6c5b4a\""}"#,
         ),
         call("e4", "finish", r#"{"summary": "Used the address the owner gave"}"#),
         Step::Reply(Turn::text(echoed)),
-        // After "open it": a fresh review, which says no more, and the task completes.
+        // After "open it": a fresh review, which says no more; then the push, refused for the
+        // secret the change holds.
         Step::Reply(Turn::text(echoed)),
     ])
     .await;
     let data = dir.path().join("data");
     let server = start(&data, &model);
+    // A question that quotes the workspace may go to a public issue: the owner's secrets in
+    // it are redacted as in the log.
+    server
+        .call(
+            reqwest::Method::PUT,
+            "/secrets/PROD_TOKEN",
+            Some(json!({"value": "tok-9f8e7d6c5b4a"})),
+        )
+        .await;
     let task = server
         .call(
             reqwest::Method::POST,
@@ -1157,7 +1168,7 @@ async fn a_guessed_address_is_asked_for_and_an_unchecked_change_is_shown_before_
     let question = asked["attention"]["message"].as_str().unwrap().to_owned();
     assert_eq!(asked["attention"]["kind"], "question", "{asked}");
     assert!(
-        question.contains("`http://widgets-service:8000` (in client.py)"),
+        question.contains("`http://widgets-service:8000` (in `client.py`)"),
         "{question}"
     );
     assert!(asked["pull_requests"].as_array().unwrap().is_empty());
@@ -1175,7 +1186,9 @@ async fn a_guessed_address_is_asked_for_and_an_unchecked_change_is_shown_before_
     assert!(
         question.starts_with("Nothing could check this change")
             && question.contains("+API_URL = \"https://widgets.prod.example.net\"")
-            && question.contains("```diff"),
+            && question.contains("```diff")
+            && question.contains("+TOKEN = \"[secret:PROD_TOKEN]\"")
+            && !question.contains("tok-9f8e7d6c5b4a"),
         "{question}"
     );
     assert!(shown["pull_requests"].as_array().unwrap().is_empty());
@@ -1187,14 +1200,9 @@ async fn a_guessed_address_is_asked_for_and_an_unchecked_change_is_shown_before_
         )
         .await;
     server.until(&id, "in_progress").await;
-    let done = server.until(&id, "completed").await;
-    let head = done["pull_requests"][0]["head"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        sh(&repo, &format!("git show {head}:client.py")),
-        "API_URL = \"https://widgets.prod.example.net\"\n"
-    );
+    let refused = server.until(&id, "needs_attention").await;
+    let why = refused["attention"]["message"].as_str().unwrap();
+    assert!(why.contains("secret PROD_TOKEN"), "{refused}");
+    assert!(refused["pull_requests"].as_array().unwrap().is_empty());
     assert_eq!(model.remaining_steps(), 0);
 }

@@ -4,7 +4,7 @@
 use deft_forge::Objects;
 
 use super::{Context, Engine, EngineError, TaskSandbox};
-use crate::unsourced::{Address, added_addresses, question};
+use crate::unsourced::{Address, added_addresses, mentions, question};
 
 impl Engine {
     /// The question to ask when the change so far writes a URL whose host is in neither the
@@ -44,7 +44,7 @@ impl Engine {
             };
             let private = self.private_repo(&context.task.id, dir);
             for address in added_addresses(&diff) {
-                if said.contains(&address.host) {
+                if mentions(&said, &address.host) {
                     continue;
                 }
                 // The repository's own text, from git's objects, never from the clone.

@@ -441,9 +441,13 @@ impl Engine {
         question: &str,
     ) -> Result<deft_core::Attention, EngineError> {
         let id = &context.task.id;
-        self.store
+        let event = self
+            .store
             .append_event(id, EventKind::Question, json!({"question": question}))
             .await?;
+        // The question as stored, the owner's secrets redacted: it may quote the workspace
+        // (a diff, a guessed address), and the issue it goes to may be public.
+        let question = event.data["question"].as_str().unwrap_or(question);
         self.ask_on_issue(context, question).await?;
         Ok(attention(AttentionKind::Question, question))
     }
