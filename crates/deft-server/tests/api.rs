@@ -237,6 +237,41 @@ async fn create_list_show_and_filter_tasks() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
+
+    // Searched by text (case aside) and filtered by repository, by name or id, as the list
+    // page does.
+    let other = app.git_repo("gadgets");
+    app.post(
+        &app.admin,
+        "/tasks",
+        json!({"description": "Add a HEALTH page to gadgets", "repos": [other]}),
+    )
+    .await;
+    let (_, found) = app.get(&app.admin, "/tasks?q=health").await;
+    assert_eq!(found["tasks"].as_array().unwrap().len(), 2, "{found}");
+    let (_, found) = app.get(&app.admin, "/tasks?q=health&repo=gadgets").await;
+    assert_eq!(
+        found["tasks"][0]["description"], "Add a HEALTH page to gadgets",
+        "{found}"
+    );
+    assert_eq!(found["tasks"].as_array().unwrap().len(), 1);
+    let (_, found) = app
+        .get(&app.admin, &format!("/tasks?repo={repo_id}&q=%20x%20"))
+        .await;
+    assert_eq!(found["tasks"][0]["description"], "x", "{found}");
+    check_error(
+        app.get(&app.admin, "/tasks?repo=nowhere").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "you have no repository `nowhere`",
+    );
+    check_error(
+        app.get(&app.admin, &format!("/tasks?q={}", "a".repeat(201)))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "at most 200 characters",
+    );
 }
 
 #[tokio::test]

@@ -298,7 +298,10 @@ async fn a_person_signs_in_chats_creates_a_task_answers_it_and_watches_it_finish
     assert!(browser.text(".plan").await.contains("1 of 1 steps done"));
     // (the diff itself is `web_diff.rs`'s: here, its files with their counts and links).
     let files = browser.text(".prs .file-list").await;
-    assert_eq!(files, "greeting.txt added +1 −0", "the pull request's files");
+    assert_eq!(
+        files, "greeting.txt added +1 −0",
+        "the pull request's files"
+    );
     assert!(
         browser.exists(".prs a[href$='/diff#pr0-f0']").await,
         "each file links to its diff"

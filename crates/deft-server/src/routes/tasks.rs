@@ -105,7 +105,14 @@ pub struct ListQuery {
     state: Option<String>,
     limit: Option<i64>,
     before: Option<TaskId>,
+    /// Text the description holds, case aside.
+    q: Option<String>,
+    /// A repository, by name or id.
+    repo: Option<String>,
 }
+
+/// The longest search text: a description is searched, not matched against a document.
+const SEARCH_CHARS: usize = 200;
 
 /// Tasks per page unless `?limit=` says otherwise (at most 500).
 const PAGE: i64 = 50;
@@ -129,15 +136,47 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 500"));
     }
+    let text = query
+        .q
+        .map(|q| q.trim().to_owned())
+        .filter(|q| !q.is_empty());
+    if text
+        .as_ref()
+        .is_some_and(|q| q.chars().count() > SEARCH_CHARS)
+    {
+        return Err(ApiError::field(
+            "q",
+            format!(
+                "at most {SEARCH_CHARS} characters; search for a shorter part of the description"
+            ),
+        ));
+    }
+    let repos = app.store.list_repositories(&user.id).await?;
+    let repo = match query.repo.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(wanted) => Some(
+            repos
+                .iter()
+                .find(|r| r.id.as_str() == wanted || r.name == wanted)
+                .map(|r| r.id.clone())
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "repo",
+                        format!("you have no repository `{wanted}`; GET /api/v1/repos lists yours by name and id"),
+                    )
+                })?,
+        ),
+    };
     let filter = TaskFilter {
         state,
         before: query.before,
         limit,
-
+        text,
+        repo,
         ..Default::default()
     };
     let page = app.store.list_tasks(&user.id, &filter).await?;
-    let names = views::repo_names(app.store.list_repositories(&user.id).await?);
+    let names = views::repo_names(repos);
     let tasks: Vec<TaskView> = page
         .tasks
         .into_iter()
