@@ -39,7 +39,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deft-scheduler", &["deft-core", "deft-store", "deft-agent"]),
     (
         "deft-server",
-        &["deft-core", "deft-store", "deft-forge", "deft-github", "deft-notify"],
+        &[
+            "deft-core",
+            "deft-store",
+            "deft-forge",
+            "deft-github",
+            "deft-notify",
+        ],
     ),
     (
         "deft",
