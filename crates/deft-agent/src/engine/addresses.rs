@@ -28,18 +28,11 @@ impl Engine {
             )
             .to_ascii_lowercase()
         };
-        let bases = self.bases(&context.task.id);
         let mut unsourced: Vec<Address> = Vec::new();
-        // The clones are read by git: the task's programs wait meanwhile.
-        let paused = sandbox.pause_programs();
-        for (repo, dir, _) in &context.repos {
-            let base = bases
-                .get(repo.id.as_str())
-                .cloned()
-                .unwrap_or_else(|| format!("origin/{}", repo.default_branch));
+        for ((_, dir, _), base, diff) in self.clone_diffs(context, sandbox).await {
             // A clone git cannot diff has no addresses to ask about; verification has
             // already said what is wrong with it.
-            let Ok(diff) = deft_forge::worktree_diff(dir, &base).await else {
+            let Ok(diff) = diff else {
                 continue;
             };
             let private = self.private_repo(&context.task.id, dir);
@@ -60,7 +53,6 @@ impl Engine {
                 }
             }
         }
-        drop(paused);
         if unsourced.is_empty() {
             return Ok(None);
         }

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{OneShot, json_between};
 use super::planning::DESCRIPTION_MET;
-use super::{Context, Engine, EngineError, Phase, TaskSandbox};
+use super::{Context, Engine, EngineError, Phase, TaskRepo, TaskSandbox};
 use crate::analysis::fence;
 use crate::prompts::{REVIEW_PLACEHOLDER, REVIEWER, list, tail};
 
@@ -72,6 +72,29 @@ impl Engine {
         (report, failing)
     }
 
+    /// Each repository's clone, the base its task's change grew from, and everything changed
+    /// in its work tree against that base. The clones are checked, then read by git: the
+    /// task's programs (its MCP servers) wait meanwhile.
+    pub(super) async fn clone_diffs<'c>(
+        &self,
+        context: &'c Context,
+        sandbox: &TaskSandbox,
+    ) -> Vec<(&'c TaskRepo, String, Result<String, deft_forge::ForgeError>)> {
+        let bases = self.bases(&context.task.id);
+        let _paused = sandbox.pause_programs();
+        let mut diffs = Vec::with_capacity(context.repos.len());
+        for clone in &context.repos {
+            let (repo, dir, _) = clone;
+            let base = bases
+                .get(repo.id.as_str())
+                .cloned()
+                .unwrap_or_else(|| format!("origin/{}", repo.default_branch));
+            let diff = deft_forge::worktree_diff(dir, &base).await;
+            diffs.push((clone, base, diff));
+        }
+        diffs
+    }
+
     /// The reviewer's verdict on the whole change.
     pub(super) async fn review(
         &self,
@@ -81,15 +104,8 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Phase<SelfReview>, EngineError> {
         let mut diffs = String::new();
-        let bases = self.bases(&context.task.id);
-        // The clones are checked, then read by git: the task's MCP servers wait meanwhile.
-        let paused = sandbox.pause_programs();
-        for (repo, dir, _) in &context.repos {
-            let against = bases
-                .get(repo.id.as_str())
-                .cloned()
-                .unwrap_or_else(|| format!("origin/{}", repo.default_branch));
-            match deft_forge::worktree_diff(dir, &against).await {
+        for ((repo, _, _), _, diff) in self.clone_diffs(context, sandbox).await {
+            match diff {
                 Ok(diff) if !diff.trim().is_empty() => {
                     diffs.push_str(&fence(&format!("{} diff", repo.name), &tail(&diff, 60_000)))
                 }
@@ -97,7 +113,6 @@ impl Engine {
                 Err(error) => diffs.push_str(&format!("(no diff of {}: {error})\n", repo.name)),
             }
         }
-        drop(paused);
         let (runs, failing) = self.check_report(context, sandbox, plan, cancel).await;
         let user = format!(
             "{}\n\nRequirements:\n{}\nAcceptance criteria:\n{}\n\nThe change:\n{}\n\nThe checks, and the acceptance criteria's commands, run on it now:\n{}",

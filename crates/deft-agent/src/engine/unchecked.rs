@@ -37,27 +37,14 @@ impl Engine {
         if asked.iter().any(|question| question.starts_with(UNCHECKED)) {
             return Ok(None);
         }
-        let bases = self.bases(&context.task.id);
         let mut shown = String::new();
-        let paused = sandbox.pause_programs();
-        for (repo, dir, _) in &context.repos {
-            let base = bases
-                .get(repo.id.as_str())
-                .cloned()
-                .unwrap_or_else(|| format!("origin/{}", repo.default_branch));
-            if let Ok(diff) = deft_forge::worktree_diff(dir, &base).await
+        for ((repo, _, _), _, diff) in self.clone_diffs(context, sandbox).await {
+            if let Ok(diff) = diff
                 && !diff.trim().is_empty()
             {
-                shown.push_str(&format!(
-                    "In {}:
-{}
-",
-                    repo.name,
-                    diff_block(&diff)
-                ));
+                shown.push_str(&format!("In {}:\n{}\n", repo.name, diff_block(&diff)));
             }
         }
-        drop(paused);
         Ok(Some(format!(
             "{UNCHECKED}: the repository has no tests or checks deft knows how to run, and the task names no command that shows it works, so nothing but the model's word says it is right.\n\n{shown}\nReply \"open it\" to open the pull request as it is, or say what to change."
         )))
