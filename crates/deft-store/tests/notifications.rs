@@ -9,26 +9,7 @@ use deft_store::{
 };
 use deft_testkit::TestDatabase;
 
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let db = deft_testkit::TestDatabase::sqlite();
-                super::$case(super::open(&db).await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let db = deft_testkit::TestDatabase::postgres().await;
-                super::$case(super::open(&db).await).await;
-            })*
-        }
-    };
-}
-
-on_both!(
+deft_testkit::on_both!(
     a_webhook_keeps_its_secret_sealed_and_apart_per_user,
     a_webhook_without_a_secret_is_refused,
     email_settings_round_trip,

@@ -14,26 +14,7 @@ use deft_store::{
 use deft_testkit::TestDatabase;
 use serde_json::json;
 
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let db = deft_testkit::TestDatabase::sqlite();
-                super::$case(super::open(&db).await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let db = deft_testkit::TestDatabase::postgres().await;
-                super::$case(super::open(&db).await).await;
-            })*
-        }
-    };
-}
-
-on_both!(
+deft_testkit::on_both!(
     users_have_unique_names_and_tokens_find_their_user,
     the_first_start_makes_one_admin,
     a_new_task_is_queued_with_its_first_event,

@@ -20,6 +20,28 @@ use sqlx::Connection as _;
 /// The variable naming the PostgreSQL server for tests.
 pub const TEST_DATABASE_URL: &str = "DEFT_TEST_DATABASE_URL";
 
+/// Runs each `async fn CASE(store)` of the calling test file twice, on a new SQLite database
+/// and on a new PostgreSQL one, each opened by the file's own `async fn open(&TestDatabase)`.
+#[macro_export]
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let db = $crate::TestDatabase::sqlite();
+                super::$case(super::open(&db).await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let db = $crate::TestDatabase::postgres().await;
+                super::$case(super::open(&db).await).await;
+            })*
+        }
+    };
+}
+
 /// A database URL for one test, and what keeps it alive until the test ends.
 #[derive(Debug)]
 pub struct TestDatabase {
