@@ -15,6 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import find_deft, load_suite, progress, result, run_check, settings, setup, write_report  # noqa: E402
+
 MODES = {
     # mode: (mini's model class, its config, the report's runner)
     "toolcall": ("litellm", "mini.yaml", "tool calls"),
@@ -43,7 +46,7 @@ def main():
     root = Path(args.root)
     suite = Path(args.suite or root / "evals/suite").resolve()
     out = Path(args.out or root / "target/mini-swe-agent/results").resolve()
-    deft = find_deft(args.deft, root)
+    deft = find_deft(args.deft, root, "mini-swe-agent")
     tasks = load_suite(suite, args.only)
     modes = list(MODES) if args.mode == "both" else [args.mode]
     out.mkdir(parents=True, exist_ok=True)
@@ -52,26 +55,11 @@ def main():
         reports = []
         for task in tasks:
             report = run_task(args, mode, task, out, deft)
-            print(
-                f"mini-swe-agent ({mode}): {report['name']}: "
-                f"{'solved' if report['solved'] else 'not solved'} ({report['state']}, "
-                f"check {report['check']}) in {report['wall_ms'] / 1000:.1f} s, "
-                f"{report['requests']} requests",
-                file=sys.stderr,
-            )
+            progress(f"mini-swe-agent ({mode})", report)
             reports.append(report)
-        report = {
-            "version": 1,
-            "runner": f"mini-swe-agent {args.version} ({MODES[mode][2]})",
-            "model": f"openai-compatible/{args.model}",
-            # Relative to the checkout when inside it: a report names no path of the machine.
-            "suite": str(suite.relative_to(root.resolve())) if suite.is_relative_to(root.resolve()) else str(suite),
-            "started_at_unix_ms": started,
-            "tasks": reports,
-            "totals": totals(reports),
-        }
         path = out / f"{mode}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        report = write_report(path, f"mini-swe-agent {args.version} ({MODES[mode][2]})",
+                              f"openai-compatible/{args.model}", suite, root, started, reports)
         t = report["totals"]
         print(
             f"mini-swe-agent ({mode}): {t['solved']}/{t['tasks']} solved, {t['requests']} requests, "
@@ -80,65 +68,14 @@ def main():
         )
 
 
-def find_deft(given, root):
-    candidates = [given] if given else [
-        os.environ.get("DEFT_BIN"),
-        str(root / "target/release/deft"),
-        str(root / "target/debug/deft"),
-        shutil.which("deft"),
-    ]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    sys.exit("mini-swe-agent: no deft binary for the checks' sandboxes: build it (`cargo build --release -p deft`) or pass --deft PATH")
-
-
-def load_suite(suite, only):
-    if not suite.is_dir():
-        sys.exit(f"{suite}: not a directory; give the suite with --suite DIR")
-    tasks = []
-    for entry in sorted(suite.iterdir()):
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue
-        for required in ("setup.sh", "task.md", "check.sh"):
-            if not (entry / required).is_file():
-                sys.exit(f"{entry / required}: missing; every task needs setup.sh, task.md, check.sh (see docs/EVALUATION.md)")
-        tasks.append(entry)
-    names = [t.name for t in tasks]
-    for name in only:
-        if name not in names:
-            sys.exit(f"--only {name}: {suite} has no such task; its tasks are {', '.join(names)}")
-    tasks = [t for t in tasks if not only or t.name in only]
-    if not tasks:
-        sys.exit(f"{suite} holds no task (see docs/EVALUATION.md)")
-    return tasks
-
-
-def settings(task):
-    """task.toml's keys this driver uses (a flat file of `key = value` lines)."""
-    found = {"expect_question": False, "check_timeout_secs": 300}
-    path = task / "task.toml"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if "=" in line:
-                key, value = (part.strip() for part in line.split("=", 1))
-                if key == "expect_question":
-                    found[key] = value == "true"
-                elif key == "check_timeout_secs":
-                    found[key] = int(value)
-    return found
-
-
 def run_task(args, mode, task, out, deft):
     model_class, config, _ = MODES[mode]
     work = Path(tempfile.mkdtemp(prefix=f"mswea-{task.name}-"))
     try:
         repo = work / task.name
-        repo.mkdir()
-        setup = subprocess.run(["/bin/sh", str(task / "setup.sh")], cwd=repo, capture_output=True, text=True, timeout=300)
-        if setup.returncode != 0:
-            return result(task.name, "failed", f"setup.sh exited with {setup.returncode}: {setup.stderr.strip()[-300:]}")
+        failed = setup(task, repo)
+        if failed:
+            return result(task.name, "failed", failed)
         trajectory = out / mode / f"{task.name}.traj.json"
         trajectory.parent.mkdir(parents=True, exist_ok=True)
         if trajectory.exists():
@@ -236,48 +173,6 @@ def read_trajectory(path):
         cached += ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
     requests = info.get("model_stats", {}).get("api_calls", responses)
     return info, requests, prompt, completion, cached
-
-
-def run_check(deft, task, work, timeout):
-    """The suite's check.sh, copied beside the repository, in a deft sandbox over `work`."""
-    suite_copy = work / ".suite"
-    shutil.copytree(task, suite_copy, symlinks=False, ignore=lambda _dir, names: [n for n in names if (Path(_dir) / n).is_symlink()])
-    # The throwaway data dir of `deft sandbox run`, outside the sandbox's workspace.
-    data = Path(tempfile.mkdtemp(prefix="mswea-deft-"))
-    script = f"cd /workspace/{task.name} && exec /bin/sh /workspace/.suite/check.sh"
-    try:
-        ran = subprocess.run(
-            [deft, "sandbox", "run", "--data-dir", str(data), "--network", "connections",
-             "--timeout", str(timeout), "--workspace", str(work), "--", "/bin/sh", "-c", script],
-            capture_output=True, text=True, timeout=timeout + 60,
-        )
-    except subprocess.TimeoutExpired:
-        return False, "timed_out", f"killed after {timeout} s"
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
-    output = (ran.stdout + ran.stderr)[-2000:].rstrip()
-    if ran.returncode == 0:
-        return True, "passed", output
-    if ran.returncode == 124:
-        return False, "timed_out", output
-    return False, "failed", output
-
-
-def result(name, state, reason):
-    report = {
-        "name": name, "solved": False, "state": state, "check": "not_run",
-        "wall_ms": 0, "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
-    }
-    if reason:
-        report["reason"] = reason
-    return report
-
-
-def totals(reports):
-    keys = ("wall_ms", "requests", "prompt_tokens", "completion_tokens")
-    found = {"tasks": len(reports), "solved": sum(r["solved"] for r in reports)}
-    found.update({key: sum(r[key] for r in reports) for key in keys})
-    return found
 
 
 if __name__ == "__main__":
