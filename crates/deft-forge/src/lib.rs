@@ -326,17 +326,36 @@ pub async fn clone_remote(url: &str, dest: &Path, auth: &GitAuth) -> Result<(), 
 }
 
 /// Puts `dir` on `branch`: the remote's branch when it exists (feedback on the same pull
-/// request), else a new branch from `base`.
+/// request), else a new branch from `base`. A branch of the clone's own that is ahead of
+/// the remote's (or has none there) is kept: its commits were never pushed, such as a
+/// completion's commit whose push was refused, and starting over would lose them.
 pub async fn checkout_branch(dir: &Path, branch: &str, base: &str) -> Result<(), ForgeError> {
     ensure_untampered(dir).await?;
-    let remote = format!("refs/remotes/origin/{branch}");
-    let exists = clone_query(dir, &["rev-parse", "--verify", "--quiet", &remote])
-        .await?
-        .is_some();
-    let start = if exists {
-        format!("origin/{branch}")
-    } else {
-        format!("origin/{base}")
+    let verify = |reference: String| async move {
+        clone_query(
+            dir,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{reference}^{{commit}}"),
+            ],
+        )
+        .await
+        .map(|found| found.map(|out| out.trim().to_owned()))
+    };
+    let remote = verify(format!("refs/remotes/origin/{branch}")).await?;
+    let local = verify(format!("refs/heads/{branch}")).await?;
+    let start = match (remote, local) {
+        (Some(remote), Some(local)) => {
+            let ahead = clone_query(dir, &["merge-base", "--is-ancestor", &remote, &local])
+                .await?
+                .is_some();
+            if ahead { local } else { remote }
+        }
+        (Some(remote), None) => remote,
+        (None, Some(local)) => local,
+        (None, None) => format!("origin/{base}"),
     };
     clone_checked(dir, &["checkout", "--quiet", "-B", branch, &start], &[]).await?;
     Ok(())
@@ -417,6 +436,14 @@ pub(crate) const GIT_DIFF: &[&str] = &["diff", "--no-ext-diff", "--no-textconv"]
 /// repository's configuration and its submodules' can name programs and include files.
 pub async fn diff(repo: &Path, base: &str, head: &str) -> Result<String, ForgeError> {
     Objects::registered(repo).diff(base, head).await
+}
+
+/// The commit `branch` points at in the registered local repository `repo`, if it is there.
+pub async fn local_branch_tip(repo: &Path, branch: &str) -> Result<Option<String>, ForgeError> {
+    let mut tips = Objects::registered(repo)
+        .resolve_branches(&[branch])
+        .await?;
+    Ok(tips.pop().flatten())
 }
 
 /// Where a task's branch stands in a registered local repository, the local forge's stand-in
@@ -1253,6 +1280,44 @@ pub(crate) mod tests {
             "make the frobnicator handle every single edge case we can think of",
         );
         assert!(long.len() <= "deft/01a2286b-".len() + 40, "{long}");
+    }
+
+    #[tokio::test]
+    async fn a_kept_clone_keeps_commits_it_never_pushed_and_follows_the_remote_ahead_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = origin_repo(dir.path());
+        let work = dir.path().join("work");
+        clone_local(&origin, &work).await.unwrap();
+        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
+        let commit = |file: &str| {
+            format!(
+                "echo {file} > {file} && git add {file} && git -c user.name=t -c user.email=t@t commit -q -m {file}"
+            )
+        };
+        // A commit whose push never happened (refused, say) survives the clone's next start.
+        sh(&work, &commit("unpushed.txt"));
+        let head = sh_out(&work, "git rev-parse HEAD");
+        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
+        assert_eq!(sh_out(&work, "git rev-parse HEAD"), head);
+        assert!(work.join("unpushed.txt").exists());
+
+        // Pushed, then more pushed to the remote's branch by someone else: the remote's wins.
+        sh(&work, "git push -q origin deft/t-1");
+        sh(&origin, "git checkout -q deft/t-1");
+        sh(&origin, &commit("reviewer.txt"));
+        sh(&origin, "git checkout -q main");
+        sh(&work, "git fetch -q origin");
+        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
+        assert!(work.join("reviewer.txt").exists() && work.join("unpushed.txt").exists());
+        assert_eq!(
+            sh_out(&work, "git rev-parse HEAD"),
+            sh_out(&work, "git rev-parse origin/deft/t-1")
+        );
+        // A local branch that went another way than the remote's gives way to the remote's.
+        sh(&work, "git reset -q --hard main");
+        sh(&work, &commit("elsewhere.txt"));
+        checkout_branch(&work, "deft/t-1", "main").await.unwrap();
+        assert!(!work.join("elsewhere.txt").exists() && work.join("reviewer.txt").exists());
     }
 
     #[tokio::test]

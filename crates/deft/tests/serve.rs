@@ -1205,4 +1205,34 @@ async fn a_guessed_address_is_asked_for_and_an_unchecked_change_is_shown_before_
     assert!(why.contains("secret PROD_TOKEN"), "{refused}");
     assert!(refused["pull_requests"].as_array().unwrap().is_empty());
     assert_eq!(model.remaining_steps(), 0);
+
+    // The token is meant to be public: the owner deletes the secret and answers. The commit
+    // the refused push carried is still the branch's, and goes out now, with no more turns.
+    let deleted = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .delete(format!("{}/api/v1/secrets/PROD_TOKEN", server.url))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), reqwest::StatusCode::NO_CONTENT);
+    server
+        .call(
+            reqwest::Method::POST,
+            &format!("/tasks/{id}/answer"),
+            Some(json!({"message": "The token is public; push it"})),
+        )
+        .await;
+    server.until(&id, "in_progress").await;
+    let done = server.until(&id, "completed").await;
+    let branch = done["pull_requests"][0]["head"].as_str().unwrap();
+    let pushed = sh(&repo, &format!("git show {branch}:client.py"));
+    assert!(
+        pushed.contains("https://widgets.prod.example.net")
+            && pushed.contains("TOKEN = \"tok-9f8e7d6c5b4a\""),
+        "{pushed}"
+    );
+    assert_eq!(model.remaining_steps(), 0);
 }
