@@ -29,9 +29,12 @@ pub enum Merged {
 /// Merges `head` into `base` in the registered repository at `repo` (both branch names,
 /// without `refs/heads/`), fast-forward when it can, else with a merge commit by `by` whose
 /// message is `message`. A conflict is [`ForgeError::MergeConflict`], and nothing changes.
+///
+/// `reviewed` is the commit of `head` the person looked at: a branch that moved since (the
+/// task pushed again) is refused, so that what is merged is what was read.
 pub async fn merge_local(
     repo: &Path,
-    head: &str,
+    (head, reviewed): (&str, &str),
     base: &str,
     message: &str,
     by: &Identity,
@@ -50,6 +53,14 @@ pub async fn merge_local(
     };
     let old = heads[0].clone().ok_or_else(|| missing(base))?;
     let tip = heads[1].clone().ok_or_else(|| missing(head))?;
+    if tip != reviewed {
+        return Err(ForgeError::Refused {
+            what: format!(
+                "to merge `{head}`: it moved since the diff you looked at (it is at {} now); look at the diff again, then merge",
+                &tip[..tip.len().min(12)]
+            ),
+        });
+    }
     let git = Merger::new(repo);
     if git
         .succeeds(&["merge-base", "--is-ancestor", &tip, &old])
@@ -285,7 +296,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = repo(dir.path());
         let tip = out(&repo, "git rev-parse deft/x");
-        let merged = merge_local(&repo, "deft/x", "main", "Merge", &who())
+        let merged = merge_local(&repo, ("deft/x", &tip), "main", "Merge", &who())
             .await
             .unwrap();
         assert_eq!(
@@ -299,7 +310,7 @@ mod tests {
         assert_eq!(out(&repo, "git status --porcelain"), "");
         // Again: nothing to do.
         assert_eq!(
-            merge_local(&repo, "deft/x", "main", "Merge", &who())
+            merge_local(&repo, ("deft/x", &tip), "main", "Merge", &who())
                 .await
                 .unwrap(),
             Merged::AlreadyMerged
@@ -313,9 +324,15 @@ mod tests {
         sh(&repo, "echo c > c.txt && git add -A && git commit -q -m c");
         let old = out(&repo, "git rev-parse main");
         let tip = out(&repo, "git rev-parse deft/x");
-        let merged = merge_local(&repo, "deft/x", "main", "Merge deft/x\n\nWhy", &who())
-            .await
-            .unwrap();
+        let merged = merge_local(
+            &repo,
+            ("deft/x", &tip),
+            "main",
+            "Merge deft/x\n\nWhy",
+            &who(),
+        )
+        .await
+        .unwrap();
         let Merged::MergeCommit { commit } = merged else {
             panic!("{merged:?}");
         };
@@ -338,7 +355,8 @@ mod tests {
              && git checkout -q main && printf 'one\\nzwei\\n' > a.txt && git commit -qam y",
         );
         let before = out(&repo, "git rev-parse main");
-        let error = merge_local(&repo, "deft/x", "main", "Merge", &who())
+        let tip = out(&repo, "git rev-parse deft/x");
+        let error = merge_local(&repo, ("deft/x", &tip), "main", "Merge", &who())
             .await
             .unwrap_err();
         assert!(
@@ -358,7 +376,7 @@ mod tests {
         sh(dir.path(), "git clone -q --bare repo bare.git");
         let bare = dir.path().join("bare.git").canonicalize().unwrap();
         let tip = out(&work, "git rev-parse deft/x");
-        merge_local(&bare, "deft/x", "main", "Merge", &who())
+        merge_local(&bare, ("deft/x", &tip), "main", "Merge", &who())
             .await
             .unwrap();
         assert_eq!(out(&bare, "git rev-parse main"), tip);
@@ -371,7 +389,8 @@ mod tests {
         let repo = repo(dir.path());
         std::fs::write(repo.join("b.txt"), "mine\n").unwrap();
         let before = out(&repo, "git rev-parse main");
-        let error = merge_local(&repo, "deft/x", "main", "Merge", &who())
+        let tip = out(&repo, "git rev-parse deft/x");
+        let error = merge_local(&repo, ("deft/x", &tip), "main", "Merge", &who())
             .await
             .unwrap_err();
         assert!(error.to_string().contains("Commit or stash"), "{error}");
@@ -382,11 +401,91 @@ mod tests {
         );
     }
 
+    /// A branch is a task's, so an attacker's: what it holds is merged as data. A filter
+    /// its `.gitattributes` names runs, if it runs at all, in the jail, where nothing of the
+    /// host outside the repository can be written; a link it adds is written as a link, and
+    /// nothing is written through it.
+    #[tokio::test]
+    async fn a_hostile_branch_is_merged_as_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("victim.txt"), "untouched\n").unwrap();
+        let witness = dir.path().join("ran");
+        // The repository's owner has a filter `x`; the branch turns it on for every file.
+        sh(
+            &repo,
+            &format!(
+                "git config filter.x.smudge 'sh -c \"echo smudge > {w}; cat\"' \
+                 && git config filter.x.clean 'sh -c \"echo clean > {w}; cat\"' \
+                 && git config merge.x.driver 'sh -c \"echo merge > {w}\"; false' \
+                 && git checkout -q deft/x \
+                 && printf '* filter=x merge=x\\n' > .gitattributes \
+                 && ln -s {o} link && ln -s {o}/victim.txt victim.txt \
+                 && git add -A && git commit -q -m hostile && git checkout -q main \
+                 && echo c > c.txt && git add c.txt && git commit -q -m c",
+                w = witness.display(),
+                o = outside.display(),
+            ),
+        );
+        // The owner's own `git add` above ran the filter on the host: it is live.
+        std::fs::remove_file(&witness).expect("the filter runs where it is not jailed");
+        let tip = out(&repo, "git rev-parse deft/x");
+        let merged = merge_local(&repo, ("deft/x", &tip), "main", "Merge", &who()).await;
+        assert!(
+            matches!(merged, Ok(Merged::MergeCommit { .. })),
+            "{merged:?}"
+        );
+        assert!(
+            !witness.exists(),
+            "a filter or driver wrote outside the jail"
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.join("victim.txt")).unwrap(),
+            "untouched\n"
+        );
+        let link = std::fs::symlink_metadata(repo.join("link")).unwrap();
+        assert!(link.file_type().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(repo.join("victim.txt"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+
+    /// What is merged is what the person read: a branch the task pushed to after the diff
+    /// was shown is refused, and nothing changes.
+    #[tokio::test]
+    async fn a_branch_that_moved_since_it_was_reviewed_is_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let reviewed = out(&repo, "git rev-parse deft/x");
+        sh(
+            &repo,
+            "git checkout -q deft/x && echo later > later.txt && git add -A && git commit -q -m later \
+             && git checkout -q main",
+        );
+        let before = out(&repo, "git rev-parse main");
+        let error = merge_local(&repo, ("deft/x", &reviewed), "main", "Merge", &who())
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("moved since the diff you looked at"),
+            "{error}"
+        );
+        assert_eq!(out(&repo, "git rev-parse main"), before);
+        assert!(!repo.join("later.txt").exists() && !repo.join("b.txt").exists());
+    }
+
     #[tokio::test]
     async fn a_missing_branch_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let repo = repo(dir.path());
-        let error = merge_local(&repo, "deft/gone", "main", "Merge", &who())
+        let error = merge_local(&repo, ("deft/gone", "0000"), "main", "Merge", &who())
             .await
             .unwrap_err();
         assert!(

@@ -304,6 +304,31 @@ async fn a_tasks_changes_are_listed_numbered_highlighted_and_merged_or_closed() 
     assert_eq!(scrolls, json!(true), "the split table scrolls in its file");
     browser.resize(DESKTOP).await;
 
+    // The branch moves after the page was read (the task pushed again): Merge refuses, for
+    // what would be merged is not what was shown; the page read again merges.
+    browser
+        .goto(&format!("{}/tasks/{tidy}/diff", server.url))
+        .await;
+    let main_before = git(&shop, "rev-parse main");
+    git(
+        &shop,
+        &format!(
+            "-c user.name=t -c user.email=t@t commit-tree -p {branch} -m later {branch}^{{tree}} \
+             | xargs git update-ref refs/heads/{branch}"
+        ),
+    );
+    browser.click("#merge-form-0 button").await;
+    browser.page().accept_alert().await.unwrap();
+    browser
+        .until("document.getElementById('pr-error')", "the refusal")
+        .await;
+    let refusal = browser.text("#pr-error").await;
+    assert!(
+        refusal.contains("moved since the diff you looked at"),
+        "{refusal}"
+    );
+    assert_eq!(git(&shop, "rev-parse main"), main_before, "nothing merged");
+
     // Merge: the confirmation, then main holds the change, in the work tree too.
     browser
         .goto(&format!("{}/tasks/{tidy}/diff", server.url))

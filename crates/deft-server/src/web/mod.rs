@@ -460,6 +460,8 @@ pub(crate) struct ConfirmPage {
     pub verb: &'static str,
     /// Where "Keep it" leads.
     pub back: String,
+    /// Fields of the form that asked, posted again with the confirmation (name, value).
+    pub carry: Vec<(&'static str, String)>,
 }
 
 /// Whether a posted form says its person confirmed, by the confirmation page's field or the
@@ -514,6 +516,7 @@ async fn task_action(
         action: format!("/tasks/{id}/cancel"),
         verb: "Cancel task",
         back: format!("/tasks/{id}"),
+        carry: Vec::new(),
     };
     render(&page).into_response()
 }

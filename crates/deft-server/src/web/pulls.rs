@@ -41,6 +41,8 @@ pub struct PullView {
     pub can_merge: bool,
     /// Why they are not, when the pull request is open on the local forge.
     pub merge_hint: Option<String>,
+    /// The branch's commit the diff shows (the local forge): Merge merges that one only.
+    pub tip: String,
 }
 
 #[derive(Template)]
@@ -92,9 +94,14 @@ async fn draw(
     let mut budget = Budget::default();
     for (index, pr) in task.pull_requests.iter().enumerate() {
         let repo = repos.iter().find(|r| r.id == pr.repo);
+        let mut tip = None;
         let text = match repo {
-            Some(repo) => crate::routes::tasks::pull_request_diff(app, repo, pr)
+            Some(repo) => crate::routes::tasks::pull_request_diff_at(app, repo, pr)
                 .await
+                .map(|(text, at)| {
+                    tip = at;
+                    text
+                })
                 .map_err(|error| format!("The diff cannot be read: {error}")),
             None => Err("The repository is no longer registered.".to_owned()),
         };
@@ -148,8 +155,9 @@ async fn draw(
                 .as_ref()
                 .filter(|(at, _)| *at == index)
                 .map(|(_, why)| why.clone()),
-            can_merge,
+            can_merge: can_merge && tip.is_some(),
             merge_hint,
+            tip: tip.unwrap_or_default(),
         });
     }
     let page = DiffPage {
@@ -293,10 +301,12 @@ pub async fn act(
             action: format!("{back}/{repo_id}/{action}"),
             verb,
             back,
+            carry: vec![("tip", form.get("tip").to_owned())],
         });
     }
     let repo = app.store.repository(&session.user.id, &repo_id).await.ok();
-    if let Err(why) = apply(&task, repo.as_ref(), pr, &action, session).await {
+    let reviewed = form.get("tip");
+    if let Err(why) = apply(&task, repo.as_ref(), (pr, reviewed), &action, session).await {
         return draw(
             &app,
             session,
@@ -334,7 +344,7 @@ pub async fn back(Path((id, _, _)): Path<(TaskId, String, String)>) -> Redirect 
 async fn apply(
     task: &Task,
     repo: Option<&Repository>,
-    pr: &PullRequest,
+    (pr, reviewed): (&PullRequest, &str),
     action: &str,
     session: &WebSession,
 ) -> Result<(), String> {
@@ -350,6 +360,9 @@ async fn apply(
     if action != "merge" {
         return Ok(());
     }
+    if reviewed.is_empty() {
+        return Err("Not merged: the form did not say which commit you looked at; look at the diff again, then merge.".into());
+    }
     let by = deft_forge::Identity {
         name: session.user.name.clone(),
         email: format!("{}@deft.invalid", session.user.name),
@@ -360,7 +373,7 @@ async fn apply(
     );
     deft_forge::merge_local(
         std::path::Path::new(&repo.location),
-        &pr.head,
+        (&pr.head, reviewed),
         &pr.base,
         &message,
         &by,

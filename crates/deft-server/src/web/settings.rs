@@ -834,6 +834,7 @@ fn confirm_page(session: &WebSession, section: &str, item: &str) -> Result<Respo
         action: format!("/settings/{section}/{item}/delete"),
         verb,
         back: format!("/settings#{section}"),
+        carry: Vec::new(),
     })
 }
 
