@@ -106,7 +106,10 @@ def run_task(args, task, deft, keep):
 def run_deft(binary, data, repo, task, limit, log_path):
     """`deft run` on the task, its output to `log_path`; its exit code and whether it was
     stopped at `limit` seconds (SIGINT first, as a person's Ctrl-C, then SIGKILL)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DEFT_") or key in MODEL_VARS}
+    # From nothing but the model's variables: no credential, git setting or deft setup of
+    # the caller reaches the deft being evaluated (an older one, with older sandboxes).
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(data.parent), "LANG": "C.UTF-8"}
+    env.update({name: os.environ[name] for name in MODEL_VARS})
     command = [binary, "run", "--data-dir", str(data), "--repo", str(repo), (task / "task.md").read_text().strip()]
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -154,7 +157,10 @@ def check_branch(deft, task, repo, branch, timeout):
     host (no hooks, no filters, no config but the clone's own), then checks it in a sandbox."""
     work = Path(tempfile.mkdtemp(prefix=f"deft-run-check-{task.name}-"))
     try:
-        env = dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0")
+        # From nothing: no GIT_CONFIG_* or GIT_DIR of the caller's turns on a filter the
+        # branch's .gitattributes could name.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "LANG": "C.UTF-8",
+               "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
         cloned = subprocess.run(
             ["git", "-c", "core.hooksPath=/dev/null", "-c", "protocol.allow=never", "-c", "protocol.file.allow=always",
              "clone", "--quiet", "--no-local", "--no-recurse-submodules", "--single-branch", "--branch", branch,

@@ -9,12 +9,13 @@
 #       [--only TASK]... [--timeout SECS] [--keep DIR] [--deft PATH]
 #
 # Each task gets its own data dir; the checks run in sandboxes of --deft (default: this
-# checkout's build), never on the host.
+# checkout's build), never on the host. The deft evaluated is older, with older sandboxes:
+# run it on a machine you would let a task's code reach, such as a throwaway VM.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 exec python3 "$here/driver.py" --root "$root" "$@"

@@ -325,10 +325,12 @@ pub async fn clone_remote(url: &str, dest: &Path, auth: &GitAuth) -> Result<(), 
     Ok(())
 }
 
-/// Puts `dir` on `branch`: the remote's branch when it exists (feedback on the same pull
-/// request), else a new branch from `base`. A branch of the clone's own that is ahead of
-/// the remote's (or has none there) is kept: its commits were never pushed, such as a
-/// completion's commit whose push was refused, and starting over would lose them.
+/// Puts `dir` on `branch`: the branch as deft last pushed it (`origin/BRANCH`, which only
+/// deft's push moves) when there is one, else a new branch from `base`. A branch of the
+/// clone's own that is ahead of that one (or has none there) is kept: its commits were never
+/// pushed, such as a completion's commit whose push was refused, and starting over would
+/// lose them. One that went another way (the task's commands rewrote it), or a check that
+/// fails, gives way to the pushed one.
 pub async fn checkout_branch(dir: &Path, branch: &str, base: &str) -> Result<(), ForgeError> {
     ensure_untampered(dir).await?;
     let verify = |reference: String| async move {
@@ -1301,7 +1303,7 @@ pub(crate) mod tests {
         assert_eq!(sh_out(&work, "git rev-parse HEAD"), head);
         assert!(work.join("unpushed.txt").exists());
 
-        // Pushed, then more pushed to the remote's branch by someone else: the remote's wins.
+        // The pushed branch ahead of the clone's own (as after a fetch of a reviewer's commit): it wins.
         sh(&work, "git push -q origin deft/t-1");
         sh(&origin, "git checkout -q deft/t-1");
         sh(&origin, &commit("reviewer.txt"));

@@ -401,58 +401,74 @@ mod tests {
         );
     }
 
-    /// A branch is a task's, so an attacker's: what it holds is merged as data. A filter
-    /// its `.gitattributes` names runs, if it runs at all, in the jail, where nothing of the
-    /// host outside the repository can be written; a link it adds is written as a link, and
-    /// nothing is written through it.
+    /// A branch is a task's, so an attacker's. The repository's owner has a filter and a
+    /// merge driver `x`, and the branches turn them on: they run, if at all, in the jail,
+    /// where nothing of the host outside the repository is there to write. Each is shown to
+    /// run on the host first, where the same steps write their witness.
     #[tokio::test]
-    async fn a_hostile_branch_is_merged_as_data() {
+    async fn a_hostile_branch_runs_nothing_outside_the_jail() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = repo(dir.path());
-        let outside = dir.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::write(outside.join("victim.txt"), "untouched\n").unwrap();
-        let witness = dir.path().join("ran");
-        // The repository's owner has a filter `x`; the branch turns it on for every file.
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        let (smudged, merged_by) = (dir.path().join("smudged"), dir.path().join("merged"));
+        let commit = "git -c user.name=t -c user.email=t@t commit -q";
         sh(
             &repo,
             &format!(
-                "git config filter.x.smudge 'sh -c \"echo smudge > {w}; cat\"' \
-                 && git config filter.x.clean 'sh -c \"echo clean > {w}; cat\"' \
-                 && git config merge.x.driver 'sh -c \"echo merge > {w}\"; false' \
-                 && git checkout -q deft/x \
-                 && printf '* filter=x merge=x\\n' > .gitattributes \
-                 && ln -s {o} link && ln -s {o}/victim.txt victim.txt \
-                 && git add -A && git commit -q -m hostile && git checkout -q main \
-                 && echo c > c.txt && git add c.txt && git commit -q -m c",
-                w = witness.display(),
-                o = outside.display(),
+                "git init -q -b main \
+                 && git config filter.x.smudge 'sh -c \"echo x > {s}; cat\"' \
+                 && git config filter.x.clean cat \
+                 && git config merge.x.driver 'echo x > {m}; true' \
+                 && printf 'one\\ntwo\\n' > a.txt && printf '* filter=x\\na.txt merge=x\\n' > .gitattributes \
+                 && git add -A && {commit} -m init \
+                 && git checkout -q -b deft/y && echo c > c.txt && git add -A && {commit} -m c \
+                 && git checkout -q main",
+                s = smudged.display(),
+                m = merged_by.display(),
             ),
         );
-        // The owner's own `git add` above ran the filter on the host: it is live.
-        std::fs::remove_file(&witness).expect("the filter runs where it is not jailed");
+        let repo = repo.canonicalize().unwrap();
+        // The filter is live: checking out c.txt on the host runs it.
+        sh(&repo, "git checkout -q deft/y && git checkout -q main");
+        std::fs::remove_file(&smudged).expect("the filter runs where it is not jailed");
+        let tip = out(&repo, "git rev-parse deft/y");
+        let merged = merge_local(&repo, ("deft/y", &tip), "main", "Merge", &who()).await;
+        assert!(
+            matches!(merged, Ok(Merged::FastForward { .. })),
+            "{merged:?}"
+        );
+        assert!(repo.join("c.txt").exists(), "the work tree moved");
+        assert!(!smudged.exists(), "the filter wrote outside the jail");
+
+        // Both sides change a.txt, which names the driver.
+        sh(
+            &repo,
+            &format!(
+                "git checkout -q -b deft/x && printf 'ONE\\ntwo\\n' > a.txt && {commit} -qam x \
+                 && git checkout -q main && printf 'one\\nTWO\\n' > a.txt && {commit} -qam y"
+            ),
+        );
+        let _ = std::fs::remove_file(&smudged);
+        // The driver is live: the same merge on the host runs it.
+        sh(
+            &repo,
+            "git merge-tree --write-tree main deft/x >/dev/null || true",
+        );
+        std::fs::remove_file(&merged_by).expect("the driver runs where it is not jailed");
         let tip = out(&repo, "git rev-parse deft/x");
         let merged = merge_local(&repo, ("deft/x", &tip), "main", "Merge", &who()).await;
         assert!(
-            matches!(merged, Ok(Merged::MergeCommit { .. })),
+            matches!(
+                merged,
+                Ok(Merged::MergeCommit { .. }) | Err(ForgeError::MergeConflict { .. })
+            ),
             "{merged:?}"
         );
         assert!(
-            !witness.exists(),
-            "a filter or driver wrote outside the jail"
+            !merged_by.exists(),
+            "the merge driver wrote outside the jail"
         );
-        assert_eq!(
-            std::fs::read_to_string(outside.join("victim.txt")).unwrap(),
-            "untouched\n"
-        );
-        let link = std::fs::symlink_metadata(repo.join("link")).unwrap();
-        assert!(link.file_type().is_symlink());
-        assert!(
-            std::fs::symlink_metadata(repo.join("victim.txt"))
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        assert!(!smudged.exists(), "the filter wrote outside the jail");
     }
 
     /// What is merged is what the person read: a branch the task pushed to after the diff

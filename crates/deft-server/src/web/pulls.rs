@@ -478,6 +478,7 @@ mod tests {
                     refusal: None,
                     can_merge: true,
                     merge_hint: None,
+                    tip: String::new(),
                 }],
                 notice: None,
             };
