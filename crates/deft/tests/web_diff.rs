@@ -109,6 +109,16 @@ fn git(repo: &Path, args: &str) -> String {
     sh(repo, &format!("git {args}")).trim().to_owned()
 }
 
+/// Merge, confirmed in the dialog, refused: what the page says why.
+async fn merge_refused(browser: &Browser) -> String {
+    browser.click("#merge-form-0 button").await;
+    browser.page().accept_alert().await.unwrap();
+    browser
+        .until("document.getElementById('pr-error')", "the refusal")
+        .await;
+    browser.text("#pr-error").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tasks_changes_are_listed_numbered_highlighted_and_merged_or_closed() {
     let dir = tempfile::tempdir().unwrap();
@@ -317,12 +327,7 @@ async fn a_tasks_changes_are_listed_numbered_highlighted_and_merged_or_closed() 
              | xargs git update-ref refs/heads/{branch}"
         ),
     );
-    browser.click("#merge-form-0 button").await;
-    browser.page().accept_alert().await.unwrap();
-    browser
-        .until("document.getElementById('pr-error')", "the refusal")
-        .await;
-    let refusal = browser.text("#pr-error").await;
+    let refusal = merge_refused(&browser).await;
     assert!(
         refusal.contains("moved since the diff you looked at"),
         "{refusal}"
@@ -361,12 +366,7 @@ async fn a_tasks_changes_are_listed_numbered_highlighted_and_merged_or_closed() 
         .goto(&format!("{}/tasks/{clash}/diff", server.url))
         .await;
     let main_before = git(&shop, "rev-parse main");
-    browser.click("#merge-form-0 button").await;
-    browser.page().accept_alert().await.unwrap();
-    browser
-        .until("document.getElementById('pr-error')", "the refusal")
-        .await;
-    let refusal = browser.text("#pr-error").await;
+    let refusal = merge_refused(&browser).await;
     assert!(
         refusal.contains("does not merge cleanly") && refusal.contains("app.py"),
         "{refusal}"
