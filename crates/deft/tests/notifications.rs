@@ -11,8 +11,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::browser::{Browser, DESKTOP, PHONE, greeter_repo, set_password, sign_in_with_password};
+use common::greeter::greeting_task;
 use common::{Server, call, start_with_env};
-use deft_testkit::model_server::{ScriptedModel, Step, Turn};
+use deft_testkit::model_server::{ScriptedModel, Step};
 use deft_testkit::smtp_sink::SmtpSink;
 use deft_testkit::webhook_sink::{Received, WebhookSink};
 use hmac::{Hmac, Mac};
@@ -24,20 +25,9 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A question, then (after the answer) a plan, an edit, the finish and a passing review.
 fn asks_then_completes() -> Vec<Step> {
-    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#;
-    vec![
-        call("q", "ask_user", r#"{"question": "Which language?"}"#),
-        call("p", "submit_plan", plan),
-        call(
-            "e",
-            "str_replace_based_edit_tool",
-            r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
-        ),
-        call("f", "finish", r#"{"summary": "Wrote a greeting"}"#),
-        Step::Reply(Turn::text(
-            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
-        )),
-    ]
+    let mut script = vec![call("q", "ask_user", r#"{"question": "Which language?"}"#)];
+    script.extend(greeting_task());
+    script
 }
 
 /// `deft serve` with a config file: `[notifications]` (private targets allowed when asked, for
@@ -76,20 +66,6 @@ fn verify(request: &Received, secret: &str) {
     );
 }
 
-async fn create(server: &Server, description: &str, repo: &Path) -> String {
-    let task = server
-        .call(
-            reqwest::Method::POST,
-            "/tasks",
-            Some(json!({"description": description, "repos": [repo]})),
-        )
-        .await;
-    task["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{task}"))
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_asks_and_completes_tells_the_webhook_and_the_mailbox() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,7 +101,7 @@ async fn a_run_that_asks_and_completes_tells_the_webhook_and_the_mailbox() {
     assert_eq!(shown["webhook"]["url"], hooks.url("/deft"));
     assert_eq!(shown["email"]["available"], true);
 
-    let id = create(&server, "Add a greeting file", &repo).await;
+    let id = server.create_task("Add a greeting file", &repo).await;
     server.until(&id, "needs_attention").await;
     let asked = hooks.wait_for(1, WAIT).await;
     assert_eq!(asked.len(), 1);
@@ -396,7 +372,7 @@ async fn the_settings_set_notifications_and_the_task_list_shows_them_in_the_brow
         .js("window.shown = []; const Real = window.Notification; const Recorded = function (title, options) { window.shown.push([title, options.body]); }; Recorded.permission = Real.permission; Recorded.requestPermission = () => Promise.resolve(Real.permission); window.Notification = Recorded; return Real.permission;")
         .await;
     let title = "Add a <img src=x onerror=alert(1)> greeting";
-    let id = create(&server, title, &repo).await;
+    let id = server.create_task(title, &repo).await;
     browser
         .until("window.shown.length > 0", "a browser notification")
         .await;

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::browser::{Browser, DESKTOP, PHONE, set_password, sign_in_with_password};
-use common::{Server, call, sh, start};
+use common::{call, sh, start};
 use deft_testkit::model_server::{ScriptedModel, Step, Turn};
 use serde_json::{Value, json};
 
@@ -72,17 +72,6 @@ fn change(greeting: &str, more: bool) -> Vec<Step> {
     steps
 }
 
-async fn create(server: &Server, description: &str, repo: &Path) -> String {
-    let task = server
-        .call(
-            reqwest::Method::POST,
-            "/tasks",
-            Some(json!({"description": description, "repos": [repo]})),
-        )
-        .await;
-    task["id"].as_str().expect("a task").to_owned()
-}
-
 /// The rows of a file's table: per row its cells' text.
 async fn rows(browser: &Browser, file: &str) -> Vec<Vec<String>> {
     let rows = browser
@@ -130,14 +119,14 @@ async fn a_tasks_changes_are_listed_numbered_highlighted_and_merged_or_closed() 
     let server = start(&data, &model);
     set_password(&data, "admin", PASSWORD);
 
-    let tidy = create(&server, "Tidy the shop", &shop).await;
+    let tidy = server.create_task("Tidy the shop", &shop).await;
     let done = server.until(&tidy, "completed").await;
     let branch = done["pull_requests"][0]["head"]
         .as_str()
         .unwrap()
         .to_owned();
     // The second task starts from the same main and changes the same line.
-    let clash = create(&server, "Say hi in the shop", &shop).await;
+    let clash = server.create_task("Say hi in the shop", &shop).await;
     server.until(&clash, "completed").await;
 
     let browser = Browser::start().await;

@@ -6,51 +6,19 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::browser::{
     Browser, DESKTOP, ENTER, PHONE, TAB, greeter_repo, set_password, sign_in_with_password,
 };
-use common::{Server, call, sh, start};
+use common::greeter::greeting_task;
+use common::{call, sh, start};
 use deft_testkit::model_server::{ScriptedModel, Step, Turn};
 use fantoccini::Locator;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// The calls of a task that plans one step, writes `greeting.txt`, and passes its review.
-fn greeting_task() -> Vec<Step> {
-    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#;
-    vec![
-        call("p", "submit_plan", plan),
-        call(
-            "e",
-            "str_replace_based_edit_tool",
-            r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
-        ),
-        call("f", "finish", r#"{"summary": "Wrote a greeting"}"#),
-        Step::Reply(Turn::text(
-            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
-        )),
-    ]
-}
-
 fn auth_failure() -> Step {
     Step::error(401, "authentication_error", None)
-}
-
-async fn create(server: &Server, description: &str, repo: &Path, extra: Value) -> String {
-    let mut body = json!({"description": description, "repos": [repo]});
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    let task = server
-        .call(reqwest::Method::POST, "/tasks", Some(body))
-        .await;
-    task["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no task: {task}"))
-        .to_owned()
 }
 
 /// The list's rows as the page shows them: `[id, state, title, reason, meta]`.
@@ -103,7 +71,7 @@ async fn the_task_list_puts_what_needs_me_first_says_why_searches_and_follows_li
     let server = start(&data, &model);
     set_password(&data, "admin", PASSWORD);
 
-    let done = create(&server, "Add a greeting file", &greeter, json!({})).await;
+    let done = server.create_task("Add a greeting file", &greeter).await;
     server.until(&done, "completed").await;
     // A title longer than any screen, with a word longer than a phone is wide.
     let long = format!(
@@ -111,9 +79,9 @@ async fn the_task_list_puts_what_needs_me_first_says_why_searches_and_follows_li
         "and what the rest of the file should hold ".repeat(8),
         "Pneumonoultramicroscopicsilicovolcanoconiosis".repeat(3)
     );
-    let asks = create(&server, &long, &greeter, json!({})).await;
+    let asks = server.create_task(&long, &greeter).await;
     server.until(&asks, "needs_attention").await;
-    let fails = create(&server, "Fix the footer", &other, json!({})).await;
+    let fails = server.create_task("Fix the footer", &other).await;
     let failed = server.until(&fails, "needs_attention").await;
     assert_eq!(failed["attention"]["kind"], "error", "{failed}");
 
@@ -222,7 +190,7 @@ async fn the_task_list_puts_what_needs_me_first_says_why_searches_and_follows_li
     browser.goto(&format!("{}/tasks", server.url)).await;
     browser.js("window.stillHere = true; return 1;").await;
     model.push(call("q2", "ask_user", r#"{"question": "Which colour?"}"#));
-    let colour = create(&server, "Pick a colour", &greeter, json!({})).await;
+    let colour = server.create_task("Pick a colour", &greeter).await;
     browser
         .until(
             &format!("document.querySelector('#task-{colour} .reason')?.innerText === 'Asks: Which colour?'"),
@@ -356,7 +324,7 @@ async fn a_task_stopped_by_an_error_is_retried_in_place_or_run_again_as_a_new_ta
     let server = start(&data, &model);
     set_password(&data, "admin", PASSWORD);
     let description = "Add a greeting file\n\nIn English.";
-    let failed = create(&server, description, &greeter, json!({})).await;
+    let failed = server.create_task(description, &greeter).await;
     server.until(&failed, "needs_attention").await;
 
     let browser = Browser::start().await;
@@ -473,13 +441,13 @@ async fn a_plan_edited_at_approval_is_the_plan_the_agent_carries_out() {
     let data = dir.path().join("data");
     let server = start(&data, &model);
     set_password(&data, "admin", PASSWORD);
-    let id = create(
-        &server,
-        "Add a greeting file",
-        &greeter,
-        json!({"approve_plan": true}),
-    )
-    .await;
+    let id = server
+        .create_task_with(
+            "Add a greeting file",
+            &greeter,
+            json!({"approve_plan": true}),
+        )
+        .await;
     let waiting = server.until(&id, "needs_attention").await;
     assert_eq!(waiting["attention"]["kind"], "plan_approval", "{waiting}");
 

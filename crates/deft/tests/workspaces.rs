@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Server, sh, start_with_env};
+use common::{sh, start_with_env};
 use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Turn};
 use serde_json::{Value, json};
 
@@ -97,20 +97,6 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-async fn create(server: &Server, repo: &Path, description: &str) -> String {
-    let task = server
-        .call(
-            reqwest::Method::POST,
-            "/tasks",
-            Some(json!({"description": description, "repos": [repo]})),
-        )
-        .await;
-    task["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{task}"))
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_tasks_files_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,7 +104,7 @@ async fn a_cancelled_tasks_files_are_deleted() {
     let model = editing_model(Duration::from_millis(1500)).await;
     let data = dir.path().join("data");
     let server = start_with_env(&data, &model, 2, &[FAST_SWEEP]);
-    let id = create(&server, &repo, "make-alpha").await;
+    let id = server.create_task("make-alpha", &repo).await;
     let clone = data.join("workspaces").join(&id).join("plain");
     until("the task cloned its repository", || {
         clone.join(".git").is_dir()
@@ -141,8 +127,8 @@ async fn a_merged_or_closed_pull_request_gives_its_workspace_back() {
     let model = editing_model(Duration::ZERO).await;
     let data = dir.path().join("data");
     let server = start_with_env(&data, &model, 2, &[FAST_SWEEP]);
-    let merged = create(&server, &repo, "make-alpha").await;
-    let closed = create(&server, &repo, "make-beta").await;
+    let merged = server.create_task("make-alpha", &repo).await;
+    let closed = server.create_task("make-beta", &repo).await;
     let mut heads = Vec::new();
     for id in [&merged, &closed] {
         let done = server.until(id, "completed").await;
@@ -195,7 +181,7 @@ async fn idle_workspaces_stay_within_the_budget_oldest_first_and_clone_again() {
     let server = start_with_env(&data, &model, 1, &[FAST_SWEEP]);
     let mut tasks = Vec::new();
     for name in ["alpha", "beta", "gamma"] {
-        let id = create(&server, &repo, &format!("make-{name}")).await;
+        let id = server.create_task(&format!("make-{name}"), &repo).await;
         server.until(&id, "completed").await;
         tasks.push(id);
     }
@@ -248,7 +234,11 @@ async fn a_task_swept_by_retention_loses_its_files() {
     let model = editing_model(Duration::ZERO).await;
     let data = dir.path().join("data");
     let mut server = Some(start_with_env(&data, &model, 1, &[FAST_SWEEP]));
-    let id = create(server.as_ref().unwrap(), &repo, "make-alpha").await;
+    let id = server
+        .as_ref()
+        .unwrap()
+        .create_task("make-alpha", &repo)
+        .await;
     server.as_ref().unwrap().until(&id, "completed").await;
     // The sandbox's own directory goes a moment after the run; the rest stays.
     until("the sandbox's directory goes with it", || {

@@ -368,35 +368,14 @@ pub(crate) async fn pull_request_diff(
     repo: &deft_core::Repository,
     pull_request: &deft_core::PullRequest,
 ) -> Result<String, String> {
-    pull_request_diff_at(app, repo, pull_request)
-        .await
-        .map(|(text, _)| text)
-}
-
-/// The pull request's diff and, on the local forge, the commit of its branch the diff was
-/// made from: a merge is of that commit, never of one pushed after the page was read.
-pub(crate) async fn pull_request_diff_at(
-    app: &AppState,
-    repo: &deft_core::Repository,
-    pull_request: &deft_core::PullRequest,
-) -> Result<(String, Option<String>), String> {
     match repo.forge {
-        deft_core::ForgeKind::Local => {
-            let location = std::path::Path::new(&repo.location);
-            let tip = deft_forge::local_branch_tip(location, &pull_request.head)
-                .await
-                .map_err(|error| error.to_string())?
-                .ok_or_else(|| {
-                    format!(
-                        "the branch `{}` is no longer in the repository",
-                        pull_request.head
-                    )
-                })?;
-            let text = deft_forge::diff(location, &pull_request.base, &tip)
-                .await
-                .map_err(|error| error.to_string())?;
-            Ok((text, Some(tip)))
-        }
+        deft_core::ForgeKind::Local => deft_forge::diff(
+            std::path::Path::new(&repo.location),
+            &pull_request.base,
+            &pull_request.head,
+        )
+        .await
+        .map_err(|error| error.to_string()),
         deft_core::ForgeKind::Github => {
             let Some(hooks) = &app.github else {
                 return Err("GitHub is not configured on this deft".into());
@@ -406,7 +385,6 @@ pub(crate) async fn pull_request_diff_at(
                 .client
                 .compare(&name, &pull_request.base, &pull_request.head)
                 .await
-                .map(|text| (text, None))
                 .map_err(|error| error.to_string())
         }
     }

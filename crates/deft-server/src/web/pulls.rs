@@ -94,16 +94,15 @@ async fn draw(
     let mut budget = Budget::default();
     for (index, pr) in task.pull_requests.iter().enumerate() {
         let repo = repos.iter().find(|r| r.id == pr.repo);
-        let mut tip = None;
-        let text = match repo {
-            Some(repo) => crate::routes::tasks::pull_request_diff_at(app, repo, pr)
-                .await
-                .map(|(text, at)| {
-                    tip = at;
-                    text
-                })
-                .map_err(|error| format!("The diff cannot be read: {error}")),
-            None => Err("The repository is no longer registered.".to_owned()),
+        let (text, tip) = match repo {
+            Some(repo) => match diff_at_tip(app, repo, pr).await {
+                Ok((text, tip)) => (Ok(text), tip),
+                Err(error) => (Err(format!("The diff cannot be read: {error}")), None),
+            },
+            None => (
+                Err("The repository is no longer registered.".to_owned()),
+                None,
+            ),
         };
         let (files, error) = match text {
             Ok(text) => {
@@ -173,6 +172,28 @@ async fn draw(
         *response.status_mut() = StatusCode::CONFLICT;
     }
     Ok(response)
+}
+
+/// The pull request's diff and, on the local forge, the commit of its branch it was made
+/// from, which Merge is then pinned to: never one pushed after the page was read.
+async fn diff_at_tip(
+    app: &AppState,
+    repo: &Repository,
+    pr: &PullRequest,
+) -> Result<(String, Option<String>), String> {
+    if repo.forge != ForgeKind::Local {
+        let text = crate::routes::tasks::pull_request_diff(app, repo, pr).await?;
+        return Ok((text, None));
+    }
+    let location = std::path::Path::new(&repo.location);
+    let tip = deft_forge::local_branch_tip(location, &pr.head)
+        .await
+        .map_err(|error| error.to_string())?
+        .ok_or_else(|| format!("the branch `{}` is no longer in the repository", pr.head))?;
+    let text = deft_forge::diff(location, &pr.base, &tip)
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok((text, Some(tip)))
 }
 
 /// The most files a task's page lists per pull request (the diff page lists them all).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
 
-use super::{DEFT, sh};
+use super::{DEFT, call, sh};
 
 /// A repository whose `./test.sh` passes once greeting.txt says hello.
 pub fn greeting_repo(dir: &Path) -> PathBuf {
@@ -98,4 +98,21 @@ pub fn succeeded(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// The calls of a task that plans one step, writes `greeting.txt`, and passes its review.
+pub fn greeting_task() -> Vec<Step> {
+    let plan = r#"{"requirements": ["a greeting"], "acceptance_criteria": ["./test.sh passes"], "steps": ["Write greeting.txt"]}"#;
+    vec![
+        call("p", "submit_plan", plan),
+        call(
+            "e",
+            "str_replace_based_edit_tool",
+            r#"{"command": "create", "path": "greeter/greeting.txt", "file_text": "hello\n"}"#,
+        ),
+        call("f", "finish", r#"{"summary": "Wrote a greeting"}"#),
+        Step::Reply(Turn::text(
+            r#"{"verdict": "pass", "checked": ["the diff meets each criterion"]}"#,
+        )),
+    ]
 }

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use deft_testkit::model_server::{ScriptedCall, ScriptedModel, Step, Turn};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const DEFT: &str = env!("CARGO_BIN_EXE_deft");
 
@@ -156,6 +156,24 @@ impl Server {
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         self.call_as(&self.token, method, path, body).await
+    }
+
+    /// Creates a task on `repo` through the API; its id.
+    pub async fn create_task(&self, description: &str, repo: &Path) -> String {
+        self.create_task_with(description, repo, json!({})).await
+    }
+
+    /// As [`Server::create_task`], with `extra`'s fields added to the request's body.
+    pub async fn create_task_with(&self, description: &str, repo: &Path, extra: Value) -> String {
+        let mut body = json!({"description": description, "repos": [repo]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let task = self.call(reqwest::Method::POST, "/tasks", Some(body)).await;
+        task["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no task: {task}"))
+            .to_owned()
     }
 
     /// Calls the API with another user's token.
